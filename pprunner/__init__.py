@@ -1,0 +1,68 @@
+"""pprunner: a persistent-process supervisor for Python task queues.
+
+>>> from pprunner import App
+>>> app = App(backend="sqlite:///jobs.db")
+>>> @app.task
+... def add(x, y):
+...     return x + y
+>>> add.enqueue(1, 2).result(timeout=10)  # with `pprunner run --app module:app` running
+3
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    AppLoadError,
+    BackendError,
+    ConfigError,
+    IllegalTransition,
+    NotOwner,
+    PluginError,
+    PprunnerError,
+    ResultTimeout,
+    SerializationError,
+    TaskFailed,
+    UnknownInvocation,
+)
+from .exitcodes import ExitCode
+from .hookspecs import hookimpl
+from .invocation import ErrorInfo, Invocation, Returned, RunnerInfo, Status
+from .supervisor import Supervisor
+from .task import App, Handle, Task, load_app
+from .worker import WorkerContext, current_context
+
+try:
+    __version__ = version("pprunner")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "App",
+    "AppLoadError",
+    "BackendError",
+    "ConfigError",
+    "ErrorInfo",
+    "ExitCode",
+    "Handle",
+    "IllegalTransition",
+    "Invocation",
+    "NotOwner",
+    "PluginError",
+    "PprunnerError",
+    "ResultTimeout",
+    "Returned",
+    "RunnerInfo",
+    "SerializationError",
+    "Status",
+    "Supervisor",
+    "Task",
+    "TaskFailed",
+    "UnknownInvocation",
+    "WorkerContext",
+    "__version__",
+    "current_context",
+    "hookimpl",
+    "load_app",
+]

@@ -1,0 +1,186 @@
+"""The Backend contract: the only state shared between processes and hosts.
+
+A backend plugin subclasses :class:`Backend` and registers a factory for its
+URL scheme(s) through the ``pprunner_register_backends`` hook.
+``pprunner.testing.BackendContract`` checks any implementation against the
+promises written here.
+
+Ownership is the heart of the contract: a claim sets the owner atomically,
+and only the owner may finish, pause or resume an invocation. That is what
+makes a late result from a runner that lost its invocation harmless.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import attrs
+
+from .errors import NotOwner, UnknownInvocation
+from .invocation import (
+    OWNED_STATUSES,
+    ErrorInfo,
+    Invocation,
+    RunnerInfo,
+    Status,
+    check_transition,
+)
+
+
+class Backend(abc.ABC):
+    """Stores invocations and runner heartbeats. Must be safe to use from
+    several processes at once (unless :attr:`supports_processes` is False);
+    one instance is used by one process, but possibly by several threads."""
+
+    #: False for stores that live inside one process (the memory backend):
+    #: the supervisor then refuses to start worker processes on it.
+    supports_processes: ClassVar[bool] = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- producers ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, invocation: Invocation) -> None:
+        """Store a new PENDING invocation and wake one blocked claimer."""
+
+    # -- workers -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, runner_id: str, timeout: float) -> Invocation | None:
+        """Atomically take the oldest PENDING invocation for ``runner_id``.
+
+        It becomes RUNNING, owned by ``runner_id``, with ``attempts`` raised
+        by one and ``started_at`` set. Blocks up to ``timeout`` seconds when
+        nothing is pending, without busy polling where the store allows it;
+        returns None when the time runs out or :meth:`wakeup` is called.
+        """
+
+    @abc.abstractmethod
+    def complete(self, invocation_id: str, runner_id: str, result: bytes) -> None:
+        """RUNNING -> SUCCESS with ``result``; raises NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
+        """RUNNING -> FAILED with ``error``; raises NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def pause(self, invocation_id: str, runner_id: str) -> None:
+        """RUNNING -> PAUSED, ownership kept; raises NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def resume(self, invocation_id: str, runner_id: str) -> None:
+        """PAUSED -> RUNNING; raises NotOwner unless owned by ``runner_id``."""
+
+    def wakeup(self) -> None:
+        """Make every :meth:`claim` blocked on this store return soon.
+
+        The supervisor calls it at shutdown so idle workers notice the stop
+        event at once. The default does nothing, which is right for stores
+        whose claims block only briefly.
+        """
+
+    # -- the supervisor and recovery -------------------------------------------
+
+    @abc.abstractmethod
+    def reroute(self, runner_id: str, error: ErrorInfo | None) -> list[Invocation]:
+        """Hand back every invocation ``runner_id`` owns (RUNNING or PAUSED).
+
+        With ``error`` (the runner died) the interrupted attempt counts: an
+        invocation with attempts left goes back to PENDING keeping ``error``
+        as its last error; one that used its ``max_attempts`` ends FAILED with
+        ``error``. With ``error=None`` (a graceful hand-back, e.g. at
+        shutdown) the attempt is given back and the invocation is PENDING.
+        Returns the invocations as they are afterwards.
+        """
+
+    @abc.abstractmethod
+    def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
+        """Invocations (RUNNING or PAUSED) owned by any of ``runner_ids``."""
+
+    @abc.abstractmethod
+    def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
+        """Insert or refresh these runners with ``heartbeat_at = at``."""
+
+    @abc.abstractmethod
+    def forget_runners(self, runner_ids: Iterable[str]) -> None:
+        """Drop runners that exited, so they stop showing up as alive."""
+
+    @abc.abstractmethod
+    def runners(self) -> list[RunnerInfo]:
+        """Every recorded runner, oldest first."""
+
+    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
+        """Runners whose last heartbeat is more than ``older_than`` seconds old."""
+        limit = time.time() - older_than
+        return [r for r in self.runners() if r.heartbeat_at < limit]
+
+    # -- inspection ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get(self, invocation_id: str) -> Invocation:
+        """The invocation with its result or error; raises UnknownInvocation."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[Status, int]:
+        """How many invocations are in each status (every status present)."""
+
+    def wait(self, invocation_id: str, timeout: float | None) -> Invocation:
+        """Block until the invocation is final (or ``timeout`` runs out) and return it.
+
+        The default polls :meth:`get` with a growing pause (1 ms up to 50 ms),
+        so a short task's result is seen within a few milliseconds while a
+        long wait costs little; stores with notifications may do better.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            invocation = self.get(invocation_id)
+            if invocation.status.is_final:
+                return invocation
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return invocation
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        """Release connections and files. The instance is not used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+def missing(invocation_id: str) -> UnknownInvocation:
+    return UnknownInvocation(f"no invocation with id {invocation_id!r}")
+
+
+def check_owner_change(invocation: Invocation, runner_id: str, new: Status) -> None:
+    """Raise NotOwner or IllegalTransition unless ``runner_id`` may make it ``new``."""
+    if invocation.owner != runner_id or invocation.status not in OWNED_STATUSES:
+        holder = (f"owned by {invocation.owner}" if invocation.status in OWNED_STATUSES
+                  else f"{invocation.status}")
+        raise NotOwner(f"invocation {invocation.id} is {holder}; runner {runner_id} "
+                       f"cannot make it {new}")
+    check_transition(invocation.status, new, invocation.id)
+
+
+def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float) -> Invocation:
+    """The one rule for handing back an owned invocation (see :meth:`Backend.reroute`)."""
+    if error is None:
+        return attrs.evolve(invocation, status=Status.PENDING, owner=None,
+                            attempts=max(invocation.attempts - 1, 0), started_at=None)
+    if invocation.attempts >= invocation.max_attempts:
+        attempts = "attempt" if invocation.max_attempts == 1 else "attempts"
+        final = ErrorInfo(error.type, f"{error.message} (after {invocation.attempts} "
+                          f"{attempts}; max_attempts is {invocation.max_attempts})",
+                          error.traceback)
+        return attrs.evolve(invocation, status=Status.FAILED, error=final, finished_at=now)
+    return attrs.evolve(invocation, status=Status.PENDING, owner=None, error=error,
+                        started_at=None)

@@ -1,0 +1,69 @@
+"""The core's own implementations of its hooks.
+
+Registered before any plugin and marked ``trylast``, so a plugin's
+implementation of a firstresult hook always takes precedence.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .errors import ResultTimeout
+from .hookspecs import hookimpl
+from .invocation import Invocation, Returned, RunnerInfo
+from .spawn import WorkerProcess, WorkerSpec, main_module_hidden, signals_blocked
+
+if TYPE_CHECKING:
+    from .task import Task
+
+
+@hookimpl(trylast=True)
+def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
+    from . import worker  # the child's entry point; importing it here keeps the core light
+
+    context = multiprocessing.get_context(start_method)
+    process = context.Process(target=worker.main, args=(spec,),
+                              name=f"pprunner-worker-{spec.slot}")
+    with signals_blocked(), main_module_hidden():
+        process.start()
+    return process
+
+
+@hookimpl(trylast=True)
+def pprunner_heartbeat(backend: Backend, runners: Sequence[RunnerInfo], at: float) -> None:
+    backend.record_heartbeats(runners, at)
+
+
+@hookimpl(trylast=True)
+def pprunner_execute(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Returned:
+    return Returned(task.function(*args, **kwargs))
+
+
+@hookimpl(trylast=True)
+def pprunner_pause_on_wait(context: Any, waiter: Invocation, invocation_ids: Sequence[str],
+                           timeout: float | None) -> list[Invocation]:
+    """The ``poll`` strategy: mark the waiter PAUSED and poll until all are final.
+
+    The worker's slot stays occupied meanwhile, so with as many waiting
+    parents as workers nothing runs the children: this is the behaviour
+    that deadlocks a fixed pool, kept for compatibility.
+    """
+    backend: Backend = context.backend
+    deadline = None if timeout is None else time.monotonic() + timeout
+    backend.pause(waiter.id, context.runner_id)
+    try:
+        done = []
+        for invocation_id in invocation_ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            invocation = backend.wait(invocation_id, left)
+            if not invocation.status.is_final:
+                raise ResultTimeout(f"invocation {invocation_id} is still {invocation.status} "
+                                    f"after waiting {timeout} s")
+            done.append(invocation)
+        return done
+    finally:
+        backend.resume(waiter.id, context.runner_id)

@@ -1,0 +1,104 @@
+"""Every exception pprunner raises on purpose.
+
+Each names what went wrong in one line a user can act on; the CLI prints
+``str(error)`` and maps the class to an :class:`~pprunner.exitcodes.ExitCode`.
+"""
+
+from __future__ import annotations
+
+
+class PprunnerError(Exception):
+    """Base class: anything pprunner reports deliberately."""
+
+
+class ConfigError(PprunnerError):
+    """A setting has a bad value or is unknown; the message names its source."""
+
+
+class AppLoadError(PprunnerError):
+    """``module:attribute`` could not be imported or does not name an App."""
+
+
+class PluginError(PprunnerError):
+    """A name (backend URL scheme, serializer) that no loaded plugin provides."""
+
+
+class BackendError(PprunnerError):
+    """The backend cannot be reached or refused an operation for good."""
+
+
+class SerializationError(PprunnerError):
+    """A value could not be encoded or a payload could not be decoded."""
+
+
+class UnknownInvocation(PprunnerError, KeyError):
+    """No invocation has this id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class IllegalTransition(PprunnerError):
+    """A status change that the transition table does not allow."""
+
+
+class NotOwner(IllegalTransition):
+    """A runner tried to finish an invocation it does not own (any more).
+
+    This is how a late result from a runner that lost its invocation is
+    refused: the one recorded outcome stays the owner's.
+    """
+
+
+class ResultTimeout(PprunnerError, TimeoutError):
+    """``Handle.result(timeout=...)`` ran out before the invocation ended."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's traceback text, chained as ``__cause__`` of TaskFailed.
+
+    Python prints a cause before the exception itself, so an uncaught
+    TaskFailed shows the worker-side stack first, as a local error would.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+class TaskFailed(PprunnerError):
+    """The invocation ended FAILED; carries the remote error.
+
+    :ivar invocation_id: the failed invocation.
+    :ivar task: the task name.
+    :ivar remote_type: qualified name of the exception raised in the worker
+        (``WorkerDied`` when the worker process died).
+    :ivar remote_message: its message.
+    :ivar remote_traceback: the formatted worker-side traceback, or ``""``.
+    """
+
+    def __init__(
+        self,
+        invocation_id: str,
+        task: str,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(invocation_id, task, remote_type, remote_message, remote_traceback)
+        self.invocation_id = invocation_id
+        self.task = task
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.__cause__ = RemoteTraceback(remote_traceback)
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task!r} (invocation {self.invocation_id}) failed: "
+            f"{self.remote_type}: {self.remote_message}"
+        )

@@ -1,0 +1,165 @@
+"""The invocation record, its status state machine, and runner records.
+
+These are plain values that cross process (and host) boundaries, so they are
+frozen attrs classes that know nothing of any wire format: backends decide
+how to store them, serializers only ever see task arguments and results.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import socket
+import time
+import traceback
+from typing import Any
+import attrs
+
+from .errors import IllegalTransition
+
+
+class Status(str, enum.Enum):
+    """Where an invocation is in its life. The value is the stored name."""
+
+    PENDING = "PENDING"  #: waiting in the queue to be claimed
+    RUNNING = "RUNNING"  #: claimed by its owner runner, which is executing it
+    PAUSED = "PAUSED"  #: its owner keeps it while it waits for other invocations
+    SUCCESS = "SUCCESS"  #: final: the task returned; the result is stored
+    FAILED = "FAILED"  #: final: the task raised, could not run, or its workers kept dying
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILED})
+#: Statuses in which an invocation has an owner runner.
+OWNED_STATUSES = frozenset({Status.RUNNING, Status.PAUSED})
+
+#: The one transition table. Every backend consults it (``sources_of``), so a
+#: status change that is not listed here is refused everywhere alike.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING}),
+    # RUNNING -> PENDING is a reroute (owner died) or a hand-back (shutdown);
+    # RUNNING -> FAILED also covers a reroute past max_attempts.
+    Status.RUNNING: frozenset({Status.SUCCESS, Status.FAILED, Status.PAUSED, Status.PENDING}),
+    Status.PAUSED: frozenset({Status.RUNNING, Status.PENDING, Status.FAILED}),
+    Status.SUCCESS: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+
+def check_transition(old: Status, new: Status, invocation_id: str = "") -> None:
+    """Raise IllegalTransition unless the table allows ``old -> new``."""
+    if new not in TRANSITIONS[old]:
+        what = f"invocation {invocation_id}: " if invocation_id else ""
+        raise IllegalTransition(f"{what}cannot go from {old} to {new}")
+
+
+def sources_of(new: Status) -> frozenset[Status]:
+    """The statuses from which ``new`` may be entered (for atomic SQL/Lua guards)."""
+    return frozenset(old for old, targets in TRANSITIONS.items() if new in targets)
+
+
+@attrs.frozen
+class ErrorInfo:
+    """Why an invocation attempt failed, readable without the task's code.
+
+    Stored as JSON whatever the app's serializer: an error must stay
+    readable even when the payload could not be decoded.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        name = kind.__qualname__
+        if kind.__module__ not in ("builtins", "__main__"):
+            name = f"{kind.__module__}.{name}"
+        text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        return cls(type=name, message=str(exc), traceback=text)
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ErrorInfo | None:
+        return cls(**json.loads(text)) if text else None
+
+
+@attrs.frozen(repr=False)
+class Invocation:
+    """One call of one task: what to run, and what became of it."""
+
+    id: str
+    task: str
+    #: the encoded ``{"args": [...], "kwargs": {...}}``
+    payload: bytes
+    #: the name of the serializer that encoded ``payload`` (and will encode the result)
+    serializer: str
+    status: Status = Status.PENDING
+    owner: str | None = None
+    #: attempts started so far; a claim raises it, a graceful hand-back gives it back
+    attempts: int = 0
+    max_attempts: int = 1
+    enqueued_at: float = attrs.Factory(time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    #: the error of the last failed attempt (kept when a reroute retries it)
+    error: ErrorInfo | None = None
+
+    def __repr__(self) -> str:
+        owner = f" owner={self.owner}" if self.owner else ""
+        return (
+            f"<Invocation {self.id} {self.task} {self.status}{owner} "
+            f"attempt {self.attempts}/{self.max_attempts}>"
+        )
+
+
+class RunnerKind(str, enum.Enum):
+    SUPERVISOR = "supervisor"
+    WORKER = "worker"
+    INLINE = "inline"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class RunnerInfo:
+    """A runner (supervisor or worker) as the heartbeat records it."""
+
+    id: str
+    kind: RunnerKind
+    pid: int
+    host: str = attrs.Factory(socket.gethostname)
+    #: the supervisor this runner belongs to (its own id for a supervisor)
+    supervisor: str = ""
+    #: the worker's slot number (1..N); 0 for a supervisor
+    slot: int = 0
+    started_at: float = attrs.Factory(time.time)
+    heartbeat_at: float = attrs.Factory(time.time)
+
+
+@attrs.frozen
+class Returned:
+    """What the execute hook returns: the task's value, even when it is None."""
+
+    value: Any
+
+
+def new_invocation_id() -> str:
+    """A random id that sorts by creation time (milliseconds, then randomness)."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+
+
+def counts_template() -> dict[Status, int]:
+    return dict.fromkeys(Status, 0)

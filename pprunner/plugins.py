@@ -1,0 +1,186 @@
+"""Builds the plugin manager and the registry of backends and serializers.
+
+Plugins are modules named by entry points in the ``pprunner`` group; the
+built-in ones are declared in pprunner's own ``pyproject.toml`` exactly like
+a third party's, so both take the same path. Switches, read from the
+environment when the manager is built:
+
+``PPRUNNER_DISABLE_PLUGIN_AUTOLOAD=1``
+    load only pprunner's own plugins, no third-party ones;
+``PPRUNNER_DISABLED_PLUGINS=name,name``
+    block these entry-point names;
+``PPRUNNER_TRACE_PLUGINS=1``
+    print every hook call and result to stderr.
+
+A plugin that fails to import is recorded, with its error, instead of
+stopping everything: ``pprunner plugins`` shows it, and asking for a backend
+or serializer it would have provided names the failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import defaults, hookspecs
+from .backend import Backend
+from .errors import PluginError
+from .serializer import Serializer
+
+ENTRY_POINT_GROUP = "pprunner"
+OWN_DISTRIBUTION = "pprunner"
+
+
+@attrs.frozen
+class PluginFailure:
+    name: str
+    distribution: str
+    error: str
+
+
+@attrs.define
+class Registry:
+    """What the loaded plugins provide, by name, with who provided it."""
+
+    backends: dict[str, Callable[[str], Backend]] = attrs.Factory(dict)
+    backend_owners: dict[str, str] = attrs.Factory(dict)
+    serializers: dict[str, Serializer] = attrs.Factory(dict)
+    serializer_owners: dict[str, str] = attrs.Factory(dict)
+    failures: list[PluginFailure] = attrs.Factory(list)
+
+    def add_backend(self, plugin: str, scheme: str, factory: Callable[[str], Backend]) -> None:
+        _refuse_duplicate("backend scheme", scheme, plugin, self.backend_owners)
+        self.backends[scheme] = factory
+        self.backend_owners[scheme] = plugin
+
+    def add_serializer(self, plugin: str, serializer: Serializer) -> None:
+        _refuse_duplicate("serializer", serializer.name, plugin, self.serializer_owners)
+        self.serializers[serializer.name] = serializer
+        self.serializer_owners[serializer.name] = plugin
+
+    def backend_for(self, url: str) -> Backend:
+        scheme = url.partition(":")[0].lower()
+        if "://" not in url or scheme not in self.backends:
+            raise PluginError(
+                f"unknown backend {url!r}: no plugin provides the {scheme!r} scheme; "
+                f"known schemes: {', '.join(sorted(self.backends)) or 'none'}"
+                + self._failure_hint()
+            )
+        return self.backends[scheme](url)
+
+    def serializer(self, name: str) -> Serializer:
+        try:
+            return self.serializers[name]
+        except KeyError:
+            raise PluginError(
+                f"unknown serializer {name!r}; known serializers: "
+                f"{', '.join(sorted(self.serializers)) or 'none'}" + self._failure_hint()
+            ) from None
+
+    def _failure_hint(self) -> str:
+        if not self.failures:
+            return ""
+        failed = "; ".join(f"{f.name}: {f.error}" for f in self.failures)
+        return f" (plugins that failed to load: {failed})"
+
+
+def _refuse_duplicate(what: str, name: str, plugin: str, owners: dict[str, str]) -> None:
+    if name in owners:
+        raise PluginError(f"{what} {name!r} is registered by both {owners[name]} and {plugin}")
+
+
+@attrs.define
+class Plugins:
+    """The plugin manager plus the registry built from its discovery hooks."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+
+    @property
+    def hook(self) -> Any:
+        return self.manager.hook
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _distribution_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "?"
+
+
+def get_plugin_manager() -> Plugins:
+    """Build a fresh manager: specs, core defaults, entry-point plugins, registry."""
+    manager = pluggy.PluginManager("pprunner")
+    manager.add_hookspecs(hookspecs)
+    manager.register(defaults, name="pprunner.defaults")
+    registry = Registry()
+
+    autoload = not _env_flag("PPRUNNER_DISABLE_PLUGIN_AUTOLOAD")
+    blocked = {n.strip() for n in os.environ.get("PPRUNNER_DISABLED_PLUGINS", "").split(",")}
+    for name in sorted(blocked - {""}):
+        manager.set_blocked(name)
+    for ep in _entry_points():
+        dist = getattr(ep, "dist", None)
+        own = dist is not None and dist.name == OWN_DISTRIBUTION
+        if (not autoload and not own) or manager.is_blocked(ep.name):
+            continue
+        if manager.get_plugin(ep.name) is not None:
+            continue  # the same distribution seen twice on sys.path
+        try:
+            plugin = importlib.import_module(ep.value)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            registry.failures.append(PluginFailure(ep.name, _distribution_name(ep), error))
+            continue
+        manager.register(plugin, name=ep.name)
+    manager.check_pending()
+
+    _collect(manager, registry)
+    if _env_flag("PPRUNNER_TRACE_PLUGINS"):
+        manager.trace.root.setwriter(sys.stderr.write)
+        manager.enable_tracing()
+    return Plugins(manager=manager, registry=registry)
+
+
+def _collect(manager: pluggy.PluginManager, registry: Registry) -> None:
+    """Ask each plugin's discovery hooks in turn, remembering who registered what."""
+    for impl in manager.hook.pprunner_register_backends.get_hookimpls():
+        plugin = impl.plugin_name
+        impl.function(register=lambda scheme, factory, _p=plugin: registry.add_backend(
+            _p, scheme, factory))
+    for impl in manager.hook.pprunner_register_serializers.get_hookimpls():
+        plugin = impl.plugin_name
+        impl.function(register=lambda serializer, _p=plugin: registry.add_serializer(
+            _p, serializer))
+
+
+@attrs.frozen
+class PluginRow:
+    name: str
+    distribution: str
+    hooks: tuple[str, ...]
+
+
+def describe(plugins: Plugins) -> list[PluginRow]:
+    """The loaded plugins with their distributions and implemented hooks."""
+    distributions = {ep.name: _distribution_name(ep) for ep in _entry_points()}
+    rows = []
+    for name, plugin in plugins.manager.list_name_plugin():
+        hooks = tuple(sorted(
+            caller.name for caller in plugins.manager.get_hookcallers(plugin) or ()
+        ))
+        rows.append(PluginRow(name, distributions.get(name, "pprunner (core)"), hooks))
+    return rows

@@ -1,0 +1,56 @@
+"""Progress of a ``--burst`` run: a bar on a terminal, a log line elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .backend import Backend
+from .invocation import FINAL_STATUSES, Status
+
+logger = logging.getLogger("pprunner.progress")
+
+#: seconds between progress log lines when there is no terminal
+LOG_EVERY = 5.0
+UNFINISHED = (Status.PENDING, Status.RUNNING, Status.PAUSED)
+
+
+class BurstProgress:
+    """Counts what a burst run has finished since it started and what is left."""
+
+    def __init__(self, backend: Backend, *, enabled: bool) -> None:
+        self.backend = backend
+        self.enabled = enabled
+        self._baseline: int | None = None
+        self._bar: Any = None
+        self._started = time.monotonic()
+        self._logged = self._started
+
+    def update(self) -> int:
+        """Refresh the display; returns how many invocations are not final yet."""
+        counts = self.backend.counts()
+        finished = sum(counts[s] for s in FINAL_STATUSES)
+        left = sum(counts[s] for s in UNFINISHED)
+        if self._baseline is None:
+            self._baseline = finished
+        done = finished - self._baseline
+        if self.enabled:
+            self._draw(done, done + left)
+        elif time.monotonic() - self._logged >= LOG_EVERY:
+            self._logged = time.monotonic()
+            rate = done / max(self._logged - self._started, 1e-9)
+            logger.info("burst: %d/%d done (%.0f/s)", done, done + left, rate)
+        return left
+
+    def _draw(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm  # only a terminal run needs it
+
+            self._bar = tqdm(total=total, unit="task", desc="pprunner", dynamic_ncols=True)
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

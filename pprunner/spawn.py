@@ -1,0 +1,127 @@
+"""What the supervisor hands a new worker, and how it describes a worker's end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import attrs
+
+from .invocation import Invocation
+
+
+@attrs.frozen
+class WorkerSpec:
+    """Everything a worker process receives: ids, plain settings, sync primitives.
+
+    Never a pickled app: the worker imports ``app_path`` itself, so a worker
+    runs exactly the code on disk, whatever the start method.
+    """
+
+    runner_id: str
+    slot: int
+    supervisor_id: str
+    #: ``module:attribute`` of the App
+    app_path: str
+    #: the supervisor's effective settings (``Config.to_dict()``)
+    settings: dict[str, Any]
+    #: set by the supervisor for a graceful stop
+    stop_event: Any
+    #: a dict shared by every worker of this supervisor (a manager proxy)
+    runner_cache: Any
+    #: read end of a pipe whose write end only the supervisor holds: EOF
+    #: means the supervisor is gone, and the worker stops
+    lifeline: Any
+    #: the write end's descriptor, closed at once by a forked child
+    lifeline_writer_fd: int
+
+
+class WorkerProcess(Protocol):
+    """What a spawn hook returns; :class:`multiprocessing.Process` fits."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def is_alive(self) -> bool: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+@attrs.frozen
+class WorkerExit:
+    """How a worker ended, for logs and the ``pprunner_worker_exited`` hook."""
+
+    #: the process's exit code; negative means killed by that signal
+    exitcode: int | None
+    #: the signal's name (``SIGKILL``) when a signal ended it
+    signal: str | None
+    #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``
+    description: str
+    #: the invocations it held, as they are after being rerouted
+    invocations: tuple[Invocation, ...] = ()
+    #: True when the supervisor asked it to stop
+    requested: bool = False
+
+
+def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
+    """(signal name or None, readable description) of an exit code."""
+    if exitcode is None:
+        return None, "is still running"
+    if exitcode >= 0:
+        return None, f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    hint = " (perhaps out of memory?)" if -exitcode == signal.SIGKILL else ""
+    return name, f"was killed by {name}{hint}"
+
+
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Block SIGINT/SIGTERM while a child starts.
+
+    The child inherits the mask, so a Ctrl-C during its boot cannot kill it
+    before it has installed its own handlers; the worker unblocks them.
+    """
+    watched = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """Start children without re-running the parent's ``__main__`` script.
+
+    multiprocessing's spawn and forkserver re-import the main module in every
+    child; a worker never needs it (it imports the app by path), and a
+    script that enqueues at top level would enqueue again in each worker.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+             if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+def close_inherited_fd(fd: int) -> None:
+    """Close a descriptor a forked child inherited but must not hold."""
+    with contextlib.suppress(OSError):
+        os.close(fd)

@@ -1,0 +1,410 @@
+"""The supervisor: keeps N worker processes alive and nothing they own lost.
+
+One loop (:meth:`Supervisor._loop`) waits on every worker's process sentinel
+and a wake-up pipe, so a death is an event seen at once, not found at the
+next poll. Each iteration: heartbeat the live runners, dispatch queued
+signals, reap the dead (reroute what they owned, tell the plugins), respawn
+to the configured count. Signal handlers only queue the signal and write to
+the wake-up pipe; everything else happens in the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import wait as wait_for_ready
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+import attrs
+
+from .errors import BackendError, ConfigError, PprunnerError
+from .exitcodes import ExitCode
+from .invocation import ErrorInfo, RunnerInfo, RunnerKind
+from .progress import BurstProgress
+from .proctitle import set_title
+from .spawn import (
+    WorkerExit,
+    WorkerProcess,
+    WorkerSpec,
+    describe_exit,
+    main_module_hidden,
+    signals_blocked,
+)
+from .task import App
+from .worker import Worker, WorkerContext, guard_helper_process
+
+logger = logging.getLogger("pprunner.supervisor")
+
+#: seconds a straggler gets between SIGTERM (hand back your invocation) and SIGKILL
+TERMINATE_GRACE = 5.0
+#: longest pause between burst-mode checks of the queue
+BURST_TICK = 0.05
+
+
+def new_runner_id() -> str:
+    return os.urandom(6).hex()
+
+
+@attrs.define
+class Child:
+    """A worker process and what the supervisor knows of it."""
+
+    info: RunnerInfo
+    process: WorkerProcess
+    #: the supervisor asked it to stop; what it held is handed back, not charged
+    requested_stop: bool = False
+
+
+class Supervisor:
+    """Runs ``processes`` persistent workers for ``app``.
+
+    ``run()`` blocks and handles SIGTERM/SIGINT itself (the CLI uses it);
+    ``start()``/``stop()`` run the same loop in a background thread for
+    embedding and tests; ``with Supervisor(app, processes=2):`` does both.
+    ``processes=0`` runs tasks inline, in this process.
+    """
+
+    def __init__(self, app: App, processes: int | None = None, *, burst: bool = False,
+                 progress: bool = False, options: argparse.Namespace | None = None) -> None:
+        self.app = app
+        self.config = app.config
+        self.processes = self.config.processes if processes is None else processes
+        if self.processes < 0:
+            raise ConfigError(f"processes must be >= 0, got {self.processes}")
+        self.id = new_runner_id()
+        self.burst = burst
+        self.options = options
+        self.workers: dict[str, Child] = {}
+        self.exit_code = ExitCode.OK
+        self.started_at = time.time()
+        self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
+        self._signals: deque[int] = deque()
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_read, False)
+        os.set_blocking(self._wakeup_write, False)
+        self._stop_requested = False
+        self._immediate = False
+        self._thread: threading.Thread | None = None
+        self._inline: Worker | None = None
+        self._mp: Any = multiprocessing.get_context(self.config.start_method)
+        self.stop_event: Any = None
+        self.runner_cache: Any = None
+        self._manager: SyncManager | None = None
+        self._lifeline: tuple[Any, Any] | None = None
+        self.app_path: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.id} app={self.app.name} processes={self.processes}>"
+
+    @property
+    def max_parallel_slots(self) -> int:
+        """How many invocations can run at once: one per worker process."""
+        return max(self.processes, 1)
+
+    @property
+    def backend(self) -> Any:
+        return self.app.backend
+
+    # -- public control ------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        """Supervise until stopped (or, in burst mode, until the queue is drained)."""
+        self._boot()
+        handler = self._inline_signal if self.processes == 0 else self._queue_signal
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.exit_code
+
+    def start(self) -> Supervisor:
+        """Boot the workers and supervise them from a background thread."""
+        self._boot()
+        self._thread = threading.Thread(target=self._supervise, name="pprunner-supervisor",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, *, immediate: bool = False, timeout: float | None = None) -> ExitCode:
+        """Ask for a stop (graceful unless ``immediate``) and wait until it is done."""
+        self._immediate = self._immediate or immediate
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._inline is not None:
+            self._inline.request_stop()
+        self._wake()
+
+    def __enter__(self) -> Supervisor:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def live_runners(self) -> list[RunnerInfo]:
+        """The supervisor and each worker whose process is alive by OS-level check."""
+        me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR if self.processes else
+                        RunnerKind.INLINE, pid=os.getpid(), supervisor=self.id,
+                        started_at=self.started_at)
+        return [me] + [c.info for c in self.workers.values() if c.process.is_alive()]
+
+    # -- boot ----------------------------------------------------------------------
+
+    def _boot(self) -> None:
+        backend = self.backend
+        if self.processes and not backend.supports_processes:
+            raise ConfigError(
+                f"the backend {backend.url!r} keeps invocations inside one process and cannot "
+                "be shared with worker processes; use processes=0 (--inline) or a backend "
+                "such as sqlite://")
+        try:
+            backend.counts()
+        except PprunnerError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"cannot use backend {backend.url!r}: {exc}") from exc
+        set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
+        if self.processes == 0:
+            logger.info("running inline (no worker processes), backend %s", backend.url)
+        else:
+            self._start_helpers()
+            for slot in range(1, self.processes + 1):
+                self._spawn(slot)
+            logger.info("supervisor %s started %d workers (%s), backend %s", self.id,
+                        self.processes, self.config.start_method, backend.url)
+        self.app.plugins.hook.pprunner_supervisor_started(supervisor=self, options=self.options)
+
+    def _start_helpers(self) -> None:
+        """The stop event, the lifeline pipe and the runner-cache manager."""
+        self.app_path = self.app.locate()  # fails early for an app workers cannot import
+        self.stop_event = self._mp.Event()
+        reader, writer = self._mp.Pipe(duplex=False)
+        self._lifeline = (reader, writer)
+        self._manager = SyncManager(ctx=self._mp)
+        with signals_blocked(), main_module_hidden():
+            self._manager.start(guard_helper_process,
+                                (reader, writer.fileno(), self.config.start_method))
+        self.runner_cache = self._manager.dict()
+
+    def _spawn(self, slot: int) -> Child:
+        assert self._lifeline is not None
+        runner_id = new_runner_id()
+        spec = WorkerSpec(
+            runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
+            settings=self.config.to_dict(), stop_event=self.stop_event,
+            runner_cache=self.runner_cache, lifeline=self._lifeline[0],
+            lifeline_writer_fd=self._lifeline[1].fileno())
+        process = self.app.plugins.hook.pprunner_spawn_worker(
+            spec=spec, start_method=self.config.start_method)
+        info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
+                          supervisor=self.id, slot=slot)
+        child = self.workers[runner_id] = Child(info, process)
+        self.app.plugins.hook.pprunner_worker_started(runner=info)
+        logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
+        return child
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        try:
+            if self.processes == 0:
+                self._run_inline()
+            else:
+                self._loop()
+                self._shutdown()
+        except BaseException:
+            self.exit_code = ExitCode.INTERNAL_ERROR
+            self._shutdown(immediate=True)
+            raise
+        finally:
+            self._close()
+
+    def _loop(self) -> None:
+        while True:
+            self._heartbeat()
+            if self._stop_requested or self._burst_done():
+                return
+            waitables = [c.process.sentinel for c in self.workers.values()]
+            tick = self.config.heartbeat_interval
+            wait_for_ready([*waitables, self._wakeup_read],
+                           min(tick, BURST_TICK) if self.burst else tick)
+            self._drain_wakeups()
+            self._reap()
+            if not self._stop_requested:
+                self._respawn()
+
+    def _heartbeat(self) -> None:
+        self.app.plugins.hook.pprunner_heartbeat(backend=self.backend,
+                                                 runners=self.live_runners(), at=time.time())
+
+    def _burst_done(self) -> bool:
+        if self._progress is None:
+            return False
+        return self._progress.update() == 0
+
+    def _respawn(self) -> None:
+        used = {c.info.slot for c in self.workers.values()}
+        for slot in range(1, self.processes + 1):
+            if slot not in used:
+                self._spawn(slot)
+
+    def _reap(self) -> None:
+        """Handle every worker that has exited: reroute, forget, tell the plugins."""
+        for runner_id, child in list(self.workers.items()):
+            if child.process.exitcode is None:
+                continue
+            del self.workers[runner_id]
+            child.process.join()
+            exitcode = child.process.exitcode
+            signame, description = describe_exit(exitcode)
+            who = f"worker {child.info.slot} (runner {runner_id}, pid {child.info.pid})"
+            error = None if child.requested_stop else ErrorInfo(
+                "WorkerDied", f"{who} {description} while running this invocation")
+            held = self.backend.reroute(runner_id, error)
+            self.backend.forget_runners([runner_id])
+            exit = WorkerExit(exitcode=exitcode, signal=signame, description=description,
+                              invocations=tuple(held), requested=child.requested_stop)
+            self.app.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
+            self._log_exit(who, exit)
+            if exitcode == ExitCode.APP_LOAD_ERROR and not self._stop_requested:
+                logger.error("%s could not load the app %s (its error is above); stopping "
+                             "instead of respawning", who, self.app_path)
+                self.exit_code = ExitCode.APP_LOAD_ERROR
+                self._stop_requested = True
+
+    def _log_exit(self, who: str, exit: WorkerExit) -> None:
+        held = ", ".join(f"{i.id} ({i.task}) -> {i.status}" for i in exit.invocations)
+        message = f"{who} {exit.description}" + (f"; rerouted {held}" if held else "")
+        if exit.requested or (self._stop_requested and exit.exitcode == 0):
+            logger.info("%s", message)
+        else:
+            logger.warning("%s", message)
+
+    # -- signals -------------------------------------------------------------------
+
+    def _queue_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+        self._wake()
+
+    def _inline_signal(self, signum: int, frame: Any) -> None:
+        """Inline mode has no loop to queue for: the first signal stops after the
+        current task, a second interrupts it (it is handed back)."""
+        if self._stop_requested and self._inline is not None:
+            self._immediate = True
+            self.exit_code = ExitCode.INTERRUPTED
+            self._inline.terminate(signum, frame)
+        self.request_stop()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wakeup_write, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or closed after the stop
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wakeup_read, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        while self._signals:
+            signum = self._signals.popleft()
+            name = signal.Signals(signum).name
+            if self._stop_requested and signum == signal.SIGINT:
+                logger.warning("second SIGINT: stopping at once")
+                self._immediate = True
+            else:
+                logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", name,
+                            self.config.shutdown_timeout)
+                self.request_stop()
+
+    # -- stopping ------------------------------------------------------------------
+
+    def _shutdown(self, immediate: bool = False) -> None:
+        """Stop every worker: let them finish, then SIGTERM, then SIGKILL."""
+        if not self.workers:
+            return
+        if self.stop_event is not None:
+            self.stop_event.set()
+        self.backend.wakeup()
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        if not (immediate or self._immediate):
+            self._wait_for_exits(deadline)
+        if self.workers and not self._immediate:
+            logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
+                           len(self.workers), self.config.shutdown_timeout)
+            for child in self.workers.values():
+                child.requested_stop = True
+                child.process.terminate()
+            self._wait_for_exits(time.monotonic() + TERMINATE_GRACE)
+        for child in self.workers.values():
+            child.requested_stop = True
+            child.process.kill()
+        self._wait_for_exits(None)
+        if self._immediate and self.exit_code == ExitCode.OK:
+            self.exit_code = ExitCode.INTERRUPTED
+
+    def _wait_for_exits(self, deadline: float | None) -> None:
+        while self.workers:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            waitables = [c.process.sentinel for c in self.workers.values()]
+            wait_for_ready([*waitables, self._wakeup_read], left)
+            self._drain_wakeups()
+            self._reap()
+            if self._immediate and deadline is not None:
+                return
+
+    def _close(self) -> None:
+        owned = self.backend.owned_by([self.id, *self.workers])
+        if owned:
+            logger.error("invocations still owned after stopping: %s", owned)
+        self.backend.forget_runners([self.id])
+        if self._progress is not None:
+            self._progress.close()
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+        if self._lifeline is not None:
+            for end in self._lifeline:
+                end.close()
+            self._lifeline = None
+        for fd in (self._wakeup_read, self._wakeup_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.app.close()
+
+    # -- inline --------------------------------------------------------------------
+
+    def _run_inline(self) -> None:
+        """Claim and run in this process (``--processes 0``): for debugging."""
+        last = 0.0
+
+        def heartbeat_now_and_then() -> None:
+            nonlocal last
+            if time.monotonic() - last >= self.config.heartbeat_interval:
+                self._heartbeat()
+                last = time.monotonic()
+
+        context = WorkerContext(app=self.app, runner_id=self.id, slot=0, runner_cache={},
+                                stop_event=threading.Event())
+        self._inline = Worker(context, between=heartbeat_now_and_then)
+        if self._stop_requested:
+            return
+        self._inline.run(burst=self.burst)

@@ -1,0 +1,284 @@
+"""The public face: App, the @app.task decorator, enqueue, and result handles.
+
+The task registry of an App is an allow-list: a worker runs only task names
+registered here, never a dotted path that arrives in a message.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+
+from . import config as config_module
+from .backend import Backend
+from .errors import AppLoadError, ConfigError, ResultTimeout, SerializationError, TaskFailed
+from .invocation import Invocation, Status, new_invocation_id
+from .plugins import Plugins, get_plugin_manager
+from .serializer import Serializer
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """A set of tasks bound to one backend and its configuration.
+
+    ``App(backend="sqlite:///jobs.db", serializer="json", processes=4, ...)``:
+    keyword arguments are the lowest configuration layer (see
+    :mod:`pprunner.config`). Nothing is opened until first used, so an app
+    module can be imported anywhere, including by every worker.
+    """
+
+    def __init__(self, backend: str | None = None, *, name: str | None = None,
+                 **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(config_module.SETTING_NAMES))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} (from App(...) arguments); "
+                              f"known settings: {', '.join(config_module.SETTING_NAMES)}")
+        self._settings: dict[str, Any] = {"backend": backend, **settings}
+        self._overrides: dict[str, Any] = {}
+        self._overrides_source = "command line"
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        #: ``module:attribute`` workers import to rebuild this app
+        self.import_path: str | None = None
+        self._defined_in: str = sys._getframe(1).f_globals.get("__name__", "")
+        self.name = name or self._defined_in
+        self._config: config_module.Config | None = None
+        self._plugins: Plugins | None = None
+        self._backend: Backend | None = None
+
+    def __repr__(self) -> str:
+        return f"<pprunner.App {self.name} tasks={len(self.tasks)}>"
+
+    # -- configuration and collaborators ----------------------------------------
+
+    def configure(self, source: str = "command line", **values: Any) -> None:
+        """Override settings with the highest precedence (the CLI layer)."""
+        self._overrides.update({k: v for k, v in values.items() if v is not None})
+        self._overrides_source = source
+        self._config = None
+        self.close()
+
+    @property
+    def config(self) -> config_module.Config:
+        if self._config is None:
+            self._config = config_module.load(self._settings, self._overrides,
+                                              overrides_source=self._overrides_source)
+        return self._config
+
+    @property
+    def plugins(self) -> Plugins:
+        if self._plugins is None:
+            self._plugins = get_plugin_manager()
+        return self._plugins
+
+    @property
+    def backend(self) -> Backend:
+        """This process's connection to the configured backend, opened on first use."""
+        if self._backend is None:
+            self._backend = self.plugins.registry.backend_for(self.config.backend)
+        return self._backend
+
+    def serializer(self, name: str | None = None) -> Serializer:
+        """The named serializer, or the app's configured one."""
+        return self.plugins.registry.serializer(name or self.config.serializer)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # -- tasks ---------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, *, name: str | None = None,
+             max_attempts: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             max_attempts: int | None = None) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., max_attempts=...)``.
+
+        ``max_attempts`` bounds how often an invocation is started when its
+        worker keeps dying (default: the ``max_attempts`` setting).
+        """
+        def register(function: Callable[..., Any]) -> Task[Any, Any]:
+            task = Task(self, function, name or f"{function.__module__}.{function.__qualname__}",
+                        max_attempts)
+            if task.name in self.tasks:
+                raise ValueError(f"task name {task.name!r} is registered twice")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def handle(self, invocation_id: str) -> Handle:
+        """A handle on an existing invocation, e.g. one enqueued elsewhere."""
+        return Handle(self, invocation_id)
+
+    def locate(self) -> str:
+        """The ``module:attribute`` path that rebuilds this app in a worker."""
+        if self.import_path:
+            return self.import_path
+        module = sys.modules.get(self._defined_in)
+        if module is not None and self._defined_in == "__main__":
+            spec = getattr(module, "__spec__", None)
+            if spec is None:
+                raise AppLoadError("an app defined in a script run as __main__ cannot be rebuilt "
+                                   "in worker processes; define it in an importable module")
+        for attribute, value in vars(module or object()).items():
+            if value is self:
+                name = self._defined_in
+                if name == "__main__" and module is not None:
+                    name = module.__spec__.name
+                self.import_path = f"{name}:{attribute}"
+                return self.import_path
+        raise AppLoadError(f"cannot find this app as a global of module {self._defined_in!r}; "
+                           "pass its import path as 'module:attribute'")
+
+
+class Task(Generic[P, R]):
+    """A registered function. Calling it runs it here; ``enqueue`` queues it."""
+
+    def __init__(self, app: App, function: Callable[P, R], name: str,
+                 max_attempts: int | None) -> None:
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
+        self.app = app
+        self.function = function
+        self.name = name
+        self._max_attempts = max_attempts
+        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+
+    @property
+    def max_attempts(self) -> int:
+        return self._max_attempts or self.app.config.max_attempts
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pprunner.Task {self.name}>"
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Handle:
+        """Queue one invocation and return its handle at once."""
+        serializer = self.app.serializer()
+        invocation = Invocation(
+            id=new_invocation_id(), task=self.name,
+            payload=encode_arguments(serializer, self.name, list(args), dict(kwargs)),
+            serializer=serializer.name, max_attempts=self.max_attempts,
+        )
+        self.app.backend.enqueue(invocation)
+        return Handle(self.app, invocation.id)
+
+
+def encode_arguments(serializer: Serializer, task: str, args: list[Any],
+                     kwargs: dict[str, Any]) -> bytes:
+    """Encode a call's arguments, naming the argument that cannot be encoded."""
+    try:
+        return serializer.dumps({"args": args, "kwargs": kwargs})
+    except (TypeError, ValueError, OverflowError) as exc:
+        labelled = [(f"argument {i}", v) for i, v in enumerate(args)]
+        labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for label, value in labelled:
+            try:
+                serializer.dumps(value)
+            except (TypeError, ValueError, OverflowError):
+                raise SerializationError(
+                    f"task {task!r}: {label} of type {type(value).__name__} cannot be encoded "
+                    f"by the {serializer.name!r} serializer: {exc}") from exc
+        raise SerializationError(f"task {task!r}: arguments cannot be encoded by the "
+                                 f"{serializer.name!r} serializer: {exc}") from exc
+
+
+def decode_arguments(serializer: Serializer, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+    """The inverse of :func:`encode_arguments`; ValueError when the shape is wrong."""
+    call = serializer.loads(payload)
+    if not (isinstance(call, dict) and isinstance(call.get("args"), list)
+            and isinstance(call.get("kwargs"), dict)):
+        raise ValueError("payload is not a {'args': [...], 'kwargs': {...}} mapping")
+    return call["args"], call["kwargs"]
+
+
+@attrs.frozen(repr=False)
+class Handle:
+    """Where an enqueued invocation can be followed: ``id``, ``status()``, ``result()``."""
+
+    app: App
+    id: str
+
+    def __repr__(self) -> str:
+        return f"<pprunner.Handle {self.id}>"
+
+    def invocation(self) -> Invocation:
+        """The full record as the backend has it now."""
+        return self.app.backend.get(self.id)
+
+    def status(self) -> Status:
+        """The current status (a ``str`` enum: ``h.status() == "SUCCESS"``)."""
+        return self.invocation().status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome and return the task's value.
+
+        Raises :class:`~pprunner.errors.TaskFailed` if it failed and
+        :class:`~pprunner.errors.ResultTimeout` if ``timeout`` seconds pass
+        first. Called inside a running task, the wait goes through the
+        pause-on-wait hook so the worker's slot is not simply blocked.
+        """
+        from .worker import current_context  # a worker-only concern, imported late
+
+        context = current_context()
+        if context is not None and context.invocation is not None:
+            (invocation,) = context.wait_for([self.id], timeout)
+        else:
+            invocation = self.app.backend.wait(self.id, timeout)
+            if not invocation.status.is_final:
+                raise ResultTimeout(f"invocation {self.id} is still {invocation.status} "
+                                    f"after {timeout} s")
+        return outcome_of(self.app, invocation)
+
+
+def outcome_of(app: App, invocation: Invocation) -> Any:
+    """The decoded result of a final invocation, or TaskFailed."""
+    if invocation.status is Status.FAILED:
+        error = invocation.error
+        raise TaskFailed(invocation.id, invocation.task,
+                         error.type if error else "Unknown", error.message if error else "",
+                         error.traceback if error else "")
+    assert invocation.result is not None
+    return app.serializer(invocation.serializer).loads(invocation.result)
+
+
+def load_app(path: str) -> App:
+    """Import ``module:attribute`` (``module`` alone means ``module:app``).
+
+    The working directory is put on ``sys.path`` first, as ``python -m``
+    would, so ``pprunner run --app myproject.tasks`` works from the project.
+    """
+    module_name, _, attribute = path.partition(":")
+    attribute = attribute or "app"
+    if not module_name:
+        raise AppLoadError(f"--app {path!r}: expected 'module:attribute'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise AppLoadError(f"cannot import app {path!r}: {type(exc).__name__}: {exc}") from exc
+    try:
+        app = getattr(module, attribute)
+    except AttributeError:
+        raise AppLoadError(f"cannot load app {path!r}: module {module_name!r} has no "
+                           f"attribute {attribute!r}") from None
+    if not isinstance(app, App):
+        raise AppLoadError(f"{path!r} is a {type(app).__name__}, not a pprunner.App")
+    app.import_path = f"{module_name}:{attribute}"
+    return app

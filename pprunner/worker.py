@@ -1,0 +1,264 @@
+"""The worker: a loop that claims one invocation at a time and runs it.
+
+:func:`main` is the entry point of a worker process (the supervisor's spawn
+hook starts it); :class:`Worker` is the loop itself, also used in-process by
+inline mode (``--processes 0``).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import log
+from .backend import Backend
+from .errors import AppLoadError, NotOwner, PluginError, PprunnerError
+from .exitcodes import ExitCode
+from .invocation import ErrorInfo, Invocation, Returned, Status
+from .proctitle import set_title
+from .spawn import WorkerSpec, close_inherited_fd
+from .task import App, decode_arguments, load_app
+
+logger = logging.getLogger("pprunner.worker")
+
+#: seconds a worker whose supervisor vanished gets to hand back its
+#: invocation before it exits regardless
+ORPHAN_GRACE = 2.0
+
+
+class WorkerTerminated(BaseException):
+    """Raised inside a running task when the worker is told to stop now (SIGTERM).
+
+    A BaseException so that a task's ``except Exception`` does not swallow it.
+    """
+
+
+@attrs.define(repr=False)
+class WorkerContext:
+    """What a running task and the worker-side hooks can reach.
+
+    ``pprunner.current_context()`` returns it inside a task (None elsewhere).
+    """
+
+    app: App
+    runner_id: str
+    slot: int
+    #: shared by all workers of one supervisor (a plain dict inline)
+    runner_cache: Any
+    stop_event: Any
+    #: the invocation being run, None between invocations
+    invocation: Invocation | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return self.app.backend
+
+    def __repr__(self) -> str:
+        return f"<WorkerContext {self.runner_id} slot={self.slot}>"
+
+    def wait_for(self, invocation_ids: Sequence[str], timeout: float | None) -> list[Invocation]:
+        """Wait for other invocations from inside the running one (pause-on-wait hook)."""
+        assert self.invocation is not None
+        done: list[Invocation] | None = self.app.plugins.hook.pprunner_pause_on_wait(
+            context=self, waiter=self.invocation, invocation_ids=list(invocation_ids),
+            timeout=timeout)
+        if done is None:
+            raise PprunnerError("no pprunner_pause_on_wait implementation answered")
+        return done
+
+
+_current: WorkerContext | None = None
+
+
+def current_context() -> WorkerContext | None:
+    """The running task's WorkerContext, or None outside a worker."""
+    return _current
+
+
+@attrs.define
+class Worker:
+    """Claims and runs invocations until the stop event is set."""
+
+    context: WorkerContext
+    #: called between invocations (inline mode records heartbeats with it)
+    between: Callable[[], None] = lambda: None
+    _in_task: bool = False
+    _stopping: bool = False
+
+    @property
+    def app(self) -> App:
+        return self.context.app
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def terminate(self, signum: int = signal.SIGTERM, frame: types.FrameType | None = None) -> None:
+        """SIGTERM handler: interrupt the running task, or just stop when idle."""
+        self._stopping = True
+        if self._in_task:
+            raise WorkerTerminated(f"worker {self.context.runner_id} received a stop request")
+
+    def run(self, *, burst: bool = False) -> None:
+        backend = self.app.backend
+        timeout = self.app.config.claim_timeout
+        while not (self._stopping or self.context.stop_event.is_set()):
+            self.between()
+            invocation = backend.claim(self.context.runner_id, timeout)
+            if invocation is not None:
+                self.execute(invocation)
+            elif burst and not _unfinished(backend):
+                return
+
+    def execute(self, invocation: Invocation) -> None:
+        """Run one claimed invocation and record its outcome; never raises for task errors."""
+        global _current
+        context = self.context
+        context.invocation = invocation
+        _current = context
+        set_title(f"pprunner worker {context.slot}: {invocation.task}")
+        started = time.perf_counter()
+        try:
+            with log.invocation_scope(invocation.id):
+                self._in_task = True
+                try:
+                    outcome = self._run(invocation)
+                finally:
+                    self._in_task = False
+                self._record(invocation, outcome, time.perf_counter() - started)
+        except WorkerTerminated:
+            handed = context.backend.reroute(context.runner_id, None)
+            logger.info("stopped while running %s; handed back %d invocation(s)",
+                        invocation.id, len(handed))
+            self._stopping = True
+        finally:
+            context.invocation = None
+            _current = None
+            set_title(f"pprunner worker {context.slot}: idle")
+
+    def _run(self, invocation: Invocation) -> bytes | ErrorInfo:
+        task = self.app.tasks.get(invocation.task)
+        if task is None:
+            return ErrorInfo("UnknownTask", f"task {invocation.task!r} is not registered in app "
+                             f"{self.app.name!r}; registered: {', '.join(sorted(self.app.tasks))}")
+        try:
+            serializer = self.app.serializer(invocation.serializer)
+            args, kwargs = decode_arguments(serializer, invocation.payload)
+        except (PluginError, ValueError, TypeError) as exc:
+            return ErrorInfo("SerializationError", f"cannot decode the arguments "
+                             f"(serializer {invocation.serializer!r}): {exc}")
+        try:
+            returned: Returned = self.app.plugins.hook.pprunner_execute(
+                task=task, invocation=invocation, args=args, kwargs=kwargs, context=self.context)
+        except WorkerTerminated:
+            raise
+        except BaseException as exc:  # the task's own error, whatever it is, fails the invocation
+            return _task_error(exc)
+        try:
+            return serializer.dumps(returned.value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return ErrorInfo("SerializationError", f"the result of type "
+                             f"{type(returned.value).__name__} cannot be encoded by the "
+                             f"{serializer.name!r} serializer: {exc}")
+
+    def _record(self, invocation: Invocation, outcome: bytes | ErrorInfo, seconds: float) -> None:
+        backend, runner_id = self.context.backend, self.context.runner_id
+        try:
+            if isinstance(outcome, ErrorInfo):
+                backend.fail(invocation.id, runner_id, outcome)
+                logger.warning("%s failed after %.3f s: %s: %s", invocation.task, seconds,
+                               outcome.type, outcome.message)
+            else:
+                backend.complete(invocation.id, runner_id, outcome)
+                logger.debug("%s succeeded in %.3f s", invocation.task, seconds)
+        except NotOwner as exc:
+            logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+
+
+def _unfinished(backend: Backend) -> int:
+    counts = backend.counts()
+    return counts[Status.PENDING] + counts[Status.RUNNING] + counts[Status.PAUSED]
+
+
+_INTERNAL_DIRS = (os.path.dirname(pluggy.__file__), os.path.dirname(__file__))
+
+
+def _task_error(exc: BaseException) -> ErrorInfo:
+    """ErrorInfo whose traceback starts at the task, without pprunner's and pluggy's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        tb = tb.tb_next
+    return ErrorInfo.from_exception(exc.with_traceback(tb) if tb is not None else exc)
+
+
+# ---------------------------------------------------------------------------
+# the worker process
+# ---------------------------------------------------------------------------
+
+
+def main(spec: WorkerSpec) -> None:
+    """Entry point of a worker process (pynenc's ``persistent_process_main``)."""
+    settings = spec.settings
+    if settings["start_method"] == "fork":
+        close_inherited_fd(spec.lifeline_writer_fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    faulthandler.enable()
+    log.setup(settings["log_level"], spec.runner_id)
+    set_title(f"pprunner worker {spec.slot}: starting")
+    try:
+        app = load_app(spec.app_path)
+        app.configure(source="the supervisor", **settings)
+    except AppLoadError as exc:
+        logger.error("%s", exc)
+        sys.exit(ExitCode.APP_LOAD_ERROR)
+    context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
+                            runner_cache=spec.runner_cache, stop_event=spec.stop_event)
+    worker = Worker(context)
+    signal.signal(signal.SIGTERM, worker.terminate)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    watch_lifeline(spec.lifeline)
+    logger.info("worker %d ready (app %s)", spec.slot, spec.app_path)
+    set_title(f"pprunner worker {spec.slot}: idle")
+    try:
+        worker.run()
+    finally:
+        app.close()
+    logger.info("worker %d stopped", spec.slot)
+
+
+def watch_lifeline(lifeline: Any) -> None:
+    """Stop this process when the supervisor is gone (its end of the pipe closes).
+
+    A blocking read in a daemon thread: no polling, and it works whatever
+    killed the supervisor, SIGKILL included. The worker gets SIGTERM, hands
+    back what it runs, and is forced out after :data:`ORPHAN_GRACE` seconds.
+    """
+    def wait_for_eof() -> None:
+        try:
+            lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        logger.warning("the supervisor is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)
+        os._exit(ExitCode.INTERRUPTED)
+
+    threading.Thread(target=wait_for_eof, name="pprunner-lifeline", daemon=True).start()
+
+
+def guard_helper_process(lifeline: Any, writer_fd: int, start_method: str) -> None:
+    """Initializer of the supervisor's helper processes (the runner-cache manager)."""
+    if start_method == "fork":
+        close_inherited_fd(writer_fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_lifeline(lifeline)

@@ -1,0 +1,81 @@
+"""Wakes claimers on this host when work arrives, without polling.
+
+SQLite has no notifications, and a worker that sleeps between polls either
+burns CPU or answers late. Instead each blocked claimer binds a UNIX
+datagram socket in a folder named after the database file, and blocks in
+``select`` on it; whoever adds work sends one byte to every socket there.
+A claimer binds before it first looks at the queue, so a ring between its
+look and its wait is buffered, never lost. A socket left by a killed
+process refuses the datagram and is removed by the next ring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import select
+import socket
+import tempfile
+from pathlib import Path
+
+WORK = b"w"  #: new work was queued: look again
+STOP = b"s"  #: return from the wait now (shutdown)
+
+
+class Doorbell:
+    def __init__(self, key: str) -> None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.folder = Path(tempfile.gettempdir()) / f"pprunner-{os.getuid()}" / digest
+        self._sockets: dict[str, socket.socket] = {}
+
+    def listen(self, name: str) -> None:
+        """Bind ``name``'s socket (once) so rings from now on are kept for it."""
+        if name in self._sockets:
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.folder / name
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(path))
+        sock.setblocking(False)
+        self._sockets[name] = sock
+
+    def wait(self, name: str, timeout: float) -> bytes:
+        """Block until a ring for ``name`` or ``timeout``; returns what was rung."""
+        sock = self._sockets[name]
+        readable, _, _ = select.select([sock], [], [], timeout)
+        received = b""
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    received += sock.recv(64)
+        return received
+
+    def ring(self, message: bytes = WORK) -> None:
+        """Wake every listener on this database."""
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.setblocking(False)
+        try:
+            for entry in entries:
+                try:
+                    sender.sendto(message, entry.path)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)  # its process is gone
+                except OSError:
+                    pass  # a full buffer means it is already awake
+        finally:
+            sender.close()
+
+    def close(self) -> None:
+        for name, sock in self._sockets.items():
+            sock.close()
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
+        self._sockets.clear()

@@ -1,0 +1,34 @@
+"""The ``json`` serializer, the default: safe, readable, language-neutral.
+
+What round-trips: None, bool, int, float, str, and lists and dicts (with
+str keys) of those. Tuples come back as lists; other types (bytes, sets,
+datetimes, objects) are refused at enqueue time with the argument named.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pprunner
+from pprunner.serializer import Serializer
+
+
+class JSONSerializer(Serializer):
+    name = "json"
+    safe = True
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=True).encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text: {exc}") from None
+
+
+@pprunner.hookimpl
+def pprunner_register_serializers(register):  # type: ignore[no-untyped-def]
+    register(JSONSerializer())

@@ -1,0 +1,303 @@
+"""The ``sqlite://`` backend, the embedded default: one file, many processes.
+
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``. The file
+is in WAL mode, so readers never block the one writer, with
+``synchronous=NORMAL`` (a committed transaction survives a crash of any
+process; only a power loss may lose the last ones). Every status change is
+one guarded statement or one ``BEGIN IMMEDIATE`` transaction, so claims are
+atomic and only the owner can finish an invocation, across any number of
+processes and supervisors on the host. Idle claimers block on a
+:class:`~pprunner_plugins._doorbell.Doorbell` instead of polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pprunner
+from pprunner.backend import Backend, check_owner_change, missing, rerouted
+from pprunner.errors import BackendError, IllegalTransition
+from pprunner.invocation import (
+    OWNED_STATUSES,
+    ErrorInfo,
+    Invocation,
+    RunnerInfo,
+    RunnerKind,
+    Status,
+    counts_template,
+    sources_of,
+)
+
+from ._doorbell import STOP, Doorbell
+
+logger = logging.getLogger("pprunner.sqlite")
+T = TypeVar("T")
+
+#: how long one statement waits for the write lock inside SQLite
+BUSY_TIMEOUT_MS = 10_000
+#: retries of a whole operation that still found the database locked
+LOCKED_RETRIES = 8
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    serializer TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    result BLOB,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
+CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
+CREATE INDEX IF NOT EXISTS invocations_owner ON invocations (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runners (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    supervisor TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
+           "enqueued_at, started_at, finished_at, result, error")
+
+
+def _in(statuses: Iterable[Status]) -> str:
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
+    (id_, task, serializer, payload, status, owner, attempts, max_attempts, enqueued_at,
+     started_at, finished_at, result, error) = row
+    return Invocation(id=id_, task=task, serializer=serializer, payload=bytes(payload),
+                      status=Status(status), owner=owner, attempts=attempts,
+                      max_attempts=max_attempts, enqueued_at=enqueued_at,
+                      started_at=started_at, finished_at=finished_at,
+                      result=None if result is None else bytes(result),
+                      error=ErrorInfo.from_json(error))
+
+
+def path_of(url: str) -> Path:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise BackendError(f"bad SQLite URL {url!r}: expected sqlite:///relative/path.db "
+                           "or sqlite:////absolute/path.db")
+    return Path(url[len(prefix):])
+
+
+class SQLiteBackend(Backend):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise BackendError(f"the sqlite backend needs SQLite 3.35 or newer; this Python "
+                               f"has {sqlite3.sqlite_version}")
+        self.path = path_of(url).resolve()
+        self.doorbell = Doorbell(str(self.path))
+        self._lock = threading.RLock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
+
+    # -- connection ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection (reopened after a fork), one thread at a time."""
+        with self._lock:
+            if self._connection is None or self._pid != os.getpid():
+                self._connection = self._open()
+                self._pid = os.getpid()
+            yield self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                         isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            self._retrying(lambda: connection.executescript(SCHEMA))
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        return connection
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; a database still locked after SQLite's own busy wait
+        is retried a bounded number of times with growing pauses, then raised."""
+        pause = 0.01
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                message = str(exc).lower()
+                if attempt == LOCKED_RETRIES or not ("locked" in message or "busy" in message):
+                    raise
+                logger.warning("database %s is locked, retrying (%s)", self.path, exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as db:
+            self._retrying(lambda: db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        with self._db() as db:
+            return self._retrying(lambda: db.execute(sql, parameters).fetchall())
+
+    # -- producers and workers -------------------------------------------------------
+
+    def enqueue(self, invocation: Invocation) -> None:
+        i = invocation
+        self._execute(
+            f"INSERT INTO invocations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (i.id, i.task, i.serializer, i.payload, i.status.value, i.owner, i.attempts,
+             i.max_attempts, i.enqueued_at, i.started_at, i.finished_at, i.result,
+             i.error.to_json() if i.error else None))
+        self.doorbell.ring()
+
+    def claim(self, runner_id: str, timeout: float) -> Invocation | None:
+        deadline = time.monotonic() + timeout
+        self.doorbell.listen(runner_id)  # before the first look: no ring can be missed
+        while True:
+            rows = self._execute(
+                f"UPDATE invocations SET status = 'RUNNING', owner = ?, "
+                f"attempts = attempts + 1, started_at = ? WHERE seq = (SELECT seq FROM "
+                f"invocations WHERE status = 'PENDING' ORDER BY seq LIMIT 1) "
+                f"RETURNING {COLUMNS}", (runner_id, time.time()))
+            if rows:
+                return _invocation(rows[0])
+            left = deadline - time.monotonic()
+            if left <= 0 or STOP in self.doorbell.wait(runner_id, left):
+                return None
+
+    def wakeup(self) -> None:
+        self.doorbell.ring(STOP)
+
+    def _change(self, invocation_id: str, runner_id: str, new: Status, **values: Any) -> None:
+        """An owner-only status change as one guarded UPDATE."""
+        sets = "".join(f", {column} = ?" for column in values)
+        rows = self._execute(
+            f"UPDATE invocations SET status = ?{sets} WHERE id = ? AND owner = ? "
+            f"AND status IN {_in(sources_of(new) & OWNED_STATUSES)} RETURNING seq",
+            (new.value, *values.values(), invocation_id, runner_id))
+        if not rows:
+            check_owner_change(self.get(invocation_id), runner_id, new)
+            raise IllegalTransition(f"invocation {invocation_id} changed while becoming {new}")
+
+    def complete(self, invocation_id: str, runner_id: str, result: bytes) -> None:
+        self._change(invocation_id, runner_id, Status.SUCCESS, result=result,
+                     finished_at=time.time())
+
+    def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
+        self._change(invocation_id, runner_id, Status.FAILED, error=error.to_json(),
+                     finished_at=time.time())
+
+    def pause(self, invocation_id: str, runner_id: str) -> None:
+        self._change(invocation_id, runner_id, Status.PAUSED)
+
+    def resume(self, invocation_id: str, runner_id: str) -> None:
+        self._change(invocation_id, runner_id, Status.RUNNING)
+
+    # -- the supervisor and recovery ---------------------------------------------------
+
+    def reroute(self, runner_id: str, error: ErrorInfo | None) -> list[Invocation]:
+        now = time.time()
+        with self._transaction() as db:
+            owned = [_invocation(row) for row in db.execute(
+                f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "
+                f"{_in(OWNED_STATUSES)}", (runner_id,))]
+            after = [rerouted(invocation, error, now) for invocation in owned]
+            db.executemany(
+                "UPDATE invocations SET status = ?, owner = ?, attempts = ?, started_at = ?, "
+                "finished_at = ?, error = ? WHERE id = ?",
+                [(i.status.value, i.owner, i.attempts, i.started_at, i.finished_at,
+                  i.error.to_json() if i.error else None, i.id) for i in after])
+        if any(i.status is Status.PENDING for i in after):
+            self.doorbell.ring()
+        return after
+
+    def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
+        ids = list(runner_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        return [_invocation(row) for row in self._execute(
+            f"SELECT {COLUMNS} FROM invocations WHERE owner IN ({marks}) "
+            f"AND status IN {_in(OWNED_STATUSES)} ORDER BY seq", ids)]
+
+    def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
+        with self._db() as db:
+            self._retrying(lambda: db.executemany(
+                "INSERT INTO runners (id, kind, pid, host, supervisor, slot, started_at, "
+                "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET heartbeat_at = excluded.heartbeat_at, pid = excluded.pid",
+                [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, r.started_at, at)
+                 for r in runners]))
+
+    def forget_runners(self, runner_ids: Iterable[str]) -> None:
+        with self._db() as db:
+            self._retrying(lambda: db.executemany("DELETE FROM runners WHERE id = ?",
+                                                  [(r,) for r in runner_ids]))
+
+    def runners(self) -> list[RunnerInfo]:
+        return [RunnerInfo(id=id_, kind=RunnerKind(kind), pid=pid, host=host,
+                           supervisor=supervisor, slot=slot, started_at=started_at,
+                           heartbeat_at=heartbeat_at)
+                for id_, kind, pid, host, supervisor, slot, started_at, heartbeat_at
+                in self._execute("SELECT id, kind, pid, host, supervisor, slot, started_at, "
+                                 "heartbeat_at FROM runners ORDER BY started_at")]
+
+    # -- inspection ------------------------------------------------------------------
+
+    def get(self, invocation_id: str) -> Invocation:
+        rows = self._execute(f"SELECT {COLUMNS} FROM invocations WHERE id = ?", (invocation_id,))
+        if not rows:
+            raise missing(invocation_id)
+        return _invocation(rows[0])
+
+    def counts(self) -> dict[Status, int]:
+        counts = counts_template()
+        for status, number in self._execute(
+                "SELECT status, COUNT(*) FROM invocations GROUP BY status"):
+            counts[Status(status)] = number
+        return counts
+
+    def close(self) -> None:
+        self.doorbell.close()
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+@pprunner.hookimpl
+def pprunner_register_backends(register):  # type: ignore[no-untyped-def]
+    register("sqlite", SQLiteBackend)
