@@ -115,15 +115,24 @@ class Supervisor:
     # -- public control ------------------------------------------------------------
 
     def run(self) -> ExitCode:
-        """Supervise until stopped (or, in burst mode, until the queue is drained)."""
-        self._boot()
-        handler = self._inline_signal if self.processes == 0 else self._queue_signal
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        """Supervise until stopped (or, in burst mode, until the queue is drained).
+
+        In the main thread it handles SIGTERM and SIGINT itself (first:
+        graceful stop; second SIGINT: stop at once) and restores the previous
+        handlers afterwards; elsewhere stop it with :meth:`request_stop`.
+        """
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            handler = self._inline_signal if self.processes == 0 else self._queue_signal
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM,
+                                                                     signal.SIGINT)}
+            set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
         try:
+            self._boot()
             self._supervise()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
         return self.exit_code
 
     def start(self) -> Supervisor:
@@ -176,13 +185,17 @@ class Supervisor:
             raise
         except Exception as exc:
             raise BackendError(f"cannot use backend {backend.url!r}: {exc}") from exc
-        set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
         if self.processes == 0:
             logger.info("running inline (no worker processes), backend %s", backend.url)
         else:
-            self._start_helpers()
-            for slot in range(1, self.processes + 1):
-                self._spawn(slot)
+            try:
+                self._start_helpers()
+                for slot in range(1, self.processes + 1):
+                    self._spawn(slot)
+            except BaseException:
+                self._shutdown(immediate=True)
+                self._close()
+                raise
             logger.info("supervisor %s started %d workers (%s), backend %s", self.id,
                         self.processes, self.config.start_method, backend.url)
         self.app.plugins.hook.pprunner_supervisor_started(supervisor=self, options=self.options)
@@ -251,9 +264,10 @@ class Supervisor:
                                                  runners=self.live_runners(), at=time.time())
 
     def _burst_done(self) -> bool:
-        if self._progress is None:
+        if self._progress is None or self._progress.update() > 0:
             return False
-        return self._progress.update() == 0
+        self._stop_requested = True
+        return True
 
     def _respawn(self) -> None:
         used = {c.info.slot for c in self.workers.values()}
@@ -388,7 +402,6 @@ class Supervisor:
                 os.close(fd)
             except OSError:
                 pass
-        self.app.close()
 
     # -- inline --------------------------------------------------------------------
 

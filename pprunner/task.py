@@ -58,8 +58,15 @@ class App:
 
     # -- configuration and collaborators ----------------------------------------
 
-    def configure(self, source: str = "command line", **values: Any) -> None:
-        """Override settings with the highest precedence (the CLI layer)."""
+    def configure(self, source: str = "command line", *, replace: bool = False,
+                  **values: Any) -> None:
+        """Override settings with the highest precedence (the CLI layer).
+
+        Values of None are ignored; ``replace=True`` drops earlier overrides.
+        Closes the backend so the next use opens the configured one.
+        """
+        if replace:
+            self._overrides.clear()
         self._overrides.update({k: v for k, v in values.items() if v is not None})
         self._overrides_source = source
         self._config = None
@@ -110,8 +117,7 @@ class App:
         worker keeps dying (default: the ``max_attempts`` setting).
         """
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
-            task = Task(self, function, name or f"{function.__module__}.{function.__qualname__}",
-                        max_attempts)
+            task = Task(self, function, name or default_task_name(function), max_attempts)
             if task.name in self.tasks:
                 raise ValueError(f"task name {task.name!r} is registered twice")
             self.tasks[task.name] = task
@@ -177,6 +183,15 @@ class Task(Generic[P, R]):
         )
         self.app.backend.enqueue(invocation)
         return Handle(self.app, invocation.id)
+
+
+def default_task_name(function: Callable[..., Any]) -> str:
+    """``module.qualname``, with the real module name for a module run as ``python -m``."""
+    module = function.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}.{function.__qualname__}"
 
 
 def encode_arguments(serializer: Serializer, task: str, args: list[Any],

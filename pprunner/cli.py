@@ -1,0 +1,238 @@
+"""``pprunner``: run a supervisor, enqueue, inspect, list plugins.
+
+Every error that is the user's to fix is one line on stderr and a
+documented exit code (:class:`~pprunner.exitcodes.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__, log
+from .errors import (
+    AppLoadError,
+    BackendError,
+    ConfigError,
+    PluginError,
+    PprunnerError,
+    SerializationError,
+    TaskFailed,
+)
+from .exitcodes import ExitCode
+from .plugins import Plugins, describe, get_plugin_manager
+from .supervisor import Supervisor
+from .task import App, load_app
+
+#: which exit code each kind of deliberate error maps to (first match wins)
+ERROR_EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
+    (ConfigError, ExitCode.CONFIG_ERROR),
+    (PluginError, ExitCode.CONFIG_ERROR),
+    (AppLoadError, ExitCode.APP_LOAD_ERROR),
+    (BackendError, ExitCode.BACKEND_ERROR),
+    (TaskFailed, ExitCode.TASK_FAILED),
+    (SerializationError, ExitCode.USAGE_ERROR),
+    (PprunnerError, ExitCode.INTERNAL_ERROR),
+)
+
+
+def _json_value(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+        if not isinstance(value, kind):
+            raise argparse.ArgumentTypeError(f"expected a JSON {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = f"JSON {kind.__name__}"
+    return parse
+
+
+def _add_app_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", default=os.environ.get("PPRUNNER_APP"),
+                        help="the App as module:attribute (default: $PPRUNNER_APP)")
+
+
+def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pprunner", description="A persistent-process supervisor for Python task queues.")
+    parser.add_argument("--version", action="version", version=f"pprunner {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a supervisor and its worker processes")
+    _add_app_option(run)
+    run.add_argument("--processes", "-p", type=int, metavar="N",
+                     help="worker processes (default: the processes setting); 0 runs inline")
+    run.add_argument("--inline", action="store_true",
+                     help="run tasks in this process, for debugging (same as --processes 0)")
+    run.add_argument("--backend", metavar="URL", help="backend URL, e.g. sqlite:///jobs.db")
+    run.add_argument("--serializer", metavar="NAME", help="serializer for new invocations")
+    run.add_argument("--burst", action="store_true",
+                     help="exit 0 once the queue is empty and every invocation is final")
+    run.add_argument("--start-method", choices=("spawn", "forkserver", "fork"))
+    run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS")
+    run.add_argument("--log-level", metavar="LEVEL")
+
+    enqueue = commands.add_parser("enqueue", help="enqueue one invocation of a registered task")
+    _add_app_option(enqueue)
+    enqueue.add_argument("task", metavar="TASK_NAME")
+    enqueue.add_argument("--args", type=_json_value(list), default=[], metavar="JSON",
+                         help="positional arguments as a JSON list")
+    enqueue.add_argument("--kwargs", type=_json_value(dict), default={}, metavar="JSON",
+                         help="keyword arguments as a JSON object")
+    enqueue.add_argument("--backend", metavar="URL")
+    enqueue.add_argument("--serializer", metavar="NAME")
+    enqueue.add_argument("--wait", type=float, metavar="SECONDS",
+                         help="wait this long for the result and print it as JSON")
+
+    status = commands.add_parser("status", help="runners and invocation counts")
+    _add_app_option(status)
+    status.add_argument("--backend", metavar="URL")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    plugins_parser = commands.add_parser(
+        "plugins", help="loaded plugins, their backends and serializers")
+    plugins_parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, sub in commands.choices.items():
+        plugins.hook.pprunner_add_cli_options(command=name, parser=sub)
+    return parser
+
+
+def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
+    if not args.app:
+        parser.error(f"{args.command}: --app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
+    app = load_app(args.app)
+    app.configure(source="the command line", backend=args.backend,
+                  serializer=getattr(args, "serializer", None),
+                  processes=getattr(args, "processes", None),
+                  start_method=getattr(args, "start_method", None),
+                  shutdown_timeout=getattr(args, "shutdown_timeout", None),
+                  log_level=getattr(args, "log_level", None))
+    return app
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    if args.inline:
+        args.processes = 0
+    app = _app(args, parser)
+    supervisor = Supervisor(app, burst=args.burst, progress=args.burst and sys.stderr.isatty(),
+                            options=args)
+    log.setup(app.config.log_level, supervisor.id)
+    code = supervisor.run()
+    if args.burst and code == ExitCode.OK:
+        counts = app.backend.counts()
+        print("burst done: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+    return code
+
+
+def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    app = _app(args, parser)
+    task = app.tasks.get(args.task)
+    if task is None:
+        parser.error(f"enqueue: unknown task {args.task!r}; registered tasks: "
+                     f"{', '.join(sorted(app.tasks)) or 'none'}")
+    handle = task.enqueue(*args.args, **args.kwargs)
+    print(handle.id)
+    if args.wait is not None:
+        print(json.dumps(handle.result(timeout=args.wait)))
+    return ExitCode.OK
+
+
+def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    backend = _app(args, parser).backend
+    runners = backend.runners()
+    held = {i.owner: i for i in backend.owned_by(r.id for r in runners)}
+    counts = backend.counts()
+    now = time.time()
+    if args.json:
+        print(json.dumps({
+            "runners": [{"id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
+                         "supervisor": r.supervisor, "slot": r.slot,
+                         "heartbeat_age": round(now - r.heartbeat_at, 3),
+                         "invocation": held[r.id].id if r.id in held else None}
+                        for r in runners],
+            "counts": {s.value: n for s, n in counts.items()},
+        }, indent=2))
+        return ExitCode.OK
+    rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "HEARTBEAT", "INVOCATION")]
+    for r in runners:
+        invocation = held.get(r.id)
+        current = (f"{invocation.id} {invocation.task} {invocation.status}"
+                   if invocation else "-")
+        rows.append((r.id, r.kind.value, str(r.pid), r.host, str(r.slot or "-"),
+                     f"{now - r.heartbeat_at:.1f} s ago", current))
+    print(f"runners: {len(runners)}")
+    _print_table(rows)
+    print("invocations: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+    return ExitCode.OK
+
+
+def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                    plugins: Plugins) -> ExitCode:
+    registry = plugins.registry
+    rows = describe(plugins)
+    if args.json:
+        print(json.dumps({
+            "plugins": [{"name": r.name, "distribution": r.distribution, "hooks": r.hooks}
+                        for r in rows],
+            "backends": {scheme: registry.backend_owners[scheme] for scheme in registry.backends},
+            "serializers": {name: {"plugin": registry.serializer_owners[name],
+                                   "safe": s.safe} for name, s in registry.serializers.items()},
+            "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error}
+                       for f in registry.failures],
+        }, indent=2))
+        return ExitCode.OK
+    print("plugins:")
+    _print_table([("NAME", "DISTRIBUTION", "HOOKS")]
+                 + [(r.name, r.distribution, ", ".join(r.hooks)) for r in rows])
+    print("backends:")
+    _print_table([("SCHEME", "PLUGIN")]
+                 + [(f"{s}://", registry.backend_owners[s]) for s in sorted(registry.backends)])
+    print("serializers:")
+    _print_table([("NAME", "PLUGIN", "SAFETY")]
+                 + [(n, registry.serializer_owners[n],
+                     "safe" if s.safe else "runs code on load: choose it explicitly")
+                    for n, s in sorted(registry.serializers.items())])
+    if registry.failures:
+        print("failed to load:")
+        _print_table([("NAME", "DISTRIBUTION", "ERROR")]
+                     + [(f.name, f.distribution, f.error) for f in registry.failures])
+    return ExitCode.OK
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plugins = get_plugin_manager()
+    parser = build_parser(plugins)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "plugins":
+            return command_plugins(args, parser, plugins)
+        command = {"run": command_run, "enqueue": command_enqueue, "status": command_status}
+        return command[args.command](args, parser)
+    except PprunnerError as exc:
+        code = next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind))
+        print(f"pprunner: error: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

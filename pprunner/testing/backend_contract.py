@@ -1,0 +1,488 @@
+"""The promises of :class:`pprunner.backend.Backend`, as tests any backend can run.
+
+Subclass :class:`BackendContract` under a name pytest collects and provide a
+``backend`` fixture that yields a fresh, EMPTY backend and closes it
+afterwards. Each test checks one promise from the Backend docstrings; the
+ownership tests matter most, since "only the owner may finish an invocation"
+is what makes a late result from a runner that lost its invocation harmless.
+
+No test sleeps to let another thread catch up: threads hand their outcome
+back through :class:`Background`, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import ClassVar, Generic, TypeVar, cast
+
+import attrs
+import pytest
+
+from pprunner.backend import Backend
+from pprunner.errors import IllegalTransition, NotOwner, UnknownInvocation
+from pprunner.invocation import (
+    ErrorInfo,
+    Invocation,
+    RunnerInfo,
+    RunnerKind,
+    Status,
+    new_invocation_id,
+)
+
+T = TypeVar("T")
+
+DEFAULT_PAYLOAD = b'{"args":[],"kwargs":{}}'
+#: how long a claim waits on a queue that a test knows to be empty
+EMPTY_CLAIM_TIMEOUT = 0.05
+#: how much later than its timeout a blocking call may return on a loaded machine
+SLACK = 1.0
+#: the bound on any wait for another thread, so a broken backend fails instead of hanging
+THREAD_TIMEOUT = 30.0
+#: what a supervisor records when a worker died mid-task
+CRASH = ErrorInfo("WorkerDied", "worker 7 died with signal 9")
+
+
+def make_invocation(
+    task: str = "t",
+    max_attempts: int = 3,
+    payload: bytes = DEFAULT_PAYLOAD,
+    serializer: str = "json",
+) -> Invocation:
+    """A new PENDING invocation with a fresh id, ready to enqueue."""
+    return Invocation(id=new_invocation_id(), task=task, payload=payload,
+                      serializer=serializer, max_attempts=max_attempts)
+
+
+def make_runner(runner_id: str, started_at: float = 1_000.0) -> RunnerInfo:
+    """A worker record; ``started_at`` is fixed so the listing order is known."""
+    return RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=os.getpid(),
+                      supervisor="contract-supervisor", slot=1, started_at=started_at)
+
+
+def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
+                    max_attempts: int = 3) -> Invocation:
+    """Enqueue one invocation and claim it for ``runner_id`` (then pause it if asked).
+
+    The claim takes the oldest pending invocation, so call this only while
+    nothing else is pending.
+    """
+    invocation = make_invocation(max_attempts=max_attempts)
+    backend.enqueue(invocation)
+    claimed = backend.claim(runner_id, EMPTY_CLAIM_TIMEOUT)
+    assert claimed is not None, "claim returned None although an invocation was pending"
+    assert claimed.id == invocation.id, "claim took another invocation than the only pending one"
+    if paused:
+        backend.pause(claimed.id, runner_id)
+        return backend.get(claimed.id)
+    return claimed
+
+
+def claim_until_empty(backend: Backend, runner_id: str,
+                      start: threading.Barrier | None = None) -> list[str]:
+    """Claim for ``runner_id`` until the queue is empty; the ids in claim order.
+
+    ``start`` lets several threads begin together, so their claims overlap.
+    """
+    if start is not None:
+        start.wait(THREAD_TIMEOUT)
+    claimed = []
+    while (invocation := backend.claim(runner_id, EMPTY_CLAIM_TIMEOUT)) is not None:
+        claimed.append(invocation.id)
+    return claimed
+
+
+def assert_claimed_once_each(claims: dict[str, list[str]], expected: set[str]) -> None:
+    """``claims`` (runner -> ids it claimed) hands out every expected id exactly once."""
+    every = [invocation_id for ids in claims.values() for invocation_id in ids]
+    twice = {i for i in every if every.count(i) > 1}
+    assert not twice, f"claimed by more than one runner: {sorted(twice)}"
+    assert set(every) == expected, (f"never claimed: {sorted(expected - set(every))}; "
+                                    f"unexpected: {sorted(set(every) - expected)}")
+
+
+class Background(Generic[T]):
+    """Runs ``call`` in a daemon thread and hands its outcome to the test thread.
+
+    An exception is kept rather than left to escape the thread, so it fails
+    the test that waits for it (re-raised by :meth:`join`) instead of
+    surfacing as pytest's unhandled-thread-exception warning elsewhere.
+    """
+
+    def __init__(self, call: Callable[[], T], name: str = "contract-thread") -> None:
+        self._call = call
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._call()
+        except BaseException as exc:
+            self._error = exc
+
+    def finished_within(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; whether the call has returned (or raised)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float = THREAD_TIMEOUT) -> T:
+        """The call's return value; fails the test if it is still running after ``timeout``."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            pytest.fail(f"{self._thread.name} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
+
+
+#: Every change only an owner may make, as ``(backend, invocation_id, runner_id)`` calls.
+OWNER_OPERATIONS: dict[str, Callable[[Backend, str, str], None]] = {
+    "complete": lambda backend, i, runner: backend.complete(i, runner, b'"late"'),
+    "fail": lambda backend, i, runner: backend.fail(i, runner, ErrorInfo("E", "late")),
+    "pause": lambda backend, i, runner: backend.pause(i, runner),
+    "resume": lambda backend, i, runner: backend.resume(i, runner),
+}
+#: operations that are legal for the owner only once the invocation is PAUSED
+NEEDS_PAUSED = frozenset({"resume"})
+
+
+class BackendContract:
+    """Contract tests for a :class:`~pprunner.backend.Backend` implementation.
+
+    Subclasses provide the ``backend`` fixture. A backend whose instances
+    must not be shared between threads sets :attr:`supports_threads` to False,
+    which skips the tests that need a second thread (the built-ins support
+    threads, as the Backend docstring asks).
+    """
+
+    supports_threads: ClassVar[bool] = True
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        pytest.fail(f"{type(self).__name__} must override the `backend` fixture with one "
+                    "that yields a fresh, empty backend and closes it afterwards")
+
+    def _require_threads(self) -> None:
+        if not self.supports_threads:
+            pytest.skip(f"{type(self).__name__}.supports_threads is False")
+
+    # -- storing and reading ---------------------------------------------------------
+
+    def test_supports_processes_is_a_bool(self, backend: Backend) -> None:
+        assert isinstance(type(backend).supports_processes, bool)
+
+    def test_enqueue_then_get_returns_the_same_invocation(self, backend: Backend) -> None:
+        invocation = make_invocation(task="tasks.add", max_attempts=5,
+                                     payload=b'{"args":[1,2],"kwargs":{}}', serializer="pickle")
+        backend.enqueue(invocation)
+        assert backend.get(invocation.id) == invocation
+
+    def test_get_of_an_unknown_id_raises_unknown_invocation(self, backend: Backend) -> None:
+        with pytest.raises(UnknownInvocation) as raised:
+            backend.get(new_invocation_id())
+        assert isinstance(raised.value, KeyError)
+
+    def test_a_fresh_backend_counts_zero_in_every_status(self, backend: Backend) -> None:
+        assert backend.counts() == dict.fromkeys(Status, 0)
+
+    # -- claiming --------------------------------------------------------------------
+
+    def test_claim_on_an_empty_queue_returns_none_after_the_timeout(
+            self, backend: Backend) -> None:
+        started = time.monotonic()
+        assert backend.claim("idle", EMPTY_CLAIM_TIMEOUT) is None
+        assert time.monotonic() - started < EMPTY_CLAIM_TIMEOUT + SLACK
+
+    def test_claim_takes_the_oldest_pending_invocation_first(self, backend: Backend) -> None:
+        invocations = [make_invocation(task=f"t{n}") for n in range(3)]
+        for invocation in invocations:
+            backend.enqueue(invocation)
+        claimed = [backend.claim("r", EMPTY_CLAIM_TIMEOUT) for _ in invocations]
+        assert [c.id if c else None for c in claimed] == [i.id for i in invocations]
+
+    def test_claim_makes_the_invocation_running_for_its_runner(self, backend: Backend) -> None:
+        invocation = make_invocation()
+        backend.enqueue(invocation)
+        before = time.time()
+        claimed = backend.claim("runner-1", EMPTY_CLAIM_TIMEOUT)
+        after = time.time()
+        assert claimed is not None
+        assert claimed.status is Status.RUNNING
+        assert claimed.owner == "runner-1"
+        assert claimed.attempts == invocation.attempts + 1
+        assert claimed.started_at is not None
+        assert before <= claimed.started_at <= after
+        assert backend.get(invocation.id) == claimed, "claim returned other values than it stored"
+
+    def test_two_claims_never_return_the_same_invocation(self, backend: Backend) -> None:
+        first, second = make_invocation(), make_invocation()
+        backend.enqueue(first)
+        backend.enqueue(second)
+        claims = {runner: claim_until_empty(backend, runner) for runner in ("r1", "r2")}
+        assert_claimed_once_each(claims, {first.id, second.id})
+        assert backend.claim("r3", EMPTY_CLAIM_TIMEOUT) is None
+
+    def test_concurrent_claims_hand_out_every_invocation_once(self, backend: Backend) -> None:
+        self._require_threads()
+        invocations = [make_invocation() for _ in range(40)]
+        for invocation in invocations:
+            backend.enqueue(invocation)
+        runners = [f"claimer-{n}" for n in range(4)]
+        start = threading.Barrier(len(runners))
+        threads = {runner: Background(functools.partial(claim_until_empty, backend, runner, start),
+                                      name=runner) for runner in runners}
+        claims = {runner: thread.join() for runner, thread in threads.items()}
+        assert_claimed_once_each(claims, {i.id for i in invocations})
+        for runner, ids in claims.items():
+            assert {i.id for i in backend.owned_by([runner])} == set(ids), runner
+
+    # -- finishing, pausing, ownership -------------------------------------------------
+
+    def test_complete_by_the_owner_stores_the_result(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        before = time.time()
+        backend.complete(claimed.id, "owner", b'{"sum":3}')
+        stored = backend.get(claimed.id)
+        assert stored.status is Status.SUCCESS
+        assert stored.result == b'{"sum":3}'
+        assert stored.finished_at is not None
+        assert before <= stored.finished_at <= time.time()
+
+    def test_fail_by_the_owner_stores_the_error(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        error = ErrorInfo("ValueError", "bad input: ünïcode",
+                          "Traceback (most recent call last):\n")
+        backend.fail(claimed.id, "owner", error)
+        stored = backend.get(claimed.id)
+        assert stored.status is Status.FAILED
+        assert stored.error == error
+        assert stored.finished_at is not None
+
+    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    def test_only_the_owner_may_change_an_invocation(self, backend: Backend,
+                                                     operation: str) -> None:
+        claimed = enqueue_claimed(backend, "owner", paused=operation in NEEDS_PAUSED)
+        with pytest.raises(NotOwner):
+            OWNER_OPERATIONS[operation](backend, claimed.id, "intruder")
+        assert backend.get(claimed.id) == claimed, "a refused change altered the invocation"
+
+    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    def test_a_pending_invocation_cannot_be_changed(self, backend: Backend,
+                                                    operation: str) -> None:
+        invocation = make_invocation()
+        backend.enqueue(invocation)
+        with pytest.raises(IllegalTransition):
+            OWNER_OPERATIONS[operation](backend, invocation.id, "anyone")
+        assert backend.get(invocation.id) == invocation
+
+    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    def test_a_completed_invocation_cannot_be_changed_again(self, backend: Backend,
+                                                            operation: str) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        backend.complete(claimed.id, "owner", b"1")
+        done = backend.get(claimed.id)
+        with pytest.raises(IllegalTransition):
+            OWNER_OPERATIONS[operation](backend, claimed.id, "owner")
+        assert backend.get(claimed.id) == done
+
+    def test_pause_keeps_the_owner_and_resume_runs_again(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        backend.pause(claimed.id, "owner")
+        paused = backend.get(claimed.id)
+        assert (paused.status, paused.owner) == (Status.PAUSED, "owner")
+        backend.resume(claimed.id, "owner")
+        resumed = backend.get(claimed.id)
+        assert (resumed.status, resumed.owner) == (Status.RUNNING, "owner")
+        assert resumed.attempts == claimed.attempts, "pause and resume are not a new attempt"
+
+    @pytest.mark.parametrize(("paused", "operation"), [
+        pytest.param(True, "pause", id="pause-paused"),
+        pytest.param(True, "complete", id="complete-paused"),
+        pytest.param(False, "resume", id="resume-running"),
+    ])
+    def test_the_owner_cannot_skip_the_state_machine(self, backend: Backend, paused: bool,
+                                                     operation: str) -> None:
+        claimed = enqueue_claimed(backend, "owner", paused=paused)
+        with pytest.raises(IllegalTransition):
+            OWNER_OPERATIONS[operation](backend, claimed.id, "owner")
+        assert backend.get(claimed.id) == claimed
+
+    # -- rerouting ---------------------------------------------------------------------
+
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+    def test_reroute_after_a_crash_requeues_with_the_error(self, backend: Backend,
+                                                          paused: bool) -> None:
+        claimed = enqueue_claimed(backend, "dead", paused=paused, max_attempts=3)
+        rerouted = backend.reroute("dead", CRASH)
+        stored = backend.get(claimed.id)
+        assert rerouted == [stored], "reroute must return the invocations as stored afterwards"
+        assert (stored.status, stored.owner, stored.error) == (Status.PENDING, None, CRASH)
+        assert stored.attempts == 1, "the interrupted attempt counts"
+        again = backend.claim("heir", EMPTY_CLAIM_TIMEOUT)
+        assert again is not None and again.id == claimed.id
+        assert (again.owner, again.attempts) == ("heir", 2)
+
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+    def test_reroute_after_a_crash_fails_when_attempts_are_used_up(
+            self, backend: Backend, paused: bool) -> None:
+        claimed = enqueue_claimed(backend, "dead", paused=paused, max_attempts=1)
+        rerouted = backend.reroute("dead", CRASH)
+        stored = backend.get(claimed.id)
+        assert rerouted == [stored]
+        assert stored.status is Status.FAILED
+        assert stored.finished_at is not None
+        assert stored.error is not None and stored.error.type == CRASH.type
+        assert CRASH.message in stored.error.message
+        assert "max_attempts" in stored.error.message
+        assert backend.claim("heir", EMPTY_CLAIM_TIMEOUT) is None, "a FAILED one was requeued"
+
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+    def test_graceful_reroute_gives_the_attempt_back(self, backend: Backend,
+                                                     paused: bool) -> None:
+        claimed = enqueue_claimed(backend, "leaving", paused=paused)
+        rerouted = backend.reroute("leaving", None)
+        stored = backend.get(claimed.id)
+        assert rerouted == [stored]
+        assert (stored.status, stored.owner, stored.attempts) == (Status.PENDING, None, 0)
+        again = backend.claim("heir", EMPTY_CLAIM_TIMEOUT)
+        assert again is not None and (again.id, again.attempts) == (claimed.id, 1)
+
+    def test_reroute_of_a_runner_that_owns_nothing_returns_nothing(
+            self, backend: Backend) -> None:
+        backend.enqueue(make_invocation())
+        assert backend.reroute("nobody", CRASH) == []
+        assert backend.counts()[Status.PENDING] == 1
+
+    def test_reroute_leaves_other_runners_invocations_alone(self, backend: Backend) -> None:
+        mine = enqueue_claimed(backend, "dead")
+        theirs = [enqueue_claimed(backend, "alive"),
+                  enqueue_claimed(backend, "alive", paused=True)]
+        rerouted = backend.reroute("dead", CRASH)
+        assert [i.id for i in rerouted] == [mine.id]
+        assert [backend.get(i.id) for i in theirs] == theirs
+
+    @pytest.mark.parametrize("error", [pytest.param(None, id="graceful"),
+                                       pytest.param(CRASH, id="crash")])
+    def test_a_late_result_after_reroute_is_refused(self, backend: Backend,
+                                                    error: ErrorInfo | None) -> None:
+        claimed = enqueue_claimed(backend, "old")
+        backend.reroute("old", error)
+        requeued = backend.get(claimed.id)
+        with pytest.raises(NotOwner):
+            backend.complete(claimed.id, "old", b'"late"')
+        assert backend.get(claimed.id) == requeued
+
+        heir = backend.claim("new", EMPTY_CLAIM_TIMEOUT)
+        assert heir is not None and heir.id == claimed.id
+        with pytest.raises(NotOwner):
+            backend.complete(claimed.id, "old", b'"late"')
+        assert backend.get(claimed.id) == heir
+        backend.complete(claimed.id, "new", b'"on time"')
+        assert backend.get(claimed.id).result == b'"on time"'
+
+    # -- ownership queries ---------------------------------------------------------------
+
+    def test_owned_by_lists_running_and_paused_invocations_of_those_runners(
+            self, backend: Backend) -> None:
+        running = enqueue_claimed(backend, "a")
+        paused = enqueue_claimed(backend, "a", paused=True)
+        finished = enqueue_claimed(backend, "a")
+        backend.complete(finished.id, "a", b"1")
+        failed = enqueue_claimed(backend, "a")
+        backend.fail(failed.id, "a", CRASH)
+        other = enqueue_claimed(backend, "b")
+        backend.enqueue(make_invocation())
+
+        def owned(*runners: str) -> dict[str, Invocation]:
+            return {i.id: i for i in backend.owned_by(runners)}
+
+        assert owned("a") == {i.id: i for i in (running, paused)}
+        assert owned("a", "b") == {i.id: i for i in (running, paused, other)}
+        assert owned("c") == {}
+
+    def test_owned_by_no_runners_is_empty(self, backend: Backend) -> None:
+        enqueue_claimed(backend, "a")
+        assert backend.owned_by([]) == []
+
+    # -- runners and heartbeats ----------------------------------------------------------
+
+    def test_record_heartbeats_stores_the_given_time(self, backend: Backend) -> None:
+        runner = make_runner("w1")
+        backend.record_heartbeats([runner], at=1_234.5)
+        assert backend.runners() == [attrs.evolve(runner, heartbeat_at=1_234.5)]
+
+    def test_record_heartbeats_again_refreshes_the_heartbeat(self, backend: Backend) -> None:
+        runner = make_runner("w1")
+        backend.record_heartbeats([runner], at=1_000.0)
+        backend.record_heartbeats([runner], at=2_000.0)
+        assert [(r.id, r.heartbeat_at) for r in backend.runners()] == [("w1", 2_000.0)]
+
+    def test_runners_are_listed_oldest_first(self, backend: Backend) -> None:
+        backend.record_heartbeats([make_runner("young", started_at=2_000.0),
+                                   make_runner("old", started_at=1_000.0)], at=time.time())
+        assert [r.id for r in backend.runners()] == ["old", "young"]
+
+    def test_stale_runners_are_those_with_an_old_heartbeat(self, backend: Backend) -> None:
+        now = time.time()
+        backend.record_heartbeats([make_runner("fresh")], at=now)
+        backend.record_heartbeats([make_runner("silent")], at=now - 3_600)
+        assert [r.id for r in backend.stale_runners(older_than=60)] == ["silent"]
+        assert backend.stale_runners(older_than=1e6) == []
+
+    def test_forget_runners_removes_them(self, backend: Backend) -> None:
+        backend.record_heartbeats([make_runner("gone"), make_runner("kept", 2_000.0)],
+                                  at=time.time())
+        backend.forget_runners(["gone", "never-recorded"])
+        assert [r.id for r in backend.runners()] == ["kept"]
+
+    # -- counts ----------------------------------------------------------------------------
+
+    def test_counts_follow_the_statuses(self, backend: Backend) -> None:
+        backend.complete(enqueue_claimed(backend, "r").id, "r", b"1")
+        backend.fail(enqueue_claimed(backend, "r").id, "r", CRASH)
+        enqueue_claimed(backend, "r", paused=True)
+        enqueue_claimed(backend, "r")
+        for _ in range(2):
+            backend.enqueue(make_invocation())
+        assert backend.counts() == {Status.PENDING: 2, Status.RUNNING: 1, Status.PAUSED: 1,
+                                    Status.SUCCESS: 1, Status.FAILED: 1}
+
+    # -- waiting and waking ----------------------------------------------------------------
+
+    def test_wait_returns_the_invocation_completed_by_another_thread(
+            self, backend: Backend) -> None:
+        self._require_threads()
+        claimed = enqueue_claimed(backend, "owner")
+        finisher = Background(lambda: backend.complete(claimed.id, "owner", b'"done"'))
+        final = backend.wait(claimed.id, timeout=5)
+        finisher.join()
+        assert (final.status, final.result) == (Status.SUCCESS, b'"done"')
+
+    def test_wait_returns_the_unfinished_invocation_when_the_timeout_runs_out(
+            self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        started = time.monotonic()
+        unfinished = backend.wait(claimed.id, timeout=EMPTY_CLAIM_TIMEOUT)
+        assert time.monotonic() - started < EMPTY_CLAIM_TIMEOUT + SLACK
+        assert (unfinished.id, unfinished.status) == (claimed.id, Status.RUNNING)
+
+    def test_wakeup_releases_a_blocked_claim(self, backend: Backend) -> None:
+        """Part of the contract: shutdown calls wakeup() so idle workers stop at once.
+
+        wakeup() is repeated until the claim returns, since the first call may
+        come before the claimer has started to block and so wake nobody.
+        """
+        self._require_threads()
+        claimer = Background(lambda: backend.claim("idle", timeout=30), name="claimer")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            backend.wakeup()
+            if claimer.finished_within(0.05):
+                break
+        assert claimer.finished_within(0), "claim(timeout=30) still blocked 5 s into wakeup()"
+        assert claimer.join() is None

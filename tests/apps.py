@@ -1,0 +1,76 @@
+"""Apps the tests run in real worker processes (workers import them by path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pprunner import App, current_context
+
+app = App(name="tests")
+
+
+def _context():  # type: ignore[no-untyped-def]
+    context = current_context()
+    assert context is not None and context.invocation is not None
+    return context
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@app.task
+def whoami() -> dict[str, object]:
+    context = _context()
+    return {"pid": os.getpid(), "runner": context.runner_id, "slot": context.slot}
+
+
+@app.task(max_attempts=3)
+def blocks_on_first_attempt(marker_dir: str) -> int:
+    """Announces each attempt in a marker file; the first one then blocks
+    until its worker is killed, later ones return their attempt number."""
+    attempt = _context().invocation.attempts
+    Path(marker_dir, f"started-{attempt}").write_text(str(os.getpid()))
+    if attempt == 1:
+        time.sleep(120)
+    return attempt
+
+
+@app.task
+def announce_then_sleep(marker_dir: str, seconds: float) -> str:
+    Path(marker_dir, "started").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return "slept"
+
+
+@app.task(max_attempts=1)
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+@app.task(max_attempts=2)
+def always_killed() -> None:
+    os.kill(os.getpid(), 9)
+
+
+@app.task
+def cache_put(key: str, value: str) -> None:
+    _context().runner_cache[key] = value
+
+
+@app.task
+def cache_get(key: str) -> str | None:
+    return _context().runner_cache.get(key)
+
+
+@app.task
+def returns_unencodable() -> object:
+    return {1, 2}

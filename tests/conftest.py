@@ -1,0 +1,117 @@
+"""Shared fixtures: a per-test SQLite backend, supervisors that are always
+stopped, CLI processes that are always reaped, and bounded waits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pprunner import App, Supervisor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/jobs.db"
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[App]:
+    """The tests' app (tests/apps.py) on a fresh database, with quick ticks."""
+    from tests.apps import app
+
+    app.configure(source="the test", replace=True, backend=db_url, heartbeat_interval=0.1,
+                  shutdown_timeout=10)
+    yield app
+    app.close()
+    app.configure(source="the test", replace=True)
+
+
+@pytest.fixture
+def supervise(app: App) -> Iterator[Callable[..., Supervisor]]:
+    """Start supervisors in the background; each is stopped at teardown."""
+    started: list[Supervisor] = []
+
+    def start(processes: int = 2, **options: Any) -> Supervisor:
+        supervisor = Supervisor(app, processes=processes, **options).start()
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        supervisor.stop(immediate=True, timeout=30)
+
+
+@pytest.fixture
+def marker_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+def cli_env(db_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+    env.update(PPRUNNER_BACKEND=db_url, PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pprunner", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli_process() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``pprunner`` commands; every process and its children are killed at teardown."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen([sys.executable, "-m", "pprunner", *args], cwd=REPO,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        try:
+            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for member in family:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=10)
+        process.communicate(timeout=10)
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

@@ -1,0 +1,153 @@
+"""The built-in backends against the Backend contract, plus what only SQLite promises:
+several instances (processes) on one file, riding out a locked database, and a
+doorbell that wakes blocked claimers without polling."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import pprunner_plugins.sqlite
+from pprunner.errors import BackendError
+from pprunner.invocation import Status
+from pprunner.testing import BackendContract, make_invocation
+from pprunner.testing.backend_contract import (
+    THREAD_TIMEOUT,
+    Background,
+    assert_claimed_once_each,
+    claim_until_empty,
+)
+from pprunner_plugins.memory import MemoryBackend
+from pprunner_plugins.sqlite import SQLiteBackend
+
+
+class TestMemoryBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> Iterator[MemoryBackend]:
+        backend = MemoryBackend("memory://")
+        yield backend
+        backend.close()
+
+    def test_it_refuses_worker_processes(self, backend: MemoryBackend) -> None:
+        assert backend.supports_processes is False
+
+
+@contextlib.contextmanager
+def signalled_on_log(logger_name: str, text: str) -> Iterator[threading.Event]:
+    """An event set when ``logger_name`` logs a warning containing ``text``, from any thread."""
+    event = threading.Event()
+
+    class Signal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                event.set()
+
+    logger = logging.getLogger(logger_name)
+    handler = Signal(logging.WARNING)
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # even if the run was started with a quieter --log-level
+    logger.addHandler(handler)
+    try:
+        yield event
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class TestSQLiteBackend(BackendContract):
+    @pytest.fixture
+    def db_path(self, tmp_path: Path) -> Path:
+        return tmp_path / "contract.db"
+
+    @pytest.fixture
+    def open_backend(self, db_path: Path) -> Iterator[Callable[[], SQLiteBackend]]:
+        """Opens instances on the same file, as separate processes would; all closed after."""
+        opened: list[SQLiteBackend] = []
+
+        def open_one() -> SQLiteBackend:
+            opened.append(SQLiteBackend(f"sqlite:///{db_path}"))
+            return opened[-1]
+
+        yield open_one
+        for backend in opened:
+            backend.close()
+
+    @pytest.fixture
+    def backend(self, open_backend: Callable[[], SQLiteBackend]) -> SQLiteBackend:
+        return open_backend()
+
+    @pytest.mark.parametrize("url", ["sqlite://nothing", "sqlite:///", "sqlite:/x.db"])
+    def test_a_bad_url_raises_backend_error(self, url: str) -> None:
+        with pytest.raises(BackendError, match="bad SQLite URL"):
+            SQLiteBackend(url)
+
+    def test_instances_on_one_file_never_claim_the_same_invocation(
+            self, open_backend: Callable[[], SQLiteBackend]) -> None:
+        producer = open_backend()
+        invocations = [make_invocation() for _ in range(60)]
+        for invocation in invocations:
+            producer.enqueue(invocation)
+        runners = [f"process-{n}" for n in range(4)]
+        start = threading.Barrier(len(runners))
+        threads = {runner: Background(functools.partial(claim_until_empty, open_backend(),
+                                                        runner, start), name=runner)
+                   for runner in runners}
+        claims = {runner: thread.join() for runner, thread in threads.items()}
+        assert_claimed_once_each(claims, {i.id for i in invocations})
+        assert producer.counts()[Status.RUNNING] == len(invocations)
+
+    def test_a_claim_rides_out_a_locked_database(
+            self, monkeypatch: pytest.MonkeyPatch, db_path: Path,
+            open_backend: Callable[[], SQLiteBackend]) -> None:
+        # A short busy timeout makes the claim give up inside SQLite quickly, so
+        # the backend's own retry loop (_retrying) is what has to carry it through.
+        monkeypatch.setattr(pprunner_plugins.sqlite, "BUSY_TIMEOUT_MS", 20)
+        backend = open_backend()
+        invocation = make_invocation()
+        backend.enqueue(invocation)  # opens the connection (and schema) before the lock
+
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with signalled_on_log("pprunner.sqlite", "is locked, retrying") as retrying:
+                claimer = Background(lambda: backend.claim("patient", timeout=0), name="claimer")
+                assert retrying.wait(THREAD_TIMEOUT), "the claim never met the locked database"
+                blocker.execute("ROLLBACK")
+            claimed = claimer.join()
+        finally:
+            blocker.close()
+        assert claimed is not None and claimed.id == invocation.id
+
+    def test_an_enqueue_wakes_a_blocked_claim_without_polling(
+            self, monkeypatch: pytest.MonkeyPatch,
+            open_backend: Callable[[], SQLiteBackend]) -> None:
+        """claim_timeout is only a fallback: a claimer blocked for 10 s gets new work
+        from another instance (another process) at once, through the doorbell."""
+        claimer_backend, producer = open_backend(), open_backend()
+        # Enqueue only once the claim has found the queue empty and is about to
+        # block, or it might find the work on its first look and prove nothing.
+        blocking = threading.Event()
+        doorbell_wait = claimer_backend.doorbell.wait
+
+        def wait(name: str, timeout: float) -> bytes:
+            blocking.set()
+            return doorbell_wait(name, timeout)
+
+        monkeypatch.setattr(claimer_backend.doorbell, "wait", wait)
+        claimer = Background(lambda: claimer_backend.claim("sleeper", timeout=10),
+                             name="claimer")
+        assert blocking.wait(THREAD_TIMEOUT), "the claim never blocked on the empty queue"
+        invocation = make_invocation()
+        enqueued = time.monotonic()
+        producer.enqueue(invocation)
+        claimed = claimer.join()
+        assert time.monotonic() - enqueued < 1.0, "the claim waited for its timeout"
+        assert claimed is not None and claimed.id == invocation.id
