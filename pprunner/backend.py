@@ -54,6 +54,9 @@ class Backend(abc.ABC):
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """Atomically take the oldest PENDING invocation for ``runner_id``.
 
+        "Oldest" is by first enqueue: a rerouted invocation keeps its place,
+        ahead of everything queued after it.
+
         It becomes RUNNING, owned by ``runner_id``, with ``attempts`` raised
         by one and ``started_at`` set. Blocks up to ``timeout`` seconds when
         nothing is pending, without busy polling where the store allows it;
@@ -66,7 +69,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
-        """RUNNING -> FAILED with ``error``; raises NotOwner unless owned by ``runner_id``."""
+        """RUNNING or PAUSED -> FAILED with ``error``; raises NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
     def pause(self, invocation_id: str, runner_id: str) -> None:

@@ -115,6 +115,9 @@ class Worker:
         while not (self._stopping or self.context.stop_event.is_set()):
             self.between()
             invocation = backend.claim(self.context.runner_id, timeout)
+            if invocation is not None and self._stopping:
+                backend.reroute(self.context.runner_id, None)  # claimed as the stop came
+                return
             if invocation is not None:
                 self.execute(invocation)
             elif burst and not _unfinished(backend):

@@ -1,8 +1,10 @@
 """The ``json`` serializer, the default: safe, readable, language-neutral.
 
-What round-trips: None, bool, int, float, str, and lists and dicts (with
-str keys) of those. Tuples come back as lists; other types (bytes, sets,
-datetimes, objects) are refused at enqueue time with the argument named.
+What round-trips: None, bool, int, finite float, str, and lists and dicts
+(with str keys) of those. Tuples come back as lists and non-str dict keys
+as strings; NaN and infinities are refused (strict JSON, readable by any
+language), as are other types (bytes, sets, datetimes, objects) — at
+enqueue time, with the argument named.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class JSONSerializer(Serializer):
 
     def dumps(self, value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=True).encode("utf-8")
+                          allow_nan=False).encode("utf-8")
 
     def loads(self, data: bytes) -> Any:
         try:

@@ -6,10 +6,11 @@ worker processes (``supports_processes = False``); use ``--inline``.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -31,7 +32,9 @@ class MemoryBackend(Backend):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._invocations: dict[str, Invocation] = {}
-        self._pending: deque[str] = deque()
+        #: (enqueue order, id): a rerouted invocation returns to its old place
+        self._pending: list[tuple[int, str]] = []
+        self._order: dict[str, int] = {}
         self._runners: dict[str, RunnerInfo] = {}
         self._changed = threading.Condition()
         self._wakeups = 0
@@ -39,7 +42,8 @@ class MemoryBackend(Backend):
     def enqueue(self, invocation: Invocation) -> None:
         with self._changed:
             self._invocations[invocation.id] = invocation
-            self._pending.append(invocation.id)
+            self._order[invocation.id] = len(self._order)
+            heapq.heappush(self._pending, (self._order[invocation.id], invocation.id))
             self._changed.notify_all()
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
@@ -51,10 +55,9 @@ class MemoryBackend(Backend):
                 if left <= 0 or self._wakeups != wakeups:
                     return None
                 self._changed.wait(left)
-            claimed = attrs.evolve(
-                self._invocations[self._pending.popleft()], status=Status.RUNNING,
-                owner=runner_id, started_at=time.time())
-            claimed = attrs.evolve(claimed, attempts=claimed.attempts + 1)
+            pending = self._invocations[heapq.heappop(self._pending)[1]]
+            claimed = attrs.evolve(pending, status=Status.RUNNING, owner=runner_id,
+                                   attempts=pending.attempts + 1, started_at=time.time())
             self._invocations[claimed.id] = claimed
             return claimed
 
@@ -63,7 +66,7 @@ class MemoryBackend(Backend):
             self._wakeups += 1
             self._changed.notify_all()
 
-    def _finish(self, invocation_id: str, runner_id: str, new: Status, **changes: object) -> None:
+    def _finish(self, invocation_id: str, runner_id: str, new: Status, **changes: Any) -> None:
         with self._changed:
             current = self.get(invocation_id)
             check_owner_change(current, runner_id, new)
@@ -91,7 +94,7 @@ class MemoryBackend(Backend):
                 after = rerouted(invocation, error, time.time())
                 self._invocations[after.id] = after
                 if after.status is Status.PENDING:
-                    self._pending.append(after.id)
+                    heapq.heappush(self._pending, (self._order[after.id], after.id))
                 result.append(after)
             self._changed.notify_all()
             return result

@@ -186,6 +186,7 @@ class SQLiteBackend(Backend):
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         deadline = time.monotonic() + timeout
         self.doorbell.listen(runner_id)  # before the first look: no ring can be missed
+        self.doorbell.wait(runner_id, 0)  # forget rings (a stale STOP) from before this claim
         while True:
             rows = self._execute(
                 f"UPDATE invocations SET status = 'RUNNING', owner = ?, "

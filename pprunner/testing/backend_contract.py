@@ -205,6 +205,15 @@ class BackendContract:
         claimed = [backend.claim("r", EMPTY_CLAIM_TIMEOUT) for _ in invocations]
         assert [c.id if c else None for c in claimed] == [i.id for i in invocations]
 
+    def test_a_rerouted_invocation_keeps_its_place_in_the_queue(self, backend: Backend) -> None:
+        first = enqueue_claimed(backend, "dead")
+        later = make_invocation()
+        backend.enqueue(later)
+        backend.reroute("dead", CRASH)
+        again = backend.claim("heir", EMPTY_CLAIM_TIMEOUT)
+        assert again is not None and again.id == first.id, (
+            "a rerouted invocation must be claimed before those enqueued after it")
+
     def test_claim_makes_the_invocation_running_for_its_runner(self, backend: Backend) -> None:
         invocation = make_invocation()
         backend.enqueue(invocation)

@@ -1,0 +1,189 @@
+"""The ``pprunner`` command: runs, signals, bad input, inspection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+import pprunner
+from pprunner import App, ExitCode, Status
+from tests import apps
+from tests.conftest import children_of, cli_env, run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+RUN = ("run", "--app", "tests.apps:app")
+
+
+def live_workers(app: App) -> int:
+    return sum(r.kind == pprunner.invocation.RunnerKind.WORKER for r in app.backend.runners())
+
+
+def start_supervisor(cli_process, db_url: str, app: App, *extra: str,
+                     workers: int = 2) -> subprocess.Popen[str]:
+    process = cli_process(*RUN, "--processes", str(workers), *extra,
+                          env=cli_env(db_url, PPRUNNER_HEARTBEAT_INTERVAL="0.1"))
+    wait_until(lambda: live_workers(app) == workers or process.poll() is not None,
+               what="the workers to report")
+    assert process.poll() is None, process.communicate()
+    return process
+
+
+def test_burst_drains_the_queue_and_exits_zero(app: App, db_url: str) -> None:
+    handles = [apps.add.enqueue(n, n) for n in range(50)]
+    handles.append(apps.fail.enqueue("expected"))
+    done = run_cli(*RUN, "--processes", "2", "--burst", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "success 50, failed 1" in done.stdout
+    assert [h.result(timeout=1) for h in handles[:-1]] == [2 * n for n in range(50)]
+    failed = handles[-1].id
+    # log lines name the runner, the pid and the invocation
+    line = next(line for line in done.stderr.splitlines() if f"inv={failed}" in line)
+    assert "ValueError: expected" in line and " pid=" in line
+
+
+def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> None:
+    handle = apps.whoami.enqueue()
+    done = run_cli(*RUN, "--inline", "--burst", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "running inline" in done.stderr
+    assert handle.result(timeout=1)["slot"] == 0
+
+
+def test_sigterm_lets_running_work_finish_and_leaves_nothing_behind(
+        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app)
+    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 0.5)
+    wait_until((marker_dir / "started").exists, what="the task to start")
+    family = children_of(supervisor.pid)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=30) == ExitCode.OK
+    assert handle.status() == Status.SUCCESS
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == []
+    assert app.backend.counts()[Status.RUNNING] == 0
+    assert app.backend.runners() == []
+
+
+def test_second_sigint_stops_at_once_and_hands_work_back(
+        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app)
+    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 120)
+    wait_until((marker_dir / "started").exists, what="the task to start")
+    family = children_of(supervisor.pid)
+    supervisor.send_signal(signal.SIGINT)
+    # the idle worker leaves at once on the first SIGINT: proof it was handled
+    wait_until(lambda: live_workers(app) == 1, what="the idle worker to stop")
+    supervisor.send_signal(signal.SIGINT)
+    assert supervisor.wait(timeout=30) == ExitCode.INTERRUPTED
+    assert psutil.wait_procs(family, timeout=5)[1] == []
+    invocation = handle.invocation()
+    assert (invocation.status, invocation.owner, invocation.attempts) == (Status.PENDING, None, 0)
+
+
+def test_workers_do_not_outlive_a_sigkilled_supervisor(
+        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app)
+    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 120)
+    wait_until((marker_dir / "started").exists, what="the task to start")
+    family = children_of(supervisor.pid)
+    assert len(family) >= 3  # two workers and the runner-cache manager
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == [], f"still alive after the supervisor died: {alive}"
+    # the busy worker handed its invocation back on the way out
+    assert handle.status() == Status.PENDING
+
+
+@pytest.mark.parametrize(("args", "environment", "code", "message"), [
+    (("run", "--app", "no_such_module:app"), {}, ExitCode.APP_LOAD_ERROR,
+     "cannot import app 'no_such_module:app': ModuleNotFoundError"),
+    (("run", "--app", "tests.apps:nothing"), {}, ExitCode.APP_LOAD_ERROR,
+     "module 'tests.apps' has no attribute 'nothing'"),
+    (RUN + ("--backend", "bogus://x"), {}, ExitCode.CONFIG_ERROR,
+     "unknown backend 'bogus://x'"),
+    (RUN + ("--serializer", "yaml"), {}, ExitCode.CONFIG_ERROR, "unknown serializer 'yaml'"),
+    (RUN, {"PPRUNNER_SHUTDOWN_TIMEOUT": "soon"}, ExitCode.CONFIG_ERROR,
+     "setting 'shutdown_timeout' from environment PPRUNNER_SHUTDOWN_TIMEOUT: expected a number"),
+    (RUN + ("--processes", "-1"), {}, ExitCode.CONFIG_ERROR, "setting 'processes'"),
+    (RUN + ("--backend", "sqlite:////proc/no/such/dir/jobs.db"), {}, ExitCode.BACKEND_ERROR,
+     "cannot open SQLite database"),
+    (RUN + ("--no-such-flag",), {}, ExitCode.USAGE_ERROR, "unrecognized arguments"),
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "{nope"), {},
+     ExitCode.USAGE_ERROR, "not valid JSON"),
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", '{"x": 1}'), {},
+     ExitCode.USAGE_ERROR, "expected a JSON list"),
+    (("enqueue", "--app", "tests.apps:app", "os.system"), {}, ExitCode.USAGE_ERROR,
+     "unknown task 'os.system'"),
+    (("status",), {}, ExitCode.USAGE_ERROR, "--app MODULE:ATTRIBUTE is required"),
+    (("run", "--app", "tests.apps_fail_in_worker:app", "--processes", "1"), {},
+     ExitCode.APP_LOAD_ERROR, "could not load the app"),
+])
+def test_bad_input_is_one_clear_line_and_a_documented_exit_code(
+        db_url: str, args: tuple[str, ...], environment: dict[str, str], code: ExitCode,
+        message: str) -> None:
+    done = run_cli(*args, env=cli_env(db_url, **environment))
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_enqueue_and_wait_prints_the_id_and_the_result(app: App, db_url: str, supervise) -> None:
+    supervise(processes=1)
+    done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
+                   "--wait", "30", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    invocation_id, result = done.stdout.split()
+    assert app.handle(invocation_id).status() == Status.SUCCESS
+    assert json.loads(result) == 3
+
+
+def test_enqueue_and_wait_for_a_failing_task_exits_task_failed(
+        app: App, db_url: str, supervise) -> None:
+    supervise(processes=1)
+    done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.fail", "--kwargs",
+                   '{"message": "no"}', "--wait", "30", env=cli_env(db_url))
+    assert done.returncode == ExitCode.TASK_FAILED
+    assert "ValueError: no" in done.stderr
+
+
+def test_status_shows_runners_and_counts(app: App, db_url: str, supervise) -> None:
+    supervisor = supervise(processes=2)
+    apps.add.enqueue(1, 1).result(timeout=30)
+    done = run_cli("status", "--app", "tests.apps:app", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert supervisor.id in done.stdout
+    assert done.stdout.count(" worker ") == 2
+    assert "success 1" in done.stdout
+    report = json.loads(run_cli("status", "--app", "tests.apps:app", "--json",
+                                env=cli_env(db_url)).stdout)
+    assert report["counts"]["SUCCESS"] == 1
+    assert {r["kind"] for r in report["runners"]} == {"supervisor", "worker"}
+    assert all(r["heartbeat_age"] < 30 for r in report["runners"])
+
+
+def test_plugins_lists_plugins_backends_and_serializers(db_url: str) -> None:
+    done = run_cli("plugins", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    for expected in ("sqlite://", "memory://", "json", "pickle", "runs code on load",
+                     f"pprunner {pprunner.__version__}"):
+        assert expected in done.stdout
+    blocked = run_cli("plugins", "--json", env=cli_env(db_url, PPRUNNER_DISABLED_PLUGINS="pickle"))
+    assert "pickle" not in json.loads(blocked.stdout)["serializers"]
+
+
+def test_version(db_url: str) -> None:
+    done = run_cli("--version", env=cli_env(db_url))
+    assert done.stdout.strip() == f"pprunner {pprunner.__version__}"
+
+
+def test_pprunner_app_environment_variable_names_the_app(app: App, db_url: str) -> None:
+    done = run_cli("status", env=cli_env(db_url, PPRUNNER_APP="tests.apps:app"))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert os.path.basename(db_url) not in done.stderr
