@@ -69,7 +69,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
-        """RUNNING or PAUSED -> FAILED with ``error``; raises NotOwner unless owned by ``runner_id``."""
+        """RUNNING or PAUSED -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
     def pause(self, invocation_id: str, runner_id: str) -> None:

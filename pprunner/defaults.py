@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
     from . import worker  # the child's entry point; importing it here keeps the core light
 
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)
     process = context.Process(target=worker.main, args=(spec,),
                               name=f"pprunner-worker-{spec.slot}")
     with signals_blocked(), main_module_hidden():

@@ -14,6 +14,7 @@ import socket
 import time
 import traceback
 from typing import Any
+
 import attrs
 
 from .errors import IllegalTransition

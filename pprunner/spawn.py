@@ -110,7 +110,7 @@ def main_module_hidden() -> Iterator[None]:
     script that enqueues at top level would enqueue again in each worker.
     """
     main = sys.modules["__main__"]
-    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+    saved: dict[str, Any] = {name: main.__dict__[name] for name in ("__file__", "__spec__")
              if name in main.__dict__}
     main.__dict__.pop("__file__", None)
     main.__dict__["__spec__"] = None

@@ -11,6 +11,7 @@ the wake-up pipe; everything else happens in the loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -27,8 +28,8 @@ import attrs
 from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, RunnerInfo, RunnerKind
-from .progress import BurstProgress
 from .proctitle import set_title
+from .progress import BurstProgress
 from .spawn import (
     WorkerExit,
     WorkerProcess,
@@ -214,7 +215,7 @@ class Supervisor:
         self.runner_cache = self._manager.dict()
 
     def _spawn(self, slot: int) -> Child:
-        assert self._lifeline is not None
+        assert self._lifeline is not None and self.app_path is not None
         runner_id = new_runner_id()
         spec = WorkerSpec(
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
@@ -324,10 +325,8 @@ class Supervisor:
         self.request_stop()
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a full pipe is already awake; closed: stopped
             os.write(self._wakeup_write, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already awake, or closed after the stop
 
     def _drain_wakeups(self) -> None:
         try:
@@ -399,10 +398,8 @@ class Supervisor:
                 end.close()
             self._lifeline = None
         for fd in (self._wakeup_read, self._wakeup_write):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     # -- inline --------------------------------------------------------------------
 

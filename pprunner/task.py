@@ -10,7 +10,7 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
@@ -31,12 +31,14 @@ class App:
 
     ``App(backend="sqlite:///jobs.db", serializer="json", processes=4, ...)``:
     keyword arguments are the lowest configuration layer (see
-    :mod:`pprunner.config`). Nothing is opened until first used, so an app
+    :mod:`pprunner.config`). ``include`` names modules that register more
+    tasks on this app; workers import them after the app's own module.
+    Nothing is opened until first used, so an app
     module can be imported anywhere, including by every worker.
     """
 
     def __init__(self, backend: str | None = None, *, name: str | None = None,
-                 **settings: Any) -> None:
+                 include: Iterable[str] = (), **settings: Any) -> None:
         unknown = sorted(set(settings) - set(config_module.SETTING_NAMES))
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]!r} (from App(...) arguments); "
@@ -45,6 +47,8 @@ class App:
         self._overrides: dict[str, Any] = {}
         self._overrides_source = "command line"
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: modules that define more of this app's tasks; :func:`load_app` imports them
+        self.include = tuple(include)
         #: ``module:attribute`` workers import to rebuild this app
         self.import_path: str | None = None
         self._defined_in: str = sys._getframe(1).f_globals.get("__name__", "")
@@ -109,9 +113,9 @@ class App:
     def task(self, *, name: str | None = None,
              max_attempts: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+    def task(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
              max_attempts: int | None = None) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., max_attempts=...)``.
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``.
 
         ``max_attempts`` bounds how often an invocation is started when its
         worker keeps dying (default: the ``max_attempts`` setting).
@@ -133,18 +137,18 @@ class App:
         """The ``module:attribute`` path that rebuilds this app in a worker."""
         if self.import_path:
             return self.import_path
-        module = sys.modules.get(self._defined_in)
-        if module is not None and self._defined_in == "__main__":
+        module_name = self._defined_in
+        module = sys.modules.get(module_name)
+        if module_name == "__main__" and module is not None:
             spec = getattr(module, "__spec__", None)
             if spec is None:
-                raise AppLoadError("an app defined in a script run as __main__ cannot be rebuilt "
-                                   "in worker processes; define it in an importable module")
-        for attribute, value in vars(module or object()).items():
+                raise AppLoadError("an app defined in a script run as __main__ cannot be "
+                                   "rebuilt in worker processes; define it in an importable "
+                                   "module (or run the script with python -m)")
+            module_name = spec.name
+        for attribute, value in (vars(module) if module is not None else {}).items():
             if value is self:
-                name = self._defined_in
-                if name == "__main__" and module is not None:
-                    name = module.__spec__.name
-                self.import_path = f"{name}:{attribute}"
+                self.import_path = f"{module_name}:{attribute}"
                 return self.import_path
         raise AppLoadError(f"cannot find this app as a global of module {self._defined_in!r}; "
                            "pass its import path as 'module:attribute'")
@@ -161,7 +165,7 @@ class Task(Generic[P, R]):
         self.function = function
         self.name = name
         self._max_attempts = max_attempts
-        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+        functools.update_wrapper(self, function)
 
     @property
     def max_attempts(self) -> int:
@@ -296,4 +300,10 @@ def load_app(path: str) -> App:
     if not isinstance(app, App):
         raise AppLoadError(f"{path!r} is a {type(app).__name__}, not a pprunner.App")
     app.import_path = f"{module_name}:{attribute}"
+    for extra in app.include:
+        try:
+            importlib.import_module(extra)
+        except Exception as exc:
+            raise AppLoadError(f"app {path!r} includes {extra!r}, which cannot be imported: "
+                               f"{type(exc).__name__}: {exc}") from exc
     return app

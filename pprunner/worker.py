@@ -7,6 +7,7 @@ inline mode (``--processes 0``).
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -247,10 +248,8 @@ def watch_lifeline(lifeline: Any) -> None:
     back what it runs, and is forced out after :data:`ORPHAN_GRACE` seconds.
     """
     def wait_for_eof() -> None:
-        try:
+        with contextlib.suppress(EOFError, OSError):
             lifeline.recv_bytes()
-        except (EOFError, OSError):
-            pass
         logger.warning("the supervisor is gone; stopping")
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE)

@@ -10,6 +10,7 @@ enqueue time, with the argument named.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pprunner
@@ -32,5 +33,5 @@ class JSONSerializer(Serializer):
 
 
 @pprunner.hookimpl
-def pprunner_register_serializers(register):  # type: ignore[no-untyped-def]
+def pprunner_register_serializers(register: Callable[..., None]) -> None:
     register(JSONSerializer())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -134,5 +134,5 @@ class MemoryBackend(Backend):
 
 
 @pprunner.hookimpl
-def pprunner_register_backends(register):  # type: ignore[no-untyped-def]
+def pprunner_register_backends(register: Callable[..., None]) -> None:
     register("memory", MemoryBackend)

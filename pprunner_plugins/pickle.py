@@ -9,6 +9,7 @@ trusted as the code itself.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import pprunner
@@ -33,5 +34,5 @@ class PickleSerializer(Serializer):
 
 
 @pprunner.hookimpl
-def pprunner_register_serializers(register):  # type: ignore[no-untyped-def]
+def pprunner_register_serializers(register: Callable[..., None]) -> None:
     register(PickleSerializer())

@@ -300,5 +300,5 @@ class SQLiteBackend(Backend):
 
 
 @pprunner.hookimpl
-def pprunner_register_backends(register):  # type: ignore[no-untyped-def]
+def pprunner_register_backends(register: Callable[..., None]) -> None:
     register("sqlite", SQLiteBackend)

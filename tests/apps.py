@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pprunner import App, current_context
 
-app = App(name="tests")
+app = App(name="tests", include=["tests.apps_waiting"])
 
 
 def _context():  # type: ignore[no-untyped-def]

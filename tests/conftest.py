@@ -3,6 +3,7 @@ stopped, CLI processes that are always reaped, and bounded waits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -74,11 +75,13 @@ def marker_dir(tmp_path: Path) -> Path:
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
-    env.update(PPRUNNER_BACKEND=db_url, PYTHONPATH=str(REPO), **extra)
+    env.update(PPRUNNER_BACKEND=db_url, PYTHONPATH=str(REPO))
+    env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str],
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pprunner", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -102,10 +105,8 @@ def cli_process() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         except psutil.NoSuchProcess:
             family = []
         for member in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(family, timeout=10)
         process.communicate(timeout=10)
 

@@ -29,6 +29,7 @@ from pprunner_plugins.memory import MemoryBackend
 from pprunner_plugins.sqlite import SQLiteBackend
 
 
+@pytest.mark.memory
 class TestMemoryBackend(BackendContract):
     @pytest.fixture
     def backend(self) -> Iterator[MemoryBackend]:

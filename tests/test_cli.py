@@ -64,7 +64,7 @@ def test_sigterm_lets_running_work_finish_and_leaves_nothing_behind(
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == ExitCode.OK
     assert handle.status() == Status.SUCCESS
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == []
     assert app.backend.counts()[Status.RUNNING] == 0
     assert app.backend.runners() == []
@@ -95,7 +95,7 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(
     assert len(family) >= 3  # two workers and the runner-cache manager
     supervisor.kill()
     supervisor.wait(timeout=10)
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == [], f"still alive after the supervisor died: {alive}"
     # the busy worker handed its invocation back on the way out
     assert handle.status() == Status.PENDING
@@ -106,15 +106,15 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(
      "cannot import app 'no_such_module:app': ModuleNotFoundError"),
     (("run", "--app", "tests.apps:nothing"), {}, ExitCode.APP_LOAD_ERROR,
      "module 'tests.apps' has no attribute 'nothing'"),
-    (RUN + ("--backend", "bogus://x"), {}, ExitCode.CONFIG_ERROR,
+    ((*RUN, "--backend", "bogus://x"), {}, ExitCode.CONFIG_ERROR,
      "unknown backend 'bogus://x'"),
-    (RUN + ("--serializer", "yaml"), {}, ExitCode.CONFIG_ERROR, "unknown serializer 'yaml'"),
+    ((*RUN, "--serializer", "yaml"), {}, ExitCode.CONFIG_ERROR, "unknown serializer 'yaml'"),
     (RUN, {"PPRUNNER_SHUTDOWN_TIMEOUT": "soon"}, ExitCode.CONFIG_ERROR,
      "setting 'shutdown_timeout' from environment PPRUNNER_SHUTDOWN_TIMEOUT: expected a number"),
-    (RUN + ("--processes", "-1"), {}, ExitCode.CONFIG_ERROR, "setting 'processes'"),
-    (RUN + ("--backend", "sqlite:////proc/no/such/dir/jobs.db"), {}, ExitCode.BACKEND_ERROR,
+    ((*RUN, "--processes", "-1"), {}, ExitCode.CONFIG_ERROR, "setting 'processes'"),
+    ((*RUN, "--backend", "sqlite:////proc/no/such/dir/jobs.db"), {}, ExitCode.BACKEND_ERROR,
      "cannot open SQLite database"),
-    (RUN + ("--no-such-flag",), {}, ExitCode.USAGE_ERROR, "unrecognized arguments"),
+    ((*RUN, "--no-such-flag"), {}, ExitCode.USAGE_ERROR, "unrecognized arguments"),
     (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "{nope"), {},
      ExitCode.USAGE_ERROR, "not valid JSON"),
     (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", '{"x": 1}'), {},

@@ -1,0 +1,20 @@
+"""The pprunner app the benchmarks run: ``--app benchmarks.apps:app``.
+
+Its tasks wrap :mod:`benchmarks.workload`, the functions the bare pools run
+too. The backend is not set here: the benchmark configures a fresh SQLite
+file per round (``app.configure`` in the producer, ``PPRUNNER_BACKEND`` for
+the ``pprunner run`` process).
+"""
+
+from __future__ import annotations
+
+from pprunner import App
+
+from . import workload
+
+app = App(name="benchmarks")
+
+noop = app.task(workload.noop)
+stamp = app.task(workload.stamp)
+#: crash recovery kills the first attempt; the retry is the second one
+announce_and_sleep = app.task(workload.announce_and_sleep, max_attempts=3)

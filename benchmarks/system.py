@@ -1,0 +1,189 @@
+"""The interface a benchmarked system implements, and what its methods return.
+
+A system is one class: ``setup``/``teardown`` around each round, and one
+method per scenario it supports, named like the scenario. A method it does
+not override is a scenario it does not support. Its library is imported
+inside its methods, never at module level, so a missing library is
+reported as "not installed" (see ``requires``) instead of breaking the run.
+
+Everything a method starts (processes, pools) goes on ``self.cleanup``
+the moment it exists; ``teardown`` closes that stack, so it is ended even
+when the method fails or the benchmark is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from . import procs, workload
+
+#: a measurement, or a word where there is no number ("never (> 10 s)")
+Value = float | str
+
+#: every scenario runs two workers
+WORKERS = 2
+#: the repository root, put on PYTHONPATH so subprocesses import ``benchmarks``
+ROOT = Path(__file__).resolve().parent.parent
+#: calls run first and not counted, so the first sample is not a cold start
+WARMUP_CALLS = 5
+#: seconds a pool rests after its last task before its idle cost is sampled
+SETTLE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    count: int
+    #: launch of the pool to its exit: boot, all tasks, shutdown
+    wall_s: float
+    #: the tasks alone, without boot and shutdown (how, depends on the system)
+    drain_s: float
+
+
+@dataclass(frozen=True)
+class CrashRun:
+    #: from the SIGKILL to the killed task running again
+    rerun_s: Value
+    #: from the SIGKILL to a replacement worker ready for work
+    ready_s: Value
+
+
+@dataclass(frozen=True)
+class IdleRun:
+    #: from launching the pool to the first task starting
+    first_task_s: float
+    #: CPU of the whole pool (parent and workers) over ``window_s`` idle seconds
+    cpu_s: float
+    window_s: float
+    #: summed RSS of the pool's processes (shared pages count once per process)
+    rss_bytes: int
+    processes: int
+
+
+class System:
+    """One way of running tasks on two worker processes."""
+
+    #: the name in tables and on the command line
+    name: ClassVar[str]
+    #: modules that must be importable, else the system is "not installed"
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    workdir: Path
+    cleanup: contextlib.ExitStack
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        return [module for module in cls.requires if importlib.util.find_spec(module) is None]
+
+    @classmethod
+    def supports(cls, scenario: str) -> bool:
+        return getattr(cls, scenario) is not getattr(System, scenario)
+
+    def setup(self, workdir: Path) -> None:
+        """Prepare one round; ``workdir`` is a fresh, empty folder of its own."""
+        self.workdir = workdir
+        self.cleanup = contextlib.ExitStack()
+
+    def teardown(self) -> None:
+        """End everything the round started."""
+        self.cleanup.close()
+
+    # -- one method per scenario (see benchmarks.scenarios) ---------------------------
+
+    def throughput(self, count: int) -> ThroughputRun:
+        """Run ``count`` no-op tasks that were all queued before the pool started."""
+        raise NotImplementedError
+
+    def latency(self, count: int, gap_s: float) -> list[float]:
+        """Enqueue-to-start seconds of ``count`` tasks sent one at a time to an
+        idle pool (see :func:`sample_latency`)."""
+        raise NotImplementedError
+
+    def crash_recovery(self, task_s: float, bound_s: float) -> CrashRun:
+        """SIGKILL the worker running a ``task_s``-second task; see :func:`watch_recovery`."""
+        raise NotImplementedError
+
+    def idle_cost(self, window_s: float) -> IdleRun:
+        """Launch the pool, time its first task, then sample it idle (:func:`idle_run`)."""
+        raise NotImplementedError
+
+
+# -- what every system does the same way -------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without PPRUNNER_* settings, with ``benchmarks`` importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def sample_latency(call_stamp: Callable[[], float], count: int, gap_s: float) -> list[float]:
+    """``call_stamp`` sends :func:`~benchmarks.workload.stamp` and waits for its
+    result, the time it started. Each sample is that minus the time just
+    before sending. ``gap_s`` (not counted) lets the pool go idle between tasks.
+    """
+    for _ in range(WARMUP_CALLS):
+        call_stamp()
+    samples = []
+    for _ in range(count):
+        time.sleep(gap_s)
+        sent = time.time()
+        samples.append(call_stamp() - sent)
+    return samples
+
+
+#: a probe answers the time something happened, a word if it never will, or
+#: None if it has not happened yet
+Probe = Callable[[], Value | None]
+
+
+def retry_started(marker: Path) -> Probe:
+    """When the second attempt announced in ``marker`` started."""
+    def probe() -> float | None:
+        attempts = workload.attempts(marker)
+        return attempts[1][1] if len(attempts) > 1 else None
+    return probe
+
+
+def start_and_kill(marker: Path, timeout: float = 15.0) -> float:
+    """Wait for the first attempt in ``marker``, SIGKILL its process; the kill's time."""
+    [(pid, _)] = procs.wait_until(lambda: workload.attempts(marker), timeout,
+                                  "the long task to start")
+    return procs.kill_now(pid)
+
+
+def watch_recovery(killed_at: float, bound_s: float, rerun: Probe, ready: Probe) -> CrashRun:
+    """Poll both probes for ``bound_s`` seconds after the kill; what has not
+    happened by then is "never"."""
+    found: dict[str, Value] = {}
+    probes = {"rerun": rerun, "ready": ready}
+    deadline = time.monotonic() + bound_s
+    while len(found) < len(probes) and time.monotonic() < deadline:
+        for key, probe in probes.items():
+            if key not in found and (answer := probe()) is not None:
+                found[key] = answer if isinstance(answer, str) else answer - killed_at
+        time.sleep(0.005)
+    never = f"never (> {bound_s:g} s)"
+    return CrashRun(rerun_s=found.get("rerun", never), ready_s=found.get("ready", never))
+
+
+def idle_run(root_pid: int, launched_at: float, first_started_at: float,
+             window_s: float) -> IdleRun:
+    """Let the pool rooted at ``root_pid`` settle, then sample its idle cost."""
+    time.sleep(SETTLE_S)
+    sample = procs.sample_tree(root_pid, window_s)
+    return IdleRun(first_task_s=first_started_at - launched_at, cpu_s=sample.cpu_s,
+                   window_s=sample.window_s, rss_bytes=sample.rss_bytes,
+                   processes=sample.processes)

@@ -1,0 +1,181 @@
+"""Plugin discovery, switches, and the hooks' contract with plugins."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pprunner
+from pprunner import App, PluginError, Returned, Status, Supervisor
+from pprunner.plugins import describe, get_plugin_manager
+from tests.conftest import REPO, cli_env, run_cli, wait_until
+
+HOOKS = sorted(name for name in dir(pprunner.hookspecs) if name.startswith("pprunner_"))
+
+
+def fake_distribution(folder: Path, name: str, entry_points: dict[str, str]) -> Path:
+    """A ``.dist-info`` folder: importlib.metadata finds it like an installed package."""
+    info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[pprunner]\n{lines}")
+    return folder
+
+
+@pytest.fixture
+def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example plugin package and a broken one, 'installed' on sys.path."""
+    site = fake_distribution(tmp_path / "site", "pprunner-heartbeat-file",
+                             {"heartbeat_file": "pprunner_heartbeat_file"})
+    fake_distribution(site, "pprunner-broken", {"broken": "no_such_plugin_module"})
+    fake_distribution(site, "pprunner-provider", {"provider": "tests.plugin_provider"})
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "plugin_package"))
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_built_in_plugins_load_through_entry_points() -> None:
+    plugins = get_plugin_manager()
+    names = {row.name for row in describe(plugins)}
+    assert {"pprunner.defaults", "sqlite", "memory", "json", "pickle"} <= names
+    assert set(plugins.registry.backends) >= {"sqlite", "memory"}
+    assert plugins.registry.serializer("json").safe
+    assert not plugins.registry.serializer("pickle").safe
+
+
+def test_a_third_party_plugin_is_found_and_a_broken_one_reported(third_party: Path) -> None:
+    plugins = get_plugin_manager()
+    rows = {row.name: row for row in describe(plugins)}
+    assert rows["heartbeat_file"].distribution == "pprunner-heartbeat-file 1.0"
+    assert "pprunner_heartbeat" in rows["heartbeat_file"].hooks
+    (failure,) = plugins.registry.failures
+    assert (failure.name, failure.distribution) == ("broken", "pprunner-broken 1.0")
+    assert "No module named 'no_such_plugin_module'" in failure.error
+    with pytest.raises(PluginError, match="plugins that failed to load: broken"):
+        plugins.registry.serializer("yaml")
+
+
+def test_pprunner_register_backends_and_pprunner_register_serializers(
+        third_party: Path) -> None:
+    registry = get_plugin_manager().registry
+    assert registry.backend_owners["scratch"] == "provider"
+    assert registry.serializer_owners["sorted-json"] == "provider"
+    app = App(backend="scratch://", serializer="sorted-json")
+    handle = app.task(name="t")(lambda: None).enqueue(b=1, a=2)
+    assert handle.invocation().payload == b'{"args": [], "kwargs": {"a": 2, "b": 1}}'
+
+
+def test_autoload_switch_keeps_only_pprunners_own_plugins(
+        third_party: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPRUNNER_DISABLE_PLUGIN_AUTOLOAD", "1")
+    plugins = get_plugin_manager()
+    names = {row.name for row in describe(plugins)}
+    assert "heartbeat_file" not in names and not plugins.registry.failures
+    assert {"sqlite", "json"} <= names
+
+
+def test_disabled_plugins_are_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPRUNNER_DISABLED_PLUGINS", "pickle, memory")
+    registry = get_plugin_manager().registry
+    assert "pickle" not in registry.serializers and "memory" not in registry.backends
+    with pytest.raises(PluginError, match=r"unknown backend 'memory://'.*known schemes: sqlite"):
+        registry.backend_for("memory://")
+
+
+def test_trace_switch_prints_hook_calls(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("PPRUNNER_TRACE_PLUGINS", "1")
+    app = App(backend="memory://")
+    app.plugins.hook.pprunner_worker_started(runner=pprunner.RunnerInfo(
+        id="r", kind=pprunner.invocation.RunnerKind.WORKER, pid=1))
+    assert "pprunner_worker_started" in capsys.readouterr().err
+
+
+def test_two_plugins_claiming_one_scheme_is_an_error() -> None:
+    plugins = get_plugin_manager()
+    with pytest.raises(PluginError, match="'sqlite' is registered by both sqlite and copycat"):
+        plugins.registry.add_backend("copycat", "sqlite", lambda url: None)  # type: ignore
+
+
+def test_the_example_plugin_adds_an_option_and_observes_heartbeats(
+        third_party: Path, tmp_path: Path, db_url: str) -> None:
+    alive = tmp_path / "alive.json"
+    env = cli_env(db_url, PYTHONPATH=f"{third_party}:{REPO / 'examples' / 'plugin_package'}:"
+                                      f"{REPO}")
+    assert "--heartbeat-file" in run_cli("run", "--help", env=env).stdout
+    done = run_cli("run", "--app", "tests.apps:app", "--inline", "--burst",
+                   "--heartbeat-file", str(alive), env=env)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(alive.read_text())
+    assert [r["kind"] for r in state["runners"]] == ["inline"]
+
+
+class Wrapper:
+    """An execute wrapper: sees every task call and its outcome."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    @pprunner.hookimpl(wrapper=True)
+    def pprunner_execute(self, task: pprunner.Task, args: list[Any]) -> Any:
+        outcome = yield
+        self.seen.append((task.name, outcome.value))
+        return outcome
+
+
+class Replacement:
+    """A firstresult execute implementation that takes over running tasks."""
+
+    @pprunner.hookimpl
+    def pprunner_execute(self, task: pprunner.Task, args: list[Any]) -> Returned:
+        return Returned(f"replaced {task.name}{tuple(args)}")
+
+
+def test_execute_wrappers_and_replacements_take_part(db_url: str) -> None:
+    app = App(backend="memory://")
+
+    @app.task(name="add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    wrapper = Wrapper()
+    app.plugins.manager.register(wrapper)
+    first = add.enqueue(1, 2)
+    Supervisor(app, processes=0, burst=True).run()
+    assert first.result(timeout=1) == 3
+    assert wrapper.seen == [("add", 3)]
+
+    app.plugins.manager.register(Replacement())
+    second = add.enqueue(1, 2)
+    Supervisor(app, processes=0, burst=True).run()
+    assert second.result(timeout=1) == "replaced add(1, 2)"
+
+
+def test_pprunner_pause_on_wait_poll_strategy_marks_the_waiter_paused(app: App, supervise) -> None:
+    from tests import apps_waiting
+
+    supervise(processes=2)
+    parent = apps_waiting.parent_of_slow_child.enqueue()
+    wait_until(lambda: parent.status() == Status.PAUSED, what="the parent to pause")
+    assert parent.result(timeout=30) == "child done"
+    assert parent.status() == Status.SUCCESS
+
+
+def test_every_hook_is_documented_and_exercised() -> None:
+    readme = (REPO / "README.md").read_text()
+    tests = "".join(path.read_text() for path in (REPO / "tests").glob("test_*.py")
+                    if path.name != "test_plugins.py")
+    tests += (REPO / "examples" / "plugin_package" / "pprunner_heartbeat_file.py").read_text()
+    tests += Path(__file__).read_text().split("def test_every_hook_is")[0]
+    for hook in HOOKS:
+        assert re.search(rf"^#+ `{hook}", readme, re.MULTILINE), f"{hook} has no README heading"
+        assert hook in tests, f"{hook} is not exercised by any test"
+    assert sys.modules["pprunner.hookspecs"]  # the list above is not empty by accident
+    assert len(HOOKS) >= 9
+    assert metadata.version("pprunner") == pprunner.__version__
