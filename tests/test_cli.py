@@ -187,3 +187,14 @@ def test_pprunner_app_environment_variable_names_the_app(app: App, db_url: str) 
     done = run_cli("status", env=cli_env(db_url, PPRUNNER_APP="tests.apps:app"))
     assert done.returncode == ExitCode.OK, done.stderr
     assert os.path.basename(db_url) not in done.stderr
+
+
+def test_two_supervisors_share_one_database(app: App, db_url: str, cli_process) -> None:
+    handles = [apps.add.enqueue(n, 1) for n in range(300)]
+    env = cli_env(db_url)
+    first, second = (cli_process(*RUN, "--processes", "2", "--burst", env=env) for _ in "ab")
+    assert first.wait(timeout=60) == second.wait(timeout=60) == ExitCode.OK
+    invocations = [h.invocation() for h in handles]
+    assert [i.status for i in invocations] == [Status.SUCCESS] * 300
+    assert {i.attempts for i in invocations} == {1}  # each ran exactly once
+    assert [h.result(timeout=1) for h in handles] == list(range(1, 301))

@@ -1,0 +1,113 @@
+"""Runs a scenario on each system for N rounds and keeps the medians.
+
+Each round gets a fresh system object and an empty temporary folder, and
+ends with the system's teardown and a sweep for stray processes, whatever
+happened: an error, a timeout or Ctrl-C. A failing system is reported as
+an error in its row; the other systems still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .scenarios import Scenario, Settings
+from .system import System, Value
+
+
+@dataclass
+class Result:
+    """One system in one scenario."""
+
+    system: str
+    #: "ok", "error", "not installed" or "not supported"
+    status: str
+    #: metric key -> median over the rounds
+    median: dict[str, Value] = field(default_factory=dict)
+    #: metric key -> value, one dict per round
+    rounds: list[dict[str, Value]] = field(default_factory=list)
+    error: str = ""
+
+
+def run_scenario(scenario: Scenario, systems: Sequence[type[System]],
+                 settings: Settings) -> list[Result]:
+    return [measure(scenario, cls, settings) for cls in systems]
+
+
+def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result:
+    if missing := cls.missing():
+        return Result(cls.name, "not installed", error=f"cannot import {', '.join(missing)}")
+    if not cls.supports(scenario.name):
+        return Result(cls.name, "not supported")
+    rounds = []
+    for number in range(1, settings.rounds + 1):
+        note(f"{scenario.name}: {cls.name}, round {number}/{settings.rounds} ...")
+        started = time.monotonic()
+        try:
+            rounds.append(run_round(scenario, cls, settings))
+        except Exception as exc:
+            note(traceback.format_exc())
+            return Result(cls.name, "error", rounds=rounds, error=f"{type(exc).__name__}: {exc}")
+        note(f"  done in {time.monotonic() - started:.1f} s")
+    return Result(cls.name, "ok", median=medians(rounds), rounds=rounds)
+
+
+def run_round(scenario: Scenario, cls: type[System], settings: Settings) -> dict[str, Value]:
+    system = cls()
+    with tempfile.TemporaryDirectory(prefix="pprunner-bench-") as workdir:
+        try:
+            system.setup(Path(workdir))
+            return scenario.measure(system, settings)
+        finally:
+            with interrupts_deferred():
+                try:
+                    system.teardown()
+                finally:
+                    for stray in procs.reap_strays():
+                        note(f"warning: {cls.name} left {stray} running; killed it")
+
+
+def medians(rounds: list[dict[str, Value]]) -> dict[str, Value]:
+    """Per metric, the median of the rounds; a word (e.g. "never") wins over
+    numbers, saying in how many rounds it happened when not in all."""
+    result: dict[str, Value] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        words = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if not isinstance(v, str)]
+        if not words:
+            result[key] = statistics.median(numbers)
+        else:
+            result[key] = words[0] if not numbers else f"{words[0]} in {len(words)}/{len(values)}"
+    return result
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done, so cleanup is never cut short.
+
+    Cleanup is bounded (see :mod:`benchmarks.procs`), so the wait is too.
+    """
+    received: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def note(text: str) -> None:
+    """Progress and diagnostics go to stderr; stdout holds only the report."""
+    print(text, file=sys.stderr, flush=True)

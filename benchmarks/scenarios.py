@@ -1,0 +1,124 @@
+"""The scenarios: what is measured, in which units, and which way is better.
+
+A scenario is a function ``(system, settings) -> {metric key: value}`` that
+calls the system's method of the same name and turns its raw observations
+into the metrics it declares. Registering it with :func:`scenario` gives
+it a title and its metrics, which the report prints one table per scenario.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .system import WORKERS, System, Value
+
+#: key suffix under which a metric's 99th percentile is stored
+P99 = ":p99"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How big each scenario is; ``--quick`` makes everything smaller."""
+
+    rounds: int
+    throughput_tasks: int
+    latency_tasks: int
+    idle_window_s: float
+    latency_gap_s: float = 0.02
+    crash_task_s: float = 3.0
+    crash_bound_s: float = 10.0
+
+    @classmethod
+    def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
+        if quick:
+            return cls(rounds=rounds or 1, throughput_tasks=2_000, latency_tasks=100,
+                       idle_window_s=3.0)
+        return cls(rounds=rounds or 3, throughput_tasks=10_000, latency_tasks=500,
+                   idle_window_s=10.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool = False
+    #: the words for "better" and "worse" in the ratio column
+    words: tuple[str, str] = ("faster", "slower")
+    #: the metric also has a 99th percentile (stored under ``key + P99``)
+    has_p99: bool = False
+
+
+Measure = Callable[[System, Settings], dict[str, Value]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: Callable[[Settings], str]
+    metrics: tuple[Metric, ...]
+    measure: Measure
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(title: Callable[[Settings], str], *metrics: Metric) -> Callable[[Measure], Measure]:
+    """Register a scenario function under its own name (the System method it calls)."""
+    def register(measure: Measure) -> Measure:
+        SCENARIOS[measure.__name__] = Scenario(measure.__name__, title, metrics, measure)
+        return measure
+    return register
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile, interpolated (so p99 of 100 samples is not simply the max)."""
+    ordered = sorted(samples)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# -- the scenarios -----------------------------------------------------------------------
+
+
+@scenario(lambda s: f"{s.throughput_tasks:,} no-op tasks queued before the pool starts, "
+                    f"{WORKERS} workers",
+          Metric("wall", "launch -> exit, incl. boot", "s"),
+          Metric("rate", "drain rate, excl. boot", "tasks/s", higher_is_better=True))
+def throughput(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.throughput(settings.throughput_tasks)
+    return {"wall": run.wall_s, "rate": run.count / run.drain_s}
+
+
+@scenario(lambda s: f"enqueue -> task start on an idle pool, {s.latency_tasks} tasks one at a "
+                    f"time, {s.latency_gap_s * 1000:g} ms apart",
+          Metric("latency", "enqueue -> start", "ms", has_p99=True))
+def latency(system: System, settings: Settings) -> dict[str, Value]:
+    samples = system.latency(settings.latency_tasks, settings.latency_gap_s)
+    return {"latency": statistics.median(samples) * 1000,
+            "latency" + P99: percentile(samples, 0.99) * 1000}
+
+
+@scenario(lambda s: f"SIGKILL the worker running a {s.crash_task_s:g} s task "
+                    f"(waits bounded at {s.crash_bound_s:g} s)",
+          Metric("rerun", "kill -> task running again", "s"),
+          Metric("ready", "kill -> replacement worker ready", "s"))
+def crash_recovery(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.crash_recovery(settings.crash_task_s, settings.crash_bound_s)
+    return {"rerun": run.rerun_s, "ready": run.ready_s}
+
+
+@scenario(lambda s: f"a pool of {WORKERS} workers launched, then idle for "
+                    f"{s.idle_window_s:g} s (parent and workers)",
+          Metric("first_task", "launch -> first task start", "s"),
+          Metric("cpu", "idle CPU", "% of a core", words=("less", "more")),
+          Metric("rss", "memory (RSS sum)", "MiB", words=("less", "more")),
+          Metric("processes", "processes", "", words=("fewer", "more")))
+def idle_cost(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.idle_cost(settings.idle_window_s)
+    return {"first_task": run.first_task_s, "cpu": 100 * run.cpu_s / run.window_s,
+            "rss": run.rss_bytes / 2**20, "processes": run.processes}
