@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import attrs
 import psutil
 import pytest
 
@@ -55,50 +56,60 @@ def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> N
     assert handle.result(timeout=1)["slot"] == 0
 
 
-def test_sigterm_lets_running_work_finish_and_leaves_nothing_behind(
-        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
+@attrs.frozen
+class Busy:
+    """A CLI supervisor with one worker busy on a task, and all its child processes."""
+
+    supervisor: subprocess.Popen[str]
+    handle: pprunner.Handle
+    family: list[psutil.Process]
+
+
+@pytest.fixture
+def busy(app: App, db_url: str, cli_process, marker_dir: Path, request) -> Busy:
+    """Parametrise with the task's duration in seconds (indirect)."""
     supervisor = start_supervisor(cli_process, db_url, app)
-    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 0.5)
+    handle = apps.announce_then_sleep.enqueue(str(marker_dir), request.param)
     wait_until((marker_dir / "started").exists, what="the task to start")
     family = children_of(supervisor.pid)
-    supervisor.send_signal(signal.SIGTERM)
-    assert supervisor.wait(timeout=30) == ExitCode.OK
-    assert handle.status() == Status.SUCCESS
+    assert len(family) >= 3  # two workers and the runner-cache manager
+    return Busy(supervisor, handle, family)
+
+
+def assert_all_gone(family: list[psutil.Process]) -> None:
     _gone, alive = psutil.wait_procs(family, timeout=5)
-    assert alive == []
+    assert alive == [], f"still alive after the supervisor stopped: {alive}"
+
+
+@pytest.mark.parametrize("busy", [0.5], indirect=True)
+def test_sigterm_lets_running_work_finish_and_leaves_nothing_behind(app: App, busy: Busy) -> None:
+    busy.supervisor.send_signal(signal.SIGTERM)
+    assert busy.supervisor.wait(timeout=30) == ExitCode.OK
+    assert busy.handle.status() == Status.SUCCESS
+    assert_all_gone(busy.family)
     assert app.backend.counts()[Status.RUNNING] == 0
     assert app.backend.runners() == []
 
 
-def test_second_sigint_stops_at_once_and_hands_work_back(
-        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
-    supervisor = start_supervisor(cli_process, db_url, app)
-    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 120)
-    wait_until((marker_dir / "started").exists, what="the task to start")
-    family = children_of(supervisor.pid)
-    supervisor.send_signal(signal.SIGINT)
+@pytest.mark.parametrize("busy", [120], indirect=True)
+def test_second_sigint_stops_at_once_and_hands_work_back(app: App, busy: Busy) -> None:
+    busy.supervisor.send_signal(signal.SIGINT)
     # the idle worker leaves at once on the first SIGINT: proof it was handled
     wait_until(lambda: live_workers(app) == 1, what="the idle worker to stop")
-    supervisor.send_signal(signal.SIGINT)
-    assert supervisor.wait(timeout=30) == ExitCode.INTERRUPTED
-    assert psutil.wait_procs(family, timeout=5)[1] == []
-    invocation = handle.invocation()
+    busy.supervisor.send_signal(signal.SIGINT)
+    assert busy.supervisor.wait(timeout=30) == ExitCode.INTERRUPTED
+    assert_all_gone(busy.family)
+    invocation = busy.handle.invocation()
     assert (invocation.status, invocation.owner, invocation.attempts) == (Status.PENDING, None, 0)
 
 
-def test_workers_do_not_outlive_a_sigkilled_supervisor(
-        app: App, db_url: str, cli_process, marker_dir: Path) -> None:
-    supervisor = start_supervisor(cli_process, db_url, app)
-    handle = apps.announce_then_sleep.enqueue(str(marker_dir), 120)
-    wait_until((marker_dir / "started").exists, what="the task to start")
-    family = children_of(supervisor.pid)
-    assert len(family) >= 3  # two workers and the runner-cache manager
-    supervisor.kill()
-    supervisor.wait(timeout=10)
-    _gone, alive = psutil.wait_procs(family, timeout=5)
-    assert alive == [], f"still alive after the supervisor died: {alive}"
+@pytest.mark.parametrize("busy", [120], indirect=True)
+def test_workers_do_not_outlive_a_sigkilled_supervisor(busy: Busy) -> None:
+    busy.supervisor.kill()
+    busy.supervisor.wait(timeout=10)
+    assert_all_gone(busy.family)
     # the busy worker handed its invocation back on the way out
-    assert handle.status() == Status.PENDING
+    assert busy.handle.status() == Status.PENDING
 
 
 @pytest.mark.parametrize(("args", "environment", "code", "message"), [

@@ -1,0 +1,81 @@
+"""``python -m benchmarks run [--quick] [--only SCENARIO,...] [--rounds N] ...``
+
+Tables go to stdout as each scenario finishes, progress to stderr. Nothing
+is installed: a system whose library is missing is "not installed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import procs, report, runner
+from .runner import Result
+from .scenarios import SCENARIOS, Scenario, Settings
+from .systems import SYSTEMS
+
+
+def _names(known: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name {unknown[0] if unknown else text!r}; known: {', '.join(known)}")
+        return names
+    parse.__name__ = "list of names"
+    return parse
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description="Benchmark pprunner against other pools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the benchmarks and print one table per scenario")
+    run.add_argument("--quick", action="store_true",
+                     help="smaller workloads and 1 round (a minute or two)")
+    run.add_argument("--only", type=_names(list(SCENARIOS)), metavar="SCENARIO,...",
+                     help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")
+    run.add_argument("--systems", type=_names([s.name for s in SYSTEMS]), metavar="SYSTEM,...",
+                     help="systems to run (default: all): "
+                          + ", ".join(s.name for s in SYSTEMS))
+    run.add_argument("--rounds", type=_positive, metavar="N",
+                     help="rounds per system and scenario (default: 3, --quick: 1)")
+    run.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    run.add_argument("--markdown", type=Path, metavar="PATH",
+                     help="also write the tables as Markdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.make(quick=args.quick, rounds=args.rounds)
+    scenarios = [SCENARIOS[name] for name in args.only or SCENARIOS]
+    systems = [s for s in SYSTEMS if args.systems is None or s.name in args.systems]
+    procs.become_subreaper()
+    info = report.machine()
+    print("\n".join(report.header_lines(info, settings)), flush=True)
+    done: list[tuple[Scenario, Sequence[Result]]] = []
+    code = 0
+    try:
+        for scenario in scenarios:
+            results = runner.run_scenario(scenario, systems, settings)
+            done.append((scenario, results))
+            print("\n" + report.text(scenario, settings, results), flush=True)
+            code = code or int(any(r.status == "error" for r in results))
+    except KeyboardInterrupt:
+        runner.note("interrupted; every process the benchmark started has been ended")
+        code = 130
+    if args.json:
+        args.json.write_text(report.to_json(info, settings, done) + "\n")
+    if args.markdown:
+        args.markdown.write_text(report.markdown(info, settings, done))
+    return code
