@@ -90,14 +90,16 @@ class Backend(abc.ABC):
     # -- the supervisor and recovery -------------------------------------------
 
     @abc.abstractmethod
-    def reroute(self, runner_id: str, error: ErrorInfo | None) -> list[Invocation]:
+    def reroute(self, runner_id: str, error: ErrorInfo | None, *,
+                retry: bool = True) -> list[Invocation]:
         """Hand back every invocation ``runner_id`` owns (RUNNING or PAUSED).
 
         With ``error`` (the runner died) the interrupted attempt counts: an
         invocation with attempts left goes back to PENDING keeping ``error``
-        as its last error; one that used its ``max_attempts`` ends FAILED with
-        ``error``. With ``error=None`` (a graceful hand-back, e.g. at
-        shutdown) the attempt is given back and the invocation is PENDING.
+        as its last error; one that used its ``max_attempts``, or any when
+        ``retry`` is False (a hard time limit), ends FAILED with ``error``.
+        With ``error=None`` (a graceful hand-back, e.g. at shutdown) the
+        attempt is given back and the invocation is PENDING.
         Returns the invocations as they are afterwards.
         """
 
@@ -174,11 +176,14 @@ def check_owner_change(invocation: Invocation, runner_id: str, new: Status) -> N
     check_transition(invocation.status, new, invocation.id)
 
 
-def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float) -> Invocation:
+def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float,
+             retry: bool = True) -> Invocation:
     """The one rule for handing back an owned invocation (see :meth:`Backend.reroute`)."""
     if error is None:
         return attrs.evolve(invocation, status=Status.PENDING, owner=None,
                             attempts=max(invocation.attempts - 1, 0), started_at=None)
+    if not retry:
+        return attrs.evolve(invocation, status=Status.FAILED, error=error, finished_at=now)
     if invocation.attempts >= invocation.max_attempts:
         attempts = "attempt" if invocation.max_attempts == 1 else "attempts"
         final = ErrorInfo(error.type, f"{error.message} (after {invocation.attempts} "

@@ -65,6 +65,16 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, but None (or an empty string, or "none") means "not set"."""
+    def parse_optional(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
 def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
     return attrs.field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -90,6 +100,27 @@ class Config:
     max_attempts: int = _setting(3, _number(int, 1),
                                  "attempts per invocation when its worker dies (task default)")
     log_level: str = _setting("INFO", _choice(*LOG_LEVELS, upper=True), "logging level")
+    time_limit: float | None = _setting(
+        None, _optional(_number(float, 0, strict=True)),
+        "hard limit in seconds per invocation (task default); the worker is killed")
+    soft_time_limit: float | None = _setting(
+        None, _optional(_number(float, 0, strict=True)),
+        "seconds after which SoftTimeLimitExceeded is raised in the task (task default)")
+    max_tasks_per_child: int = _setting(0, _number(int, 0),
+                                        "recycle a worker after this many invocations; 0: never")
+    max_tasks_jitter: int = _setting(0, _number(int, 0),
+                                     "add 0..N to max_tasks_per_child, per worker")
+    max_memory_per_child: int = _setting(
+        0, _number(int, 0), "recycle a worker whose resident memory after an invocation "
+        "exceeds this many MiB; 0: never")
+    boot_timeout: float = _setting(60.0, _number(float, 0, strict=True),
+                                   "seconds a new worker has to load the app and report ready")
+    crash_loop_period: float = _setting(
+        60.0, _number(float, 0, strict=True),
+        "stop (exit 7) when no worker could be kept booted for this long")
+    health_file: str | None = _setting(
+        None, _optional(_text), "file the supervisor rewrites every iteration (liveness, "
+        "readiness)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, safe to hand to a worker process."""

@@ -50,6 +50,14 @@ class NotOwner(IllegalTransition):
     """
 
 
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when its soft time limit runs out.
+
+    An ordinary Exception on purpose: the task may catch it to clean up (and
+    should then return or raise soon: the hard limit kills the worker).
+    """
+
+
 class ResultTimeout(PprunnerError, TimeoutError):
     """``Handle.result(timeout=...)`` ran out before the invocation ended."""
 

@@ -28,6 +28,9 @@ class ExitCode(enum.IntEnum):
     BACKEND_ERROR = 5
     #: ``pprunner enqueue --wait`` / ``result``: the invocation ended FAILED.
     TASK_FAILED = 6
+    #: Workers kept dying before they booted for ``crash_loop_period``
+    #: seconds; the last cause is logged.
+    CRASH_LOOP = 7
     #: Stopped at once by a second SIGINT; invocations that were running
     #: were handed back to the queue.
     INTERRUPTED = 130

@@ -39,6 +39,8 @@ class WorkerSpec:
     lifeline: Any
     #: the write end's descriptor, closed at once by a forked child
     lifeline_writer_fd: int
+    #: the worker's end of its duplex pipe to the supervisor (:mod:`pprunner.channel`)
+    channel: Any
 
 
 class WorkerProcess(Protocol):
@@ -70,6 +72,8 @@ class WorkerExit:
     invocations: tuple[Invocation, ...] = ()
     #: True when the supervisor asked it to stop
     requested: bool = False
+    #: its peak resident memory in bytes, as it last reported (0: unknown)
+    peak_memory: int = 0
 
 
 def describe_exit(exitcode: int | None) -> tuple[str | None, str]:

@@ -23,16 +23,14 @@ from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-import attrs
-
 from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, RunnerInfo, RunnerKind
+from .pool import Child, CrashLoop
 from .proctitle import set_title
 from .progress import BurstProgress
 from .spawn import (
     WorkerExit,
-    WorkerProcess,
     WorkerSpec,
     describe_exit,
     main_module_hidden,
@@ -51,16 +49,6 @@ BURST_TICK = 0.05
 
 def new_runner_id() -> str:
     return os.urandom(6).hex()
-
-
-@attrs.define
-class Child:
-    """A worker process and what the supervisor knows of it."""
-
-    info: RunnerInfo
-    process: WorkerProcess
-    #: the supervisor asked it to stop; what it held is handed back, not charged
-    requested_stop: bool = False
 
 
 class Supervisor:
@@ -83,6 +71,7 @@ class Supervisor:
         self.burst = burst
         self.options = options
         self.workers: dict[str, Child] = {}
+        self.crash_loop = CrashLoop(self.config.crash_loop_period)
         self.exit_code = ExitCode.OK
         self.started_at = time.time()
         self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
@@ -217,16 +206,18 @@ class Supervisor:
     def _spawn(self, slot: int) -> Child:
         assert self._lifeline is not None and self.app_path is not None
         runner_id = new_runner_id()
+        ours, theirs = self._mp.Pipe()
         spec = WorkerSpec(
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
             settings=self.config.to_dict(), stop_event=self.stop_event,
             runner_cache=self.runner_cache, lifeline=self._lifeline[0],
-            lifeline_writer_fd=self._lifeline[1].fileno())
+            lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs)
         process = self.app.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
+        theirs.close()  # the child has its own copy now
         info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
                           supervisor=self.id, slot=slot)
-        child = self.workers[runner_id] = Child(info, process)
+        child = self.workers[runner_id] = Child(info, process, ours)
         self.app.plugins.hook.pprunner_worker_started(runner=info)
         logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
         return child
@@ -252,14 +243,82 @@ class Supervisor:
             self._heartbeat()
             if self._stop_requested or self._burst_done():
                 return
-            waitables = [c.process.sentinel for c in self.workers.values()]
-            tick = self.config.heartbeat_interval
-            wait_for_ready([*waitables, self._wakeup_read],
-                           min(tick, BURST_TICK) if self.burst else tick)
-            self._drain_wakeups()
+            self._wait(self._next_tick())
+            self._enforce_limits()
             self._reap()
-            if not self._stop_requested:
-                self._respawn()
+            if self._stop_requested:
+                continue
+            if self.crash_loop.given_up():
+                logger.error("no worker could be kept running for %.0f s; the last one died "
+                             "before booting: %s", self.config.crash_loop_period,
+                             self.crash_loop.cause)
+                self.exit_code = ExitCode.CRASH_LOOP
+                self._stop_requested = True
+                continue
+            self._recycle()
+            self._respawn()
+
+    def _next_tick(self) -> float:
+        """Seconds until the loop must look again: a heartbeat, a deadline, a respawn."""
+        now = time.monotonic()
+        tick = min(self.config.heartbeat_interval, BURST_TICK) if self.burst \
+            else self.config.heartbeat_interval
+        moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
+        if len(self.workers) < self.processes:
+            moments.append(self.crash_loop.next_spawn)
+        soonest = min((m for m in moments if m is not None), default=now + tick)
+        return max(0.0, min(tick, soonest - now))
+
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep until a worker exits or reports, a signal comes, or ``timeout``."""
+        children = list(self.workers.values())
+        ready = set(wait_for_ready([*(c.process.sentinel for c in children),
+                                    *(c.connection for c in children), self._wakeup_read],
+                                   timeout))
+        for child in children:
+            if child.connection in ready:
+                booted = child.booted
+                child.receive()
+                if child.booted and not booted:
+                    self.crash_loop.booted()
+        self._drain_wakeups()
+
+    def _enforce_limits(self) -> None:
+        """Kill workers past their boot timeout or their invocation's hard time limit."""
+        now = time.monotonic()
+        for child in self.workers.values():
+            if not child.booted and now - child.spawned > self.config.boot_timeout:
+                child.kill_for(ErrorInfo("BootTimeout", f"did not report ready within "
+                                         f"{self.config.boot_timeout:g} s"))
+            running = child.running
+            if running and running.deadline is not None and now > running.deadline:
+                limit = running.deadline - running.started
+                child.kill_for(ErrorInfo("TimeLimitExceeded", f"{running.task} exceeded its "
+                                         f"hard time limit of {limit:g} s"))
+        if any(c.booted and c.process.is_alive() for c in self.workers.values()):
+            self.crash_loop.healthy()
+
+    def _recycle(self) -> None:
+        """Replace workers that should retire, one at a time, without losing capacity.
+
+        The replacement is started first; the old worker is told to retire
+        only once the new one has booted, and it finishes what it runs.
+        """
+        if any(c.retiring for c in self.workers.values()):
+            return
+        child = next((c for c in self.workers.values() if c.retire_reason), None)
+        if child is None:
+            return
+        if not child.replace:
+            logger.info("%s retires: %s", child.who, child.retire_reason)
+            child.retire()
+        elif child.replacement is None or child.replacement not in self.workers:
+            if self.crash_loop.may_spawn():
+                child.replacement = self._spawn(child.info.slot).info.id
+        elif self.workers[child.replacement].booted:
+            logger.info("%s retires (%s); worker %s takes its place", child.who,
+                        child.retire_reason, child.replacement)
+            child.retire()
 
     def _heartbeat(self) -> None:
         self.app.plugins.hook.pprunner_heartbeat(backend=self.backend,
@@ -274,7 +333,7 @@ class Supervisor:
     def _respawn(self) -> None:
         used = {c.info.slot for c in self.workers.values()}
         for slot in range(1, self.processes + 1):
-            if slot not in used:
+            if slot not in used and self.crash_loop.may_spawn():
                 self._spawn(slot)
 
     def _reap(self) -> None:
@@ -284,26 +343,46 @@ class Supervisor:
                 continue
             del self.workers[runner_id]
             child.process.join()
+            child.connection.close()
             exitcode = child.process.exitcode
             signame, description = describe_exit(exitcode)
-            who = f"worker {child.info.slot} (runner {runner_id}, pid {child.info.pid})"
-            error = None if child.requested_stop else ErrorInfo(
-                "WorkerDied", f"{who} {description} while running this invocation")
-            held = self.backend.reroute(runner_id, error)
+            if child.kill_error is not None:
+                error: ErrorInfo | None = child.kill_error
+            elif child.requested_stop:
+                error = None
+            else:
+                error = ErrorInfo("WorkerDied", f"{child.who} {description} while running "
+                                  "this invocation")
+            held = self.backend.reroute(runner_id, error, retry=error is None or
+                                        error.type != "TimeLimitExceeded")
             self.backend.forget_runners([runner_id])
             exit = WorkerExit(exitcode=exitcode, signal=signame, description=description,
-                              invocations=tuple(held), requested=child.requested_stop)
+                              invocations=tuple(held), requested=child.requested_stop,
+                              peak_memory=child.peak_memory)
             self.app.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
-            self._log_exit(who, exit)
-            if exitcode == ExitCode.APP_LOAD_ERROR and not self._stop_requested:
+            self._log_exit(child, exit)
+            if self._stop_requested:
+                continue
+            if exitcode == ExitCode.APP_LOAD_ERROR:
                 logger.error("%s could not load the app %s (its error is above); stopping "
-                             "instead of respawning", who, self.app_path)
+                             "instead of respawning", child.who, self.app_path)
                 self.exit_code = ExitCode.APP_LOAD_ERROR
                 self._stop_requested = True
+            elif not child.booted:
+                self.crash_loop.died_at_boot(
+                    child.boot_error or (child.kill_error and child.kill_error.message)
+                    or f"{child.who} {description}")
 
-    def _log_exit(self, who: str, exit: WorkerExit) -> None:
+    def _log_exit(self, child: Child, exit: WorkerExit) -> None:
+        """One line per death: how, what it held and what became of it, its peak memory."""
         held = ", ".join(f"{i.id} ({i.task}) -> {i.status}" for i in exit.invocations)
-        message = f"{who} {exit.description}" + (f"; rerouted {held}" if held else "")
+        message = f"{child.who} {exit.description}"
+        if child.retiring:
+            message += f" after retiring ({child.retire_reason})"
+        if held:
+            message += f"; it held {held}"
+        if exit.peak_memory:
+            message += f"; peak memory {exit.peak_memory / 2**20:.0f} MiB"
         if exit.requested or (self._stop_requested and exit.exitcode == 0):
             logger.info("%s", message)
         else:

@@ -110,18 +110,25 @@ class App:
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
-    def task(self, *, name: str | None = None,
-             max_attempts: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, *, name: str | None = None, max_attempts: int | None = None,
+             time_limit: float | None = None, soft_time_limit: float | None = None,
+             ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
-             max_attempts: int | None = None) -> Any:
+             max_attempts: int | None = None, time_limit: float | None = None,
+             soft_time_limit: float | None = None) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``.
 
         ``max_attempts`` bounds how often an invocation is started when its
-        worker keeps dying (default: the ``max_attempts`` setting).
+        worker keeps dying; ``time_limit`` (seconds) kills the worker running
+        it and fails the invocation; ``soft_time_limit`` raises
+        :class:`~pprunner.errors.SoftTimeLimitExceeded` inside it first. Each
+        defaults to the setting of the same name.
         """
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
-            task = Task(self, function, name or default_task_name(function), max_attempts)
+            task = Task(self, function, name or default_task_name(function),
+                        max_attempts=max_attempts, time_limit=time_limit,
+                        soft_time_limit=soft_time_limit)
             if task.name in self.tasks:
                 raise ValueError(f"task name {task.name!r} is registered twice")
             self.tasks[task.name] = task
@@ -157,19 +164,33 @@ class App:
 class Task(Generic[P, R]):
     """A registered function. Calling it runs it here; ``enqueue`` queues it."""
 
-    def __init__(self, app: App, function: Callable[P, R], name: str,
-                 max_attempts: int | None) -> None:
+    def __init__(self, app: App, function: Callable[P, R], name: str, *,
+                 max_attempts: int | None = None, time_limit: float | None = None,
+                 soft_time_limit: float | None = None) -> None:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
+        for option, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
+            if value is not None and value <= 0:
+                raise ValueError(f"task {name!r}: {option} must be > 0, got {value}")
         self.app = app
         self.function = function
         self.name = name
         self._max_attempts = max_attempts
+        self._time_limit = time_limit
+        self._soft_time_limit = soft_time_limit
         functools.update_wrapper(self, function)
 
     @property
     def max_attempts(self) -> int:
         return self._max_attempts or self.app.config.max_attempts
+
+    @property
+    def time_limit(self) -> float | None:
+        return self._time_limit or self.app.config.time_limit
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        return self._soft_time_limit or self.app.config.soft_time_limit
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.function(*args, **kwargs)

@@ -11,6 +11,7 @@ import contextlib
 import faulthandler
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -21,15 +22,17 @@ from typing import Any
 
 import attrs
 import pluggy
+import psutil
 
-from . import log
+from . import channel, log
 from .backend import Backend
-from .errors import AppLoadError, NotOwner, PluginError, PprunnerError
+from .channel import WorkerChannel
+from .errors import AppLoadError, NotOwner, PluginError, PprunnerError, SoftTimeLimitExceeded
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
 from .proctitle import set_title
 from .spawn import WorkerSpec, close_inherited_fd
-from .task import App, decode_arguments, load_app
+from .task import App, Task, decode_arguments, load_app
 
 logger = logging.getLogger("pprunner.worker")
 
@@ -88,12 +91,56 @@ def current_context() -> WorkerContext | None:
 
 
 @attrs.define
+class Supervision:
+    """What a worker process owes its supervisor around each invocation:
+    reports for the hard time limit and diagnostics, the soft time limit,
+    and asking to be recycled (tasks done, memory)."""
+
+    channel: WorkerChannel
+    #: recycle after this many invocations (jitter included); 0: never
+    max_tasks: int = 0
+    #: recycle when resident memory after an invocation exceeds this (bytes); 0: never
+    max_memory: int = 0
+    done: int = 0
+    asked: bool = False
+
+    def started(self, invocation: Invocation, task: Task[Any, Any] | None) -> None:
+        limit = task.time_limit if task else None
+        self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
+        soft = task.soft_time_limit if task else None
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+
+    def finished(self, invocation: Invocation) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.done += 1
+        self.channel.send(channel.FINISHED, invocation.id, channel.peak_rss())
+        reason = None if self.asked else self._recycle_reason()
+        if reason:
+            self.asked = True
+            logger.info("asking to be recycled: %s", reason)
+            self.channel.send(channel.RECYCLE, reason)
+
+    def _recycle_reason(self) -> str | None:
+        if self.max_tasks and self.done >= self.max_tasks:
+            return f"max_tasks_per_child reached ({self.done} invocations)"
+        if self.max_memory:
+            rss = psutil.Process().memory_info().rss
+            if rss > self.max_memory:
+                return (f"resident memory {rss / 2**20:.0f} MiB exceeds max_memory_per_child "
+                        f"({self.max_memory / 2**20:.0f} MiB)")
+        return None
+
+
+@attrs.define
 class Worker:
     """Claims and runs invocations until the stop event is set."""
 
     context: WorkerContext
     #: called between invocations (inline mode records heartbeats with it)
     between: Callable[[], None] = lambda: None
+    #: set in worker processes; None inline
+    supervision: Supervision | None = None
     _in_task: bool = False
     _stopping: bool = False
 
@@ -110,11 +157,25 @@ class Worker:
         if self._in_task:
             raise WorkerTerminated(f"worker {self.context.runner_id} received a stop request")
 
+    def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
+        """SIGALRM handler: the running task's soft time limit ran out."""
+        if self._in_task and self.context.invocation is not None:
+            task = self.context.invocation.task
+            raise SoftTimeLimitExceeded(f"soft time limit exceeded by {task}")
+
+    def _retire_granted(self) -> bool:
+        if self.supervision is None or not self.supervision.channel.retire_granted():
+            return False
+        logger.info("retiring as the supervisor asked")
+        return True
+
     def run(self, *, burst: bool = False) -> None:
         backend = self.app.backend
         timeout = self.app.config.claim_timeout
         while not (self._stopping or self.context.stop_event.is_set()):
             self.between()
+            if self._retire_granted():
+                return
             invocation = backend.claim(self.context.runner_id, timeout)
             if invocation is not None and self._stopping:
                 backend.reroute(self.context.runner_id, None)  # claimed as the stop came
@@ -131,14 +192,19 @@ class Worker:
         context.invocation = invocation
         _current = context
         set_title(f"pprunner worker {context.slot}: {invocation.task}")
+        task = self.app.tasks.get(invocation.task)
         started = time.perf_counter()
         try:
             with log.invocation_scope(invocation.id):
+                if self.supervision is not None:
+                    self.supervision.started(invocation, task)
                 self._in_task = True
                 try:
-                    outcome = self._run(invocation)
+                    outcome = self._run(invocation, task)
                 finally:
                     self._in_task = False
+                    if self.supervision is not None:
+                        self.supervision.finished(invocation)
                 self._record(invocation, outcome, time.perf_counter() - started)
         except WorkerTerminated:
             handed = context.backend.reroute(context.runner_id, None)
@@ -150,8 +216,7 @@ class Worker:
             _current = None
             set_title(f"pprunner worker {context.slot}: idle")
 
-    def _run(self, invocation: Invocation) -> bytes | ErrorInfo:
-        task = self.app.tasks.get(invocation.task)
+    def _run(self, invocation: Invocation, task: Task[Any, Any] | None) -> bytes | ErrorInfo:
         if task is None:
             return ErrorInfo("UnknownTask", f"task {invocation.task!r} is not registered in app "
                              f"{self.app.name!r}; registered: {', '.join(sorted(self.app.tasks))}")
@@ -219,18 +284,31 @@ def main(spec: WorkerSpec) -> None:
     faulthandler.enable()
     log.setup(settings["log_level"], spec.runner_id)
     set_title(f"pprunner worker {spec.slot}: starting")
+    reports = WorkerChannel(spec.channel)
+    watch_lifeline(spec.lifeline)
     try:
         app = load_app(spec.app_path)
         app.configure(source="the supervisor", **settings)
+        app.backend  # noqa: B018 - open it now: a backend that cannot be reached is a boot failure
     except AppLoadError as exc:
         logger.error("%s", exc)
+        reports.send(channel.BOOT_FAILED, str(exc))
         sys.exit(ExitCode.APP_LOAD_ERROR)
+    except Exception as exc:
+        logger.exception("worker %d failed to boot", spec.slot)
+        reports.send(channel.BOOT_FAILED, f"{type(exc).__name__}: {exc}")
+        sys.exit(ExitCode.INTERNAL_ERROR)
     context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
                             runner_cache=spec.runner_cache, stop_event=spec.stop_event)
-    worker = Worker(context)
+    max_tasks = settings["max_tasks_per_child"]
+    if max_tasks:
+        max_tasks += random.randint(0, settings["max_tasks_jitter"])
+    worker = Worker(context, supervision=Supervision(
+        reports, max_tasks=max_tasks, max_memory=settings["max_memory_per_child"] * 2**20))
     signal.signal(signal.SIGTERM, worker.terminate)
+    signal.signal(signal.SIGALRM, worker.soft_limit_reached)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    watch_lifeline(spec.lifeline)
+    reports.send(channel.READY, channel.peak_rss())
     logger.info("worker %d ready (app %s)", spec.slot, spec.app_path)
     set_title(f"pprunner worker {spec.slot}: idle")
     try:

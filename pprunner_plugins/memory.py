@@ -87,11 +87,12 @@ class MemoryBackend(Backend):
     def resume(self, invocation_id: str, runner_id: str) -> None:
         self._finish(invocation_id, runner_id, Status.RUNNING)
 
-    def reroute(self, runner_id: str, error: ErrorInfo | None) -> list[Invocation]:
+    def reroute(self, runner_id: str, error: ErrorInfo | None, *,
+                retry: bool = True) -> list[Invocation]:
         with self._changed:
             result = []
             for invocation in self.owned_by([runner_id]):
-                after = rerouted(invocation, error, time.time())
+                after = rerouted(invocation, error, time.time(), retry)
                 self._invocations[after.id] = after
                 if after.status is Status.PENDING:
                     heapq.heappush(self._pending, (self._order[after.id], after.id))

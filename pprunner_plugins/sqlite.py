@@ -229,13 +229,14 @@ class SQLiteBackend(Backend):
 
     # -- the supervisor and recovery ---------------------------------------------------
 
-    def reroute(self, runner_id: str, error: ErrorInfo | None) -> list[Invocation]:
+    def reroute(self, runner_id: str, error: ErrorInfo | None, *,
+                retry: bool = True) -> list[Invocation]:
         now = time.time()
         with self._transaction() as db:
             owned = [_invocation(row) for row in db.execute(
                 f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "
                 f"{_in(OWNED_STATUSES)}", (runner_id,))]
-            after = [rerouted(invocation, error, now) for invocation in owned]
+            after = [rerouted(invocation, error, now, retry) for invocation in owned]
             db.executemany(
                 "UPDATE invocations SET status = ?, owner = ?, attempts = ?, started_at = ?, "
                 "finished_at = ?, error = ? WHERE id = ?",

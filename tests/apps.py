@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from pprunner import App, current_context
+from pprunner.errors import SoftTimeLimitExceeded
 
 app = App(name="tests", include=["tests.apps_waiting"])
 
@@ -31,6 +32,12 @@ def fail(message: str) -> None:
 def whoami() -> dict[str, object]:
     context = _context()
     return {"pid": os.getpid(), "runner": context.runner_id, "slot": context.slot}
+
+
+@app.task
+def whoami_slowly(seconds: float) -> dict[str, object]:
+    time.sleep(seconds)
+    return whoami.function()
 
 
 @app.task(max_attempts=3)
@@ -74,3 +81,37 @@ def cache_get(key: str) -> str | None:
 @app.task
 def returns_unencodable() -> object:
     return {1, 2}
+
+
+@app.task(time_limit=0.5)
+def overstays() -> None:
+    time.sleep(60)
+
+
+@app.task(soft_time_limit=0.2, time_limit=30)
+def cleans_up_after_soft_limit() -> str:
+    try:
+        time.sleep(60)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+@app.task(soft_time_limit=0.2, time_limit=30)
+def ignores_soft_limit() -> None:
+    time.sleep(60)
+
+
+_hoard: list[bytes] = []
+
+
+@app.task
+def hoard_memory(mebibytes: int) -> int:
+    """Keeps the memory it allocates, as a leaking task would."""
+    _hoard.append(b"\x01" * (mebibytes * 2**20))  # written, so resident
+    return os.getpid()
+
+
+@app.task(max_attempts=1)
+def abort() -> None:
+    os.abort()

@@ -205,6 +205,12 @@ class BackendContract:
         claimed = [backend.claim("r", EMPTY_CLAIM_TIMEOUT) for _ in invocations]
         assert [c.id if c else None for c in claimed] == [i.id for i in invocations]
 
+    def test_reroute_without_retry_fails_even_with_attempts_left(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "killed", max_attempts=5)
+        (after,) = backend.reroute("killed", CRASH, retry=False)
+        assert (after.status, after.error) == (Status.FAILED, CRASH)
+        assert backend.get(claimed.id) == after
+
     def test_a_rerouted_invocation_keeps_its_place_in_the_queue(self, backend: Backend) -> None:
         first = enqueue_claimed(backend, "dead")
         later = make_invocation()

@@ -1,0 +1,60 @@
+"""The pipe between the supervisor and each worker: small tuples, both ways.
+
+Worker to supervisor: what the supervisor cannot see from outside — that
+the worker booted, which invocation it runs since when (for the hard time
+limit), its peak memory, and that it wants to be recycled. Supervisor to
+worker: permission to retire. Process death is never reported here; the
+process sentinel says that.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+from typing import Any
+
+#: worker -> supervisor: ("ready", peak_rss_bytes)
+READY = "ready"
+#: worker -> supervisor: ("boot-failed", message) just before exiting
+BOOT_FAILED = "boot-failed"
+#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit_or_None)
+STARTED = "started"
+#: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes)
+FINISHED = "finished"
+#: worker -> supervisor: ("recycle", reason): replace me when you can
+RECYCLE = "recycle"
+#: supervisor -> worker: ("retire",): finish the current invocation, then exit
+RETIRE = "retire"
+
+logger = logging.getLogger("pprunner.channel")
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class WorkerChannel:
+    """The worker's end. A broken pipe means the supervisor is gone, which the
+    lifeline handles; sends never raise."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def send(self, *message: Any) -> None:
+        try:
+            self.connection.send(message)
+        except (OSError, EOFError) as exc:
+            logger.debug("cannot report %s to the supervisor: %s", message[0], exc)
+
+    def retire_granted(self) -> bool:
+        """True once the supervisor has said ``retire`` (non-blocking)."""
+        try:
+            while self.connection.poll():
+                if self.connection.recv()[0] == RETIRE:
+                    return True
+        except (OSError, EOFError):
+            pass
+        return False

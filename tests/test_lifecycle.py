@@ -1,0 +1,127 @@
+"""Worker lifecycle under real faults: limits, recycling, crash loops, diagnostics."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import pprunner
+from pprunner import App, ExitCode, Status, TaskFailed
+from tests import apps
+from tests.conftest import cli_env, run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Exits:
+    """Records each worker exit with how many booted workers were alive besides it."""
+
+    def __init__(self) -> None:
+        self.supervisor: pprunner.Supervisor | None = None
+        self.seen: list[tuple[Any, int]] = []
+        self.lock = threading.Lock()
+
+    @pprunner.hookimpl
+    def pprunner_worker_exited(self, runner: pprunner.RunnerInfo, exit: Any) -> None:
+        assert self.supervisor is not None
+        others = sum(c.booted for c in self.supervisor.workers.values())
+        with self.lock:
+            self.seen.append((exit, others))
+
+
+@pytest.fixture
+def exits(app: App) -> Any:
+    recorder = Exits()
+    app.plugins.manager.register(recorder, name="test-exits")
+    yield recorder
+    app.plugins.manager.unregister(name="test-exits")
+
+
+def test_hard_time_limit_kills_the_worker_and_fails_the_invocation(app: App, supervise) -> None:
+    supervisor = supervise(processes=1)
+    (first,) = supervisor.workers
+    with pytest.raises(TaskFailed) as failure:
+        apps.overstays.enqueue().result(timeout=30)
+    assert failure.value.remote_type == "TimeLimitExceeded"
+    assert "hard time limit of 0.5 s" in failure.value.remote_message
+    assert apps.add.enqueue(1, 1).result(timeout=30) == 2  # a replacement took over
+    assert first not in supervisor.workers
+
+
+def test_soft_time_limit_raises_inside_the_task(app: App, supervise) -> None:
+    supervise(processes=1)
+    assert apps.cleans_up_after_soft_limit.enqueue().result(timeout=30) == "cleaned up"
+    with pytest.raises(TaskFailed) as failure:
+        apps.ignores_soft_limit.enqueue().result(timeout=30)
+    assert failure.value.remote_type == "pprunner.errors.SoftTimeLimitExceeded"
+
+
+def test_max_tasks_per_child_recycles_without_losing_anything(
+        app: App, supervise, exits: Exits) -> None:
+    app.configure(source="the test", max_tasks_per_child=3)
+    exits.supervisor = supervisor = supervise(processes=2)
+    handles = [apps.whoami_slowly.enqueue(0.05) for _ in range(40)]
+    results = [h.result(timeout=60) for h in handles]
+    assert all(h.invocation().attempts == 1 for h in handles)
+    # A worker past its limit serves on until its replacement has booted, so
+    # capacity never drops; with 50 ms tasks that is a few more each.
+    pids = {r["pid"] for r in results}
+    assert len(pids) >= 4
+    # every worker that served and is not one of the two current ones retired
+    wait_until(lambda: len(exits.seen) >= len(pids) - 2, what="the recycled workers' exits")
+    for exit, others in exits.seen:
+        assert exit.requested and exit.exitcode == 0 and exit.invocations == ()
+        assert others >= 2, "a worker retired before its replacement had booted"
+    assert len(supervisor.workers) >= 2
+
+
+def test_max_memory_per_child_recycles_a_worker_that_grew(app: App, supervise,
+                                                            exits: Exits) -> None:
+    app.configure(source="the test", max_memory_per_child=150)
+    exits.supervisor = supervise(processes=1)
+    first = apps.hoard_memory.enqueue(20).result(timeout=30)
+    grown = apps.hoard_memory.enqueue(200).result(timeout=30)
+    assert grown == first  # it ran where the first one did
+    wait_until(lambda: exits.seen, what="the grown worker to retire")
+    exit, _ = exits.seen[0]
+    assert exit.requested and exit.peak_memory > 200 * 2**20
+    assert apps.hoard_memory.enqueue(1).result(timeout=30) != grown
+
+
+def test_deaths_are_described_with_signal_and_peak_memory(app: App, supervise,
+                                                          exits: Exits) -> None:
+    exits.supervisor = supervise(processes=1)
+    with pytest.raises(TaskFailed, match="was killed by SIGABRT"):
+        apps.abort.enqueue().result(timeout=30)
+    wait_until(lambda: exits.seen, what="the exit to be reported")
+    exit, _ = exits.seen[0]
+    assert exit.signal == "SIGABRT" and not exit.requested
+    assert exit.peak_memory > 0
+    assert [i.task for i in exit.invocations] == [apps.abort.name]
+
+
+@pytest.mark.parametrize(("mode", "cause"), [
+    ("exit", "exited with code 3"),
+    ("hang", "did not report ready within 0.5 s"),
+])
+def test_a_crash_loop_backs_off_and_stops_with_its_cause(db_url: str, mode: str,
+                                                          cause: str) -> None:
+    done = run_cli("run", "--app", "tests.apps_broken_boot:app", "--processes", "2",
+                   env=cli_env(db_url, PPRUNNER_TEST_BOOT=mode, PPRUNNER_CRASH_LOOP_PERIOD="3",
+                               PPRUNNER_BOOT_TIMEOUT="0.5"))
+    assert done.returncode == ExitCode.CRASH_LOOP, done.stderr
+    assert "no worker could be kept running for 3 s" in done.stderr
+    assert cause in done.stderr.splitlines()[-1]
+    # backing off: a handful of attempts in 3 s, not hundreds
+    assert done.stderr.count("died before booting") < 30
+
+
+def test_time_limits_are_validated(app: App) -> None:
+    with pytest.raises(ValueError, match="time_limit must be > 0"):
+        app.task(name="bad", time_limit=0)(lambda: None)
+    assert apps.overstays.time_limit == 0.5
+    app.configure(source="the test", time_limit=9)
+    assert apps.add.time_limit == 9
+    assert Status.FAILED.is_final
