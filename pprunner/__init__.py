@@ -22,13 +22,16 @@ from .errors import (
     PluginError,
     PprunnerError,
     ResultTimeout,
+    Retry,
     SerializationError,
+    SoftTimeLimitExceeded,
     TaskFailed,
     UnknownInvocation,
 )
 from .exitcodes import ExitCode
 from .hookspecs import hookimpl
 from .invocation import ErrorInfo, Invocation, Returned, RunnerInfo, Status
+from .retries import Backoff
 from .supervisor import Supervisor
 from .task import App, Handle, Task, load_app
 from .worker import WorkerContext, current_context
@@ -42,6 +45,7 @@ __all__ = [
     "App",
     "AppLoadError",
     "BackendError",
+    "Backoff",
     "ConfigError",
     "ErrorInfo",
     "ExitCode",
@@ -52,9 +56,11 @@ __all__ = [
     "PluginError",
     "PprunnerError",
     "ResultTimeout",
+    "Retry",
     "Returned",
     "RunnerInfo",
     "SerializationError",
+    "SoftTimeLimitExceeded",
     "Status",
     "Supervisor",
     "Task",

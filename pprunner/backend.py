@@ -72,6 +72,15 @@ class Backend(abc.ABC):
         """RUNNING or PAUSED -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
+    @abc.abstractmethod
+    def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
+              not_before: float) -> None:
+        """RUNNING -> PENDING for another attempt, by the owner.
+
+        The owner is cleared, ``attempts`` kept, ``error`` recorded (and
+        appended to ``history``); no claim takes it before ``not_before``.
+        """
+
     def pause(self, invocation_id: str, runner_id: str) -> None:
         """RUNNING -> PAUSED, ownership kept; raises NotOwner unless owned by ``runner_id``."""
 
@@ -124,11 +133,20 @@ class Backend(abc.ABC):
         limit = time.time() - older_than
         return [r for r in self.runners() if r.heartbeat_at < limit]
 
+    @abc.abstractmethod
+    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
+        """FAILED -> PENDING with fresh attempts (an operator's retry); None: every
+        FAILED one. History is kept. Returns the requeued invocations."""
+
     # -- inspection ------------------------------------------------------------
 
     @abc.abstractmethod
     def get(self, invocation_id: str) -> Invocation:
         """The invocation with its result or error; raises UnknownInvocation."""
+
+    @abc.abstractmethod
+    def invocations(self, status: Status, limit: int) -> list[Invocation]:
+        """Up to ``limit`` invocations in ``status``, most recently enqueued first."""
 
     @abc.abstractmethod
     def counts(self) -> dict[Status, int]:
@@ -182,13 +200,22 @@ def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float,
     if error is None:
         return attrs.evolve(invocation, status=Status.PENDING, owner=None,
                             attempts=max(invocation.attempts - 1, 0), started_at=None)
+    history = (*invocation.history, error)
     if not retry:
-        return attrs.evolve(invocation, status=Status.FAILED, error=error, finished_at=now)
+        return attrs.evolve(invocation, status=Status.FAILED, error=error, finished_at=now,
+                            history=history)
     if invocation.attempts >= invocation.max_attempts:
         attempts = "attempt" if invocation.max_attempts == 1 else "attempts"
         final = ErrorInfo(error.type, f"{error.message} (after {invocation.attempts} "
                           f"{attempts}; max_attempts is {invocation.max_attempts})",
                           error.traceback)
-        return attrs.evolve(invocation, status=Status.FAILED, error=final, finished_at=now)
+        return attrs.evolve(invocation, status=Status.FAILED, error=final, finished_at=now,
+                            history=history)
     return attrs.evolve(invocation, status=Status.PENDING, owner=None, error=error,
-                        started_at=None)
+                        started_at=None, history=history)
+
+
+def requeued(invocation: Invocation) -> Invocation:
+    """The one rule for an operator's retry of a FAILED invocation."""
+    return attrs.evolve(invocation, status=Status.PENDING, owner=None, attempts=0,
+                        started_at=None, finished_at=None, not_before=None)

@@ -25,6 +25,7 @@ from .errors import (
     TaskFailed,
 )
 from .exitcodes import ExitCode
+from .invocation import Status
 from .plugins import Plugins, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app
@@ -96,6 +97,18 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     _add_app_option(status)
     status.add_argument("--backend", metavar="URL")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    failed = commands.add_parser("failed", help="list failed invocations with their errors")
+    _add_app_option(failed)
+    failed.add_argument("--backend", metavar="URL")
+    failed.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
+    failed.add_argument("--history", action="store_true", help="every attempt's error")
+
+    retry = commands.add_parser("retry", help="put failed invocations back in the queue")
+    _add_app_option(retry)
+    retry.add_argument("--backend", metavar="URL")
+    retry.add_argument("ids", nargs="*", metavar="ID")
+    retry.add_argument("--all", action="store_true", help="every failed invocation")
 
     plugins_parser = commands.add_parser(
         "plugins", help="loaded plugins, their backends and serializers")
@@ -178,6 +191,35 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return ExitCode.OK
 
 
+def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    backend = _app(args, parser).backend
+    failed = backend.invocations(Status.FAILED, args.limit)
+    print(f"failed: {backend.counts()[Status.FAILED]} (newest {len(failed)} shown)")
+    for invocation in failed:
+        error = invocation.error
+        print(f"  {invocation.id}  {invocation.task}  attempts {invocation.attempts}/"
+              f"{invocation.max_attempts}  {error.type if error else '?'}: "
+              f"{error.message if error else ''}")
+        if args.history:
+            for number, past in enumerate(invocation.history, 1):
+                print(f"      attempt {number}: {past.type}: {past.message}")
+    return ExitCode.OK
+
+
+def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    if bool(args.ids) == args.all:
+        parser.error("retry: give invocation ids or --all (not both)")
+    backend = _app(args, parser).backend
+    requeued = backend.requeue(None if args.all else args.ids)
+    missed = set(args.ids) - {i.id for i in requeued}
+    print(f"requeued {len(requeued)} invocation(s)")
+    if missed:
+        print(f"not FAILED (or unknown), left alone: {', '.join(sorted(missed))}",
+              file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    return ExitCode.OK
+
+
 def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
                     plugins: Plugins) -> ExitCode:
     registry = plugins.registry
@@ -225,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
-        command = {"run": command_run, "enqueue": command_enqueue, "status": command_status}
+        command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
+                   "failed": command_failed, "retry": command_retry}
         return command[args.command](args, parser)
     except PprunnerError as exc:
         code = next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind))

@@ -50,6 +50,19 @@ class NotOwner(IllegalTransition):
     """
 
 
+class Retry(Exception):
+    """Raise inside a task to ask for another attempt (within ``max_attempts``).
+
+    :param delay: seconds before the next attempt; None uses the task's back-off.
+    :param reason: recorded as the attempt's error message.
+    """
+
+    def __init__(self, reason: str = "the task asked for a retry",
+                 delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
 class SoftTimeLimitExceeded(Exception):
     """Raised inside a task when its soft time limit runs out.
 

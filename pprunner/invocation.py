@@ -50,7 +50,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.RUNNING: frozenset({Status.SUCCESS, Status.FAILED, Status.PAUSED, Status.PENDING}),
     Status.PAUSED: frozenset({Status.RUNNING, Status.PENDING, Status.FAILED}),
     Status.SUCCESS: frozenset(),
-    Status.FAILED: frozenset(),
+    # FAILED -> PENDING: an operator retries it (``pprunner retry``)
+    Status.FAILED: frozenset({Status.PENDING}),
 }
 
 
@@ -116,6 +117,10 @@ class Invocation:
     result: bytes | None = None
     #: the error of the last failed attempt (kept when a reroute retries it)
     error: ErrorInfo | None = None
+    #: not to be claimed before this time (a retry's back-off)
+    not_before: float | None = None
+    #: the error of every failed attempt, oldest first
+    history: tuple[ErrorInfo, ...] = ()
 
     def __repr__(self) -> str:
         owner = f" owner={self.owner}" if self.owner else ""

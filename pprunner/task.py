@@ -20,6 +20,7 @@ from .backend import Backend
 from .errors import AppLoadError, ConfigError, ResultTimeout, SerializationError, TaskFailed
 from .invocation import Invocation, Status, new_invocation_id
 from .plugins import Plugins, get_plugin_manager
+from .retries import Backoff
 from .serializer import Serializer
 
 P = ParamSpec("P")
@@ -111,24 +112,20 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(self, *, name: str | None = None, max_attempts: int | None = None,
-             time_limit: float | None = None, soft_time_limit: float | None = None,
+             retry_on: tuple[type[BaseException], ...] = (),
+             retry_backoff: Backoff | None = None, time_limit: float | None = None,
+             soft_time_limit: float | None = None,
              ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
-             max_attempts: int | None = None, time_limit: float | None = None,
-             soft_time_limit: float | None = None) -> Any:
+             **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``.
 
-        ``max_attempts`` bounds how often an invocation is started when its
-        worker keeps dying; ``time_limit`` (seconds) kills the worker running
-        it and fails the invocation; ``soft_time_limit`` raises
-        :class:`~pprunner.errors.SoftTimeLimitExceeded` inside it first. Each
-        defaults to the setting of the same name.
+        Options (see :class:`Task`): ``max_attempts``, ``retry_on``,
+        ``retry_backoff``, ``time_limit``, ``soft_time_limit``.
         """
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
-            task = Task(self, function, name or default_task_name(function),
-                        max_attempts=max_attempts, time_limit=time_limit,
-                        soft_time_limit=soft_time_limit)
+            task = Task(self, function, name or default_task_name(function), **options)
             if task.name in self.tasks:
                 raise ValueError(f"task name {task.name!r} is registered twice")
             self.tasks[task.name] = task
@@ -162,10 +159,24 @@ class App:
 
 
 class Task(Generic[P, R]):
-    """A registered function. Calling it runs it here; ``enqueue`` queues it."""
+    """A registered function. Calling it runs it here; ``enqueue`` queues it.
+
+    :param max_attempts: how often an invocation may be started, counting
+        retries and workers that died under it (default: the setting).
+    :param retry_on: exception types that earn another attempt (a task may
+        also ``raise pprunner.Retry()``); anything else fails at once.
+    :param retry_backoff: the pause before each retry (default ``Backoff()``:
+        1 s doubling to 10 minutes, with jitter).
+    :param time_limit: seconds after which the supervisor kills the worker
+        running it and fails the invocation (default: the setting).
+    :param soft_time_limit: seconds after which
+        :class:`~pprunner.errors.SoftTimeLimitExceeded` is raised inside it.
+    """
 
     def __init__(self, app: App, function: Callable[P, R], name: str, *,
-                 max_attempts: int | None = None, time_limit: float | None = None,
+                 max_attempts: int | None = None,
+                 retry_on: tuple[type[BaseException], ...] = (),
+                 retry_backoff: Backoff | None = None, time_limit: float | None = None,
                  soft_time_limit: float | None = None) -> None:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
@@ -176,6 +187,8 @@ class Task(Generic[P, R]):
         self.function = function
         self.name = name
         self._max_attempts = max_attempts
+        self.retry_on = tuple(retry_on)
+        self.retry_backoff = retry_backoff or Backoff()
         self._time_limit = time_limit
         self._soft_time_limit = soft_time_limit
         functools.update_wrapper(self, function)

@@ -31,6 +31,7 @@ from .errors import AppLoadError, NotOwner, PluginError, PprunnerError, SoftTime
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
 from .proctitle import set_title
+from .retries import retry_delay
 from .spawn import WorkerSpec, close_inherited_fd
 from .task import App, Task, decode_arguments, load_app
 
@@ -88,6 +89,14 @@ _current: WorkerContext | None = None
 def current_context() -> WorkerContext | None:
     """The running task's WorkerContext, or None outside a worker."""
     return _current
+
+
+@attrs.frozen
+class Retrying:
+    """An attempt that failed but earned another one after ``delay`` seconds."""
+
+    error: ErrorInfo
+    delay: float
 
 
 @attrs.define
@@ -216,7 +225,8 @@ class Worker:
             _current = None
             set_title(f"pprunner worker {context.slot}: idle")
 
-    def _run(self, invocation: Invocation, task: Task[Any, Any] | None) -> bytes | ErrorInfo:
+    def _run(self, invocation: Invocation,
+             task: Task[Any, Any] | None) -> bytes | ErrorInfo | Retrying:
         if task is None:
             return ErrorInfo("UnknownTask", f"task {invocation.task!r} is not registered in app "
                              f"{self.app.name!r}; registered: {', '.join(sorted(self.app.tasks))}")
@@ -232,7 +242,9 @@ class Worker:
         except WorkerTerminated:
             raise
         except BaseException as exc:  # the task's own error, whatever it is, fails the invocation
-            return _task_error(exc)
+            delay = retry_delay(task, invocation, exc)
+            error = _task_error(exc)
+            return error if delay is None else Retrying(error, delay)
         try:
             return serializer.dumps(returned.value)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -240,10 +252,18 @@ class Worker:
                              f"{type(returned.value).__name__} cannot be encoded by the "
                              f"{serializer.name!r} serializer: {exc}")
 
-    def _record(self, invocation: Invocation, outcome: bytes | ErrorInfo, seconds: float) -> None:
+    def _record(self, invocation: Invocation, outcome: bytes | ErrorInfo | Retrying,
+                seconds: float) -> None:
         backend, runner_id = self.context.backend, self.context.runner_id
         try:
-            if isinstance(outcome, ErrorInfo):
+            if isinstance(outcome, Retrying):
+                backend.retry(invocation.id, runner_id, outcome.error,
+                              time.time() + outcome.delay)
+                logger.warning("%s attempt %d/%d failed after %.3f s: %s: %s; retrying in "
+                               "%.1f s", invocation.task, invocation.attempts,
+                               invocation.max_attempts, seconds, outcome.error.type,
+                               outcome.error.message, outcome.delay)
+            elif isinstance(outcome, ErrorInfo):
                 backend.fail(invocation.id, runner_id, outcome)
                 logger.warning("%s failed after %.3f s: %s: %s", invocation.task, seconds,
                                outcome.type, outcome.message)

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 import pprunner
-from pprunner.backend import Backend, check_owner_change, missing, rerouted
+from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
 from pprunner.invocation import (
     OWNED_STATUSES,
     ErrorInfo,
@@ -50,16 +50,33 @@ class MemoryBackend(Backend):
         deadline = time.monotonic() + timeout
         with self._changed:
             wakeups = self._wakeups
-            while not self._pending:
+            while (due := self._due()) is None:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._wakeups != wakeups:
                     return None
-                self._changed.wait(left)
-            pending = self._invocations[heapq.heappop(self._pending)[1]]
+                self._changed.wait(min(left, self._next_due()))
+            self._pending.remove(due)
+            heapq.heapify(self._pending)
+            pending = self._invocations[due[1]]
             claimed = attrs.evolve(pending, status=Status.RUNNING, owner=runner_id,
                                    attempts=pending.attempts + 1, started_at=time.time())
             self._invocations[claimed.id] = claimed
             return claimed
+
+    def _due(self) -> tuple[int, str] | None:
+        """The oldest pending entry that may run now."""
+        now = time.time()
+        for entry in sorted(self._pending):
+            not_before = self._invocations[entry[1]].not_before
+            if not_before is None or not_before <= now:
+                return entry
+        return None
+
+    def _next_due(self) -> float:
+        """Seconds until the earliest delayed pending invocation may run."""
+        delays = [i.not_before - time.time() for _, id_ in self._pending
+                  if (i := self._invocations[id_]).not_before is not None]
+        return max(min(delays, default=3600.0), 0.001)
 
     def wakeup(self) -> None:
         with self._changed:
@@ -79,7 +96,30 @@ class MemoryBackend(Backend):
 
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
         self._finish(invocation_id, runner_id, Status.FAILED, error=error,
-                     finished_at=time.time())
+                     finished_at=time.time(), history=(*self.get(invocation_id).history, error))
+
+    def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
+              not_before: float) -> None:
+        self._finish(invocation_id, runner_id, Status.PENDING, owner=None, error=error,
+                     not_before=not_before, started_at=None,
+                     history=(*self.get(invocation_id).history, error))
+        with self._changed:
+            heapq.heappush(self._pending, (self._order[invocation_id], invocation_id))
+            self._changed.notify_all()
+
+    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
+        with self._changed:
+            wanted = set(self._invocations if invocation_ids is None else invocation_ids)
+            done = []
+            for invocation_id in sorted(wanted, key=lambda i: self._order.get(i, -1)):
+                current = self._invocations.get(invocation_id)
+                if current is None or current.status is not Status.FAILED:
+                    continue
+                after = self._invocations[invocation_id] = requeued(current)
+                heapq.heappush(self._pending, (self._order[invocation_id], invocation_id))
+                done.append(after)
+            self._changed.notify_all()
+            return done
 
     def pause(self, invocation_id: str, runner_id: str) -> None:
         self._finish(invocation_id, runner_id, Status.PAUSED)
@@ -125,6 +165,12 @@ class MemoryBackend(Backend):
             return self._invocations[invocation_id]
         except KeyError:
             raise missing(invocation_id) from None
+
+    def invocations(self, status: Status, limit: int) -> list[Invocation]:
+        with self._changed:
+            chosen = [i for i in self._invocations.values() if i.status is status]
+        chosen.sort(key=lambda i: self._order[i.id], reverse=True)
+        return chosen[:limit]
 
     def counts(self) -> dict[Status, int]:
         counts = counts_template()

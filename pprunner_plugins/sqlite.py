@@ -13,6 +13,7 @@ processes and supervisors on the host. Idle claimers block on a
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -22,8 +23,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
+
 import pprunner
-from pprunner.backend import Backend, check_owner_change, missing, rerouted
+from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
 from pprunner.errors import BackendError, IllegalTransition
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -61,7 +64,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     started_at REAL,
     finished_at REAL,
     result BLOB,
-    error TEXT
+    error TEXT,
+    not_before REAL,
+    history TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
@@ -78,8 +83,15 @@ CREATE TABLE IF NOT EXISTS runners (
 );
 """
 
+#: ``PRAGMA user_version`` of the current schema, and how to bring older files up to it
+SCHEMA_VERSION = 2
+MIGRATIONS = {
+    2: ["ALTER TABLE invocations ADD COLUMN not_before REAL",
+        "ALTER TABLE invocations ADD COLUMN history TEXT NOT NULL DEFAULT '[]'"],
+}
+
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
-           "enqueued_at, started_at, finished_at, result, error")
+           "enqueued_at, started_at, finished_at, result, error, not_before, history")
 
 
 def _in(statuses: Iterable[Status]) -> str:
@@ -88,13 +100,18 @@ def _in(statuses: Iterable[Status]) -> str:
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
     (id_, task, serializer, payload, status, owner, attempts, max_attempts, enqueued_at,
-     started_at, finished_at, result, error) = row
+     started_at, finished_at, result, error, not_before, history) = row
     return Invocation(id=id_, task=task, serializer=serializer, payload=bytes(payload),
                       status=Status(status), owner=owner, attempts=attempts,
                       max_attempts=max_attempts, enqueued_at=enqueued_at,
                       started_at=started_at, finished_at=finished_at,
                       result=None if result is None else bytes(result),
-                      error=ErrorInfo.from_json(error))
+                      error=ErrorInfo.from_json(error), not_before=not_before,
+                      history=tuple(ErrorInfo(**e) for e in json.loads(history)))
+
+
+def _history(invocation: Invocation) -> str:
+    return json.dumps([attrs.asdict(e) for e in invocation.history])
 
 
 def path_of(url: str) -> Path:
@@ -136,10 +153,31 @@ class SQLiteBackend(Backend):
                                          isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            self._retrying(lambda: connection.executescript(SCHEMA))
+            self._retrying(lambda: self._create_or_migrate(connection))
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"cannot open SQLite database {self.path}: {exc}") from exc
         return connection
+
+    def _create_or_migrate(self, connection: sqlite3.Connection) -> None:
+        """Create the tables in a new file, or bring an older file's up to date."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            exists = connection.execute("SELECT 1 FROM sqlite_master WHERE name = "
+                                        "'invocations'").fetchone()
+            if exists and version < SCHEMA_VERSION:
+                for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        connection.execute(statement)
+                logger.info("migrated %s from schema %d to %d", self.path, version,
+                            SCHEMA_VERSION)
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
     def _retrying(self, operation: Callable[[], T]) -> T:
         """Run ``operation``; a database still locked after SQLite's own busy wait
@@ -168,7 +206,7 @@ class SQLiteBackend(Backend):
                 raise
             db.execute("COMMIT")
 
-    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+    def _execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._db() as db:
             return self._retrying(lambda: db.execute(sql, parameters).fetchall())
 
@@ -177,10 +215,11 @@ class SQLiteBackend(Backend):
     def enqueue(self, invocation: Invocation) -> None:
         i = invocation
         self._execute(
-            f"INSERT INTO invocations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO invocations ({COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (i.id, i.task, i.serializer, i.payload, i.status.value, i.owner, i.attempts,
              i.max_attempts, i.enqueued_at, i.started_at, i.finished_at, i.result,
-             i.error.to_json() if i.error else None))
+             i.error.to_json() if i.error else None, i.not_before, _history(i)))
         self.doorbell.ring()
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
@@ -189,10 +228,11 @@ class SQLiteBackend(Backend):
         self.doorbell.wait(runner_id, 0)  # forget rings (a stale STOP) from before this claim
         while True:
             rows = self._execute(
-                f"UPDATE invocations SET status = 'RUNNING', owner = ?, "
-                f"attempts = attempts + 1, started_at = ? WHERE seq = (SELECT seq FROM "
-                f"invocations WHERE status = 'PENDING' ORDER BY seq LIMIT 1) "
-                f"RETURNING {COLUMNS}", (runner_id, time.time()))
+                f"UPDATE invocations SET status = 'RUNNING', owner = :owner, "
+                f"attempts = attempts + 1, started_at = :now WHERE seq = (SELECT seq FROM "
+                f"invocations WHERE status = 'PENDING' AND (not_before IS NULL OR "
+                f"not_before <= :now) ORDER BY seq LIMIT 1) RETURNING {COLUMNS}",
+                {"owner": runner_id, "now": time.time()})
             if rows:
                 return _invocation(rows[0])
             left = deadline - time.monotonic()
@@ -205,6 +245,9 @@ class SQLiteBackend(Backend):
     def _change(self, invocation_id: str, runner_id: str, new: Status, **values: Any) -> None:
         """An owner-only status change as one guarded UPDATE."""
         sets = "".join(f", {column} = ?" for column in values)
+        if "error" in values:  # every failed attempt's error joins the history
+            sets += ", history = json_insert(history, '$[#]', json(?))"
+            values["_history"] = values["error"]
         rows = self._execute(
             f"UPDATE invocations SET status = ?{sets} WHERE id = ? AND owner = ? "
             f"AND status IN {_in(sources_of(new) & OWNED_STATUSES)} RETURNING seq",
@@ -220,6 +263,30 @@ class SQLiteBackend(Backend):
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
         self._change(invocation_id, runner_id, Status.FAILED, error=error.to_json(),
                      finished_at=time.time())
+
+    def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
+              not_before: float) -> None:
+        self._change(invocation_id, runner_id, Status.PENDING, owner=None,
+                     error=error.to_json(), not_before=not_before, started_at=None)
+        self.doorbell.ring()
+
+    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
+        with self._transaction() as db:
+            if invocation_ids is None:
+                rows = db.execute(f"SELECT {COLUMNS} FROM invocations WHERE status = "
+                                  "'FAILED' ORDER BY seq").fetchall()
+            else:
+                ids = list(invocation_ids)
+                rows = db.execute(f"SELECT {COLUMNS} FROM invocations WHERE status = 'FAILED' "
+                                  f"AND id IN ({', '.join('?' * len(ids))}) ORDER BY seq",
+                                  ids).fetchall()
+            after = [requeued(_invocation(row)) for row in rows]
+            db.executemany("UPDATE invocations SET status = ?, owner = NULL, attempts = 0, "
+                           "started_at = NULL, finished_at = NULL, not_before = NULL "
+                           "WHERE id = ?", [(i.status.value, i.id) for i in after])
+        if after:
+            self.doorbell.ring()
+        return after
 
     def pause(self, invocation_id: str, runner_id: str) -> None:
         self._change(invocation_id, runner_id, Status.PAUSED)
@@ -239,9 +306,9 @@ class SQLiteBackend(Backend):
             after = [rerouted(invocation, error, now, retry) for invocation in owned]
             db.executemany(
                 "UPDATE invocations SET status = ?, owner = ?, attempts = ?, started_at = ?, "
-                "finished_at = ?, error = ? WHERE id = ?",
+                "finished_at = ?, error = ?, history = ? WHERE id = ?",
                 [(i.status.value, i.owner, i.attempts, i.started_at, i.finished_at,
-                  i.error.to_json() if i.error else None, i.id) for i in after])
+                  i.error.to_json() if i.error else None, _history(i), i.id) for i in after])
         if any(i.status is Status.PENDING for i in after):
             self.doorbell.ring()
         return after
@@ -284,6 +351,11 @@ class SQLiteBackend(Backend):
         if not rows:
             raise missing(invocation_id)
         return _invocation(rows[0])
+
+    def invocations(self, status: Status, limit: int) -> list[Invocation]:
+        return [_invocation(row) for row in self._execute(
+            f"SELECT {COLUMNS} FROM invocations WHERE status = ? ORDER BY seq DESC LIMIT ?",
+            (status.value, limit))]
 
     def counts(self) -> dict[Status, int]:
         counts = counts_template()

@@ -17,7 +17,7 @@ import pytest
 
 import pprunner_plugins.sqlite
 from pprunner.errors import BackendError
-from pprunner.invocation import Status
+from pprunner.invocation import ErrorInfo, Status
 from pprunner.testing import BackendContract, make_invocation
 from pprunner.testing.backend_contract import (
     THREAD_TIMEOUT,
@@ -152,3 +152,29 @@ class TestSQLiteBackend(BackendContract):
         claimed = claimer.join()
         assert time.monotonic() - enqueued < 1.0, "the claim waited for its timeout"
         assert claimed is not None and claimed.id == invocation.id
+
+
+def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
+    """A database written before retries existed gains their columns and keeps its rows."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE invocations (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            task TEXT NOT NULL, serializer TEXT NOT NULL, payload BLOB NOT NULL,
+            status TEXT NOT NULL, owner TEXT, attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL, enqueued_at REAL NOT NULL, started_at REAL,
+            finished_at REAL, result BLOB, error TEXT);
+        INSERT INTO invocations (id, task, serializer, payload, status, attempts, max_attempts,
+            enqueued_at) VALUES ('kept', 't', 'json', x'7b7d', 'PENDING', 0, 3, 1.0);
+    """)
+    old.close()
+    backend = SQLiteBackend(f"sqlite:///{path}")
+    try:
+        claimed = backend.claim("r", 0.05)
+        assert claimed is not None and claimed.id == "kept" and claimed.history == ()
+        backend.retry("kept", "r", ErrorInfo("E", "m"), not_before=0)
+        assert backend.get("kept").history == (ErrorInfo("E", "m"),)
+    finally:
+        backend.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == \
+        pprunner_plugins.sqlite.SCHEMA_VERSION

@@ -455,6 +455,63 @@ class BackendContract:
         backend.forget_runners(["gone", "never-recorded"])
         assert [r.id for r in backend.runners()] == ["kept"]
 
+    # -- retries and the dead letters ---------------------------------------------------
+
+    def test_retry_requeues_for_later_keeping_attempts_and_history(
+            self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r")
+        backend.retry(claimed.id, "r", CRASH, not_before=time.time() + 3_600)
+        stored = backend.get(claimed.id)
+        assert (stored.status, stored.owner, stored.attempts) == (Status.PENDING, None, 1)
+        assert stored.error == CRASH and stored.history == (CRASH,)
+        assert backend.claim("r", EMPTY_CLAIM_TIMEOUT) is None, "claimed before not_before"
+
+    def test_a_due_retry_is_claimed_again(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r")
+        backend.retry(claimed.id, "r", CRASH, not_before=time.time() - 1)
+        again = backend.claim("r2", EMPTY_CLAIM_TIMEOUT)
+        assert again is not None and (again.id, again.attempts) == (claimed.id, 2)
+
+    def test_only_the_owner_may_retry(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r")
+        with pytest.raises(NotOwner):
+            backend.retry(claimed.id, "other", CRASH, not_before=0)
+
+    def test_every_failed_attempt_joins_the_history(self, backend: Backend) -> None:
+        second = ErrorInfo("ValueError", "second")
+        claimed = enqueue_claimed(backend, "r", max_attempts=3)
+        backend.reroute("r", CRASH)
+        backend.claim("r", EMPTY_CLAIM_TIMEOUT)
+        backend.fail(claimed.id, "r", second)
+        assert backend.get(claimed.id).history == (CRASH, second)
+
+    def test_requeue_puts_failed_invocations_back_with_fresh_attempts(
+            self, backend: Backend) -> None:
+        failed = enqueue_claimed(backend, "r")
+        backend.fail(failed.id, "r", CRASH)
+        done = enqueue_claimed(backend, "r")
+        backend.complete(done.id, "r", b"1")
+        (requeued,) = backend.requeue([failed.id, done.id, "unknown"])
+        assert requeued == backend.get(failed.id)
+        assert (requeued.status, requeued.attempts, requeued.owner) == (Status.PENDING, 0, None)
+        assert requeued.history == (CRASH,)
+        assert backend.get(done.id).status is Status.SUCCESS
+        assert backend.claim("r", EMPTY_CLAIM_TIMEOUT).id == failed.id  # type: ignore[union-attr]
+
+    def test_requeue_all_takes_every_failed_one(self, backend: Backend) -> None:
+        for _ in range(3):
+            backend.fail(enqueue_claimed(backend, "r").id, "r", CRASH)
+        assert len(backend.requeue(None)) == 3
+        assert backend.counts()[Status.FAILED] == 0
+
+    def test_invocations_lists_one_status_newest_first(self, backend: Backend) -> None:
+        ids = []
+        for _ in range(3):
+            ids.append(enqueue_claimed(backend, "r").id)
+            backend.fail(ids[-1], "r", CRASH)
+        backend.enqueue(make_invocation())
+        assert [i.id for i in backend.invocations(Status.FAILED, 2)] == ids[::-1][:2]
+
     # -- counts ----------------------------------------------------------------------------
 
     def test_counts_follow_the_statuses(self, backend: Backend) -> None:
