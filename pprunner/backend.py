@@ -113,6 +113,18 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def recover(self, runner_id: str, older_than: float,
+                error: ErrorInfo) -> list[Invocation] | None:
+        """Take back what a runner that stopped heartbeating owned — exactly once.
+
+        Atomically: if ``runner_id``'s last heartbeat is more than
+        ``older_than`` seconds old, forget the runner and reroute its
+        invocations with ``error`` (as :meth:`reroute`), returning them.
+        Otherwise — its heartbeat came back, or another recoverer was first
+        and the runner is gone — change nothing and return None.
+        """
+
+    @abc.abstractmethod
     def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
         """Invocations (RUNNING or PAUSED) owned by any of ``runner_ids``."""
 

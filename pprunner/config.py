@@ -118,6 +118,10 @@ class Config:
     crash_loop_period: float = _setting(
         60.0, _number(float, 0, strict=True),
         "stop (exit 7) when no worker could be kept booted for this long")
+    dead_after: float = _setting(
+        30.0, _number(float, 0, strict=True),
+        "seconds without a heartbeat after which another supervisor takes back what a "
+        "runner held")
     health_file: str | None = _setting(
         None, _optional(_text), "file the supervisor rewrites every iteration (liveness, "
         "readiness)")

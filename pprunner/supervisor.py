@@ -72,6 +72,7 @@ class Supervisor:
         self.options = options
         self.workers: dict[str, Child] = {}
         self.crash_loop = CrashLoop(self.config.crash_loop_period)
+        self._next_recovery = 0.0
         self.exit_code = ExitCode.OK
         self.started_at = time.time()
         self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
@@ -323,6 +324,31 @@ class Supervisor:
     def _heartbeat(self) -> None:
         self.app.plugins.hook.pprunner_heartbeat(backend=self.backend,
                                                  runners=self.live_runners(), at=time.time())
+        self._recover_lost_runners()
+
+    def _recover_lost_runners(self) -> None:
+        """Take back what runners of vanished supervisors held (a host lost, a SIGKILL
+        of a whole process group), once their heartbeats are ``dead_after`` old.
+
+        The backend makes each recovery atomic and conditional, so when several
+        supervisors look at once exactly one acts, and a runner whose heartbeat
+        came back keeps what it runs.
+        """
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return
+        dead_after = self.config.dead_after
+        self._next_recovery = now + max(dead_after / 4, self.config.heartbeat_interval)
+        for runner in self.backend.stale_runners(dead_after):
+            if runner.supervisor == self.id:
+                continue
+            silent = time.time() - runner.heartbeat_at
+            error = ErrorInfo("RunnerLost", f"{runner.kind} {runner.id} on {runner.host} "
+                              f"(pid {runner.pid}) stopped heartbeating {silent:.0f} s ago")
+            recovered = self.backend.recover(runner.id, dead_after, error)
+            if recovered is not None:
+                logger.warning("%s; took back %d invocation(s): %s", error.message,
+                               len(recovered), ", ".join(i.id for i in recovered) or "-")
 
     def _burst_done(self) -> bool:
         if self._progress is None or self._progress.update() > 0:

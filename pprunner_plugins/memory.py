@@ -140,6 +140,15 @@ class MemoryBackend(Backend):
             self._changed.notify_all()
             return result
 
+    def recover(self, runner_id: str, older_than: float,
+                error: ErrorInfo) -> list[Invocation] | None:
+        with self._changed:
+            runner = self._runners.get(runner_id)
+            if runner is None or runner.heartbeat_at >= time.time() - older_than:
+                return None
+            del self._runners[runner_id]
+            return self.reroute(runner_id, error)
+
     def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
         wanted = set(runner_ids)
         with self._changed:

@@ -298,17 +298,34 @@ class SQLiteBackend(Backend):
 
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
                 retry: bool = True) -> list[Invocation]:
-        now = time.time()
         with self._transaction() as db:
-            owned = [_invocation(row) for row in db.execute(
-                f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "
-                f"{_in(OWNED_STATUSES)}", (runner_id,))]
-            after = [rerouted(invocation, error, now, retry) for invocation in owned]
-            db.executemany(
-                "UPDATE invocations SET status = ?, owner = ?, attempts = ?, started_at = ?, "
-                "finished_at = ?, error = ?, history = ? WHERE id = ?",
-                [(i.status.value, i.owner, i.attempts, i.started_at, i.finished_at,
-                  i.error.to_json() if i.error else None, _history(i), i.id) for i in after])
+            after = self._reroute_in(db, runner_id, error, retry)
+        if any(i.status is Status.PENDING for i in after):
+            self.doorbell.ring()
+        return after
+
+    def _reroute_in(self, db: sqlite3.Connection, runner_id: str, error: ErrorInfo | None,
+                    retry: bool) -> list[Invocation]:
+        owned = [_invocation(row) for row in db.execute(
+            f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "
+            f"{_in(OWNED_STATUSES)}", (runner_id,))]
+        after = [rerouted(invocation, error, time.time(), retry) for invocation in owned]
+        db.executemany(
+            "UPDATE invocations SET status = ?, owner = ?, attempts = ?, started_at = ?, "
+            "finished_at = ?, error = ?, history = ? WHERE id = ?",
+            [(i.status.value, i.owner, i.attempts, i.started_at, i.finished_at,
+              i.error.to_json() if i.error else None, _history(i), i.id) for i in after])
+        return after
+
+    def recover(self, runner_id: str, older_than: float,
+                error: ErrorInfo) -> list[Invocation] | None:
+        with self._transaction() as db:
+            stale = db.execute("SELECT 1 FROM runners WHERE id = ? AND heartbeat_at < ?",
+                               (runner_id, time.time() - older_than)).fetchone()
+            if stale is None:
+                return None  # fresh again, or another recoverer was first
+            db.execute("DELETE FROM runners WHERE id = ?", (runner_id,))
+            after = self._reroute_in(db, runner_id, error, True)
         if any(i.status is Status.PENDING for i in after):
             self.doorbell.ring()
         return after

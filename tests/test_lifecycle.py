@@ -125,3 +125,54 @@ def test_time_limits_are_validated(app: App) -> None:
     app.configure(source="the test", time_limit=9)
     assert apps.add.time_limit == 9
     assert Status.FAILED.is_final
+
+
+def test_a_lost_supervisor_s_invocations_are_recovered_exactly_once(
+        app: App, db_url: str, cli_process, tmp_path) -> None:
+    """Two supervisors share one SQLite file; one vanishes with its workers mid-batch
+    (SIGKILL of its whole process group, as when a host is lost). The other takes
+    back what it held once its heartbeats are dead_after old, and every invocation
+    ends SUCCESS, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    handles = [apps.whoami_slowly.enqueue(0.05) for _ in range(120)]
+    env = cli_env(db_url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
+    doomed = subprocess.Popen([sys.executable, "-m", "pprunner", "run", "--app",
+                               "tests.apps:app", "--processes", "2"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        doomed_id = wait_until(lambda: next((r.supervisor for r in app.backend.runners()
+                                             if r.kind == "worker"), None),
+                               what="the first supervisor's workers")
+        wait_until(lambda: any(i.owner and i.owner != doomed_id
+                               for i in app.backend.owned_by(
+                                   r.id for r in app.backend.runners())),
+                   what="the first supervisor to be busy")
+        survivor = cli_process("run", "--app", "tests.apps:app", "--processes", "2",
+                               env=env)
+        held = wait_until(lambda: app.backend.owned_by(
+            r.id for r in app.backend.runners() if r.supervisor == doomed_id),
+            what="invocations held by the first supervisor")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        results = [h.result(timeout=60) for h in handles]
+    finally:
+        if doomed.poll() is None:
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+    assert len(results) == 120
+    invocations = [h.invocation() for h in handles]
+    assert {i.status for i in invocations} == {Status.SUCCESS}
+    recovered = [i for i in invocations if any(e.type == "RunnerLost" for e in i.history)]
+    assert {i.id for i in held} <= {i.id for i in recovered} | {
+        i.id for i in invocations if i.attempts == 1}
+    assert recovered, "nothing was recovered from the lost supervisor"
+    assert all(i.attempts == 2 for i in recovered)
+    survivor.terminate()
+    assert survivor.wait(timeout=30) == ExitCode.OK

@@ -512,6 +512,43 @@ class BackendContract:
         backend.enqueue(make_invocation())
         assert [i.id for i in backend.invocations(Status.FAILED, 2)] == ids[::-1][:2]
 
+    # -- recovering a lost runner -------------------------------------------------------
+
+    def test_recover_takes_back_what_a_silent_runner_held(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "lost")
+        backend.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
+        recovered = backend.recover("lost", 60, CRASH)
+        assert recovered == [backend.get(claimed.id)]
+        assert (recovered[0].status, recovered[0].owner) == (Status.PENDING, None)
+        assert "lost" not in {r.id for r in backend.runners()}
+        with pytest.raises(NotOwner):  # its late result is refused
+            backend.complete(claimed.id, "lost", b"late")
+
+    def test_recover_leaves_a_runner_whose_heartbeat_came_back(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "slow")
+        backend.record_heartbeats([make_runner("slow")], at=time.time() - 3_600)
+        backend.record_heartbeats([make_runner("slow")], at=time.time())
+        assert backend.recover("slow", 60, CRASH) is None
+        assert backend.get(claimed.id).owner == "slow"
+
+    def test_recover_of_an_unknown_runner_does_nothing(self, backend: Backend) -> None:
+        assert backend.recover("never-seen", 60, CRASH) is None
+
+    def test_only_one_of_several_recoverers_acts(self, backend: Backend) -> None:
+        self._require_threads()
+        claimed = enqueue_claimed(backend, "lost")
+        backend.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
+        start = threading.Barrier(4)
+
+        def recover() -> list[Invocation] | None:
+            start.wait(THREAD_TIMEOUT)
+            return backend.recover("lost", 60, CRASH)
+
+        threads = [Background(recover) for _ in range(4)]
+        answers = [thread.join() for thread in threads]
+        assert sum(answer is not None for answer in answers) == 1
+        assert backend.get(claimed.id).history == (CRASH,)
+
     # -- counts ----------------------------------------------------------------------------
 
     def test_counts_follow_the_statuses(self, backend: Backend) -> None:
