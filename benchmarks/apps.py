@@ -17,4 +17,4 @@ app = App(name="benchmarks")
 noop = app.task(workload.noop)
 stamp = app.task(workload.stamp)
 #: crash recovery kills the first attempt; the retry is the second one
-announce_and_sleep = app.task(workload.announce_and_sleep, max_attempts=3)
+announce_and_sleep = app.task(max_attempts=3)(workload.announce_and_sleep)

@@ -7,7 +7,8 @@ is installed: a system whose library is missing is "not installed".
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [SCENARIOS[name] for name in args.only or SCENARIOS]
     systems = [s for s in SYSTEMS if args.systems is None or s.name in args.systems]
     procs.become_subreaper()
+    signal.signal(signal.SIGTERM, runner.interrupt)
+    # a forked pool worker is stopped by SIGTERM; it must not inherit that handler
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     info = report.machine()
     print("\n".join(report.header_lines(info, settings)), flush=True)
     done: list[tuple[Scenario, Sequence[Result]]] = []

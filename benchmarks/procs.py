@@ -6,9 +6,9 @@ so they go too, even when the supervisor itself is killed or the benchmark
 is interrupted. The terminal's Ctrl-C does not reach those groups; the
 benchmark's ``finally`` blocks end them instead.
 
-CPU and memory come from psutil when it is importable, else from
-``/proc/<pid>/stat`` (Linux); process trees and groups are always read
-from ``/proc``.
+CPU time comes from ``/proc/<pid>/schedstat`` (exact) when the kernel
+has it, else psutil, else ``/proc/<pid>/stat``; memory from psutil, else
+``/proc/<pid>/stat``; process trees and groups are read from ``/proc``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STOP_GRACE = 5.0
 #: seconds SIGKILLed processes get to disappear before we give up loudly
 KILL_WAIT = 5.0
+#: the kernel exposes exact per-thread CPU time
+SCHEDSTAT = Path("/proc/self/schedstat").exists()
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
@@ -124,7 +126,16 @@ def title(pid: int) -> str:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds of the process itself (not its children)."""
+    """CPU seconds the process itself has used (not its children).
+
+    The scheduler's exact runtime in nanoseconds first, summed over the
+    process's threads (``/proc/<pid>/task/*/schedstat``; a thread that ends
+    takes its time with it, none should while idle). psutil's
+    ``cpu_times`` (and ``/proc/<pid>/stat``) count clock ticks of 10 ms,
+    too coarse for a pool that idles at a few milliseconds per second.
+    """
+    if SCHEDSTAT:
+        return _runtime(pid)
     if psutil is not None:
         try:
             times = psutil.Process(pid).cpu_times()
@@ -133,6 +144,18 @@ def cpu_seconds(pid: int) -> float | None:
         return float(times.user + times.system)
     s = stat(pid)
     return None if s is None else s.cpu_s
+
+
+def _runtime(pid: int) -> float | None:
+    try:
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0
+    for thread in threads:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # it ended meanwhile
+            total += int((thread / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:

@@ -75,8 +75,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
 def number(value: Value, unit: str) -> str:
     if isinstance(value, str):
         return value
-    if not unit:
-        return f"{value:g}"
+    if not unit or value == 0:
+        return f"{value:g} {unit}".rstrip()
     size = abs(value)
     text = (f"{value:,.0f}" if size >= 100 else f"{value:.1f}" if size >= 10
             else f"{value:.2f}" if size >= 1 else f"{value:.3f}")
@@ -133,7 +133,7 @@ def title(scenario: Scenario, settings: Settings) -> str:
 def text(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> str:
     headers, rows = table(scenario, results)
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [headers, *rows]]
     rule = "-" * max(map(len, lines))
     return "\n".join([title(scenario, settings), rule, lines[0], rule, *lines[1:], rule,

@@ -92,20 +92,30 @@ def medians(rounds: list[dict[str, Value]]) -> dict[str, Value]:
     return result
 
 
+#: the signals that stop a benchmark run (see ``cli.main``)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop like Ctrl-C does, cleaning up on the way out."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C until the block is done, so cleanup is never cut short.
-
-    Cleanup is bounded (see :mod:`benchmarks.procs`), so the wait is too.
+    """Hold Ctrl-C and SIGTERM until the block is done, so cleanup is never
+    cut short. Cleanup is bounded (see :mod:`benchmarks.procs`), so the wait is too.
     """
-    received: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if received:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(signal.Signals(received[0]).name)
 
 
 def note(text: str) -> None:

@@ -34,6 +34,8 @@ WORKERS = 2
 ROOT = Path(__file__).resolve().parent.parent
 #: calls run first and not counted, so the first sample is not a cold start
 WARMUP_CALLS = 5
+#: seconds the latency samples may take besides their gaps (each takes ~1 ms)
+LATENCY_BUDGET_S = 60.0
 #: seconds a pool rests after its last task before its idle cost is sampled
 SETTLE_S = 1.0
 
@@ -134,6 +136,8 @@ def sample_latency(call_stamp: Callable[[], float], count: int, gap_s: float) ->
     result, the time it started. Each sample is that minus the time just
     before sending. ``gap_s`` (not counted) lets the pool go idle between tasks.
     """
+    budget = LATENCY_BUDGET_S + count * gap_s
+    deadline = time.monotonic() + budget
     for _ in range(WARMUP_CALLS):
         call_stamp()
     samples = []
@@ -141,6 +145,8 @@ def sample_latency(call_stamp: Callable[[], float], count: int, gap_s: float) ->
         time.sleep(gap_s)
         sent = time.time()
         samples.append(call_stamp() - sent)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(samples)} of {count} latency samples took over {budget:g} s")
     return samples
 
 
