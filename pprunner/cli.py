@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__, log
+from . import __version__, control, health, log
 from .errors import (
     AppLoadError,
     BackendError,
@@ -25,7 +26,7 @@ from .errors import (
     TaskFailed,
 )
 from .exitcodes import ExitCode
-from .invocation import Status
+from .invocation import RunnerKind, Status
 from .plugins import Plugins, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app
@@ -109,6 +110,24 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     retry.add_argument("--backend", metavar="URL")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--all", action="store_true", help="every failed invocation")
+
+    scale = commands.add_parser("scale", help="set the worker count of running supervisors "
+                                              "on this host")
+    _add_app_option(scale)
+    scale.add_argument("--backend", metavar="URL")
+    scale.add_argument("processes", type=int, metavar="N")
+    scale.add_argument("--supervisor", metavar="ID", help="only this one (default: every "
+                                                           "supervisor of the app on this host)")
+
+    health_parser = commands.add_parser(
+        "health", help="check a running supervisor's health file (exit 0: healthy)")
+    health_parser.add_argument("--file", default=os.environ.get("PPRUNNER_HEALTH_FILE"),
+                               help="the health_file setting of the supervisor "
+                                    "(default: $PPRUNNER_HEALTH_FILE)")
+    health_parser.add_argument("--max-age", type=float, default=30.0, metavar="SECONDS",
+                               help="older than this means not alive (default 30)")
+    health_parser.add_argument("--ready", action="store_true",
+                               help="also require every worker to have booted")
 
     plugins_parser = commands.add_parser(
         "plugins", help="loaded plugins, their backends and serializers")
@@ -220,6 +239,36 @@ def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return ExitCode.OK
 
 
+def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    if args.processes < 1:
+        parser.error("scale: N must be at least 1")
+    here = socket.gethostname()
+    supervisors = [r for r in _app(args, parser).backend.runners()
+                   if r.kind is RunnerKind.SUPERVISOR and r.host == here
+                   and args.supervisor in (None, r.id)]
+    if not supervisors:
+        print(f"pprunner: error: no running supervisor of this app on {here}"
+              + (f" with id {args.supervisor}" if args.supervisor else ""), file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    for runner in supervisors:
+        try:
+            control.send(runner.id, f"scale {args.processes}")
+        except OSError as exc:
+            print(f"pprunner: error: supervisor {runner.id} (pid {runner.pid}) did not take "
+                  f"the command: {exc}", file=sys.stderr)
+            return ExitCode.USAGE_ERROR
+        print(f"supervisor {runner.id} (pid {runner.pid}): scaling to {args.processes}")
+    return ExitCode.OK
+
+
+def command_health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    if not args.file:
+        parser.error("health: --file PATH is required (or set PPRUNNER_HEALTH_FILE)")
+    trouble = health.problem(args.file, args.max_age, args.ready)
+    print(trouble or ("ready" if args.ready else "alive"))
+    return ExitCode.UNHEALTHY if trouble else ExitCode.OK
+
+
 def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
                     plugins: Plugins) -> ExitCode:
     registry = plugins.registry
@@ -268,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
-                   "failed": command_failed, "retry": command_retry}
+                   "failed": command_failed, "retry": command_retry,
+                   "health": command_health, "scale": command_scale}
         return command[args.command](args, parser)
     except PprunnerError as exc:
         code = next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind))

@@ -31,6 +31,8 @@ class ExitCode(enum.IntEnum):
     #: Workers kept dying before they booted for ``crash_loop_period``
     #: seconds; the last cause is logged.
     CRASH_LOOP = 7
+    #: ``pprunner health``: the supervisor is not alive (or not ready, with --ready).
+    UNHEALTHY = 8
     #: Stopped at once by a second SIGINT; invocations that were running
     #: were handed back to the queue.
     INTERRUPTED = 130

@@ -23,6 +23,8 @@ from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+from . import health
+from .control import ControlSocket
 from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, RunnerInfo, RunnerKind
@@ -89,6 +91,7 @@ class Supervisor:
         self.runner_cache: Any = None
         self._manager: SyncManager | None = None
         self._lifeline: tuple[Any, Any] | None = None
+        self._control: ControlSocket | None = None
         self.app_path: str | None = None
 
     def __repr__(self) -> str:
@@ -115,8 +118,10 @@ class Supervisor:
         previous = {}
         if threading.current_thread() is threading.main_thread():
             handler = self._inline_signal if self.processes == 0 else self._queue_signal
-            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM,
-                                                                     signal.SIGINT)}
+            handled = [signal.SIGTERM, signal.SIGINT]
+            if self.processes:
+                handled += [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
+            previous = {sig: signal.signal(sig, handler) for sig in handled}
             set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
         try:
             self._boot()
@@ -141,6 +146,25 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.exit_code
+
+    def scale_to(self, processes: int) -> None:
+        """Grow or shrink the pool while it runs; shrinking retires workers gracefully."""
+        if processes < 1 or self.processes == 0:
+            raise ConfigError(f"cannot scale to {processes} workers (at least 1, and not inline)")
+        logger.info("scaling from %d to %d workers", self.processes, processes)
+        self.processes = processes
+        for child in self.workers.values():
+            if child.info.slot > processes and not child.retiring:
+                child.retire_reason, child.replace = "scaled down", False
+        self._wake()
+
+    def reload(self) -> None:
+        """Replace every worker, one at a time, by one that imports the code afresh."""
+        logger.info("reloading: replacing %d workers one by one", len(self.workers))
+        for child in self.workers.values():
+            if not child.retiring and child.retire_reason is None:
+                child.retire_reason = "reload"
+        self._wake()
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -203,6 +227,7 @@ class Supervisor:
             self._manager.start(guard_helper_process,
                                 (reader, writer.fileno(), self.config.start_method))
         self.runner_cache = self._manager.dict()
+        self._control = ControlSocket(self.id)
 
     def _spawn(self, slot: int) -> Child:
         assert self._lifeline is not None and self.app_path is not None
@@ -274,8 +299,8 @@ class Supervisor:
         """Sleep until a worker exits or reports, a signal comes, or ``timeout``."""
         children = list(self.workers.values())
         ready = set(wait_for_ready([*(c.process.sentinel for c in children),
-                                    *(c.connection for c in children), self._wakeup_read],
-                                   timeout))
+                                    *(c.connection for c in children), self._wakeup_read,
+                                    *([self._control.socket] if self._control else [])], timeout))
         for child in children:
             if child.connection in ready:
                 booted = child.booted
@@ -324,6 +349,11 @@ class Supervisor:
     def _heartbeat(self) -> None:
         self.app.plugins.hook.pprunner_heartbeat(backend=self.backend,
                                                  runners=self.live_runners(), at=time.time())
+        if self.config.health_file:
+            booted = sum(c.booted and not c.retiring for c in self.workers.values())
+            health.write(self.config.health_file, {
+                "pid": os.getpid(), "supervisor": self.id, "processes": self.processes,
+                "booted": booted, "ready": booted >= self.processes})
         self._recover_lost_runners()
 
     def _recover_lost_runners(self) -> None:
@@ -372,7 +402,8 @@ class Supervisor:
             child.connection.close()
             exitcode = child.process.exitcode
             signame, description = describe_exit(exitcode)
-            if child.kill_error is not None:
+            if child.kill_error is not None:  # no "perhaps out of memory?": we killed it
+                description = f"was killed by the supervisor: {child.kill_error.message}"
                 error: ErrorInfo | None = child.kill_error
             elif child.requested_stop:
                 error = None
@@ -439,16 +470,34 @@ class Supervisor:
                 pass
         except (BlockingIOError, OSError):
             pass
+        for command in self._control.receive() if self._control else ():
+            self._obey(command)
         while self._signals:
             signum = self._signals.popleft()
             name = signal.Signals(signum).name
-            if self._stop_requested and signum == signal.SIGINT:
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+                self.scale_to(max(1, self.processes + (1 if signum == signal.SIGTTIN else -1)))
+            elif self._stop_requested and signum == signal.SIGINT:
                 logger.warning("second SIGINT: stopping at once")
                 self._immediate = True
             else:
                 logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", name,
                             self.config.shutdown_timeout)
                 self.request_stop()
+
+    def _obey(self, command: str) -> None:
+        """A command from ``pprunner scale`` (see :mod:`pprunner.control`)."""
+        verb, _, argument = command.partition(" ")
+        try:
+            if verb == "scale":
+                self.scale_to(int(argument))
+                return
+        except (ValueError, ConfigError) as exc:
+            logger.warning("ignored control command %r: %s", command, exc)
+            return
+        logger.warning("ignored unknown control command %r", command)
 
     # -- stopping ------------------------------------------------------------------
 
@@ -489,6 +538,9 @@ class Supervisor:
                 return
 
     def _close(self) -> None:
+        if self.config.health_file:
+            with contextlib.suppress(OSError):  # a stopped supervisor is not alive
+                os.unlink(self.config.health_file)
         owned = self.backend.owned_by([self.id, *self.workers])
         if owned:
             logger.error("invocations still owned after stopping: %s", owned)
@@ -502,6 +554,9 @@ class Supervisor:
             for end in self._lifeline:
                 end.close()
             self._lifeline = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         for fd in (self._wakeup_read, self._wakeup_write):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -74,8 +74,12 @@ class Doorbell:
             sender.close()
 
     def close(self) -> None:
+        """Unbind this process's sockets, and remove the folder once nobody listens."""
         for name, sock in self._sockets.items():
             sock.close()
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
+        if self._sockets:
+            with contextlib.suppress(OSError):  # not empty: others still listen
+                self.folder.rmdir()
         self._sockets.clear()

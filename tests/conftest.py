@@ -12,12 +12,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psutil
 import pytest
 
+import pprunner
 from pprunner import App, Supervisor
+from tests import apps
 
 REPO = Path(__file__).resolve().parent.parent
+#: ``pprunner run`` for the tests' app
+RUN = ("run", "--app", "tests.apps:app")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
@@ -116,3 +121,42 @@ def children_of(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def live_workers(app: App) -> int:
+    return sum(r.kind == pprunner.invocation.RunnerKind.WORKER for r in app.backend.runners())
+
+
+def start_supervisor(cli_process, db_url: str, app: App, *extra: str,
+                     workers: int = 2) -> subprocess.Popen[str]:
+    process = cli_process(*RUN, "--processes", str(workers), *extra,
+                          env=cli_env(db_url, PPRUNNER_HEARTBEAT_INTERVAL="0.1"))
+    wait_until(lambda: live_workers(app) == workers or process.poll() is not None,
+               what="the workers to report")
+    assert process.poll() is None, process.communicate()
+    return process
+
+
+@attrs.frozen
+class Busy:
+    """A CLI supervisor with one worker busy on a task, and all its child processes."""
+
+    supervisor: subprocess.Popen[str]
+    handle: pprunner.Handle
+    family: list[psutil.Process]
+
+
+@pytest.fixture
+def busy(app: App, db_url: str, cli_process, marker_dir: Path, request) -> Busy:
+    """Parametrise with the task's duration in seconds (indirect)."""
+    supervisor = start_supervisor(cli_process, db_url, app)
+    handle = apps.announce_then_sleep.enqueue(str(marker_dir), request.param)
+    wait_until((marker_dir / "started").exists, what="the task to start")
+    family = children_of(supervisor.pid)
+    assert len(family) >= 3  # two workers and the runner-cache manager
+    return Busy(supervisor, handle, family)
+
+
+def assert_all_gone(family: list[psutil.Process]) -> None:
+    _gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == [], f"still alive after the supervisor stopped: {alive}"

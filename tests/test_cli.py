@@ -5,34 +5,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-from pathlib import Path
 
-import attrs
-import psutil
 import pytest
 
 import pprunner
 from pprunner import App, ExitCode, Status
 from tests import apps
-from tests.conftest import children_of, cli_env, run_cli, wait_until
+from tests.conftest import (
+    RUN,
+    Busy,
+    assert_all_gone,
+    cli_env,
+    live_workers,
+    run_cli,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-RUN = ("run", "--app", "tests.apps:app")
-
-
-def live_workers(app: App) -> int:
-    return sum(r.kind == pprunner.invocation.RunnerKind.WORKER for r in app.backend.runners())
-
-
-def start_supervisor(cli_process, db_url: str, app: App, *extra: str,
-                     workers: int = 2) -> subprocess.Popen[str]:
-    process = cli_process(*RUN, "--processes", str(workers), *extra,
-                          env=cli_env(db_url, PPRUNNER_HEARTBEAT_INTERVAL="0.1"))
-    wait_until(lambda: live_workers(app) == workers or process.poll() is not None,
-               what="the workers to report")
-    assert process.poll() is None, process.communicate()
-    return process
 
 
 def test_burst_drains_the_queue_and_exits_zero(app: App, db_url: str) -> None:
@@ -54,31 +43,6 @@ def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> N
     assert done.returncode == ExitCode.OK, done.stderr
     assert "running inline" in done.stderr
     assert handle.result(timeout=1)["slot"] == 0
-
-
-@attrs.frozen
-class Busy:
-    """A CLI supervisor with one worker busy on a task, and all its child processes."""
-
-    supervisor: subprocess.Popen[str]
-    handle: pprunner.Handle
-    family: list[psutil.Process]
-
-
-@pytest.fixture
-def busy(app: App, db_url: str, cli_process, marker_dir: Path, request) -> Busy:
-    """Parametrise with the task's duration in seconds (indirect)."""
-    supervisor = start_supervisor(cli_process, db_url, app)
-    handle = apps.announce_then_sleep.enqueue(str(marker_dir), request.param)
-    wait_until((marker_dir / "started").exists, what="the task to start")
-    family = children_of(supervisor.pid)
-    assert len(family) >= 3  # two workers and the runner-cache manager
-    return Busy(supervisor, handle, family)
-
-
-def assert_all_gone(family: list[psutil.Process]) -> None:
-    _gone, alive = psutil.wait_procs(family, timeout=5)
-    assert alive == [], f"still alive after the supervisor stopped: {alive}"
 
 
 @pytest.mark.parametrize("busy", [0.5], indirect=True)

@@ -10,7 +10,7 @@ import pytest
 import pprunner
 from pprunner import App, ExitCode, Status, TaskFailed
 from tests import apps
-from tests.conftest import cli_env, run_cli, wait_until
+from tests.conftest import cli_env, live_workers, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +176,59 @@ def test_a_lost_supervisor_s_invocations_are_recovered_exactly_once(
     assert all(i.attempts == 2 for i in recovered)
     survivor.terminate()
     assert survivor.wait(timeout=30) == ExitCode.OK
+
+
+def live_slots(supervisor: pprunner.Supervisor) -> list[int]:
+    return sorted(c.info.slot for c in supervisor.workers.values() if c.booted)
+
+
+def test_scale_up_and_down_while_running(app: App, supervise) -> None:
+    supervisor = supervise(processes=1)
+    supervisor.scale_to(3)
+    wait_until(lambda: live_slots(supervisor) == [1, 2, 3], what="three booted workers")
+    assert supervisor.max_parallel_slots == 3
+    supervisor.scale_to(1)
+    wait_until(lambda: live_slots(supervisor) == [1], what="the pool to shrink to one")
+    assert apps.add.enqueue(2, 3).result(timeout=30) == 5
+
+
+def test_reload_replaces_every_worker_one_at_a_time(app: App, supervise, exits: Exits) -> None:
+    exits.supervisor = supervisor = supervise(processes=2)
+    wait_until(lambda: len(live_slots(supervisor)) == 2, what="two booted workers")
+    before = set(supervisor.workers)
+    supervisor.reload()
+    wait_until(lambda: len(exits.seen) == 2 and len(live_slots(supervisor)) == 2,
+               what="both workers to be replaced")
+    assert not before & set(supervisor.workers)
+    assert all(others >= 2 for _, others in exits.seen), "capacity dropped during the reload"
+
+
+@pytest.mark.parametrize("busy", [120], indirect=True)
+def test_signals_and_pprunner_scale_reach_a_running_supervisor(
+        app: App, db_url: str, busy) -> None:
+    import signal
+
+    busy.supervisor.send_signal(signal.SIGTTIN)
+    wait_until(lambda: live_workers(app) == 3, what="SIGTTIN to add a worker")
+    busy.supervisor.send_signal(signal.SIGTTOU)
+    wait_until(lambda: live_workers(app) == 2, what="SIGTTOU to retire one")
+    done = run_cli("scale", "--app", "tests.apps:app", "4", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "scaling to 4" in done.stdout
+    wait_until(lambda: live_workers(app) == 4, what="pprunner scale to take effect")
+    # the busy worker kept its invocation through all of it
+    assert busy.handle.status() == Status.RUNNING
+
+
+def test_health_file_tells_alive_and_ready(app: App, supervise, tmp_path) -> None:
+    path = tmp_path / "health.json"
+    app.configure(source="the test", health_file=str(path))
+    supervise(processes=2)
+    check = ("health", "--file", str(path), "--max-age", "5")
+    wait_until(lambda: run_cli(*check, "--ready", env=cli_env("")).returncode == 0,
+               what="the health file to say ready")
+    assert run_cli(*check, env=cli_env("")).stdout.strip() == "alive"
+    stale = run_cli("health", "--file", str(path), "--max-age", "0", env=cli_env(""))
+    assert stale.returncode == ExitCode.UNHEALTHY and "last reported" in stale.stdout
+    missing = run_cli("health", "--file", str(tmp_path / "nope"), env=cli_env(""))
+    assert missing.returncode == ExitCode.UNHEALTHY and "not running" in missing.stdout
