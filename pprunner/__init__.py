@@ -26,6 +26,7 @@ from .errors import (
     SerializationError,
     SoftTimeLimitExceeded,
     TaskFailed,
+    TimeLimitExceeded,
     UnknownInvocation,
 )
 from .exitcodes import ExitCode
@@ -65,6 +66,7 @@ __all__ = [
     "Supervisor",
     "Task",
     "TaskFailed",
+    "TimeLimitExceeded",
     "UnknownInvocation",
     "WorkerContext",
     "__version__",

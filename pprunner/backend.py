@@ -218,7 +218,9 @@ def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float,
                             history=history)
     if invocation.attempts >= invocation.max_attempts:
         attempts = "attempt" if invocation.max_attempts == 1 else "attempts"
-        final = ErrorInfo(error.type, f"{error.message} (after {invocation.attempts} "
+        deaths = sum(e.type == error.type for e in history)
+        what = f"happened {deaths} times; last: " if deaths > 1 else ""
+        final = ErrorInfo(error.type, f"{what}{error.message} (after {invocation.attempts} "
                           f"{attempts}; max_attempts is {invocation.max_attempts})",
                           error.traceback)
         return attrs.evolve(invocation, status=Status.FAILED, error=final, finished_at=now,

@@ -71,6 +71,15 @@ class SoftTimeLimitExceeded(Exception):
     """
 
 
+class TimeLimitExceeded(Exception):
+    """Names the hard time limit in a task's ``retry_on``.
+
+    It is never raised inside the task (the worker is killed); an invocation
+    killed at its limit fails with this error type, or is retried when its
+    task's ``retry_on`` covers this class.
+    """
+
+
 class ResultTimeout(PprunnerError, TimeoutError):
     """``Handle.result(timeout=...)`` ran out before the invocation ended."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import health
 from .control import ControlSocket
-from .errors import BackendError, ConfigError, PprunnerError
+from .errors import BackendError, ConfigError, PprunnerError, TimeLimitExceeded
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, RunnerInfo, RunnerKind
 from .pool import Child, CrashLoop
@@ -410,8 +410,7 @@ class Supervisor:
             else:
                 error = ErrorInfo("WorkerDied", f"{child.who} {description} while running "
                                   "this invocation")
-            held = self.backend.reroute(runner_id, error, retry=error is None or
-                                        error.type != "TimeLimitExceeded")
+            held = self.backend.reroute(runner_id, error, retry=self._may_retry(child, error))
             self.backend.forget_runners([runner_id])
             exit = WorkerExit(exitcode=exitcode, signal=signame, description=description,
                               invocations=tuple(held), requested=child.requested_stop,
@@ -429,6 +428,14 @@ class Supervisor:
                 self.crash_loop.died_at_boot(
                     child.boot_error or (child.kill_error and child.kill_error.message)
                     or f"{child.who} {description}")
+
+    def _may_retry(self, child: Child, error: ErrorInfo | None) -> bool:
+        """A worker killed at its invocation's hard limit retries only if the task says so."""
+        if error is None or error.type != "TimeLimitExceeded" or child.running is None:
+            return True
+        task = self.app.tasks.get(child.running.task)
+        return task is not None and any(issubclass(TimeLimitExceeded, kind)
+                                        for kind in task.retry_on)
 
     def _log_exit(self, child: Child, exit: WorkerExit) -> None:
         """One line per death: how, what it held and what became of it, its peak memory."""

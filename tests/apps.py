@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pprunner import App, current_context
-from pprunner.errors import SoftTimeLimitExceeded
+from pprunner.errors import SoftTimeLimitExceeded, TimeLimitExceeded
 
 app = App(name="tests", include=["tests.apps_waiting"])
 
@@ -86,6 +86,14 @@ def returns_unencodable() -> object:
 @app.task(time_limit=0.5)
 def overstays() -> None:
     time.sleep(60)
+
+
+@app.task(time_limit=0.5, max_attempts=2, retry_on=(TimeLimitExceeded,))
+def overstays_once() -> int:
+    attempt = _context().invocation.attempts
+    if attempt == 1:
+        time.sleep(60)
+    return attempt
 
 
 @app.task(soft_time_limit=0.2, time_limit=30)

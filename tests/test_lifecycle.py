@@ -50,6 +50,14 @@ def test_hard_time_limit_kills_the_worker_and_fails_the_invocation(app: App, sup
     assert first not in supervisor.workers
 
 
+def test_a_task_that_retries_on_its_time_limit_gets_another_attempt(
+        app: App, supervise) -> None:
+    supervise(processes=1)
+    handle = apps.overstays_once.enqueue()
+    assert handle.result(timeout=30) == 2
+    assert [e.type for e in handle.invocation().history] == ["TimeLimitExceeded"]
+
+
 def test_soft_time_limit_raises_inside_the_task(app: App, supervise) -> None:
     supervise(processes=1)
     assert apps.cleans_up_after_soft_limit.enqueue().result(timeout=30) == "cleaned up"

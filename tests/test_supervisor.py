@@ -133,6 +133,7 @@ def test_poison_invocation_fails_after_max_attempts_and_the_pool_survives(
     assert failure.value.remote_type == "WorkerDied"
     assert "SIGKILL" in failure.value.remote_message
     assert "after 2 attempts" in failure.value.remote_message
+    assert failure.value.remote_message.startswith("happened 2 times; last: worker")
     assert apps.add.enqueue(2, 2).result(timeout=30) == 4
 
 
