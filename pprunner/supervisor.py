@@ -328,13 +328,16 @@ class Supervisor:
         """Replace workers that should retire, one at a time, without losing capacity.
 
         The replacement is started first; the old worker is told to retire
-        only once the new one has booted, and it finishes what it runs.
+        only once the new one has booted, and it finishes what it runs. One
+        replacement boots at a time; a retiring worker still busy with a long
+        invocation does not hold up the others, and idle workers go first.
         """
-        if any(c.retiring for c in self.workers.values()):
+        if any(not c.booted for c in self.workers.values()):
             return
-        child = next((c for c in self.workers.values() if c.retire_reason), None)
-        if child is None:
+        candidates = [c for c in self.workers.values() if c.retire_reason and not c.retiring]
+        if not candidates:
             return
+        child = min(candidates, key=lambda c: c.running is not None)
         if not child.replace:
             logger.info("%s retires: %s", child.who, child.retire_reason)
             child.retire()

@@ -224,7 +224,13 @@ def test_signals_and_pprunner_scale_reach_a_running_supervisor(
     assert done.returncode == ExitCode.OK, done.stderr
     assert "scaling to 4" in done.stdout
     wait_until(lambda: live_workers(app) == 4, what="pprunner scale to take effect")
-    # the busy worker kept its invocation through all of it
+    idle = {r.id for r in app.backend.runners() if r.kind == "worker"} - {
+        busy.handle.invocation().owner}
+    busy.supervisor.send_signal(signal.SIGHUP)
+    wait_until(lambda: not idle & {r.id for r in app.backend.runners()},
+               timeout=30, what="SIGHUP to replace the idle workers")
+    # the busy worker kept its invocation through all of it (it is replaced last,
+    # once it has finished)
     assert busy.handle.status() == Status.RUNNING
 
 
