@@ -18,3 +18,6 @@ noop = app.task(workload.noop)
 stamp = app.task(workload.stamp)
 #: crash recovery kills the first attempt; the retry is the second one
 announce_and_sleep = app.task(max_attempts=3)(workload.announce_and_sleep)
+#: lifecycle (benchmarks.lifecycle): the supervisor kills its worker 0.5 s in; a hard time
+#: limit is never retried, so the invocation ends FAILED with TimeLimitExceeded
+limited_sleep = app.task(name="limited_sleep", time_limit=0.5)(workload.announce_and_sleep)
