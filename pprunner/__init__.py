@@ -28,13 +28,14 @@ from .errors import (
     TaskFailed,
     TimeLimitExceeded,
     UnknownInvocation,
+    WaitCycle,
 )
 from .exitcodes import ExitCode
 from .hookspecs import hookimpl
 from .invocation import ErrorInfo, Invocation, Returned, RunnerInfo, Status
 from .retries import Backoff
 from .supervisor import Supervisor
-from .task import App, Handle, Task, load_app
+from .task import App, Handle, Task, gather, load_app, wait
 from .worker import WorkerContext, current_context
 
 try:
@@ -68,9 +69,12 @@ __all__ = [
     "TaskFailed",
     "TimeLimitExceeded",
     "UnknownInvocation",
+    "WaitCycle",
     "WorkerContext",
     "__version__",
     "current_context",
+    "gather",
     "hookimpl",
     "load_app",
+    "wait",
 ]

@@ -72,7 +72,6 @@ class Backend(abc.ABC):
         """RUNNING or PAUSED -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
-    @abc.abstractmethod
     def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
               not_before: float) -> None:
         """RUNNING -> PENDING for another attempt, by the owner.
@@ -81,12 +80,21 @@ class Backend(abc.ABC):
         appended to ``history``); no claim takes it before ``not_before``.
         """
 
-    def pause(self, invocation_id: str, runner_id: str) -> None:
-        """RUNNING -> PAUSED, ownership kept; raises NotOwner unless owned by ``runner_id``."""
+    @abc.abstractmethod
+    def pause(self, invocation_id: str, runner_id: str,
+              waiting_for: Sequence[str] = ()) -> None:
+        """RUNNING -> PAUSED, ownership kept, recording what it waits for (the
+        wait graph, for cycle detection and ``pprunner status``); raises
+        NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
     def resume(self, invocation_id: str, runner_id: str) -> None:
-        """PAUSED -> RUNNING; raises NotOwner unless owned by ``runner_id``."""
+        """PAUSED -> RUNNING, ``waiting_for`` cleared; NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
+        """Like :meth:`claim`, but only among ``invocation_ids`` and without
+        blocking: the oldest of them that is PENDING and due, or None."""
 
     def wakeup(self) -> None:
         """Make every :meth:`claim` blocked on this store return soon.

@@ -26,7 +26,7 @@ from .errors import (
     TaskFailed,
 )
 from .exitcodes import ExitCode
-from .invocation import RunnerKind, Status
+from .invocation import Invocation, RunnerKind, Status
 from .plugins import Plugins, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app
@@ -184,7 +184,9 @@ def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     backend = _app(args, parser).backend
     runners = backend.runners()
-    held = {i.owner: i for i in backend.owned_by(r.id for r in runners)}
+    held: dict[str | None, list[Invocation]] = {}
+    for invocation in backend.owned_by(r.id for r in runners):
+        held.setdefault(invocation.owner, []).append(invocation)
     counts = backend.counts()
     now = time.time()
     if args.json:
@@ -192,16 +194,19 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             "runners": [{"id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
                          "supervisor": r.supervisor, "slot": r.slot,
                          "heartbeat_age": round(now - r.heartbeat_at, 3),
-                         "invocation": held[r.id].id if r.id in held else None}
+                         "invocations": [{"id": i.id, "task": i.task, "status": i.status.value,
+                                          "waiting_for": list(i.waiting_for)}
+                                         for i in held.get(r.id, [])]}
                         for r in runners],
             "counts": {s.value: n for s, n in counts.items()},
         }, indent=2))
         return ExitCode.OK
-    rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "HEARTBEAT", "INVOCATION")]
+    rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "HEARTBEAT", "INVOCATIONS")]
     for r in runners:
-        invocation = held.get(r.id)
-        current = (f"{invocation.id} {invocation.task} {invocation.status}"
-                   if invocation else "-")
+        current = "; ".join(
+            f"{i.id} {i.task} {i.status}"
+            + (f" (waiting for {len(i.waiting_for)})" if i.waiting_for else "")
+            for i in held.get(r.id, [])) or "-"
         rows.append((r.id, r.kind.value, str(r.pid), r.host, str(r.slot or "-"),
                      f"{now - r.heartbeat_at:.1f} s ago", current))
     print(f"runners: {len(runners)}")

@@ -118,6 +118,10 @@ class Config:
     crash_loop_period: float = _setting(
         60.0, _number(float, 0, strict=True),
         "stop (exit 7) when no worker could be kept booted for this long")
+    wait_strategy: str = _setting(
+        "nested", _text, "what a worker does while its task waits for others: nested or poll")
+    max_wait_depth: int = _setting(
+        32, _number(int, 1), "how deeply the nested strategy may run awaited invocations")
     dead_after: float = _setting(
         30.0, _number(float, 0, strict=True),
         "seconds without a heartbeat after which another supervisor takes back what a "

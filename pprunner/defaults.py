@@ -7,15 +7,14 @@ implementation of a firstresult hook always takes precedence.
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
-from .errors import ResultTimeout
 from .hookspecs import hookimpl
 from .invocation import Invocation, Returned, RunnerInfo
 from .spawn import WorkerProcess, WorkerSpec, main_module_hidden, signals_blocked
+from .waiting import strategy_named
 
 if TYPE_CHECKING:
     from .task import Task
@@ -45,25 +44,6 @@ def pprunner_execute(task: Task[Any, Any], args: list[Any], kwargs: dict[str, An
 
 @hookimpl(trylast=True)
 def pprunner_pause_on_wait(context: Any, waiter: Invocation, invocation_ids: Sequence[str],
-                           timeout: float | None) -> list[Invocation]:
-    """The ``poll`` strategy: mark the waiter PAUSED and poll until all are final.
-
-    The worker's slot stays occupied meanwhile, so with as many waiting
-    parents as workers nothing runs the children: this is the behaviour
-    that deadlocks a fixed pool, kept for compatibility.
-    """
-    backend: Backend = context.backend
-    deadline = None if timeout is None else time.monotonic() + timeout
-    backend.pause(waiter.id, context.runner_id)
-    try:
-        done = []
-        for invocation_id in invocation_ids:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            invocation = backend.wait(invocation_id, left)
-            if not invocation.status.is_final:
-                raise ResultTimeout(f"invocation {invocation_id} is still {invocation.status} "
-                                    f"after waiting {timeout} s")
-            done.append(invocation)
-        return done
-    finally:
-        backend.resume(waiter.id, context.runner_id)
+                           timeout: float | None, strategy: str) -> list[Invocation]:
+    """The built-in strategies (:mod:`pprunner.waiting`), chosen by name."""
+    return strategy_named(strategy)(context, waiter, invocation_ids, timeout)

@@ -71,6 +71,10 @@ class SoftTimeLimitExceeded(Exception):
     """
 
 
+class WaitCycle(PprunnerError):
+    """A task waited, directly or through others, for an invocation that waits for it."""
+
+
 class TimeLimitExceeded(Exception):
     """Names the hard time limit in a task's ``retry_on``.
 

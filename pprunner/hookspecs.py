@@ -158,12 +158,15 @@ def pprunner_execute(
 @hookspec(firstresult=True)
 def pprunner_pause_on_wait(
     context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
-    timeout: float | None,
+    timeout: float | None, strategy: str,
 ) -> list[Invocation] | None:
     """Wait, inside a running task, until the given invocations are final.
 
-    Stops at first non-None result: the awaited invocations, final. Raise
-    :class:`~pprunner.errors.ResultTimeout` when ``timeout`` runs out. The
-    strategy decides what the worker does meanwhile; the built-in one marks
-    the waiter PAUSED, polls, and marks it RUNNING again.
+    Stops at first non-None result: the awaited invocations, final, in the
+    order asked. Raise :class:`~pprunner.errors.ResultTimeout` when
+    ``timeout`` runs out and :class:`~pprunner.errors.WaitCycle` for a wait
+    that could never end. ``strategy`` is the name asked for (the call's, or
+    the ``wait_strategy`` setting); return None for names you do not
+    implement. The built-in ``nested`` and ``poll`` strategies
+    (:mod:`pprunner.waiting`) mark the waiter PAUSED meanwhile.
     """

@@ -121,6 +121,8 @@ class Invocation:
     not_before: float | None = None
     #: the error of every failed attempt, oldest first
     history: tuple[ErrorInfo, ...] = ()
+    #: while PAUSED: the invocations it waits for
+    waiting_for: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         owner = f" owner={self.owner}" if self.owner else ""

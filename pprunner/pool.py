@@ -47,7 +47,8 @@ class Child:
     spawned: float = attrs.Factory(time.monotonic)
     booted: bool = False
     boot_error: str | None = None
-    running: Running | None = None
+    #: what it runs, outermost first (more than one while a task waits, nested)
+    running: list[Running] = attrs.Factory(list)
     peak_memory: int = 0
     #: why it should be replaced (it asked, a reload, a scale-down); None: it should not
     retire_reason: str | None = None
@@ -61,6 +62,8 @@ class Child:
     requested_stop: bool = False
     #: why the supervisor killed it (time limit, boot timeout), as the invocation's error
     kill_error: ErrorInfo | None = None
+    #: the task whose hard time limit made the supervisor kill it
+    killed_for_task: str | None = None
 
     @property
     def who(self) -> str:
@@ -84,10 +87,10 @@ class Child:
         elif kind == channel.STARTED:
             _, invocation_id, task, limit = message
             now = time.monotonic()
-            self.running = Running(invocation_id, task, now, None if limit is None
-                                   else now + limit)
+            self.running.append(Running(invocation_id, task, now,
+                                        None if limit is None else now + limit))
         elif kind == channel.FINISHED:
-            self.running = None
+            self.running = [r for r in self.running if r.invocation_id != message[1]]
             self.peak_memory = message[2]
         elif kind == channel.RECYCLE and self.retire_reason is None:
             self.retire_reason = message[1]
@@ -98,10 +101,10 @@ class Child:
         with contextlib.suppress(OSError, EOFError):
             self.connection.send((channel.RETIRE,))
 
-    def kill_for(self, error: ErrorInfo) -> None:
-        """SIGKILL it, recording why for the invocation it holds."""
+    def kill_for(self, error: ErrorInfo, task: str | None = None) -> None:
+        """SIGKILL it, recording why for the invocations it holds."""
         if self.kill_error is None:
-            self.kill_error = error
+            self.kill_error, self.killed_for_task = error, task
             logger.warning("%s: %s; killing it", self.who, error.message)
             self.process.kill()
 
@@ -109,7 +112,7 @@ class Child:
         """The next moment something must happen to it (boot or time limit)."""
         if not self.booted:
             return self.spawned + boot_timeout
-        return self.running.deadline if self.running else None
+        return min((r.deadline for r in self.running if r.deadline is not None), default=None)
 
 
 @attrs.define

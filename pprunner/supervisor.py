@@ -316,11 +316,12 @@ class Supervisor:
             if not child.booted and now - child.spawned > self.config.boot_timeout:
                 child.kill_for(ErrorInfo("BootTimeout", f"did not report ready within "
                                          f"{self.config.boot_timeout:g} s"))
-            running = child.running
-            if running and running.deadline is not None and now > running.deadline:
-                limit = running.deadline - running.started
-                child.kill_for(ErrorInfo("TimeLimitExceeded", f"{running.task} exceeded its "
-                                         f"hard time limit of {limit:g} s"))
+            for running in child.running:
+                if running.deadline is not None and now > running.deadline:
+                    limit = running.deadline - running.started
+                    child.kill_for(ErrorInfo("TimeLimitExceeded", f"{running.task} exceeded "
+                                             f"its hard time limit of {limit:g} s"),
+                                   running.task)
         if any(c.booted and c.process.is_alive() for c in self.workers.values()):
             self.crash_loop.healthy()
 
@@ -337,7 +338,7 @@ class Supervisor:
         candidates = [c for c in self.workers.values() if c.retire_reason and not c.retiring]
         if not candidates:
             return
-        child = min(candidates, key=lambda c: c.running is not None)
+        child = min(candidates, key=lambda c: bool(c.running))
         if not child.replace:
             logger.info("%s retires: %s", child.who, child.retire_reason)
             child.retire()
@@ -434,9 +435,9 @@ class Supervisor:
 
     def _may_retry(self, child: Child, error: ErrorInfo | None) -> bool:
         """A worker killed at its invocation's hard limit retries only if the task says so."""
-        if error is None or error.type != "TimeLimitExceeded" or child.running is None:
+        if error is None or child.killed_for_task is None:
             return True
-        task = self.app.tasks.get(child.running.task)
+        task = self.app.tasks.get(child.killed_for_task)
         return task is not None and any(issubclass(TimeLimitExceeded, kind)
                                         for kind in task.retry_on)
 

@@ -10,7 +10,8 @@ import functools
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
@@ -278,25 +279,51 @@ class Handle:
         """The current status (a ``str`` enum: ``h.status() == "SUCCESS"``)."""
         return self.invocation().status
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None, *, strategy: str | None = None) -> Any:
         """Wait for the outcome and return the task's value.
 
         Raises :class:`~pprunner.errors.TaskFailed` if it failed and
         :class:`~pprunner.errors.ResultTimeout` if ``timeout`` seconds pass
         first. Called inside a running task, the wait goes through the
-        pause-on-wait hook so the worker's slot is not simply blocked.
+        pause-on-wait hook (``strategy``, default the ``wait_strategy``
+        setting), so a fixed pool cannot deadlock on it.
         """
-        from .worker import current_context  # a worker-only concern, imported late
-
-        context = current_context()
-        if context is not None and context.invocation is not None:
-            (invocation,) = context.wait_for([self.id], timeout)
-        else:
-            invocation = self.app.backend.wait(self.id, timeout)
-            if not invocation.status.is_final:
-                raise ResultTimeout(f"invocation {self.id} is still {invocation.status} "
-                                    f"after {timeout} s")
+        (invocation,) = wait([self], timeout, strategy=strategy)
         return outcome_of(self.app, invocation)
+
+
+def wait(handles: Sequence[Handle], timeout: float | None = None, *,
+         strategy: str | None = None) -> list[Invocation]:
+    """Wait until every handle's invocation is final; return them, in order.
+
+    Inside a running task this goes through the pause-on-wait hook; outside
+    it simply blocks. Raises ResultTimeout when ``timeout`` runs out first.
+    """
+    from .worker import current_context  # a worker-only concern, imported late
+
+    if not handles:
+        return []
+    app = handles[0].app
+    context = current_context()
+    if context is not None and context.invocation is not None:
+        return context.wait_for([h.id for h in handles], timeout, strategy)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = []
+    for handle in handles:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        invocation = app.backend.wait(handle.id, left)
+        if not invocation.status.is_final:
+            raise ResultTimeout(f"invocation {handle.id} is still {invocation.status} "
+                                f"after {timeout} s")
+        done.append(invocation)
+    return done
+
+
+def gather(handles: Sequence[Handle], timeout: float | None = None, *,
+           strategy: str | None = None) -> list[Any]:
+    """The results of several handles, in order; TaskFailed for the first that failed."""
+    return [outcome_of(handle.app, invocation) for handle, invocation
+            in zip(handles, wait(handles, timeout, strategy=strategy), strict=True)]
 
 
 def outcome_of(app: App, invocation: Invocation) -> Any:

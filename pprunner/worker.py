@@ -27,7 +27,7 @@ import psutil
 from . import channel, log
 from .backend import Backend
 from .channel import WorkerChannel
-from .errors import AppLoadError, NotOwner, PluginError, PprunnerError, SoftTimeLimitExceeded
+from .errors import AppLoadError, NotOwner, PluginError, SoftTimeLimitExceeded
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
 from .proctitle import set_title
@@ -62,8 +62,20 @@ class WorkerContext:
     #: shared by all workers of one supervisor (a plain dict inline)
     runner_cache: Any
     stop_event: Any
-    #: the invocation being run, None between invocations
-    invocation: Invocation | None = None
+    #: the invocations being run, outermost first: more than one while a
+    #: waiting task runs what it waits for (the nested wait strategy)
+    stack: list[Invocation] = attrs.Factory(list)
+    #: runs one more invocation nested in the current one (set by the Worker)
+    run_nested: Callable[[Invocation], None] = attrs.field(default=None, repr=False)
+
+    @property
+    def invocation(self) -> Invocation | None:
+        """The invocation running now (the innermost), None between invocations."""
+        return self.stack[-1] if self.stack else None
+
+    @property
+    def depth(self) -> int:
+        return len(self.stack)
 
     @property
     def backend(self) -> Backend:
@@ -72,14 +84,16 @@ class WorkerContext:
     def __repr__(self) -> str:
         return f"<WorkerContext {self.runner_id} slot={self.slot}>"
 
-    def wait_for(self, invocation_ids: Sequence[str], timeout: float | None) -> list[Invocation]:
+    def wait_for(self, invocation_ids: Sequence[str], timeout: float | None,
+                 strategy: str | None = None) -> list[Invocation]:
         """Wait for other invocations from inside the running one (pause-on-wait hook)."""
         assert self.invocation is not None
         done: list[Invocation] | None = self.app.plugins.hook.pprunner_pause_on_wait(
             context=self, waiter=self.invocation, invocation_ids=list(invocation_ids),
-            timeout=timeout)
+            timeout=timeout, strategy=strategy or self.app.config.wait_strategy)
         if done is None:
-            raise PprunnerError("no pprunner_pause_on_wait implementation answered")
+            raise PluginError(f"no pprunner_pause_on_wait implementation answered for "
+                              f"strategy {strategy or self.app.config.wait_strategy!r}")
         return done
 
 
@@ -112,16 +126,23 @@ class Supervision:
     max_memory: int = 0
     done: int = 0
     asked: bool = False
+    #: the enclosing invocations' soft-limit timers: (seconds left, when suspended)
+    _outer_timers: list[tuple[float, float]] = attrs.Factory(list)
 
     def started(self, invocation: Invocation, task: Task[Any, Any] | None) -> None:
         limit = task.time_limit if task else None
         self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
         soft = task.soft_time_limit if task else None
-        if soft:
-            signal.setitimer(signal.ITIMER_REAL, soft)
+        left, _ = signal.setitimer(signal.ITIMER_REAL, soft or 0)
+        self._outer_timers.append((left, time.monotonic()))
 
     def finished(self, invocation: Invocation) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        left, suspended = self._outer_timers.pop()
+        if left:  # an enclosing invocation's soft limit keeps running, minus the time spent
+            signal.setitimer(signal.ITIMER_REAL,
+                             max(left - (time.monotonic() - suspended), 0.001))
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         self.done += 1
         self.channel.send(channel.FINISHED, invocation.id, channel.peak_rss())
         reason = None if self.asked else self._recycle_reason()
@@ -152,6 +173,9 @@ class Worker:
     supervision: Supervision | None = None
     _in_task: bool = False
     _stopping: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.context.run_nested = self.execute
 
     @property
     def app(self) -> App:
@@ -198,8 +222,9 @@ class Worker:
         """Run one claimed invocation and record its outcome; never raises for task errors."""
         global _current
         context = self.context
-        context.invocation = invocation
+        context.stack.append(invocation)
         _current = context
+        outer_in_task = self._in_task
         set_title(f"pprunner worker {context.slot}: {invocation.task}")
         task = self.app.tasks.get(invocation.task)
         started = time.perf_counter()
@@ -211,19 +236,22 @@ class Worker:
                 try:
                     outcome = self._run(invocation, task)
                 finally:
-                    self._in_task = False
+                    self._in_task = outer_in_task
                     if self.supervision is not None:
                         self.supervision.finished(invocation)
                 self._record(invocation, outcome, time.perf_counter() - started)
         except WorkerTerminated:
+            if context.depth > 1:
+                raise  # unwind to the outermost invocation, which hands everything back
             handed = context.backend.reroute(context.runner_id, None)
             logger.info("stopped while running %s; handed back %d invocation(s)",
                         invocation.id, len(handed))
             self._stopping = True
         finally:
-            context.invocation = None
-            _current = None
-            set_title(f"pprunner worker {context.slot}: idle")
+            context.stack.pop()
+            outer = context.invocation
+            _current = context if outer else None
+            set_title(f"pprunner worker {context.slot}: {outer.task if outer else 'idle'}")
 
     def _run(self, invocation: Invocation,
              task: Task[Any, Any] | None) -> bytes | ErrorInfo | Retrying:

@@ -55,18 +55,22 @@ class MemoryBackend(Backend):
                 if left <= 0 or self._wakeups != wakeups:
                     return None
                 self._changed.wait(min(left, self._next_due()))
-            self._pending.remove(due)
-            heapq.heapify(self._pending)
-            pending = self._invocations[due[1]]
-            claimed = attrs.evolve(pending, status=Status.RUNNING, owner=runner_id,
-                                   attempts=pending.attempts + 1, started_at=time.time())
-            self._invocations[claimed.id] = claimed
-            return claimed
+            return self._take(due, runner_id)
 
-    def _due(self) -> tuple[int, str] | None:
-        """The oldest pending entry that may run now."""
+    def _take(self, entry: tuple[int, str], runner_id: str) -> Invocation:
+        self._pending.remove(entry)
+        heapq.heapify(self._pending)
+        pending = self._invocations[entry[1]]
+        claimed = attrs.evolve(pending, status=Status.RUNNING, owner=runner_id,
+                               attempts=pending.attempts + 1, started_at=time.time())
+        self._invocations[claimed.id] = claimed
+        return claimed
+
+    def _due(self, wanted: Callable[[tuple[int, str]], bool] = lambda entry: True,
+             ) -> tuple[int, str] | None:
+        """The oldest pending entry that may run now (among the ``wanted`` ones)."""
         now = time.time()
-        for entry in sorted(self._pending):
+        for entry in sorted(filter(wanted, self._pending)):
             not_before = self._invocations[entry[1]].not_before
             if not_before is None or not_before <= now:
                 return entry
@@ -121,11 +125,18 @@ class MemoryBackend(Backend):
             self._changed.notify_all()
             return done
 
-    def pause(self, invocation_id: str, runner_id: str) -> None:
-        self._finish(invocation_id, runner_id, Status.PAUSED)
+    def pause(self, invocation_id: str, runner_id: str,
+              waiting_for: Sequence[str] = ()) -> None:
+        self._finish(invocation_id, runner_id, Status.PAUSED, waiting_for=tuple(waiting_for))
 
     def resume(self, invocation_id: str, runner_id: str) -> None:
-        self._finish(invocation_id, runner_id, Status.RUNNING)
+        self._finish(invocation_id, runner_id, Status.RUNNING, waiting_for=())
+
+    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
+        wanted = set(invocation_ids)
+        with self._changed:
+            due = self._due(lambda entry: entry[1] in wanted)
+            return None if due is None else self._take(due, runner_id)
 
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
                 retry: bool = True) -> list[Invocation]:

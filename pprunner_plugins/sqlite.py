@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     result BLOB,
     error TEXT,
     not_before REAL,
-    history TEXT NOT NULL DEFAULT '[]'
+    history TEXT NOT NULL DEFAULT '[]',
+    waiting_for TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
@@ -84,14 +85,15 @@ CREATE TABLE IF NOT EXISTS runners (
 """
 
 #: ``PRAGMA user_version`` of the current schema, and how to bring older files up to it
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = {
     2: ["ALTER TABLE invocations ADD COLUMN not_before REAL",
         "ALTER TABLE invocations ADD COLUMN history TEXT NOT NULL DEFAULT '[]'"],
+    3: ["ALTER TABLE invocations ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]'"],
 }
 
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
-           "enqueued_at, started_at, finished_at, result, error, not_before, history")
+           "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for")
 
 
 def _in(statuses: Iterable[Status]) -> str:
@@ -100,14 +102,15 @@ def _in(statuses: Iterable[Status]) -> str:
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
     (id_, task, serializer, payload, status, owner, attempts, max_attempts, enqueued_at,
-     started_at, finished_at, result, error, not_before, history) = row
+     started_at, finished_at, result, error, not_before, history, waiting_for) = row
     return Invocation(id=id_, task=task, serializer=serializer, payload=bytes(payload),
                       status=Status(status), owner=owner, attempts=attempts,
                       max_attempts=max_attempts, enqueued_at=enqueued_at,
                       started_at=started_at, finished_at=finished_at,
                       result=None if result is None else bytes(result),
                       error=ErrorInfo.from_json(error), not_before=not_before,
-                      history=tuple(ErrorInfo(**e) for e in json.loads(history)))
+                      history=tuple(ErrorInfo(**e) for e in json.loads(history)),
+                      waiting_for=tuple(json.loads(waiting_for)))
 
 
 def _history(invocation: Invocation) -> str:
@@ -216,10 +219,11 @@ class SQLiteBackend(Backend):
         i = invocation
         self._execute(
             f"INSERT INTO invocations ({COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (i.id, i.task, i.serializer, i.payload, i.status.value, i.owner, i.attempts,
              i.max_attempts, i.enqueued_at, i.started_at, i.finished_at, i.result,
-             i.error.to_json() if i.error else None, i.not_before, _history(i)))
+             i.error.to_json() if i.error else None, i.not_before, _history(i),
+             json.dumps(i.waiting_for)))
         self.doorbell.ring()
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
@@ -227,17 +231,29 @@ class SQLiteBackend(Backend):
         self.doorbell.listen(runner_id)  # before the first look: no ring can be missed
         self.doorbell.wait(runner_id, 0)  # forget rings (a stale STOP) from before this claim
         while True:
-            rows = self._execute(
-                f"UPDATE invocations SET status = 'RUNNING', owner = :owner, "
-                f"attempts = attempts + 1, started_at = :now WHERE seq = (SELECT seq FROM "
-                f"invocations WHERE status = 'PENDING' AND (not_before IS NULL OR "
-                f"not_before <= :now) ORDER BY seq LIMIT 1) RETURNING {COLUMNS}",
-                {"owner": runner_id, "now": time.time()})
-            if rows:
-                return _invocation(rows[0])
+            claimed = self._claim_where("", {"owner": runner_id})
+            if claimed is not None:
+                return claimed
             left = deadline - time.monotonic()
             if left <= 0 or STOP in self.doorbell.wait(runner_id, left):
                 return None
+
+    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
+        ids = {f"id{n}": invocation_id for n, invocation_id in enumerate(invocation_ids)}
+        if not ids:
+            return None
+        among = f"AND id IN ({', '.join(':' + name for name in ids)}) "
+        return self._claim_where(among, {"owner": runner_id, **ids})
+
+    def _claim_where(self, among: str, parameters: dict[str, Any]) -> Invocation | None:
+        """The one atomic claim statement: the oldest due PENDING row (``among`` narrows it)."""
+        rows = self._execute(
+            f"UPDATE invocations SET status = 'RUNNING', owner = :owner, "
+            f"attempts = attempts + 1, started_at = :now WHERE seq = (SELECT seq FROM "
+            f"invocations WHERE status = 'PENDING' {among}AND (not_before IS NULL OR "
+            f"not_before <= :now) ORDER BY seq LIMIT 1) RETURNING {COLUMNS}",
+            {**parameters, "now": time.time()})
+        return _invocation(rows[0]) if rows else None
 
     def wakeup(self) -> None:
         self.doorbell.ring(STOP)
@@ -288,11 +304,13 @@ class SQLiteBackend(Backend):
             self.doorbell.ring()
         return after
 
-    def pause(self, invocation_id: str, runner_id: str) -> None:
-        self._change(invocation_id, runner_id, Status.PAUSED)
+    def pause(self, invocation_id: str, runner_id: str,
+              waiting_for: Sequence[str] = ()) -> None:
+        self._change(invocation_id, runner_id, Status.PAUSED,
+                     waiting_for=json.dumps(list(waiting_for)))
 
     def resume(self, invocation_id: str, runner_id: str) -> None:
-        self._change(invocation_id, runner_id, Status.RUNNING)
+        self._change(invocation_id, runner_id, Status.RUNNING, waiting_for="[]")
 
     # -- the supervisor and recovery ---------------------------------------------------
 

@@ -157,7 +157,7 @@ def test_execute_wrappers_and_replacements_take_part(db_url: str) -> None:
     assert second.result(timeout=1) == "replaced add(1, 2)"
 
 
-def test_pprunner_pause_on_wait_poll_strategy_marks_the_waiter_paused(app: App, supervise) -> None:
+def test_pprunner_pause_on_wait_marks_the_waiter_paused(app: App, supervise) -> None:
     from tests import apps_waiting
 
     supervise(processes=2)

@@ -512,6 +512,32 @@ class BackendContract:
         backend.enqueue(make_invocation())
         assert [i.id for i in backend.invocations(Status.FAILED, 2)] == ids[::-1][:2]
 
+    # -- waiting ---------------------------------------------------------------------------
+
+    def test_pause_records_what_it_waits_for_and_resume_clears_it(
+            self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r")
+        backend.pause(claimed.id, "r", ["a", "b"])
+        assert backend.get(claimed.id).waiting_for == ("a", "b")
+        backend.resume(claimed.id, "r")
+        assert backend.get(claimed.id).waiting_for == ()
+
+    def test_claim_one_of_takes_only_the_named_pending_ones(self, backend: Backend) -> None:
+        first, wanted, last = (make_invocation() for _ in range(3))
+        for invocation in (first, wanted, last):
+            backend.enqueue(invocation)
+        claimed = backend.claim_one_of("r", [wanted.id, "unknown"])
+        assert claimed is not None and (claimed.id, claimed.owner) == (wanted.id, "r")
+        assert claimed.attempts == 1 and claimed.status is Status.RUNNING
+        assert backend.claim_one_of("r", [wanted.id]) is None  # not pending any more
+        assert backend.claim_one_of("r", []) is None
+        assert backend.get(first.id).status is Status.PENDING
+
+    def test_claim_one_of_respects_not_before(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r")
+        backend.retry(claimed.id, "r", CRASH, not_before=time.time() + 3_600)
+        assert backend.claim_one_of("r", [claimed.id]) is None
+
     # -- recovering a lost runner -------------------------------------------------------
 
     def test_recover_takes_back_what_a_silent_runner_held(self, backend: Backend) -> None:

@@ -1,0 +1,134 @@
+"""Pause-on-wait: what a worker does while its task waits for other invocations.
+
+Every fixed pool deadlocks when all its workers hold parents that wait for
+children nobody is free to run. Two strategies ship behind the
+``pprunner_pause_on_wait`` hook:
+
+``nested`` (the default) — the waiting worker runs the awaited invocations
+itself, nested inside the waiting task, whenever they are still queued;
+while they run elsewhere it polls. It never runs anything else: a worker's
+stack of nested invocations is always a chain of ancestors and their
+descendants. That is what makes it deadlock-free: take the deepest waiting
+invocation at the top of any worker's stack — what it waits for is either
+queued (so it runs it) or running at the top of another stack (so it makes
+progress), because anything above an invocation on a stack is its own
+descendant, deeper than the one we took. Nesting is bounded by
+``max_wait_depth``; past it, the wait just polls.
+
+``poll`` — pynenc's behaviour: the worker sleeps and polls, its slot stays
+taken, and as many waiting parents as workers hang forever. Kept for
+compatibility and to show the difference.
+
+When everything awaited is already final, a wait costs one read per
+invocation and changes nothing. Otherwise both strategies mark the waiter
+PAUSED with the ids it waits for, then look for a cycle in that wait graph
+(recording first and looking second means two invocations that start
+waiting on each other at the same moment cannot both miss it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .errors import PluginError, ResultTimeout, WaitCycle
+from .invocation import Invocation, Status
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .worker import WorkerContext
+
+#: the longest pause between two looks at invocations running elsewhere
+POLL_MAX = 0.05
+
+Strategy = Callable[["WorkerContext", Invocation, Sequence[str], "float | None"],
+                    list[Invocation]]
+
+
+def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
+                timeout: float | None) -> list[Invocation]:
+    """Run the awaited invocations here while they are queued; poll while they run elsewhere."""
+    deep_enough = context.depth >= context.app.config.max_wait_depth
+
+    def help_with(pending: list[str]) -> bool:
+        if deep_enough:
+            return False
+        claimed = context.backend.claim_one_of(context.runner_id, pending)
+        if claimed is None:
+            return False
+        context.run_nested(claimed)
+        return True
+
+    return _paused(context, waiter, invocation_ids, timeout, help_with)
+
+
+def wait_polling(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
+                 timeout: float | None) -> list[Invocation]:
+    """Sleep and poll; the worker's slot stays taken meanwhile."""
+    return _paused(context, waiter, invocation_ids, timeout, lambda pending: False)
+
+
+STRATEGIES: dict[str, Strategy] = {"nested": wait_nested, "poll": wait_polling}
+
+
+def strategy_named(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise PluginError(f"unknown wait strategy {name!r}; known: "
+                          f"{', '.join(sorted(STRATEGIES))} (or one a plugin provides)") from None
+
+
+def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
+            timeout: float | None, help_with: Callable[[list[str]], bool]) -> list[Invocation]:
+    """Mark the waiter PAUSED, refuse cycles, and loop until everything awaited is final.
+
+    ``help_with(pending)`` may run some of the pending ones and says whether
+    it did; otherwise the loop sleeps a little longer each time.
+    """
+    backend = context.backend
+    already = [backend.get(i) for i in invocation_ids]
+    if all(invocation.status.is_final for invocation in already):
+        return already  # nothing to wait for: no pause, no writes
+    deadline = None if timeout is None else time.monotonic() + timeout
+    backend.pause(waiter.id, context.runner_id, invocation_ids)
+    try:
+        refuse_cycles(backend, waiter.id, invocation_ids)
+        pause = 0.0005
+        while True:
+            current = {i: backend.get(i) for i in invocation_ids}
+            pending = [i for i, invocation in current.items() if not invocation.status.is_final]
+            if not pending:
+                return [current[i] for i in invocation_ids]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"waited {timeout} s for {len(pending)} invocation(s); "
+                                    f"still not final: {', '.join(pending)}")
+            if help_with(pending):
+                pause = 0.0005
+                continue
+            nap = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(nap)
+            pause = min(pause * 2, POLL_MAX)
+    finally:
+        backend.resume(waiter.id, context.runner_id)
+
+
+def refuse_cycles(backend: Backend, waiter_id: str, invocation_ids: Sequence[str]) -> None:
+    """Raise WaitCycle if any awaited invocation waits, directly or not, for ``waiter_id``."""
+    parents: dict[str, str] = {i: waiter_id for i in invocation_ids}
+    frontier = list(invocation_ids)
+    while frontier:
+        current = frontier.pop()
+        if current == waiter_id:
+            chain = [current]
+            while chain[-1] != waiter_id or len(chain) == 1:
+                chain.append(parents[chain[-1]])
+            raise WaitCycle(f"invocation {waiter_id} would wait for itself: "
+                            f"{' -> '.join(reversed(chain))}")
+        invocation = backend.get(current)
+        if invocation.status is Status.PAUSED:
+            for awaited in invocation.waiting_for:
+                if awaited not in parents:
+                    parents[awaited] = current
+                    frontier.append(awaited)

@@ -1,0 +1,117 @@
+"""Pause-on-wait with real worker processes: no deadlock, failures, timeouts, cycles."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from pprunner import App, ResultTimeout, Status, TaskFailed, gather
+from tests import apps, apps_waiting
+from tests.conftest import cli_env, run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_recursive_fan_out_completes_on_two_workers(app: App, supervise) -> None:
+    supervise(processes=2)
+    assert apps_waiting.fan_out.enqueue(6, "nested").result(timeout=120) == 127
+    assert app.backend.counts()[Status.SUCCESS] == 127
+
+
+def test_eight_parents_each_waiting_on_eight_children_complete(app: App, supervise) -> None:
+    supervise(processes=2)
+    parents = [apps_waiting.parent_of_leaves.enqueue(8, "nested") for _ in range(8)]
+    assert gather(parents, timeout=120) == [sum(range(8))] * 8
+
+
+def test_the_poll_strategy_really_deadlocks_a_full_pool(app: App, supervise) -> None:
+    supervisor = supervise(processes=2)
+    parents = [apps_waiting.parent_of_leaves.enqueue(8, "poll") for _ in range(8)]
+    with pytest.raises(ResultTimeout):
+        gather(parents, timeout=3)
+    # both workers hold a paused parent, and not one child has run
+    paused = [i for i in app.backend.owned_by(supervisor.workers) if i.status is Status.PAUSED]
+    assert len(paused) == 2
+    assert app.backend.counts()[Status.SUCCESS] == 0
+
+
+def test_a_child_s_failure_propagates_to_its_parent(app: App, supervise) -> None:
+    supervise(processes=1)
+    with pytest.raises(TaskFailed) as failure:
+        apps_waiting.parent_of_failure.enqueue().result(timeout=30)
+    assert failure.value.remote_type == "pprunner.errors.TaskFailed"
+    assert "ValueError: the child broke" in failure.value.remote_message
+
+
+def test_a_wait_timeout_raises_in_the_waiting_task(app: App, supervise) -> None:
+    supervise(processes=1)
+    outcome = apps_waiting.impatient_parent.enqueue(0.2).result(timeout=30)
+    assert outcome.startswith("ResultTimeout: ")
+
+
+def test_waiting_on_an_invocation_that_waits_on_you_raises(app: App, supervise) -> None:
+    supervise(processes=2)
+    with pytest.raises(TaskFailed) as failure:
+        apps_waiting.parent_of_a_waiter_on_itself.enqueue().result(timeout=30)
+    # whichever of the two looks second finds the cycle; either way the parent fails
+    error = failure.value
+    assert "WaitCycle" in error.remote_type + error.remote_message
+    assert "would wait for itself" in error.remote_message
+
+
+def test_a_task_waiting_on_itself_raises(app: App, supervise) -> None:
+    supervise(processes=1)
+    with pytest.raises(TaskFailed) as failure:
+        apps_waiting.waits_on_itself.enqueue().result(timeout=30)
+    assert failure.value.remote_type == "pprunner.errors.WaitCycle"
+
+
+def test_waiting_on_an_unknown_invocation_raises(app: App, supervise) -> None:
+    supervise(processes=1)
+    with pytest.raises(TaskFailed, match="no invocation with id 'nothing'"):
+        apps_waiting.wait_for_id.enqueue("nothing").result(timeout=30)
+
+
+def test_worker_death_while_paused_reroutes_the_parent_and_its_child(
+        app: App, supervise, marker_dir: Path) -> None:
+    supervise(processes=1)
+    parent = apps_waiting.parent_of_blocked_child.enqueue(str(marker_dir))
+    started = wait_until(lambda: list(marker_dir.glob("started-*")), what="the child to run")
+    pid = int(started[0].name.split("-")[1])
+    paused = app.backend.get(parent.id)
+    assert paused.status is Status.PAUSED and len(paused.waiting_for) == 1
+    (marker_dir / "release").touch()
+    os.kill(pid, signal.SIGKILL)
+    assert parent.result(timeout=60) == "released"
+    after = parent.invocation()
+    assert after.attempts == 2 and after.history[0].type == "WorkerDied"
+    first_child = app.backend.get(paused.waiting_for[0])
+    assert first_child.status is Status.SUCCESS and first_child.attempts == 2
+
+
+def test_status_shows_a_paused_invocation_and_what_it_waits_for(
+        app: App, db_url: str, supervise, marker_dir: Path) -> None:
+    supervise(processes=1)
+    parent = apps_waiting.parent_of_blocked_child.enqueue(str(marker_dir))
+    wait_until(lambda: list(marker_dir.glob("started-*")), what="the child to run")
+    shown = run_cli("status", "--app", "tests.apps:app", env=cli_env(db_url)).stdout
+    assert f"{parent.id} {apps_waiting.parent_of_blocked_child.name} PAUSED (waiting for 1)" \
+        in shown
+    (marker_dir / "release").touch()
+    assert parent.result(timeout=30) == "released"
+
+
+def test_an_unknown_strategy_fails_the_waiting_task(app: App, supervise) -> None:
+    supervise(processes=1)
+    with pytest.raises(TaskFailed, match="unknown wait strategy 'sideways'"):
+        apps_waiting.fan_out.enqueue(1, "sideways").result(timeout=30)
+
+
+def test_outside_a_worker_wait_simply_blocks(app: App, supervise) -> None:
+    supervise(processes=2)
+    handles = [apps.add.enqueue(n, n) for n in range(5)]
+    assert gather(handles, timeout=30) == [0, 2, 4, 6, 8]
+    assert gather([]) == []
