@@ -27,9 +27,12 @@ def test_eight_parents_each_waiting_on_eight_children_complete(app: App, supervi
     assert gather(parents, timeout=120) == [sum(range(8))] * 8
 
 
-def test_the_poll_strategy_really_deadlocks_a_full_pool(app: App, supervise) -> None:
+@pytest.mark.parametrize("workflow", ["fan-out", "8x8"])
+def test_the_poll_strategy_really_deadlocks_a_full_pool(app: App, supervise,
+                                                        workflow: str) -> None:
     supervisor = supervise(processes=2)
-    parents = [apps_waiting.parent_of_leaves.enqueue(8, "poll") for _ in range(8)]
+    parents = ([apps_waiting.fan_out.enqueue(6, "poll")] if workflow == "fan-out" else
+               [apps_waiting.parent_of_leaves.enqueue(8, "poll") for _ in range(8)])
     with pytest.raises(ResultTimeout):
         gather(parents, timeout=3)
     # both workers hold a paused parent, and not one child has run
