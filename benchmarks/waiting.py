@@ -34,9 +34,11 @@ STRATEGIES = ("nested", "poll")
 WAITS = 200
 
 
-def fresh_database(folder: Path, name: str) -> None:
+def fresh_database(folder: Path) -> None:
+    """A new file for every run: a deadlocked run leaves its invocations queued."""
+    name = f"run-{len(list(folder.iterdir()))}.db"
     app.configure(source="benchmarks.waiting", replace=True,
-                  backend=f"sqlite:///{folder / name}.db", shutdown_timeout=1)
+                  backend=f"sqlite:///{folder / name}", shutdown_timeout=1)
 
 
 def timed(run: Callable[[], object], timeout: float) -> float | None:
@@ -74,13 +76,13 @@ def outside_wait() -> float:
 def measure(rounds: int, timeout: float) -> dict[tuple[str, str], list[float | None]]:
     samples: dict[tuple[str, str], list[float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="pprunner-waiting-") as folder:
-        for round_number in range(rounds):
+        for _ in range(rounds):
             for strategy in STRATEGIES:
                 for name, run in workflows(strategy, timeout).items():
-                    fresh_database(Path(folder), f"{strategy}-{round_number}-{len(samples)}")
+                    fresh_database(Path(folder))
                     with Supervisor(app, processes=2):
                         samples.setdefault((name, strategy), []).append(run())
-            fresh_database(Path(folder), f"outside-{round_number}")
+            fresh_database(Path(folder))
             with Supervisor(app, processes=2):
                 samples.setdefault(("wait for a final invocation, outside a task, us",
                                     "-"), []).append(outside_wait())
