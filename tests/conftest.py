@@ -19,6 +19,7 @@ import pytest
 import pprunner
 from pprunner import App, Supervisor
 from tests import apps
+from tests.redis_server import redis_base, redis_url  # noqa: F401 - fixtures for every test
 
 REPO = Path(__file__).resolve().parent.parent
 #: ``pprunner run`` for the tests' app

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import pprunner_plugins.sqlite
+from pprunner.backend import Backend
 from pprunner.errors import BackendError
 from pprunner.invocation import ErrorInfo, Status
 from pprunner.testing import BackendContract, make_invocation
@@ -178,3 +179,14 @@ def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
         backend.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == \
         pprunner_plugins.sqlite.SCHEMA_VERSION
+
+
+@pytest.mark.redis
+class TestRedisBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, redis_url: str) -> Iterator[Backend]:
+        from pprunner_plugins.redis import RedisBackend
+
+        backend = RedisBackend(redis_url)
+        yield backend
+        backend.close()

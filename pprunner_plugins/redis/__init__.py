@@ -1,0 +1,411 @@
+"""The ``redis://`` backend: many supervisors on many hosts share one queue.
+
+``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS) or
+``unix:///path/to/redis.sock?db=0&prefix=NAME``. Needs the ``redis`` client
+(``pip install 'pprunner[redis]'``). ``prefix`` (default ``pprunner``)
+starts every key, so several apps can share one server.
+
+Claiming is a reliable-queue move: ``BLMOVE`` takes the oldest due id from
+``p:queue`` into the runner's own ``p:owned:<runner>`` list *on the
+server*, blocking there without any polling, and a Lua script then marks it
+RUNNING for that runner. An id can never be in two runners' lists; and if a
+worker dies between the two steps, the id is still in its owned list, where
+the reroute finds it. Every owner-only change is one Lua script that checks
+the owner first, so a late completion from a runner that lost the
+invocation is refused. Reroute and recovery use the core's one rule
+(:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI transaction; the
+recovery watches the lost runner's record, so of several supervisors that
+try at once exactly one succeeds.
+
+Once connected, a Redis that restarts or goes away is waited for: every
+operation is retried with a growing pause (0.1 s up to 5 s) and one log
+line per outage, so nothing crashes or spins, and work resumes when Redis
+returns. A Redis that cannot be reached at start is an error at once.
+Redis Cluster is not supported (the scripts build their own keys).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+import pprunner
+from pprunner.backend import Backend, check_owner_change, missing, rerouted
+from pprunner.errors import BackendError, IllegalTransition
+from pprunner.invocation import (
+    OWNED_STATUSES,
+    ErrorInfo,
+    Invocation,
+    RunnerInfo,
+    RunnerKind,
+    Status,
+    sources_of,
+)
+
+from . import scripts
+
+logger = logging.getLogger("pprunner.redis")
+T = TypeVar("T")
+
+#: the longest a claim blocks on the server in one go; it then looks at due
+#: retries and wake-ups again. Well under the socket timeout (see FIELD-NOTES).
+BLOCK_MAX = 1.0
+SOCKET_TIMEOUT = 30.0
+RETRY_PAUSE_MAX = 5.0
+
+_TEXT_FIELDS = ("id", "task", "serializer", "status", "owner", "error", "history",
+                "waiting_for")
+_FLOAT_FIELDS = ("enqueued_at", "started_at", "finished_at", "not_before")
+
+
+def _fields(invocation: Invocation) -> dict[str, Any]:
+    """The hash of an invocation; None fields are absent."""
+    i = invocation
+    values: dict[str, Any] = {
+        "id": i.id, "task": i.task, "serializer": i.serializer, "payload": i.payload,
+        "status": i.status.value, "owner": i.owner, "attempts": i.attempts,
+        "max_attempts": i.max_attempts, "enqueued_at": i.enqueued_at,
+        "started_at": i.started_at, "finished_at": i.finished_at, "result": i.result,
+        "error": i.error.to_json() if i.error else None, "not_before": i.not_before,
+        "history": json.dumps([attrs.asdict(e) for e in i.history]),
+        "waiting_for": json.dumps(list(i.waiting_for)),
+    }
+    return {k: repr(v) if isinstance(v, float) else v for k, v in values.items()
+            if v is not None}
+
+
+def _invocation(raw: dict[bytes, bytes]) -> Invocation:
+    fields = {k.decode(): v for k, v in raw.items()}
+    text = {k: fields[k].decode() for k in _TEXT_FIELDS if k in fields}
+    number = {k: float(fields[k]) for k in _FLOAT_FIELDS if k in fields}
+    return Invocation(
+        id=text["id"], task=text["task"], serializer=text["serializer"],
+        payload=fields["payload"], status=Status(text["status"]), owner=text.get("owner"),
+        attempts=int(fields["attempts"]), max_attempts=int(fields["max_attempts"]),
+        enqueued_at=number["enqueued_at"], started_at=number.get("started_at"),
+        finished_at=number.get("finished_at"), result=fields.get("result"),
+        error=ErrorInfo.from_json(text.get("error")), not_before=number.get("not_before"),
+        history=tuple(ErrorInfo(**e) for e in json.loads(text.get("history", "[]"))),
+        waiting_for=tuple(json.loads(text.get("waiting_for", "[]"))))
+
+
+def _pairs(raw: list[bytes] | None) -> dict[bytes, bytes] | None:
+    """HGETALL as a Lua script returns it (a flat list) -> a dict."""
+    return None if not raw else dict(zip(raw[::2], raw[1::2], strict=True))
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(the URL redis-py understands, the key prefix)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    prefix = query.pop("prefix", ["pprunner"])[0]
+    if not prefix or any(c in prefix for c in " {}"):
+        raise BackendError(f"bad Redis key prefix {prefix!r} in {url!r}")
+    rest = urllib.parse.urlencode({k: v[0] for k, v in query.items()})
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisBackend(Backend):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        try:
+            import redis
+        except ImportError:
+            raise BackendError("the redis backend needs the redis client: "
+                               "pip install 'pprunner[redis]'") from None
+        self._redis = redis
+        address, self.prefix = split_url(url)
+        try:
+            # Any: redis-py's annotations do not know this client returns bytes
+            self.client: Any = redis.Redis.from_url(
+                address, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0)
+        except ValueError as exc:
+            raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
+        self._scripts = {name: self.client.register_script(getattr(scripts, name))
+                         for name in ("MARK_CLAIMED", "CLAIM_ONE_OF", "PROMOTE", "ENQUEUE",
+                                      "CHANGE", "REQUEUE")}
+        self._connected = False
+        #: whether the last operation had to be sent again (its first reply may be lost)
+        self._retried = False
+        self._pid = os.getpid()
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _run_retrying(self, script: str, *args: Any) -> Any:
+        """A Lua script, retried while Redis is away (see ``scripts`` for each one)."""
+        return self._retrying(lambda: self._scripts[script](args=[self.prefix, *args]))
+
+    def _do(self, command: str, *args: Any, **kwargs: Any) -> Any:
+        """One Redis command, retried while Redis is away."""
+        return self._retrying(lambda: getattr(self.client, command)(*args, **kwargs))
+
+    def _retrying(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; while Redis is unreachable, wait for it (once connected)."""
+        if self._pid != os.getpid():  # a forked child must not share the parent's sockets
+            self.client.connection_pool.reset()
+            self._pid = os.getpid()
+        pause, outage = 0.1, 0.0
+        while True:
+            try:
+                result = operation()
+            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+                if not self._connected:
+                    raise BackendError(f"cannot reach Redis at {self.url}: {exc}") from None
+                if not outage:
+                    outage = time.monotonic()
+                    logger.warning("Redis at %s is unreachable (%s); retrying", self.url, exc)
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_MAX)
+                continue
+            except self._redis.RedisError as exc:
+                raise BackendError(f"Redis at {self.url} refused an operation: {exc}") from exc
+            if outage:
+                logger.warning("Redis at %s is back after %.1f s", self.url,
+                               time.monotonic() - outage)
+            self._connected = True
+            self._retried = bool(outage)
+            return result
+
+    # -- producers and workers -------------------------------------------------------
+
+    def enqueue(self, invocation: Invocation) -> None:
+        flat = [x for pair in _fields(invocation).items() for x in pair]
+        self._run_retrying("ENQUEUE", invocation.id, *flat)
+
+    def claim(self, runner_id: str, timeout: float) -> Invocation | None:
+        deadline = time.monotonic() + timeout
+        owned, queue = self._key("owned", runner_id), self._key("queue")
+        wakeups = self._wakeups()
+        leftover = self._claim_leftover(runner_id)
+        if leftover is not None:
+            return leftover
+        while True:
+            self._run_retrying("PROMOTE", repr(time.time()))
+            block = max(min(deadline - time.monotonic(), BLOCK_MAX), 0.001)
+            moved = self._do("blmove", queue, owned, block, "LEFT", "RIGHT")
+            if moved is not None:
+                claimed = self._mark(moved.decode(), runner_id)
+                if claimed is not None:
+                    return claimed
+                continue
+            if time.monotonic() >= deadline or self._wakeups() != wakeups:
+                return None
+
+    def _mark(self, invocation_id: str, runner_id: str) -> Invocation | None:
+        raw = self._run_retrying("MARK_CLAIMED", invocation_id, runner_id, repr(time.time()))
+        fields = _pairs(raw)
+        return _invocation(fields) if fields else None
+
+    def _claim_leftover(self, runner_id: str) -> Invocation | None:
+        """An id this runner moved but never marked (a reply lost to a dropped connection)."""
+        for raw in self._do("lrange", self._key("owned", runner_id), 0, -1):
+            if self._do("hget", self._key("inv", raw.decode()), "status") == b"PENDING":
+                return self._mark(raw.decode(), runner_id)
+        return None
+
+    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
+        if not invocation_ids:
+            return None
+        raw = self._run_retrying("CLAIM_ONE_OF", runner_id, repr(time.time()), *invocation_ids)
+        fields = _pairs(raw)
+        return _invocation(fields) if fields else None
+
+    def _wakeups(self) -> int:
+        return int(self._do("get", self._key("wakeups")) or 0)
+
+    def wakeup(self) -> None:
+        self._do("incr", self._key("wakeups"))
+
+    def _change(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
+                values: dict[str, Any] | None = None, clear: Sequence[str] = (),
+                error: ErrorInfo | None = None, delay_until: float | None = None) -> None:
+        """One owner-only status change (see ``scripts.CHANGE``)."""
+        allowed = ",".join(s.value for s in sources_of(new) & OWNED_STATUSES)
+        sets = [x for pair in (values or {}).items() for x in pair]
+        done = self._run_retrying(
+            "CHANGE", invocation_id, runner_id, new.value, allowed, "1" if release else "0",
+            json.dumps(attrs.asdict(error)) if error else "",
+            repr(delay_until) if delay_until is not None else "",
+            len(sets) // 2, *sets, len(clear), *clear)
+        if not done:
+            retried = self._retried
+            current = self.get(invocation_id)
+            if retried and current.status is new and current.owner in (runner_id, None):
+                return  # our own change, whose reply a dropped connection lost
+            check_owner_change(current, runner_id, new)
+            raise IllegalTransition(f"invocation {invocation_id} changed while becoming {new}")
+
+    def complete(self, invocation_id: str, runner_id: str, result: bytes) -> None:
+        self._change(invocation_id, runner_id, Status.SUCCESS, release=True,
+                     values={"result": result, "finished_at": repr(time.time())})
+
+    def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
+        self._change(invocation_id, runner_id, Status.FAILED, release=True, error=error,
+                     values={"error": error.to_json(), "finished_at": repr(time.time())})
+
+    def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
+              not_before: float) -> None:
+        self._change(invocation_id, runner_id, Status.PENDING, release=True, error=error,
+                     values={"error": error.to_json(), "not_before": repr(not_before)},
+                     clear=("owner", "started_at"), delay_until=not_before)
+
+    def pause(self, invocation_id: str, runner_id: str,
+              waiting_for: Sequence[str] = ()) -> None:
+        self._change(invocation_id, runner_id, Status.PAUSED, release=False,
+                     values={"waiting_for": json.dumps(list(waiting_for))})
+
+    def resume(self, invocation_id: str, runner_id: str) -> None:
+        self._change(invocation_id, runner_id, Status.RUNNING, release=False,
+                     values={"waiting_for": "[]"})
+
+    # -- the supervisor and recovery ---------------------------------------------------
+
+    def reroute(self, runner_id: str, error: ErrorInfo | None, *,
+                retry: bool = True) -> list[Invocation]:
+        return self._reroute(runner_id, error, retry, lost=False) or []
+
+    def recover(self, runner_id: str, older_than: float,
+                error: ErrorInfo) -> list[Invocation] | None:
+        return self._reroute(runner_id, error, True, lost=True, older_than=older_than)
+
+    def _reroute(self, runner_id: str, error: ErrorInfo | None, retry: bool, *, lost: bool,
+                 older_than: float = 0.0) -> list[Invocation] | None:
+        """Hand back what ``runner_id`` holds, in one optimistic transaction.
+
+        With ``lost``, only if the runner's heartbeat is older than ``older_than``;
+        the runner's record is watched and deleted, so concurrent recoverers
+        cannot both succeed (the loser sees the record gone and returns None).
+        """
+        owned_key, runner_key = self._key("owned", runner_id), self._key("runner", runner_id)
+
+        def attempt(pipe: Any) -> list[Invocation] | None:
+            if lost:
+                beat = pipe.zscore(self._key("runners"), runner_id)
+                if beat is None or beat >= time.time() - older_than:
+                    return None
+            ids = [raw.decode() for raw in pipe.lrange(owned_key, 0, -1)]
+            for invocation_id in ids:
+                pipe.watch(self._key("inv", invocation_id))
+            held = [self._get_in(pipe, i) for i in ids]
+            after = [rerouted(i, error, time.time(), retry) if i.status in OWNED_STATUSES
+                     and i.owner == runner_id else i for i in held]
+            pipe.multi()
+            for before, now in zip(held, after, strict=True):
+                self._write(pipe, before, now)
+            pipe.delete(owned_key)
+            if lost:
+                pipe.zrem(self._key("runners"), runner_id)
+                pipe.delete(runner_key)
+            return [now for before, now in zip(held, after, strict=True) if before != now
+                    or now.status is Status.PENDING]
+
+        return self._retrying(lambda: self.client.transaction(
+            attempt, owned_key, runner_key, self._key("runners"), value_from_callable=True))
+
+    def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
+        raw = pipe.hgetall(self._key("inv", invocation_id))
+        if not raw:
+            raise missing(invocation_id)
+        return _invocation(raw)
+
+    def _write(self, pipe: Any, before: Invocation, after: Invocation) -> None:
+        """Queue the commands that turn ``before`` into ``after`` (in a MULTI)."""
+        key = self._key("inv", after.id)
+        fields = _fields(after)
+        pipe.hset(key, mapping=fields)
+        gone = [f for f in _fields(before) if f not in fields]
+        if gone:
+            pipe.hdel(key, *gone)
+        seq = self.client.hget(key, "seq")
+        if before.status is not after.status:
+            pipe.zrem(self._key("status", before.status.value), after.id)
+            pipe.zadd(self._key("status", after.status.value), {after.id: float(seq or 0)})
+        if after.status is Status.PENDING:  # back at the head of the queue
+            pipe.lrem(self._key("queue"), 0, after.id)
+            pipe.lpush(self._key("queue"), after.id)
+
+    def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
+        found = []
+        for runner_id in runner_ids:
+            for raw in self._do("lrange", self._key("owned", runner_id), 0, -1):
+                invocation = self.get(raw.decode())
+                if invocation.status in OWNED_STATUSES and invocation.owner == runner_id:
+                    found.append(invocation)
+        return found
+
+    def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for r in runners:
+                pipe.zadd(self._key("runners"), {r.id: at})
+                pipe.hset(self._key("runner", r.id), mapping={
+                    "id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
+                    "supervisor": r.supervisor, "slot": r.slot,
+                    "started_at": repr(r.started_at)})
+            pipe.execute()
+
+        self._retrying(write)
+
+    def forget_runners(self, runner_ids: Iterable[str]) -> None:
+        ids = list(runner_ids)
+        if ids:
+            self._do("zrem", self._key("runners"), *ids)
+            self._do("delete", *(self._key("runner", i) for i in ids))
+
+    def runners(self) -> list[RunnerInfo]:
+        found = []
+        for raw_id, beat in self._do("zrange", self._key("runners"), 0, -1, withscores=True):
+            info = self._do("hgetall", self._key("runner", raw_id.decode()))
+            if not info:
+                continue
+            f = {k.decode(): v.decode() for k, v in info.items()}
+            found.append(RunnerInfo(id=f["id"], kind=RunnerKind(f["kind"]), pid=int(f["pid"]),
+                                    host=f["host"], supervisor=f["supervisor"],
+                                    slot=int(f["slot"]), started_at=float(f["started_at"]),
+                                    heartbeat_at=beat))
+        return sorted(found, key=lambda r: r.started_at)
+
+    # -- inspection --------------------------------------------------------------------
+
+    def get(self, invocation_id: str) -> Invocation:
+        raw = self._do("hgetall", self._key("inv", invocation_id))
+        if not raw:
+            raise missing(invocation_id)
+        return _invocation(raw)
+
+    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
+        if invocation_ids is None:
+            invocation_ids = [raw.decode() for raw in
+                              self._do("zrange", self._key("status", "FAILED"), 0, -1)]
+        done = [i for i in invocation_ids if self._run_retrying("REQUEUE", i)]
+        return [self.get(i) for i in done]
+
+    def invocations(self, status: Status, limit: int) -> list[Invocation]:
+        ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
+        return [self.get(raw.decode()) for raw in ids]
+
+    def counts(self) -> dict[Status, int]:
+        def count() -> list[int]:
+            pipe = self.client.pipeline(transaction=False)
+            for status in Status:
+                pipe.zcard(self._key("status", status.value))
+            return list(pipe.execute())
+
+        return dict(zip(Status, self._retrying(count), strict=True))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pprunner.hookimpl
+def pprunner_register_backends(register: Callable[..., None]) -> None:
+    for scheme in ("redis", "rediss", "unix"):
+        register(scheme, RedisBackend)

@@ -1,0 +1,87 @@
+"""A Redis for the tests: a private ``redis-server`` when the binary exists,
+else ``$PPRUNNER_REDIS_URL``, else a skip with the reason — which
+``PPRUNNER_REQUIRE_REDIS=1`` (set by CI) turns into a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A ``redis-server`` on a free loopback port, with append-only persistence in
+    ``folder`` so a test can stop and start it without losing what was written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def skip_or_fail(reason: str) -> None:
+    if os.environ.get("PPRUNNER_REQUIRE_REDIS", "") not in ("", "0"):
+        pytest.fail(f"PPRUNNER_REQUIRE_REDIS is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a Redis the whole session shares (each test has its own prefix)."""
+    if shutil.which("redis-server"):
+        server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+    elif os.environ.get("PPRUNNER_REDIS_URL"):
+        yield os.environ["PPRUNNER_REDIS_URL"]
+    else:
+        skip_or_fail("no redis-server binary on PATH and PPRUNNER_REDIS_URL is not set")
+
+
+@pytest.fixture
+def redis_url(redis_base: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A backend URL with a key prefix of this test's own; its keys are deleted after."""
+    prefix = f"pprunner-test-{os.getpid()}-{abs(hash(request.node.nodeid)) % 10**8}"
+    yield f"{redis_base}?prefix={prefix}"
+    client = redis.Redis.from_url(redis_base)
+    for key in client.scan_iter(f"{prefix}:*", count=500):
+        client.delete(key)
+    client.close()
