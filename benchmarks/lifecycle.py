@@ -45,7 +45,8 @@ from . import procs, report, runner, system
 from .cli import _positive
 from .scenarios import Scenario, Settings
 from .system import WORKERS, Value
-from .systems.pprunner_sqlite import SHUTDOWN_TIMEOUT, PprunnerSQLite
+from .systems.pprunner_common import SHUTDOWN_TIMEOUT
+from .systems.pprunner_sqlite import PprunnerSQLite
 
 #: how long the task past its time limit would sleep if nobody killed it
 SLOW_TASK_S = 60.0

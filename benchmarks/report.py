@@ -107,8 +107,8 @@ def table(scenario: Scenario, results: Sequence[Result]) -> Table:
             label = metric.label if index == 0 else ""
             if result.status != "ok":
                 status = result.status
-                if result.error and result.status == "error":
-                    status = f"error: {result.error}".splitlines()[0][:CELL_LIMIT]
+                if result.error and result.status in ("error", "unavailable"):
+                    status = f"{result.status}: {result.error}".splitlines()[0][:CELL_LIMIT]
                 rows.append([label, result.system, status, *([""] if with_p99 else []), "-"])
                 continue
             value = result.median[metric.key]

@@ -30,7 +30,7 @@ class Result:
     """One system in one scenario."""
 
     system: str
-    #: "ok", "error", "not installed" or "not supported"
+    #: "ok", "error", "not installed", "unavailable" or "not supported"
     status: str
     #: metric key -> median over the rounds
     median: dict[str, Value] = field(default_factory=dict)
@@ -49,6 +49,9 @@ def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result
         return Result(cls.name, "not installed", error=f"cannot import {', '.join(missing)}")
     if not cls.supports(scenario.name):
         return Result(cls.name, "not supported")
+    if reason := cls.unavailable():
+        note(f"{scenario.name}: {cls.name} is unavailable: {reason}")
+        return Result(cls.name, "unavailable", error=reason)
     rounds = []
     for number in range(1, settings.rounds + 1):
         note(f"{scenario.name}: {cls.name}, round {number}/{settings.rounds} ...")

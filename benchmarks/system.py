@@ -85,6 +85,12 @@ class System:
         return [module for module in cls.requires if importlib.util.find_spec(module) is None]
 
     @classmethod
+    def unavailable(cls) -> str | None:
+        """Why the system cannot run here although it is installed (e.g. its
+        server does not answer), or None. Checked before each scenario."""
+        return None
+
+    @classmethod
     def supports(cls, scenario: str) -> bool:
         return getattr(cls, scenario) is not getattr(System, scenario)
 

@@ -247,7 +247,7 @@ def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.processes < 1:
         parser.error("scale: N must be at least 1")
-    here = socket.gethostname()
+    here = os.environ.get("PPRUNNER_HOST") or socket.gethostname()
     supervisors = [r for r in _app(args, parser).backend.runners()
                    if r.kind is RunnerKind.SUPERVISOR and r.host == here
                    and args.supervisor in (None, r.id)]

@@ -148,7 +148,8 @@ class RunnerInfo:
     id: str
     kind: RunnerKind
     pid: int
-    host: str = attrs.Factory(socket.gethostname)
+    #: ``$PPRUNNER_HOST`` or the host name: what ``pprunner scale`` and recovery logs use
+    host: str = attrs.Factory(lambda: os.environ.get("PPRUNNER_HOST") or socket.gethostname())
     #: the supervisor this runner belongs to (its own id for a supervisor)
     supervisor: str = ""
     #: the worker's slot number (1..N); 0 for a supervisor

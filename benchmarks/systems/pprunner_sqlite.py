@@ -1,142 +1,29 @@
-"""pprunner on its SQLite backend, run the way a user runs it.
+"""pprunner on its SQLite backend: a fresh database file per round.
 
-The producer is this process (``benchmarks.apps`` configured with
-``app.configure``); the pool is a real ``python -m pprunner run --app
-benchmarks.apps:app --processes 2`` subprocess with ``PPRUNNER_BACKEND``
-naming the same fresh database file, in its own process group. Its working
-directory is the round's empty folder, so no ``pyproject.toml`` of the
-repository changes its settings.
+Everything but the store is :class:`~.pprunner_common.PprunnerSystem`.
 """
 
 from __future__ import annotations
 
 import shutil
-import sqlite3
-import subprocess
-import time
-from collections.abc import Collection
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-from .. import procs, system
-from ..system import WORKERS, CrashRun, IdleRun, System, ThroughputRun
-
-#: seconds a graceful stop may take in teardown (the default, 30, only slows teardown)
-SHUTDOWN_TIMEOUT = "1"
-#: crash recovery only: quick heartbeats, so a replacement's runner row appears at once
-CRASH_HEARTBEAT_INTERVAL = "0.1"
+from .pprunner_common import PprunnerSystem
 
 
-class PprunnerSQLite(System):
+class PprunnerSQLite(PprunnerSystem):
     name = "pprunner-sqlite"
-    requires = ("pprunner",)
 
-    def setup(self, workdir: Path) -> None:
-        super().setup(workdir)
-        from .. import apps  # imports pprunner, so only once it is known to be installed
-
-        self.apps: ModuleType = apps
+    def fresh_backend(self, workdir: Path) -> str:
+        # the round's folder is new and empty, and removed after the round
         self.database = workdir / "jobs.db"
-        self.log = workdir / "pprunner.log"
-        apps.app.configure(source="the benchmark", replace=True,
-                           backend=f"sqlite:///{self.database}", serializer="json")
-        self.cleanup.callback(self._release_app)
-        self.process: subprocess.Popen[bytes] | None = None
+        return f"sqlite:///{self.database}"
 
     def _release_app(self) -> None:
-        """Close the producer's connection and remove the database's doorbell
-        folder, which pprunner leaves in the temp dir for every database."""
+        """Also remove the database's doorbell folder, which pprunner leaves in
+        the temp dir for every database."""
         backend = self.apps.app.backend
         folder = getattr(getattr(backend, "doorbell", None), "folder", None)
-        self.apps.app.close()
-        self.apps.app.configure(source="the benchmark", replace=True)
+        super()._release_app()
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-
-    # -- the pool ----------------------------------------------------------------------
-
-    def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
-        argv = system.python("-m", "pprunner", "run", "--app", "benchmarks.apps:app",
-                             "--processes", str(WORKERS), *(["--burst"] if burst else []))
-        log = self.cleanup.enter_context(self.log.open("ab"))
-        self.process = self.cleanup.enter_context(procs.process_group(
-            argv, cwd=self.workdir, stdout=log, stderr=log, env=system.child_env(
-                PPRUNNER_BACKEND=f"sqlite:///{self.database}",
-                PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **env)))
-        return self.process
-
-    def _alive(self) -> None:
-        """Fail at once, with its log, if ``pprunner run`` has exited."""
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"pprunner run exited with code {self.process.returncode}:\n"
-                               f"{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 15) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _workers(self) -> dict[str, Any]:
-        """Runner rows of the workers, by runner id (the supervisor writes them)."""
-        return {r.id: r for r in self.apps.app.backend.runners() if r.kind == "worker"}
-
-    def _ready(self, exclude: Collection[str] = ()) -> dict[str, Any]:
-        """Workers, not in ``exclude``, that have loaded the app: a worker retitles
-        itself "pprunner worker N: idle" just before its claim loop."""
-        self._alive()
-        return {i: r for i, r in self._workers().items() if i not in exclude
-                and procs.title(r.pid).startswith("pprunner worker")
-                and not procs.title(r.pid).endswith(": starting")}
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        procs.wait_until(lambda: len(self._ready()) >= WORKERS, timeout,
-                         f"{WORKERS} pprunner workers to be ready")
-
-    # -- scenarios ---------------------------------------------------------------------
-
-    def throughput(self, count: int) -> ThroughputRun:
-        for x in range(count):
-            self.apps.noop.enqueue(x)
-        self.apps.app.close()  # the producer is done before the clock starts
-        started = time.perf_counter()
-        process = self._launch(burst=True)
-        try:
-            code = process.wait(timeout=60 + count / 100)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"pprunner run --burst still running:\n{self._log_tail()}") from None
-        wall = time.perf_counter() - started
-        if code != 0:
-            raise RuntimeError(f"pprunner run --burst exited with {code}:\n{self._log_tail()}")
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
-            done, first, last = db.execute(
-                "SELECT COUNT(*), MIN(started_at), MAX(finished_at) FROM invocations "
-                "WHERE status = 'SUCCESS'").fetchone()
-        if done != count:
-            raise RuntimeError(f"only {done} of {count} invocations succeeded")
-        return ThroughputRun(count=count, wall_s=wall, drain_s=last - first)
-
-    def latency(self, count: int, gap_s: float) -> list[float]:
-        self._launch()
-        self._wait_ready()
-        return system.sample_latency(lambda: self.apps.stamp.enqueue().result(timeout=10),
-                                     count, gap_s)
-
-    def crash_recovery(self, task_s: float, bound_s: float) -> CrashRun:
-        self._launch(PPRUNNER_HEARTBEAT_INTERVAL=CRASH_HEARTBEAT_INTERVAL)
-        self._wait_ready()
-        marker = self.workdir / "attempts.log"
-        before = set(self._workers())
-        self.apps.announce_and_sleep.enqueue(str(marker), task_s)
-        killed_at = system.start_and_kill(marker)
-        return system.watch_recovery(
-            killed_at, bound_s, rerun=system.retry_started(marker),
-            ready=lambda: time.time() if self._ready(exclude=before) else None)
-
-    def idle_cost(self, window_s: float) -> IdleRun:
-        first = self.apps.stamp.enqueue()  # queued before launch: the first task it runs
-        launched_at = time.time()
-        process = self._launch()
-        started_at = first.result(timeout=30)
-        self._wait_ready()
-        return system.idle_run(process.pid, launched_at, started_at, window_s)

@@ -1,0 +1,118 @@
+"""The Redis backend with real processes: many supervisors, outages, bad URLs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pprunner import App, ExitCode, Status, Supervisor, TaskFailed, gather
+from tests import apps, apps_waiting
+from tests.conftest import REPO, cli_env, run_cli, wait_until
+from tests.redis_server import PrivateRedis
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def redis_app(app: App, redis_url: str) -> App:
+    app.configure(source="the test", backend=redis_url)
+    return app
+
+
+def test_results_failures_and_a_killed_worker(redis_app: App, supervise,
+                                              marker_dir: Path) -> None:
+    supervise(processes=2)
+    assert gather([apps.add.enqueue(n, n) for n in range(20)], timeout=30) == \
+        [2 * n for n in range(20)]
+    with pytest.raises(TaskFailed, match="ValueError: broken"):
+        apps.fail.enqueue("broken").result(timeout=30)
+    handle = apps.blocks_on_first_attempt.enqueue(str(marker_dir))
+    first = marker_dir / "started-1"
+    wait_until(first.exists, what="the first attempt")
+    os.kill(int(first.read_text()), signal.SIGKILL)
+    assert handle.result(timeout=30) == 2
+    assert "SIGKILL" in handle.invocation().history[0].message
+
+
+def test_tasks_that_wait_for_tasks_do_not_deadlock(redis_app: App, supervise) -> None:
+    supervise(processes=2)
+    assert apps_waiting.fan_out.enqueue(4, "nested").result(timeout=60) == 31
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("redis://127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
+    ("redis://127.0.0.1:6379/0?prefix=has space", "bad Redis key prefix"),
+])
+def test_an_unreachable_or_bad_redis_is_one_line_at_start(db_url: str, url: str,
+                                                          message: str) -> None:
+    done = run_cli("run", "--app", "tests.apps:app", "--processes", "1",
+                   env=cli_env(url))
+    assert done.returncode == ExitCode.BACKEND_ERROR, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of this test's own, which it may stop and start."""
+    import shutil
+
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server binary to stop and start")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_work_survives_a_redis_restart(app: App, own_redis: PrivateRedis) -> None:
+    app.configure(source="the test", backend=f"{own_redis.url}?prefix=restart")
+    handles = [apps.whoami_slowly.enqueue(0.01) for _ in range(150)]
+    with Supervisor(app, processes=2):
+        wait_until(lambda: app.backend.counts()[Status.SUCCESS] >= 20, what="progress")
+        own_redis.stop()
+        own_redis.start()  # same port, same append-only file
+        results = gather(handles, timeout=60)
+    assert len(results) == 150
+    invocations = [h.invocation() for h in handles]
+    assert {i.status for i in invocations} == {Status.SUCCESS}
+    # nothing was lost and nothing ran twice
+    assert {i.attempts for i in invocations} == {1}
+
+
+def test_two_hosts_one_lost_mid_batch(redis_app: App, redis_url: str, cli_process) -> None:
+    """Two supervisors with different host identities on one Redis; one host vanishes
+    (its whole process group SIGKILLed) and the other finishes everything, once."""
+    handles = [apps.whoami_slowly.enqueue(0.2) for _ in range(40)]
+    env = cli_env(redis_url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app", "--processes", "2"],
+        cwd=REPO, env={**env, "PPRUNNER_HOST": "host-a"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        cli_process("run", "--app", "tests.apps:app", "--processes", "2",
+                    env={**env, "PPRUNNER_HOST": "host-b"})
+        for host in ("host-a", "host-b"):  # both busy
+            wait_until(lambda h=host: len({i.owner for i in redis_app.backend.owned_by(
+                r.id for r in redis_app.backend.runners() if r.host == h)}) == 2,
+                what=f"both workers of {host} to hold an invocation")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        gather(handles, timeout=90)
+    finally:
+        if doomed.poll() is None:
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+    invocations = [h.invocation() for h in handles]
+    assert {i.status for i in invocations} == {Status.SUCCESS}
+    recovered = [i for i in invocations if i.attempts > 1]
+    # host-a's two busy workers died mid-invocation: host-b took those back, once each
+    assert len(recovered) == 2
+    assert all([e.type for e in i.history] == ["RunnerLost"] for i in recovered)
