@@ -47,7 +47,7 @@ class PprunnerRedis(PprunnerSystem):
         try:
             version = str(client.info("server")["redis_version"])
         except redis.RedisError as exc:
-            return f"no Redis server at {REDIS_URL}: {exc}"
+            return f"no Redis at {REDIS_URL} ({exc})"
         finally:
             client.close()
         numbers = re.match(r"(\d+)\.(\d+)", version)

@@ -26,6 +26,7 @@ Redis Cluster is not supported (the scripts build their own keys).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -58,6 +59,9 @@ T = TypeVar("T")
 #: retries and wake-ups again. Well under the socket timeout (see FIELD-NOTES).
 BLOCK_MAX = 1.0
 SOCKET_TIMEOUT = 30.0
+#: a runner's record expires this long after its last heartbeat; its entry in
+#: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
+RUNNER_RECORD_TTL = 7 * 24 * 3600
 RETRY_PAUSE_MAX = 5.0
 
 _TEXT_FIELDS = ("id", "task", "serializer", "status", "owner", "error", "history",
@@ -129,7 +133,7 @@ class RedisBackend(Backend):
         except ValueError as exc:
             raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
         self._scripts = {name: self.client.register_script(getattr(scripts, name))
-                         for name in ("MARK_CLAIMED", "CLAIM_ONE_OF", "PROMOTE", "ENQUEUE",
+                         for name in ("MARK_CLAIMED", "CLAIM_ONE_OF", "TRY_CLAIM", "ENQUEUE",
                                       "CHANGE", "REQUEUE")}
         self._connected = False
         #: whether the last operation had to be sent again (its first reply may be lost)
@@ -181,35 +185,35 @@ class RedisBackend(Backend):
         self._run_retrying("ENQUEUE", invocation.id, *flat)
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
+        """One script round trip when work is waiting; otherwise block in BLMOVE."""
         deadline = time.monotonic() + timeout
         owned, queue = self._key("owned", runner_id), self._key("queue")
-        wakeups = self._wakeups()
-        leftover = self._claim_leftover(runner_id)
-        if leftover is not None:
-            return leftover
+        wakeups: int | None = None
         while True:
-            self._run_retrying("PROMOTE", repr(time.time()))
+            answer = self._try_claim(runner_id)
+            if isinstance(answer, list):
+                return _invocation(_pairs(answer) or {})
+            if wakeups is None:
+                wakeups = answer
+            elif answer != wakeups or time.monotonic() >= deadline:
+                return None  # woken, or out of time
             block = max(min(deadline - time.monotonic(), BLOCK_MAX), 0.001)
             moved = self._do("blmove", queue, owned, block, "LEFT", "RIGHT")
             if moved is not None:
                 claimed = self._mark(moved.decode(), runner_id)
                 if claimed is not None:
                     return claimed
-                continue
-            if time.monotonic() >= deadline or self._wakeups() != wakeups:
-                return None
+
+    def _try_claim(self, runner_id: str) -> list[bytes] | int:
+        """TRY_CLAIM; a resend after a dropped connection says so (see the script)."""
+        sends, now = itertools.count(), repr(time.time())
+        return self._retrying(lambda: self._scripts["TRY_CLAIM"](
+            args=[self.prefix, runner_id, now, "1" if next(sends) else "0"]))
 
     def _mark(self, invocation_id: str, runner_id: str) -> Invocation | None:
         raw = self._run_retrying("MARK_CLAIMED", invocation_id, runner_id, repr(time.time()))
         fields = _pairs(raw)
         return _invocation(fields) if fields else None
-
-    def _claim_leftover(self, runner_id: str) -> Invocation | None:
-        """An id this runner moved but never marked (a reply lost to a dropped connection)."""
-        for raw in self._do("lrange", self._key("owned", runner_id), 0, -1):
-            if self._do("hget", self._key("inv", raw.decode()), "status") == b"PENDING":
-                return self._mark(raw.decode(), runner_id)
-        return None
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
@@ -217,9 +221,6 @@ class RedisBackend(Backend):
         raw = self._run_retrying("CLAIM_ONE_OF", runner_id, repr(time.time()), *invocation_ids)
         fields = _pairs(raw)
         return _invocation(fields) if fields else None
-
-    def _wakeups(self) -> int:
-        return int(self._do("get", self._key("wakeups")) or 0)
 
     def wakeup(self) -> None:
         self._do("incr", self._key("wakeups"))
@@ -350,6 +351,7 @@ class RedisBackend(Backend):
                     "id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
                     "supervisor": r.supervisor, "slot": r.slot,
                     "started_at": repr(r.started_at)})
+                pipe.expire(self._key("runner", r.id), RUNNER_RECORD_TTL)
             pipe.execute()
 
         self._retrying(write)
@@ -361,17 +363,28 @@ class RedisBackend(Backend):
             self._do("delete", *(self._key("runner", i) for i in ids))
 
     def runners(self) -> list[RunnerInfo]:
+        beats = self._do("zrange", self._key("runners"), 0, -1, withscores=True)
+        return sorted(self._runner_records(beats), key=lambda r: r.started_at)
+
+    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
+        beats = self._do("zrangebyscore", self._key("runners"), "-inf",
+                         time.time() - older_than, withscores=True)
+        return self._runner_records(beats)
+
+    def _runner_records(self, beats: list[tuple[bytes, float]]) -> list[RunnerInfo]:
+        """RunnerInfo for each (id, heartbeat); a record that expired is rebuilt bare,
+        so a runner silent for longer than its record's TTL can still be recovered."""
         found = []
-        for raw_id, beat in self._do("zrange", self._key("runners"), 0, -1, withscores=True):
-            info = self._do("hgetall", self._key("runner", raw_id.decode()))
-            if not info:
-                continue
+        for raw_id, beat in beats:
+            runner_id = raw_id.decode()
+            info = self._do("hgetall", self._key("runner", runner_id))
             f = {k.decode(): v.decode() for k, v in info.items()}
-            found.append(RunnerInfo(id=f["id"], kind=RunnerKind(f["kind"]), pid=int(f["pid"]),
-                                    host=f["host"], supervisor=f["supervisor"],
-                                    slot=int(f["slot"]), started_at=float(f["started_at"]),
-                                    heartbeat_at=beat))
-        return sorted(found, key=lambda r: r.started_at)
+            found.append(RunnerInfo(
+                id=runner_id, kind=RunnerKind(f.get("kind", "worker")),
+                pid=int(f.get("pid", 0)), host=f.get("host", "?"),
+                supervisor=f.get("supervisor", ""), slot=int(f.get("slot", 0)),
+                started_at=float(f.get("started_at", beat)), heartbeat_at=beat))
+        return found
 
     # -- inspection --------------------------------------------------------------------
 

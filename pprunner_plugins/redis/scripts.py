@@ -61,15 +61,32 @@ end
 return nil
 """
 
-#: ARGV: prefix, now -> how many delayed retries became due and joined the queue
-PROMOTE = """
-local p = ARGV[1]
-local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', ARGV[2])
+#: One round trip for a claim when work is waiting. ARGV: prefix, runner, now, resent
+#: ('1' when this is a retry after a dropped connection: an invocation it already
+#: claimed for this runner is that claim, whose reply was lost) -> the claimed hash;
+#: or, when nothing is due, the wake-up counter (an integer)
+TRY_CLAIM = _MARK + """
+local p, runner, now, resent = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
 for _, id in ipairs(due) do
   redis.call('ZREM', p .. ':delayed', id)
   redis.call('RPUSH', p .. ':queue', id)
 end
-return #due
+for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
+  local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
+  -- PENDING here: moved by a BLMOVE whose reply was lost; RUNNING on a resend: ours
+  if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
+    local claimed = mark(p, id, runner, now)
+    if claimed then return claimed end
+  end
+end
+while true do
+  local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
+  if not id then break end
+  local claimed = mark(p, id, runner, now)
+  if claimed then return claimed end
+end
+return tonumber(redis.call('GET', p .. ':wakeups') or '0')
 """
 
 #: ARGV: prefix, id, field, value, ... -> 1, or 0 when the id exists already
