@@ -59,6 +59,8 @@ T = TypeVar("T")
 #: retries and wake-ups again. Well under the socket timeout (see FIELD-NOTES).
 BLOCK_MAX = 1.0
 SOCKET_TIMEOUT = 30.0
+#: at most this many sentinels per wake-up (one per runner a supervisor knows of)
+WAKEUP_SENTINELS_MAX = 64
 #: a runner's record expires this long after its last heartbeat; its entry in
 #: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
 RUNNER_RECORD_TTL = 7 * 24 * 3600
@@ -223,7 +225,16 @@ class RedisBackend(Backend):
         return _invocation(fields) if fields else None
 
     def wakeup(self) -> None:
+        """Bump the wake-up counter and put one sentinel in the queue per known runner.
+
+        A claim blocked in BLMOVE takes a sentinel, finds no PENDING invocation
+        behind it, sees the counter changed and returns None at once; a sentinel
+        nobody was waiting for is dropped by a later claim at the cost of one
+        round trip.
+        """
+        runners = min(int(self._do("zcard", self._key("runners"))), WAKEUP_SENTINELS_MAX)
         self._do("incr", self._key("wakeups"))
+        self._do("lpush", self._key("queue"), *(["wakeup"] * max(runners, 1)))
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
                 values: dict[str, Any] | None = None, clear: Sequence[str] = (),
