@@ -56,7 +56,8 @@ logger = logging.getLogger("pprunner.redis")
 T = TypeVar("T")
 
 #: the longest a claim blocks on the server in one go; it then looks at due
-#: retries and wake-ups again. Well under the socket timeout (see FIELD-NOTES).
+#: retries and wake-ups again. Well under SOCKET_TIMEOUT: redis-py would cut a
+#: block longer than its socket timeout short with a TimeoutError.
 BLOCK_MAX = 1.0
 SOCKET_TIMEOUT = 30.0
 #: at most this many sentinels per wake-up (one per runner a supervisor knows of)
