@@ -18,9 +18,11 @@ from typing import Any
 READY = "ready"
 #: worker -> supervisor: ("boot-failed", message) just before exiting
 BOOT_FAILED = "boot-failed"
-#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit_or_None)
+#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit), sent
+#: only for invocations with a hard time limit
 STARTED = "started"
-#: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes)
+#: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes), after a reported
+#: invocation, or after any invocation that raised the peak memory
 FINISHED = "finished"
 #: worker -> supervisor: ("recycle", reason): replace me when you can
 RECYCLE = "recycle"

@@ -75,6 +75,7 @@ class Supervisor:
         self.workers: dict[str, Child] = {}
         self.crash_loop = CrashLoop(self.config.crash_loop_period)
         self._next_recovery = 0.0
+        self._next_burst_check = 0.0
         self.exit_code = ExitCode.OK
         self.started_at = time.time()
         self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
@@ -265,8 +266,12 @@ class Supervisor:
             self._close()
 
     def _loop(self) -> None:
+        next_beat = 0.0
         while True:
-            self._heartbeat()
+            # workers' reports wake the loop often; heartbeats keep their own pace
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + self.config.heartbeat_interval
             if self._stop_requested or self._burst_done():
                 return
             self._wait(self._next_tick())
@@ -385,7 +390,10 @@ class Supervisor:
                                len(recovered), ", ".join(i.id for i in recovered) or "-")
 
     def _burst_done(self) -> bool:
-        if self._progress is None or self._progress.update() > 0:
+        if self._progress is None or time.monotonic() < self._next_burst_check:
+            return False
+        self._next_burst_check = time.monotonic() + BURST_TICK
+        if self._progress.update() > 0:
             return False
         self._stop_requested = True
         return True

@@ -126,25 +126,34 @@ class Supervision:
     max_memory: int = 0
     done: int = 0
     asked: bool = False
-    #: the enclosing invocations' soft-limit timers: (seconds left, when suspended)
-    _outer_timers: list[tuple[float, float]] = attrs.Factory(list)
+    #: the peak memory last reported
+    reported_peak: int = 0
+    #: per running invocation: whether the supervisor was told (it has a hard
+    #: limit), and the enclosing soft-limit timer (seconds left, when suspended)
+    _frames: list[tuple[bool, float, float]] = attrs.Factory(list)
 
     def started(self, invocation: Invocation, task: Task[Any, Any] | None) -> None:
+        """Only invocations with a hard time limit are reported: the supervisor
+        needs to know nothing else, and a report per task would cost throughput."""
         limit = task.time_limit if task else None
-        self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
+        if limit:
+            self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
         soft = task.soft_time_limit if task else None
         left, _ = signal.setitimer(signal.ITIMER_REAL, soft or 0)
-        self._outer_timers.append((left, time.monotonic()))
+        self._frames.append((bool(limit), left, time.monotonic()))
 
     def finished(self, invocation: Invocation) -> None:
-        left, suspended = self._outer_timers.pop()
+        reported, left, suspended = self._frames.pop()
+        peak = channel.peak_rss()
+        if reported or peak > self.reported_peak:
+            self.channel.send(channel.FINISHED, invocation.id, peak)
+            self.reported_peak = peak
         if left:  # an enclosing invocation's soft limit keeps running, minus the time spent
             signal.setitimer(signal.ITIMER_REAL,
                              max(left - (time.monotonic() - suspended), 0.001))
         else:
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.done += 1
-        self.channel.send(channel.FINISHED, invocation.id, channel.peak_rss())
         reason = None if self.asked else self._recycle_reason()
         if reason:
             self.asked = True
