@@ -5,12 +5,15 @@
 (``pip install 'pprunner[redis]'``). ``prefix`` (default ``pprunner``)
 starts every key, so several apps can share one server.
 
-Claiming is a reliable-queue move: ``BLMOVE`` takes the oldest due id from
-``p:queue`` into the runner's own ``p:owned:<runner>`` list *on the
-server*, blocking there without any polling, and a Lua script then marks it
-RUNNING for that runner. An id can never be in two runners' lists; and if a
-worker dies between the two steps, the id is still in its owned list, where
-the reroute finds it. Every owner-only change is one Lua script that checks
+Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
+the oldest due id from ``p:queue`` into the runner's own
+``p:owned:<runner>`` list and marks it RUNNING for that runner, so an id is
+never in two runners' lists and a dead runner's list is exactly what the
+reroute hands back. A runner with nothing to claim registers in ``p:idle``
+and blocks on its own inbox stream (``XREAD BLOCK``, on the server, no
+polling); an enqueue that finds an idle runner claims the invocation for it
+in the same script and adds the whole record to that stream, so the idle
+worker starts after a single hop. Every owner-only change is one Lua script that checks
 the owner first, so a late completion from a runner that lost the
 invocation is refused. Reroute and recovery use the core's one rule
 (:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI transaction; the
@@ -60,8 +63,6 @@ T = TypeVar("T")
 #: block longer than its socket timeout short with a TimeoutError.
 BLOCK_MAX = 1.0
 SOCKET_TIMEOUT = 30.0
-#: at most this many sentinels per wake-up (one per runner a supervisor knows of)
-WAKEUP_SENTINELS_MAX = 64
 #: a runner's record expires this long after its last heartbeat; its entry in
 #: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
 RUNNER_RECORD_TTL = 7 * 24 * 3600
@@ -73,7 +74,7 @@ _FLOAT_FIELDS = ("enqueued_at", "started_at", "finished_at", "not_before")
 
 
 def _fields(invocation: Invocation) -> dict[str, Any]:
-    """The hash of an invocation; None fields are absent."""
+    """The hash of an invocation; None fields (and empty lists) are absent."""
     i = invocation
     values: dict[str, Any] = {
         "id": i.id, "task": i.task, "serializer": i.serializer, "payload": i.payload,
@@ -81,8 +82,8 @@ def _fields(invocation: Invocation) -> dict[str, Any]:
         "max_attempts": i.max_attempts, "enqueued_at": i.enqueued_at,
         "started_at": i.started_at, "finished_at": i.finished_at, "result": i.result,
         "error": i.error.to_json() if i.error else None, "not_before": i.not_before,
-        "history": json.dumps([attrs.asdict(e) for e in i.history]),
-        "waiting_for": json.dumps(list(i.waiting_for)),
+        "history": json.dumps([attrs.asdict(e) for e in i.history]) if i.history else None,
+        "waiting_for": json.dumps(list(i.waiting_for)) if i.waiting_for else None,
     }
     return {k: repr(v) if isinstance(v, float) else v for k, v in values.items()
             if v is not None}
@@ -101,6 +102,13 @@ def _invocation(raw: dict[bytes, bytes]) -> Invocation:
         error=ErrorInfo.from_json(text.get("error")), not_before=number.get("not_before"),
         history=tuple(ErrorInfo(**e) for e in json.loads(text.get("history", "[]"))),
         waiting_for=tuple(json.loads(text.get("waiting_for", "[]"))))
+
+
+def _flat(fields: dict[bytes, bytes] | list[bytes]) -> list[bytes]:
+    """A stream entry's fields as redis-py gives them -> a flat [field, value, ...]."""
+    if isinstance(fields, dict):
+        return [x for pair in fields.items() for x in pair]
+    return list(fields)
 
 
 def _pairs(raw: list[bytes] | None) -> dict[bytes, bytes] | None:
@@ -136,11 +144,13 @@ class RedisBackend(Backend):
         except ValueError as exc:
             raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
         self._scripts = {name: self.client.register_script(getattr(scripts, name))
-                         for name in ("MARK_CLAIMED", "CLAIM_ONE_OF", "TRY_CLAIM", "ENQUEUE",
+                         for name in ("CLAIM_ONE_OF", "TRY_CLAIM", "ENQUEUE", "REGISTER_IDLE",
                                       "CHANGE", "REQUEUE")}
         self._connected = False
         #: whether the last operation had to be sent again (its first reply may be lost)
         self._retried = False
+        #: per runner: the id of the last inbox entry it read
+        self._last_entry: dict[str, str] = {}
         self._pid = os.getpid()
 
     def _key(self, *parts: str) -> str:
@@ -185,38 +195,52 @@ class RedisBackend(Backend):
 
     def enqueue(self, invocation: Invocation) -> None:
         flat = [x for pair in _fields(invocation).items() for x in pair]
-        self._run_retrying("ENQUEUE", invocation.id, *flat)
+        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *flat)
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
-        """One script round trip when work is waiting; otherwise block in BLMOVE."""
+        """One script round trip when work is waiting. Otherwise the runner
+        registers as idle and blocks on its inbox stream, where an enqueue hands
+        it the invocation it has already claimed for it: one hop, no polling."""
         deadline = time.monotonic() + timeout
-        owned, queue = self._key("owned", runner_id), self._key("queue")
         wakeups: int | None = None
+        inbox, idle = self._key("inbox", runner_id), self._key("idle")
         while True:
             answer = self._try_claim(runner_id)
             if isinstance(answer, list):
-                return _invocation(_pairs(answer) or {})
+                claimed = self._received(runner_id, answer[0], answer[1:])
+                if claimed is not None:
+                    return claimed
+                continue  # a wake-up sentinel: the counter says whether it was for us
             if wakeups is None:
                 wakeups = answer
             elif answer != wakeups or time.monotonic() >= deadline:
                 return None  # woken, or out of time
+            if not self._run_retrying("REGISTER_IDLE", runner_id, repr(time.time())):
+                continue  # work arrived meanwhile
             block = max(min(deadline - time.monotonic(), BLOCK_MAX), 0.001)
-            moved = self._do("blmove", queue, owned, block, "LEFT", "RIGHT")
-            if moved is not None:
-                claimed = self._mark(moved.decode(), runner_id)
+            reply = self._do("xread", {inbox: self._last_entry.get(runner_id, "0-0")},
+                             count=1, block=max(int(block * 1000), 1))
+            if reply:
+                (entry_id, fields), = reply[0][1]
+                claimed = self._received(runner_id, entry_id, _flat(fields))
                 if claimed is not None:
-                    return claimed
+                    return claimed  # the enqueue took this runner off the idle list
+            self._do("lrem", idle, 0, runner_id)
+
+    def _received(self, runner_id: str, entry_id: bytes, flat: list[bytes]) -> Invocation | None:
+        """An inbox entry (``entry_id`` empty: claimed from the queue): the invocation,
+        or None for a wake-up sentinel."""
+        if entry_id:
+            self._last_entry[runner_id] = entry_id.decode()
+        fields = _pairs(flat) or {}
+        return None if b"wakeup" in fields else _invocation(fields)
 
     def _try_claim(self, runner_id: str) -> list[bytes] | int:
         """TRY_CLAIM; a resend after a dropped connection says so (see the script)."""
         sends, now = itertools.count(), repr(time.time())
+        last = self._last_entry.get(runner_id, "0-0")
         return self._retrying(lambda: self._scripts["TRY_CLAIM"](
-            args=[self.prefix, runner_id, now, "1" if next(sends) else "0"]))
-
-    def _mark(self, invocation_id: str, runner_id: str) -> Invocation | None:
-        raw = self._run_retrying("MARK_CLAIMED", invocation_id, runner_id, repr(time.time()))
-        fields = _pairs(raw)
-        return _invocation(fields) if fields else None
+            args=[self.prefix, runner_id, now, "1" if next(sends) else "0", last]))
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
@@ -226,16 +250,12 @@ class RedisBackend(Backend):
         return _invocation(fields) if fields else None
 
     def wakeup(self) -> None:
-        """Bump the wake-up counter and put one sentinel in the queue per known runner.
-
-        A claim blocked in BLMOVE takes a sentinel, finds no PENDING invocation
-        behind it, sees the counter changed and returns None at once; a sentinel
-        nobody was waiting for is dropped by a later claim at the cost of one
-        round trip.
-        """
-        runners = min(int(self._do("zcard", self._key("runners"))), WAKEUP_SENTINELS_MAX)
+        """Bump the wake-up counter and add a sentinel to every idle runner's inbox:
+        a claim blocked there reads it, sees the counter changed, and returns None."""
         self._do("incr", self._key("wakeups"))
-        self._do("lpush", self._key("queue"), *(["wakeup"] * max(runners, 1)))
+        for raw in self._do("lrange", self._key("idle"), 0, -1):
+            self._do("xadd", self._key("inbox", raw.decode()), {"wakeup": "1"}, maxlen=64,
+                     approximate=True)
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
                 values: dict[str, Any] | None = None, clear: Sequence[str] = (),
@@ -313,7 +333,8 @@ class RedisBackend(Backend):
             pipe.multi()
             for before, now in zip(held, after, strict=True):
                 self._write(pipe, before, now)
-            pipe.delete(owned_key)
+            pipe.delete(owned_key, self._key("inbox", runner_id))
+            pipe.lrem(self._key("idle"), 0, runner_id)
             if lost:
                 pipe.zrem(self._key("runners"), runner_id)
                 pipe.delete(runner_key)
@@ -372,7 +393,9 @@ class RedisBackend(Backend):
         ids = list(runner_ids)
         if ids:
             self._do("zrem", self._key("runners"), *ids)
-            self._do("delete", *(self._key("runner", i) for i in ids))
+            self._do("delete", *(self._key(kind, i) for i in ids for kind in ("runner", "inbox")))
+            for runner_id in ids:
+                self._do("lrem", self._key("idle"), 0, runner_id)
 
     def runners(self) -> list[RunnerInfo]:
         beats = self._do("zrange", self._key("runners"), 0, -1, withscores=True)

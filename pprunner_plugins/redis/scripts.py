@@ -9,6 +9,8 @@ Layout, for prefix ``p``:
 ``p:queue``          list: PENDING invocations that are due, oldest first
 ``p:delayed``        sorted set: PENDING retries, by ``not_before``
 ``p:owned:<runner>`` list: what a runner claimed and has not finished
+``p:idle``           list: runners blocked waiting for work, first come first served
+``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
 ``p:runners``        sorted set: runner id by last heartbeat
 ``p:runner:<id>``    hash: the runner's record
@@ -37,11 +39,6 @@ local function mark(p, id, runner, now)
 end
 """
 
-#: ARGV: prefix, id, runner, now -> the claimed hash, or nil when it was not PENDING
-MARK_CLAIMED = _MARK + """
-return mark(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) or nil
-"""
-
 #: ARGV: prefix, runner, now, id... -> the hash of the first due PENDING one, or nil
 CLAIM_ONE_OF = _MARK + """
 local p, runner, now = ARGV[1], ARGV[2], ARGV[3]
@@ -63,10 +60,18 @@ return nil
 
 #: One round trip for a claim when work is waiting. ARGV: prefix, runner, now, resent
 #: ('1' when this is a retry after a dropped connection: an invocation it already
-#: claimed for this runner is that claim, whose reply was lost) -> the claimed hash;
+#: claimed for this runner is that claim, whose reply was lost), the last inbox entry
+#: id read -> {inbox entry id or '', field, value, ...} of the claimed invocation;
 #: or, when nothing is due, the wake-up counter (an integer)
 TRY_CLAIM = _MARK + """
-local p, runner, now, resent = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, runner, now, resent, last = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
+if #handed > 0 then
+  local entry = handed[1]
+  local reply = {entry[1]}
+  for _, v in ipairs(entry[2]) do table.insert(reply, v) end
+  return reply
+end
 local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
 for _, id in ipairs(due) do
   redis.call('ZREM', p .. ':delayed', id)
@@ -74,31 +79,53 @@ for _, id in ipairs(due) do
 end
 for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
   local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
-  -- PENDING here: moved by a BLMOVE whose reply was lost; RUNNING on a resend: ours
+  -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
   if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
     local claimed = mark(p, id, runner, now)
-    if claimed then return claimed end
+    if claimed then table.insert(claimed, 1, ''); return claimed end
   end
 end
 while true do
   local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
   if not id then break end
   local claimed = mark(p, id, runner, now)
-  if claimed then return claimed end
+  if claimed then table.insert(claimed, 1, ''); return claimed end
 end
 return tonumber(redis.call('GET', p .. ':wakeups') or '0')
 """
 
-#: ARGV: prefix, id, field, value, ... -> 1, or 0 when the id exists already
-ENQUEUE = """
-local p, id = ARGV[1], ARGV[2]
+#: ARGV: prefix, id, now, field, value, ... -> 1, or 0 when the id exists already.
+#: When a runner waits idle, the invocation is claimed for it right here and the
+#: whole record added to its inbox stream: the worker starts after one hop.
+ENQUEUE = _MARK + """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
 if redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', p .. ':seq')
-for i = 3, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', key, 'seq', seq)
 redis.call('ZADD', p .. ':status:PENDING', seq, id)
-redis.call('RPUSH', p .. ':queue', id)
+local runner = redis.call('LPOP', p .. ':idle')
+if runner then
+  redis.call('RPUSH', p .. ':owned:' .. runner, id)
+  local claimed = mark(p, id, runner, now)
+  redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
+else
+  redis.call('RPUSH', p .. ':queue', id)
+end
+return 1
+"""
+
+#: ARGV: prefix, runner, now -> 1 when the runner is now registered idle; 0 when
+#: work is waiting after all (claim it instead)
+REGISTER_IDLE = """
+local p, runner, now = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('LLEN', p .. ':queue') > 0 then return 0 end
+if #redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now, 'LIMIT', 0, 1) > 0 then
+  return 0
+end
+redis.call('LREM', p .. ':idle', 0, runner)
+redis.call('RPUSH', p .. ':idle', runner)
 return 1
 """
 
