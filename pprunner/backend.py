@@ -67,6 +67,18 @@ class Backend(abc.ABC):
     def complete(self, invocation_id: str, runner_id: str, result: bytes) -> None:
         """RUNNING -> SUCCESS with ``result``; raises NotOwner unless owned by ``runner_id``."""
 
+    def complete_and_claim(self, invocation_id: str, runner_id: str,
+                           result: bytes) -> Invocation | None:
+        """:meth:`complete`, then a claim for the same runner that does not block.
+
+        A worker calls it when it will be idle after this completion, so the
+        next invocation costs no extra round trip where the store can do both
+        at once; override it then. The default simply does one after the
+        other. Raises NotOwner as :meth:`complete` does, and then claims nothing.
+        """
+        self.complete(invocation_id, runner_id, result)
+        return self.claim(runner_id, 0.0)
+
     @abc.abstractmethod
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
         """RUNNING or PAUSED -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""

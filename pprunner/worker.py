@@ -182,6 +182,8 @@ class Worker:
     supervision: Supervision | None = None
     _in_task: bool = False
     _stopping: bool = False
+    #: claimed together with the last completion, to run next
+    _next: Invocation | None = None
 
     def __attrs_post_init__(self) -> None:
         self.context.run_nested = self.execute
@@ -214,18 +216,25 @@ class Worker:
     def run(self, *, burst: bool = False) -> None:
         backend = self.app.backend
         timeout = self.app.config.claim_timeout
-        while not (self._stopping or self.context.stop_event.is_set()):
-            self.between()
-            if self._retire_granted():
-                return
-            invocation = backend.claim(self.context.runner_id, timeout)
-            if invocation is not None and self._stopping:
-                backend.reroute(self.context.runner_id, None)  # claimed as the stop came
-                return
-            if invocation is not None:
-                self.execute(invocation)
-            elif burst and not _unfinished(backend):
-                return
+        try:
+            while not (self._stopping or self.context.stop_event.is_set()):
+                self.between()
+                if self._retire_granted():
+                    return
+                invocation, self._next = self._next, None
+                if invocation is None:
+                    invocation = backend.claim(self.context.runner_id, timeout)
+                if invocation is not None and self._stopping:
+                    self._next = invocation  # claimed as the stop came: handed back below
+                    return
+                if invocation is not None:
+                    self.execute(invocation)
+                elif burst and not _unfinished(backend):
+                    return
+        finally:
+            if self._next is not None:
+                backend.reroute(self.context.runner_id, None)
+                self._next = None
 
     def execute(self, invocation: Invocation) -> None:
         """Run one claimed invocation and record its outcome; never raises for task errors."""
@@ -304,6 +313,10 @@ class Worker:
                 backend.fail(invocation.id, runner_id, outcome)
                 logger.warning("%s failed after %.3f s: %s: %s", invocation.task, seconds,
                                outcome.type, outcome.message)
+            elif self.context.depth == 1 and not self._stopping:
+                # idle after this one: complete and claim the next in one go
+                self._next = backend.complete_and_claim(invocation.id, runner_id, outcome)
+                logger.debug("%s succeeded in %.3f s", invocation.task, seconds)
             else:
                 backend.complete(invocation.id, runner_id, outcome)
                 logger.debug("%s succeeded in %.3f s", invocation.task, seconds)

@@ -512,6 +512,28 @@ class BackendContract:
         backend.enqueue(make_invocation())
         assert [i.id for i in backend.invocations(Status.FAILED, 2)] == ids[::-1][:2]
 
+    # -- completing and claiming the next at once ----------------------------------------
+
+    def test_complete_and_claim_takes_the_next_pending_one(self, backend: Backend) -> None:
+        first = enqueue_claimed(backend, "r")
+        waiting = make_invocation()
+        backend.enqueue(waiting)
+        claimed = backend.complete_and_claim(first.id, "r", b"done")
+        assert backend.get(first.id).status is Status.SUCCESS
+        assert backend.get(first.id).result == b"done"
+        assert claimed is not None and (claimed.id, claimed.owner) == (waiting.id, "r")
+        assert claimed == backend.get(waiting.id)
+        assert backend.complete_and_claim(waiting.id, "r", b"2") is None  # nothing left
+
+    def test_complete_and_claim_by_a_non_owner_is_refused_and_claims_nothing(
+            self, backend: Backend) -> None:
+        first = enqueue_claimed(backend, "r")
+        backend.enqueue(make_invocation())
+        with pytest.raises(NotOwner):
+            backend.complete_and_claim(first.id, "intruder", b"x")
+        assert backend.counts()[Status.PENDING] == 1
+        assert backend.owned_by(["intruder"]) == []
+
     # -- waiting ---------------------------------------------------------------------------
 
     def test_pause_records_what_it_waits_for_and_resume_clears_it(

@@ -257,24 +257,56 @@ class RedisBackend(Backend):
             self._do("xadd", self._key("inbox", raw.decode()), {"wakeup": "1"}, maxlen=64,
                      approximate=True)
 
-    def _change(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
-                values: dict[str, Any] | None = None, clear: Sequence[str] = (),
-                error: ErrorInfo | None = None, delay_until: float | None = None) -> None:
-        """One owner-only status change (see ``scripts.CHANGE``)."""
+    def complete_and_claim(self, invocation_id: str, runner_id: str,
+                           result: bytes) -> Invocation | None:
+        """The completion and the next claim in one pipelined round trip."""
+        change = self._change_args(invocation_id, runner_id, Status.SUCCESS, release=True,
+                                   values={"result": result, "finished_at": repr(time.time())})
+        sends, now = itertools.count(), repr(time.time())
+        last = self._last_entry.get(runner_id, "0-0")
+
+        def both() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            self._scripts["CHANGE"](args=[self.prefix, *change], client=pipe)
+            self._scripts["TRY_CLAIM"](client=pipe, args=[
+                self.prefix, runner_id, now, "1" if next(sends) else "0", last])
+            return list(pipe.execute())
+
+        done, answer = self._retrying(both)
+        if not done:
+            if isinstance(answer, list):  # claimed although the completion was refused
+                self.reroute(runner_id, None)
+            self._refused(invocation_id, runner_id, Status.SUCCESS)
+            return None
+        return self._received(runner_id, answer[0], answer[1:]) \
+            if isinstance(answer, list) else None
+
+    def _change_args(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
+                     values: dict[str, Any] | None = None, clear: Sequence[str] = (),
+                     error: ErrorInfo | None = None,
+                     delay_until: float | None = None) -> list[Any]:
+        """The arguments of ``scripts.CHANGE`` after the prefix."""
         allowed = ",".join(s.value for s in sources_of(new) & OWNED_STATUSES)
         sets = [x for pair in (values or {}).items() for x in pair]
-        done = self._run_retrying(
-            "CHANGE", invocation_id, runner_id, new.value, allowed, "1" if release else "0",
-            json.dumps(attrs.asdict(error)) if error else "",
-            repr(delay_until) if delay_until is not None else "",
-            len(sets) // 2, *sets, len(clear), *clear)
-        if not done:
-            retried = self._retried
-            current = self.get(invocation_id)
-            if retried and current.status is new and current.owner in (runner_id, None):
-                return  # our own change, whose reply a dropped connection lost
-            check_owner_change(current, runner_id, new)
-            raise IllegalTransition(f"invocation {invocation_id} changed while becoming {new}")
+        return [invocation_id, runner_id, new.value, allowed, "1" if release else "0",
+                json.dumps(attrs.asdict(error)) if error else "",
+                repr(delay_until) if delay_until is not None else "",
+                len(sets) // 2, *sets, len(clear), *clear]
+
+    def _change(self, invocation_id: str, runner_id: str, new: Status, **options: Any) -> None:
+        """One owner-only status change (see ``scripts.CHANGE``)."""
+        if not self._run_retrying("CHANGE", *self._change_args(invocation_id, runner_id, new,
+                                                              **options)):
+            self._refused(invocation_id, runner_id, new)
+
+    def _refused(self, invocation_id: str, runner_id: str, new: Status) -> None:
+        """Raise why a change was refused — unless it was our own, whose reply was lost."""
+        retried = self._retried
+        current = self.get(invocation_id)
+        if retried and current.status is new and current.owner in (runner_id, None):
+            return  # our own change, whose reply a dropped connection lost
+        check_owner_change(current, runner_id, new)
+        raise IllegalTransition(f"invocation {invocation_id} changed while becoming {new}")
 
     def complete(self, invocation_id: str, runner_id: str, result: bytes) -> None:
         self._change(invocation_id, runner_id, Status.SUCCESS, release=True,
