@@ -173,3 +173,15 @@ def test_two_supervisors_share_one_database(app: App, db_url: str, cli_process) 
     assert [i.status for i in invocations] == [Status.SUCCESS] * 300
     assert {i.attempts for i in invocations} == {1}  # each ran exactly once
     assert [h.result(timeout=1) for h in handles] == list(range(1, 301))
+
+
+def test_the_fan_out_example_runs(db_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "examples.fan_out", "4"], cwd=REPO,
+                          env=cli_env(db_url), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("31 invocations in ")
