@@ -24,15 +24,17 @@ from .errors import (
     PprunnerError,
     SerializationError,
     TaskFailed,
+    UnknownInvocation,
 )
 from .exitcodes import ExitCode
 from .invocation import Invocation, RunnerKind, Status
 from .plugins import Plugins, describe, get_plugin_manager
 from .supervisor import Supervisor
-from .task import App, load_app
+from .task import App, load_app, outcome_of
 
 #: which exit code each kind of deliberate error maps to (first match wins)
 ERROR_EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
+    (UnknownInvocation, ExitCode.USAGE_ERROR),
     (ConfigError, ExitCode.CONFIG_ERROR),
     (PluginError, ExitCode.CONFIG_ERROR),
     (AppLoadError, ExitCode.APP_LOAD_ERROR),
@@ -98,6 +100,12 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     _add_app_option(status)
     status.add_argument("--backend", metavar="URL")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = commands.add_parser("show", help="one invocation: status, attempts and their errors")
+    _add_app_option(show)
+    show.add_argument("--backend", metavar="URL")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--traceback", action="store_true", help="the last error's traceback")
 
     failed = commands.add_parser("failed", help="list failed invocations with their errors")
     _add_app_option(failed)
@@ -215,6 +223,26 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return ExitCode.OK
 
 
+def command_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    app = _app(args, parser)
+    i = app.backend.get(args.id)
+    when = {name: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+            for name, value in (("enqueued", i.enqueued_at), ("started", i.started_at),
+                                ("finished", i.finished_at)) if value is not None}
+    print(f"{i.id}  {i.task}  {i.status}  attempts {i.attempts}/{i.max_attempts}"
+          + (f"  owner {i.owner}" if i.owner else ""))
+    print("  " + "  ".join(f"{name} {stamp}" for name, stamp in when.items()))
+    if i.waiting_for:
+        print(f"  waiting for: {', '.join(i.waiting_for)}")
+    for number, error in enumerate(i.history, 1):
+        print(f"  attempt {number}: {error.type}: {error.message}")
+    if i.status is Status.SUCCESS:
+        print(f"  result: {json.dumps(outcome_of(app, i), default=repr)}")
+    if args.traceback and i.error and i.error.traceback:
+        print(i.error.traceback.rstrip())
+    return ExitCode.OK
+
+
 def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     backend = _app(args, parser).backend
     failed = backend.invocations(Status.FAILED, args.limit)
@@ -322,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
-                   "failed": command_failed, "retry": command_retry,
+                   "show": command_show, "failed": command_failed, "retry": command_retry,
                    "health": command_health, "scale": command_scale}
         return command[args.command](args, parser)
     except PprunnerError as exc:

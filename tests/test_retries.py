@@ -106,3 +106,20 @@ def test_failed_lists_the_dead_letters_and_retry_requeues_them(app: App, db_url:
     assert app.backend.counts()[Status.FAILED] == 0
     unknown = run_cli("retry", "--app", "tests.apps:app", "nope", env=cli_env(db_url))
     assert unknown.returncode == ExitCode.USAGE_ERROR and "left alone: nope" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_show_prints_an_invocation_with_every_attempt(app: App, db_url: str) -> None:
+    ok, broken = apps.add.enqueue(2, 3), apps.fail.enqueue("kaput")
+    assert run_cli("run", "--app", "tests.apps:app", "--inline", "--burst",
+                   env=cli_env(db_url)).returncode == ExitCode.OK
+    shown = run_cli("show", "--app", "tests.apps:app", ok.id, env=cli_env(db_url)).stdout
+    assert f"{ok.id}  {apps.add.name}  SUCCESS  attempts 1/3" in shown
+    assert "result: 5" in shown
+    failed = run_cli("show", "--app", "tests.apps:app", broken.id, "--traceback",
+                     env=cli_env(db_url)).stdout
+    assert "attempt 1: ValueError: kaput" in failed
+    assert "raise ValueError(message)" in failed
+    missing = run_cli("show", "--app", "tests.apps:app", "nope", env=cli_env(db_url))
+    assert missing.returncode == ExitCode.USAGE_ERROR
+    assert "no invocation with id 'nope'" in missing.stderr
