@@ -16,11 +16,30 @@ from pathlib import Path
 FOLDER = Path(tempfile.gettempdir()) / f"pprunner-{os.getuid()}" / "control"
 
 
+def remove_dead_sockets(folder: Path) -> None:
+    """Unlink the UNIX datagram sockets in ``folder`` that no process has bound any
+    more — left by processes that were killed: connecting to one is refused."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(entry.path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # not a socket of ours, or not ours to judge
+
+
 class ControlSocket:
     """The supervisor's end: bound at boot, removed at stop."""
 
     def __init__(self, supervisor_id: str) -> None:
         FOLDER.mkdir(mode=0o700, parents=True, exist_ok=True)
+        remove_dead_sockets(FOLDER)
         self.path = FOLDER / supervisor_id
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.bind(str(self.path))

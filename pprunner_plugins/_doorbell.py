@@ -17,7 +17,10 @@ import os
 import select
 import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from pprunner.control import remove_dead_sockets
 
 WORK = b"w"  #: new work was queued: look again
 STOP = b"s"  #: return from the wait now (shutdown)
@@ -73,13 +76,20 @@ class Doorbell:
         finally:
             sender.close()
 
-    def close(self) -> None:
-        """Unbind this process's sockets, and remove the folder once nobody listens."""
-        for name, sock in self._sockets.items():
-            sock.close()
+    def forget(self, names: Iterable[str]) -> None:
+        """Remove the sockets of runners that are gone (a killed one cannot), and the
+        folder once nobody listens."""
+        for name in names:
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
+        remove_dead_sockets(self.folder)
+        with contextlib.suppress(OSError):  # not empty: others still listen
+            self.folder.rmdir()
+
+    def close(self) -> None:
+        """Unbind this process's sockets (and tidy up the folder)."""
+        for sock in self._sockets.values():
+            sock.close()
         if self._sockets:
-            with contextlib.suppress(OSError):  # not empty: others still listen
-                self.folder.rmdir()
+            self.forget(list(self._sockets))
         self._sockets.clear()

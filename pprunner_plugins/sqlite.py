@@ -391,9 +391,11 @@ class SQLiteBackend(Backend):
                  for r in runners]))
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
+        ids = list(runner_ids)
         with self._db() as db:
             self._retrying(lambda: db.executemany("DELETE FROM runners WHERE id = ?",
-                                                  [(r,) for r in runner_ids]))
+                                                  [(r,) for r in ids]))
+        self.doorbell.forget(ids)
 
     def runners(self) -> list[RunnerInfo]:
         return [RunnerInfo(id=id_, kind=RunnerKind(kind), pid=pid, host=host,

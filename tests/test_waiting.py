@@ -91,8 +91,10 @@ def test_worker_death_while_paused_reroutes_the_parent_and_its_child(
     assert parent.result(timeout=60) == "released"
     after = parent.invocation()
     assert after.attempts == 2 and after.history[0].type == "WorkerDied"
-    first_child = app.backend.get(paused.waiting_for[0])
-    assert first_child.status is Status.SUCCESS and first_child.attempts == 2
+    # the child it was running for the parent was rerouted too, and runs again
+    first_child = app.handle(paused.waiting_for[0])
+    assert first_child.result(timeout=30) == "released"
+    assert first_child.invocation().attempts == 2
 
 
 def test_status_shows_a_paused_invocation_and_what_it_waits_for(
