@@ -66,7 +66,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
     return [f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['platform']}",
             f"python {info['python']}, pprunner {info['pprunner']} (git {info['git']}), "
             f"{info['date']}",
-            f"{settings.rounds} round(s) per system and scenario; tables show medians"]
+            f"{settings.rounds} round(s) per system and scenario, fewer where a system's rounds "
+            f"passed {settings.round_budget_s:g} s; tables show medians"]
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def ratio(metric: Metric, value: Value, baseline: Value) -> str:
     return f"{max(value, baseline) / min(value, baseline):.1f}x {good if better else bad}"
 
 
-def table(scenario: Scenario, results: Sequence[Result]) -> Table:
+def table(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> Table:
     with_p99 = any(m.has_p99 for m in scenario.metrics)
     headers = ["metric", "system", "median", *(["p99"] if with_p99 else []),
                f"vs {BASELINE}"]
@@ -115,7 +116,10 @@ def table(scenario: Scenario, results: Sequence[Result]) -> Table:
             p99 = number(result.median[metric.key + P99], metric.unit) if metric.has_p99 else ""
             compared = ("baseline" if result.system == BASELINE else
                         ratio(metric, value, base.median[metric.key]) if base else "-")
-            rows.append([label, result.system, number(value, metric.unit),
+            name = result.system
+            if len(result.rounds) < settings.rounds:  # cut short by the round budget
+                name += f" ({len(result.rounds)} of {settings.rounds} rounds)"
+            rows.append([label, name, number(value, metric.unit),
                          *([p99] if with_p99 else []), compared])
     return headers, rows
 
@@ -131,7 +135,7 @@ def title(scenario: Scenario, settings: Settings) -> str:
 
 
 def text(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> str:
-    headers, rows = table(scenario, results)
+    headers, rows = table(scenario, settings, results)
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [headers, *rows]]
@@ -144,7 +148,7 @@ def markdown(info: dict[str, Any], settings: Settings,
              done: Sequence[tuple[Scenario, Sequence[Result]]]) -> str:
     out = ["# pprunner benchmarks", "", *(f"- {line}" for line in header_lines(info, settings))]
     for scenario, results in done:
-        headers, rows = table(scenario, results)
+        headers, rows = table(scenario, settings, results)
         out += ["", f"## {scenario.name}", "", scenario.title(settings), "",
                 "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"

@@ -53,7 +53,12 @@ def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result
         note(f"{scenario.name}: {cls.name} is unavailable: {reason}")
         return Result(cls.name, "unavailable", error=reason)
     rounds = []
+    first_started = time.monotonic()
     for number in range(1, settings.rounds + 1):
+        if number > 1 and time.monotonic() - first_started > settings.round_budget_s:
+            note(f"  {cls.name} has used its {settings.round_budget_s:g} s: "
+                 f"{len(rounds)} of {settings.rounds} rounds")
+            break
         note(f"{scenario.name}: {cls.name}, round {number}/{settings.rounds} ...")
         started = time.monotonic()
         try:

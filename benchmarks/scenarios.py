@@ -29,6 +29,13 @@ class Settings:
     latency_gap_s: float = 0.02
     crash_task_s: float = 3.0
     crash_bound_s: float = 10.0
+    #: wait_on_subtask: as many parents as workers, so waiting parents hold every worker
+    wait_parents: int = WORKERS
+    wait_children: int = 4
+    wait_bound_s: float = 10.0
+    #: no further rounds of a system in a scenario once its rounds have taken this
+    #: long (a slow peer's 10,000 tasks would otherwise take most of the run)
+    round_budget_s: float = 60.0
 
     @classmethod
     def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
@@ -122,3 +129,11 @@ def idle_cost(system: System, settings: Settings) -> dict[str, Value]:
     run = system.idle_cost(settings.idle_window_s)
     return {"first_task": run.first_task_s, "cpu": 100 * run.cpu_s / run.window_s,
             "rss": run.rss_bytes / 2**20, "processes": run.processes}
+
+
+@scenario(lambda s: f"{s.wait_parents} parents (one per worker) each waiting for "
+                    f"{s.wait_children} no-op children (bounded at {s.wait_bound_s:g} s)",
+          Metric("wall", "enqueue parents -> all results", "s"))
+def wait_on_subtask(system: System, settings: Settings) -> dict[str, Value]:
+    return {"wall": system.wait_on_subtask(settings.wait_parents, settings.wait_children,
+                                           settings.wait_bound_s)}

@@ -122,6 +122,13 @@ class System:
         """Launch the pool, time its first task, then sample it idle (:func:`idle_run`)."""
         raise NotImplementedError
 
+    def wait_on_subtask(self, parents: int, children: int, bound_s: float) -> Value:
+        """Enqueue ``parents`` tasks at once (as many as there are workers), each of
+        which enqueues ``children`` no-op tasks and waits for all their results.
+        Seconds from the first enqueue until every parent's result is back, or
+        :func:`deadlock` when that has not happened within ``bound_s``."""
+        raise NotImplementedError
+
 
 # -- what every system does the same way -------------------------------------------------
 
@@ -174,6 +181,11 @@ def start_and_kill(marker: Path, timeout: float = 15.0) -> float:
     [(pid, _)] = procs.wait_until(lambda: workload.attempts(marker), timeout,
                                   "the long task to start")
     return procs.kill_now(pid)
+
+
+def deadlock(bound_s: float) -> str:
+    """The word for a wait-on-subtask run that did not finish in time."""
+    return f"deadlock (> {bound_s:g} s)"
 
 
 def watch_recovery(killed_at: float, bound_s: float, rerun: Probe, ready: Probe) -> CrashRun:

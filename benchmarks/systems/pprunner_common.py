@@ -154,3 +154,19 @@ class PprunnerSystem(System):
         started_at = first.result(timeout=30)
         self._wait_ready()
         return system.idle_run(process.pid, launched_at, started_at, window_s)
+
+    def wait_on_subtask(self, parents: int, children: int, bound_s: float) -> system.Value:
+        from pprunner import ResultTimeout, gather
+
+        self._launch()
+        self._wait_ready()
+        started = time.perf_counter()
+        handles = [self.apps.parent_of_noops.enqueue(children, "nested") for _ in range(parents)]
+        try:
+            results = gather(handles, timeout=bound_s)
+        except ResultTimeout:
+            return system.deadlock(bound_s)
+        elapsed = time.perf_counter() - started
+        if results != [children * (children + 1) // 2] * parents:
+            raise RuntimeError(f"unexpected results {results}")
+        return elapsed
