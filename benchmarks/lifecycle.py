@@ -312,10 +312,7 @@ def run_case(case: Case, rounds: int) -> Result:
 
 def table(results: Sequence[Result], rounds: dict[str, int]) -> str:
     headers = ["scenario", "median s", "min s", "max s", "rounds", "method"]
-    rows = [headers, *(r.row(rounds[r.case.key]) for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
-             for row in rows]
+    lines = report.aligned([headers, *(r.row(rounds[r.case.key]) for r in results)])
     rule = "-" * max(map(len, lines))
     return "\n".join([rule, lines[0], rule, *lines[1:], rule])
 

@@ -134,11 +134,16 @@ def title(scenario: Scenario, settings: Settings) -> str:
     return f"{scenario.name}: {scenario.title(settings)}"
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """The rows as lines of left-aligned columns (every benchmark prints its tables so)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
 def text(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> str:
     headers, rows = table(scenario, settings, results)
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [headers, *rows]]
+    lines = aligned([headers, *rows])
     rule = "-" * max(map(len, lines))
     return "\n".join([title(scenario, settings), rule, lines[0], rule, *lines[1:], rule,
                       legend(scenario)])

@@ -99,9 +99,7 @@ def show(samples: dict[tuple[str, str], list[float | None]], timeout: float) -> 
         else:
             cells = tuple(f"{v:.3g}" for v in (statistics.median(done), min(done), max(done)))
         rows.append((name, strategy, *cells, str(len(values))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(report.aligned(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

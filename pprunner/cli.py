@@ -312,7 +312,8 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
                         for r in rows],
             "backends": {scheme: registry.backend_owners[scheme] for scheme in registry.backends},
             "serializers": {name: {"plugin": registry.serializer_owners[name],
-                                   "safe": s.safe} for name, s in registry.serializers.items()},
+                                   "safe": s.safe, "unavailable": s.unavailable()}
+                            for name, s in registry.serializers.items()},
             "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error}
                        for f in registry.failures],
         }, indent=2))
@@ -324,9 +325,10 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
     _print_table([("SCHEME", "PLUGIN")]
                  + [(f"{s}://", registry.backend_owners[s]) for s in sorted(registry.backends)])
     print("serializers:")
-    _print_table([("NAME", "PLUGIN", "SAFETY")]
+    _print_table([("NAME", "PLUGIN", "SAFETY", "AVAILABLE")]
                  + [(n, registry.serializer_owners[n],
-                     "safe" if s.safe else "runs code on load: choose it explicitly")
+                     "safe" if s.safe else "runs code on load: choose it explicitly",
+                     s.unavailable() or "yes")
                     for n, s in sorted(registry.serializers.items())])
     if registry.failures:
         print("failed to load:")

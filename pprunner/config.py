@@ -65,6 +65,58 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names, or one string of comma-separated names (as in an environment variable)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of names or a comma-separated string, got {value!r}")
+    names = tuple(item.strip() for item in items if item.strip())
+    if not names:
+        raise ValueError("expected at least one name")
+    return names
+
+
+#: shortest signing key accepted: an HMAC is only as strong as its key
+MIN_KEY_LENGTH = 16
+
+
+def _signing_keys(value: Any) -> tuple[str, ...]:
+    """Comma-separated keys; an error never quotes one."""
+    try:
+        keys = _names(value)
+    except ValueError:
+        raise ValueError("expected one or more keys, comma-separated") from None
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"key {number} is {len(key)} characters long; use at least "
+                             f"{MIN_KEY_LENGTH} (e.g. python -c 'import secrets; "
+                             f"print(secrets.token_urlsafe(32))')")
+    return keys
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6,
+               "mb": 10**6, "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
+
+
+def _size(value: Any) -> int:
+    """Bytes: an integer, or a string such as ``"512KiB"``, ``"10MB"``, ``"1 GiB"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size in bytes, got {value!r}")
+    text = str(value).strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number):].strip()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit {unit!r} in {value!r}; use B, KB, KiB, MB, MiB, "
+                         "GB or GiB")
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ValueError(f"expected a size such as 10MiB, got {value!r}") from None
+    if size < 0:
+        raise ValueError(f"expected a size >= 0, got {value!r}")
+    return size
+
+
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``parse``, but None (or an empty string, or "none") means "not set"."""
     def parse_optional(value: Any) -> Any:
@@ -75,8 +127,11 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
-def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
-    return attrs.field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(default: Any, parse: Callable[[Any], Any], doc: str, *,
+             secret: bool = False) -> Any:
+    """A setting; a ``secret`` one is left out of ``repr`` (and so out of any log line)."""
+    return attrs.field(default=default, repr=not secret,
+                       metadata={"parse": parse, "doc": doc, "secret": secret})
 
 
 @attrs.frozen
@@ -87,6 +142,15 @@ class Config:
                             "backend URL; its scheme picks the backend plugin")
     serializer: str = _setting("json", _text,
                                "serializer for new invocations' arguments and results")
+    accept_serializers: tuple[str, ...] | None = _setting(
+        None, _optional(_names), "serializers a worker decodes (an allow-list); default: the "
+        "app's serializer and every safe one")
+    signing_keys: tuple[str, ...] | None = _setting(
+        None, _optional(_signing_keys), "HMAC keys, comma-separated: the first signs, all "
+        "verify; unsigned or tampered payloads fail", secret=True)
+    max_payload_size: int = _setting(
+        10 * 2**20, _size, "largest encoded arguments or result, in bytes (e.g. 512KiB, "
+        "10MiB); 0: no limit")
     processes: int = _setting(os.cpu_count() or 1, _number(int, 0),
                               "worker processes; 0 runs tasks inline in the supervisor")
     start_method: str = _setting("spawn", _choice(*START_METHODS),

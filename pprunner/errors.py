@@ -31,6 +31,22 @@ class SerializationError(PprunnerError):
     """A value could not be encoded or a payload could not be decoded."""
 
 
+class SerializerNotAccepted(SerializationError):
+    """The payload's serializer is not in the app's ``accept_serializers``.
+
+    Checked before anything is decoded: a message naming ``pickle`` must
+    not reach ``pickle.loads`` in an app that never chose it.
+    """
+
+
+class SignatureInvalid(SerializationError):
+    """A payload's HMAC is missing, wrong, or made with a key the app does not accept."""
+
+
+class PayloadTooLarge(SerializationError):
+    """Encoded arguments or a result exceed ``max_payload_size``."""
+
+
 class UnknownInvocation(PprunnerError, KeyError):
     """No invocation has this id."""
 

@@ -18,6 +18,11 @@ class Serializer(abc.ABC):
     #: serializer is never a default and must be chosen by name.
     safe: ClassVar[bool] = True
 
+    def unavailable(self) -> str | None:
+        """Why this serializer cannot be used here (its library is not installed,
+        say, with the command that installs it), or None when it can."""
+        return None
+
     @abc.abstractmethod
     def dumps(self, value: Any) -> bytes:
         """Encode ``value``; raise TypeError or ValueError when it cannot be encoded."""

@@ -195,7 +195,7 @@ class Supervisor:
                 f"the backend {backend.url!r} keeps invocations inside one process and cannot "
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
                 "such as sqlite://")
-        self.app.serializer()  # an unknown serializer name fails here, not in a worker
+        self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
         try:
             backend.counts()
         except PprunnerError:

@@ -18,11 +18,11 @@ import attrs
 
 from . import config as config_module
 from .backend import Backend
-from .errors import AppLoadError, ConfigError, ResultTimeout, SerializationError, TaskFailed
+from .errors import AppLoadError, ConfigError, ResultTimeout, TaskFailed
 from .invocation import Invocation, Status, new_invocation_id
+from .payloads import Codec
 from .plugins import Plugins, get_plugin_manager
 from .retries import Backoff
-from .serializer import Serializer
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +58,9 @@ class App:
         self._config: config_module.Config | None = None
         self._plugins: Plugins | None = None
         self._backend: Backend | None = None
+        self._codec: Codec | None = None
+        #: task name -> the serializer it was declared with (only that task accepts it)
+        self._task_serializers: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<pprunner.App {self.name} tasks={len(self.tasks)}>"
@@ -76,6 +79,7 @@ class App:
         self._overrides.update({k: v for k, v in values.items() if v is not None})
         self._overrides_source = source
         self._config = None
+        self._codec = None
         self.close()
 
     @property
@@ -98,9 +102,13 @@ class App:
             self._backend = self.plugins.registry.backend_for(self.config.backend)
         return self._backend
 
-    def serializer(self, name: str | None = None) -> Serializer:
-        """The named serializer, or the app's configured one."""
-        return self.plugins.registry.serializer(name or self.config.serializer)
+    @property
+    def codec(self) -> Codec:
+        """How this app encodes, signs, checks and decodes arguments and results."""
+        if self._codec is None:
+            self._codec = Codec(self.plugins.registry.serializers, self.config,
+                                self._task_serializers)
+        return self._codec
 
     def close(self) -> None:
         if self._backend is not None:
@@ -115,7 +123,7 @@ class App:
     def task(self, *, name: str | None = None, max_attempts: int | None = None,
              retry_on: tuple[type[BaseException], ...] = (),
              retry_backoff: Backoff | None = None, time_limit: float | None = None,
-             soft_time_limit: float | None = None,
+             soft_time_limit: float | None = None, serializer: str | None = None,
              ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Any = None, /, *, name: str | None = None,  # type: ignore[misc]
@@ -123,13 +131,15 @@ class App:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., ...)``.
 
         Options (see :class:`Task`): ``max_attempts``, ``retry_on``,
-        ``retry_backoff``, ``time_limit``, ``soft_time_limit``.
+        ``retry_backoff``, ``time_limit``, ``soft_time_limit``, ``serializer``.
         """
         def register(function: Callable[..., Any]) -> Task[Any, Any]:
             task = Task(self, function, name or default_task_name(function), **options)
             if task.name in self.tasks:
                 raise ValueError(f"task name {task.name!r} is registered twice")
             self.tasks[task.name] = task
+            if task.own_serializer is not None:
+                self._task_serializers[task.name] = task.own_serializer
             return task
 
         return register(fn) if fn is not None else register
@@ -172,13 +182,16 @@ class Task(Generic[P, R]):
         running it and fails the invocation (default: the setting).
     :param soft_time_limit: seconds after which
         :class:`~pprunner.errors.SoftTimeLimitExceeded` is raised inside it.
+    :param serializer: encode this task's arguments and results with this
+        serializer instead of the app's; workers accept it for this task
+        only (e.g. ``"cloudpickle"`` for one task that takes a lambda).
     """
 
     def __init__(self, app: App, function: Callable[P, R], name: str, *,
                  max_attempts: int | None = None,
                  retry_on: tuple[type[BaseException], ...] = (),
                  retry_backoff: Backoff | None = None, time_limit: float | None = None,
-                 soft_time_limit: float | None = None) -> None:
+                 soft_time_limit: float | None = None, serializer: str | None = None) -> None:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
         for option, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
@@ -192,6 +205,8 @@ class Task(Generic[P, R]):
         self.retry_backoff = retry_backoff or Backoff()
         self._time_limit = time_limit
         self._soft_time_limit = soft_time_limit
+        #: the serializer this task was declared with, if any
+        self.own_serializer = serializer
         functools.update_wrapper(self, function)
 
     @property
@@ -206,6 +221,10 @@ class Task(Generic[P, R]):
     def soft_time_limit(self) -> float | None:
         return self._soft_time_limit or self.app.config.soft_time_limit
 
+    @property
+    def serializer(self) -> str:
+        return self.own_serializer or self.app.config.serializer
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.function(*args, **kwargs)
 
@@ -214,11 +233,12 @@ class Task(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Handle:
         """Queue one invocation and return its handle at once."""
-        serializer = self.app.serializer()
+        invocation_id, serializer = new_invocation_id(), self.serializer
         invocation = Invocation(
-            id=new_invocation_id(), task=self.name,
-            payload=encode_arguments(serializer, self.name, list(args), dict(kwargs)),
-            serializer=serializer.name, max_attempts=self.max_attempts,
+            id=invocation_id, task=self.name, serializer=serializer,
+            payload=self.app.codec.encode_call(invocation_id, self.name, serializer,
+                                               list(args), dict(kwargs)),
+            max_attempts=self.max_attempts,
         )
         self.app.backend.enqueue(invocation)
         return Handle(self.app, invocation.id)
@@ -231,34 +251,6 @@ def default_task_name(function: Callable[..., Any]) -> str:
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
     return f"{module}.{function.__qualname__}"
-
-
-def encode_arguments(serializer: Serializer, task: str, args: list[Any],
-                     kwargs: dict[str, Any]) -> bytes:
-    """Encode a call's arguments, naming the argument that cannot be encoded."""
-    try:
-        return serializer.dumps({"args": args, "kwargs": kwargs})
-    except (TypeError, ValueError, OverflowError) as exc:
-        labelled = [(f"argument {i}", v) for i, v in enumerate(args)]
-        labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-        for label, value in labelled:
-            try:
-                serializer.dumps(value)
-            except (TypeError, ValueError, OverflowError):
-                raise SerializationError(
-                    f"task {task!r}: {label} of type {type(value).__name__} cannot be encoded "
-                    f"by the {serializer.name!r} serializer: {exc}") from exc
-        raise SerializationError(f"task {task!r}: arguments cannot be encoded by the "
-                                 f"{serializer.name!r} serializer: {exc}") from exc
-
-
-def decode_arguments(serializer: Serializer, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
-    """The inverse of :func:`encode_arguments`; ValueError when the shape is wrong."""
-    call = serializer.loads(payload)
-    if not (isinstance(call, dict) and isinstance(call.get("args"), list)
-            and isinstance(call.get("kwargs"), dict)):
-        raise ValueError("payload is not a {'args': [...], 'kwargs': {...}} mapping")
-    return call["args"], call["kwargs"]
 
 
 @attrs.frozen(repr=False)
@@ -334,7 +326,7 @@ def outcome_of(app: App, invocation: Invocation) -> Any:
                          error.type if error else "Unknown", error.message if error else "",
                          error.traceback if error else "")
     assert invocation.result is not None
-    return app.serializer(invocation.serializer).loads(invocation.result)
+    return app.codec.decode_result(invocation)
 
 
 def load_app(path: str) -> App:

@@ -27,13 +27,13 @@ import psutil
 from . import channel, log
 from .backend import Backend
 from .channel import WorkerChannel
-from .errors import AppLoadError, NotOwner, PluginError, SoftTimeLimitExceeded
+from .errors import AppLoadError, NotOwner, PluginError, SerializationError, SoftTimeLimitExceeded
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
 from .proctitle import set_title
 from .retries import retry_delay
 from .spawn import WorkerSpec, close_inherited_fd
-from .task import App, Task, decode_arguments, load_app
+from .task import App, Task, load_app
 
 logger = logging.getLogger("pprunner.worker")
 
@@ -277,11 +277,9 @@ class Worker:
             return ErrorInfo("UnknownTask", f"task {invocation.task!r} is not registered in app "
                              f"{self.app.name!r}; registered: {', '.join(sorted(self.app.tasks))}")
         try:
-            serializer = self.app.serializer(invocation.serializer)
-            args, kwargs = decode_arguments(serializer, invocation.payload)
-        except (PluginError, ValueError, TypeError) as exc:
-            return ErrorInfo("SerializationError", f"cannot decode the arguments "
-                             f"(serializer {invocation.serializer!r}): {exc}")
+            args, kwargs = self.app.codec.decode_call(invocation)
+        except (SerializationError, PluginError) as exc:
+            return ErrorInfo(type(exc).__name__, str(exc))
         try:
             returned: Returned = self.app.plugins.hook.pprunner_execute(
                 task=task, invocation=invocation, args=args, kwargs=kwargs, context=self.context)
@@ -292,11 +290,9 @@ class Worker:
             error = _task_error(exc)
             return error if delay is None else Retrying(error, delay)
         try:
-            return serializer.dumps(returned.value)
-        except (TypeError, ValueError, OverflowError) as exc:
-            return ErrorInfo("SerializationError", f"the result of type "
-                             f"{type(returned.value).__name__} cannot be encoded by the "
-                             f"{serializer.name!r} serializer: {exc}")
+            return self.app.codec.encode_result(invocation, returned.value)
+        except (SerializationError, PluginError) as exc:
+            return ErrorInfo(type(exc).__name__, str(exc))
 
     def _record(self, invocation: Invocation, outcome: bytes | ErrorInfo | Retrying,
                 seconds: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from pprunner import App, current_context
 from pprunner.errors import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -123,3 +124,20 @@ def hoard_memory(mebibytes: int) -> int:
 @app.task(max_attempts=1)
 def abort() -> None:
     os.abort()
+
+
+@app.task
+def echo(value: object) -> object:
+    """Serializer tests: the argument back, as the worker decoded it."""
+    return value
+
+
+@app.task(serializer="cloudpickle")
+def call(function: Any, argument: object) -> object:
+    """Takes a function (a lambda, too): this task alone accepts cloudpickle."""
+    return function(argument)
+
+
+@app.task
+def sized_result(size: int) -> str:
+    return "x" * size

@@ -80,7 +80,9 @@ def marker_dir(tmp_path: Path) -> Path:
 
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+    # the tox matrix picks the app's default serializer through PPRUNNER_SERIALIZER
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PPRUNNER_") or k == "PPRUNNER_SERIALIZER"}
     env.update(PPRUNNER_BACKEND=db_url, PYTHONPATH=str(REPO))
     env.update(extra)
     return env

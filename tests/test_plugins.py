@@ -67,7 +67,8 @@ def test_pprunner_register_backends_and_pprunner_register_serializers(
     registry = get_plugin_manager().registry
     assert registry.backend_owners["scratch"] == "provider"
     assert registry.serializer_owners["sorted-json"] == "provider"
-    app = App(backend="scratch://", serializer="sorted-json")
+    app = App(backend="scratch://")
+    app.configure(source="the test", serializer="sorted-json")  # above PPRUNNER_SERIALIZER
     handle = app.task(name="t")(lambda: None).enqueue(b=1, a=2)
     assert handle.invocation().payload == b'{"args": [], "kwargs": {"a": 2, "b": 1}}'
 

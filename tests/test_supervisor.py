@@ -144,6 +144,7 @@ def test_worker_exit_code_is_in_the_error(app: App, supervise) -> None:
 
 
 def test_bad_messages_fail_the_invocation_and_the_worker_carries_on(app: App, supervise) -> None:
+    app.configure(source="the test", serializer="json")  # its messages are JSON
     supervise(processes=1)
     unknown = pprunner.Invocation(id="unknown-task", task="os.system",
                                   payload=b'{"args":["true"],"kwargs":{}}', serializer="json")

@@ -35,6 +35,8 @@ class PprunnerSystem(System):
     """pprunner on one backend; subclasses implement :meth:`fresh_backend`."""
 
     requires: ClassVar[tuple[str, ...]] = ("pprunner",)
+    #: the app's serializer, in the producer and the pool alike
+    serializer: ClassVar[str] = "json"
 
     def fresh_backend(self, workdir: Path) -> str:
         """The backend URL of an empty store for this round alone. Whatever must
@@ -51,7 +53,7 @@ class PprunnerSystem(System):
         self.process: subprocess.Popen[bytes] | None = None
         self.backend_url = self.fresh_backend(workdir)
         apps.app.configure(source="the benchmark", replace=True,
-                           backend=self.backend_url, serializer="json")
+                           backend=self.backend_url, serializer=self.serializer)
         self.cleanup.callback(self._release_app)
 
     def _release_app(self) -> None:
@@ -67,7 +69,7 @@ class PprunnerSystem(System):
         log = self.cleanup.enter_context(self.log.open("ab"))
         self.process = self.cleanup.enter_context(procs.process_group(
             argv, cwd=self.workdir, stdout=log, stderr=log, env=system.child_env(
-                PPRUNNER_BACKEND=self.backend_url,
+                PPRUNNER_BACKEND=self.backend_url, PPRUNNER_SERIALIZER=self.serializer,
                 PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **env)))
         return self.process
 

@@ -27,3 +27,11 @@ class PprunnerSQLite(PprunnerSystem):
         super()._release_app()
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class PprunnerSQLiteMsgpack(PprunnerSQLite):
+    """The same with msgpack: what the serializer changes in a whole run."""
+
+    name = "pprunner-sqlite-msgpack"
+    serializer = "msgpack"
+    requires = ("pprunner", "msgpack")

@@ -8,6 +8,9 @@ Each value becomes its own test case, so a failure names the value.
 A refusal must be TypeError or ValueError, and a bad payload must raise
 ValueError: those are the errors the worker turns into a readable FAILED
 invocation, where anything else would look like a crash of pprunner itself.
+A safe serializer must survive any bytes at all (a property-based test
+feeds it random ones). Wrapped by an app's signing keys, a tampered payload
+must be refused before the serializer's ``loads`` sees it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from pprunner.config import Config
+from pprunner.errors import SignatureInvalid
+from pprunner.invocation import Invocation
+from pprunner.payloads import Codec
 from pprunner.serializer import Serializer
 
 try:
@@ -48,8 +55,9 @@ def _ids(values: list[Any]) -> list[str]:
 
 
 def _assert_raises_only(expected: tuple[type[Exception], ...], call: Callable[[], Any],
-                        what: str) -> None:
-    """``call()`` raises one of ``expected``: not another exception, and not nothing."""
+                        what: str, *, allow_success: bool = False) -> None:
+    """``call()`` raises one of ``expected``: not another exception, and not nothing
+    (unless ``allow_success``)."""
     names = " or ".join(e.__name__ for e in expected)
     try:
         call()
@@ -57,7 +65,14 @@ def _assert_raises_only(expected: tuple[type[Exception], ...], call: Callable[[]
         return
     except Exception as exc:
         pytest.fail(f"{what} raised {type(exc).__name__}: {exc}; the contract asks for {names}")
-    pytest.fail(f"{what} raised nothing; the contract asks for {names}")
+    if not allow_success:
+        pytest.fail(f"{what} raised nothing; the contract asks for {names}")
+
+
+def _signing_codec(serializer: Serializer) -> Codec:
+    """An app's codec that uses ``serializer`` with a signing key."""
+    config = Config(serializer=serializer.name, signing_keys=("contract-test-key-" * 2,))
+    return Codec({serializer.name: serializer}, config, {})
 
 
 class SerializerContract:
@@ -124,16 +139,50 @@ class SerializerContract:
             _assert_raises_only((ValueError,), functools.partial(serializer.loads, data[:length]),
                                 f"loads() of the first {length} of {len(data)} bytes")
 
+    def test_a_tampered_signed_payload_never_reaches_loads(
+            self, serializer: Serializer, monkeypatch: pytest.MonkeyPatch) -> None:
+        codec = _signing_codec(serializer)
+        payload = codec.encode_call("id-1", "task", serializer.name, [1, "two"], {})
+        call = Invocation(id="id-1", task="task", payload=payload, serializer=serializer.name)
+        assert codec.decode_call(call) == ([1, "two"], {})
+        loaded: list[bytes] = []
+        monkeypatch.setattr(serializer, "loads", loaded.append)
+        for position in (0, len(payload) // 2, len(payload) - 1):
+            tampered = bytearray(payload)
+            tampered[position] ^= 0x20
+            with pytest.raises(SignatureInvalid):
+                codec.decode_call(Invocation(id="id-1", task="task", payload=bytes(tampered),
+                                             serializer=serializer.name))
+        assert loaded == [], "a tampered payload reached loads()"
+
     if HAVE_HYPOTHESIS:
         # The fixture is a stateless serializer, so sharing it between examples is
-        # safe. Each subclass runs this one method (a "differing executor"), which
+        # safe. Each subclass runs these methods (a "differing executor"), which
         # only matters when replaying saved examples, and database=None saves none.
-        @settings(database=None, deadline=None,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                         HealthCheck.differing_executors])
+        _shared_fixture = settings(database=None, deadline=None,
+                                   suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                          HealthCheck.differing_executors])
+
+        @_shared_fixture
         @given(value=JSON_VALUES)
         def test_json_like_values_roundtrip(self, serializer: Serializer, value: Any) -> None:
             assert serializer.loads(serializer.dumps(value)) == value
+
+        @_shared_fixture
+        @given(data=st.binary(max_size=200))
+        def test_any_bytes_are_decoded_or_refused(self, serializer: Serializer,
+                                                  data: bytes) -> None:
+            """A safe serializer takes any bytes (ValueError at worst). Random bytes may
+            run code in an unsafe one, so for it the promise is the signature's: they
+            are refused before ``loads``."""
+            if serializer.safe:
+                _assert_raises_only((ValueError,), functools.partial(serializer.loads, data),
+                                    f"loads({data!r})", allow_success=True)
+                return
+            codec = _signing_codec(serializer)
+            with pytest.raises(SignatureInvalid):
+                codec.decode_call(Invocation(id="i", task="t", payload=data,
+                                             serializer=serializer.name))
     else:
         def test_json_like_values_roundtrip(self, serializer: Serializer) -> None:
             pytest.skip("hypothesis is not installed; install it for the property-based "

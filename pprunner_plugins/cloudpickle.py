@@ -1,0 +1,47 @@
+"""The ``cloudpickle`` serializer: pickle that also carries lambdas and closures.
+
+Needs the ``cloudpickle`` package (``pip install 'pprunner[cloudpickle]'``).
+Functions defined in ``__main__``, lambdas and closures travel by value
+(their code, not their import path), which plain pickle refuses. Loading
+is plain ``pickle.loads``: like pickle, anyone who can write to the queue
+can run code in the workers, so it is never a default. The intended use is
+one task that needs it: ``@app.task(serializer="cloudpickle")``, which the
+workers then accept for that task alone.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import pprunner
+from pprunner.serializer import Serializer
+
+from ._optional import OptionalLibrary
+from .pickle import PickleSerializer
+
+
+class CloudpickleSerializer(Serializer):
+    name = "cloudpickle"
+    safe = False
+
+    library = OptionalLibrary("cloudpickle", "cloudpickle")
+
+    def unavailable(self) -> str | None:
+        return self.library.missing()
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            data: bytes = self.library.module.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError) as exc:
+            raise TypeError(str(exc)) from exc
+        return data
+
+    #: what cloudpickle writes is ordinary pickle data (cloudpickle.loads is pickle.loads)
+    loads = PickleSerializer.loads
+
+
+@pprunner.hookimpl
+def pprunner_register_serializers(register: Callable[..., None]) -> None:
+    register(CloudpickleSerializer())
