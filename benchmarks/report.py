@@ -7,6 +7,7 @@ goes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -25,6 +26,9 @@ from .systems import BASELINE
 
 #: longest error text in a table cell (the whole message is in the JSON and on stderr)
 CELL_LIMIT = 60
+#: the libraries whose versions decide the numbers, printed with the machine
+VERSIONED = ("redis", "hiredis", "msgpack", "celery", "kombu", "rq", "dramatiq", "huey",
+             "pynenc")
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -37,7 +41,24 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu_model": _cpu_model(),
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "pprunner": pprunner, "platform": platform.platform(), "git": _git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": _versions(), "redis_server": _redis_server()}
+
+
+def _versions() -> dict[str, str]:
+    """Installed versions of the libraries in :data:`VERSIONED` (missing ones left out)."""
+    found = {}
+    for name in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def _redis_server() -> str:
+    """The version of the Redis server the Redis systems use, or why there is none."""
+    from .systems.pprunner_redis import server_version
+
+    return server_version()
 
 
 def _cpu_model() -> str:
@@ -66,6 +87,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
     return [f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['platform']}",
             f"python {info['python']}, pprunner {info['pprunner']} (git {info['git']}), "
             f"{info['date']}",
+            "libraries: " + (", ".join(f"{k} {v}" for k, v in info["versions"].items())
+                             or "none of the peers") + f"; Redis server {info['redis_server']}",
             f"{settings.rounds} round(s) per system and scenario, fewer where a system's rounds "
             f"passed {settings.round_budget_s:g} s; tables show medians"]
 

@@ -35,23 +35,32 @@ def _client() -> Any:
                                 socket_timeout=CONNECT_TIMEOUT)
 
 
+def server_version() -> str:
+    """The server's version, or why it is not known (for the report's header too)."""
+    try:
+        import redis
+    except ImportError:
+        return "unknown (the redis client is not installed)"
+    client = _client()
+    try:
+        return str(client.info("server")["redis_version"])
+    except redis.RedisError as exc:
+        return f"not answering at {REDIS_URL} ({exc})"
+    finally:
+        client.close()
+
+
 class PprunnerRedis(PprunnerSystem):
     name = "pprunner-redis"
     requires = ("pprunner", "redis")
 
     @classmethod
     def unavailable(cls) -> str | None:
-        import redis
-
-        client = _client()
-        try:
-            version = str(client.info("server")["redis_version"])
-        except redis.RedisError as exc:
-            return f"no Redis at {REDIS_URL} ({exc})"
-        finally:
-            client.close()
+        version = server_version()
         numbers = re.match(r"(\d+)\.(\d+)", version)
-        if numbers and (int(numbers[1]), int(numbers[2])) < MIN_VERSION:
+        if numbers is None:
+            return f"no Redis: {version}"
+        if (int(numbers[1]), int(numbers[2])) < MIN_VERSION:
             return f"Redis {version} at {REDIS_URL}; pprunner needs 6.2 or later (BLMOVE)"
         return None
 
