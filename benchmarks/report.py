@@ -89,8 +89,11 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
             f"{info['date']}",
             "libraries: " + (", ".join(f"{k} {v}" for k, v in info["versions"].items())
                              or "none of the peers") + f"; Redis server {info['redis_server']}",
-            f"{settings.rounds} round(s) per system and scenario, fewer where a system's rounds "
-            f"passed {settings.round_budget_s:g} s; tables show medians"]
+            f"{settings.rounds} round(s) per system and scenario"
+            + ("" if settings.rounds_forced else
+               " (latency and idle cost: 1, each already a statistic over many samples)")
+            + f"; fewer where a system's rounds passed {settings.round_budget_s:g} s or its first "
+            "round had outcomes and no numbers (never, deadlock); tables show medians"]
 
 
 # -- tables -------------------------------------------------------------------------------
@@ -140,8 +143,9 @@ def table(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> 
             compared = ("baseline" if result.system == BASELINE else
                         ratio(metric, value, base.median[metric.key]) if base else "-")
             name = result.system
-            if len(result.rounds) < settings.rounds:  # cut short by the round budget
-                name += f" ({len(result.rounds)} of {settings.rounds} rounds)"
+            planned = scenario.rounds(settings)
+            if len(result.rounds) < planned:  # cut short: round budget, or outcomes only
+                name += f" ({len(result.rounds)} of {planned} rounds)"
             rows.append([label, name, number(value, metric.unit),
                          *([p99] if with_p99 else []), compared])
     return headers, rows

@@ -52,14 +52,19 @@ def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result
     if reason := cls.unavailable():
         note(f"{scenario.name}: {cls.name} is unavailable: {reason}")
         return Result(cls.name, "unavailable", error=reason)
-    rounds = []
+    rounds: list[dict[str, Value]] = []
     first_started = time.monotonic()
-    for number in range(1, settings.rounds + 1):
+    planned = scenario.rounds(settings)
+    for number in range(1, planned + 1):
+        if rounds and all(isinstance(v, str) for v in rounds[-1].values()):
+            outcomes = ", ".join(map(str, rounds[-1].values()))
+            note(f"  {cls.name}: outcomes, no numbers ({outcomes}); no more rounds")
+            break
         if number > 1 and time.monotonic() - first_started > settings.round_budget_s:
             note(f"  {cls.name} has used its {settings.round_budget_s:g} s: "
-                 f"{len(rounds)} of {settings.rounds} rounds")
+                 f"{len(rounds)} of {planned} rounds")
             break
-        note(f"{scenario.name}: {cls.name}, round {number}/{settings.rounds} ...")
+        note(f"{scenario.name}: {cls.name}, round {number}/{planned} ...")
         started = time.monotonic()
         try:
             rounds.append(run_round(scenario, cls, settings))

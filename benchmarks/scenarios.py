@@ -23,6 +23,8 @@ class Settings:
     """How big each scenario is; ``--quick`` makes everything smaller."""
 
     rounds: int
+    #: ``--rounds`` was given: it applies to every scenario, single-round ones too
+    rounds_forced: bool
     throughput_tasks: int
     latency_tasks: int
     idle_window_s: float
@@ -40,10 +42,10 @@ class Settings:
     @classmethod
     def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
         if quick:
-            return cls(rounds=rounds or 1, throughput_tasks=2_000, latency_tasks=100,
-                       idle_window_s=3.0)
-        return cls(rounds=rounds or 3, throughput_tasks=10_000, latency_tasks=500,
-                   idle_window_s=10.0)
+            return cls(rounds=rounds or 1, rounds_forced=rounds is not None,
+                       throughput_tasks=2_000, latency_tasks=100, idle_window_s=3.0)
+        return cls(rounds=rounds or 3, rounds_forced=rounds is not None,
+                   throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,23 @@ class Scenario:
     title: Callable[[Settings], str]
     metrics: tuple[Metric, ...]
     measure: Measure
+    #: one round only: each number is already a statistic over many samples
+    #: (500 latencies, a 10 s CPU window), and another round would only cost time
+    single_round: bool = False
+
+    def rounds(self, settings: Settings) -> int:
+        return 1 if self.single_round and not settings.rounds_forced else settings.rounds
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(title: Callable[[Settings], str], *metrics: Metric) -> Callable[[Measure], Measure]:
+def scenario(title: Callable[[Settings], str], *metrics: Metric,
+             single_round: bool = False) -> Callable[[Measure], Measure]:
     """Register a scenario function under its own name (the System method it calls)."""
     def register(measure: Measure) -> Measure:
-        SCENARIOS[measure.__name__] = Scenario(measure.__name__, title, metrics, measure)
+        SCENARIOS[measure.__name__] = Scenario(measure.__name__, title, metrics, measure,
+                                               single_round)
         return measure
     return register
 
@@ -103,7 +113,7 @@ def throughput(system: System, settings: Settings) -> dict[str, Value]:
 
 @scenario(lambda s: f"enqueue -> task start on an idle pool, {s.latency_tasks} tasks one at a "
                     f"time, {s.latency_gap_s * 1000:g} ms apart",
-          Metric("latency", "enqueue -> start", "ms", has_p99=True))
+          Metric("latency", "enqueue -> start", "ms", has_p99=True), single_round=True)
 def latency(system: System, settings: Settings) -> dict[str, Value]:
     samples = system.latency(settings.latency_tasks, settings.latency_gap_s)
     return {"latency": statistics.median(samples) * 1000,
@@ -124,7 +134,7 @@ def crash_recovery(system: System, settings: Settings) -> dict[str, Value]:
           Metric("first_task", "launch -> first task start", "s"),
           Metric("cpu", "idle CPU", "% of a core", words=("less", "more")),
           Metric("rss", "memory (RSS sum)", "MiB", words=("less", "more")),
-          Metric("processes", "processes", "", words=("fewer", "more")))
+          Metric("processes", "processes", "", words=("fewer", "more")), single_round=True)
 def idle_cost(system: System, settings: Settings) -> dict[str, Value]:
     run = system.idle_cost(settings.idle_window_s)
     return {"first_task": run.first_task_s, "cpu": 100 * run.cpu_s / run.window_s,

@@ -90,9 +90,10 @@ def measure(rounds: int, timeout: float) -> dict[tuple[str, str], list[float | N
 
 
 def show(samples: dict[tuple[str, str], list[float | None]], timeout: float) -> str:
-    rows = [("measure", "strategy", "median", "min", "max", "rounds")]
+    rows: list[tuple[str, ...]] = [("measure", "strategy", "median", "min", "max", "rounds")]
     for (name, strategy), values in samples.items():
         done = [v for v in values if v is not None]
+        cells: tuple[str, ...]
         if len(done) < len(values):
             cells = (f"deadlocked ({len(values) - len(done)}/{len(values)} hit {timeout:g} s)",
                      "-", "-")
