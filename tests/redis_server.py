@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,17 +24,24 @@ def free_port() -> int:
 
 class PrivateRedis:
     """A ``redis-server`` on a free loopback port, with append-only persistence in
-    ``folder`` so a test can stop and start it without losing what was written."""
+    ``folder`` so a test can stop and start it without losing what was written.
 
-    def __init__(self, folder: Path) -> None:
+    ``also_bind``: more local addresses to listen on (the root side of test hosts'
+    links); ``url`` stays on loopback. Protected mode is off because it would
+    refuse every client not on loopback, and the server listens only where told.
+    """
+
+    def __init__(self, folder: Path, also_bind: Sequence[str] = ()) -> None:
         self.folder = folder
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.addresses = ("127.0.0.1", *also_bind)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            ["redis-server", "--port", str(self.port), "--bind", *self.addresses,
+             "--protected-mode", "no",
              "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
              "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
