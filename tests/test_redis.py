@@ -1,7 +1,9 @@
-"""The Redis backend with real processes: many supervisors, outages, bad URLs."""
+"""The Redis backend with real processes: many supervisors, outages, bad URLs; and
+what only it does: the hand-off to an idle runner, resends after a lost reply."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -10,8 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from pprunner import App, ExitCode, Status, Supervisor, TaskFailed, gather
+from pprunner.testing.backend_contract import Background, make_invocation
+from pprunner_plugins.redis import RedisBackend
 from tests import apps, apps_waiting
 from tests.conftest import REPO, cli_env, run_cli, wait_until
 from tests.redis_server import PrivateRedis
@@ -116,3 +121,79 @@ def test_two_hosts_one_lost_mid_batch(redis_app: App, redis_url: str, cli_proces
     # host-a's two busy workers died mid-invocation: host-b took those back, once each
     assert len(recovered) == 2
     assert all([e.type for e in i.history] == ["RunnerLost"] for i in recovered)
+
+
+# -- the backend's own paths: hand-off, lost replies, closed connections ----------------
+
+
+@pytest.fixture
+def backend(redis_url: str) -> Iterator[RedisBackend]:
+    backend = RedisBackend(redis_url)
+    yield backend
+    backend.close()
+
+
+def lose_the_first_reply(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch,
+                         script: str) -> None:
+    """The first run of ``script`` happens on the server but its reply is lost, as when
+    the connection drops after the command went out: the backend has to send it again."""
+    command, sha = backend._command, backend._scripts[script][0]
+    lost: list[object] = []
+
+    def losing(*args: object) -> object:
+        reply = command(*args)
+        if args[:2] == ("EVALSHA", sha) and not lost:
+            lost.append(reply)
+            raise redis.ConnectionError("the reply was lost (test)")
+        return reply
+
+    monkeypatch.setattr(backend, "_command", losing)
+
+
+def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBackend) -> None:
+    claimer = Background(lambda: backend.claim("idle", timeout=30), name="claimer")
+    wait_until(lambda: backend.client.lrange(f"{backend.prefix}:idle", 0, -1) == [b"idle"],
+               what="the claim to wait as an idle runner")
+    invocation = make_invocation()
+    backend.enqueue(invocation)
+    claimed = claimer.join()
+    assert claimed is not None
+    assert (claimed.id, claimed.status, claimed.owner, claimed.attempts) == \
+        (invocation.id, Status.RUNNING, "idle", 1)
+    assert backend.get(invocation.id) == claimed
+    assert backend.counts()[Status.PENDING] == 0
+
+
+def test_a_claim_sent_again_after_a_lost_reply_is_the_same_claim(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    invocation = make_invocation()
+    backend.enqueue(invocation)
+    lose_the_first_reply(backend, monkeypatch, "CLAIM")
+    claimed = backend.claim("r", 0)
+    assert claimed is not None and (claimed.id, claimed.attempts) == (invocation.id, 1)
+    assert backend.get(invocation.id) == claimed
+
+
+def test_a_completion_sent_again_after_a_lost_reply_is_kept_and_strands_nothing(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lost send completed the first and claimed the second; the resend's completion
+    is refused as a repeat, so the second is handed back rather than left RUNNING."""
+    first, second = make_invocation(), make_invocation()
+    backend.enqueue(first)
+    backend.enqueue(second)
+    assert backend.claim("r", 0) is not None
+    lose_the_first_reply(backend, monkeypatch, "COMPLETE_AND_CLAIM")
+    assert backend.complete_and_claim(first.id, "r", b"done") is None
+    done = backend.get(first.id)
+    assert (done.status, done.result) == (Status.SUCCESS, b"done")
+    again = backend.claim("r", 0)
+    assert again is not None and (again.id, again.attempts) == (second.id, 1)
+
+
+def test_a_connection_the_server_closed_while_unused_is_no_outage(
+        backend: RedisBackend, caplog: pytest.LogCaptureFixture) -> None:
+    backend.enqueue(make_invocation())
+    backend.client.client_kill_filter(_id=backend._command("CLIENT", "ID"))
+    with caplog.at_level(logging.WARNING, logger="pprunner.redis"):
+        assert backend.claim("r", 0) is not None
+    assert "unreachable" not in caplog.text

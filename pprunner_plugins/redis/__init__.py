@@ -9,26 +9,33 @@ Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
 the oldest due id from ``p:queue`` into the runner's own
 ``p:owned:<runner>`` list and marks it RUNNING for that runner, so an id is
 never in two runners' lists and a dead runner's list is exactly what the
-reroute hands back. A runner with nothing to claim registers in ``p:idle``
-and blocks on its own inbox stream (``XREAD BLOCK``, on the server, no
-polling); an enqueue that finds an idle runner claims the invocation for it
-in the same script and adds the whole record to that stream, so the idle
-worker starts after a single hop. Every owner-only change is one Lua script that checks
-the owner first, so a late completion from a runner that lost the
-invocation is refused. Reroute and recovery use the core's one rule
-(:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI transaction; the
-recovery watches the lost runner's record, so of several supervisors that
-try at once exactly one succeeds.
+reroute hands back. A runner with nothing to claim is registered in
+``p:idle`` by that same script and blocks on its own inbox stream (``XREAD
+BLOCK``, on the server, no polling); an enqueue that finds an idle runner
+claims the invocation for it in the same script and adds the whole record to
+that stream, so the idle worker starts after a single hop. Every owner-only
+change is one Lua script that checks the owner first, so a late completion
+from a runner that lost the invocation is refused; a worker's completion and
+its next claim are one script, one round trip. Reroute and recovery use the
+core's one rule (:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI
+transaction; the recovery watches the lost runner's record, so of several
+supervisors that try at once exactly one succeeds.
+
+The scripts and the inbox reads, the hot paths, go over connections of the
+backend's own rather than through redis-py's client: its dispatch layers
+cost more than the round trip itself, and its silent resends would hide a
+lost reply from the scripts, which must know a resend to stay idempotent.
 
 Once connected, a Redis that restarts or goes away is waited for: every
-operation is retried with a growing pause (0.1 s up to 5 s) and one log
-line per outage, so nothing crashes or spins, and work resumes when Redis
-returns. A Redis that cannot be reached at start is an error at once.
+operation is sent again at once, then retried with a growing pause (0.1 s
+up to 5 s) and one log line per outage, so nothing crashes or spins, and
+work resumes when Redis returns. A Redis that cannot be reached at start is an error at once.
 Redis Cluster is not supported (the scripts build their own keys).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -68,9 +75,9 @@ SOCKET_TIMEOUT = 30.0
 RUNNER_RECORD_TTL = 7 * 24 * 3600
 RETRY_PAUSE_MAX = 5.0
 
-_TEXT_FIELDS = ("id", "task", "serializer", "status", "owner", "error", "history",
-                "waiting_for")
-_FLOAT_FIELDS = ("enqueued_at", "started_at", "finished_at", "not_before")
+#: per new status: the owned statuses it may be entered from, as ``change`` takes them
+_ALLOWED = {new: ",".join(sorted(s.value for s in sources_of(new) & OWNED_STATUSES))
+            for new in Status}
 
 
 def _fields(invocation: Invocation) -> dict[str, Any]:
@@ -90,30 +97,54 @@ def _fields(invocation: Invocation) -> dict[str, Any]:
 
 
 def _invocation(raw: dict[bytes, bytes]) -> Invocation:
-    fields = {k.decode(): v for k, v in raw.items()}
-    text = {k: fields[k].decode() for k in _TEXT_FIELDS if k in fields}
-    number = {k: float(fields[k]) for k in _FLOAT_FIELDS if k in fields}
+    """An invocation from its hash as Redis gives it, bytes keys and values. It is
+    on the path from a claim to the task's start, so it decodes only what is there."""
+    get = raw.get
+    error, history, waiting_for = get(b"error"), get(b"history"), get(b"waiting_for")
     return Invocation(
-        id=text["id"], task=text["task"], serializer=text["serializer"],
-        payload=fields["payload"], status=Status(text["status"]), owner=text.get("owner"),
-        attempts=int(fields["attempts"]), max_attempts=int(fields["max_attempts"]),
-        enqueued_at=number["enqueued_at"], started_at=number.get("started_at"),
-        finished_at=number.get("finished_at"), result=fields.get("result"),
-        error=ErrorInfo.from_json(text.get("error")), not_before=number.get("not_before"),
-        history=tuple(ErrorInfo(**e) for e in json.loads(text.get("history", "[]"))),
-        waiting_for=tuple(json.loads(text.get("waiting_for", "[]"))))
+        id=raw[b"id"].decode(), task=raw[b"task"].decode(),
+        serializer=raw[b"serializer"].decode(), payload=raw[b"payload"],
+        status=Status(raw[b"status"].decode()), owner=_text(get(b"owner")),
+        attempts=int(raw[b"attempts"]), max_attempts=int(raw[b"max_attempts"]),
+        enqueued_at=float(raw[b"enqueued_at"]), started_at=_number(get(b"started_at")),
+        finished_at=_number(get(b"finished_at")), result=get(b"result"),
+        error=ErrorInfo.from_json(error.decode()) if error else None,
+        not_before=_number(get(b"not_before")),
+        history=tuple(ErrorInfo(**e) for e in json.loads(history)) if history else (),
+        waiting_for=tuple(json.loads(waiting_for)) if waiting_for else ())
 
 
-def _flat(fields: dict[bytes, bytes] | list[bytes]) -> list[bytes]:
-    """A stream entry's fields as redis-py gives them -> a flat [field, value, ...]."""
-    if isinstance(fields, dict):
-        return [x for pair in fields.items() for x in pair]
-    return list(fields)
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
 
 
-def _pairs(raw: list[bytes] | None) -> dict[bytes, bytes] | None:
-    """HGETALL as a Lua script returns it (a flat list) -> a dict."""
-    return None if not raw else dict(zip(raw[::2], raw[1::2], strict=True))
+def _number(raw: bytes | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _flat(fields: dict[str, Any]) -> list[Any]:
+    """A mapping -> a flat [field, value, ...], as commands and scripts take it."""
+    return [x for pair in fields.items() for x in pair]
+
+
+def _pairs(raw: list[bytes], start: int = 0) -> dict[bytes, bytes]:
+    """A flat [field, value, ...] from ``start`` on, as a Lua script returns a hash -> a dict."""
+    return dict(zip(raw[start::2], raw[start + 1::2], strict=True))
+
+
+def _inbox_entry(reply: Any) -> list[bytes] | None:
+    """XREAD's reply for one stream and one entry -> [entry id, field, value, ...],
+    or None when it timed out. RESP3 answers a map of streams, RESP2 a list."""
+    if not reply:
+        return None
+    (_, entries), = reply.items() if isinstance(reply, dict) else reply
+    (entry_id, fields), = entries
+    return [entry_id, *fields]
+
+
+def _with_sha(script: str) -> tuple[str, str]:
+    """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
+    return hashlib.sha1(script.encode()).hexdigest(), script
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -143,14 +174,17 @@ class RedisBackend(Backend):
                 address, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0)
         except ValueError as exc:
             raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
-        self._scripts = {name: self.client.register_script(getattr(scripts, name))
-                         for name in ("CLAIM_ONE_OF", "TRY_CLAIM", "ENQUEUE", "REGISTER_IDLE",
-                                      "CHANGE", "REQUEUE")}
+        #: name -> (SHA1, text) of each script, run by EVALSHA
+        self._scripts = {name: _with_sha(getattr(scripts, name))
+                         for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
+                                      "ENQUEUE", "REQUEUE")}
+        #: the backend's own connections not in use now (see ``_command``)
+        self._spare: list[Any] = []
         self._connected = False
         #: whether the last operation had to be sent again (its first reply may be lost)
         self._retried = False
         #: per runner: the id of the last inbox entry it read
-        self._last_entry: dict[str, str] = {}
+        self._last_entry: dict[str, bytes] = {}
         self._pid = os.getpid()
 
     def _key(self, *parts: str) -> str:
@@ -158,24 +192,62 @@ class RedisBackend(Backend):
 
     def _run_retrying(self, script: str, *args: Any) -> Any:
         """A Lua script, retried while Redis is away (see ``scripts`` for each one)."""
-        return self._retrying(lambda: self._scripts[script](args=[self.prefix, *args]))
+        return self._retrying(lambda: self._script(script, *args))
+
+    def _script(self, name: str, *args: Any) -> Any:
+        """EVALSHA of one of ``scripts``, loaded first if the server does not have it
+        (a server restarted without persistence, or a SCRIPT FLUSH)."""
+        sha, text = self._scripts[name]
+        try:
+            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+        except self._redis.exceptions.NoScriptError:
+            self._command("SCRIPT", "LOAD", text)
+            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+
+    def _command(self, *args: Any) -> Any:
+        """One command and its raw reply, on a connection of the backend's own.
+
+        Connections are made like the client's and kept in ``_spare`` while
+        unused; popping and appending a list is atomic, so threads need no lock.
+        A connection that fails is closed by redis-py and reconnects when next
+        used; every reply is read before the connection goes back, so none is
+        left for the next command.
+        """
+        try:
+            connection = self._spare.pop()
+        except IndexError:
+            connection = self.client.connection_pool.make_connection()
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        finally:
+            self._spare.append(connection)
 
     def _do(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command, retried while Redis is away."""
         return self._retrying(lambda: getattr(self.client, command)(*args, **kwargs))
 
     def _retrying(self, operation: Callable[[], T]) -> T:
-        """Run ``operation``; while Redis is unreachable, wait for it (once connected)."""
+        """Run ``operation``; while Redis is unreachable, wait for it (once connected).
+
+        The first resend goes at once and says nothing: a connection that the
+        server closed while it sat unused (an idle timeout, a restart long ago)
+        is no outage. ``_retried`` then tells the caller its reply may be lost.
+        """
         if self._pid != os.getpid():  # a forked child must not share the parent's sockets
             self.client.connection_pool.reset()
+            self._spare = []
             self._pid = os.getpid()
-        pause, outage = 0.1, 0.0
+        pause, outage, failures = 0.1, 0.0, 0
         while True:
             try:
                 result = operation()
             except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
                 if not self._connected:
                     raise BackendError(f"cannot reach Redis at {self.url}: {exc}") from None
+                failures += 1
+                if failures == 1:
+                    continue
                 if not outage:
                     outage = time.monotonic()
                     logger.warning("Redis at %s is unreachable (%s); retrying", self.url, exc)
@@ -188,66 +260,69 @@ class RedisBackend(Backend):
                 logger.warning("Redis at %s is back after %.1f s", self.url,
                                time.monotonic() - outage)
             self._connected = True
-            self._retried = bool(outage)
+            self._retried = bool(failures)
             return result
 
     # -- producers and workers -------------------------------------------------------
 
     def enqueue(self, invocation: Invocation) -> None:
-        flat = [x for pair in _fields(invocation).items() for x in pair]
-        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *flat)
+        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()),
+                           *_flat(_fields(invocation)))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
-        """One script round trip when work is waiting. Otherwise the runner
-        registers as idle and blocks on its inbox stream, where an enqueue hands
-        it the invocation it has already claimed for it: one hop, no polling."""
+        """One script round trip when work is waiting. When none is, the same
+        script registers the runner as idle and it blocks on its inbox stream,
+        where an enqueue hands it the invocation it has already claimed for it:
+        one hop, no polling."""
         deadline = time.monotonic() + timeout
         wakeups: int | None = None
-        inbox, idle = self._key("inbox", runner_id), self._key("idle")
         while True:
-            answer = self._try_claim(runner_id)
+            wait = time.monotonic() < deadline
+            answer = self._try_claim(runner_id, wakeups, wait)
             if isinstance(answer, list):
-                claimed = self._received(runner_id, answer[0], answer[1:])
+                claimed = self._received(runner_id, answer)
                 if claimed is not None:
                     return claimed
                 continue  # a wake-up sentinel: the counter says whether it was for us
-            if wakeups is None:
-                wakeups = answer
-            elif answer != wakeups or time.monotonic() >= deadline:
-                return None  # woken, or out of time
-            if not self._run_retrying("REGISTER_IDLE", runner_id, repr(time.time())):
-                continue  # work arrived meanwhile
-            block = max(min(deadline - time.monotonic(), BLOCK_MAX), 0.001)
-            reply = self._do("xread", {inbox: self._last_entry.get(runner_id, "0-0")},
-                             count=1, block=max(int(block * 1000), 1))
-            if reply:
-                (entry_id, fields), = reply[0][1]
-                claimed = self._received(runner_id, entry_id, _flat(fields))
+            if not wait or (wakeups is not None and answer != wakeups):
+                return None  # out of time, or woken: the script did not register it idle
+            wakeups = answer
+            entry = self._read_inbox(runner_id, min(deadline - time.monotonic(), BLOCK_MAX))
+            if entry:
+                claimed = self._received(runner_id, entry)
                 if claimed is not None:
                     return claimed  # the enqueue took this runner off the idle list
-            self._do("lrem", idle, 0, runner_id)
+            # timed out or woken: the next CLAIM registers it again, or takes it off
 
-    def _received(self, runner_id: str, entry_id: bytes, flat: list[bytes]) -> Invocation | None:
-        """An inbox entry (``entry_id`` empty: claimed from the queue): the invocation,
-        or None for a wake-up sentinel."""
-        if entry_id:
-            self._last_entry[runner_id] = entry_id.decode()
-        fields = _pairs(flat) or {}
-        return None if b"wakeup" in fields else _invocation(fields)
-
-    def _try_claim(self, runner_id: str) -> list[bytes] | int:
-        """TRY_CLAIM; a resend after a dropped connection says so (see the script)."""
+    def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool) -> list[bytes] | int:
+        """CLAIM; a resend after a dropped connection says so (see the script)."""
         sends, now = itertools.count(), repr(time.time())
-        last = self._last_entry.get(runner_id, "0-0")
-        return self._retrying(lambda: self._scripts["TRY_CLAIM"](
-            args=[self.prefix, runner_id, now, "1" if next(sends) else "0", last]))
+        args = (self._last_entry.get(runner_id, b"0-0"), "" if wakeups is None else wakeups,
+                "1" if wait else "0")
+        return self._retrying(lambda: self._script(
+            "CLAIM", runner_id, now, "1" if next(sends) else "0", *args))
+
+    def _read_inbox(self, runner_id: str, block: float) -> list[bytes] | None:
+        """The runner's next inbox entry, blocking up to ``block`` seconds on the
+        server: [entry id, field, value, ...], or None."""
+        milliseconds = max(int(block * 1000), 1)
+        inbox, last = self._key("inbox", runner_id), self._last_entry.get(runner_id, b"0-0")
+        return _inbox_entry(self._retrying(lambda: self._command(
+            "XREAD", "COUNT", 1, "BLOCK", milliseconds, "STREAMS", inbox, last)))
+
+    def _received(self, runner_id: str, answer: list[bytes]) -> Invocation | None:
+        """A claim as the scripts give it, [inbox entry id or b'', field, value, ...]:
+        the invocation, or None for a wake-up sentinel."""
+        if answer[0]:
+            self._last_entry[runner_id] = answer[0]
+        fields = _pairs(answer, 1)
+        return None if b"wakeup" in fields else _invocation(fields)
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
             return None
         raw = self._run_retrying("CLAIM_ONE_OF", runner_id, repr(time.time()), *invocation_ids)
-        fields = _pairs(raw)
-        return _invocation(fields) if fields else None
+        return _invocation(_pairs(raw)) if raw else None
 
     def wakeup(self) -> None:
         """Bump the wake-up counter and add a sentinel to every idle runner's inbox:
@@ -259,49 +334,38 @@ class RedisBackend(Backend):
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:
-        """The completion and the next claim in one pipelined round trip."""
-        change = self._change_args(invocation_id, runner_id, Status.SUCCESS, release=True,
+        """The completion and the next claim in one script, one round trip."""
+        change = self._change_args(invocation_id, Status.SUCCESS, release=True,
                                    values={"result": result, "finished_at": repr(time.time())})
-        sends, now = itertools.count(), repr(time.time())
-        last = self._last_entry.get(runner_id, "0-0")
-
-        def both() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            self._scripts["CHANGE"](args=[self.prefix, *change], client=pipe)
-            self._scripts["TRY_CLAIM"](client=pipe, args=[
-                self.prefix, runner_id, now, "1" if next(sends) else "0", last])
-            return list(pipe.execute())
-
-        done, answer = self._retrying(both)
-        if not done:
-            if isinstance(answer, list):  # claimed although the completion was refused
+        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()),
+                                    self._last_entry.get(runner_id, b"0-0"), *change)
+        if answer is None:
+            retried = self._retried
+            if retried:  # the send whose reply was lost may have claimed: hand that back
                 self.reroute(runner_id, None)
-            self._refused(invocation_id, runner_id, Status.SUCCESS)
+            self._refused(invocation_id, runner_id, Status.SUCCESS, retried)
             return None
-        return self._received(runner_id, answer[0], answer[1:]) \
-            if isinstance(answer, list) else None
+        return self._received(runner_id, answer) if answer else None
 
-    def _change_args(self, invocation_id: str, runner_id: str, new: Status, *, release: bool,
+    def _change_args(self, invocation_id: str, new: Status, *, release: bool,
                      values: dict[str, Any] | None = None, clear: Sequence[str] = (),
                      error: ErrorInfo | None = None,
                      delay_until: float | None = None) -> list[Any]:
-        """The arguments of ``scripts.CHANGE`` after the prefix."""
-        allowed = ",".join(s.value for s in sources_of(new) & OWNED_STATUSES)
-        sets = [x for pair in (values or {}).items() for x in pair]
-        return [invocation_id, runner_id, new.value, allowed, "1" if release else "0",
+        """The arguments of ``change`` in ``scripts`` (those after the runner)."""
+        sets = _flat(values or {})
+        return [invocation_id, new.value, _ALLOWED[new], "1" if release else "0",
                 json.dumps(attrs.asdict(error)) if error else "",
                 repr(delay_until) if delay_until is not None else "",
                 len(sets) // 2, *sets, len(clear), *clear]
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, **options: Any) -> None:
         """One owner-only status change (see ``scripts.CHANGE``)."""
-        if not self._run_retrying("CHANGE", *self._change_args(invocation_id, runner_id, new,
-                                                              **options)):
-            self._refused(invocation_id, runner_id, new)
+        if not self._run_retrying("CHANGE", runner_id,
+                                  *self._change_args(invocation_id, new, **options)):
+            self._refused(invocation_id, runner_id, new, self._retried)
 
-    def _refused(self, invocation_id: str, runner_id: str, new: Status) -> None:
+    def _refused(self, invocation_id: str, runner_id: str, new: Status, retried: bool) -> None:
         """Raise why a change was refused — unless it was our own, whose reply was lost."""
-        retried = self._retried
         current = self.get(invocation_id)
         if retried and current.status is new and current.owner in (runner_id, None):
             return  # our own change, whose reply a dropped connection lost
@@ -482,6 +546,9 @@ class RedisBackend(Backend):
         return dict(zip(Status, self._retrying(count), strict=True))
 
     def close(self) -> None:
+        for connection in self._spare:
+            connection.disconnect()
+        self._spare.clear()
         self.client.close()
 
 

@@ -11,31 +11,105 @@ Layout, for prefix ``p``:
 ``p:owned:<runner>`` list: what a runner claimed and has not finished
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
+``p:wakeups``        counter: raised by every ``wakeup()``
 ``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
 ``p:runners``        sorted set: runner id by last heartbeat
 ``p:runner:<id>``    hash: the runner's record
+
+The scripts share Lua functions (``mark``, ``claim``, ``change``), so the
+script that completes an invocation and claims the next runs the very same
+rules as the scripts that do one of the two.
 """
 
 from __future__ import annotations
 
-#: shared by the claim scripts: take the PENDING invocation ARGV-named ``id`` for ``runner``
+#: take the PENDING invocation ``id``, already in ``runner``'s owned list, for ``runner``
+#: -> its hash as a flat list, or false when it is not PENDING (and leaves the list)
 _MARK = """
 local function mark(p, id, runner, now)
   local key = p .. ':inv:' .. id
-  local status = redis.call('HGET', key, 'status')
-  if status == 'RUNNING' and redis.call('HGET', key, 'owner') == runner then
+  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'attempts')
+  if current[1] == 'RUNNING' and current[2] == runner then
     return redis.call('HGETALL', key)  -- ours already: a retry after a lost reply
   end
-  if status ~= 'PENDING' then
+  if current[1] ~= 'PENDING' then
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     return false
   end
-  redis.call('HSET', key, 'status', 'RUNNING', 'owner', runner, 'started_at', now)
-  redis.call('HINCRBY', key, 'attempts', 1)
-  local seq = redis.call('HGET', key, 'seq')
+  redis.call('HSET', key, 'status', 'RUNNING', 'owner', runner, 'started_at', now,
+             'attempts', tonumber(current[4]) + 1)
   redis.call('ZREM', p .. ':status:PENDING', id)
-  redis.call('ZADD', p .. ':status:RUNNING', seq, id)
+  redis.call('ZADD', p .. ':status:RUNNING', current[3], id)
   return redis.call('HGETALL', key)
+end
+"""
+
+#: the next invocation for ``runner``: what an enqueue handed to its inbox after the entry
+#: ``last``, else the oldest due one -> {inbox entry id or '', field, value, ...}, or nil.
+#: ``resent`` ('1' when this is a retry after a dropped connection): an invocation it
+#: already claimed for this runner is that claim, whose reply was lost.
+_CLAIM = _MARK + """
+local function claim(p, runner, now, resent, last)
+  local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
+  if #handed > 0 then
+    local entry = handed[1]
+    local reply = {entry[1]}
+    for _, v in ipairs(entry[2]) do table.insert(reply, v) end
+    return reply
+  end
+  local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', p .. ':delayed', id)
+    redis.call('RPUSH', p .. ':queue', id)
+  end
+  for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
+    local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
+    -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
+    if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
+      local claimed = mark(p, id, runner, now)
+      if claimed then table.insert(claimed, 1, ''); return claimed end
+    end
+  end
+  while true do
+    local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
+    if not id then return nil end
+    local claimed = mark(p, id, runner, now)
+    if claimed then table.insert(claimed, 1, ''); return claimed end
+  end
+end
+"""
+
+#: An owner-only change, reading its arguments from ARGV[at] on: id, new status, allowed
+#: old statuses (comma-separated), release ('1': leave the owned list), error JSON to
+#: append to the history (or ''), delay-until (or ''), count of fields to set, field,
+#: value, ..., count of fields to delete, field, ... -> 1, or 0 when refused
+_CHANGE = """
+local function change(p, runner, at)
+  local id, new = ARGV[at], ARGV[at + 1]
+  local key = p .. ':inv:' .. id
+  local current = redis.call('HMGET', key, 'status', 'owner', 'seq')
+  local status = current[1]
+  if not status or current[2] ~= runner then return 0 end
+  if not string.find(',' .. ARGV[at + 2] .. ',', ',' .. status .. ',', 1, true) then
+    return 0
+  end
+  local sets, i = {'status', new}, at + 7
+  for _ = 1, tonumber(ARGV[at + 6]) do
+    table.insert(sets, ARGV[i]); table.insert(sets, ARGV[i + 1]); i = i + 2
+  end
+  redis.call('HSET', key, unpack(sets))
+  local deletions = tonumber(ARGV[i])
+  if deletions > 0 then redis.call('HDEL', key, unpack(ARGV, i + 1, i + deletions)) end
+  if ARGV[at + 4] ~= '' then
+    local history = cjson.decode(redis.call('HGET', key, 'history') or '[]')
+    table.insert(history, cjson.decode(ARGV[at + 4]))
+    redis.call('HSET', key, 'history', cjson.encode(history))
+  end
+  redis.call('ZREM', p .. ':status:' .. status, id)
+  redis.call('ZADD', p .. ':status:' .. new, current[3], id)
+  if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
+  if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
+  return 1
 end
 """
 
@@ -58,40 +132,38 @@ end
 return nil
 """
 
-#: One round trip for a claim when work is waiting. ARGV: prefix, runner, now, resent
-#: ('1' when this is a retry after a dropped connection: an invocation it already
-#: claimed for this runner is that claim, whose reply was lost), the last inbox entry
-#: id read -> {inbox entry id or '', field, value, ...} of the claimed invocation;
-#: or, when nothing is due, the wake-up counter (an integer)
-TRY_CLAIM = _MARK + """
-local p, runner, now, resent, last = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
-if #handed > 0 then
-  local entry = handed[1]
-  local reply = {entry[1]}
-  for _, v in ipairs(entry[2]) do table.insert(reply, v) end
-  return reply
+#: One round trip for a claim, and for going idle when nothing is due. ARGV: prefix,
+#: runner, now, resent, last inbox entry read (see ``claim``), the wake-up counter the
+#: claim saw first ('' on its first try), wait ('1': it will block for work) ->
+#: {inbox entry id or '', field, value, ...} of the claimed invocation; or the wake-up
+#: counter, the runner registered in ``p:idle`` only when it waits and the counter is
+#: the one it saw first (an enqueue then hands it the next invocation through its inbox)
+CLAIM = _CLAIM + """
+local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local claimed = claim(p, runner, now, resent, last)
+if claimed then return claimed end
+local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
+redis.call('LREM', p .. ':idle', 0, runner)
+if ARGV[7] == '1' and (seen == '' or tonumber(seen) == wakeups) then
+  redis.call('RPUSH', p .. ':idle', runner)
 end
-local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
-for _, id in ipairs(due) do
-  redis.call('ZREM', p .. ':delayed', id)
-  redis.call('RPUSH', p .. ':queue', id)
-end
-for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
-  local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
-  -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
-  if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
-    local claimed = mark(p, id, runner, now)
-    if claimed then table.insert(claimed, 1, ''); return claimed end
-  end
-end
-while true do
-  local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
-  if not id then break end
-  local claimed = mark(p, id, runner, now)
-  if claimed then table.insert(claimed, 1, ''); return claimed end
-end
-return tonumber(redis.call('GET', p .. ':wakeups') or '0')
+return wakeups
+"""
+
+#: An owner-only change (see ``change``). ARGV: prefix, runner, then change's arguments
+CHANGE = _CHANGE + """
+return change(ARGV[1], ARGV[2], 3)
+"""
+
+#: The completion of a successful invocation and the claim of the runner's next one.
+#: ARGV: prefix, runner, now, last inbox entry read, then change's arguments ->
+#: nil when the completion is refused (nothing is claimed then); else the claimed
+#: invocation as ``claim`` gives it, or 0 when nothing is due. A resend after a lost
+#: reply needs no care here: the completion it repeats is refused.
+COMPLETE_AND_CLAIM = _CHANGE + _CLAIM + """
+local p, runner = ARGV[1], ARGV[2]
+if change(p, runner, 5) == 0 then return nil end
+return claim(p, runner, ARGV[3], '0', ARGV[4]) or 0
 """
 
 #: ARGV: prefix, id, now, field, value, ... -> 1, or 0 when the id exists already.
@@ -102,58 +174,16 @@ local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
 if redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', p .. ':seq')
-for i = 4, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', key, 'seq', seq)
-redis.call('ZADD', p .. ':status:PENDING', seq, id)
+redis.call('HSET', key, 'seq', seq, unpack(ARGV, 4))
 local runner = redis.call('LPOP', p .. ':idle')
 if runner then
   redis.call('RPUSH', p .. ':owned:' .. runner, id)
   local claimed = mark(p, id, runner, now)
   redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
 else
+  redis.call('ZADD', p .. ':status:PENDING', seq, id)
   redis.call('RPUSH', p .. ':queue', id)
 end
-return 1
-"""
-
-#: ARGV: prefix, runner, now -> 1 when the runner is now registered idle; 0 when
-#: work is waiting after all (claim it instead)
-REGISTER_IDLE = """
-local p, runner, now = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('LLEN', p .. ':queue') > 0 then return 0 end
-if #redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now, 'LIMIT', 0, 1) > 0 then
-  return 0
-end
-redis.call('LREM', p .. ':idle', 0, runner)
-redis.call('RPUSH', p .. ':idle', runner)
-return 1
-"""
-
-#: An owner-only change. ARGV: prefix, id, runner, new status, allowed old statuses
-#: (comma-separated), release ('1': leave the owned list), error JSON to append to the
-#: history (or ''), delay-until (or ''), count of fields to set, field, value, ...,
-#: count of fields to delete, field, ... -> 1, or 0 when refused
-CHANGE = """
-local p, id, runner, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = p .. ':inv:' .. id
-local status = redis.call('HGET', key, 'status')
-if not status or redis.call('HGET', key, 'owner') ~= runner then return 0 end
-if not string.find(',' .. ARGV[5] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-local i = 10
-for _ = 1, tonumber(ARGV[9]) do redis.call('HSET', key, ARGV[i], ARGV[i + 1]); i = i + 2 end
-local deletions = tonumber(ARGV[i]); i = i + 1
-for _ = 1, deletions do redis.call('HDEL', key, ARGV[i]); i = i + 1 end
-redis.call('HSET', key, 'status', new)
-if ARGV[7] ~= '' then
-  local history = cjson.decode(redis.call('HGET', key, 'history') or '[]')
-  table.insert(history, cjson.decode(ARGV[7]))
-  redis.call('HSET', key, 'history', cjson.encode(history))
-end
-local seq = redis.call('HGET', key, 'seq')
-redis.call('ZREM', p .. ':status:' .. status, id)
-redis.call('ZADD', p .. ':status:' .. new, seq, id)
-if ARGV[6] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
-if ARGV[8] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[8], id) end
 return 1
 """
 
