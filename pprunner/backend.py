@@ -41,6 +41,11 @@ class Backend(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: wall time at which this process last got the store back after an outage
+        #: (0: it never lost it). A backend that waits out outages sets it. During an
+        #: outage no runner could heartbeat, so afterwards every runner looks stale:
+        #: the supervisor recovers nobody until ``dead_after`` has passed since then.
+        self.outage_ended_at = 0.0
 
     # -- producers ----------------------------------------------------------
 
@@ -150,7 +155,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
-        """Insert or refresh these runners with ``heartbeat_at = at``."""
+        """Insert or refresh these runners with ``heartbeat_at = at``.
+
+        A store shared by several hosts may keep heartbeats on its own clock
+        (the Redis backend does): it then stores its time of arrival minus the
+        heartbeat's age when sent (``now - at`` on the caller's clock), and judges
+        staleness in :meth:`stale_runners` and :meth:`recover` by its clock too.
+        """
 
     @abc.abstractmethod
     def forget_runners(self, runner_ids: Iterable[str]) -> None:

@@ -378,6 +378,8 @@ class Supervisor:
             return
         dead_after = self.config.dead_after
         self._next_recovery = now + max(dead_after / 4, self.config.heartbeat_interval)
+        if time.time() - self.backend.outage_ended_at < dead_after:
+            return  # after an outage, silence proves nothing until everyone could heartbeat
         for runner in self.backend.stale_runners(dead_after):
             if runner.supervisor == self.id:
                 continue

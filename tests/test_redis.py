@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,26 @@ def test_a_connection_the_server_closed_while_unused_is_no_outage(
     with caplog.at_level(logging.WARNING, logger="pprunner.redis"):
         assert backend.claim("r", 0) is not None
     assert "unreachable" not in caplog.text
+
+
+def test_an_outage_longer_than_dead_after_takes_back_nothing(
+        app: App, own_redis: PrivateRedis, cli_process) -> None:
+    """Two supervisors; Redis goes away for longer than ``dead_after`` while every
+    worker runs something. No runner could heartbeat meanwhile, so when Redis is back
+    neither supervisor may take the other's live runners back: each task runs once."""
+    url = f"{own_redis.url}?prefix=outage"
+    app.configure(source="the test", backend=url, dead_after=1, heartbeat_interval=0.1)
+    handles = [apps.whoami_slowly.enqueue(1.5) for _ in range(8)]
+    other = cli_process("run", "--app", "tests.apps:app", "--processes", "2",
+                        env=cli_env(url, PPRUNNER_DEAD_AFTER="1",
+                                    PPRUNNER_HEARTBEAT_INTERVAL="0.1"))
+    with Supervisor(app, processes=2):
+        wait_until(lambda: app.backend.counts()[Status.RUNNING] == 4, what="4 running")
+        own_redis.stop()
+        time.sleep(2.5)  # the outage itself, longer than dead_after: nothing to wait for
+        own_redis.start()
+        gather(handles, timeout=60)
+    assert other.poll() is None
+    invocations = [h.invocation() for h in handles]
+    assert {i.status for i in invocations} == {Status.SUCCESS}
+    assert {i.attempts for i in invocations} == {1}, [i.history for i in invocations]

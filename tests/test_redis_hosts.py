@@ -281,20 +281,19 @@ def test_a_partitioned_host_is_recovered_and_its_late_results_refused(
 
     ip("link", "set", a.link, "up")
     healed_at = time.time()
+    # New work at once: the heartbeat the cut delayed lands late, and counts from then
+    # (the server's clock), so B must not take A's live runners back a second time.
+    more = [apps.whoami_slowly.enqueue(0.2) for _ in range(30)]
     wait_until(lambda: log_of(a, tmp_path).count("outcome refused") == 2, timeout=30,
                what="host A's two late completions to be refused")
     assert [h.invocation() for h in handles] == invocations  # B's outcomes stand
     # A heartbeats again with the processes it had: nothing crashed or was respawned.
-    # New work goes in only after that: the heartbeat the cut delayed lands with its
-    # pre-cut time, so until A's next one B may take A's runners back a second time,
-    # with whatever they claimed meanwhile. That is a pprunner bug, not covered here.
     wait_until(lambda: len(workers_of(hosts_app, a)) == 2 and all(
         r.heartbeat_at > healed_at for r in hosts_app.backend.runners() if r.host == a.name),
         what="host A's runners to heartbeat again")
     assert host_a.poll() is None
     assert {p.pid for p in children_of(host_a.pid)} == family_a
     assert "Traceback" not in log_of(a, tmp_path)
-    more = [apps.whoami_slowly.enqueue(0.2) for _ in range(30)]
     ran_on = {result["runner"] for result in gather(more, timeout=30)}
     assert ran_on & set(workers_of(hosts_app, a)) and ran_on & workers_b
     assert {h.invocation().attempts for h in more} == {1}

@@ -177,7 +177,7 @@ class RedisBackend(Backend):
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
-                                      "ENQUEUE", "REQUEUE")}
+                                      "ENQUEUE", "REQUEUE", "HEARTBEAT")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
@@ -259,6 +259,7 @@ class RedisBackend(Backend):
             if outage:
                 logger.warning("Redis at %s is back after %.1f s", self.url,
                                time.monotonic() - outage)
+                self.outage_ended_at = time.time()
             self._connected = True
             self._retried = bool(failures)
             return result
@@ -418,7 +419,7 @@ class RedisBackend(Backend):
         def attempt(pipe: Any) -> list[Invocation] | None:
             if lost:
                 beat = pipe.zscore(self._key("runners"), runner_id)
-                if beat is None or beat >= time.time() - older_than:
+                if beat is None or beat >= self._server_time(pipe) - older_than:
                     return None
             ids = [raw.decode() for raw in pipe.lrange(owned_key, 0, -1)]
             for invocation_id in ids:
@@ -472,18 +473,16 @@ class RedisBackend(Backend):
         return found
 
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
-        def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for r in runners:
-                pipe.zadd(self._key("runners"), {r.id: at})
-                pipe.hset(self._key("runner", r.id), mapping={
-                    "id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
-                    "supervisor": r.supervisor, "slot": r.slot,
-                    "started_at": repr(r.started_at)})
-                pipe.expire(self._key("runner", r.id), RUNNER_RECORD_TTL)
-            pipe.execute()
+        """Heartbeats on the server's clock (see ``scripts.HEARTBEAT``)."""
+        records = [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, repr(r.started_at))
+                   for r in runners]
+        age = repr(time.time() - at)
+        self._run_retrying("HEARTBEAT", RUNNER_RECORD_TTL, age, *itertools.chain(*records))
 
-        self._retrying(write)
+    def _server_time(self, source: Any = None) -> float:
+        """The server's clock, which heartbeats are written and judged by."""
+        seconds, micros = (self.client if source is None else source).time()
+        return float(seconds) + micros / 1e6
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         ids = list(runner_ids)
@@ -498,9 +497,13 @@ class RedisBackend(Backend):
         return sorted(self._runner_records(beats), key=lambda r: r.started_at)
 
     def stale_runners(self, older_than: float) -> list[RunnerInfo]:
-        beats = self._do("zrangebyscore", self._key("runners"), "-inf",
-                         time.time() - older_than, withscores=True)
-        return self._runner_records(beats)
+        def read() -> list[tuple[bytes, float]]:
+            cutoff = self._server_time() - older_than
+            beats: list[tuple[bytes, float]] = self.client.zrangebyscore(
+                self._key("runners"), "-inf", f"({cutoff!r}", withscores=True)
+            return beats
+
+        return self._runner_records(self._retrying(read))
 
     def _runner_records(self, beats: list[tuple[bytes, float]]) -> list[RunnerInfo]:
         """RunnerInfo for each (id, heartbeat); a record that expired is rebuilt bare,

@@ -200,3 +200,23 @@ redis.call('ZADD', p .. ':status:PENDING', seq, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
 """
+
+#: ARGV: prefix, record ttl, the heartbeat's age when sent (seconds, on the sender's clock),
+#: then per runner 7 values: id, kind, pid, host, supervisor, slot, started_at. The time
+#: stored is the server's own at arrival, less that age: a heartbeat delayed on the way (a
+#: link that stalled, a resend after an outage) counts from when it arrived, and every
+#: host's heartbeats are judged by one clock, so host clocks need not agree.
+HEARTBEAT = """
+local p, ttl = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[3])
+for i = 4, #ARGV, 7 do
+  local id = ARGV[i]
+  local key = p .. ':runner:' .. id
+  redis.call('ZADD', p .. ':runners', now, id)
+  redis.call('HSET', key, 'id', id, 'kind', ARGV[i + 1], 'pid', ARGV[i + 2], 'host', ARGV[i + 3],
+             'supervisor', ARGV[i + 4], 'slot', ARGV[i + 5], 'started_at', ARGV[i + 6])
+  redis.call('EXPIRE', key, ttl)
+end
+return 1
+"""
