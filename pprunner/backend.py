@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 import attrs
@@ -46,6 +46,10 @@ class Backend(abc.ABC):
         #: outage no runner could heartbeat, so afterwards every runner looks stale:
         #: the supervisor recovers nobody until ``dead_after`` has passed since then.
         self.outage_ended_at = 0.0
+        #: asked between retries by a backend that waits out outages: False gives up
+        #: (BackendError). The supervisor says False once it is asked to stop, so a
+        #: stop is not held up by an outage.
+        self.keep_waiting: Callable[[], bool] = lambda: True
 
     # -- producers ----------------------------------------------------------
 

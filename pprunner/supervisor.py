@@ -85,6 +85,8 @@ class Supervisor:
         os.set_blocking(self._wakeup_write, False)
         self._stop_requested = False
         self._immediate = False
+        #: the backend was unreachable when stopping: nothing more is asked of it
+        self._backend_lost = False
         self._thread: threading.Thread | None = None
         self._inline: Worker | None = None
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
@@ -196,6 +198,7 @@ class Supervisor:
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
                 "such as sqlite://")
         self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
+        backend.keep_waiting = lambda: not self._stopping()
         try:
             backend.counts()
         except PprunnerError:
@@ -258,6 +261,12 @@ class Supervisor:
             else:
                 self._loop()
                 self._shutdown()
+        except BackendError as exc:
+            if not self._stopping():
+                self.exit_code = ExitCode.INTERNAL_ERROR
+                self._shutdown(immediate=True)
+                raise
+            self._stop_without_backend(exc)
         except BaseException:
             self.exit_code = ExitCode.INTERNAL_ERROR
             self._shutdown(immediate=True)
@@ -546,6 +555,36 @@ class Supervisor:
         if self._immediate and self.exit_code == ExitCode.OK:
             self.exit_code = ExitCode.INTERRUPTED
 
+    def _stopping(self) -> bool:
+        """A stop was asked for, or a stop signal is queued and not yet handled."""
+        return self._stop_requested or any(s in (signal.SIGTERM, signal.SIGINT)
+                                           for s in self._signals)
+
+    def _stop_without_backend(self, error: BackendError) -> None:
+        """Stop although the backend cannot be reached (it gave up waiting because a
+        stop was asked for): end the workers without handing back what they run.
+
+        Their invocations stay owned by runners that no longer heartbeat, so
+        another supervisor, or this one's next start, takes them back after
+        ``dead_after``, as after a crash.
+        """
+        logger.error("stopping while the backend is unreachable (%s): %d worker(s) stop "
+                     "without handing back what they run; it is taken back after dead_after "
+                     "(%.0f s)", error, len(self.workers), self.config.dead_after)
+        self.exit_code = ExitCode.BACKEND_ERROR
+        self._backend_lost = True
+        children = list(self.workers.values())
+        for child in children:
+            child.requested_stop = True
+            child.process.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE
+        for child in children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.exitcode is None:
+                child.process.kill()
+                child.process.join()
+        self.workers.clear()
+
     def _wait_for_exits(self, deadline: float | None) -> None:
         while self.workers:
             left = None if deadline is None else deadline - time.monotonic()
@@ -562,10 +601,12 @@ class Supervisor:
         if self.config.health_file:
             with contextlib.suppress(OSError):  # a stopped supervisor is not alive
                 os.unlink(self.config.health_file)
-        owned = self.backend.owned_by([self.id, *self.workers])
-        if owned:
-            logger.error("invocations still owned after stopping: %s", owned)
-        self.backend.forget_runners([self.id])
+        if not self._backend_lost:
+            owned = self.backend.owned_by([self.id, *self.workers])
+            if owned:
+                logger.error("invocations still owned after stopping: %s", owned)
+            self.backend.forget_runners([self.id])
+        self.backend.keep_waiting = lambda: True  # the app's producers may wait again
         if self._progress is not None:
             self._progress.close()
         if self._manager is not None:

@@ -175,7 +175,9 @@ class SQLiteBackend(Backend):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                          isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # switching a new file to WAL can be refused as locked without SQLite's busy
+            # wait (another connection opening it at the same moment): retried like the rest
+            self._retrying(lambda: connection.execute("PRAGMA journal_mode=WAL"))
             connection.execute("PRAGMA synchronous=NORMAL")
             self._retrying(lambda: self._create_or_migrate(connection))
         except (OSError, sqlite3.Error) as exc:

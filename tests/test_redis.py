@@ -19,7 +19,7 @@ from pprunner import App, ExitCode, Status, Supervisor, TaskFailed, gather
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
 from tests import apps, apps_waiting
-from tests.conftest import REPO, cli_env, run_cli, wait_until
+from tests.conftest import REPO, assert_all_gone, children_of, cli_env, run_cli, wait_until
 from tests.redis_server import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -221,3 +221,28 @@ def test_an_outage_longer_than_dead_after_takes_back_nothing(
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     assert {i.attempts for i in invocations} == {1}, [i.history for i in invocations]
+
+
+def test_a_stop_during_an_outage_is_not_held_up(app: App, own_redis: PrivateRedis,
+                                                cli_process) -> None:
+    """SIGTERM while Redis is away: the supervisor stops its workers without handing
+    back (it cannot), exits 5 with one line saying so, and what they ran is taken back
+    after ``dead_after`` by the next supervisor, once Redis is back."""
+    url = f"{own_redis.url}?prefix=stop-in-outage"
+    app.configure(source="the test", backend=url, dead_after=1, heartbeat_interval=0.1)
+    handle = apps.whoami_slowly.enqueue(3)
+    doomed = cli_process("run", "--app", "tests.apps:app", "--processes", "1",
+                         env=cli_env(url, PPRUNNER_HEARTBEAT_INTERVAL="0.1"))
+    wait_until(lambda: handle.status() is Status.RUNNING, what="the task to start")
+    family = children_of(doomed.pid)
+    own_redis.stop()
+    doomed.send_signal(signal.SIGTERM)
+    _, stderr = doomed.communicate(timeout=30)
+    assert doomed.returncode == ExitCode.BACKEND_ERROR, stderr
+    assert "stopping while the backend is unreachable" in stderr
+    assert_all_gone(family)
+    own_redis.start()
+    with Supervisor(app, processes=1):
+        result = handle.result(timeout=30)
+    assert result["pid"] not in {p.pid for p in family}
+    assert [e.type for e in handle.invocation().history] == ["RunnerLost"]

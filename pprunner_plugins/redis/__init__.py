@@ -251,6 +251,9 @@ class RedisBackend(Backend):
                 if not outage:
                     outage = time.monotonic()
                     logger.warning("Redis at %s is unreachable (%s); retrying", self.url, exc)
+                if not self.keep_waiting():
+                    raise BackendError(f"Redis at {self.url} is unreachable ({exc}); "
+                                       "stopped waiting for it") from None
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_MAX)
                 continue
