@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the benchmarks and print one table per scenario")
     run.add_argument("--quick", action="store_true",
-                     help="smaller workloads and 1 round (a minute or two)")
+                     help="smaller workloads and 1 round (about 5 minutes)")
     run.add_argument("--only", type=_names(list(SCENARIOS)), metavar="SCENARIO,...",
                      help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")
     run.add_argument("--systems", type=_names([s.name for s in SYSTEMS]), metavar="SYSTEM,...",

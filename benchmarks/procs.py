@@ -203,20 +203,21 @@ def sample_tree(root: int, window: float) -> TreeSample:
 
 
 @contextlib.contextmanager
-def process_group(argv: Sequence[str], *, env: dict[str, str], cwd: Path,
+def process_group(argv: Sequence[str], *, env: dict[str, str], cwd: Path, graceful: bool = True,
                   **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` as the leader of a new process group; on exit, whatever
-    happened, stop it gracefully (SIGTERM, :data:`STOP_GRACE` seconds) and
-    then SIGKILL everything left in its group."""
+    happened, end it with :func:`end_group`."""
     process = subprocess.Popen(list(argv), env=env, cwd=cwd, start_new_session=True, **popen)
     try:
         yield process
     finally:
-        end_group(process)
+        end_group(process, graceful=graceful)
 
 
-def end_group(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
+def end_group(process: subprocess.Popen[bytes], *, graceful: bool = True) -> None:
+    """Give ``process`` :data:`STOP_GRACE` seconds to stop after SIGTERM (only if
+    ``graceful``), then SIGKILL everything left in its group."""
+    if graceful and process.poll() is None:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(STOP_GRACE)

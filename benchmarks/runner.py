@@ -53,14 +53,16 @@ def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result
         note(f"{scenario.name}: {cls.name} is unavailable: {reason}")
         return Result(cls.name, "unavailable", error=reason)
     rounds: list[dict[str, Value]] = []
-    first_started = time.monotonic()
+    first_started = started = time.monotonic()
     planned = scenario.rounds(settings)
     for number in range(1, planned + 1):
         if rounds and all(isinstance(v, str) for v in rounds[-1].values()):
             outcomes = ", ".join(map(str, rounds[-1].values()))
             note(f"  {cls.name}: outcomes, no numbers ({outcomes}); no more rounds")
             break
-        if number > 1 and time.monotonic() - first_started > settings.round_budget_s:
+        last_took = time.monotonic() - started if rounds else 0.0
+        if number > 1 and (time.monotonic() + last_took - first_started
+                           > settings.round_budget_s):
             note(f"  {cls.name} has used its {settings.round_budget_s:g} s: "
                  f"{len(rounds)} of {planned} rounds")
             break

@@ -35,15 +35,20 @@ class Settings:
     wait_parents: int = WORKERS
     wait_children: int = 4
     wait_bound_s: float = 10.0
-    #: no further rounds of a system in a scenario once its rounds have taken this
-    #: long (a slow peer's 10,000 tasks would otherwise take most of the run)
-    round_budget_s: float = 60.0
+    #: throughput: a pool still busy this long after its launch is stopped, and the
+    #: tasks done by then are rated (RQ's or pynenc's 10,000 would take minutes)
+    throughput_cap_s: float = 30.0
+    #: no further round of a system in a scenario that would end past this many seconds
+    #: after its first began, judging by its last (a slow peer's 10,000 tasks would
+    #: otherwise take most of the run)
+    round_budget_s: float = 40.0
 
     @classmethod
     def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
-        if quick:
+        if quick:  # a smoke run: shorter bounds, so a "never" or a deadlock costs 3 s
             return cls(rounds=rounds or 1, rounds_forced=rounds is not None,
-                       throughput_tasks=2_000, latency_tasks=100, idle_window_s=3.0)
+                       throughput_tasks=2_000, latency_tasks=100, idle_window_s=2.0,
+                       crash_bound_s=3.0, wait_bound_s=3.0, throughput_cap_s=10.0)
         return cls(rounds=rounds or 3, rounds_forced=rounds is not None,
                    throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0)
 
@@ -107,7 +112,7 @@ def percentile(samples: list[float], fraction: float) -> float:
           Metric("wall", "launch -> exit, incl. boot", "s"),
           Metric("rate", "drain rate, excl. boot", "tasks/s", higher_is_better=True))
 def throughput(system: System, settings: Settings) -> dict[str, Value]:
-    run = system.throughput(settings.throughput_tasks)
+    run = system.throughput(settings.throughput_tasks, settings.throughput_cap_s)
     return {"wall": run.wall_s, "rate": run.count / run.drain_s}
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from . import procs, workload
 
@@ -42,10 +42,11 @@ SETTLE_S = 1.0
 
 @dataclass(frozen=True)
 class ThroughputRun:
+    #: tasks done (all of them, unless the system stopped the round early)
     count: int
-    #: launch of the pool to its exit: boot, all tasks, shutdown
-    wall_s: float
-    #: the tasks alone, without boot and shutdown (how, depends on the system)
+    #: launch of the pool to its exit: boot, all tasks, shutdown; or why there is none
+    wall_s: Value
+    #: the tasks done, without boot and shutdown (how, depends on the system)
     drain_s: float
 
 
@@ -76,6 +77,9 @@ class System:
     name: ClassVar[str]
     #: modules that must be importable, else the system is "not installed"
     requires: ClassVar[tuple[str, ...]] = ()
+    #: the only scenarios the system runs, where the others would measure nothing
+    #: another system does not already (None: every scenario it implements)
+    only_scenarios: ClassVar[tuple[str, ...] | None] = None
 
     workdir: Path
     cleanup: contextlib.ExitStack
@@ -92,7 +96,9 @@ class System:
 
     @classmethod
     def supports(cls, scenario: str) -> bool:
-        return getattr(cls, scenario) is not getattr(System, scenario)
+        """The system implements ``scenario`` and runs it ("not supported" otherwise)."""
+        implemented = getattr(cls, scenario) is not getattr(System, scenario)
+        return implemented and (cls.only_scenarios is None or scenario in cls.only_scenarios)
 
     def setup(self, workdir: Path) -> None:
         """Prepare one round; ``workdir`` is a fresh, empty folder of its own."""
@@ -105,8 +111,14 @@ class System:
 
     # -- one method per scenario (see benchmarks.scenarios) ---------------------------
 
-    def throughput(self, count: int) -> ThroughputRun:
-        """Run ``count`` no-op tasks that were all queued before the pool started."""
+    def throughput(self, count: int, cap_s: float) -> ThroughputRun:
+        """Run ``count`` no-op tasks that were all queued before the pool started.
+
+        A system whose pool can take minutes for them (a fork, or dozens of
+        SQLite connections, per task) stops it ``cap_s`` seconds after its
+        launch and rates the tasks done by then (see :func:`stopped_at`); the
+        others finish well within that and ignore it.
+        """
         raise NotImplementedError
 
     def latency(self, count: int, gap_s: float) -> list[float]:
@@ -183,9 +195,32 @@ def start_and_kill(marker: Path, timeout: float = 15.0) -> float:
     return procs.kill_now(pid)
 
 
+def stopped_at(cap_s: float, done: int, count: int) -> str:
+    """The wall cell of a throughput round whose pool was stopped at its cap."""
+    return f"stopped at {cap_s:g} s ({done:,} of {count:,} done)"
+
+
 def deadlock(bound_s: float) -> str:
     """The word for a wait-on-subtask run that did not finish in time."""
     return f"deadlock (> {bound_s:g} s)"
+
+
+def time_parents(send_and_wait: Callable[[], list[Any]], timeout: type[Exception],
+                 parents: int, children: int, bound_s: float) -> Value:
+    """Seconds ``send_and_wait`` takes to send the wait-on-subtask parents and
+    return their results, or :func:`deadlock` if it raises ``timeout`` (the
+    system's error for a wait that ran out of its ``bound_s``). Each parent
+    returns the sum of its no-op children's results (``noop(n) = n + 1``);
+    anything else is an error."""
+    started = time.perf_counter()
+    try:
+        results = send_and_wait()
+    except timeout:
+        return deadlock(bound_s)
+    elapsed = time.perf_counter() - started
+    if results != [children * (children + 1) // 2] * parents:
+        raise RuntimeError(f"unexpected results {results}")
+    return elapsed
 
 
 def watch_recovery(killed_at: float, bound_s: float, rerun: Probe, ready: Probe) -> CrashRun:

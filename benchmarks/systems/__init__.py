@@ -8,11 +8,18 @@ its library in ``requires`` and imports it lazily, plus its class below.
 from __future__ import annotations
 
 from ..system import System
+from .celery import CeleryRedis, CeleryRedisAcksLate
+from .dramatiq import DramatiqRedis
+from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
-from .pprunner_sqlite import PprunnerSQLite
+from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
+from .pynenc import PynencSQLite
+from .rq import RQWorkerPool
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
-SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerRedis, MultiprocessingPool,
-                                     ProcessPoolExecutorSystem)
+SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
+                                     MultiprocessingPool,
+                                     ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
+                                     DramatiqRedis, PynencSQLite, RQWorkerPool, HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from .. import procs, system
+from ..pool_process import LoggedPool
 from ..system import WORKERS, CrashRun, IdleRun, System, ThroughputRun
 
 #: seconds a graceful stop may take in teardown (the default, 30, only slows teardown)
@@ -49,8 +50,7 @@ class PprunnerSystem(System):
         from .. import apps  # imports pprunner, so only once it is known to be installed
 
         self.apps: ModuleType = apps
-        self.log = workdir / "pprunner.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.pool = LoggedPool(self.cleanup, workdir, name="pprunner run")
         self.backend_url = self.fresh_backend(workdir)
         apps.app.configure(source="the benchmark", replace=True,
                            backend=self.backend_url, serializer=self.serializer)
@@ -66,23 +66,9 @@ class PprunnerSystem(System):
     def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
         argv = system.python("-m", "pprunner", "run", "--app", "benchmarks.apps:app",
                              "--processes", str(WORKERS), *(["--burst"] if burst else []))
-        log = self.cleanup.enter_context(self.log.open("ab"))
-        self.process = self.cleanup.enter_context(procs.process_group(
-            argv, cwd=self.workdir, stdout=log, stderr=log, env=system.child_env(
-                PPRUNNER_BACKEND=self.backend_url, PPRUNNER_SERIALIZER=self.serializer,
-                PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **env)))
-        return self.process
-
-    def _alive(self) -> None:
-        """Fail at once, with its log, if ``pprunner run`` has exited."""
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"pprunner run exited with code {self.process.returncode}:\n"
-                               f"{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 15) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.pool.launch(argv, system.child_env(
+            PPRUNNER_BACKEND=self.backend_url, PPRUNNER_SERIALIZER=self.serializer,
+            PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **env))
 
     def _workers(self) -> dict[str, Any]:
         """Runner records of the workers, by runner id (the supervisor writes them)."""
@@ -91,7 +77,7 @@ class PprunnerSystem(System):
     def _ready(self, exclude: Collection[str] = ()) -> dict[str, Any]:
         """Workers, not in ``exclude``, that have loaded the app: a worker retitles
         itself "pprunner worker N: idle" just before its claim loop."""
-        self._alive()
+        self.pool.alive()
         return {i: r for i, r in self._workers().items() if i not in exclude
                 and procs.title(r.pid).startswith("pprunner worker")
                 and not procs.title(r.pid).endswith(": starting")}
@@ -117,7 +103,7 @@ class PprunnerSystem(System):
 
     # -- scenarios ---------------------------------------------------------------------
 
-    def throughput(self, count: int) -> ThroughputRun:
+    def throughput(self, count: int, cap_s: float) -> ThroughputRun:
         for x in range(count):
             self.apps.noop.enqueue(x)
         self.apps.app.close()  # the producer is done before the clock starts
@@ -126,10 +112,10 @@ class PprunnerSystem(System):
         try:
             code = process.wait(timeout=60 + count / 100)
         except subprocess.TimeoutExpired:
-            raise TimeoutError(f"pprunner run --burst still running:\n{self._log_tail()}") from None
+            raise TimeoutError(f"pprunner run --burst still running:\n{self.pool.tail()}") from None
         wall = time.perf_counter() - started
         if code != 0:
-            raise RuntimeError(f"pprunner run --burst exited with {code}:\n{self._log_tail()}")
+            raise RuntimeError(f"pprunner run --burst exited with {code}:\n{self.pool.tail()}")
         return ThroughputRun(count=count, wall_s=wall, drain_s=self._drain_s(count))
 
     def latency(self, count: int, gap_s: float) -> list[float]:
@@ -162,13 +148,10 @@ class PprunnerSystem(System):
 
         self._launch()
         self._wait_ready()
-        started = time.perf_counter()
-        handles = [self.apps.parent_of_noops.enqueue(children, "nested") for _ in range(parents)]
-        try:
-            results = gather(handles, timeout=bound_s)
-        except ResultTimeout:
-            return system.deadlock(bound_s)
-        elapsed = time.perf_counter() - started
-        if results != [children * (children + 1) // 2] * parents:
-            raise RuntimeError(f"unexpected results {results}")
-        return elapsed
+
+        def send_and_wait() -> list[Any]:
+            handles = [self.apps.parent_of_noops.enqueue(children, "nested")
+                       for _ in range(parents)]
+            return gather(handles, timeout=bound_s)
+
+        return system.time_parents(send_and_wait, ResultTimeout, parents, children, bound_s)

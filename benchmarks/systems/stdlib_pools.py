@@ -30,7 +30,7 @@ class _StdlibPool(System):
             argv, cwd=self.workdir, env=system.child_env(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE))
 
-    def throughput(self, count: int) -> ThroughputRun:
+    def throughput(self, count: int, cap_s: float) -> ThroughputRun:
         started = time.perf_counter()
         host = self._host("throughput", str(count))
         assert host.stdout is not None

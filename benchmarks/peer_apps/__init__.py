@@ -1,0 +1,1 @@
+"""The other queues' apps: one module per peer, wrapping :mod:`benchmarks.workload`."""
