@@ -92,8 +92,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
             f"{settings.rounds} round(s) per system and scenario"
             + ("" if settings.rounds_forced else
                " (latency and idle cost: 1, each already a statistic over many samples)")
-            + f"; fewer where a system's rounds passed {settings.round_budget_s:g} s or its first "
-            "round had outcomes and no numbers (never, deadlock); tables show medians"]
+            + f"; fewer where another round would have ended past {settings.round_budget_s:g} s "
+            "or a round had outcomes and no numbers (never, deadlock); tables show medians"]
 
 
 # -- tables -------------------------------------------------------------------------------

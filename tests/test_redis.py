@@ -246,3 +246,21 @@ def test_a_stop_during_an_outage_is_not_held_up(app: App, own_redis: PrivateRedi
         result = handle.result(timeout=30)
     assert result["pid"] not in {p.pid for p in family}
     assert [e.type for e in handle.invocation().history] == ["RunnerLost"]
+
+
+def test_what_a_dead_runner_held_goes_to_an_idle_one_at_once(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle runner blocks on its inbox for up to BLOCK_MAX; a reroute must wake it,
+    or a killed worker's invocation would wait for that block to run out."""
+    monkeypatch.setattr("pprunner_plugins.redis.BLOCK_MAX", 20.0)
+    backend.enqueue(make_invocation())
+    held = backend.claim("dead", timeout=0)
+    assert held is not None
+    claimer = Background(lambda: backend.claim("idle", timeout=30), name="claimer")
+    wait_until(lambda: b"idle" in backend.client.lrange(f"{backend.prefix}:idle", 0, -1),
+               what="the idle runner to block on its inbox")
+    rerouted = time.monotonic()
+    backend.reroute("dead", None)
+    claimed = claimer.join()
+    assert time.monotonic() - rerouted < 5, "the idle runner waited for its block to run out"
+    assert claimed is not None and claimed.id == held.id

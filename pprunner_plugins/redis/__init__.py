@@ -441,8 +441,13 @@ class RedisBackend(Backend):
             return [now for before, now in zip(held, after, strict=True) if before != now
                     or now.status is Status.PENDING]
 
-        return self._retrying(lambda: self.client.transaction(
+        moved: list[Invocation] | None = self._retrying(lambda: self.client.transaction(
             attempt, owned_key, runner_key, self._key("runners"), value_from_callable=True))
+        now = time.time()
+        if moved and any(i.status is Status.PENDING and (i.not_before or 0) <= now
+                         for i in moved):
+            self.wakeup()  # idle runners block on their inboxes: tell them to look again
+        return moved
 
     def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
         raw = pipe.hgetall(self._key("inv", invocation_id))
