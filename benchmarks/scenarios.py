@@ -47,7 +47,7 @@ class Settings:
     def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
         if quick:  # a smoke run: shorter bounds, so a "never" or a deadlock costs 3 s
             return cls(rounds=rounds or 1, rounds_forced=rounds is not None,
-                       throughput_tasks=2_000, latency_tasks=100, idle_window_s=2.0,
+                       throughput_tasks=1_000, latency_tasks=50, idle_window_s=1.0,
                        crash_bound_s=3.0, wait_bound_s=3.0, throughput_cap_s=10.0)
         return cls(rounds=rounds or 3, rounds_forced=rounds is not None,
                    throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0)
