@@ -66,21 +66,22 @@ class PprunnerRedis(PprunnerSystem):
 
     def fresh_backend(self, workdir: Path) -> str:
         self.prefix = f"pprunner-bench-{uuid.uuid4().hex[:12]}"
-        self.cleanup.callback(self._delete_keys)
+        self.cleanup.callback(delete_keys, self.prefix)
         separator = "&" if "?" in REDIS_URL else "?"
         return f"{REDIS_URL}{separator}prefix={self.prefix}"
 
-    def _delete_keys(self) -> None:
-        """Delete the round's keys, and only those."""
-        client = _client()
-        try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.delete(*batch)
-                    batch.clear()
-            if batch:
+
+def delete_keys(prefix: str) -> None:
+    """Delete the keys under ``prefix`` (a round's, or a probe's), and only those."""
+    client = _client()
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
                 client.delete(*batch)
-        finally:
-            client.close()
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
