@@ -69,7 +69,10 @@ T = TypeVar("T")
 #: retries and wake-ups again. Well under SOCKET_TIMEOUT: redis-py would cut a
 #: block longer than its socket timeout short with a TimeoutError.
 BLOCK_MAX = 1.0
-SOCKET_TIMEOUT = 30.0
+#: how long a reply may take before the connection counts as lost: every command
+#: answers in milliseconds and blocks last at most BLOCK_MAX, so 10 s means a link
+#: that stalled, and the outage is logged and waited out instead of sat through
+SOCKET_TIMEOUT = 10.0
 #: a runner's record expires this long after its last heartbeat; its entry in
 #: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
 RUNNER_RECORD_TTL = 7 * 24 * 3600
