@@ -65,9 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if "redis" in stores:
                 delete_keys(prefix)
-    machine = report.machine()
-    print(f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['python']}, "
-          f"pprunner {machine['pprunner']} ({machine['git']}), {machine['date']}")
+    print(report.machine_line(report.machine()))
     print("\n".join(report.aligned(rows)))
     return 0
 

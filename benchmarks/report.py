@@ -83,6 +83,12 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def machine_line(info: dict[str, Any]) -> str:
+    """One line naming the machine, for the single-table benchmarks."""
+    return (f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['python']}, "
+            f"pprunner {info['pprunner']} ({info['git']}), {info['date']}")
+
+
 def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
     return [f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['platform']}",
             f"python {info['python']}, pprunner {info['pprunner']} (git {info['git']}), "

@@ -78,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serializers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    machine = report.machine()
-    print(f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['python']}, "
-          f"pprunner {machine['pprunner']} ({machine['git']}), {machine['date']}")
+    print(report.machine_line(report.machine()))
     print(f"one call and its result per invocation: {PAYLOAD['action']!r} payload with 100 ints; "
           f"median of {ROUNDS} rounds x {INVOCATIONS:,}")
     print(show(measure()))

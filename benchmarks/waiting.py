@@ -110,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds before a workflow counts as deadlocked (default 10)")
     args = parser.parse_args(argv)
-    machine = report.machine()
-    print(f"machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['python']}, "
-          f"pprunner {machine['pprunner']} ({machine['git']}), {machine['date']}")
+    print(report.machine_line(report.machine()))
     print(show(measure(args.rounds, args.timeout), args.timeout))
     return 0
 

@@ -55,6 +55,7 @@ class Codec:
     def __init__(self, serializers: Mapping[str, Serializer], config: Config,
                  task_serializers: Mapping[str, str]) -> None:
         self._serializers = serializers
+        self._usable: dict[str, Serializer] = {}
         self._task_serializers = task_serializers
         self.default = config.serializer
         self._explicitly_accepted = config.accept_serializers or ()
@@ -72,12 +73,13 @@ class Codec:
         for name in sorted(named):
             self.serializer(name)
 
-    @property
-    def signed(self) -> bool:
-        return self._signer is not None
-
     def serializer(self, name: str) -> Serializer:
-        """The registered serializer ``name``, usable here; PluginError otherwise."""
+        """The registered serializer ``name``, usable here; PluginError otherwise.
+
+        Every encode and decode asks, so one found usable is remembered.
+        """
+        if (usable := self._usable.get(name)) is not None:
+            return usable
         try:
             serializer = self._serializers[name]
         except KeyError:
@@ -85,6 +87,7 @@ class Codec:
                               f"{', '.join(sorted(self._serializers)) or 'none'}") from None
         if (missing := serializer.unavailable()) is not None:
             raise PluginError(f"the {name!r} serializer cannot be used here: {missing}")
+        self._usable[name] = serializer
         return serializer
 
     def check_accepted(self, name: str, task: str) -> None:

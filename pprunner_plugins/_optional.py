@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import ModuleType
+from typing import ClassVar
 
 from pprunner.errors import PluginError
+from pprunner.serializer import Serializer
 
 
 class OptionalLibrary:
@@ -36,3 +38,12 @@ class OptionalLibrary:
                 raise PluginError(reason)
             self._module = importlib.import_module(self.name)
         return self._module
+
+
+class LibrarySerializer(Serializer):
+    """A serializer built on an optional library: unavailable while it is missing."""
+
+    library: ClassVar[OptionalLibrary]
+
+    def unavailable(self) -> str | None:
+        return self.library.missing()

@@ -16,20 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pprunner
-from pprunner.serializer import Serializer
 
-from ._optional import OptionalLibrary
+from ._optional import LibrarySerializer, OptionalLibrary
 from .pickle import PickleSerializer
 
 
-class CloudpickleSerializer(Serializer):
+class CloudpickleSerializer(LibrarySerializer):
     name = "cloudpickle"
     safe = False
 
     library = OptionalLibrary("cloudpickle", "cloudpickle")
-
-    def unavailable(self) -> str | None:
-        return self.library.missing()
 
     def dumps(self, value: Any) -> bytes:
         try:

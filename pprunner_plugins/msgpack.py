@@ -17,19 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pprunner
-from pprunner.serializer import Serializer
 
-from ._optional import OptionalLibrary
+from ._optional import LibrarySerializer, OptionalLibrary
 
 
-class MsgpackSerializer(Serializer):
+class MsgpackSerializer(LibrarySerializer):
     name = "msgpack"
     safe = True
 
     library = OptionalLibrary("msgpack", "msgpack")
-
-    def unavailable(self) -> str | None:
-        return self.library.missing()
 
     def dumps(self, value: Any) -> bytes:
         try:
