@@ -131,6 +131,9 @@ class Supervision:
     #: per running invocation: whether the supervisor was told (it has a hard
     #: limit), and the enclosing soft-limit timer (seconds left, when suspended)
     _frames: list[tuple[bool, float, float]] = attrs.Factory(list)
+    #: whether the soft-limit timer (ITIMER_REAL) runs now; while it does not, starting
+    #: and finishing an invocation without a soft limit makes no timer system call
+    _timer_runs: bool = False
 
     def started(self, invocation: Invocation, task: Task[Any, Any] | None) -> None:
         """Only invocations with a hard time limit are reported: the supervisor
@@ -139,7 +142,10 @@ class Supervision:
         if limit:
             self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
         soft = task.soft_time_limit if task else None
-        left, _ = signal.setitimer(signal.ITIMER_REAL, soft or 0)
+        left = 0.0
+        if soft or self._timer_runs:  # set this one's, suspending an enclosing one's
+            left, _ = signal.setitimer(signal.ITIMER_REAL, soft or 0)
+            self._timer_runs = bool(soft)
         self._frames.append((bool(limit), left, time.monotonic()))
 
     def finished(self, invocation: Invocation) -> None:
@@ -151,8 +157,10 @@ class Supervision:
         if left:  # an enclosing invocation's soft limit keeps running, minus the time spent
             signal.setitimer(signal.ITIMER_REAL,
                              max(left - (time.monotonic() - suspended), 0.001))
-        else:
+            self._timer_runs = True
+        elif self._timer_runs:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            self._timer_runs = False
         self.done += 1
         reason = None if self.asked else self._recycle_reason()
         if reason:

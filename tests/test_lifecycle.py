@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 
 import pprunner
-from pprunner import App, ExitCode, Status, TaskFailed
+from pprunner import App, ExitCode, Invocation, Status, TaskFailed
+from pprunner.worker import Supervision
 from tests import apps
 from tests.conftest import cli_env, live_workers, run_cli, wait_until
 
@@ -65,6 +67,49 @@ def test_soft_time_limit_raises_inside_the_task(app: App, supervise) -> None:
     with pytest.raises(TaskFailed) as failure:
         apps.ignores_soft_limit.enqueue().result(timeout=30)
     assert failure.value.remote_type == "pprunner.errors.SoftTimeLimitExceeded"
+
+
+class Reports:
+    """Stands in for a worker's channel to its supervisor."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(self, *message: Any) -> None:
+        self.sent.append(message)
+
+
+def _invocation_of(task: pprunner.Task[Any, Any]) -> Invocation:
+    return Invocation(id=f"inv-{task.name}", task=task.name, payload=b"", serializer="json")
+
+
+def test_invocations_without_a_soft_limit_make_no_timer_calls(monkeypatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(signal, "setitimer", lambda *args: calls.append(args) or (0.0, 0.0))
+    supervision = Supervision(Reports())  # type: ignore[arg-type]
+    for _ in range(3):
+        supervision.started(_invocation_of(apps.add), apps.add)
+        supervision.finished(_invocation_of(apps.add))
+    assert calls == []
+
+
+def test_a_nested_invocation_suspends_the_enclosing_soft_limit_and_restores_it() -> None:
+    limited = App(name="soft").task(name="limited", soft_time_limit=60)(lambda: None)
+    supervision = Supervision(Reports())  # type: ignore[arg-type]
+    previous = signal.signal(signal.SIGALRM, lambda *args: None)  # never the default: exit
+    runner_timer = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if it uses one
+    try:
+        supervision.started(_invocation_of(limited), limited)
+        assert 59 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60
+        supervision.started(_invocation_of(apps.add), apps.add)  # runs nested, no limit
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        supervision.finished(_invocation_of(apps.add))
+        assert 59 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60  # the rest of the outer one
+        supervision.finished(_invocation_of(limited))
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_REAL, *runner_timer)
 
 
 def test_max_tasks_per_child_recycles_without_losing_anything(

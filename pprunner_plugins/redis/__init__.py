@@ -273,8 +273,9 @@ class RedisBackend(Backend):
     # -- producers and workers -------------------------------------------------------
 
     def enqueue(self, invocation: Invocation) -> None:
-        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()),
-                           *_flat(_fields(invocation)))
+        fields = _fields(invocation)
+        del fields["status"], fields["attempts"]  # a new one: the script sets both
+        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *_flat(fields))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same

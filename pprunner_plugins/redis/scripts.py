@@ -166,24 +166,29 @@ if change(p, runner, 5) == 0 then return nil end
 return claim(p, runner, ARGV[3], '0', ARGV[4]) or 0
 """
 
-#: ARGV: prefix, id, now, field, value, ... -> 1, or 0 when the id exists already.
-#: When a runner waits idle, the invocation is claimed for it right here and the
-#: whole record added to its inbox stream: the worker starts after one hop.
-ENQUEUE = _MARK + """
+#: ARGV: prefix, id, now, field, value, ... (all but status and attempts, which the script
+#: sets) -> 1, or 0 when the id exists already. When a runner waits idle, the invocation
+#: is claimed for it right here, written once as RUNNING, and the same fields added to
+#: that runner's inbox stream: the worker starts after one hop. This is the idle-latency
+#: path, so it makes the claim ``mark`` would make without reading anything back.
+ENQUEUE = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
 if redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', p .. ':seq')
-redis.call('HSET', key, 'seq', seq, unpack(ARGV, 4))
 local runner = redis.call('LPOP', p .. ':idle')
-if runner then
-  redis.call('RPUSH', p .. ':owned:' .. runner, id)
-  local claimed = mark(p, id, runner, now)
-  redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
-else
+if not runner then
+  redis.call('HSET', key, 'seq', seq, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 4))
   redis.call('ZADD', p .. ':status:PENDING', seq, id)
   redis.call('RPUSH', p .. ':queue', id)
+  return 1
 end
+local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
+                 unpack(ARGV, 4)}
+redis.call('HSET', key, 'seq', seq, unpack(claimed))
+redis.call('ZADD', p .. ':status:RUNNING', seq, id)
+redis.call('RPUSH', p .. ':owned:' .. runner, id)
+redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
 return 1
 """
 
