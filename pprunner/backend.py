@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar
 
 import attrs
@@ -29,6 +29,13 @@ from .invocation import (
     check_transition,
 )
 
+#: polling for invocations to end starts with this pause and doubles it up to POLL_MAX,
+#: so a short task's end is seen within milliseconds while a long wait costs little
+POLL_FIRST, POLL_MAX = 0.001, 0.05
+#: a store that notifies (``Backend.notifies_final``) is still looked at this often, so
+#: a notification that never came (a restart that lost it) delays a waiter by no more
+NOTIFIED_RECHECK = 1.0
+
 
 class Backend(abc.ABC):
     """Stores invocations and runner heartbeats. Must be safe to use from
@@ -38,6 +45,9 @@ class Backend(abc.ABC):
     #: False for stores that live inside one process (the memory backend):
     #: the supervisor then refuses to start worker processes on it.
     supports_processes: ClassVar[bool] = True
+    #: True when :meth:`wait_any` blocks until an invocation ends; False when it
+    #: sleeps, and waiters poll with a growing pause (see :func:`final_pauses`)
+    notifies_final: ClassVar[bool] = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -202,29 +212,51 @@ class Backend(abc.ABC):
     def wait(self, invocation_id: str, timeout: float | None) -> Invocation:
         """Block until the invocation is final (or ``timeout`` runs out) and return it.
 
-        The default polls :meth:`get` with a growing pause (1 ms up to 50 ms),
-        so a short task's result is seen within a few milliseconds while a
-        long wait costs little; stores with notifications may do better.
+        Looks with :meth:`get` and waits between looks with :meth:`wait_any`,
+        so it blocks on a store that notifies and polls on one that does not.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
+        pauses = final_pauses(self)
         while True:
             invocation = self.get(invocation_id)
             if invocation.status.is_final:
                 return invocation
+            pause = next(pauses)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return invocation
                 pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            self.wait_any([invocation_id], pause)
+
+    def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
+        """Return once any of ``invocation_ids`` may have become final (SUCCESS or
+        FAILED) or is unknown, at the latest after ``timeout`` seconds.
+
+        Returning early is allowed: callers look again. The default sleeps out
+        ``timeout`` (callers then poll with a growing pause); a store that can
+        notify blocks until an ending is announced and sets :attr:`notifies_final`,
+        so a long wait costs it nothing until something ends.
+        """
+        time.sleep(timeout)
 
     def close(self) -> None:
         """Release connections and files. The instance is not used afterwards."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+def final_pauses(backend: Backend, first: float = POLL_FIRST) -> Iterator[float]:
+    """The pauses between looks at invocations that have not ended yet, each one
+    spent in :meth:`Backend.wait_any`: a long block on a store that notifies, else
+    ``first`` doubling up to :data:`POLL_MAX`."""
+    while backend.notifies_final:
+        yield NOTIFIED_RECHECK
+    pause = first
+    while True:
+        yield pause
+        pause = min(pause * 2, POLL_MAX)
 
 
 def missing(invocation_id: str) -> UnknownInvocation:

@@ -6,18 +6,19 @@ children nobody is free to run. Two strategies ship behind the
 
 ``nested`` (the default) — the waiting worker runs the awaited invocations
 itself, nested inside the waiting task, whenever they are still queued;
-while they run elsewhere it polls. It never runs anything else: a worker's
+while they run elsewhere it waits for one to end (blocking on a store that
+announces endings, polling with a growing pause otherwise). It never runs anything else: a worker's
 stack of nested invocations is always a chain of ancestors and their
 descendants. That is what makes it deadlock-free: take the deepest waiting
 invocation at the top of any worker's stack — what it waits for is either
 queued (so it runs it) or running at the top of another stack (so it makes
 progress), because anything above an invocation on a stack is its own
 descendant, deeper than the one we took. Nesting is bounded by
-``max_wait_depth``; past it, the wait just polls.
+``max_wait_depth``; past it, the worker just waits.
 
-``poll`` — pynenc's behaviour: the worker sleeps and polls, its slot stays
-taken, and as many waiting parents as workers hang forever. Kept for
-compatibility and to show the difference.
+``poll`` — pynenc's behaviour: the worker only waits, its slot stays taken,
+and as many waiting parents as workers hang forever. Kept for compatibility
+and to show the difference.
 
 When everything awaited is already final, a wait costs one read per
 invocation and changes nothing. Otherwise both strategies mark the waiter
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from .backend import final_pauses
 from .errors import PluginError, ResultTimeout, WaitCycle
 from .invocation import Invocation, Status
 
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .worker import WorkerContext
 
-#: the longest pause between two looks at invocations running elsewhere
-POLL_MAX = 0.05
+#: the first pause before looking again at invocations running elsewhere, on a store
+#: that does not notify (half the default: a task that waits is often waiting for short ones)
+FIRST_PAUSE = 0.0005
 
 Strategy = Callable[["WorkerContext", Invocation, Sequence[str], "float | None"],
                     list[Invocation]]
@@ -65,7 +68,7 @@ def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequ
 
 def wait_polling(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
                  timeout: float | None) -> list[Invocation]:
-    """Sleep and poll; the worker's slot stays taken meanwhile."""
+    """Only wait; the worker's slot stays taken meanwhile."""
     return _paused(context, waiter, invocation_ids, timeout, lambda pending: False)
 
 
@@ -85,7 +88,7 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
     """Mark the waiter PAUSED, refuse cycles, and loop until everything awaited is final.
 
     ``help_with(pending)`` may run some of the pending ones and says whether
-    it did; otherwise the loop sleeps a little longer each time.
+    it did; otherwise the loop waits for one of them to end (:func:`final_pauses`).
     """
     backend = context.backend
     already = [backend.get(i) for i in invocation_ids]
@@ -95,7 +98,7 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
     backend.pause(waiter.id, context.runner_id, invocation_ids)
     try:
         refuse_cycles(backend, waiter.id, invocation_ids)
-        pause = 0.0005
+        pauses = final_pauses(backend, first=FIRST_PAUSE)
         while True:
             current = {i: backend.get(i) for i in invocation_ids}
             pending = [i for i, invocation in current.items() if not invocation.status.is_final]
@@ -105,11 +108,12 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
                 raise ResultTimeout(f"waited {timeout} s for {len(pending)} invocation(s); "
                                     f"still not final: {', '.join(pending)}")
             if help_with(pending):
-                pause = 0.0005
+                pauses = final_pauses(backend, first=FIRST_PAUSE)
                 continue
-            nap = pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
-            time.sleep(nap)
-            pause = min(pause * 2, POLL_MAX)
+            pause = next(pauses)
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0))
+            backend.wait_any(pending, pause)
     finally:
         backend.resume(waiter.id, context.runner_id)
 

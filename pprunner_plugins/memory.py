@@ -28,6 +28,7 @@ from pprunner.invocation import (
 
 class MemoryBackend(Backend):
     supports_processes = False
+    notifies_final = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -81,6 +82,17 @@ class MemoryBackend(Backend):
         delays = [i.not_before - time.time() for _, id_ in self._pending
                   if (i := self._invocations[id_]).not_before is not None]
         return max(min(delays, default=3600.0), 0.001)
+
+    def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
+        """Every change notifies ``_changed``: wait on it until one of them ended."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(i not in self._invocations or self._invocations[i].status.is_final
+                          for i in invocation_ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(left)
 
     def wakeup(self) -> None:
         with self._changed:

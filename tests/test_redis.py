@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
+import pprunner.backend
+import pprunner_plugins.redis
 from pprunner import App, ExitCode, Status, Supervisor, TaskFailed, gather
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
@@ -163,6 +165,25 @@ def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBacken
         (invocation.id, Status.RUNNING, "idle", 1)
     assert backend.get(invocation.id) == claimed
     assert backend.counts()[Status.PENDING] == 0
+
+
+@pytest.mark.parametrize("waiters", [1, 3])
+def test_a_blocked_wait_is_woken_by_the_ending_and_leaves_no_keys(
+        backend: RedisBackend, waiters: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # waiters block 5 s between looks here, so one that sees the ending within 2 s was woken
+    monkeypatch.setattr(pprunner.backend, "NOTIFIED_RECHECK", 5.0)
+    monkeypatch.setattr(pprunner_plugins.redis, "BLOCK_MAX", 5.0)
+    backend.enqueue(invocation := make_invocation())
+    assert backend.claim("owner", timeout=1) is not None
+    waiting = [Background(lambda: backend.wait(invocation.id, timeout=30), name=f"waiter {n}")
+               for n in range(waiters)]
+    waiters_key = f"{backend.prefix}:waiters:{invocation.id}"
+    wait_until(lambda: backend.client.scard(waiters_key) == waiters,
+               what="every waiter to block on the server")
+    backend.complete(invocation.id, "owner", b"1")
+    for waiter in waiting:
+        assert waiter.join(timeout=2).status is Status.SUCCESS
+    assert backend.client.keys(f"{backend.prefix}:wa*") == []  # p:waiters:*, p:wake:*
 
 
 def test_a_claim_sent_again_after_a_lost_reply_is_the_same_claim(

@@ -46,6 +46,8 @@ THREAD_TIMEOUT = 30.0
 CLOCK_TOLERANCE = 1.0
 #: what a supervisor records when a worker died mid-task
 CRASH = ErrorInfo("WorkerDied", "worker 7 died with signal 9")
+#: how long a test has a store that notifies block in ``wait_any`` while nothing ends
+NOTIFIED_BLOCK = 0.3
 
 
 def make_invocation(
@@ -81,6 +83,12 @@ def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
         backend.pause(claimed.id, runner_id)
         return backend.get(claimed.id)
     return claimed
+
+
+def _require_notifications(backend: Backend) -> None:
+    if not type(backend).notifies_final:
+        pytest.skip(f"{type(backend).__name__} does not announce endings "
+                    "(notifies_final is False): its wait_any sleeps and waiters poll")
 
 
 def claim_until_empty(backend: Backend, runner_id: str,
@@ -634,6 +642,50 @@ class BackendContract:
         unfinished = backend.wait(claimed.id, timeout=EMPTY_CLAIM_TIMEOUT)
         assert time.monotonic() - started < EMPTY_CLAIM_TIMEOUT + SLACK
         assert (unfinished.id, unfinished.status) == (claimed.id, Status.RUNNING)
+
+    def test_wait_any_returns_by_its_timeout(self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "owner")
+        started = time.monotonic()
+        backend.wait_any([claimed.id], EMPTY_CLAIM_TIMEOUT)
+        assert time.monotonic() - started < EMPTY_CLAIM_TIMEOUT + SLACK
+        assert backend.get(claimed.id).status is Status.RUNNING
+
+    def test_wait_any_on_a_store_that_notifies_blocks_while_nothing_ends(
+            self, backend: Backend) -> None:
+        _require_notifications(backend)
+        claimed = enqueue_claimed(backend, "owner")
+        started = time.monotonic()
+        backend.wait_any([claimed.id], NOTIFIED_BLOCK)
+        assert time.monotonic() - started >= NOTIFIED_BLOCK * 0.9
+
+    @pytest.mark.parametrize("ending", ["complete", "fail", "reroute past max_attempts"])
+    def test_wait_any_on_a_store_that_notifies_returns_when_one_ends(
+            self, backend: Backend, ending: str) -> None:
+        self._require_threads()
+        _require_notifications(backend)
+        waited = enqueue_claimed(backend, "owner", max_attempts=1)
+        other = enqueue_claimed(backend, "other")
+
+        def wait() -> float:
+            started = time.monotonic()
+            backend.wait_any([other.id, waited.id], THREAD_TIMEOUT)
+            return time.monotonic() - started
+
+        waiter = Background(wait)
+        if ending == "complete":
+            backend.complete(waited.id, "owner", b"1")
+        elif ending == "fail":
+            backend.fail(waited.id, "owner", CRASH)
+        else:
+            backend.reroute("owner", CRASH)
+        assert waiter.join() < SLACK, "wait_any slept on although one of its invocations ended"
+        assert backend.get(waited.id).status.is_final
+
+    def test_wait_any_returns_at_once_for_an_unknown_invocation(self, backend: Backend) -> None:
+        _require_notifications(backend)
+        started = time.monotonic()
+        backend.wait_any(["no-such-invocation"], THREAD_TIMEOUT)
+        assert time.monotonic() - started < SLACK
 
     def test_wakeup_releases_a_blocked_claim(self, backend: Backend) -> None:
         """Part of the contract: shutdown calls wakeup() so idle workers stop at once.

@@ -26,6 +26,11 @@ backend's own rather than through redis-py's client: its dispatch layers
 cost more than the round trip itself, and its silent resends would hide a
 lost reply from the scripts, which must know a resend to stay idempotent.
 
+Waiting for an invocation to end blocks on the server as well: the waiter
+registers a token of its own with the invocations it waits for, in the
+script that checks none has ended; the script that ends one pushes the id
+to that token's list, on which the waiter blocks (``BLPOP``).
+
 Once connected, a Redis that restarts or goes away is waited for: every
 operation is sent again at once, then retried with a growing pause (0.1 s
 up to 5 s) and one log line per outage, so nothing crashes or spins, and
@@ -65,9 +70,9 @@ from . import scripts
 logger = logging.getLogger("pprunner.redis")
 T = TypeVar("T")
 
-#: the longest a claim blocks on the server in one go; it then looks at due
-#: retries and wake-ups again. Well under SOCKET_TIMEOUT: redis-py would cut a
-#: block longer than its socket timeout short with a TimeoutError.
+#: the longest a claim (or a wait for an ending) blocks on the server in one go; it
+#: then looks at due retries and wake-ups (or at the invocations) again. Well under
+#: SOCKET_TIMEOUT: redis-py would cut a block longer than that short with a TimeoutError.
 BLOCK_MAX = 1.0
 #: how long a reply may take before the connection counts as lost: every command
 #: answers in milliseconds and blocks last at most BLOCK_MAX, so 10 s means a link
@@ -77,6 +82,9 @@ SOCKET_TIMEOUT = 10.0
 #: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
 RUNNER_RECORD_TTL = 7 * 24 * 3600
 RETRY_PAUSE_MAX = 5.0
+#: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
+#: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
+WAITER_TTL = 60
 
 #: per new status: the owned statuses it may be entered from, as ``change`` takes them
 _ALLOWED = {new: ",".join(sorted(s.value for s in sources_of(new) & OWNED_STATUSES))
@@ -162,6 +170,8 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 class RedisBackend(Backend):
+    notifies_final = True
+
     def __init__(self, url: str) -> None:
         super().__init__(url)
         try:
@@ -180,7 +190,8 @@ class RedisBackend(Backend):
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
-                                      "ENQUEUE", "REQUEUE", "HEARTBEAT")}
+                                      "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
+                                      "UNWATCH_ENDING", "ANNOUNCE")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
@@ -340,6 +351,19 @@ class RedisBackend(Backend):
             self._do("xadd", self._key("inbox", raw.decode()), {"wakeup": "1"}, maxlen=64,
                      approximate=True)
 
+    def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
+        """Blocks on the server (BLPOP on a list of this call's own): the script that
+        ends one of them pushes its id there, so a result is seen the moment it is
+        stored, and a long wait sends nothing until then (see ``scripts.WATCH_ENDING``)."""
+        token = os.urandom(8).hex()
+        if self._run_retrying("WATCH_ENDING", token, WAITER_TTL, *invocation_ids):
+            return
+        try:
+            block = repr(min(max(timeout, 0.001), BLOCK_MAX))
+            self._retrying(lambda: self._command("BLPOP", self._key("wake", token), block))
+        finally:
+            self._run_retrying("UNWATCH_ENDING", token, *invocation_ids)
+
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:
         """The completion and the next claim in one script, one round trip."""
@@ -447,6 +471,9 @@ class RedisBackend(Backend):
 
         moved: list[Invocation] | None = self._retrying(lambda: self.client.transaction(
             attempt, owned_key, runner_key, self._key("runners"), value_from_callable=True))
+        ended = [i.id for i in moved or () if i.status is Status.FAILED]
+        if ended:  # what the Lua scripts do for the endings they write
+            self._run_retrying("ANNOUNCE", *ended)
         now = time.time()
         if moved and any(i.status is Status.PENDING and (i.not_before or 0) <= now
                          for i in moved):

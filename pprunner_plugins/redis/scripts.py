@@ -15,10 +15,12 @@ Layout, for prefix ``p``:
 ``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
 ``p:runners``        sorted set: runner id by last heartbeat
 ``p:runner:<id>``    hash: the runner's record
+``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
+``p:wake:<token>``   list: ids that ended, pushed for the caller blocked on it (BLPOP)
 
-The scripts share Lua functions (``mark``, ``claim``, ``change``), so the
-script that completes an invocation and claims the next runs the very same
-rules as the scripts that do one of the two.
+The scripts share Lua functions (``mark``, ``claim``, ``change``,
+``announce``), so the script that completes an invocation and claims the
+next runs the very same rules as the scripts that do one of the two.
 """
 
 from __future__ import annotations
@@ -79,11 +81,27 @@ local function claim(p, runner, now, resent, last)
 end
 """
 
+#: tell every caller blocked until invocation ``id`` ends (see WATCH_ENDING) that it has;
+#: one SMEMBERS when nobody waits
+_ANNOUNCE = """
+local function announce(p, id)
+  local key = p .. ':waiters:' .. id
+  local waiters = redis.call('SMEMBERS', key)
+  if #waiters == 0 then return end
+  for _, token in ipairs(waiters) do
+    local wake = p .. ':wake:' .. token
+    redis.call('RPUSH', wake, id)
+    redis.call('EXPIRE', wake, 60)
+  end
+  redis.call('DEL', key)
+end
+"""
+
 #: An owner-only change, reading its arguments from ARGV[at] on: id, new status, allowed
 #: old statuses (comma-separated), release ('1': leave the owned list), error JSON to
 #: append to the history (or ''), delay-until (or ''), count of fields to set, field,
 #: value, ..., count of fields to delete, field, ... -> 1, or 0 when refused
-_CHANGE = """
+_CHANGE = _ANNOUNCE + """
 local function change(p, runner, at)
   local id, new = ARGV[at], ARGV[at + 1]
   local key = p .. ':inv:' .. id
@@ -109,6 +127,7 @@ local function change(p, runner, at)
   redis.call('ZADD', p .. ':status:' .. new, current[3], id)
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
+  if new == 'SUCCESS' or new == 'FAILED' then announce(p, id) end
   return 1
 end
 """
@@ -189,6 +208,40 @@ redis.call('HSET', key, 'seq', seq, unpack(claimed))
 redis.call('ZADD', p .. ':status:RUNNING', seq, id)
 redis.call('RPUSH', p .. ':owned:' .. runner, id)
 redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
+return 1
+"""
+
+#: Before a caller blocks until one of some invocations ends. ARGV: prefix, the caller's
+#: token, seconds to keep the registration, id... -> 1 when one of them has ended already
+#: (or is unknown); else 0, with the token added to each one's waiters, so the script
+#: that ends one pushes its id to ``p:wake:<token>``. Looking and registering in one
+#: script leaves no moment in which an ending could be missed.
+WATCH_ENDING = """
+local p, token, ttl = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV do
+  local status = redis.call('HGET', p .. ':inv:' .. ARGV[i], 'status')
+  if not status or status == 'SUCCESS' or status == 'FAILED' then return 1 end
+end
+for i = 4, #ARGV do
+  local key = p .. ':waiters:' .. ARGV[i]
+  redis.call('SADD', key, token)
+  redis.call('EXPIRE', key, ttl)
+end
+return 0
+"""
+
+#: After the wait. ARGV: prefix, the caller's token, id... -> 1
+UNWATCH_ENDING = """
+local p, token = ARGV[1], ARGV[2]
+for i = 3, #ARGV do redis.call('SREM', p .. ':waiters:' .. ARGV[i], token) end
+redis.call('DEL', p .. ':wake:' .. token)
+return 1
+"""
+
+#: Announce endings written by a transaction (a reroute past max_attempts).
+#: ARGV: prefix, id... -> 1
+ANNOUNCE = _ANNOUNCE + """
+for i = 2, #ARGV do announce(ARGV[1], ARGV[i]) end
 return 1
 """
 
