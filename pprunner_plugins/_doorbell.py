@@ -1,4 +1,4 @@
-"""Wakes claimers on this host when work arrives, without polling.
+"""Wakes claimers (and waiters) on this host without polling.
 
 SQLite has no notifications, and a worker that sleeps between polls either
 burns CPU or answers late. Instead each blocked claimer binds a UNIX
@@ -6,7 +6,9 @@ datagram socket in a folder named after the database file, and blocks in
 ``select`` on it; whoever adds work sends one byte to every socket there.
 A claimer binds before it first looks at the queue, so a ring between its
 look and its wait is buffered, never lost. A socket left by a killed
-process refuses the datagram and is removed by the next ring.
+process refuses the datagram and is removed by the next ring. Callers
+waiting for invocations to end use a second folder, rung by name: only the
+waiters of the invocation that ended.
 """
 
 from __future__ import annotations
@@ -56,25 +58,38 @@ class Doorbell:
                     received += sock.recv(64)
         return received
 
-    def ring(self, message: bytes = WORK) -> None:
-        """Wake every listener on this database."""
-        try:
-            entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
-            return
+    def ring(self, message: bytes = WORK, names: Iterable[str] | None = None) -> None:
+        """Wake every listener on this database, or only the ``names`` given."""
+        if names is None:
+            try:
+                paths = [entry.path for entry in os.scandir(self.folder)]
+            except FileNotFoundError:
+                return
+        else:
+            paths = [str(self.folder / name) for name in names]
         sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sender.setblocking(False)
         try:
-            for entry in entries:
+            for path in paths:
                 try:
-                    sender.sendto(message, entry.path)
-                except (ConnectionRefusedError, FileNotFoundError):
+                    sender.sendto(message, path)
+                except FileNotFoundError:
+                    pass  # closed already
+                except ConnectionRefusedError:
                     with contextlib.suppress(OSError):
-                        os.unlink(entry.path)  # its process is gone
+                        os.unlink(path)  # its process is gone
                 except OSError:
                     pass  # a full buffer means it is already awake
         finally:
             sender.close()
+
+    def release(self, name: str) -> None:
+        """Unbind ``name``'s socket: nothing will be rung for it any more."""
+        sock = self._sockets.pop(name, None)
+        if sock is not None:
+            sock.close()
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
 
     def forget(self, names: Iterable[str]) -> None:
         """Remove the sockets of runners that are gone (a killed one cannot), and the

@@ -7,7 +7,10 @@ process; only a power loss may lose the last ones). Every status change is
 one guarded statement or one ``BEGIN IMMEDIATE`` transaction, so claims are
 atomic and only the owner can finish an invocation, across any number of
 processes and supervisors on the host. Idle claimers block on a
-:class:`~pprunner_plugins._doorbell.Doorbell` instead of polling.
+:class:`~pprunner_plugins._doorbell.Doorbell` instead of polling, and so do
+callers waiting for invocations to end: a waiter records itself in the
+``waiters`` table in the transaction that checks none has ended yet, and
+the transaction that ends one removes its waiters' rows and rings them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pprunner
 from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
 from pprunner.errors import BackendError, IllegalTransition
 from pprunner.invocation import (
+    FINAL_STATUSES,
     OWNED_STATUSES,
     ErrorInfo,
     Invocation,
@@ -72,6 +76,11 @@ CREATE TABLE IF NOT EXISTS invocations (
 CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
 CREATE INDEX IF NOT EXISTS invocations_owner ON invocations (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waiters (
+    invocation_id TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (invocation_id, waiter)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runners (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -98,6 +107,10 @@ COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts
 
 def _in(statuses: Iterable[Status]) -> str:
     return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+#: SQL for "has ended": ``status IN ENDED``
+ENDED = _in(FINAL_STATUSES)
 
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
@@ -138,6 +151,17 @@ def _change_sql(invocation_id: str, runner_id: str, new: Status,
             (new.value, *values.values(), *history, invocation_id, runner_id))
 
 
+def _take_waiters(db: sqlite3.Connection, ended_ids: Sequence[str]) -> list[str]:
+    """Inside the transaction that ended ``ended_ids``: remove their waiters' rows and
+    return the waiters, to ring once it is committed. A waiter records itself only while
+    none of its invocations has ended, so no waiter can come too late for this."""
+    if not ended_ids:
+        return []
+    marks = ", ".join("?" * len(ended_ids))
+    return [waiter for (waiter,) in db.execute(
+        f"DELETE FROM waiters WHERE invocation_id IN ({marks}) RETURNING waiter", ended_ids)]
+
+
 def path_of(url: str) -> Path:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
     prefix = "sqlite:///"
@@ -148,6 +172,8 @@ def path_of(url: str) -> Path:
 
 
 class SQLiteBackend(Backend):
+    notifies_final = True
+
     def __init__(self, url: str) -> None:
         super().__init__(url)
         if sqlite3.sqlite_version_info < (3, 35):
@@ -155,6 +181,8 @@ class SQLiteBackend(Backend):
                                f"has {sqlite3.sqlite_version}")
         self.path = path_of(url).resolve()
         self.doorbell = Doorbell(str(self.path))
+        #: rung by name for the callers waiting for an invocation that ended
+        self.endings = Doorbell(f"{self.path}#endings")
         self._lock = threading.RLock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
@@ -281,6 +309,8 @@ class SQLiteBackend(Backend):
             done = db.execute(sql, parameters).fetchall()
             claimed = db.execute(_claim_sql(""), {"owner": runner_id, "now": time.time()}
                                  ).fetchall() if done else []
+            waiters = _take_waiters(db, [invocation_id] if done else [])
+        self._announce(waiters)
         if not done:
             self._refused(invocation_id, runner_id, Status.SUCCESS)
         return _invocation(claimed[0]) if claimed else None
@@ -288,9 +318,51 @@ class SQLiteBackend(Backend):
     def wakeup(self) -> None:
         self.doorbell.ring(STOP)
 
+    def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
+        """Blocks on a doorbell socket of this call's own, recorded as a waiter of each
+        invocation in the transaction that checks none has ended: whichever transaction
+        ends one afterwards rings it (see ``_take_waiters``)."""
+        ids = sorted(set(invocation_ids))
+        if not ids:
+            time.sleep(timeout)
+            return
+        name = f"waiter-{os.getpid()}-{os.urandom(6).hex()}"
+        marks = ", ".join("?" * len(ids))
+        self.endings.listen(name)  # before it is recorded: no ring can be missed
+        try:
+            with self._transaction() as db:
+                known, ended = db.execute(
+                    f"SELECT COUNT(*), COUNT(*) FILTER (WHERE status IN {ENDED}) "
+                    f"FROM invocations WHERE id IN ({marks})", ids).fetchone()
+                if ended or known < len(ids):
+                    return
+                db.executemany("INSERT INTO waiters (invocation_id, waiter) VALUES (?, ?)",
+                               [(i, name) for i in ids])
+            try:
+                self.endings.wait(name, timeout)
+            finally:
+                self._execute(f"DELETE FROM waiters WHERE invocation_id IN ({marks}) "
+                              f"AND waiter = ?", (*ids, name))
+        finally:
+            self.endings.release(name)
+
+    def _announce(self, waiters: list[str]) -> None:
+        """Ring the waiters a committed transaction took (``_take_waiters``)."""
+        if waiters:
+            self.endings.ring(names=set(waiters))
+
     def _change(self, invocation_id: str, runner_id: str, new: Status, **values: Any) -> None:
-        """An owner-only status change as one guarded UPDATE."""
-        if not self._execute(*_change_sql(invocation_id, runner_id, new, values)):
+        """An owner-only status change as one guarded UPDATE (and, when it ends the
+        invocation, taking its waiters in the same transaction)."""
+        sql, parameters = _change_sql(invocation_id, runner_id, new, values)
+        if not new.is_final:
+            done = self._execute(sql, parameters)
+        else:
+            with self._transaction() as db:
+                done = db.execute(sql, parameters).fetchall()
+                waiters = _take_waiters(db, [invocation_id] if done else [])
+            self._announce(waiters)
+        if not done:
             self._refused(invocation_id, runner_id, new)
 
     def _refused(self, invocation_id: str, runner_id: str, new: Status) -> None:
@@ -343,13 +415,15 @@ class SQLiteBackend(Backend):
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
                 retry: bool = True) -> list[Invocation]:
         with self._transaction() as db:
-            after = self._reroute_in(db, runner_id, error, retry)
+            after, waiters = self._reroute_in(db, runner_id, error, retry)
+        self._announce(waiters)
         if any(i.status is Status.PENDING for i in after):
             self.doorbell.ring()
         return after
 
     def _reroute_in(self, db: sqlite3.Connection, runner_id: str, error: ErrorInfo | None,
-                    retry: bool) -> list[Invocation]:
+                    retry: bool) -> tuple[list[Invocation], list[str]]:
+        """The reroute's writes; (the invocations after it, the waiters of those it ended)."""
         owned = [_invocation(row) for row in db.execute(
             f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "
             f"{_in(OWNED_STATUSES)}", (runner_id,))]
@@ -359,7 +433,7 @@ class SQLiteBackend(Backend):
             "finished_at = ?, error = ?, history = ? WHERE id = ?",
             [(i.status.value, i.owner, i.attempts, i.started_at, i.finished_at,
               i.error.to_json() if i.error else None, _history(i), i.id) for i in after])
-        return after
+        return after, _take_waiters(db, [i.id for i in after if i.status.is_final])
 
     def recover(self, runner_id: str, older_than: float,
                 error: ErrorInfo) -> list[Invocation] | None:
@@ -369,7 +443,8 @@ class SQLiteBackend(Backend):
             if stale is None:
                 return None  # fresh again, or another recoverer was first
             db.execute("DELETE FROM runners WHERE id = ?", (runner_id,))
-            after = self._reroute_in(db, runner_id, error, True)
+            after, waiters = self._reroute_in(db, runner_id, error, True)
+        self._announce(waiters)
         if any(i.status is Status.PENDING for i in after):
             self.doorbell.ring()
         return after
@@ -429,6 +504,7 @@ class SQLiteBackend(Backend):
 
     def close(self) -> None:
         self.doorbell.close()
+        self.endings.close()
         with self._lock:
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import pprunner.backend
 import pprunner_plugins.sqlite
 from pprunner.backend import Backend
 from pprunner.errors import BackendError
@@ -28,6 +29,7 @@ from pprunner.testing.backend_contract import (
 )
 from pprunner_plugins.memory import MemoryBackend
 from pprunner_plugins.sqlite import SQLiteBackend
+from tests.conftest import wait_until
 
 
 @pytest.mark.memory
@@ -153,6 +155,25 @@ class TestSQLiteBackend(BackendContract):
         claimed = claimer.join()
         assert time.monotonic() - enqueued < 1.0, "the claim waited for its timeout"
         assert claimed is not None and claimed.id == invocation.id
+
+
+    def test_an_ending_wakes_a_waiter_in_another_instance_and_leaves_nothing_behind(
+            self, monkeypatch: pytest.MonkeyPatch,
+            open_backend: Callable[[], SQLiteBackend]) -> None:
+        # waiters block 5 s between looks here, so one that sees the ending within 2 s was woken
+        monkeypatch.setattr(pprunner.backend, "NOTIFIED_RECHECK", 5.0)
+        owner, watcher = open_backend(), open_backend()
+        owner.enqueue(invocation := make_invocation())
+        assert owner.claim("owner", 0.05) is not None
+        waiters = [Background(lambda: watcher.wait(invocation.id, timeout=30), name=f"waiter {n}")
+                   for n in range(2)]
+        wait_until(lambda: owner._execute("SELECT COUNT(*) FROM waiters") == [(2,)],
+                   what="both waiters to block")
+        owner.complete(invocation.id, "owner", b"1")
+        for waiter in waiters:
+            assert waiter.join(timeout=2).status is Status.SUCCESS
+        assert owner._execute("SELECT COUNT(*) FROM waiters") == [(0,)]
+        assert list(watcher.endings.folder.glob("waiter-*")) == []  # sockets released
 
 
 def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
