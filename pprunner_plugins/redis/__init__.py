@@ -62,10 +62,10 @@ from pprunner.invocation import (
     RunnerInfo,
     RunnerKind,
     Status,
-    sources_of,
 )
 
 from . import scripts
+from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
 
 logger = logging.getLogger("pprunner.redis")
 T = TypeVar("T")
@@ -85,73 +85,6 @@ RETRY_PAUSE_MAX = 5.0
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
-
-#: per new status: the owned statuses it may be entered from, as ``change`` takes them
-_ALLOWED = {new: ",".join(sorted(s.value for s in sources_of(new) & OWNED_STATUSES))
-            for new in Status}
-
-
-def _fields(invocation: Invocation) -> dict[str, Any]:
-    """The hash of an invocation; None fields (and empty lists) are absent."""
-    i = invocation
-    values: dict[str, Any] = {
-        "id": i.id, "task": i.task, "serializer": i.serializer, "payload": i.payload,
-        "status": i.status.value, "owner": i.owner, "attempts": i.attempts,
-        "max_attempts": i.max_attempts, "enqueued_at": i.enqueued_at,
-        "started_at": i.started_at, "finished_at": i.finished_at, "result": i.result,
-        "error": i.error.to_json() if i.error else None, "not_before": i.not_before,
-        "history": json.dumps([attrs.asdict(e) for e in i.history]) if i.history else None,
-        "waiting_for": json.dumps(list(i.waiting_for)) if i.waiting_for else None,
-    }
-    return {k: repr(v) if isinstance(v, float) else v for k, v in values.items()
-            if v is not None}
-
-
-def _invocation(raw: dict[bytes, bytes]) -> Invocation:
-    """An invocation from its hash as Redis gives it, bytes keys and values. It is
-    on the path from a claim to the task's start, so it decodes only what is there."""
-    get = raw.get
-    error, history, waiting_for = get(b"error"), get(b"history"), get(b"waiting_for")
-    return Invocation(
-        id=raw[b"id"].decode(), task=raw[b"task"].decode(),
-        serializer=raw[b"serializer"].decode(), payload=raw[b"payload"],
-        status=Status(raw[b"status"].decode()), owner=_text(get(b"owner")),
-        attempts=int(raw[b"attempts"]), max_attempts=int(raw[b"max_attempts"]),
-        enqueued_at=float(raw[b"enqueued_at"]), started_at=_number(get(b"started_at")),
-        finished_at=_number(get(b"finished_at")), result=get(b"result"),
-        error=ErrorInfo.from_json(error.decode()) if error else None,
-        not_before=_number(get(b"not_before")),
-        history=tuple(ErrorInfo(**e) for e in json.loads(history)) if history else (),
-        waiting_for=tuple(json.loads(waiting_for)) if waiting_for else ())
-
-
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode()
-
-
-def _number(raw: bytes | None) -> float | None:
-    return None if raw is None else float(raw)
-
-
-def _flat(fields: dict[str, Any]) -> list[Any]:
-    """A mapping -> a flat [field, value, ...], as commands and scripts take it."""
-    return [x for pair in fields.items() for x in pair]
-
-
-def _pairs(raw: list[bytes], start: int = 0) -> dict[bytes, bytes]:
-    """A flat [field, value, ...] from ``start`` on, as a Lua script returns a hash -> a dict."""
-    return dict(zip(raw[start::2], raw[start + 1::2], strict=True))
-
-
-def _inbox_entry(reply: Any) -> list[bytes] | None:
-    """XREAD's reply for one stream and one entry -> [entry id, field, value, ...],
-    or None when it timed out. RESP3 answers a map of streams, RESP2 a list."""
-    if not reply:
-        return None
-    (_, entries), = reply.items() if isinstance(reply, dict) else reply
-    (entry_id, fields), = entries
-    return [entry_id, *fields]
-
 
 def _with_sha(script: str) -> tuple[str, str]:
     """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
@@ -284,9 +217,9 @@ class RedisBackend(Backend):
     # -- producers and workers -------------------------------------------------------
 
     def enqueue(self, invocation: Invocation) -> None:
-        fields = _fields(invocation)
+        fields = fields_of(invocation)
         del fields["status"], fields["attempts"]  # a new one: the script sets both
-        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *_flat(fields))
+        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *flat(fields))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
@@ -326,7 +259,7 @@ class RedisBackend(Backend):
         server: [entry id, field, value, ...], or None."""
         milliseconds = max(int(block * 1000), 1)
         inbox, last = self._key("inbox", runner_id), self._last_entry.get(runner_id, b"0-0")
-        return _inbox_entry(self._retrying(lambda: self._command(
+        return inbox_entry(self._retrying(lambda: self._command(
             "XREAD", "COUNT", 1, "BLOCK", milliseconds, "STREAMS", inbox, last)))
 
     def _received(self, runner_id: str, answer: list[bytes]) -> Invocation | None:
@@ -334,14 +267,14 @@ class RedisBackend(Backend):
         the invocation, or None for a wake-up sentinel."""
         if answer[0]:
             self._last_entry[runner_id] = answer[0]
-        fields = _pairs(answer, 1)
-        return None if b"wakeup" in fields else _invocation(fields)
+        fields = pairs(answer, 1)
+        return None if b"wakeup" in fields else invocation_from(fields)
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
             return None
         raw = self._run_retrying("CLAIM_ONE_OF", runner_id, repr(time.time()), *invocation_ids)
-        return _invocation(_pairs(raw)) if raw else None
+        return invocation_from(pairs(raw)) if raw else None
 
     def wakeup(self) -> None:
         """Bump the wake-up counter and add a sentinel to every idle runner's inbox:
@@ -384,8 +317,8 @@ class RedisBackend(Backend):
                      error: ErrorInfo | None = None,
                      delay_until: float | None = None) -> list[Any]:
         """The arguments of ``change`` in ``scripts`` (those after the runner)."""
-        sets = _flat(values or {})
-        return [invocation_id, new.value, _ALLOWED[new], "1" if release else "0",
+        sets = flat(values or {})
+        return [invocation_id, new.value, ALLOWED[new], "1" if release else "0",
                 json.dumps(attrs.asdict(error)) if error else "",
                 repr(delay_until) if delay_until is not None else "",
                 len(sets) // 2, *sets, len(clear), *clear]
@@ -484,14 +417,14 @@ class RedisBackend(Backend):
         raw = pipe.hgetall(self._key("inv", invocation_id))
         if not raw:
             raise missing(invocation_id)
-        return _invocation(raw)
+        return invocation_from(raw)
 
     def _write(self, pipe: Any, before: Invocation, after: Invocation) -> None:
         """Queue the commands that turn ``before`` into ``after`` (in a MULTI)."""
         key = self._key("inv", after.id)
-        fields = _fields(after)
+        fields = fields_of(after)
         pipe.hset(key, mapping=fields)
-        gone = [f for f in _fields(before) if f not in fields]
+        gone = [f for f in fields_of(before) if f not in fields]
         if gone:
             pipe.hdel(key, *gone)
         seq = self.client.hget(key, "seq")
@@ -565,7 +498,7 @@ class RedisBackend(Backend):
         raw = self._do("hgetall", self._key("inv", invocation_id))
         if not raw:
             raise missing(invocation_id)
-        return _invocation(raw)
+        return invocation_from(raw)
 
     def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
         if invocation_ids is None:
