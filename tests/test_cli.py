@@ -185,3 +185,16 @@ def test_the_fan_out_example_runs(db_url: str) -> None:
                           env=cli_env(db_url), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("31 invocations in ")
+
+
+def test_the_crash_recovery_example_runs(db_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "examples.crash_recovery"], cwd=REPO,
+                          env=cli_env(db_url), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "result 42 after 2 attempts"
+    assert done.stdout.splitlines()[1].startswith("attempt 1: WorkerDied: ")

@@ -3,6 +3,7 @@ what only it does: the hand-off to an idle runner, resends after a lost reply.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
@@ -127,6 +129,27 @@ def test_two_hosts_one_lost_mid_batch(redis_app: App, redis_url: str, cli_proces
 
 
 # -- the backend's own paths: hand-off, lost replies, closed connections ----------------
+
+
+def test_the_two_hosts_example_runs(redis_url: str) -> None:
+    example = subprocess.Popen([sys.executable, "-m", "examples.redis_hosts", redis_url, "100"],
+                               cwd=REPO, env=cli_env(redis_url), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = example.communicate(timeout=120)
+    finally:
+        if example.poll() is None:  # it hangs: reap it and its hosts (sessions of their own)
+            family = [*children_of(example.pid), psutil.Process(example.pid)]
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
+            psutil.wait_procs(family, timeout=10)
+            example.communicate()
+    assert example.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("host a killed; all 100 invocations ended SUCCESS ")
+    ran_on = dict(part.rsplit(" ", 1) for part in lines[1].removeprefix("ran on: ").split(", "))
+    assert sum(map(int, ran_on.values())) == 100 and set(ran_on) <= {"host a", "host b"}
 
 
 @pytest.fixture
