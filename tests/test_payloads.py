@@ -33,7 +33,7 @@ from pprunner.plugins import get_plugin_manager
 from pprunner_plugins._optional import OptionalLibrary
 from pprunner_plugins.msgpack import MsgpackSerializer
 from tests import apps
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, wait_until
 
 KEY = "k" * 16 + "-first-signing-key"
 OLD_KEY = "o" * 16 + "-older-signing-key"
@@ -275,9 +275,17 @@ def test_the_signing_key_is_not_in_the_logs(app: App, supervise, caplog: pytest.
                                    payload=b'{"args":[1,2],"kwargs":{}}'))
     with pytest.raises(TaskFailed, match="signature invalid"):
         app.handle("unsigned").result(timeout=30)
-    output = capfd.readouterr()
-    assert caplog.records and "unsigned" in output.err + caplog.text
-    assert KEY not in caplog.text + output.out + output.err
+    written = ""
+
+    def worker_logged_the_refusal() -> bool:  # it logs just after storing the failure
+        nonlocal written
+        output = capfd.readouterr()
+        written += output.out + output.err
+        return "inv=unsigned" in written and "SignatureInvalid" in written
+
+    wait_until(worker_logged_the_refusal, what="the worker's line about the refused payload")
+    assert caplog.records
+    assert KEY not in caplog.text + written
 
 
 def test_enqueue_refuses_an_unencodable_or_too_large_call(app: App) -> None:
