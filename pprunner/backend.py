@@ -195,6 +195,16 @@ class Backend(abc.ABC):
         """FAILED -> PENDING with fresh attempts (an operator's retry); None: every
         FAILED one. History is kept. Returns the requeued invocations."""
 
+    @abc.abstractmethod
+    def purge(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished (SUCCESS or FAILED) invocations whose
+        ``finished_at`` is before ``finished_before``, oldest first; return how many.
+
+        Invocations in any other status are never touched, however old, and a
+        requeued one is no longer finished. The supervisor calls it to apply
+        ``keep_finished``; ``pprunner purge`` calls it on demand.
+        """
+
     # -- inspection ------------------------------------------------------------
 
     @abc.abstractmethod
@@ -245,6 +255,25 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+#: how many finished invocations one ``Backend.purge`` call deletes at most, so that
+#: no single call holds a store's write lock (or Redis's only thread) for long
+PURGE_BATCH = 1000
+
+
+def purge_finished(backend: Backend, finished_before: float,
+                   until: float | None = None) -> tuple[int, bool]:
+    """:meth:`Backend.purge` in batches until nothing finished before ``finished_before``
+    is left, or the monotonic time ``until`` has passed: (how many went, whether all did)."""
+    total = 0
+    while True:
+        purged = backend.purge(finished_before, PURGE_BATCH)
+        total += purged
+        if purged < PURGE_BATCH:
+            return total, True
+        if until is not None and time.monotonic() >= until:
+            return total, False
 
 
 def final_pauses(backend: Backend, first: float = POLL_FIRST) -> Iterator[float]:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, control, health, log
+from .backend import purge_finished
+from .config import parse_duration
 from .errors import (
     AppLoadError,
     BackendError,
@@ -57,6 +59,14 @@ def _json_value(kind: type) -> Callable[[str], Any]:
 
     parse.__name__ = f"JSON {kind.__name__}"
     return parse
+
+
+def _duration_argument(text: str) -> float:
+    try:
+        seconds: float = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
 
 
 def _add_app_option(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +128,14 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     retry.add_argument("--backend", metavar="URL")
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--all", action="store_true", help="every failed invocation")
+
+    purge = commands.add_parser("purge", help="delete invocations that finished (SUCCESS or "
+                                              "FAILED) long enough ago")
+    _add_app_option(purge)
+    purge.add_argument("--backend", metavar="URL")
+    purge.add_argument("--older-than", type=_duration_argument, metavar="DURATION",
+                       help="finished longer ago than this: seconds, or e.g. 15m, 12h, 7d "
+                            "(default: the keep_finished setting)")
 
     scale = commands.add_parser("scale", help="set the worker count of running supervisors "
                                               "on this host")
@@ -272,6 +290,18 @@ def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return ExitCode.OK
 
 
+def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+    app = _app(args, parser)
+    older_than = app.config.keep_finished if args.older_than is None else args.older_than
+    if args.older_than is None and not older_than:
+        parser.error("purge: keep_finished is 0 (keep every invocation); give --older-than")
+    cutoff = time.time() - older_than
+    purged, _ = purge_finished(app.backend, cutoff)
+    print(f"deleted {purged} invocation(s) that finished before "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(cutoff))}")
+    return ExitCode.OK
+
+
 def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.processes < 1:
         parser.error("scale: N must be at least 1")
@@ -353,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
                    "show": command_show, "failed": command_failed, "retry": command_retry,
-                   "health": command_health, "scale": command_scale}
+                   "health": command_health, "scale": command_scale, "purge": command_purge}
         return command[args.command](args, parser)
     except PprunnerError as exc:
         code = next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind))

@@ -94,27 +94,37 @@ def _signing_keys(value: Any) -> tuple[str, ...]:
     return keys
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6,
-               "mb": 10**6, "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30}
+def _scaled(kind: type, what: str, units: Mapping[str, float], unit_names: str,
+            example: str) -> Callable[[Any], Any]:
+    """A parser of ``what``: a number, or a string with one of ``units`` after it."""
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a {what}, got {value!r}")
+        text = str(value).strip().lower()
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+        unit = text[len(number):].strip()
+        if unit not in units:
+            raise ValueError(f"unknown {what} unit {unit!r} in {value!r}; use {unit_names}")
+        try:
+            amount = kind(float(number) * units[unit])
+        except ValueError:
+            raise ValueError(f"expected a {what} such as {example}, got {value!r}") from None
+        if amount < 0:
+            raise ValueError(f"expected a {what} >= 0, got {value!r}")
+        return amount
+
+    return parse
 
 
-def _size(value: Any) -> int:
-    """Bytes: an integer, or a string such as ``"512KiB"``, ``"10MB"``, ``"1 GiB"``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a size in bytes, got {value!r}")
-    text = str(value).strip().lower()
-    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
-    unit = text[len(number):].strip()
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r} in {value!r}; use B, KB, KiB, MB, MiB, "
-                         "GB or GiB")
-    try:
-        size = int(float(number) * _SIZE_UNITS[unit])
-    except ValueError:
-        raise ValueError(f"expected a size such as 10MiB, got {value!r}") from None
-    if size < 0:
-        raise ValueError(f"expected a size >= 0, got {value!r}")
-    return size
+#: bytes: an integer, or a string such as ``"512KiB"``, ``"10MB"``, ``"1 GiB"``
+_size = _scaled(int, "size", {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10,
+                              "m": 10**6, "mb": 10**6, "mib": 2**20, "g": 10**9,
+                              "gb": 10**9, "gib": 2**30},
+                "B, KB, KiB, MB, MiB, GB or GiB", "10MiB")
+#: seconds: a number, or a string such as ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``
+#: (``pprunner purge --older-than`` takes the same)
+parse_duration = _scaled(float, "duration", {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400},
+                    "s, m, h or d", "7d")
 
 
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -190,6 +200,9 @@ class Config:
         30.0, _number(float, 0, strict=True),
         "seconds without a heartbeat after which another supervisor takes back what a "
         "runner held")
+    keep_finished: float = _setting(
+        86400.0, parse_duration, "how long SUCCESS and FAILED invocations are kept after they "
+        "finish (seconds, or e.g. 12h, 7d); the supervisor deletes older ones; 0: forever")
     health_file: str | None = _setting(
         None, _optional(_text), "file the supervisor rewrites every iteration (liveness, "
         "readiness)")

@@ -24,6 +24,7 @@ from multiprocessing.managers import SyncManager
 from typing import Any
 
 from . import health
+from .backend import purge_finished
 from .control import ControlSocket
 from .errors import BackendError, ConfigError, PprunnerError, TimeLimitExceeded
 from .exitcodes import ExitCode
@@ -47,6 +48,9 @@ logger = logging.getLogger("pprunner.supervisor")
 TERMINATE_GRACE = 5.0
 #: longest pause between burst-mode checks of the queue
 BURST_TICK = 0.05
+#: how often the supervisor deletes what finished over ``keep_finished`` ago (more often
+#: when keep_finished is short), and the longest one such purge may hold up the loop
+PURGE_EVERY, PURGE_SLICE = 60.0, 0.2
 
 
 def new_runner_id() -> str:
@@ -75,6 +79,7 @@ class Supervisor:
         self.workers: dict[str, Child] = {}
         self.crash_loop = CrashLoop(self.config.crash_loop_period)
         self._next_recovery = 0.0
+        self._next_purge = 0.0
         self._next_burst_check = 0.0
         self.exit_code = ExitCode.OK
         self.started_at = time.time()
@@ -373,6 +378,7 @@ class Supervisor:
                 "pid": os.getpid(), "supervisor": self.id, "processes": self.processes,
                 "booted": booted, "ready": booted >= self.processes})
         self._recover_lost_runners()
+        self._purge_finished()
 
     def _recover_lost_runners(self) -> None:
         """Take back what runners of vanished supervisors held (a host lost, a SIGKILL
@@ -399,6 +405,20 @@ class Supervisor:
             if recovered is not None:
                 logger.warning("%s; took back %d invocation(s): %s", error.message,
                                len(recovered), ", ".join(i.id for i in recovered) or "-")
+
+    def _purge_finished(self) -> None:
+        """Delete invocations that finished over ``keep_finished`` ago (0: keep them all),
+        a slice at a time: what is left waits for the next heartbeat."""
+        keep = self.config.keep_finished
+        now = time.monotonic()
+        if not keep or now < self._next_purge:
+            return
+        purged, all_gone = purge_finished(self.backend, time.time() - keep,
+                                          until=now + PURGE_SLICE)
+        self._next_purge = now + (min(PURGE_EVERY, keep / 2) if all_gone else 0.0)
+        if purged:
+            logger.info("deleted %d invocation(s) that finished over %g s ago (keep_finished)",
+                        purged, keep)
 
     def _burst_done(self) -> bool:
         if self._progress is None or time.monotonic() < self._next_burst_check:

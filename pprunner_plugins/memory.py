@@ -137,6 +137,15 @@ class MemoryBackend(Backend):
             self._changed.notify_all()
             return done
 
+    def purge(self, finished_before: float, limit: int) -> int:
+        with self._changed:
+            finished = sorted((i.finished_at, i.id) for i in self._invocations.values()
+                              if i.status.is_final and i.finished_at is not None
+                              and i.finished_at < finished_before)
+            for _, invocation_id in finished[:limit]:
+                del self._invocations[invocation_id]
+            return len(finished[:limit])
+
     def pause(self, invocation_id: str, runner_id: str,
               waiting_for: Sequence[str] = ()) -> None:
         self._finish(invocation_id, runner_id, Status.PAUSED, waiting_for=tuple(waiting_for))

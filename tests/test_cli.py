@@ -9,7 +9,8 @@ import signal
 import pytest
 
 import pprunner
-from pprunner import App, ExitCode, Status
+from pprunner import App, ErrorInfo, ExitCode, Status
+from pprunner.testing import make_invocation
 from tests import apps
 from tests.conftest import (
     RUN,
@@ -99,6 +100,12 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(busy: Busy) -> None:
     (("status",), {}, ExitCode.USAGE_ERROR, "--app MODULE:ATTRIBUTE is required"),
     (("run", "--app", "tests.apps_fail_in_worker:app", "--processes", "1"), {},
      ExitCode.APP_LOAD_ERROR, "could not load the app"),
+    (("purge", "--app", "tests.apps:app", "--older-than", "3w"), {}, ExitCode.USAGE_ERROR,
+     "unknown duration unit 'w' in '3w'; use s, m, h or d"),
+    (("purge", "--app", "tests.apps:app"), {"PPRUNNER_KEEP_FINISHED": "0"},
+     ExitCode.USAGE_ERROR, "keep_finished is 0 (keep every invocation); give --older-than"),
+    (("run", "--app", "tests.apps:app"), {"PPRUNNER_KEEP_FINISHED": "a week"},
+     ExitCode.CONFIG_ERROR, "unknown duration unit 'a week'"),
 ])
 def test_bad_input_is_one_clear_line_and_a_documented_exit_code(
         db_url: str, args: tuple[str, ...], environment: dict[str, str], code: ExitCode,
@@ -126,6 +133,23 @@ def test_enqueue_and_wait_for_a_failing_task_exits_task_failed(
                    '{"message": "no"}', "--wait", "30", env=cli_env(db_url))
     assert done.returncode == ExitCode.TASK_FAILED
     assert "ValueError: no" in done.stderr
+
+
+def test_purge_deletes_what_finished_before_the_cutoff(app: App, db_url: str) -> None:
+    backend = app.backend
+    ids = []
+    for _ in range(3):
+        backend.enqueue(invocation := make_invocation())
+        assert backend.claim("r", 0.05) is not None
+        ids.append(invocation.id)
+    backend.complete(ids[0], "r", b"1")
+    backend.fail(ids[1], "r", ErrorInfo("E", "no"))  # and the third one is still RUNNING
+    kept = run_cli("purge", "--app", "tests.apps:app", env=cli_env(db_url))  # keep_finished 1 d
+    assert kept.returncode == ExitCode.OK and kept.stdout.startswith("deleted 0 invocation(s)")
+    done = run_cli("purge", "--app", "tests.apps:app", "--older-than", "0", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.stdout.startswith("deleted 2 invocation(s) that finished before ")
+    assert backend.counts() == {**dict.fromkeys(Status, 0), Status.RUNNING: 1}
 
 
 def test_status_shows_runners_and_counts(app: App, db_url: str, supervise) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
@@ -13,7 +15,7 @@ import psutil
 import pytest
 
 import pprunner
-from pprunner import App, ConfigError, Status, Supervisor, TaskFailed
+from pprunner import App, ConfigError, Status, Supervisor, TaskFailed, UnknownInvocation
 from tests import apps
 from tests.conftest import wait_until
 
@@ -84,6 +86,27 @@ def test_results_and_failures_come_back(app: App, supervise) -> None:
     assert "raise ValueError(message)" in error.remote_traceback
     assert "pluggy" not in error.remote_traceback  # trimmed to the task's own frames
     assert isinstance(error.__cause__, pprunner.errors.RemoteTraceback)
+
+
+def test_the_supervisor_deletes_what_finished_over_keep_finished_ago(
+        app: App, supervise, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pprunner.supervisor")
+    app.configure(source="the test", keep_finished=0.5, heartbeat_interval=0.1)
+    supervise(processes=1)
+    done = apps.add.enqueue(1, 2)
+    assert done.result(timeout=30) == 3
+    running = apps.whoami_slowly.enqueue(30)
+    wait_until(lambda: running.status() == Status.RUNNING, what="the long task to start")
+
+    def purged() -> bool:
+        with contextlib.suppress(UnknownInvocation):
+            done.invocation()
+            return False
+        return True
+
+    wait_until(purged, what="the finished invocation to be deleted")
+    assert running.status() == Status.RUNNING  # unfinished: never deleted, however old
+    assert "deleted 1 invocation(s) that finished over 0.5 s ago" in caplog.text
 
 
 def test_runner_cache_is_shared_between_workers(app: App, supervise) -> None:

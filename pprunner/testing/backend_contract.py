@@ -612,6 +612,48 @@ class BackendContract:
         assert sum(answer is not None for answer in answers) == 1
         assert backend.get(claimed.id).history == (CRASH,)
 
+    # -- purging finished invocations ------------------------------------------------------
+
+    def test_purge_deletes_finished_invocations_oldest_first_up_to_its_limit(
+            self, backend: Backend) -> None:
+        completed = enqueue_claimed(backend, "r")
+        backend.complete(completed.id, "r", b"1")
+        failed = enqueue_claimed(backend, "r")
+        backend.fail(failed.id, "r", CRASH)
+        lost = enqueue_claimed(backend, "lost", max_attempts=1)
+        backend.reroute("lost", CRASH)  # past max_attempts: FAILED
+        ended = [backend.get(i.id) for i in (completed, failed, lost)]
+        assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
+        later = max(i.finished_at or 0 for i in ended) + 1
+        assert backend.purge(later, 2) == 2
+        for gone in ended[:2]:
+            with pytest.raises(UnknownInvocation):
+                backend.get(gone.id)
+        assert backend.get(lost.id).status is Status.FAILED
+        assert backend.counts()[Status.SUCCESS] == 0 and backend.counts()[Status.FAILED] == 1
+        assert backend.invocations(Status.FAILED, 10) == [backend.get(lost.id)]
+        assert backend.purge(later, 10) == 1
+        assert backend.purge(later, 10) == 0
+
+    def test_purge_keeps_what_is_unfinished_or_finished_since_the_cutoff(
+            self, backend: Backend) -> None:
+        running = enqueue_claimed(backend, "r")
+        paused = enqueue_claimed(backend, "p", paused=True)
+        requeued = enqueue_claimed(backend, "q")
+        backend.fail(requeued.id, "q", CRASH)
+        finished = enqueue_claimed(backend, "f")
+        backend.complete(finished.id, "f", b"1")
+        backend.requeue([requeued.id])  # no longer finished
+        backend.enqueue(pending := make_invocation())
+        finished_at = backend.get(finished.id).finished_at
+        assert finished_at is not None
+        assert backend.purge(finished_at, 10) == 0  # finished at the cutoff, not before it
+        assert backend.purge(time.time() + 3_600, 10) == 1
+        with pytest.raises(UnknownInvocation):
+            backend.get(finished.id)
+        assert [backend.get(i.id).status for i in (running, paused, requeued, pending)] == \
+            [Status.RUNNING, Status.PAUSED, Status.PENDING, Status.PENDING]
+
     # -- counts ----------------------------------------------------------------------------
 
     def test_counts_follow_the_statuses(self, backend: Backend) -> None:

@@ -124,7 +124,7 @@ class RedisBackend(Backend):
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
                                       "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
-                                      "UNWATCH_ENDING", "ANNOUNCE")}
+                                      "UNWATCH_ENDING", "ANNOUNCE", "PURGE")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
@@ -434,6 +434,8 @@ class RedisBackend(Backend):
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
             pipe.lpush(self._key("queue"), after.id)
+        if after.status.is_final and not before.status.is_final:
+            pipe.zadd(self._key("ended"), {after.id: after.finished_at or 0.0})
 
     def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
         found = []
@@ -506,6 +508,10 @@ class RedisBackend(Backend):
                               self._do("zrange", self._key("status", "FAILED"), 0, -1)]
         done = [i for i in invocation_ids if self._run_retrying("REQUEUE", i)]
         return [self.get(i) for i in done]
+
+    def purge(self, finished_before: float, limit: int) -> int:
+        purged: int = self._run_retrying("PURGE", repr(finished_before), limit)
+        return purged
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)

@@ -13,6 +13,7 @@ Layout, for prefix ``p``:
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
 ``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
+``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:runners``        sorted set: runner id by last heartbeat
 ``p:runner:<id>``    hash: the runner's record
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
@@ -111,8 +112,9 @@ local function change(p, runner, at)
   if not string.find(',' .. ARGV[at + 2] .. ',', ',' .. status .. ',', 1, true) then
     return 0
   end
-  local sets, i = {'status', new}, at + 7
+  local sets, i, finished = {'status', new}, at + 7, 0
   for _ = 1, tonumber(ARGV[at + 6]) do
+    if ARGV[i] == 'finished_at' then finished = ARGV[i + 1] end
     table.insert(sets, ARGV[i]); table.insert(sets, ARGV[i + 1]); i = i + 2
   end
   redis.call('HSET', key, unpack(sets))
@@ -127,7 +129,10 @@ local function change(p, runner, at)
   redis.call('ZADD', p .. ':status:' .. new, current[3], id)
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
-  if new == 'SUCCESS' or new == 'FAILED' then announce(p, id) end
+  if new == 'SUCCESS' or new == 'FAILED' then
+    redis.call('ZADD', p .. ':ended', finished, id)
+    announce(p, id)
+  end
   return 1
 end
 """
@@ -254,6 +259,7 @@ redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0)
 redis.call('HDEL', key, 'owner', 'started_at', 'finished_at', 'not_before')
 local seq = redis.call('HGET', key, 'seq')
 redis.call('ZREM', p .. ':status:FAILED', id)
+redis.call('ZREM', p .. ':ended', id)
 redis.call('ZADD', p .. ':status:PENDING', seq, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
@@ -277,4 +283,24 @@ for i = 4, #ARGV, 7 do
   redis.call('EXPIRE', key, ttl)
 end
 return 1
+"""
+
+#: ARGV: prefix, finished_before, limit -> how many finished invocations were deleted,
+#: oldest first (see Backend.purge); an id whose invocation is not finished any more
+#: only leaves ``p:ended``
+PURGE = """
+local p, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local purged = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':ended', '-inf', '(' .. before,
+                               'LIMIT', 0, limit)) do
+  local key = p .. ':inv:' .. id
+  local status = redis.call('HGET', key, 'status')
+  if status == 'SUCCESS' or status == 'FAILED' then
+    redis.call('DEL', key)
+    redis.call('ZREM', p .. ':status:' .. status, id)
+    purged = purged + 1
+  end
+  redis.call('ZREM', p .. ':ended', id)
+end
+return purged
 """
