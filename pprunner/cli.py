@@ -61,6 +61,10 @@ def _json_value(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+#: seconds between progress lines of a long ``pprunner purge``
+PURGE_PROGRESS_EVERY = 5.0
+
+
 def _duration_argument(text: str) -> float:
     try:
         seconds: float = parse_duration(text)
@@ -296,7 +300,14 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.older_than is None and not older_than:
         parser.error("purge: keep_finished is 0 (keep every invocation); give --older-than")
     cutoff = time.time() - older_than
-    purged, _ = purge_finished(app.backend, cutoff)
+    purged = 0
+    while True:
+        batch, all_gone = purge_finished(app.backend, cutoff,
+                                         until=time.monotonic() + PURGE_PROGRESS_EVERY)
+        purged += batch
+        if all_gone:
+            break
+        print(f"purge: {purged:,} deleted so far", file=sys.stderr)
     print(f"deleted {purged} invocation(s) that finished before "
           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(cutoff))}")
     return ExitCode.OK

@@ -9,6 +9,8 @@ import signal
 import pytest
 
 import pprunner
+import pprunner.backend
+import pprunner.cli
 from pprunner import App, ErrorInfo, ExitCode, Status
 from pprunner.testing import make_invocation
 from tests import apps
@@ -150,6 +152,22 @@ def test_purge_deletes_what_finished_before_the_cutoff(app: App, db_url: str) ->
     assert done.returncode == ExitCode.OK, done.stderr
     assert done.stdout.startswith("deleted 2 invocation(s) that finished before ")
     assert backend.counts() == {**dict.fromkeys(Status, 0), Status.RUNNING: 1}
+
+
+def test_a_long_purge_shows_its_progress(app: App, db_url: str,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(pprunner.backend, "PURGE_BATCH", 1)  # a batch per invocation
+    monkeypatch.setattr(pprunner.cli, "PURGE_PROGRESS_EVERY", 0)  # a line per batch
+    monkeypatch.setenv("PPRUNNER_BACKEND", db_url)
+    for _ in range(3):
+        app.backend.enqueue(invocation := make_invocation())
+        assert app.backend.claim("r", 0.05) is not None
+        app.backend.complete(invocation.id, "r", b"1")
+    assert pprunner.cli.main(["purge", "--app", "tests.apps:app", "--older-than", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"purge: {n} deleted so far" for n in (1, 2, 3)]
+    assert out.startswith("deleted 3 invocation(s)")
 
 
 def test_status_shows_runners_and_counts(app: App, db_url: str, supervise) -> None:
