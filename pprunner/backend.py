@@ -56,10 +56,11 @@ class Backend(abc.ABC):
         #: outage no runner could heartbeat, so afterwards every runner looks stale:
         #: the supervisor recovers nobody until ``dead_after`` has passed since then.
         self.outage_ended_at = 0.0
-        #: asked between retries by a backend that waits out outages: False gives up
-        #: (BackendError). The supervisor says False once it is asked to stop, so a
-        #: stop is not held up by an outage.
-        self.keep_waiting: Callable[[], bool] = lambda: True
+        #: asked between retries by a backend that waits out outages, with the seconds
+        #: the outage has lasted: False gives up (BackendError). An app's producers wait
+        #: ``outage_timeout``; a worker waits as long as it takes (it holds what it
+        #: runs); a supervisor until it is asked to stop, so a stop is not held up.
+        self.keep_waiting: Callable[[float], bool] = lambda outage_s: True
 
     # -- producers ----------------------------------------------------------
 

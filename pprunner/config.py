@@ -200,6 +200,10 @@ class Config:
         30.0, _number(float, 0, strict=True),
         "seconds without a heartbeat after which another supervisor takes back what a "
         "runner held")
+    outage_timeout: float = _setting(
+        30.0, _number(float, 0), "seconds a producer (enqueue, result, the command line) "
+        "waits for an unreachable backend before it raises BackendError; workers and "
+        "supervisors wait as long as it takes")
     keep_finished: float = _setting(
         86400.0, parse_duration, "how long SUCCESS and FAILED invocations are kept after they "
         "finish (seconds, or e.g. 12h, 7d); the supervisor deletes older ones; 0: forever")

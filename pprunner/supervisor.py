@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -92,6 +93,8 @@ class Supervisor:
         self._immediate = False
         #: the backend was unreachable when stopping: nothing more is asked of it
         self._backend_lost = False
+        #: how the app's producers wait out outages, restored when the supervisor ends
+        self._producer_patience: Callable[[float], bool] = lambda outage_s: True
         self._thread: threading.Thread | None = None
         self._inline: Worker | None = None
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
@@ -203,7 +206,8 @@ class Supervisor:
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
                 "such as sqlite://")
         self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
-        backend.keep_waiting = lambda: not self._stopping()
+        self._producer_patience = backend.keep_waiting
+        backend.keep_waiting = lambda outage_s: not self._stopping()
         try:
             backend.counts()
         except PprunnerError:
@@ -626,7 +630,7 @@ class Supervisor:
             if owned:
                 logger.error("invocations still owned after stopping: %s", owned)
             self.backend.forget_runners([self.id])
-        self.backend.keep_waiting = lambda: True  # the app's producers may wait again
+        self.backend.keep_waiting = self._producer_patience  # the app's producers' again
         if self._progress is not None:
             self._progress.close()
         if self._manager is not None:

@@ -100,7 +100,13 @@ class App:
         """This process's connection to the configured backend, opened on first use."""
         if self._backend is None:
             self._backend = self.plugins.registry.backend_for(self.config.backend)
+            self._backend.keep_waiting = self._producer_patience
         return self._backend
+
+    def _producer_patience(self, outage_s: float) -> bool:
+        """A producer (enqueue, result, the CLI) waits out an outage for
+        ``outage_timeout``, then gets a BackendError instead of hanging."""
+        return outage_s < self.config.outage_timeout
 
     @property
     def codec(self) -> Codec:

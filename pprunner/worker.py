@@ -363,7 +363,9 @@ def main(spec: WorkerSpec) -> None:
     try:
         app = load_app(spec.app_path)
         app.configure(source="the supervisor", **settings)
-        app.backend  # noqa: B018 - open it now: a backend that cannot be reached is a boot failure
+        # open it now: a backend that cannot be reached is a boot failure; once running, a
+        # worker waits out any outage, since what it holds must be stored when it is over
+        app.backend.keep_waiting = lambda outage_s: True
     except AppLoadError as exc:
         logger.error("%s", exc)
         reports.send(channel.BOOT_FAILED, str(exc))

@@ -19,7 +19,7 @@ import redis
 
 import pprunner.backend
 import pprunner_plugins.redis
-from pprunner import App, ExitCode, Status, Supervisor, TaskFailed, gather
+from pprunner import App, BackendError, ExitCode, Status, Supervisor, TaskFailed, gather
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
 from tests import apps, apps_waiting
@@ -265,6 +265,21 @@ def test_an_outage_longer_than_dead_after_takes_back_nothing(
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     assert {i.attempts for i in invocations} == {1}, [i.history for i in invocations]
+
+
+def test_a_producer_gives_up_on_an_outage_after_outage_timeout(
+        app: App, own_redis: PrivateRedis) -> None:
+    """A producer gets a BackendError after ``outage_timeout`` instead of hanging;
+    nothing it had enqueued before is lost."""
+    app.configure(source="the test", backend=f"{own_redis.url}?prefix=producer-outage",
+                  outage_timeout=1)
+    before = apps.add.enqueue(1, 1)
+    own_redis.stop()
+    with pytest.raises(BackendError, match=r"has been unreachable for \d+ s .*stopped waiting"):
+        apps.add.enqueue(2, 2)
+    own_redis.start()
+    assert before.status() is Status.PENDING
+    assert app.backend.counts()[Status.PENDING] == 1
 
 
 def test_a_stop_during_an_outage_is_not_held_up(app: App, own_redis: PrivateRedis,

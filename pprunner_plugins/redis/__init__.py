@@ -34,8 +34,10 @@ to that token's list, on which the waiter blocks (``BLPOP``).
 Once connected, a Redis that restarts or goes away is waited for: every
 operation is sent again at once, then retried with a growing pause (0.1 s
 up to 5 s) and one log line per outage, so nothing crashes or spins, and
-work resumes when Redis returns. A Redis that cannot be reached at start is an error at once.
-Redis Cluster is not supported (the scripts build their own keys).
+work resumes when Redis returns; for how long is ``keep_waiting``'s to say
+(a producer: ``outage_timeout``). A Redis that cannot be reached at start is
+an error at once. Redis Cluster is not supported (the scripts build their
+own keys).
 """
 
 from __future__ import annotations
@@ -198,9 +200,11 @@ class RedisBackend(Backend):
                 if not outage:
                     outage = time.monotonic()
                     logger.warning("Redis at %s is unreachable (%s); retrying", self.url, exc)
-                if not self.keep_waiting():
-                    raise BackendError(f"Redis at {self.url} is unreachable ({exc}); "
-                                       "stopped waiting for it") from None
+                lasted = time.monotonic() - outage
+                if not self.keep_waiting(lasted):
+                    raise BackendError(f"Redis at {self.url} has been unreachable for "
+                                       f"{lasted:.0f} s ({exc}); stopped waiting for it"
+                                       ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_MAX)
                 continue
