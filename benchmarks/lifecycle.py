@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
-import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -168,7 +165,6 @@ def held_by_a(bench: PprunnerSQLite) -> tuple[Pool, Pool, list[str]]:
     """
     apps, backend = bench.apps, bench.apps.app.backend
     a = launch(bench, "a", WORKERS)
-    bench.cleanup.callback(remove, mp_folders(a.process.pid))
     marker = str(bench.workdir / "held.attempts")
     held = [apps.announce_and_sleep.enqueue(marker, HELD_TASK_S).id for _ in range(WORKERS)]
     a_workers = set(a.workers())
@@ -197,33 +193,6 @@ def rerun_under(b: Pool, held: Sequence[str], killed_at: float, bound: float) ->
     attempts = sorted({i.attempts for i in rerun_now})
     errors = sorted({i.error.type if i.error else "none" for i in rerun_now})
     return Sample(started - killed_at, f"attempts {attempts}, error {'/'.join(errors)}")
-
-
-def mp_folders(pgid: int) -> set[Path]:
-    """The ``pymp-*`` folders of multiprocessing in process group ``pgid``.
-
-    A supervisor's runner-cache manager listens on a socket in such a folder,
-    which the supervisor removes at exit; a SIGKILLed one cannot, so the
-    round does. Found by the group's socket inodes in ``/proc/net/unix``.
-    """
-    inodes = set()
-    for pid in procs.group_members(pgid):
-        with contextlib.suppress(OSError):  # it exited meanwhile
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    inodes.add(os.readlink(fd).removeprefix("socket:[").rstrip("]"))
-    folders = set()
-    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-        fields = line.split()  # Num RefCount Protocol Flags Type St Inode Path
-        if len(fields) > 7 and fields[6] in inodes and Path(fields[7]).parent.name.startswith(
-                "pymp-"):
-            folders.add(Path(fields[7]).parent)
-    return folders
-
-
-def remove(folders: set[Path]) -> None:
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -56,6 +57,14 @@ PURGE_EVERY, PURGE_SLICE = 60.0, 0.2
 
 def new_runner_id() -> str:
     return os.urandom(6).hex()
+
+
+def _manager_address(supervisor_id: str) -> str | None:
+    """Where the runner-cache manager listens: on Linux an abstract socket, which
+    leaves no ``pymp-*`` folder behind in the temp directory when the supervisor is
+    SIGKILLed (the manager's authentication key still guards it); elsewhere the
+    default, a socket in such a folder."""
+    return f"\0pprunner-{supervisor_id}" if sys.platform.startswith("linux") else None
 
 
 class Supervisor:
@@ -235,7 +244,7 @@ class Supervisor:
         self.stop_event = self._mp.Event()
         reader, writer = self._mp.Pipe(duplex=False)
         self._lifeline = (reader, writer)
-        self._manager = SyncManager(ctx=self._mp)
+        self._manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
         with signals_blocked(), main_module_hidden():
             self._manager.start(guard_helper_process,
                                 (reader, writer.fileno(), self.config.start_method))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +21,11 @@ from tests.conftest import (
     RUN,
     Busy,
     assert_all_gone,
+    children_of,
     cli_env,
     live_workers,
     run_cli,
+    start_supervisor,
     wait_until,
 )
 
@@ -77,6 +82,22 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(busy: Busy) -> None:
     assert_all_gone(busy.family)
     # the busy worker handed its invocation back on the way out
     assert busy.handle.status() == Status.PENDING
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the manager's abstract socket is Linux-only")
+def test_a_sigkilled_supervisor_leaves_no_multiprocessing_folder(
+        app: App, db_url: str, cli_process) -> None:
+    def folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("pymp-*"))
+
+    before = folders()
+    supervisor = start_supervisor(cli_process, db_url, app, workers=1)
+    family = children_of(supervisor.pid)
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    assert_all_gone(family)
+    assert folders() - before == set()
 
 
 @pytest.mark.parametrize(("args", "environment", "code", "message"), [
