@@ -190,6 +190,19 @@ def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBacken
     assert backend.counts()[Status.PENDING] == 0
 
 
+def test_an_inbox_keeps_only_what_its_runner_has_not_read(backend: RedisBackend) -> None:
+    """Inbox entries carry whole records, payloads included: read ones must not pile up."""
+    for _ in range(5):
+        claimer = Background(lambda: backend.claim("idle", timeout=30), name="claimer")
+        wait_until(lambda: backend.client.lrange(f"{backend.prefix}:idle", 0, -1) == [b"idle"],
+                   what="the claim to wait as an idle runner")
+        backend.enqueue(invocation := make_invocation())
+        claimed = claimer.join()
+        assert claimed is not None and claimed.id == invocation.id
+        backend.complete(invocation.id, "idle", b"1")
+    assert backend.client.xlen(f"{backend.prefix}:inbox:idle") <= 2
+
+
 @pytest.mark.parametrize("waiters", [1, 3])
 def test_a_blocked_wait_is_woken_by_the_ending_and_leaves_no_keys(
         backend: RedisBackend, waiters: int, monkeypatch: pytest.MonkeyPatch) -> None:

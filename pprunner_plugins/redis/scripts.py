@@ -50,10 +50,15 @@ end
 #: the next invocation for ``runner``: what an enqueue handed to its inbox after the entry
 #: ``last``, else the oldest due one -> {inbox entry id or '', field, value, ...}, or nil.
 #: ``resent`` ('1' when this is a retry after a dropped connection): an invocation it
-#: already claimed for this runner is that claim, whose reply was lost.
+#: already claimed for this runner is that claim, whose reply was lost. Entries before
+#: ``last`` have been read, so they go: an inbox holds what is unread and the last one read.
 _CLAIM = _MARK + """
 local function claim(p, runner, now, resent, last)
-  local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
+  local inbox = p .. ':inbox:' .. runner
+  if last ~= '0-0' then
+    redis.call('XTRIM', inbox, 'MINID', last)  -- what it has read: copies of big payloads
+  end
+  local handed = redis.call('XRANGE', inbox, '(' .. last, '+', 'COUNT', 1)
   if #handed > 0 then
     local entry = handed[1]
     local reply = {entry[1]}
