@@ -190,6 +190,13 @@ def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBacken
     assert backend.counts()[Status.PENDING] == 0
 
 
+def test_a_server_too_old_for_the_scripts_is_one_clear_error(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend.client, "info", lambda section: {"redis_version": "6.0.16"})
+    with pytest.raises(BackendError, match=r"is version 6\.0\.16; pprunner needs 6\.2 or newer"):
+        backend.enqueue(make_invocation())
+
+
 def test_an_inbox_keeps_only_what_its_runner_has_not_read(backend: RedisBackend) -> None:
     """Inbox entries carry whole records, payloads included: read ones must not pile up."""
     for _ in range(5):

@@ -84,6 +84,8 @@ SOCKET_TIMEOUT = 10.0
 #: ``p:runners`` (what staleness and recovery go by) stays until it is recovered
 RUNNER_RECORD_TTL = 7 * 24 * 3600
 RETRY_PAUSE_MAX = 5.0
+#: the oldest server the scripts run on (LMOVE, XTRIM MINID); Valkey reports a Redis version
+MIN_SERVER = (6, 2)
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
@@ -190,6 +192,8 @@ class RedisBackend(Backend):
         pause, outage, failures = 0.1, 0.0, 0
         while True:
             try:
+                if not self._connected:
+                    self._check_server()
                 result = operation()
             except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
                 if not self._connected:
@@ -217,6 +221,14 @@ class RedisBackend(Backend):
             self._connected = True
             self._retried = bool(failures)
             return result
+
+    def _check_server(self) -> None:
+        """Before the first operation: a server too old for the scripts is one clear
+        error at start, not an unknown command in the middle of a claim."""
+        version = str(self.client.info("server").get("redis_version", "0"))
+        if tuple(int(part) for part in version.split(".")[:2]) < MIN_SERVER:
+            raise BackendError(f"Redis at {self.url} is version {version}; pprunner needs "
+                               f"{'.'.join(map(str, MIN_SERVER))} or newer")
 
     # -- producers and workers -------------------------------------------------------
 
