@@ -197,6 +197,16 @@ def test_a_server_too_old_for_the_scripts_is_one_clear_error(
         backend.enqueue(make_invocation())
 
 
+def test_a_user_not_allowed_info_can_still_use_the_backend(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(section: str) -> None:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run 'info'")
+
+    monkeypatch.setattr(backend.client, "info", refused)
+    backend.enqueue(invocation := make_invocation())
+    assert backend.get(invocation.id).status is Status.PENDING
+
+
 def test_an_inbox_keeps_only_what_its_runner_has_not_read(backend: RedisBackend) -> None:
     """Inbox entries carry whole records, payloads included: read ones must not pile up."""
     for _ in range(5):
