@@ -124,7 +124,7 @@ _size = _scaled(int, "size", {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**
 #: seconds: a number, or a string such as ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``
 #: (``pprunner purge --older-than`` takes the same)
 parse_duration = _scaled(float, "duration", {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400},
-                    "s, m, h or d", "7d")
+                         "s, m, h or d", "7d")
 
 
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -279,13 +279,10 @@ class Supervisor:
             else:
                 self._loop()
                 self._shutdown()
-        except BackendError as exc:
-            if not self._stopping():
-                self.exit_code = ExitCode.INTERNAL_ERROR
-                self._shutdown(immediate=True)
-                raise
-            self._stop_without_backend(exc)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, BackendError) and self._stopping():
+                self._stop_without_backend(exc)  # it stopped waiting as a stop was asked
+                return
             self.exit_code = ExitCode.INTERNAL_ERROR
             self._shutdown(immediate=True)
             raise

@@ -9,11 +9,11 @@ itself, nested inside the waiting task, whenever they are still queued;
 while they run elsewhere it waits for one to end (blocking on a store that
 announces endings, polling with a growing pause otherwise). It never runs
 anything else: a worker's stack of nested invocations is always a chain of
-ancestors and their descendants. That is what makes it deadlock-free: take the deepest waiting
-invocation at the top of any worker's stack — what it waits for is either
-queued (so it runs it) or running at the top of another stack (so it makes
-progress), because anything above an invocation on a stack is its own
-descendant, deeper than the one we took. Nesting is bounded by
+ancestors and their descendants. That is what makes it deadlock-free: take
+the deepest waiting invocation at the top of any worker's stack — what it
+waits for is either queued (so it runs it) or running at the top of another
+stack (so it makes progress), because anything above an invocation on a
+stack is its own descendant, deeper than the one we took. Nesting is bounded by
 ``max_wait_depth``; past it, the worker just waits.
 
 ``poll`` — pynenc's behaviour: the worker only waits, its slot stays taken,

@@ -139,12 +139,12 @@ class MemoryBackend(Backend):
 
     def purge(self, finished_before: float, limit: int) -> int:
         with self._changed:
-            finished = sorted((i.finished_at, i.id) for i in self._invocations.values()
-                              if i.status.is_final and i.finished_at is not None
-                              and i.finished_at < finished_before)
-            for _, invocation_id in finished[:limit]:
+            doomed = sorted((i.finished_at, i.id) for i in self._invocations.values()
+                            if i.status.is_final and i.finished_at is not None
+                            and i.finished_at < finished_before)[:limit]
+            for _, invocation_id in doomed:
                 del self._invocations[invocation_id]
-            return len(finished[:limit])
+            return len(doomed)
 
     def pause(self, invocation_id: str, runner_id: str,
               waiting_for: Sequence[str] = ()) -> None:

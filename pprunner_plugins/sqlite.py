@@ -53,7 +53,17 @@ BUSY_TIMEOUT_MS = 10_000
 #: retries of a whole operation that still found the database locked
 LOCKED_RETRIES = 8
 
-SCHEMA = """
+
+def _in(statuses: Iterable[Status]) -> str:
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+#: SQL for "has ended": ``status IN ENDED``; the purge names the index built on it, which
+#: SQLite uses only for a query whose condition is the index's own
+ENDED = _in(FINAL_STATUSES)
+
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS invocations (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -77,7 +87,7 @@ CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
 CREATE INDEX IF NOT EXISTS invocations_owner ON invocations (owner) WHERE owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS invocations_finished ON invocations (finished_at)
-    WHERE status IN ('FAILED', 'SUCCESS');
+    WHERE status IN {ENDED};
 CREATE TABLE IF NOT EXISTS waiters (
     invocation_id TEXT NOT NULL,
     waiter TEXT NOT NULL,
@@ -105,14 +115,6 @@ MIGRATIONS = {
 
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
            "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for")
-
-
-def _in(statuses: Iterable[Status]) -> str:
-    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
-
-
-#: SQL for "has ended": ``status IN ENDED``
-ENDED = _in(FINAL_STATUSES)
 
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:

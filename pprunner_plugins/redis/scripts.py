@@ -50,15 +50,10 @@ end
 #: the next invocation for ``runner``: what an enqueue handed to its inbox after the entry
 #: ``last``, else the oldest due one -> {inbox entry id or '', field, value, ...}, or nil.
 #: ``resent`` ('1' when this is a retry after a dropped connection): an invocation it
-#: already claimed for this runner is that claim, whose reply was lost. Entries before
-#: ``last`` have been read, so they go: an inbox holds what is unread and the last one read.
+#: already claimed for this runner is that claim, whose reply was lost.
 _CLAIM = _MARK + """
 local function claim(p, runner, now, resent, last)
-  local inbox = p .. ':inbox:' .. runner
-  if last ~= '0-0' then
-    redis.call('XTRIM', inbox, 'MINID', last)  -- what it has read: copies of big payloads
-  end
-  local handed = redis.call('XRANGE', inbox, '(' .. last, '+', 'COUNT', 1)
+  local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
   if #handed > 0 then
     local entry = handed[1]
     local reply = {entry[1]}
@@ -166,9 +161,13 @@ return nil
 #: claim saw first ('' on its first try), wait ('1': it will block for work) ->
 #: {inbox entry id or '', field, value, ...} of the claimed invocation; or the wake-up
 #: counter, the runner registered in ``p:idle`` only when it waits and the counter is
-#: the one it saw first (an enqueue then hands it the next invocation through its inbox)
+#: the one it saw first (an enqueue then hands it the next invocation through its inbox).
+#: Inbox entries before ``last`` have been read, so they go first: they copy whole records,
+#: payloads included, and only a runner that may register idle can be handed more, so
+#: this script is the one place to trim and the busy path (COMPLETE_AND_CLAIM) need not.
 CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
 local claimed = claim(p, runner, now, resent, last)
 if claimed then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
