@@ -29,7 +29,9 @@ from .errors import (
     TimeLimitExceeded,
     UnknownInvocation,
     WaitCycle,
+    WorkerLost,
 )
+from .executor import Executor
 from .exitcodes import ExitCode
 from .hookspecs import hookimpl
 from .invocation import ErrorInfo, Invocation, Returned, RunnerInfo, Status
@@ -50,6 +52,7 @@ __all__ = [
     "Backoff",
     "ConfigError",
     "ErrorInfo",
+    "Executor",
     "ExitCode",
     "Handle",
     "IllegalTransition",
@@ -71,6 +74,7 @@ __all__ = [
     "UnknownInvocation",
     "WaitCycle",
     "WorkerContext",
+    "WorkerLost",
     "__version__",
     "current_context",
     "gather",

@@ -2,8 +2,9 @@
 
 Worker to supervisor: what the supervisor cannot see from outside — that
 the worker booted, which invocation it runs since when (for the hard time
-limit), its peak memory, and that it wants to be recycled. Supervisor to
-worker: permission to retire. Process death is never reported here; the
+limit), its peak memory, that it wants to be recycled, and in push mode how
+each call it was handed ended. Supervisor to worker: a call to run (push
+mode) and permission to retire. Process death is never reported here; the
 process sentinel says that.
 """
 
@@ -18,16 +19,23 @@ from typing import Any
 READY = "ready"
 #: worker -> supervisor: ("boot-failed", message) just before exiting
 BOOT_FAILED = "boot-failed"
-#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit), sent
-#: only for invocations with a hard time limit
+#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit,
+#: retry_on_time_limit), sent only for invocations with a hard time limit; the last
+#: field carries the task's policy, so the supervisor needs no task registry
 STARTED = "started"
 #: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes), after a reported
 #: invocation, or after any invocation that raised the peak memory
 FINISHED = "finished"
 #: worker -> supervisor: ("recycle", reason): replace me when you can
 RECYCLE = "recycle"
+#: worker -> supervisor: ("done", call_id, returned, value_or_error, peak_rss_bytes) at
+#: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a
+#: :class:`~pprunner.jobs.RemoteError`
+DONE = "done"
 #: supervisor -> worker: ("retire",): finish the current invocation, then exit
 RETIRE = "retire"
+#: supervisor -> worker: ("run", call): run this :class:`~pprunner.jobs.Call` (push mode)
+RUN = "run"
 
 logger = logging.getLogger("pprunner.channel")
 
@@ -51,12 +59,13 @@ class WorkerChannel:
         except (OSError, EOFError) as exc:
             logger.debug("cannot report %s to the supervisor: %s", message[0], exc)
 
-    def retire_granted(self) -> bool:
-        """True once the supervisor has said ``retire`` (non-blocking)."""
+    def receive(self, timeout: float = 0.0) -> tuple[Any, ...] | None:
+        """The supervisor's next message, waiting up to ``timeout``; None when none
+        came. A closed pipe reads as ``retire``: the supervisor is gone."""
         try:
-            while self.connection.poll():
-                if self.connection.recv()[0] == RETIRE:
-                    return True
+            if self.connection.poll(timeout):
+                message: tuple[Any, ...] = self.connection.recv()
+                return message
         except (OSError, EOFError):
-            pass
-        return False
+            return (RETIRE,)
+        return None

@@ -6,18 +6,21 @@ implementation of a firstresult hook always takes precedence.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
+from .errors import UnknownTask
 from .hookspecs import hookimpl
 from .invocation import Invocation, Returned, RunnerInfo
+from .jobs import Call, Runnable
 from .spawn import WorkerProcess, WorkerSpec, main_module_hidden, signals_blocked
 from .waiting import strategy_named
 
 if TYPE_CHECKING:
-    from .task import Task
+    from .worker import WorkerContext
 
 
 @hookimpl(trylast=True)
@@ -27,19 +30,41 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
     context: Any = multiprocessing.get_context(start_method)
     process = context.Process(target=worker.main, args=(spec,),
                               name=f"pprunner-worker-{spec.slot}")
-    with signals_blocked(), main_module_hidden():
+    # Pull mode: the worker imports the app by path and never needs the main script.
+    # Push mode: calls may name functions of the main script (its __main__ guard
+    # keeps its top level from running again), as with the standard library's pools.
+    hide_main = main_module_hidden() if spec.app_path is not None else contextlib.nullcontext()
+    with signals_blocked(), hide_main:
         process.start()
     return process
 
 
 @hookimpl(trylast=True)
-def pprunner_heartbeat(backend: Backend, runners: Sequence[RunnerInfo], at: float) -> None:
-    backend.record_heartbeats(runners, at)
+def pprunner_heartbeat(backend: Backend | None, runners: Sequence[RunnerInfo],
+                       at: float) -> None:
+    if backend is not None:  # push mode has no backend to record them in
+        backend.record_heartbeats(runners, at)
 
 
 @hookimpl(trylast=True)
-def pprunner_execute(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Returned:
-    return Returned(task.function(*args, **kwargs))
+def pprunner_resolve_job(job: Invocation | Call, context: WorkerContext) -> Runnable:
+    """Registered tasks only: a name from a shared queue never imports anything."""
+    if isinstance(job, Call):
+        return Runnable(job.function, job.args, dict(job.kwargs))
+    app = context.app
+    assert app is not None, "a pulled invocation comes with its app"
+    task = app.tasks.get(job.task)
+    if task is None:
+        raise UnknownTask(f"task {job.task!r} is not registered in app {app.name!r}; "
+                          f"registered: {', '.join(sorted(app.tasks))}")
+    args, kwargs = app.codec.decode_call(job)
+    return Runnable(task.function, args, kwargs, task)
+
+
+@hookimpl(trylast=True)
+def pprunner_execute(function: Callable[..., Any], args: list[Any],
+                     kwargs: dict[str, Any]) -> Returned:
+    return Returned(function(*args, **kwargs))
 
 
 @hookimpl(trylast=True)

@@ -6,6 +6,8 @@ Each names what went wrong in one line a user can act on; the CLI prints
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PprunnerError(Exception):
     """Base class: anything pprunner reports deliberately."""
@@ -21,6 +23,10 @@ class AppLoadError(PprunnerError):
 
 class PluginError(PprunnerError):
     """A name (backend URL scheme, serializer) that no loaded plugin provides."""
+
+
+class UnknownTask(PprunnerError):
+    """A pulled invocation names a task its app did not register (it fails, unrun)."""
 
 
 class BackendError(PprunnerError):
@@ -98,6 +104,28 @@ class TimeLimitExceeded(Exception):
     killed at its limit fails with this error type, or is retried when its
     task's ``retry_on`` covers this class.
     """
+
+
+class WorkerLost(PprunnerError):
+    """The worker process running a pushed call died under it (``pprunner.Executor``).
+
+    :ivar pid: the worker's pid.
+    :ivar exitcode: its exit code; negative: killed by that signal.
+    :ivar signal: the signal's name (``"SIGKILL"``) when a signal ended it.
+    """
+
+    def __init__(self, message: str, *, pid: int = 0, exitcode: int | None = None,
+                 signal: str | None = None) -> None:
+        super().__init__(message)
+        self.pid, self.exitcode, self.signal = pid, exitcode, signal
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_worker_lost, (str(self), self.pid, self.exitcode, self.signal))
+
+
+def _rebuild_worker_lost(message: str, pid: int, exitcode: int | None,
+                         signal: str | None) -> WorkerLost:
+    return WorkerLost(message, pid=pid, exitcode=exitcode, signal=signal)
 
 
 class ResultTimeout(PprunnerError, TimeoutError):

@@ -17,8 +17,10 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import Backend
     from .invocation import Invocation, RunnerInfo
+    from .jobs import Call, Ending, Runnable
     from .serializer import Serializer
     from .spawn import WorkerExit, WorkerProcess, WorkerSpec
+    from .supervisor import SupervisorView
     from .task import Task
     from .worker import WorkerContext
 
@@ -89,12 +91,24 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess 
 
 
 @hookspec
-def pprunner_supervisor_started(supervisor: Any, options: argparse.Namespace | None) -> None:
+def pprunner_supervisor_started(supervisor: SupervisorView,
+                                options: argparse.Namespace | None) -> None:
     """The supervisor has started its workers.
 
-    :param supervisor: the :class:`~pprunner.supervisor.Supervisor`.
+    :param supervisor: a :class:`~pprunner.supervisor.SupervisorView`: its id,
+        settings and workers, and ``scale_to``/``reload``/``request_stop``,
+        which are safe to call from any thread.
     :param options: the parsed ``pprunner run`` options, or None when the
         supervisor was created in code.
+    """
+
+
+@hookspec
+def pprunner_supervisor_stopping(supervisor: SupervisorView) -> None:
+    """The supervisor begins to stop (its workers are still running).
+
+    Called once, in the supervisor's loop thread, before workers are asked to
+    finish; a host stops feeding it here.
     """
 
 
@@ -113,15 +127,32 @@ def pprunner_worker_exited(runner: RunnerInfo, exit: WorkerExit) -> None:
     """
 
 
+@hookspec
+def pprunner_job_started(call: Call, runner: RunnerInfo) -> None:
+    """Push mode: ``call`` was handed to the idle worker ``runner`` (in the supervisor)."""
+
+
+@hookspec
+def pprunner_job_finished(call: Call, runner: RunnerInfo, ending: Ending) -> None:
+    """Push mode: how a call ended (in the supervisor), before its sender hears it.
+
+    :param ending: a :class:`~pprunner.jobs.Finished`, ``Failed``, ``Lost`` or
+        ``TimedOut`` (a call that is tried again after its worker died is not
+        finished yet).
+    """
+
+
 # ---------------------------------------------------------------------------
 # heartbeat
 # ---------------------------------------------------------------------------
 
 
 @hookspec
-def pprunner_heartbeat(backend: Backend, runners: Sequence[RunnerInfo], at: float) -> None:
+def pprunner_heartbeat(backend: Backend | None, runners: Sequence[RunnerInfo],
+                       at: float) -> None:
     """Report the runners that are alive by OS-level check, each supervisor iteration.
 
+    :param backend: the app's backend; None in push mode.
     :param runners: the supervisor itself and its live workers.
     :param at: the time of the check (``time.time()``).
 
@@ -135,18 +166,50 @@ def pprunner_heartbeat(backend: Backend, runners: Sequence[RunnerInfo], at: floa
 # ---------------------------------------------------------------------------
 
 
+@hookspec
+def pprunner_worker_init(context: WorkerContext) -> None:
+    """In a new worker process, after the app (pull mode) and the initializer
+    were loaded and before the worker reports ready: open connections, warm
+    caches. An exception here is a boot failure."""
+
+
+@hookspec
+def pprunner_worker_exit(context: WorkerContext) -> None:
+    """In a worker process that is about to exit normally (retired, stopped)."""
+
+
+@hookspec(firstresult=True)
+def pprunner_resolve_job(job: Invocation | Call, context: WorkerContext) -> Runnable | None:
+    """Turn a job into what to call: a :class:`~pprunner.worker.Runnable`.
+
+    Stops at first non-None result. The default looks a pulled invocation's
+    task up in the app's registry (an allow-list: nothing else runs) and
+    decodes its payload with the app's codec; a pushed
+    :class:`~pprunner.jobs.Call` is used as it is. A host whose jobs carry
+    their own payload format resolves them here. An exception fails the job
+    at once, without retries (``UnknownTask``, an undecodable payload).
+    """
+
+
 @hookspec(firstresult=True)
 def pprunner_execute(
-    task: Task, invocation: Invocation, args: list[Any], kwargs: dict[str, Any],
-    context: WorkerContext,
+    task: Task | None, invocation: Invocation | None, args: list[Any], kwargs: dict[str, Any],
+    context: WorkerContext, function: Callable[..., Any], job: Invocation | Call,
 ) -> Any:
-    """Run one invocation's task in the worker and return ``Returned(value)``.
+    """Run one job in the worker and return ``Returned(value)``.
 
     Stops at first non-None result, which must be a
     :class:`pprunner.Returned` (so a task returning None is still an
-    answer). An exception raised here fails the invocation with that error.
+    answer). An exception raised here fails the job with that error.
     Use ``hookwrapper=True`` / ``wrapper=True`` implementations to put
-    context around every task (time limits, logging, tracing, metrics).
+    context around every job (time limits, logging, tracing, metrics).
+
+    :param function: what to call with ``args`` and ``kwargs`` (resolved by
+        :func:`pprunner_resolve_job`).
+    :param job: the pulled :class:`~pprunner.invocation.Invocation` or the
+        pushed :class:`~pprunner.jobs.Call`.
+    :param task: the registered task (None in push mode).
+    :param invocation: the pulled invocation (None in push mode).
     """
 
 

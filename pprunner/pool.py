@@ -1,14 +1,15 @@
 """What the supervisor knows of each worker, and when it may start another.
 
-:class:`Child` follows one worker process through its channel messages:
-booted or not, the invocation it runs and the hard deadline for it, its
-peak memory, whether it asked to be recycled. :class:`CrashLoop` spaces out
-respawns of workers that die before they boot and says when to give up.
+:class:`Child` follows one worker process through its life (:class:`Phase`)
+and its channel messages: booted or not, the job it runs and the hard
+deadline for it, its peak memory, whether it should retire and why the
+supervisor killed it if it did. :class:`CrashLoop` spaces out respawns of
+workers that die before they boot and says when to give up.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import logging
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import attrs
 
 from . import channel
 from .invocation import ErrorInfo, RunnerInfo
+from .jobs import Call
 from .spawn import WorkerProcess
 
 logger = logging.getLogger("pprunner.supervisor")
@@ -27,14 +29,51 @@ RESPAWN_DELAY = 0.1
 RESPAWN_DELAY_MAX = 30.0
 
 
+class Phase(enum.Enum):
+    """Where a worker is in its life, as its supervisor sees it."""
+
+    #: spawned, loading the app; not ready yet
+    BOOTING = "booting"
+    #: ready: it runs jobs
+    SERVING = "serving"
+    #: told to finish its current job and exit (recycled, reloaded, scaled down)
+    RETIRING = "retiring"
+    #: the supervisor is stopping it (shutdown); what it holds is handed back
+    STOPPING = "stopping"
+
+
 @attrs.frozen
 class Running:
-    """The invocation a worker reported it started."""
+    """A job the supervisor knows a worker runs (reported, or handed out by it)."""
 
-    invocation_id: str
-    task: str
-    started: float  #: ``time.monotonic()`` when the report arrived
+    job_id: str
+    name: str
+    started: float  #: ``time.monotonic()`` when it started
     deadline: float | None  #: when the hard time limit runs out
+    #: retry rather than fail it if the hard limit kills the worker (the task's policy)
+    retry_on_limit: bool = False
+
+
+@attrs.frozen
+class Kill:
+    """Why the supervisor killed a worker: the error its jobs end with."""
+
+    error: ErrorInfo
+    #: whether what it held may be tried again
+    retry: bool = True
+    #: the job whose hard time limit ran out, if that was the reason
+    job_id: str | None = None
+
+
+@attrs.define
+class Retirement:
+    """Why a worker should be replaced, and by which worker."""
+
+    reason: str
+    #: False for a scale-down: retire without a replacement
+    replace: bool = True
+    #: the runner id of the worker started to take its place
+    replacement: str | None = None
 
 
 @attrs.define
@@ -45,72 +84,117 @@ class Child:
     process: WorkerProcess
     connection: Any
     spawned: float = attrs.Factory(time.monotonic)
-    booted: bool = False
+    phase: Phase = Phase.BOOTING
     boot_error: str | None = None
     #: what it runs, outermost first (more than one while a task waits, nested)
     running: list[Running] = attrs.Factory(list)
+    #: push mode: the call it was handed (a worker holds at most one)
+    call: Call | None = None
     peak_memory: int = 0
-    #: why it should be replaced (it asked, a reload, a scale-down); None: it should not
-    retire_reason: str | None = None
-    #: False for a scale-down: retire without a replacement
-    replace: bool = True
-    #: the runner id of the worker started to take its place
-    replacement: str | None = None
-    #: ``retire`` was sent
-    retiring: bool = False
-    #: the supervisor asked it to stop; what it held is handed back, not charged
-    requested_stop: bool = False
-    #: why the supervisor killed it (time limit, boot timeout), as the invocation's error
-    kill_error: ErrorInfo | None = None
-    #: the task whose hard time limit made the supervisor kill it
-    killed_for_task: str | None = None
+    retirement: Retirement | None = None
+    kill: Kill | None = None
 
     @property
     def who(self) -> str:
         return f"worker {self.info.slot} (runner {self.info.id}, pid {self.info.pid})"
 
-    def receive(self) -> None:
-        """Take in every message waiting on the channel."""
+    @property
+    def booted(self) -> bool:
+        return self.phase is not Phase.BOOTING
+
+    @property
+    def requested_stop(self) -> bool:
+        """The supervisor asked it to go: what it held is handed back, not charged."""
+        return self.phase in (Phase.RETIRING, Phase.STOPPING)
+
+    @property
+    def idle(self) -> bool:
+        """Ready for a pushed call: serving, holding none."""
+        return self.phase is Phase.SERVING and self.call is None and self.kill is None
+
+    def receive(self) -> list[tuple[Any, ...]]:
+        """Take in every message waiting on the channel; return those about pushed
+        calls (``done``), which are the feed's to handle."""
+        results = []
         try:
             while self.connection.poll():
-                self._handle(self.connection.recv())
+                message = self.connection.recv()
+                if message[0] == channel.DONE:
+                    results.append(message)
+                else:
+                    self._handle(message)
         except (EOFError, OSError):
             pass  # it is exiting; the sentinel will say so
+        return results
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == channel.READY:
-            self.booted = True
+            if self.phase is Phase.BOOTING:
+                self.phase = Phase.SERVING
             self.peak_memory = message[1]
         elif kind == channel.BOOT_FAILED:
             self.boot_error = message[1]
         elif kind == channel.STARTED:
-            _, invocation_id, task, limit = message
-            now = time.monotonic()
-            self.running.append(Running(invocation_id, task, now,
-                                        None if limit is None else now + limit))
+            _, invocation_id, task, limit, retry_on_limit = message
+            self.started(invocation_id, task, limit, retry_on_limit)
         elif kind == channel.FINISHED:
-            self.running = [r for r in self.running if r.invocation_id != message[1]]
-            self.peak_memory = message[2]
-        elif kind == channel.RECYCLE and self.retire_reason is None:
-            self.retire_reason = message[1]
+            self.finished(message[1], message[2])
+        elif kind == channel.RECYCLE and self.retirement is None:
+            self.retirement = Retirement(message[1])
+
+    def started(self, job_id: str, name: str, limit: float | None,
+                retry_on_limit: bool = False) -> None:
+        now = time.monotonic()
+        self.running.append(Running(job_id, name, now, None if limit is None else now + limit,
+                                    retry_on_limit))
+
+    def finished(self, job_id: str, peak_memory: int) -> None:
+        self.running = [r for r in self.running if r.job_id != job_id]
+        self.peak_memory = max(self.peak_memory, peak_memory)
+
+    def send(self, *message: Any) -> bool:
+        """Send on its channel; False when it is gone (its sentinel will say so)."""
+        try:
+            self.connection.send(message)
+        except (OSError, EOFError):
+            return False
+        return True
 
     def retire(self) -> None:
-        """Tell it to finish its current invocation and exit."""
-        self.retiring = self.requested_stop = True
-        with contextlib.suppress(OSError, EOFError):
-            self.connection.send((channel.RETIRE,))
+        """Tell it to finish its current job and exit."""
+        self.phase = Phase.RETIRING
+        self.send(channel.RETIRE)
 
-    def kill_for(self, error: ErrorInfo, task: str | None = None) -> None:
-        """SIGKILL it, recording why for the invocations it holds."""
-        if self.kill_error is None:
-            self.kill_error, self.killed_for_task = error, task
-            logger.warning("%s: %s; killing it", self.who, error.message)
+    def stop(self) -> None:
+        """Tell it to finish (or hand back) its current job and exit: a shutdown."""
+        if self.phase is not Phase.RETIRING:
+            self.send(channel.RETIRE)
+        self.phase = Phase.STOPPING
+
+    def kill_for(self, kill: Kill) -> None:
+        """SIGKILL it, recording why for the jobs it holds."""
+        if self.kill is None:
+            self.kill = kill
+            logger.warning("%s: %s; killing it", self.who, kill.error.message)
             self.process.kill()
+
+    def overdue(self, now: float, boot_timeout: float) -> Kill | None:
+        """Why it must be killed now (boot timeout, a job's hard limit), if it must."""
+        if self.phase is Phase.BOOTING and now - self.spawned > boot_timeout:
+            return Kill(ErrorInfo("BootTimeout", f"did not report ready within "
+                                  f"{boot_timeout:g} s"))
+        for running in self.running:
+            if running.deadline is not None and now > running.deadline:
+                limit = running.deadline - running.started
+                return Kill(ErrorInfo("TimeLimitExceeded", f"{running.name} exceeded its "
+                                      f"hard time limit of {limit:g} s"),
+                            retry=running.retry_on_limit, job_id=running.job_id)
+        return None
 
     def deadline(self, boot_timeout: float) -> float | None:
         """The next moment something must happen to it (boot or time limit)."""
-        if not self.booted:
+        if self.phase is Phase.BOOTING:
             return self.spawned + boot_timeout
         return min((r.deadline for r in self.running if r.deadline is not None), default=None)
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import attrs
 
 from .invocation import Invocation
+from .jobs import Call
 
 
 @attrs.frozen
@@ -26,8 +27,9 @@ class WorkerSpec:
     runner_id: str
     slot: int
     supervisor_id: str
-    #: ``module:attribute`` of the App
-    app_path: str
+    #: ``module:attribute`` of the App (pull mode); None in push mode, where the
+    #: worker runs the calls its supervisor hands it
+    app_path: str | None
     #: the supervisor's effective settings (``Config.to_dict()``)
     settings: dict[str, Any]
     #: set by the supervisor for a graceful stop
@@ -41,6 +43,9 @@ class WorkerSpec:
     lifeline_writer_fd: int
     #: the worker's end of its duplex pipe to the supervisor (:mod:`pprunner.channel`)
     channel: Any
+    #: called in the worker before it reports ready (a host's own bootstrap, an
+    #: Executor's ``initializer``); if it raises, no worker can serve
+    initializer: Call | None = None
 
 
 class WorkerProcess(Protocol):
@@ -68,8 +73,10 @@ class WorkerExit:
     signal: str | None
     #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``
     description: str
-    #: the invocations it held, as they are after being rerouted
+    #: the invocations it held, as they are after being rerouted (pull mode)
     invocations: tuple[Invocation, ...] = ()
+    #: the call it held (push mode): run again, or its sender told it was lost
+    calls: tuple[Call, ...] = ()
     #: True when the supervisor asked it to stop
     requested: bool = False
     #: its peak resident memory in bytes, as it last reported (0: unknown)

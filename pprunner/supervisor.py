@@ -1,11 +1,21 @@
-"""The supervisor: keeps N worker processes alive and nothing they own lost.
+"""The supervisor: keeps N worker processes alive and nothing they hold lost.
 
-One loop (:meth:`Supervisor._loop`) waits on every worker's process sentinel
-and a wake-up pipe, so a death is an event seen at once, not found at the
-next poll. Each iteration: heartbeat the live runners, dispatch queued
-signals, reap the dead (reroute what they owned, tell the plugins), respawn
-to the configured count. Signal handlers only queue the signal and write to
-the wake-up pipe; everything else happens in the loop.
+One loop (:meth:`Supervisor._loop`) waits on every worker's process sentinel,
+every worker's pipe and a wake-up pipe, so a death is an event seen at once,
+not found at the next poll. Each iteration: heartbeat, handle what woke it
+(worker reports, queued signals and commands), enforce boot timeouts and
+hard time limits, reap the dead (what they held goes back), replace workers
+that should retire, respawn to the configured count, and — in push mode —
+hand queued calls to idle workers.
+
+Where work comes from is the *feed*: in pull mode a
+:class:`~pprunner.pull.BackendFeed` (workers claim from the app's backend),
+in push mode a :class:`~pprunner.dispatch.Dispatcher` (a host submits calls).
+Everything else — boot handshake, limits, recycling, crash-loop back-off,
+death diagnostics, scaling, reload, health — is the same loop for both.
+
+Signal handlers and other threads only queue what they want and write to
+the wake-up pipe; everything happens in the loop.
 """
 
 from __future__ import annotations
@@ -20,20 +30,25 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
-from typing import Any
+from typing import Any, Protocol
 
+from . import config as config_module
 from . import health
-from .backend import purge_finished
+from .backend import Backend
+from .config import Config
 from .control import ControlSocket
-from .errors import BackendError, ConfigError, PprunnerError, TimeLimitExceeded
+from .dispatch import Dispatcher
+from .errors import BackendError, ConfigError
 from .exitcodes import ExitCode
-from .invocation import ErrorInfo, RunnerInfo, RunnerKind
-from .pool import Child, CrashLoop
+from .invocation import ErrorInfo, Invocation, RunnerInfo, RunnerKind
+from .jobs import Call
+from .plugins import Plugins, get_plugin_manager
+from .pool import Child, CrashLoop, Phase, Retirement
 from .proctitle import set_title
-from .progress import BurstProgress
+from .pull import BackendFeed
 from .spawn import (
     WorkerExit,
     WorkerSpec,
@@ -42,17 +57,12 @@ from .spawn import (
     signals_blocked,
 )
 from .task import App
-from .worker import Worker, WorkerContext, guard_helper_process
+from .worker import guard_helper_process
 
 logger = logging.getLogger("pprunner.supervisor")
 
 #: seconds a straggler gets between SIGTERM (hand back your invocation) and SIGKILL
 TERMINATE_GRACE = 5.0
-#: longest pause between burst-mode checks of the queue
-BURST_TICK = 0.05
-#: how often the supervisor deletes what finished over ``keep_finished`` ago (more often
-#: when keep_finished is short), and the longest one such purge may hold up the loop
-PURGE_EVERY, PURGE_SLICE = 60.0, 0.2
 
 
 def new_runner_id() -> str:
@@ -67,45 +77,98 @@ def _manager_address(supervisor_id: str) -> str | None:
     return f"\0pprunner-{supervisor_id}" if sys.platform.startswith("linux") else None
 
 
-class Supervisor:
-    """Runs ``processes`` persistent workers for ``app``.
+class Feed(Protocol):
+    """Where the supervisor's workers get their jobs (see the module docstring)."""
 
-    ``run()`` blocks and handles SIGTERM/SIGINT itself (the CLI uses it);
-    ``start()``/``stop()`` run the same loop in a background thread for
-    embedding and tests; ``with Supervisor(app, processes=2):`` does both.
-    ``processes=0`` runs tasks inline, in this process.
+    @property
+    def backend(self) -> Backend | None: ...
+    #: how often the loop must look at the feed whatever happens; None: no need
+    @property
+    def tick(self) -> float | None: ...
+    def app_path(self) -> str | None: ...
+    def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
+             plugins: Plugins) -> None: ...
+    def heartbeat(self, plugins: Plugins, runners: Sequence[RunnerInfo]) -> None: ...
+    def received(self, child: Child, message: tuple[Any, ...]) -> None: ...
+    def hand_out(self, children: Iterable[Child]) -> None: ...
+    def worker_exited(self, child: Child,
+                      error: ErrorInfo | None) -> tuple[Invocation | Call, ...]: ...
+    def drained(self) -> bool: ...
+    def stopping(self) -> None: ...
+    def close(self, runner_ids: list[str], backend_lost: bool) -> None: ...
+
+
+class Supervisor:
+    """Runs ``processes`` persistent workers.
+
+    Pull mode: ``Supervisor(app, processes=4)``; workers claim the app's
+    invocations from its backend. Push mode: ``Supervisor(dispatcher=d,
+    config=c, processes=4)``; workers run the calls submitted to the
+    :class:`~pprunner.dispatch.Dispatcher` (how :class:`pprunner.Executor`
+    and the host-framework plugins use it).
+
+    ``run()`` blocks and handles SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU itself
+    (the CLI uses it); ``start()``/``stop()`` run the same loop in a
+    background thread for embedding and tests; ``with Supervisor(app,
+    processes=2):`` does both. ``processes=0`` (pull mode only) runs tasks
+    inline, in this process (:class:`~pprunner.inline.InlineSupervisor`).
+
+    :param initializer: called in every worker before it reports ready (a
+        host's bootstrap); if it raises, the supervisor stops with exit 4
+        instead of respawning.
+    :param plugins: plugin objects to register besides the entry-point ones
+        (a host's own implementations of the supervisor-side hooks).
     """
 
-    def __init__(self, app: App, processes: int | None = None, *, burst: bool = False,
-                 progress: bool = False, options: argparse.Namespace | None = None) -> None:
+    def __new__(cls, app: App | None = None, processes: int | None = None,
+                **options: Any) -> Supervisor:
+        if cls is Supervisor and app is not None and \
+                (app.config.processes if processes is None else processes) == 0:
+            from .inline import InlineSupervisor  # inline mode is its own, small class
+
+            return super().__new__(InlineSupervisor)
+        return super().__new__(cls)
+
+    def __init__(self, app: App | None = None, processes: int | None = None, *,
+                 dispatcher: Dispatcher | None = None, config: Config | None = None,
+                 initializer: Call | None = None, plugins: Sequence[object] = (),
+                 burst: bool = False, progress: bool = False,
+                 options: argparse.Namespace | None = None) -> None:
+        if (app is None) == (dispatcher is None):
+            raise ConfigError("a Supervisor needs an app (pull mode) or a dispatcher "
+                              "(push mode), not both")
         self.app = app
-        self.config = app.config
+        self.config = app.config if app is not None else config or config_module.resolve([])
+        self.plugins = app.plugins if app is not None else get_plugin_manager()
+        for plugin in plugins:
+            self.plugins.manager.register(plugin)
         self.processes = self.config.processes if processes is None else processes
-        if self.processes < 0:
-            raise ConfigError(f"processes must be >= 0, got {self.processes}")
+        if self.processes < 1 and type(self) is Supervisor:
+            raise ConfigError(f"processes must be >= 1 (0 runs inline, which only pull mode "
+                              f"can), got {self.processes}")
         self.id = new_runner_id()
         self.burst = burst
         self.options = options
+        self.initializer = initializer
+        self.feed: Feed = (BackendFeed(app, self.id, burst=burst, progress=progress)
+                           if app is not None else dispatcher)  # type: ignore[assignment]
         self.workers: dict[str, Child] = {}
         self.crash_loop = CrashLoop(self.config.crash_loop_period)
-        self._next_recovery = 0.0
-        self._next_purge = 0.0
-        self._next_burst_check = 0.0
         self.exit_code = ExitCode.OK
+        #: why it stopped by itself (no worker could start), for hosts to report
+        self.failure: str | None = None
         self.started_at = time.time()
-        self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
         self._signals: deque[int] = deque()
+        self._commands: deque[Callable[[], None]] = deque()
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_read, False)
         os.set_blocking(self._wakeup_write, False)
         self._stop_requested = False
         self._immediate = False
+        self._titled = False
         #: the backend was unreachable when stopping: nothing more is asked of it
         self._backend_lost = False
-        #: how the app's producers wait out outages, restored when the supervisor ends
-        self._producer_patience: Callable[[float], bool] = lambda outage_s: True
         self._thread: threading.Thread | None = None
-        self._inline: Worker | None = None
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
         self.stop_event: Any = None
         self.runner_cache: Any = None
@@ -115,34 +178,41 @@ class Supervisor:
         self.app_path: str | None = None
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.id} app={self.app.name} processes={self.processes}>"
+        return f"<{type(self).__name__} {self.id} {self.name} processes={self.processes}>"
+
+    @property
+    def name(self) -> str:
+        return self.app.name if self.app is not None else "push mode"
 
     @property
     def max_parallel_slots(self) -> int:
-        """How many invocations can run at once: one per worker process."""
+        """How many jobs can run at once: one per worker process."""
         return max(self.processes, 1)
 
     @property
-    def backend(self) -> Any:
-        return self.app.backend
+    def backend(self) -> Backend | None:
+        return self.feed.backend
+
+    @property
+    def view(self) -> SupervisorView:
+        return SupervisorView(self)
 
     # -- public control ------------------------------------------------------------
 
     def run(self) -> ExitCode:
         """Supervise until stopped (or, in burst mode, until the queue is drained).
 
-        In the main thread it handles SIGTERM and SIGINT itself (first:
-        graceful stop; second SIGINT: stop at once) and restores the previous
-        handlers afterwards; elsewhere stop it with :meth:`request_stop`.
+        In the main thread it handles SIGTERM and SIGINT (first: graceful stop;
+        second SIGINT: stop at once), SIGHUP (reload) and SIGTTIN/SIGTTOU (one
+        worker more/less), and restores the previous handlers afterwards;
+        elsewhere stop it with :meth:`request_stop`.
         """
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            handler = self._inline_signal if self.processes == 0 else self._queue_signal
-            handled = [signal.SIGTERM, signal.SIGINT]
-            if self.processes:
-                handled += [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
-            previous = {sig: signal.signal(sig, handler) for sig in handled}
-            set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
+            previous = {sig: signal.signal(sig, self._queue_signal)
+                        for sig in self.HANDLED_SIGNALS}
+            self._titled = True
+            self._set_title()
         try:
             self._boot()
             self._supervise()
@@ -168,28 +238,19 @@ class Supervisor:
         return self.exit_code
 
     def scale_to(self, processes: int) -> None:
-        """Grow or shrink the pool while it runs; shrinking retires workers gracefully."""
-        if processes < 1 or self.processes == 0:
-            raise ConfigError(f"cannot scale to {processes} workers (at least 1, and not inline)")
-        logger.info("scaling from %d to %d workers", self.processes, processes)
-        self.processes = processes
-        for child in self.workers.values():
-            if child.info.slot > processes and not child.retiring:
-                child.retire_reason, child.replace = "scaled down", False
-        self._wake()
+        """Grow or shrink the pool while it runs; shrinking retires workers gracefully.
+        Safe from any thread: the loop carries it out."""
+        if processes < 1:
+            raise ConfigError(f"cannot scale to {processes} workers (at least 1)")
+        self._command(lambda: self._scale(processes))
 
     def reload(self) -> None:
-        """Replace every worker, one at a time, by one that imports the code afresh."""
-        logger.info("reloading: replacing %d workers one by one", len(self.workers))
-        for child in self.workers.values():
-            if not child.retiring and child.retire_reason is None:
-                child.retire_reason = "reload"
-        self._wake()
+        """Replace every worker, one at a time, by one that imports the code afresh.
+        Safe from any thread: the loop carries it out."""
+        self._command(self._reload)
 
     def request_stop(self) -> None:
         self._stop_requested = True
-        if self._inline is not None:
-            self._inline.request_stop()
         self._wake()
 
     def __enter__(self) -> Supervisor:
@@ -200,47 +261,31 @@ class Supervisor:
 
     def live_runners(self) -> list[RunnerInfo]:
         """The supervisor and each worker whose process is alive by OS-level check."""
-        me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR if self.processes else
-                        RunnerKind.INLINE, pid=os.getpid(), supervisor=self.id,
-                        started_at=self.started_at)
+        me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR, pid=os.getpid(),
+                        supervisor=self.id, started_at=self.started_at)
         return [me] + [c.info for c in self.workers.values() if c.process.is_alive()]
 
     # -- boot ----------------------------------------------------------------------
 
     def _boot(self) -> None:
-        backend = self.backend
-        if self.processes and not backend.supports_processes:
-            raise ConfigError(
-                f"the backend {backend.url!r} keeps invocations inside one process and cannot "
-                "be shared with worker processes; use processes=0 (--inline) or a backend "
-                "such as sqlite://")
-        self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
-        self._producer_patience = backend.keep_waiting
-        backend.keep_waiting = lambda outage_s: not self._stopping()
+        self.feed.boot(self.processes, self._stopping, self._wake, self.plugins)
         try:
-            backend.counts()
-        except PprunnerError:
+            self._start_helpers()
+            for slot in range(1, self.processes + 1):
+                self._spawn(slot)
+        except BaseException:
+            self._shutdown(immediate=True)
+            self._close()
             raise
-        except Exception as exc:
-            raise BackendError(f"cannot use backend {backend.url!r}: {exc}") from exc
-        if self.processes == 0:
-            logger.info("running inline (no worker processes), backend %s", backend.url)
-        else:
-            try:
-                self._start_helpers()
-                for slot in range(1, self.processes + 1):
-                    self._spawn(slot)
-            except BaseException:
-                self._shutdown(immediate=True)
-                self._close()
-                raise
-            logger.info("supervisor %s started %d workers (%s), backend %s", self.id,
-                        self.processes, self.config.start_method, backend.url)
-        self.app.plugins.hook.pprunner_supervisor_started(supervisor=self, options=self.options)
+        logger.info("supervisor %s started %d workers (%s)%s", self.id, self.processes,
+                    self.config.start_method,
+                    f", backend {self.backend.url}" if self.backend is not None else "")
+        self.plugins.hook.pprunner_supervisor_started(supervisor=self.view,
+                                                      options=self.options)
 
     def _start_helpers(self) -> None:
-        """The stop event, the lifeline pipe and the runner-cache manager."""
-        self.app_path = self.app.locate()  # fails early for an app workers cannot import
+        """The stop event, the lifeline pipe, the runner-cache manager, the control socket."""
+        self.app_path = self.feed.app_path()  # fails early for an app workers cannot import
         self.stop_event = self._mp.Event()
         reader, writer = self._mp.Pipe(duplex=False)
         self._lifeline = (reader, writer)
@@ -249,24 +294,26 @@ class Supervisor:
             self._manager.start(guard_helper_process,
                                 (reader, writer.fileno(), self.config.start_method))
         self.runner_cache = self._manager.dict()
-        self._control = ControlSocket(self.id)
+        if self.app is not None:  # `pprunner scale` finds supervisors through the backend
+            self._control = ControlSocket(self.id)
 
     def _spawn(self, slot: int) -> Child:
-        assert self._lifeline is not None and self.app_path is not None
+        assert self._lifeline is not None
         runner_id = new_runner_id()
         ours, theirs = self._mp.Pipe()
         spec = WorkerSpec(
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
             settings=self.config.to_dict(), stop_event=self.stop_event,
             runner_cache=self.runner_cache, lifeline=self._lifeline[0],
-            lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs)
-        process = self.app.plugins.hook.pprunner_spawn_worker(
+            lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
+            initializer=self.initializer)
+        process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now
         info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
                           supervisor=self.id, slot=slot)
         child = self.workers[runner_id] = Child(info, process, ours)
-        self.app.plugins.hook.pprunner_worker_started(runner=info)
+        self.plugins.hook.pprunner_worker_started(runner=info)
         logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
         return child
 
@@ -274,11 +321,9 @@ class Supervisor:
 
     def _supervise(self) -> None:
         try:
-            if self.processes == 0:
-                self._run_inline()
-            else:
-                self._loop()
-                self._shutdown()
+            self._loop()
+            self.plugins.hook.pprunner_supervisor_stopping(supervisor=self.view)
+            self._shutdown()
         except BaseException as exc:
             if isinstance(exc, BackendError) and self._stopping():
                 self._stop_without_backend(exc)  # it stopped waiting as a stop was asked
@@ -296,7 +341,10 @@ class Supervisor:
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + self.config.heartbeat_interval
-            if self._stop_requested or self._burst_done():
+            if self._stop_requested:
+                return
+            if self.feed.drained():
+                self._stop_requested = True
                 return
             self._wait(self._next_tick())
             self._enforce_limits()
@@ -308,16 +356,17 @@ class Supervisor:
                              "before booting: %s", self.config.crash_loop_period,
                              self.crash_loop.cause)
                 self.exit_code = ExitCode.CRASH_LOOP
+                self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
                 self._stop_requested = True
                 continue
             self._recycle()
             self._respawn()
+            self.feed.hand_out(self.workers.values())
 
     def _next_tick(self) -> float:
         """Seconds until the loop must look again: a heartbeat, a deadline, a respawn."""
         now = time.monotonic()
-        tick = min(self.config.heartbeat_interval, BURST_TICK) if self.burst \
-            else self.config.heartbeat_interval
+        tick = min(self.config.heartbeat_interval, self.feed.tick or float("inf"))
         moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
         if len(self.workers) < self.processes:
             moments.append(self.crash_loop.next_spawn)
@@ -325,32 +374,30 @@ class Supervisor:
         return max(0.0, min(tick, soonest - now))
 
     def _wait(self, timeout: float | None) -> None:
-        """Sleep until a worker exits or reports, a signal comes, or ``timeout``."""
+        """Sleep until a worker exits or reports, a signal or command comes, or ``timeout``."""
         children = list(self.workers.values())
         ready = set(wait_for_ready([*(c.process.sentinel for c in children),
                                     *(c.connection for c in children), self._wakeup_read,
                                     *([self._control.socket] if self._control else [])], timeout))
         for child in children:
             if child.connection in ready:
-                booted = child.booted
-                child.receive()
-                if child.booted and not booted:
-                    self.crash_loop.booted()
+                self._receive(child)
         self._drain_wakeups()
 
+    def _receive(self, child: Child) -> None:
+        booted = child.booted
+        for message in child.receive():
+            self.feed.received(child, message)
+        if child.booted and not booted:
+            self.crash_loop.booted()
+
     def _enforce_limits(self) -> None:
-        """Kill workers past their boot timeout or their invocation's hard time limit."""
+        """Kill workers past their boot timeout or their job's hard time limit."""
         now = time.monotonic()
         for child in self.workers.values():
-            if not child.booted and now - child.spawned > self.config.boot_timeout:
-                child.kill_for(ErrorInfo("BootTimeout", f"did not report ready within "
-                                         f"{self.config.boot_timeout:g} s"))
-            for running in child.running:
-                if running.deadline is not None and now > running.deadline:
-                    limit = running.deadline - running.started
-                    child.kill_for(ErrorInfo("TimeLimitExceeded", f"{running.task} exceeded "
-                                             f"its hard time limit of {limit:g} s"),
-                                   running.task)
+            kill = child.overdue(now, self.config.boot_timeout)
+            if kill is not None:
+                child.kill_for(kill)
         if any(c.booted and c.process.is_alive() for c in self.workers.values()):
             self.crash_loop.healthy()
 
@@ -360,84 +407,35 @@ class Supervisor:
         The replacement is started first; the old worker is told to retire
         only once the new one has booted, and it finishes what it runs. One
         replacement boots at a time; a retiring worker still busy with a long
-        invocation does not hold up the others, and idle workers go first.
+        job does not hold up the others, and idle workers go first.
         """
         if any(not c.booted for c in self.workers.values()):
             return
-        candidates = [c for c in self.workers.values() if c.retire_reason and not c.retiring]
+        candidates = [c for c in self.workers.values()
+                      if c.retirement is not None and c.phase is Phase.SERVING]
         if not candidates:
             return
         child = min(candidates, key=lambda c: bool(c.running))
-        if not child.replace:
-            logger.info("%s retires: %s", child.who, child.retire_reason)
+        retirement = child.retirement
+        assert retirement is not None
+        if not retirement.replace:
+            logger.info("%s retires: %s", child.who, retirement.reason)
             child.retire()
-        elif child.replacement is None or child.replacement not in self.workers:
+        elif retirement.replacement is None or retirement.replacement not in self.workers:
             if self.crash_loop.may_spawn():
-                child.replacement = self._spawn(child.info.slot).info.id
-        elif self.workers[child.replacement].booted:
+                retirement.replacement = self._spawn(child.info.slot).info.id
+        elif self.workers[retirement.replacement].booted:
             logger.info("%s retires (%s); worker %s takes its place", child.who,
-                        child.retire_reason, child.replacement)
+                        retirement.reason, retirement.replacement)
             child.retire()
 
     def _heartbeat(self) -> None:
-        self.app.plugins.hook.pprunner_heartbeat(backend=self.backend,
-                                                 runners=self.live_runners(), at=time.time())
+        self.feed.heartbeat(self.plugins, self.live_runners())
         if self.config.health_file:
-            booted = sum(c.booted and not c.retiring for c in self.workers.values())
+            booted = sum(c.phase is Phase.SERVING for c in self.workers.values())
             health.write(self.config.health_file, {
                 "pid": os.getpid(), "supervisor": self.id, "processes": self.processes,
                 "booted": booted, "ready": booted >= self.processes})
-        self._recover_lost_runners()
-        self._purge_finished()
-
-    def _recover_lost_runners(self) -> None:
-        """Take back what runners of vanished supervisors held (a host lost, a SIGKILL
-        of a whole process group), once their heartbeats are ``dead_after`` old.
-
-        The backend makes each recovery atomic and conditional, so when several
-        supervisors look at once exactly one acts, and a runner whose heartbeat
-        came back keeps what it runs.
-        """
-        now = time.monotonic()
-        if now < self._next_recovery:
-            return
-        dead_after = self.config.dead_after
-        self._next_recovery = now + max(dead_after / 4, self.config.heartbeat_interval)
-        if time.time() - self.backend.outage_ended_at < dead_after:
-            return  # after an outage, silence proves nothing until everyone could heartbeat
-        for runner in self.backend.stale_runners(dead_after):
-            if runner.supervisor == self.id:
-                continue
-            silent = time.time() - runner.heartbeat_at
-            error = ErrorInfo("RunnerLost", f"{runner.kind} {runner.id} on {runner.host} "
-                              f"(pid {runner.pid}) stopped heartbeating {silent:.0f} s ago")
-            recovered = self.backend.recover(runner.id, dead_after, error)
-            if recovered is not None:
-                logger.warning("%s; took back %d invocation(s): %s", error.message,
-                               len(recovered), ", ".join(i.id for i in recovered) or "-")
-
-    def _purge_finished(self) -> None:
-        """Delete invocations that finished over ``keep_finished`` ago (0: keep them all),
-        a slice at a time: what is left waits for the next heartbeat."""
-        keep = self.config.keep_finished
-        now = time.monotonic()
-        if not keep or now < self._next_purge:
-            return
-        purged, all_gone = purge_finished(self.backend, time.time() - keep,
-                                          until=now + PURGE_SLICE)
-        self._next_purge = now + (min(PURGE_EVERY, keep / 2) if all_gone else 0.0)
-        if purged:
-            logger.info("deleted %d invocation(s) that finished over %g s ago (keep_finished)",
-                        purged, keep)
-
-    def _burst_done(self) -> bool:
-        if self._progress is None or time.monotonic() < self._next_burst_check:
-            return False
-        self._next_burst_check = time.monotonic() + BURST_TICK
-        if self._progress.update() > 0:
-            return False
-        self._stop_requested = True
-        return True
 
     def _respawn(self) -> None:
         used = {c.info.slot for c in self.workers.values()}
@@ -446,56 +444,54 @@ class Supervisor:
                 self._spawn(slot)
 
     def _reap(self) -> None:
-        """Handle every worker that has exited: reroute, forget, tell the plugins."""
+        """Handle every worker that has exited: what it held goes back, tell the plugins."""
         for runner_id, child in list(self.workers.items()):
             if child.process.exitcode is None:
                 continue
+            self._receive(child)  # what it said just before it exited
             del self.workers[runner_id]
             child.process.join()
             child.connection.close()
             exitcode = child.process.exitcode
             signame, description = describe_exit(exitcode)
-            if child.kill_error is not None:  # no "perhaps out of memory?": we killed it
-                description = f"was killed by the supervisor: {child.kill_error.message}"
-                error: ErrorInfo | None = child.kill_error
+            error: ErrorInfo | None
+            if child.kill is not None:  # no "perhaps out of memory?": we killed it
+                description = f"was killed by the supervisor: {child.kill.error.message}"
+                error = child.kill.error
             elif child.requested_stop:
                 error = None
             else:
                 error = ErrorInfo("WorkerDied", f"{child.who} {description} while running "
                                   "this invocation")
-            held = self.backend.reroute(runner_id, error, retry=self._may_retry(child, error))
-            self.backend.forget_runners([runner_id])
-            exit = WorkerExit(exitcode=exitcode, signal=signame, description=description,
-                              invocations=tuple(held), requested=child.requested_stop,
-                              peak_memory=child.peak_memory)
-            self.app.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
+            held = self.feed.worker_exited(child, error)
+            exit = WorkerExit(
+                exitcode=exitcode, signal=signame, description=description,
+                invocations=tuple(h for h in held if isinstance(h, Invocation)),
+                calls=tuple(h for h in held if isinstance(h, Call)),
+                requested=child.requested_stop, peak_memory=child.peak_memory)
+            self.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
             self._log_exit(child, exit)
             if self._stop_requested:
                 continue
             if exitcode == ExitCode.APP_LOAD_ERROR:
                 logger.error("%s could not load the app %s (its error is above); stopping "
-                             "instead of respawning", child.who, self.app_path)
+                             "instead of respawning", child.who, self.app_path or
+                             f"or run its initializer {self.initializer!r}")
                 self.exit_code = ExitCode.APP_LOAD_ERROR
+                self.failure = child.boot_error or f"{child.who} {description}"
                 self._stop_requested = True
             elif not child.booted:
                 self.crash_loop.died_at_boot(
-                    child.boot_error or (child.kill_error and child.kill_error.message)
+                    child.boot_error or (child.kill and child.kill.error.message)
                     or f"{child.who} {description}")
-
-    def _may_retry(self, child: Child, error: ErrorInfo | None) -> bool:
-        """A worker killed at its invocation's hard limit retries only if the task says so."""
-        if error is None or child.killed_for_task is None:
-            return True
-        task = self.app.tasks.get(child.killed_for_task)
-        return task is not None and any(issubclass(TimeLimitExceeded, kind)
-                                        for kind in task.retry_on)
 
     def _log_exit(self, child: Child, exit: WorkerExit) -> None:
         """One line per death: how, what it held and what became of it, its peak memory."""
-        held = ", ".join(f"{i.id} ({i.task}) -> {i.status}" for i in exit.invocations)
+        held = ", ".join([*(f"{i.id} ({i.task}) -> {i.status}" for i in exit.invocations),
+                          *(f"{c.id} ({c.name})" for c in exit.calls)])
         message = f"{child.who} {exit.description}"
-        if child.retiring:
-            message += f" after retiring ({child.retire_reason})"
+        if child.phase is Phase.RETIRING and child.retirement is not None:
+            message += f" after retiring ({child.retirement.reason})"
         if held:
             message += f"; it held {held}"
         if exit.peak_memory:
@@ -505,69 +501,104 @@ class Supervisor:
         else:
             logger.warning("%s", message)
 
-    # -- signals -------------------------------------------------------------------
+    # -- scaling and reloading (in the loop) -------------------------------------------
+
+    def _scale(self, processes: int) -> None:
+        logger.info("scaling from %d to %d workers", self.processes, processes)
+        self.processes = processes
+        for child in self.workers.values():
+            if child.info.slot > processes and not child.requested_stop:
+                child.retirement = Retirement("scaled down", replace=False)
+        self._set_title()
+
+    def _reload(self) -> None:
+        logger.info("reloading: replacing %d workers one by one", len(self.workers))
+        for child in self.workers.values():
+            if not child.requested_stop and child.retirement is None:
+                child.retirement = Retirement("reload")
+
+    def _set_title(self) -> None:
+        if self._titled:
+            set_title(f"pprunner supervisor: {self.name} [{self.processes} workers]")
+
+    # -- signals, commands and the wake-up pipe -------------------------------------
+
+    HANDLED_SIGNALS: tuple[signal.Signals, ...] = (
+        signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
         self._wake()
 
-    def _inline_signal(self, signum: int, frame: Any) -> None:
-        """Inline mode has no loop to queue for: the first signal stops after the
-        current task, a second interrupts it (it is handed back)."""
-        if self._stop_requested and self._inline is not None:
-            self._immediate = True
-            self.exit_code = ExitCode.INTERRUPTED
-            self._inline.terminate(signum, frame)
-        self.request_stop()
+    def _command(self, command: Callable[[], None]) -> None:
+        self._commands.append(command)
+        self._wake()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe is already awake; closed: stopped
             os.write(self._wakeup_write, b"\0")
 
     def _drain_wakeups(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._wakeup_read, 512):
                 pass
-        except (BlockingIOError, OSError):
-            pass
-        for command in self._control.receive() if self._control else ():
-            self._obey(command)
+        for message in self._control.receive() if self._control else ():
+            self._obey(message)
+        while self._commands:
+            self._commands.popleft()()
         while self._signals:
             signum = self._signals.popleft()
-            name = signal.Signals(signum).name
-            if signum == signal.SIGHUP:
-                self.reload()
-            elif signum in (signal.SIGTTIN, signal.SIGTTOU):
-                self.scale_to(max(1, self.processes + (1 if signum == signal.SIGTTIN else -1)))
-            elif self._stop_requested and signum == signal.SIGINT:
-                logger.warning("second SIGINT: stopping at once")
-                self._immediate = True
-            else:
-                logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", name,
-                            self.config.shutdown_timeout)
-                self.request_stop()
+            getattr(self, f"handle_{signal.Signals(signum).name.lower()}")()
 
-    def _obey(self, command: str) -> None:
-        """A command from ``pprunner scale`` (see :mod:`pprunner.control`)."""
-        verb, _, argument = command.partition(" ")
-        try:
-            if verb == "scale":
-                self.scale_to(int(argument))
-                return
-        except (ValueError, ConfigError) as exc:
-            logger.warning("ignored control command %r: %s", command, exc)
+    def handle_sigterm(self) -> None:
+        logger.info("SIGTERM: stopping gracefully (shutdown_timeout %.0f s)",
+                    self.config.shutdown_timeout)
+        self.request_stop()
+
+    def handle_sigint(self) -> None:
+        if self._stop_requested:
+            logger.warning("second SIGINT: stopping at once")
+            self._immediate = True
             return
-        logger.warning("ignored unknown control command %r", command)
+        logger.info("SIGINT: stopping gracefully (shutdown_timeout %.0f s)",
+                    self.config.shutdown_timeout)
+        self.request_stop()
+
+    def handle_sighup(self) -> None:
+        self._reload()
+
+    def handle_sigttin(self) -> None:
+        self._scale(self.processes + 1)
+
+    def handle_sigttou(self) -> None:
+        self._scale(max(1, self.processes - 1))
+
+    def _obey(self, message: str) -> None:
+        """A command from ``pprunner scale`` (see :mod:`pprunner.control`)."""
+        verb, _, argument = message.partition(" ")
+        if verb != "scale":
+            logger.warning("ignored unknown control command %r", message)
+            return
+        try:
+            processes = int(argument)
+            if processes < 1:
+                raise ValueError("at least 1")
+        except ValueError as exc:
+            logger.warning("ignored control command %r: %s", message, exc)
+            return
+        self._scale(processes)
 
     # -- stopping ------------------------------------------------------------------
 
     def _shutdown(self, immediate: bool = False) -> None:
         """Stop every worker: let them finish, then SIGTERM, then SIGKILL."""
+        self.feed.stopping()
         if not self.workers:
             return
         if self.stop_event is not None:
             self.stop_event.set()
-        self.backend.wakeup()
+        for child in self.workers.values():
+            child.stop()
         deadline = time.monotonic() + self.config.shutdown_timeout
         if not (immediate or self._immediate):
             self._wait_for_exits(deadline)
@@ -575,11 +606,9 @@ class Supervisor:
             logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
                            len(self.workers), self.config.shutdown_timeout)
             for child in self.workers.values():
-                child.requested_stop = True
                 child.process.terminate()
             self._wait_for_exits(time.monotonic() + TERMINATE_GRACE)
         for child in self.workers.values():
-            child.requested_stop = True
             child.process.kill()
         self._wait_for_exits(None)
         if self._immediate and self.exit_code == ExitCode.OK:
@@ -605,7 +634,7 @@ class Supervisor:
         self._backend_lost = True
         children = list(self.workers.values())
         for child in children:
-            child.requested_stop = True
+            child.phase = Phase.STOPPING
             child.process.terminate()
         deadline = time.monotonic() + TERMINATE_GRACE
         for child in children:
@@ -620,8 +649,13 @@ class Supervisor:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            waitables = [c.process.sentinel for c in self.workers.values()]
-            wait_for_ready([*waitables, self._wakeup_read], left)
+            children = list(self.workers.values())
+            ready = set(wait_for_ready([*(c.process.sentinel for c in children),
+                                        *(c.connection for c in children),
+                                        self._wakeup_read], left))
+            for child in children:
+                if child.connection in ready:
+                    self._receive(child)
             self._drain_wakeups()
             self._reap()
             if self._immediate and deadline is not None:
@@ -631,14 +665,7 @@ class Supervisor:
         if self.config.health_file:
             with contextlib.suppress(OSError):  # a stopped supervisor is not alive
                 os.unlink(self.config.health_file)
-        if not self._backend_lost:
-            owned = self.backend.owned_by([self.id, *self.workers])
-            if owned:
-                logger.error("invocations still owned after stopping: %s", owned)
-            self.backend.forget_runners([self.id])
-        self.backend.keep_waiting = self._producer_patience  # the app's producers' again
-        if self._progress is not None:
-            self._progress.close()
+        self.feed.close([self.id, *self.workers], self._backend_lost)
         if self._manager is not None:
             self._manager.shutdown()
             self._manager = None
@@ -653,21 +680,52 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    # -- inline --------------------------------------------------------------------
 
-    def _run_inline(self) -> None:
-        """Claim and run in this process (``--processes 0``): for debugging."""
-        last = 0.0
+class SupervisorView:
+    """What plugins see of a supervisor (``pprunner_supervisor_started``/``_stopping``):
+    who it is and what it runs, and the controls that are safe from any thread."""
 
-        def heartbeat_now_and_then() -> None:
-            nonlocal last
-            if time.monotonic() - last >= self.config.heartbeat_interval:
-                self._heartbeat()
-                last = time.monotonic()
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
 
-        context = WorkerContext(app=self.app, runner_id=self.id, slot=0, runner_cache={},
-                                stop_event=threading.Event())
-        self._inline = Worker(context, between=heartbeat_now_and_then)
-        if self._stop_requested:
-            return
-        self._inline.run(burst=self.burst)
+    @property
+    def id(self) -> str:
+        return self._supervisor.id
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    @property
+    def processes(self) -> int:
+        """The configured worker count (what ``scale_to`` last set)."""
+        return self._supervisor.processes
+
+    @property
+    def config(self) -> Config:
+        return self._supervisor.config
+
+    @property
+    def app(self) -> App | None:
+        """The app in pull mode; None in push mode."""
+        return self._supervisor.app
+
+    @property
+    def backend(self) -> Backend | None:
+        return self._supervisor.backend
+
+    def runners(self) -> list[RunnerInfo]:
+        """The supervisor and its live workers."""
+        return self._supervisor.live_runners()
+
+    def scale_to(self, processes: int) -> None:
+        self._supervisor.scale_to(processes)
+
+    def reload(self) -> None:
+        self._supervisor.reload()
+
+    def request_stop(self) -> None:
+        self._supervisor.request_stop()
+
+    def __repr__(self) -> str:
+        return f"<SupervisorView {self.id} processes={self.processes}>"

@@ -52,7 +52,7 @@ Strategy = Callable[["WorkerContext", Invocation, Sequence[str], "float | None"]
 def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
                 timeout: float | None) -> list[Invocation]:
     """Run the awaited invocations here while they are queued; poll while they run elsewhere."""
-    deep_enough = context.depth >= context.app.config.max_wait_depth
+    deep_enough = context.depth >= context.config.max_wait_depth
 
     def help_with(pending: list[str]) -> bool:
         if deep_enough:

@@ -1,8 +1,11 @@
-"""The worker: a loop that claims one invocation at a time and runs it.
+"""The worker: a loop that runs one job at a time.
 
-:func:`main` is the entry point of a worker process (the supervisor's spawn
-hook starts it); :class:`Worker` is the loop itself, also used in-process by
-inline mode (``--processes 0``).
+A job is an :class:`~pprunner.invocation.Invocation` claimed from the app's
+backend (pull mode) or a :class:`~pprunner.jobs.Call` its supervisor handed
+it (push mode); one loop serves both, a :class:`JobSource` says where jobs
+come from and where outcomes go. :func:`main` is the entry point of a worker
+process (the supervisor's spawn hook starts it); :class:`Worker` is the loop
+itself, also used in-process by inline mode (``--processes 0``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import faulthandler
 import logging
 import os
+import pickle
 import random
 import signal
 import sys
@@ -18,22 +22,34 @@ import threading
 import time
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import pluggy
 import psutil
 
 from . import channel, log
+from . import config as config_module
 from .backend import Backend
 from .channel import WorkerChannel
-from .errors import AppLoadError, NotOwner, PluginError, SerializationError, SoftTimeLimitExceeded
+from .config import Config
+from .errors import (
+    AppLoadError,
+    NotOwner,
+    PluginError,
+    PprunnerError,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
+from .jobs import Call, RemoteError, Runnable
+from .plugins import Plugins, get_plugin_manager
 from .proctitle import set_title
 from .retries import retry_delay
 from .spawn import WorkerSpec, close_inherited_fd
-from .task import App, Task, load_app
+from .task import App, load_app
 
 logger = logging.getLogger("pprunner.worker")
 
@@ -51,27 +67,39 @@ class WorkerTerminated(BaseException):
 
 @attrs.define(repr=False)
 class WorkerContext:
-    """What a running task and the worker-side hooks can reach.
+    """What a running job and the worker-side hooks can reach.
 
     ``pprunner.current_context()`` returns it inside a task (None elsewhere).
+    In push mode there is no App: ``app`` is None and ``config``/``plugins``
+    are the supervisor's.
     """
 
-    app: App
+    app: App | None
     runner_id: str
     slot: int
     #: shared by all workers of one supervisor (a plain dict inline)
     runner_cache: Any
     stop_event: Any
-    #: the invocations being run, outermost first: more than one while a
-    #: waiting task runs what it waits for (the nested wait strategy)
-    stack: list[Invocation] = attrs.Factory(list)
+    config: Config = attrs.field(default=attrs.Factory(lambda self: self.app.config,
+                                                        takes_self=True))
+    plugins: Plugins = attrs.field(default=attrs.Factory(lambda self: self.app.plugins,
+                                                          takes_self=True))
+    #: the jobs being run, outermost first: more than one while a waiting task
+    #: runs what it waits for (the nested wait strategy)
+    stack: list[Invocation | Call] = attrs.Factory(list)
     #: runs one more invocation nested in the current one (set by the Worker)
     run_nested: Callable[[Invocation], None] = attrs.field(default=None, repr=False)
 
     @property
-    def invocation(self) -> Invocation | None:
-        """The invocation running now (the innermost), None between invocations."""
+    def job(self) -> Invocation | Call | None:
+        """The job running now (the innermost), None between jobs."""
         return self.stack[-1] if self.stack else None
+
+    @property
+    def invocation(self) -> Invocation | None:
+        """The invocation running now (the innermost); None between jobs and in push mode."""
+        job = self.job
+        return job if isinstance(job, Invocation) else None
 
     @property
     def depth(self) -> int:
@@ -79,6 +107,9 @@ class WorkerContext:
 
     @property
     def backend(self) -> Backend:
+        if self.app is None:
+            raise PprunnerError("a worker in push mode has no backend: its calls come "
+                                "from its supervisor")
         return self.app.backend
 
     def __repr__(self) -> str:
@@ -88,12 +119,13 @@ class WorkerContext:
                  strategy: str | None = None) -> list[Invocation]:
         """Wait for other invocations from inside the running one (pause-on-wait hook)."""
         assert self.invocation is not None
-        done: list[Invocation] | None = self.app.plugins.hook.pprunner_pause_on_wait(
+        chosen = strategy or self.config.wait_strategy
+        done: list[Invocation] | None = self.plugins.hook.pprunner_pause_on_wait(
             context=self, waiter=self.invocation, invocation_ids=list(invocation_ids),
-            timeout=timeout, strategy=strategy or self.app.config.wait_strategy)
+            timeout=timeout, strategy=chosen)
         if done is None:
             raise PluginError(f"no pprunner_pause_on_wait implementation answered for "
-                              f"strategy {strategy or self.app.config.wait_strategy!r}")
+                              f"strategy {chosen!r}")
         return done
 
 
@@ -113,48 +145,72 @@ class Retrying:
     delay: float
 
 
+@attrs.frozen
+class Limits:
+    """A job's time limits, and its policy when the hard one kills its worker."""
+
+    hard: float | None = None
+    soft: float | None = None
+    #: retry (rather than fail) an invocation whose worker was killed at the hard limit
+    retry_on_hard: bool = False
+
+    @classmethod
+    def of(cls, job: Invocation | Call, app: App | None) -> Limits:
+        if isinstance(job, Call):
+            return cls(job.time_limit, job.soft_time_limit)
+        task = app.tasks.get(job.task) if app is not None else None
+        if task is None:
+            return cls()
+        return cls(task.time_limit, task.soft_time_limit,
+                   any(issubclass(TimeLimitExceeded, kind) for kind in task.retry_on))
+
+
 @attrs.define
 class Supervision:
-    """What a worker process owes its supervisor around each invocation:
-    reports for the hard time limit and diagnostics, the soft time limit,
-    and asking to be recycled (tasks done, memory)."""
+    """What a worker process owes its supervisor around each job: reports for
+    the hard time limit and diagnostics, the soft time limit, and asking to
+    be recycled (jobs done, memory)."""
 
     channel: WorkerChannel
-    #: recycle after this many invocations (jitter included); 0: never
+    #: recycle after this many jobs (jitter included); 0: never
     max_tasks: int = 0
-    #: recycle when resident memory after an invocation exceeds this (bytes); 0: never
+    #: recycle when resident memory after a job exceeds this (bytes); 0: never
     max_memory: int = 0
     done: int = 0
     asked: bool = False
     #: the peak memory last reported
     reported_peak: int = 0
-    #: per running invocation: whether the supervisor was told (it has a hard
-    #: limit), and the enclosing soft-limit timer (seconds left, when suspended)
+    #: per running job: whether the supervisor was told (it has a hard limit), and
+    #: the enclosing soft-limit timer (seconds left, when suspended)
     _frames: list[tuple[bool, float, float]] = attrs.Factory(list)
     #: whether the soft-limit timer (ITIMER_REAL) runs now; while it does not, starting
-    #: and finishing an invocation without a soft limit makes no timer system call
+    #: and finishing a job without a soft limit makes no timer system call
     _timer_runs: bool = False
 
-    def started(self, invocation: Invocation, task: Task[Any, Any] | None) -> None:
-        """Only invocations with a hard time limit are reported: the supervisor
-        needs to know nothing else, and a report per task would cost throughput."""
-        limit = task.time_limit if task else None
-        if limit:
-            self.channel.send(channel.STARTED, invocation.id, invocation.task, limit)
-        soft = task.soft_time_limit if task else None
+    def started(self, job: Invocation | Call, limits: Limits) -> None:
+        """Only pulled invocations with a hard time limit are reported: the supervisor
+        needs to know nothing else (it handed pushed calls out itself), and a report
+        per task would cost throughput."""
+        report = bool(limits.hard) and isinstance(job, Invocation)
+        if report:
+            assert isinstance(job, Invocation)
+            self.channel.send(channel.STARTED, job.id, job.task, limits.hard,
+                              limits.retry_on_hard)
         left = 0.0
-        if soft or self._timer_runs:  # set this one's, suspending an enclosing one's
-            left, _ = signal.setitimer(signal.ITIMER_REAL, soft or 0)
-            self._timer_runs = bool(soft)
-        self._frames.append((bool(limit), left, time.monotonic()))
+        if limits.soft or self._timer_runs:  # set this one's, suspending an enclosing one's
+            left, _ = signal.setitimer(signal.ITIMER_REAL, limits.soft or 0)
+            self._timer_runs = bool(limits.soft)
+        self._frames.append((report, left, time.monotonic()))
 
-    def finished(self, invocation: Invocation) -> None:
+    def finished(self, job: Invocation | Call) -> int:
+        """Restore the enclosing soft limit, report what must be, ask to be recycled
+        when due; returns the peak memory."""
         reported, left, suspended = self._frames.pop()
         peak = channel.peak_rss()
-        if reported or peak > self.reported_peak:
-            self.channel.send(channel.FINISHED, invocation.id, peak)
+        if reported or (peak > self.reported_peak and isinstance(job, Invocation)):
+            self.channel.send(channel.FINISHED, job.id, peak)
             self.reported_peak = peak
-        if left:  # an enclosing invocation's soft limit keeps running, minus the time spent
+        if left:  # an enclosing job's soft limit keeps running, minus the time spent
             signal.setitimer(signal.ITIMER_REAL,
                              max(left - (time.monotonic() - suspended), 0.001))
             self._timer_runs = True
@@ -167,10 +223,11 @@ class Supervision:
             self.asked = True
             logger.info("asking to be recycled: %s", reason)
             self.channel.send(channel.RECYCLE, reason)
+        return peak
 
     def _recycle_reason(self) -> str | None:
         if self.max_tasks and self.done >= self.max_tasks:
-            return f"max_tasks_per_child reached ({self.done} invocations)"
+            return f"max_tasks_per_child reached ({self.done} jobs)"
         if self.max_memory:
             rss = psutil.Process().memory_info().rss
             if rss > self.max_memory:
@@ -179,26 +236,179 @@ class Supervision:
         return None
 
 
+@attrs.frozen
+class Ran:
+    """How running a job went: what the task returned or raised, and for how long."""
+
+    runnable: Runnable | None
+    returned: Returned | None
+    error: BaseException | None
+    seconds: float
+
+
+class JobSource(Protocol):
+    """Where a worker's jobs come from, and where their outcomes go."""
+
+    def next(self, timeout: float) -> Invocation | Call | None:
+        """The next job, waiting up to ``timeout``; None when none came."""
+
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
+        """Record how ``job`` went."""
+
+    def finished(self) -> bool:
+        """True when the worker should exit (retire granted, burst drained)."""
+
+    def hand_back(self) -> None:
+        """Give back whatever this worker holds; it is stopping."""
+
+
 @attrs.define
-class Worker:
-    """Claims and runs invocations until the stop event is set."""
+class ClaimedInvocations:
+    """Pull mode: invocations claimed from the app's backend, outcomes stored there."""
 
     context: WorkerContext
-    #: called between invocations (inline mode records heartbeats with it)
+    channel: WorkerChannel | None = None
+    burst: bool = False
+    _retired: bool = False
+    #: claimed together with the last completion, to run next
+    _next: Invocation | None = None
+    #: set while stopping: the next completion claims nothing
+    stopping: bool = False
+
+    @property
+    def backend(self) -> Backend:
+        return self.context.backend
+
+    @property
+    def app(self) -> App:
+        assert self.context.app is not None
+        return self.context.app
+
+    def next(self, timeout: float) -> Invocation | None:
+        if self.channel is not None and self.channel.receive() == (channel.RETIRE,):
+            logger.info("retiring as the supervisor asked")
+            self._retired = True
+            return None
+        invocation, self._next = self._next, None
+        if invocation is None:
+            invocation = self.backend.claim(self.context.runner_id, timeout)
+        return invocation
+
+    def finished(self) -> bool:
+        return self._retired or (self.burst and not _unfinished(self.backend))
+
+    def hand_back(self) -> None:
+        self._next = None
+        self.backend.reroute(self.context.runner_id, None)
+
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
+        assert isinstance(job, Invocation)
+        outcome = self._outcome(job, ran)
+        backend, runner_id, seconds = self.backend, self.context.runner_id, ran.seconds
+        try:
+            if isinstance(outcome, Retrying):
+                backend.retry(job.id, runner_id, outcome.error, time.time() + outcome.delay)
+                logger.warning("%s attempt %d/%d failed after %.3f s: %s: %s; retrying in "
+                               "%.1f s", job.task, job.attempts, job.max_attempts, seconds,
+                               outcome.error.type, outcome.error.message, outcome.delay)
+            elif isinstance(outcome, ErrorInfo):
+                backend.fail(job.id, runner_id, outcome)
+                logger.warning("%s failed after %.3f s: %s: %s", job.task, seconds,
+                               outcome.type, outcome.message)
+            elif self.context.depth == 1 and not self.stopping:
+                # idle after this one: complete and claim the next in one go
+                self._next = backend.complete_and_claim(job.id, runner_id, outcome)
+                logger.debug("%s succeeded in %.3f s", job.task, seconds)
+            else:
+                backend.complete(job.id, runner_id, outcome)
+                logger.debug("%s succeeded in %.3f s", job.task, seconds)
+        except NotOwner as exc:
+            logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+
+    def _outcome(self, invocation: Invocation, ran: Ran) -> bytes | ErrorInfo | Retrying:
+        if ran.runnable is None:  # it could not be resolved: no retry can help
+            assert ran.error is not None
+            return ErrorInfo(type(ran.error).__name__, str(ran.error))
+        if ran.error is not None:
+            error = _task_error(ran.error)
+            task = ran.runnable.task
+            delay = None if task is None else retry_delay(task, invocation, ran.error)
+            return error if delay is None else Retrying(error, delay)
+        assert ran.returned is not None
+        try:
+            return self.app.codec.encode_result(invocation, ran.returned.value)
+        except (SerializationError, PluginError) as exc:
+            return ErrorInfo(type(exc).__name__, str(exc))
+
+
+@attrs.define
+class PushedCalls:
+    """Push mode: calls the supervisor hands over the pipe, outcomes sent back on it."""
+
+    channel: WorkerChannel
+    _retired: bool = False
+
+    def next(self, timeout: float) -> Call | None:
+        message = self.channel.receive(timeout)
+        if message is None:
+            return None
+        if message[0] == channel.RUN:
+            call: Call = message[1]
+            return call
+        if message[0] == channel.RETIRE:
+            self._retired = True
+        return None
+
+    def finished(self) -> bool:
+        return self._retired
+
+    def hand_back(self) -> None:
+        """Nothing to give back: the supervisor knows what it handed out."""
+
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
+        if ran.error is None:
+            assert ran.returned is not None
+            try:
+                self.channel.connection.send((channel.DONE, job.id, True, ran.returned.value,
+                                              peak))
+                return
+            except (OSError, EOFError):
+                return  # the supervisor is gone; the lifeline ends this process
+            except Exception as exc:  # the value does not pickle: the call fails
+                error = RemoteError(type(exc).__name__,
+                                    f"the result of {job} cannot be sent back: {exc}")
+        else:
+            error = remote_error(ran.error)
+        self.channel.send(channel.DONE, job.id, False, error, peak)
+
+
+def remote_error(exc: BaseException) -> RemoteError:
+    """The error as its sender will get it: the exception itself when it pickles
+    (a host re-raises the task's own type), its type, message and traceback always."""
+    info = _task_error(exc)
+    try:
+        pickle.loads(pickle.dumps(exc))
+        carried: BaseException | None = exc.with_traceback(None)
+    except Exception:
+        carried = None
+    return RemoteError(info.type, info.message, info.traceback, carried)
+
+
+@attrs.define
+class Worker:
+    """Runs jobs from its source until stopped, one at a time."""
+
+    context: WorkerContext
+    jobs: JobSource
+    #: called between jobs (inline mode records heartbeats with it)
     between: Callable[[], None] = lambda: None
     #: set in worker processes; None inline
     supervision: Supervision | None = None
     _in_task: bool = False
     _stopping: bool = False
-    #: claimed together with the last completion, to run next
-    _next: Invocation | None = None
 
     def __attrs_post_init__(self) -> None:
         self.context.run_nested = self.execute
-
-    @property
-    def app(self) -> App:
-        return self.context.app
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -210,122 +420,87 @@ class Worker:
             raise WorkerTerminated(f"worker {self.context.runner_id} received a stop request")
 
     def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
-        """SIGALRM handler: the running task's soft time limit ran out."""
-        if self._in_task and self.context.invocation is not None:
-            task = self.context.invocation.task
-            raise SoftTimeLimitExceeded(f"soft time limit exceeded by {task}")
+        """SIGALRM handler: the running job's soft time limit ran out."""
+        job = self.context.job
+        if self._in_task and job is not None:
+            name = job.task if isinstance(job, Invocation) else job.name
+            raise SoftTimeLimitExceeded(f"soft time limit exceeded by {name}")
 
-    def _retire_granted(self) -> bool:
-        if self.supervision is None or not self.supervision.channel.retire_granted():
-            return False
-        logger.info("retiring as the supervisor asked")
-        return True
-
-    def run(self, *, burst: bool = False) -> None:
-        backend = self.app.backend
-        timeout = self.app.config.claim_timeout
+    def run(self) -> None:
+        timeout = self.context.config.claim_timeout
         try:
             while not (self._stopping or self.context.stop_event.is_set()):
                 self.between()
-                if self._retire_granted():
-                    return
-                invocation, self._next = self._next, None
-                if invocation is None:
-                    invocation = backend.claim(self.context.runner_id, timeout)
-                if invocation is not None and self._stopping:
-                    self._next = invocation  # claimed as the stop came: handed back below
-                    return
-                if invocation is not None:
-                    self.execute(invocation)
-                elif burst and not _unfinished(backend):
-                    return
+                job = self.jobs.next(timeout)
+                if job is None:
+                    if self.jobs.finished():
+                        return
+                    continue
+                if self._stopping:
+                    return  # taken as the stop came: handed back below
+                self.execute(job)
         finally:
-            if self._next is not None:
-                backend.reroute(self.context.runner_id, None)
-                self._next = None
+            if isinstance(self.jobs, ClaimedInvocations):
+                self.jobs.stopping = True
+            self.jobs.hand_back()
 
-    def execute(self, invocation: Invocation) -> None:
-        """Run one claimed invocation and record its outcome; never raises for task errors."""
+    def execute(self, job: Invocation | Call) -> None:
+        """Run one job and report its outcome; never raises for task errors."""
         global _current
         context = self.context
-        context.stack.append(invocation)
+        context.stack.append(job)
         _current = context
         outer_in_task = self._in_task
-        set_title(f"pprunner worker {context.slot}: {invocation.task}")
-        task = self.app.tasks.get(invocation.task)
-        started = time.perf_counter()
+        name = job.task if isinstance(job, Invocation) else job.name
+        set_title(f"pprunner worker {context.slot}: {name}")
+        peak = 0
         try:
-            with log.invocation_scope(invocation.id):
+            with log.invocation_scope(job.id):
                 if self.supervision is not None:
-                    self.supervision.started(invocation, task)
+                    self.supervision.started(job, Limits.of(job, context.app))
                 self._in_task = True
                 try:
-                    outcome = self._run(invocation, task)
+                    ran = self._run(job)
                 finally:
                     self._in_task = outer_in_task
                     if self.supervision is not None:
-                        self.supervision.finished(invocation)
-                self._record(invocation, outcome, time.perf_counter() - started)
+                        peak = self.supervision.finished(job)
+                self.jobs.report(job, ran, peak)
         except WorkerTerminated:
             if context.depth > 1:
-                raise  # unwind to the outermost invocation, which hands everything back
-            handed = context.backend.reroute(context.runner_id, None)
-            logger.info("stopped while running %s; handed back %d invocation(s)",
-                        invocation.id, len(handed))
+                raise  # unwind to the outermost job, which hands everything back
+            logger.info("stopped while running %s; handing it back", job.id)
             self._stopping = True
         finally:
             context.stack.pop()
-            outer = context.invocation
+            outer = context.job
             _current = context if outer else None
-            set_title(f"pprunner worker {context.slot}: {outer.task if outer else 'idle'}")
+            title = "idle" if outer is None else (
+                outer.task if isinstance(outer, Invocation) else outer.name)
+            set_title(f"pprunner worker {context.slot}: {title}")
 
-    def _run(self, invocation: Invocation,
-             task: Task[Any, Any] | None) -> bytes | ErrorInfo | Retrying:
-        if task is None:
-            return ErrorInfo("UnknownTask", f"task {invocation.task!r} is not registered in app "
-                             f"{self.app.name!r}; registered: {', '.join(sorted(self.app.tasks))}")
+    def _run(self, job: Invocation | Call) -> Ran:
+        started = time.perf_counter()
+        hook = self.context.plugins.hook
         try:
-            args, kwargs = self.app.codec.decode_call(invocation)
-        except (SerializationError, PluginError) as exc:
-            return ErrorInfo(type(exc).__name__, str(exc))
-        try:
-            returned: Returned = self.app.plugins.hook.pprunner_execute(
-                task=task, invocation=invocation, args=args, kwargs=kwargs, context=self.context)
+            runnable: Runnable | None = hook.pprunner_resolve_job(job=job, context=self.context)
         except WorkerTerminated:
             raise
-        except BaseException as exc:  # the task's own error, whatever it is, fails the invocation
-            delay = retry_delay(task, invocation, exc)
-            error = _task_error(exc)
-            return error if delay is None else Retrying(error, delay)
+        except Exception as exc:  # unknown task, undecodable payload: it cannot run at all
+            return Ran(None, None, exc, time.perf_counter() - started)
+        if runnable is None:
+            return Ran(None, None, PluginError(f"no pprunner_resolve_job implementation "
+                                               f"resolved {job!r}"), 0.0)
         try:
-            return self.app.codec.encode_result(invocation, returned.value)
-        except (SerializationError, PluginError) as exc:
-            return ErrorInfo(type(exc).__name__, str(exc))
-
-    def _record(self, invocation: Invocation, outcome: bytes | ErrorInfo | Retrying,
-                seconds: float) -> None:
-        backend, runner_id = self.context.backend, self.context.runner_id
-        try:
-            if isinstance(outcome, Retrying):
-                backend.retry(invocation.id, runner_id, outcome.error,
-                              time.time() + outcome.delay)
-                logger.warning("%s attempt %d/%d failed after %.3f s: %s: %s; retrying in "
-                               "%.1f s", invocation.task, invocation.attempts,
-                               invocation.max_attempts, seconds, outcome.error.type,
-                               outcome.error.message, outcome.delay)
-            elif isinstance(outcome, ErrorInfo):
-                backend.fail(invocation.id, runner_id, outcome)
-                logger.warning("%s failed after %.3f s: %s: %s", invocation.task, seconds,
-                               outcome.type, outcome.message)
-            elif self.context.depth == 1 and not self._stopping:
-                # idle after this one: complete and claim the next in one go
-                self._next = backend.complete_and_claim(invocation.id, runner_id, outcome)
-                logger.debug("%s succeeded in %.3f s", invocation.task, seconds)
-            else:
-                backend.complete(invocation.id, runner_id, outcome)
-                logger.debug("%s succeeded in %.3f s", invocation.task, seconds)
-        except NotOwner as exc:
-            logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+            returned: Returned = hook.pprunner_execute(
+                task=runnable.task, invocation=job if isinstance(job, Invocation) else None,
+                args=runnable.args, kwargs=runnable.kwargs, function=runnable.function,
+                job=job, context=self.context)
+        except WorkerTerminated:
+            raise
+        except BaseException as exc:  # the task's own error, whatever it is, fails the job
+            return Ran(runnable, None, exc, time.perf_counter() - started)
+        return Ran(runnable, returned, None, time.perf_counter() - started)
 
 
 def _unfinished(backend: Backend) -> int:
@@ -350,7 +525,13 @@ def _task_error(exc: BaseException) -> ErrorInfo:
 
 
 def main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process (pynenc's ``persistent_process_main``)."""
+    """Entry point of a worker process (pynenc's ``persistent_process_main``).
+
+    Pull mode (``spec.app_path`` set) imports the app and claims from its
+    backend; push mode runs the calls its supervisor hands it. Either way the
+    spec's ``initializer`` and the ``pprunner_worker_init`` hooks run before
+    the worker reports ready, and the ``pprunner_worker_exit`` hooks when it ends.
+    """
     settings = spec.settings
     if settings["start_method"] == "fork":
         close_inherited_fd(spec.lifeline_writer_fd)
@@ -361,11 +542,7 @@ def main(spec: WorkerSpec) -> None:
     reports = WorkerChannel(spec.channel)
     watch_lifeline(spec.lifeline)
     try:
-        app = load_app(spec.app_path)
-        app.configure(source="the supervisor", **settings)
-        # open it now: a backend that cannot be reached is a boot failure; once running, a
-        # worker waits out any outage, since what it holds must be stored when it is over
-        app.backend.keep_waiting = lambda outage_s: True
+        context = _boot(spec)
     except AppLoadError as exc:
         logger.error("%s", exc)
         reports.send(channel.BOOT_FAILED, str(exc))
@@ -374,24 +551,58 @@ def main(spec: WorkerSpec) -> None:
         logger.exception("worker %d failed to boot", spec.slot)
         reports.send(channel.BOOT_FAILED, f"{type(exc).__name__}: {exc}")
         sys.exit(ExitCode.INTERNAL_ERROR)
-    context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
-                            runner_cache=spec.runner_cache, stop_event=spec.stop_event)
     max_tasks = settings["max_tasks_per_child"]
     if max_tasks:
         max_tasks += random.randint(0, settings["max_tasks_jitter"])
-    worker = Worker(context, supervision=Supervision(
+    jobs: JobSource = (PushedCalls(reports) if context.app is None
+                       else ClaimedInvocations(context, reports))
+    worker = Worker(context, jobs, supervision=Supervision(
         reports, max_tasks=max_tasks, max_memory=settings["max_memory_per_child"] * 2**20))
     signal.signal(signal.SIGTERM, worker.terminate)
     signal.signal(signal.SIGALRM, worker.soft_limit_reached)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     reports.send(channel.READY, channel.peak_rss())
-    logger.info("worker %d ready (app %s)", spec.slot, spec.app_path)
+    logger.info("worker %d ready (%s)", spec.slot,
+                f"app {spec.app_path}" if spec.app_path else "push mode")
     set_title(f"pprunner worker {spec.slot}: idle")
     try:
         worker.run()
     finally:
-        app.close()
+        context.plugins.hook.pprunner_worker_exit(context=context)
+        if context.app is not None:
+            context.app.close()
     logger.info("worker %d stopped", spec.slot)
+
+
+def _boot(spec: WorkerSpec) -> WorkerContext:
+    """Load the app (pull mode), run the initializer and the init hooks.
+
+    An initializer that raises is an :class:`AppLoadError`: every worker would
+    fail the same way, so the supervisor stops instead of respawning.
+    """
+    settings = spec.settings
+    if spec.app_path is None:
+        context = WorkerContext(app=None, runner_id=spec.runner_id, slot=spec.slot,
+                                runner_cache=spec.runner_cache, stop_event=spec.stop_event,
+                                config=config_module.resolve([("the supervisor", settings)]),
+                                plugins=get_plugin_manager())
+    else:
+        app = load_app(spec.app_path)
+        app.configure(source="the supervisor", **settings)
+        # open it now: a backend that cannot be reached is a boot failure; once running, a
+        # worker waits out any outage, since what it holds must be stored when it is over
+        app.backend.keep_waiting = lambda outage_s: True
+        context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
+                                runner_cache=spec.runner_cache, stop_event=spec.stop_event)
+    if spec.initializer is not None:
+        try:
+            spec.initializer.function(*spec.initializer.args, **spec.initializer.kwargs)
+        except Exception as exc:
+            logger.exception("the initializer %s raised", spec.initializer.name)
+            raise AppLoadError(f"the worker initializer {spec.initializer.name} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+    context.plugins.hook.pprunner_worker_init(context=context)
+    return context
 
 
 def watch_lifeline(lifeline: Any) -> None:

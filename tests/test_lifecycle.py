@@ -11,7 +11,7 @@ import pytest
 
 import pprunner
 from pprunner import App, ExitCode, Invocation, Status, TaskFailed
-from pprunner.worker import Supervision
+from pprunner.worker import Limits, Supervision
 from tests import apps
 from tests.conftest import cli_env, live_workers, run_cli, wait_until
 
@@ -88,7 +88,7 @@ def test_invocations_without_a_soft_limit_make_no_timer_calls(monkeypatch) -> No
     monkeypatch.setattr(signal, "setitimer", lambda *args: calls.append(args) or (0.0, 0.0))
     supervision = Supervision(Reports())  # type: ignore[arg-type]
     for _ in range(3):
-        supervision.started(_invocation_of(apps.add), apps.add)
+        supervision.started(_invocation_of(apps.add), Limits())
         supervision.finished(_invocation_of(apps.add))
     assert calls == []
 
@@ -99,9 +99,9 @@ def test_a_nested_invocation_suspends_the_enclosing_soft_limit_and_restores_it()
     previous = signal.signal(signal.SIGALRM, lambda *args: None)  # never the default: exit
     runner_timer = signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's, if it uses one
     try:
-        supervision.started(_invocation_of(limited), limited)
+        supervision.started(_invocation_of(limited), Limits(soft=limited.soft_time_limit))
         assert 59 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60
-        supervision.started(_invocation_of(apps.add), apps.add)  # runs nested, no limit
+        supervision.started(_invocation_of(apps.add), Limits())  # runs nested, no limit
         assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
         supervision.finished(_invocation_of(apps.add))
         assert 59 < signal.getitimer(signal.ITIMER_REAL)[0] <= 60  # the rest of the outer one

@@ -1,0 +1,157 @@
+"""Push mode's vocabulary: a call handed to a worker, and what its sender hears back.
+
+In pull mode a worker claims invocations from a backend. In push mode the
+work comes from someone else's queue (a host framework's consumer, or
+:class:`pprunner.Executor`): the host hands a :class:`Call` to the
+supervisor, which gives it to an idle worker over that worker's private
+pipe, and the host hears one :class:`Started` and then exactly one ending:
+:class:`Finished`, :class:`Failed`, :class:`Lost`, :class:`TimedOut` or
+:class:`Cancelled`. What the host does with an ending (acks, results,
+retries) stays the host's.
+
+The pipe is the only place a callable travels by reference: it links a
+supervisor to the workers it started itself, never to a shared queue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from .task import Task
+
+
+def new_job_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _name_of(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None) or "?"
+    return f"{module}.{getattr(function, '__qualname__', type(function).__name__)}"
+
+
+@attrs.frozen(repr=False)
+class Call:
+    """One call to run in a worker: ``function(*args, **kwargs)``.
+
+    Pickled onto the worker's pipe, so ``function`` must be importable there
+    (a module-level function, or whatever the start method can rebuild).
+
+    :param time_limit: seconds after which the supervisor kills the worker
+        running it; the sender hears :class:`TimedOut`.
+    :param soft_time_limit: seconds after which
+        :class:`~pprunner.errors.SoftTimeLimitExceeded` is raised inside it.
+    :param max_attempts: how often it may be started when workers die under
+        it; after the last, the sender hears :class:`Lost`.
+    :param name: how logs and process titles name it (default: the function's
+        qualified name).
+    """
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.Factory(dict)
+    id: str = attrs.Factory(new_job_id)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    max_attempts: int = 1
+    name: str = attrs.field(default=attrs.Factory(lambda self: _name_of(self.function),
+                                                   takes_self=True))
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.name}>"
+
+
+@attrs.frozen
+class RemoteError:
+    """An exception raised in a worker, as its sender receives it.
+
+    ``exception`` is the exception object itself when it survived pickling
+    (so a host can re-raise the task's own type), else None; ``type``,
+    ``message`` and ``traceback`` are always there.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    exception: BaseException | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class Started:
+    """The call was handed to the idle worker ``pid``, which starts it at once."""
+
+    call: Call
+    pid: int
+    runner_id: str
+    attempt: int
+
+
+@attrs.frozen
+class Finished:
+    """The call returned ``value``."""
+
+    call: Call
+    value: Any
+    pid: int
+
+
+@attrs.frozen
+class Failed:
+    """The call raised; ``error`` is what it raised."""
+
+    call: Call
+    error: RemoteError
+    pid: int
+
+
+@attrs.frozen
+class Lost:
+    """The worker running the call died under it on its last allowed attempt.
+
+    ``exitcode`` is the process's (negative: the signal that ended it);
+    ``description`` says it in words, e.g. "was killed by SIGKILL".
+    """
+
+    call: Call
+    pid: int
+    exitcode: int | None
+    signal: str | None
+    description: str
+
+
+@attrs.frozen
+class TimedOut:
+    """The call ran past its hard ``time_limit``; its worker was killed and replaced."""
+
+    call: Call
+    pid: int
+    limit: float
+
+
+@attrs.frozen
+class Cancelled:
+    """The call was withdrawn before any worker started it (or the pool stopped first)."""
+
+    call: Call
+    reason: str
+
+
+@attrs.frozen
+class Runnable:
+    """What a job resolved to (hook ``pprunner_resolve_job``): the function to
+    call with its decoded arguments, and the registered task behind it (None
+    for a pushed call)."""
+
+    function: Callable[..., Any]
+    args: list[Any] | tuple[Any, ...]
+    kwargs: dict[str, Any]
+    task: Task[Any, Any] | None = None
+
+
+#: every ending a sender can hear, after :class:`Started` (or instead of it, for Cancelled)
+Ending = Finished | Failed | Lost | TimedOut | Cancelled
+Event = Started | Ending
