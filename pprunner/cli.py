@@ -386,6 +386,24 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader of stdout that goes away (``| head``) ends it quietly.
+
+    Like a Unix tool killed by SIGPIPE: no traceback, exit status 141. Python
+    ignores SIGPIPE, so the closed pipe shows up as BrokenPipeError from
+    whichever write or flush comes first, then again when the interpreter
+    flushes stdout at exit unless stdout points somewhere else by then.
+    """
+    try:
+        try:
+            return _run_command(argv)
+        finally:
+            sys.stdout.flush()  # the buffered rest: a reader that left shows here at the latest
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.BROKEN_PIPE
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     plugins = get_plugin_manager()
     parser = build_parser(plugins)
     args = parser.parse_args(argv)

@@ -36,3 +36,7 @@ class ExitCode(enum.IntEnum):
     #: Stopped at once by a second SIGINT; invocations that were running
     #: were handed back to the queue.
     INTERRUPTED = 130
+    #: Whoever read the output went away (``pprunner plugins | head -1``): the
+    #: command stopped quietly, with the status a shell reports for a Unix
+    #: tool killed by SIGPIPE (128 + 13).
+    BROKEN_PIPE = 141

@@ -261,3 +261,20 @@ def test_the_crash_recovery_example_runs(db_url: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "result 42 after 2 attempts"
     assert done.stdout.splitlines()[1].startswith("attempt 1: WorkerDied: ")
+
+
+@pytest.mark.parametrize("args", [("plugins",), ("plugins", "--json"),
+                                  ("health", "--file", "/nonexistent/health.json")])
+def test_a_reader_that_goes_away_ends_a_command_quietly(db_url: str, args: tuple[str, ...]) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    reader, writer = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "pprunner", *args], cwd=REPO,
+                               env=cli_env(db_url), stdout=writer, stderr=subprocess.PIPE,
+                               text=True)
+    os.close(writer)
+    os.close(reader)  # as `| head` does once it has what it wants: every write now fails
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (ExitCode.BROKEN_PIPE, "")
