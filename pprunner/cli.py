@@ -24,6 +24,7 @@ from .errors import (
     ConfigError,
     PluginError,
     PprunnerError,
+    ResultTimeout,
     SerializationError,
     TaskFailed,
     UnknownInvocation,
@@ -42,6 +43,7 @@ ERROR_EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
     (AppLoadError, ExitCode.APP_LOAD_ERROR),
     (BackendError, ExitCode.BACKEND_ERROR),
     (TaskFailed, ExitCode.TASK_FAILED),
+    (ResultTimeout, ExitCode.TIMEOUT),
     (SerializationError, ExitCode.USAGE_ERROR),
     (PprunnerError, ExitCode.INTERNAL_ERROR),
 )
@@ -70,6 +72,17 @@ def _duration_argument(text: str) -> float:
         seconds: float = parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds
+
+
+def _seconds_argument(text: str) -> float:
+    """A number of seconds, 0 or more: a negative wait has no meaning, so it is refused."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
     return seconds
 
 
@@ -107,8 +120,9 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
                          help="keyword arguments as a JSON object")
     enqueue.add_argument("--backend", metavar="URL")
     enqueue.add_argument("--serializer", metavar="NAME")
-    enqueue.add_argument("--wait", type=float, metavar="SECONDS",
-                         help="wait this long for the result and print it as JSON")
+    enqueue.add_argument("--wait", type=_seconds_argument, metavar="SECONDS",
+                         help="wait this long for the result and print it as JSON "
+                              "(exit 124 if it has not ended by then)")
 
     status = commands.add_parser("status", help="runners and invocation counts")
     _add_app_option(status)

@@ -120,6 +120,8 @@ def test_a_sigkilled_supervisor_leaves_no_multiprocessing_folder(
      ExitCode.USAGE_ERROR, "expected a JSON list"),
     (("enqueue", "--app", "tests.apps:app", "os.system"), {}, ExitCode.USAGE_ERROR,
      "unknown task 'os.system'"),
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--wait", "-1"), {},
+     ExitCode.USAGE_ERROR, "argument --wait: expected 0 or more seconds, got '-1'"),
     (("status",), {}, ExitCode.USAGE_ERROR, "--app MODULE:ATTRIBUTE is required"),
     (("run", "--app", "tests.apps_fail_in_worker:app", "--processes", "1"), {},
      ExitCode.APP_LOAD_ERROR, "could not load the app"),
@@ -156,6 +158,17 @@ def test_enqueue_and_wait_for_a_failing_task_exits_task_failed(
                    '{"message": "no"}', "--wait", "30", env=cli_env(db_url))
     assert done.returncode == ExitCode.TASK_FAILED
     assert "ValueError: no" in done.stderr
+
+
+def test_enqueue_and_wait_that_runs_out_exits_timeout(app: App, db_url: str) -> None:
+    # no supervisor runs: the invocation cannot end within the wait
+    done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
+                   "--wait", "0.2", env=cli_env(db_url))
+    assert done.returncode == ExitCode.TIMEOUT == 124
+    invocation_id = done.stdout.strip()
+    assert done.stderr == (f"pprunner: error: invocation {invocation_id} is still PENDING "
+                           "after 0.2 s\n")
+    assert app.handle(invocation_id).status() == Status.PENDING
 
 
 def test_purge_deletes_what_finished_before_the_cutoff(app: App, db_url: str) -> None:
