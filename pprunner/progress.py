@@ -50,6 +50,7 @@ class BurstProgress:
             self._bar = tqdm(total=total, unit="task", desc="pprunner", dynamic_ncols=True)
         self._bar.total = total
         self._bar.update(done - self._bar.n)
+        self._bar.refresh()  # at once, also when a log line erased it (see log.ERASE_LINE)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import pprunner
 import pprunner.backend
 import pprunner.cli
+import pprunner.plugins
 from pprunner import App, ErrorInfo, ExitCode, Status
 from pprunner.testing import make_invocation
 from tests import apps
@@ -139,6 +141,36 @@ def test_bad_input_is_one_clear_line_and_a_documented_exit_code(
     assert done.returncode == code, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--no-such-flag"),
+     "pprunner enqueue: error: unrecognized arguments: --no-such-flag"),
+    (("enqueue", "--app", "tests.apps:app", "os.system"),
+     "pprunner enqueue: error: unknown task 'os.system'"),
+    (("retry", "--app", "tests.apps:app"), "pprunner retry: error: give invocation ids or --all"),
+    (("status",), "pprunner status: error: --app MODULE:ATTRIBUTE is required"),
+])
+def test_a_command_s_usage_error_shows_that_command_s_usage(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: tuple[str, ...], error: str) -> None:
+    monkeypatch.setenv("PPRUNNER_BACKEND", db_url)
+    monkeypatch.delenv("PPRUNNER_APP", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        pprunner.cli.main(args)
+    assert exited.value.code == ExitCode.USAGE_ERROR
+    usage, *_, last = capsys.readouterr().err.splitlines()
+    assert usage.startswith(f"usage: pprunner {args[0]} [-h]")
+    assert last.startswith(error)
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    parser = pprunner.cli.build_parser(pprunner.plugins.get_plugin_manager())
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.option_strings or action.dest}"
+               for name, command in commands.choices.items() for action in command._actions
+               if action.option_strings and not action.help]
+    assert missing == []
 
 
 def test_enqueue_and_wait_prints_the_id_and_the_result(app: App, db_url: str, supervise) -> None:
