@@ -189,7 +189,11 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     return parser
 
 
-def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
+def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
+         creates_store: bool = False) -> App:
+    """The app with the command line's settings. Only commands that put work in the
+    store (``run``, ``enqueue``) may create it; the others would only make a
+    mistyped path look like an empty store."""
     if not args.app:
         parser.error("--app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
     app = load_app(args.app)
@@ -199,6 +203,8 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
                   start_method=getattr(args, "start_method", None),
                   shutdown_timeout=getattr(args, "shutdown_timeout", None),
                   log_level=getattr(args, "log_level", None))
+    if not creates_store:
+        app.open_existing_only()
     return app
 
 
@@ -208,7 +214,7 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
 def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.inline:
         args.processes = 0
-    app = _app(args, parser)
+    app = _app(args, parser, creates_store=True)
     supervisor = Supervisor(app, burst=args.burst, progress=args.burst and sys.stderr.isatty(),
                             options=args)
     log.setup(app.config.log_level, supervisor.id)
@@ -220,7 +226,7 @@ def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
 
 
 def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    app = _app(args, parser)
+    app = _app(args, parser, creates_store=True)
     task = app.tasks.get(args.task)
     if task is None:
         parser.error(f"unknown task {args.task!r}; registered tasks: "

@@ -58,6 +58,7 @@ class App:
         self._config: config_module.Config | None = None
         self._plugins: Plugins | None = None
         self._backend: Backend | None = None
+        self._create_store = True
         self._codec: Codec | None = None
         #: task name -> the serializer it was declared with (only that task accepts it)
         self._task_serializers: dict[str, str] = {}
@@ -71,11 +72,13 @@ class App:
                   **values: Any) -> None:
         """Override settings with the highest precedence (the CLI layer).
 
-        Values of None are ignored; ``replace=True`` drops earlier overrides.
-        Closes the backend so the next use opens the configured one.
+        Values of None are ignored; ``replace=True`` drops earlier overrides, and
+        :meth:`open_existing_only` with them. Closes the backend so the next use
+        opens the configured one.
         """
         if replace:
             self._overrides.clear()
+            self._create_store = True
         self._overrides.update({k: v for k, v in values.items() if v is not None})
         self._overrides_source = source
         self._config = None
@@ -99,9 +102,18 @@ class App:
     def backend(self) -> Backend:
         """This process's connection to the configured backend, opened on first use."""
         if self._backend is None:
-            self._backend = self.plugins.registry.backend_for(self.config.backend)
+            self._backend = self.plugins.registry.backend_for(self.config.backend,
+                                                              create=self._create_store)
             self._backend.keep_waiting = self._producer_patience
         return self._backend
+
+    def open_existing_only(self) -> None:
+        """From now on open the backend's store only if it exists: a missing one is
+        a ConfigError, not a new empty store. For callers that only read or change
+        what is stored (``pprunner status``, ``show``, ``retry``...), where creating
+        one would hide a mistyped path behind an empty queue."""
+        self._create_store = False
+        self.close()
 
     def _producer_patience(self, outage_s: float) -> bool:
         """A producer (enqueue, result, the CLI) waits out an outage for

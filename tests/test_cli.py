@@ -173,6 +173,28 @@ def test_every_option_of_every_command_has_help() -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("command", [("status",), ("show", "x"), ("failed",), ("retry", "--all"),
+                                     ("purge", "--older-than", "0"), ("scale", "1")])
+def test_commands_that_only_read_never_create_a_store(tmp_path: Path,
+                                                      command: tuple[str, ...]) -> None:
+    url = f"sqlite:///{tmp_path}/nonexistent_dir/x/jobs.db"
+    done = run_cli(*command, "--app", "tests.apps:app", "--backend", url, env=cli_env(url))
+    assert done.returncode == ExitCode.CONFIG_ERROR
+    assert done.stderr == (f"pprunner: error: no SQLite database at {tmp_path}/nonexistent_dir/"
+                           f"x/jobs.db (backend {url!r}); check the path: this command does "
+                           "not create one\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_with_two_slashes_is_a_config_error_with_a_hint(db_url: str) -> None:
+    done = run_cli("status", "--app", "tests.apps:app", "--backend", "sqlite://jobs.db",
+                   env=cli_env(db_url))
+    assert done.returncode == ExitCode.CONFIG_ERROR
+    assert done.stderr == ("pprunner: error: bad SQLite URL 'sqlite://jobs.db': expected "
+                           "sqlite:///relative/path.db or sqlite:////absolute/path.db (did you "
+                           "mean sqlite:///jobs.db?)\n")
+
+
 def test_enqueue_and_wait_prints_the_id_and_the_result(app: App, db_url: str, supervise) -> None:
     supervise(processes=1)
     done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
@@ -267,6 +289,7 @@ def test_version(db_url: str) -> None:
 
 
 def test_pprunner_app_environment_variable_names_the_app(app: App, db_url: str) -> None:
+    app.backend.counts()  # the store exists: status only reads one
     done = run_cli("status", env=cli_env(db_url, PPRUNNER_APP="tests.apps:app"))
     assert done.returncode == ExitCode.OK, done.stderr
     assert os.path.basename(db_url) not in done.stderr
