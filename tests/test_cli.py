@@ -195,6 +195,65 @@ def test_a_sqlite_url_with_two_slashes_is_a_config_error_with_a_hint(db_url: str
                            "mean sqlite:///jobs.db?)\n")
 
 
+SCRIPT = """
+import sys
+
+from pprunner import App
+
+app = App()
+
+
+@app.task
+def noop(n):
+    return n + 1
+
+
+if __name__ == "__main__":
+    try:
+        handle = noop.enqueue(41)
+    except Exception as exc:
+        sys.exit(f"{type(exc).__name__}: {exc}")
+    print(handle.id, handle.invocation().task)
+"""
+
+
+def test_a_task_enqueued_from_a_script_run_as_a_file_is_named_as_workers_import_it(
+        app: App, db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "bench.py").write_text(SCRIPT)
+    enqueued = subprocess.run([sys.executable, "bench.py"], cwd=scripts, env=cli_env(db_url),
+                              capture_output=True, text=True, timeout=60)
+    assert enqueued.returncode == 0, enqueued.stderr
+    invocation_id, task = enqueued.stdout.split()
+    assert task == "bench.noop"
+    # a supervisor that imports the file as the module `bench` runs it
+    done = run_cli("run", "--app", "bench:app", "--processes", "1", "--burst",
+                   env=cli_env(db_url, PYTHONPATH=f"{scripts}{os.pathsep}{REPO}"))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert app.handle(invocation_id).status() == Status.SUCCESS
+
+
+def test_a_task_in_a_script_no_worker_can_import_is_refused_at_enqueue(
+        app: App, db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "my-bench.py").write_text(SCRIPT)  # not a module name: nothing imports it
+    enqueued = subprocess.run([sys.executable, "my-bench.py"], cwd=tmp_path,
+                              env=cli_env(db_url), capture_output=True, text=True, timeout=60)
+    assert enqueued.returncode == 1
+    assert enqueued.stderr == (
+        "AppLoadError: task '__main__.noop' is defined in a script run as __main__ that is not "
+        "importable under a module name, so no worker could run it; define it in an importable "
+        "module, or run the script with python -m (a file whose name is a valid module name, "
+        "e.g. bench.py, not my-bench.py)\n")
+    assert app.backend.counts()[Status.PENDING] == 0
+
+
 def test_enqueue_and_wait_prints_the_id_and_the_result(app: App, db_url: str, supervise) -> None:
     supervise(processes=1)
     done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
