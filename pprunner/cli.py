@@ -219,9 +219,12 @@ def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
                             options=args)
     log.setup(app.config.log_level, supervisor.id)
     code = supervisor.run()
-    if args.burst and code == ExitCode.OK:
+    if supervisor.progress is not None and code == ExitCode.OK:
         counts = app.backend.counts()
-        print("burst done: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+        ended = supervisor.progress.ended(counts)
+        print(f"burst done: {sum(ended.values())} invocation(s) ended in this run: "
+              f"{_counts_text(ended)}")
+        print(f"the store holds: {_counts_text(counts)}")
     return code
 
 
@@ -268,7 +271,7 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                      f"{now - r.heartbeat_at:.1f} s ago", current))
     print(f"runners: {len(runners)}")
     _print_table(rows)
-    print("invocations: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+    print(f"invocations: {_counts_text(counts)}")
     return ExitCode.OK
 
 
@@ -403,6 +406,11 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
         _print_table([("NAME", "DISTRIBUTION", "ERROR")]
                      + [(f.name, f.distribution, f.error) for f in registry.failures])
     return ExitCode.OK
+
+
+def _counts_text(counts: dict[Status, int]) -> str:
+    """``pending 0, running 1, ...``: counts by status as every command shows them."""
+    return ", ".join(f"{status.value.lower()} {n}" for status, n in counts.items())
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -93,7 +93,8 @@ class Supervisor:
         self._next_burst_check = 0.0
         self.exit_code = ExitCode.OK
         self.started_at = time.time()
-        self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
+        #: a burst run's count of what ended since it began (its summary's numbers too)
+        self.progress = BurstProgress(app.backend, enabled=progress) if burst else None
         self._signals: deque[int] = deque()
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_read, False)
@@ -218,11 +219,13 @@ class Supervisor:
         self._producer_patience = backend.keep_waiting
         backend.keep_waiting = lambda outage_s: not self._stopping()
         try:
-            backend.counts()
+            counts = backend.counts()
         except PprunnerError:
             raise
         except Exception as exc:
             raise BackendError(f"cannot use backend {backend.url!r}: {exc}") from exc
+        if self.progress is not None:
+            self.progress.begin(counts)  # before any worker can end an invocation
         if self.processes == 0:
             logger.info("running inline (no worker processes), backend %s", backend.url)
         else:
@@ -431,10 +434,10 @@ class Supervisor:
                         purged, keep)
 
     def _burst_done(self) -> bool:
-        if self._progress is None or time.monotonic() < self._next_burst_check:
+        if self.progress is None or time.monotonic() < self._next_burst_check:
             return False
         self._next_burst_check = time.monotonic() + BURST_TICK
-        if self._progress.update() > 0:
+        if self.progress.update() > 0:
             return False
         self._stop_requested = True
         return True
@@ -637,8 +640,8 @@ class Supervisor:
                 logger.error("invocations still owned after stopping: %s", owned)
             self.backend.forget_runners([self.id])
         self.backend.keep_waiting = self._producer_patience  # the app's producers' again
-        if self._progress is not None:
-            self._progress.close()
+        if self.progress is not None:
+            self.progress.close()
         if self._manager is not None:
             self._manager.shutdown()
             self._manager = None

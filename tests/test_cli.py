@@ -47,6 +47,26 @@ def test_burst_drains_the_queue_and_exits_zero(app: App, db_url: str) -> None:
     assert "ValueError: expected" in line and " pid=" in line
 
 
+@pytest.mark.parametrize(("processes", "progress"), [("2", ["burst: 2/2 done"]), ("0", [])])
+def test_the_burst_summary_counts_this_run_and_agrees_with_the_progress(
+        app: App, db_url: str, processes: str, progress: list[str]) -> None:
+    burst = (*RUN, "--processes", processes, "--burst")
+    for n in range(3):
+        apps.add.enqueue(n, n)
+    assert run_cli(*burst, env=cli_env(db_url)).returncode == ExitCode.OK
+    apps.add.enqueue(1, 1)
+    apps.fail.enqueue("expected")
+    second = run_cli(*burst, env=cli_env(db_url))
+    assert second.returncode == ExitCode.OK, second.stderr
+    assert second.stdout.splitlines() == [
+        "burst done: 2 invocation(s) ended in this run: success 1, failed 1",
+        "the store holds: pending 0, running 0, paused 0, success 4, failed 1"]
+    # without a terminal the progress is logged (not inline); its last line counts the same
+    logged = [line for line in second.stderr.splitlines() if " pprunner.progress: " in line]
+    assert [line.partition(" pprunner.progress: ")[2][:len("burst: 2/2 done")]
+            for line in logged[-1:]] == progress
+
+
 def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> None:
     handle = apps.whoami.enqueue()
     done = run_cli(*RUN, "--inline", "--burst", env=cli_env(db_url))
