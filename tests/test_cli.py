@@ -425,3 +425,20 @@ def test_a_reader_that_goes_away_ends_a_command_quietly(db_url: str, args: tuple
     os.close(reader)  # as `| head` does once it has what it wants: every write now fails
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (ExitCode.BROKEN_PIPE, "")
+
+
+def test_the_redis_example_without_the_redis_extra_says_which_to_install(
+        db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    # a `redis` that cannot be imported, first on the path: as if the extra were missing
+    (tmp_path / "redis.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'redis'\", name='redis')\n")
+    done = subprocess.run([sys.executable, "-m", "examples.redis_hosts"], cwd=REPO,
+                          env=cli_env(db_url, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("examples.redis_hosts needs the redis extra: pip install -e "
+                           "'.[redis]' (or pip install 'pprunner[redis]')\n")
