@@ -10,6 +10,8 @@ b's supervisor sees host a's heartbeats go stale (``dead_after`` is 3 s
 here, 30 s by default), takes back what its workers held, and runs it.
 Every invocation ends SUCCESS exactly once. Without ``?prefix=`` in the URL
 the example uses a key prefix of its own and deletes its keys at the end.
+
+Needs the redis extra (``pip install -e '.[redis]'``) and a Redis server.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-
-import redis
 
 from pprunner import App, Status, gather
 
@@ -75,6 +75,11 @@ def run(url: str, count: int) -> None:
 
 
 def main(url: str, count: int) -> None:
+    try:
+        import redis  # here, not at the top: the hosts' workers import this module too
+    except ModuleNotFoundError:
+        sys.exit("examples.redis_hosts needs the redis extra: pip install -e '.[redis]' "
+                 "(or pip install 'pprunner[redis]')")
     if "prefix=" in url:
         run(url, count)
         return

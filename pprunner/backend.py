@@ -61,6 +61,13 @@ class Backend(abc.ABC):
         #: ``outage_timeout``; a worker waits as long as it takes (it holds what it
         #: runs); a supervisor until it is asked to stop, so a stop is not held up.
         self.keep_waiting: Callable[[float], bool] = lambda outage_s: True
+        #: whether opening the store may create it (a new SQLite file and its folders).
+        #: Commands that only look at or change what a store holds set it to False
+        #: before first use (see :meth:`pprunner.App.open_existing_only`): a store that
+        #: is not there is then a ConfigError instead of a new empty one, so a mistyped
+        #: path cannot pass for an empty queue. A store that creates nothing on opening
+        #: (a server's) has nothing to refuse and ignores it.
+        self.create = True
 
     # -- producers ----------------------------------------------------------
 

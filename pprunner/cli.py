@@ -17,13 +17,14 @@ from typing import Any
 
 from . import __version__, control, health, log
 from .backend import purge_finished
-from .config import parse_duration
+from .config import START_METHODS, describe_settings, parse_duration
 from .errors import (
     AppLoadError,
     BackendError,
     ConfigError,
     PluginError,
     PprunnerError,
+    ResultTimeout,
     SerializationError,
     TaskFailed,
     UnknownInvocation,
@@ -42,6 +43,7 @@ ERROR_EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
     (AppLoadError, ExitCode.APP_LOAD_ERROR),
     (BackendError, ExitCode.BACKEND_ERROR),
     (TaskFailed, ExitCode.TASK_FAILED),
+    (ResultTimeout, ExitCode.TIMEOUT),
     (SerializationError, ExitCode.USAGE_ERROR),
     (PprunnerError, ExitCode.INTERNAL_ERROR),
 )
@@ -73,9 +75,31 @@ def _duration_argument(text: str) -> float:
     return seconds
 
 
-def _add_app_option(parser: argparse.ArgumentParser) -> None:
+def _seconds_argument(text: str) -> float:
+    """A number of seconds, 0 or more: a negative wait has no meaning, so it is refused."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return seconds
+
+
+def _setting_help(name: str) -> str:
+    """Help for an option that overrides a setting: the setting's own description,
+    so the two never drift apart, and where the default comes from."""
+    doc, default = next((doc, default) for setting, _env, default, doc in describe_settings()
+                        if setting == name)
+    return f"{doc}; default: the {name} setting ({default})"
+
+
+def _add_app_options(parser: argparse.ArgumentParser) -> None:
+    """--app and --backend, which every command that works on an app's store takes."""
     parser.add_argument("--app", default=os.environ.get("PPRUNNER_APP"),
                         help="the App as module:attribute (default: $PPRUNNER_APP)")
+    parser.add_argument("--backend", metavar="URL", help="backend URL, e.g. sqlite:///jobs.db "
+                                                         "(default: the backend setting)")
 
 
 def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
@@ -85,66 +109,61 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a supervisor and its worker processes")
-    _add_app_option(run)
+    _add_app_options(run)
     run.add_argument("--processes", "-p", type=int, metavar="N",
                      help="worker processes (default: the processes setting); 0 runs inline")
     run.add_argument("--inline", action="store_true",
                      help="run tasks in this process, for debugging (same as --processes 0)")
-    run.add_argument("--backend", metavar="URL", help="backend URL, e.g. sqlite:///jobs.db")
-    run.add_argument("--serializer", metavar="NAME", help="serializer for new invocations")
+    run.add_argument("--serializer", metavar="NAME", help=_setting_help("serializer"))
     run.add_argument("--burst", action="store_true",
                      help="exit 0 once the queue is empty and every invocation is final")
-    run.add_argument("--start-method", choices=("spawn", "forkserver", "fork"))
-    run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS")
-    run.add_argument("--log-level", metavar="LEVEL")
+    run.add_argument("--start-method", choices=START_METHODS,
+                     help=_setting_help("start_method"))
+    run.add_argument("--shutdown-timeout", type=float, metavar="SECONDS",
+                     help=_setting_help("shutdown_timeout"))
+    run.add_argument("--log-level", metavar="LEVEL", help=_setting_help("log_level"))
 
     enqueue = commands.add_parser("enqueue", help="enqueue one invocation of a registered task")
-    _add_app_option(enqueue)
+    _add_app_options(enqueue)
     enqueue.add_argument("task", metavar="TASK_NAME")
     enqueue.add_argument("--args", type=_json_value(list), default=[], metavar="JSON",
                          help="positional arguments as a JSON list")
     enqueue.add_argument("--kwargs", type=_json_value(dict), default={}, metavar="JSON",
                          help="keyword arguments as a JSON object")
-    enqueue.add_argument("--backend", metavar="URL")
-    enqueue.add_argument("--serializer", metavar="NAME")
-    enqueue.add_argument("--wait", type=float, metavar="SECONDS",
-                         help="wait this long for the result and print it as JSON")
+    enqueue.add_argument("--serializer", metavar="NAME", help=_setting_help("serializer"))
+    enqueue.add_argument("--wait", type=_seconds_argument, metavar="SECONDS",
+                         help="wait this long for the result and print it as JSON "
+                              "(exit 124 if it has not ended by then)")
 
     status = commands.add_parser("status", help="runners and invocation counts")
-    _add_app_option(status)
-    status.add_argument("--backend", metavar="URL")
+    _add_app_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = commands.add_parser("show", help="one invocation: status, attempts and their errors")
-    _add_app_option(show)
-    show.add_argument("--backend", metavar="URL")
+    _add_app_options(show)
     show.add_argument("id", metavar="ID")
     show.add_argument("--traceback", action="store_true", help="the last error's traceback")
 
     failed = commands.add_parser("failed", help="list failed invocations with their errors")
-    _add_app_option(failed)
-    failed.add_argument("--backend", metavar="URL")
+    _add_app_options(failed)
     failed.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     failed.add_argument("--history", action="store_true", help="every attempt's error")
 
     retry = commands.add_parser("retry", help="put failed invocations back in the queue")
-    _add_app_option(retry)
-    retry.add_argument("--backend", metavar="URL")
+    _add_app_options(retry)
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--all", action="store_true", help="every failed invocation")
 
     purge = commands.add_parser("purge", help="delete invocations that finished (SUCCESS or "
                                               "FAILED) long enough ago")
-    _add_app_option(purge)
-    purge.add_argument("--backend", metavar="URL")
+    _add_app_options(purge)
     purge.add_argument("--older-than", type=_duration_argument, metavar="DURATION",
                        help="finished longer ago than this: seconds, or e.g. 15m, 12h, 7d "
                             "(default: the keep_finished setting)")
 
     scale = commands.add_parser("scale", help="set the worker count of running supervisors "
                                               "on this host")
-    _add_app_option(scale)
-    scale.add_argument("--backend", metavar="URL")
+    _add_app_options(scale)
     scale.add_argument("processes", type=int, metavar="N")
     scale.add_argument("--supervisor", metavar="ID", help="only this one (default: every "
                                                            "supervisor of the app on this host)")
@@ -165,12 +184,18 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
 
     for name, sub in commands.choices.items():
         plugins.hook.pprunner_add_cli_options(command=name, parser=sub)
+        # a command's errors show its own usage line, not the top-level one
+        sub.set_defaults(command_parser=sub)
     return parser
 
 
-def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
+def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
+         creates_store: bool = False) -> App:
+    """The app with the command line's settings. Only commands that put work in the
+    store (``run``, ``enqueue``) may create it; the others would only make a
+    mistyped path look like an empty store."""
     if not args.app:
-        parser.error(f"{args.command}: --app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
+        parser.error("--app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
     app = load_app(args.app)
     app.configure(source="the command line", backend=args.backend,
                   serializer=getattr(args, "serializer", None),
@@ -178,6 +203,8 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
                   start_method=getattr(args, "start_method", None),
                   shutdown_timeout=getattr(args, "shutdown_timeout", None),
                   log_level=getattr(args, "log_level", None))
+    if not creates_store:
+        app.open_existing_only()
     return app
 
 
@@ -187,22 +214,25 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> App:
 def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.inline:
         args.processes = 0
-    app = _app(args, parser)
+    app = _app(args, parser, creates_store=True)
     supervisor = Supervisor(app, burst=args.burst, progress=args.burst and sys.stderr.isatty(),
                             options=args)
     log.setup(app.config.log_level, supervisor.id)
     code = supervisor.run()
-    if args.burst and code == ExitCode.OK:
+    if supervisor.progress is not None and code == ExitCode.OK:
         counts = app.backend.counts()
-        print("burst done: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+        ended = supervisor.progress.ended(counts)
+        print(f"burst done: {sum(ended.values())} invocation(s) ended in this run: "
+              f"{_counts_text(ended)}")
+        print(f"the store holds: {_counts_text(counts)}")
     return code
 
 
 def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    app = _app(args, parser)
+    app = _app(args, parser, creates_store=True)
     task = app.tasks.get(args.task)
     if task is None:
-        parser.error(f"enqueue: unknown task {args.task!r}; registered tasks: "
+        parser.error(f"unknown task {args.task!r}; registered tasks: "
                      f"{', '.join(sorted(app.tasks)) or 'none'}")
     handle = task.enqueue(*args.args, **args.kwargs)
     print(handle.id)
@@ -241,7 +271,7 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                      f"{now - r.heartbeat_at:.1f} s ago", current))
     print(f"runners: {len(runners)}")
     _print_table(rows)
-    print("invocations: " + ", ".join(f"{s.value.lower()} {n}" for s, n in counts.items()))
+    print(f"invocations: {_counts_text(counts)}")
     return ExitCode.OK
 
 
@@ -282,7 +312,7 @@ def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if bool(args.ids) == args.all:
-        parser.error("retry: give invocation ids or --all (not both)")
+        parser.error("give invocation ids or --all (not both)")
     backend = _app(args, parser).backend
     requeued = backend.requeue(None if args.all else args.ids)
     missed = set(args.ids) - {i.id for i in requeued}
@@ -298,7 +328,7 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     app = _app(args, parser)
     older_than = app.config.keep_finished if args.older_than is None else args.older_than
     if args.older_than is None and not older_than:
-        parser.error("purge: keep_finished is 0 (keep every invocation); give --older-than")
+        parser.error("keep_finished is 0 (keep every invocation); give --older-than")
     cutoff = time.time() - older_than
     purged = 0
     while True:
@@ -315,7 +345,7 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.processes < 1:
-        parser.error("scale: N must be at least 1")
+        parser.error("N must be at least 1")
     here = os.environ.get("PPRUNNER_HOST") or socket.gethostname()
     supervisors = [r for r in _app(args, parser).backend.runners()
                    if r.kind is RunnerKind.SUPERVISOR and r.host == here
@@ -337,7 +367,7 @@ def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def command_health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if not args.file:
-        parser.error("health: --file PATH is required (or set PPRUNNER_HEALTH_FILE)")
+        parser.error("--file PATH is required (or set PPRUNNER_HEALTH_FILE)")
     trouble = health.problem(args.file, args.max_age, args.ready)
     print(trouble or ("ready" if args.ready else "alive"))
     return ExitCode.UNHEALTHY if trouble else ExitCode.OK
@@ -378,6 +408,11 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
     return ExitCode.OK
 
 
+def _counts_text(counts: dict[Status, int]) -> str:
+    """``pending 0, running 1, ...``: counts by status as every command shows them."""
+    return ", ".join(f"{status.value.lower()} {n}" for status, n in counts.items())
+
+
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -386,9 +421,29 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a reader of stdout that goes away (``| head``) ends it quietly.
+
+    Like a Unix tool killed by SIGPIPE: no traceback, exit status 141. Python
+    ignores SIGPIPE, so the closed pipe shows up as BrokenPipeError from
+    whichever write or flush comes first, then again when the interpreter
+    flushes stdout at exit unless stdout points somewhere else by then.
+    """
+    try:
+        try:
+            return _run_command(argv)
+        finally:
+            sys.stdout.flush()  # the buffered rest: a reader that left shows here at the latest
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.BROKEN_PIPE
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     plugins = get_plugin_manager()
-    parser = build_parser(plugins)
-    args = parser.parse_args(argv)
+    args, unrecognized = build_parser(plugins).parse_known_args(argv)
+    parser: argparse.ArgumentParser = args.command_parser
+    if unrecognized:
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     try:
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)

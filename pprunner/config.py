@@ -173,7 +173,8 @@ class Config:
                                     "longest an idle worker blocks in one claim")
     max_attempts: int = _setting(3, _number(int, 1),
                                  "attempts per invocation when its worker dies (task default)")
-    log_level: str = _setting("INFO", _choice(*LOG_LEVELS, upper=True), "logging level")
+    log_level: str = _setting("INFO", _choice(*LOG_LEVELS, upper=True),
+                              "logging level: DEBUG, INFO, WARNING or ERROR")
     time_limit: float | None = _setting(
         None, _optional(_number(float, 0, strict=True)),
         "hard limit in seconds per invocation (task default); the worker is killed")

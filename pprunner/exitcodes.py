@@ -33,6 +33,13 @@ class ExitCode(enum.IntEnum):
     CRASH_LOOP = 7
     #: ``pprunner health``: the supervisor is not alive (or not ready, with --ready).
     UNHEALTHY = 8
+    #: ``pprunner enqueue --wait``: the invocation had not ended when the wait
+    #: ran out (it stays queued or running); the number ``timeout(1)`` uses.
+    TIMEOUT = 124
     #: Stopped at once by a second SIGINT; invocations that were running
     #: were handed back to the queue.
     INTERRUPTED = 130
+    #: Whoever read the output went away (``pprunner plugins | head -1``): the
+    #: command stopped quietly, with the status a shell reports for a Unix
+    #: tool killed by SIGPIPE (128 + 13).
+    BROKEN_PIPE = 141

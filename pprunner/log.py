@@ -9,11 +9,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import sys
 from collections.abc import Iterator
+from typing import TextIO
 
 FORMAT = ("%(asctime)s %(levelname)-7s [%(runner)s pid=%(process)d inv=%(invocation)s] "
           "%(name)s: %(message)s")
+
+#: starts every log line on a terminal: back to the start of the line, erase it. A
+#: ``--burst`` progress bar is redrawn in place there without a newline; a line logged
+#: by any process (workers have no way to the bar's ``tqdm.write``) thus replaces it
+#: instead of continuing it, and the bar comes back below at its next refresh.
+ERASE_LINE = "\r\x1b[K"
 
 _invocation: contextvars.ContextVar[str] = contextvars.ContextVar("pprunner_invocation",
                                                                    default="-")
@@ -33,14 +41,22 @@ def setup(level: str, runner_id: str) -> None:
     """Send this process's logs to stderr in pprunner's format (CLI and workers only)."""
     global _runner
     _runner = runner_id
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(ContextFilter())
+    handler = stream_handler(sys.stderr)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def stream_handler(stream: TextIO) -> logging.Handler:
+    """A handler writing pprunner's format to ``stream``; on a terminal each line
+    first erases whatever shares its line (see :data:`ERASE_LINE`)."""
+    terminal = stream.isatty() and os.environ.get("TERM") != "dumb"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter((ERASE_LINE if terminal else "") + FORMAT))
+    handler.addFilter(ContextFilter())
+    return handler
 
 
 @contextlib.contextmanager

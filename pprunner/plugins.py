@@ -65,7 +65,9 @@ class Registry:
         self.serializers[serializer.name] = serializer
         self.serializer_owners[serializer.name] = plugin
 
-    def backend_for(self, url: str) -> Backend:
+    def backend_for(self, url: str, *, create: bool = True) -> Backend:
+        """A backend for ``url``; ``create=False``: one that refuses to create a
+        store that does not exist yet (:attr:`Backend.create`)."""
         scheme = url.partition(":")[0].lower()
         if "://" not in url or scheme not in self.backends:
             raise PluginError(
@@ -73,7 +75,9 @@ class Registry:
                 f"known schemes: {', '.join(sorted(self.backends)) or 'none'}"
                 + self._failure_hint()
             )
-        return self.backends[scheme](url)
+        backend = self.backends[scheme](url)
+        backend.create = create
+        return backend
 
     def serializer(self, name: str) -> Serializer:
         try:

@@ -33,7 +33,8 @@ class BackendFeed:
         self.app = app
         self.burst = burst
         self._supervisor_id = supervisor_id
-        self._progress = BurstProgress(app.backend, enabled=progress) if burst else None
+        #: a burst run's count of what ended since it began (its summary's numbers too)
+        self.progress = BurstProgress(app.backend, enabled=progress) if burst else None
         self._next_burst_check = 0.0
         self._upkeep = Upkeep(app.backend, app.config, supervisor_id)
         #: how the app's producers wait out outages, restored when the supervisor ends
@@ -65,11 +66,13 @@ class BackendFeed:
         self._producer_patience = backend.keep_waiting
         backend.keep_waiting = lambda outage_s: not stopping()
         try:
-            backend.counts()
+            counts = backend.counts()
         except PprunnerError:
             raise
         except Exception as exc:
             raise BackendError(f"cannot use backend {backend.url!r}: {exc}") from exc
+        if self.progress is not None:
+            self.progress.begin(counts)  # before any worker can end an invocation
 
     def heartbeat(self, plugins: Any, runners: Sequence[RunnerInfo]) -> None:
         plugins.hook.pprunner_heartbeat(backend=self.backend, runners=runners, at=time.time())
@@ -90,10 +93,10 @@ class BackendFeed:
 
     def drained(self) -> bool:
         """Burst mode: nothing is PENDING, RUNNING or PAUSED any more."""
-        if self._progress is None or time.monotonic() < self._next_burst_check:
+        if self.progress is None or time.monotonic() < self._next_burst_check:
             return False
         self._next_burst_check = time.monotonic() + BURST_TICK
-        return self._progress.update() == 0
+        return self.progress.update() == 0
 
     def stopping(self) -> None:
         self.backend.wakeup()  # idle workers blocked in a claim notice the stop at once
@@ -105,5 +108,5 @@ class BackendFeed:
                 logger.error("invocations still owned after stopping: %s", owned)
             self.backend.forget_runners([self._supervisor_id])
         self.backend.keep_waiting = self._producer_patience  # the app's producers' again
-        if self._progress is not None:
-            self._progress.close()
+        if self.progress is not None:
+            self.progress.close()

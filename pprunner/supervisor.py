@@ -48,6 +48,7 @@ from .jobs import Call
 from .plugins import Plugins, get_plugin_manager
 from .pool import Child, CrashLoop, Phase, Retirement
 from .proctitle import set_title
+from .progress import BurstProgress
 from .pull import BackendFeed
 from .spawn import (
     WorkerExit,
@@ -192,6 +193,11 @@ class Supervisor:
     @property
     def backend(self) -> Backend | None:
         return self.feed.backend
+
+    @property
+    def progress(self) -> BurstProgress | None:
+        """A burst run's count of what ended since it began (pull mode)."""
+        return self.feed.progress if isinstance(self.feed, BackendFeed) else None
 
     @property
     def view(self) -> SupervisorView:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
@@ -58,6 +60,7 @@ class App:
         self._config: config_module.Config | None = None
         self._plugins: Plugins | None = None
         self._backend: Backend | None = None
+        self._create_store = True
         self._codec: Codec | None = None
         #: task name -> the serializer it was declared with (only that task accepts it)
         self._task_serializers: dict[str, str] = {}
@@ -71,11 +74,13 @@ class App:
                   **values: Any) -> None:
         """Override settings with the highest precedence (the CLI layer).
 
-        Values of None are ignored; ``replace=True`` drops earlier overrides.
-        Closes the backend so the next use opens the configured one.
+        Values of None are ignored; ``replace=True`` drops earlier overrides, and
+        :meth:`open_existing_only` with them. Closes the backend so the next use
+        opens the configured one.
         """
         if replace:
             self._overrides.clear()
+            self._create_store = True
         self._overrides.update({k: v for k, v in values.items() if v is not None})
         self._overrides_source = source
         self._config = None
@@ -99,9 +104,18 @@ class App:
     def backend(self) -> Backend:
         """This process's connection to the configured backend, opened on first use."""
         if self._backend is None:
-            self._backend = self.plugins.registry.backend_for(self.config.backend)
+            self._backend = self.plugins.registry.backend_for(self.config.backend,
+                                                              create=self._create_store)
             self._backend.keep_waiting = self._producer_patience
         return self._backend
+
+    def open_existing_only(self) -> None:
+        """From now on open the backend's store only if it exists: a missing one is
+        a ConfigError, not a new empty store. For callers that only read or change
+        what is stored (``pprunner status``, ``show``, ``retry``...), where creating
+        one would hide a mistyped path behind an empty queue."""
+        self._create_store = False
+        self.close()
 
     def _producer_patience(self, outage_s: float) -> bool:
         """A producer (enqueue, result, the CLI) waits out an outage for
@@ -158,15 +172,11 @@ class App:
         """The ``module:attribute`` path that rebuilds this app in a worker."""
         if self.import_path:
             return self.import_path
-        module_name = self._defined_in
-        module = sys.modules.get(module_name)
-        if module_name == "__main__" and module is not None:
-            spec = getattr(module, "__spec__", None)
-            if spec is None:
-                raise AppLoadError("an app defined in a script run as __main__ cannot be "
-                                   "rebuilt in worker processes; define it in an importable "
-                                   "module (or run the script with python -m)")
-            module_name = spec.name
+        module = sys.modules.get(self._defined_in)
+        module_name = importable_name(self._defined_in)
+        if module_name is None:
+            raise AppLoadError(f"an app defined in {UNIMPORTABLE_SCRIPT} cannot be rebuilt in "
+                               f"worker processes; {MAKE_IT_IMPORTABLE}")
         for attribute, value in (vars(module) if module is not None else {}).items():
             if value is self:
                 self.import_path = f"{module_name}:{attribute}"
@@ -238,7 +248,14 @@ class Task(Generic[P, R]):
         return f"<pprunner.Task {self.name}>"
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Handle:
-        """Queue one invocation and return its handle at once."""
+        """Queue one invocation and return its handle at once.
+
+        Refuses a task named after ``__main__`` (see :func:`default_task_name`):
+        workers import modules by name, never as ``__main__``, so none could run it.
+        """
+        if self.name.startswith("__main__."):
+            raise AppLoadError(f"task {self.name!r} is defined in {UNIMPORTABLE_SCRIPT}, so "
+                               f"no worker could run it; {MAKE_IT_IMPORTABLE}")
         invocation_id, serializer = new_invocation_id(), self.serializer
         invocation = Invocation(
             id=invocation_id, task=self.name, serializer=serializer,
@@ -250,13 +267,55 @@ class Task(Generic[P, R]):
         return Handle(self.app, invocation.id)
 
 
+#: where an app or task is that no worker can import, and what to do about it
+UNIMPORTABLE_SCRIPT = "a script run as __main__ that is not importable under a module name"
+MAKE_IT_IMPORTABLE = ("define it in an importable module, or run the script with python -m "
+                      "(a file whose name is a valid module name, e.g. bench.py, not my-bench.py)")
+
+
 def default_task_name(function: Callable[..., Any]) -> str:
-    """``module.qualname``, with the real module name for a module run as ``python -m``."""
-    module = function.__module__
-    if module == "__main__":
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        module = spec.name if spec is not None else module
+    """``module.qualname``, with the name workers import the module by when it runs as
+    ``__main__`` (see :func:`importable_name`); ``__main__.qualname`` when there is none."""
+    module = importable_name(function.__module__) or function.__module__
     return f"{module}.{function.__qualname__}"
+
+
+def importable_name(module_name: str) -> str | None:
+    """The name under which a worker imports the module ``module_name`` is known by here.
+
+    Only ``__main__`` differs: run with ``python -m pkg.mod`` it is ``pkg.mod``; run as
+    a file (``python bench.py``) it is the module that file is imported as from this
+    ``sys.path`` (``bench``), when importing that name would load this very file.
+    None when there is none (``python -c``, ``my-bench.py``, a name that another
+    module shadows): then no worker can import what it defines.
+    """
+    if module_name != "__main__":
+        return module_name
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return _module_name_of_file(Path(path).resolve()) if path else None
+
+
+def _module_name_of_file(file: Path) -> str | None:
+    """The dotted name that imports ``file`` from this ``sys.path``, if one does."""
+    for entry in sys.path:
+        try:
+            parts = file.with_suffix("").relative_to(Path(entry or os.curdir).resolve()).parts
+        except ValueError:
+            continue
+        if file.suffix != ".py" or not all(part.isidentifier() for part in parts):
+            continue
+        name = ".".join(parts)
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin is not None and Path(spec.origin).resolve() == file:
+            return name
+    return None
 
 
 @attrs.frozen(repr=False)

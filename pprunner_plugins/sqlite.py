@@ -1,7 +1,9 @@
 """The ``sqlite://`` backend, the embedded default: one file, many processes.
 
 ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``. The file
-is in WAL mode, so readers never block the one writer, with
+and its folders are created on first use, unless the backend was opened
+with ``create=False`` (commands that only read): then a missing file is a
+ConfigError. The file is in WAL mode, so readers never block the one writer, with
 ``synchronous=NORMAL`` (a committed transaction survives a crash of any
 process; only a power loss may lose the last ones). Every status change is
 one guarded statement or one ``BEGIN IMMEDIATE`` transaction, so claims are
@@ -30,7 +32,7 @@ import attrs
 
 import pprunner
 from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
-from pprunner.errors import BackendError, IllegalTransition
+from pprunner.errors import BackendError, ConfigError, IllegalTransition
 from pprunner.invocation import (
     FINAL_STATUSES,
     OWNED_STATUSES,
@@ -170,8 +172,10 @@ def path_of(url: str) -> Path:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
-        raise BackendError(f"bad SQLite URL {url!r}: expected sqlite:///relative/path.db "
-                           "or sqlite:////absolute/path.db")
+        rest = url.partition("://")[2]
+        hint = f" (did you mean sqlite:///{rest}?)" if rest and "/" not in rest else ""
+        raise ConfigError(f"bad SQLite URL {url!r}: expected sqlite:///relative/path.db "
+                          f"or sqlite:////absolute/path.db{hint}")
     return Path(url[len(prefix):])
 
 
@@ -203,10 +207,17 @@ class SQLiteBackend(Backend):
             yield self._connection
 
     def _open(self) -> sqlite3.Connection:
+        if not self.create and not self.path.is_file():
+            raise ConfigError(f"no SQLite database at {self.path} (backend {self.url!r}); "
+                              "check the path: this command does not create one")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                         isolation_level=None, check_same_thread=False)
+            if self.create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # mode=rw: a file removed since the check above is an error, not a new file
+            connection = sqlite3.connect(
+                self.path if self.create else f"{self.path.as_uri()}?mode=rw",
+                uri=not self.create, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False)
             # switching a new file to WAL can be refused as locked without SQLite's busy
             # wait (another connection opening it at the same moment): retried like the rest
             self._retrying(lambda: connection.execute("PRAGMA journal_mode=WAL"))

@@ -18,8 +18,9 @@ import pytest
 import pprunner.backend
 import pprunner_plugins.sqlite
 from pprunner.backend import Backend
-from pprunner.errors import BackendError
+from pprunner.errors import ConfigError
 from pprunner.invocation import ErrorInfo, Status
+from pprunner.plugins import get_plugin_manager
 from pprunner.testing import BackendContract, make_invocation
 from pprunner.testing.backend_contract import (
     THREAD_TIMEOUT,
@@ -89,9 +90,33 @@ class TestSQLiteBackend(BackendContract):
         return open_backend()
 
     @pytest.mark.parametrize("url", ["sqlite://nothing", "sqlite:///", "sqlite:/x.db"])
-    def test_a_bad_url_raises_backend_error(self, url: str) -> None:
-        with pytest.raises(BackendError, match="bad SQLite URL"):
+    def test_a_bad_url_is_a_config_error(self, url: str) -> None:
+        with pytest.raises(ConfigError, match="bad SQLite URL"):
             SQLiteBackend(url)
+
+    def test_two_slashes_get_a_hint_at_three(self) -> None:
+        with pytest.raises(ConfigError, match=r"\(did you mean sqlite:///jobs\.db\?\)"):
+            SQLiteBackend("sqlite://jobs.db")
+
+    def test_opened_for_an_existing_store_only_it_creates_nothing(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/no/such/folder/jobs.db"
+        backend = get_plugin_manager().registry.backend_for(url, create=False)
+        try:
+            with pytest.raises(ConfigError, match=r"^no SQLite database at .*/no/such/folder/"
+                                                  r"jobs\.db \(backend 'sqlite:///"):
+                backend.counts()
+        finally:
+            backend.close()
+        assert list(tmp_path.iterdir()) == []
+
+    def test_opened_for_an_existing_store_only_it_uses_one_that_exists(
+            self, backend: SQLiteBackend) -> None:
+        backend.enqueue(invocation := make_invocation())
+        existing = get_plugin_manager().registry.backend_for(backend.url, create=False)
+        try:
+            assert existing.get(invocation.id) == invocation
+        finally:
+            existing.close()
 
     def test_instances_on_one_file_never_claim_the_same_invocation(
             self, open_backend: Callable[[], SQLiteBackend]) -> None:

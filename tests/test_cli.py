@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import pprunner
 import pprunner.backend
 import pprunner.cli
+import pprunner.plugins
 from pprunner import App, ErrorInfo, ExitCode, Status
 from pprunner.testing import make_invocation
 from tests import apps
@@ -43,6 +45,26 @@ def test_burst_drains_the_queue_and_exits_zero(app: App, db_url: str) -> None:
     # log lines name the runner, the pid and the invocation
     line = next(line for line in done.stderr.splitlines() if f"inv={failed}" in line)
     assert "ValueError: expected" in line and " pid=" in line
+
+
+@pytest.mark.parametrize(("processes", "progress"), [("2", ["burst: 2/2 done"]), ("0", [])])
+def test_the_burst_summary_counts_this_run_and_agrees_with_the_progress(
+        app: App, db_url: str, processes: str, progress: list[str]) -> None:
+    burst = (*RUN, "--processes", processes, "--burst")
+    for n in range(3):
+        apps.add.enqueue(n, n)
+    assert run_cli(*burst, env=cli_env(db_url)).returncode == ExitCode.OK
+    apps.add.enqueue(1, 1)
+    apps.fail.enqueue("expected")
+    second = run_cli(*burst, env=cli_env(db_url))
+    assert second.returncode == ExitCode.OK, second.stderr
+    assert second.stdout.splitlines() == [
+        "burst done: 2 invocation(s) ended in this run: success 1, failed 1",
+        "the store holds: pending 0, running 0, paused 0, success 4, failed 1"]
+    # without a terminal the progress is logged (not inline); its last line counts the same
+    logged = [line for line in second.stderr.splitlines() if " pprunner.progress: " in line]
+    assert [line.partition(" pprunner.progress: ")[2][:len("burst: 2/2 done")]
+            for line in logged[-1:]] == progress
 
 
 def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> None:
@@ -120,6 +142,8 @@ def test_a_sigkilled_supervisor_leaves_no_multiprocessing_folder(
      ExitCode.USAGE_ERROR, "expected a JSON list"),
     (("enqueue", "--app", "tests.apps:app", "os.system"), {}, ExitCode.USAGE_ERROR,
      "unknown task 'os.system'"),
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--wait", "-1"), {},
+     ExitCode.USAGE_ERROR, "argument --wait: expected 0 or more seconds, got '-1'"),
     (("status",), {}, ExitCode.USAGE_ERROR, "--app MODULE:ATTRIBUTE is required"),
     (("run", "--app", "tests.apps_fail_in_worker:app", "--processes", "1"), {},
      ExitCode.APP_LOAD_ERROR, "could not load the app"),
@@ -139,6 +163,117 @@ def test_bad_input_is_one_clear_line_and_a_documented_exit_code(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("args", "error"), [
+    (("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--no-such-flag"),
+     "pprunner enqueue: error: unrecognized arguments: --no-such-flag"),
+    (("enqueue", "--app", "tests.apps:app", "os.system"),
+     "pprunner enqueue: error: unknown task 'os.system'"),
+    (("retry", "--app", "tests.apps:app"), "pprunner retry: error: give invocation ids or --all"),
+    (("status",), "pprunner status: error: --app MODULE:ATTRIBUTE is required"),
+])
+def test_a_command_s_usage_error_shows_that_command_s_usage(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: tuple[str, ...], error: str) -> None:
+    monkeypatch.setenv("PPRUNNER_BACKEND", db_url)
+    monkeypatch.delenv("PPRUNNER_APP", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        pprunner.cli.main(args)
+    assert exited.value.code == ExitCode.USAGE_ERROR
+    usage, *_, last = capsys.readouterr().err.splitlines()
+    assert usage.startswith(f"usage: pprunner {args[0]} [-h]")
+    assert last.startswith(error)
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    parser = pprunner.cli.build_parser(pprunner.plugins.get_plugin_manager())
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.option_strings or action.dest}"
+               for name, command in commands.choices.items() for action in command._actions
+               if action.option_strings and not action.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", [("status",), ("show", "x"), ("failed",), ("retry", "--all"),
+                                     ("purge", "--older-than", "0"), ("scale", "1")])
+def test_commands_that_only_read_never_create_a_store(tmp_path: Path,
+                                                      command: tuple[str, ...]) -> None:
+    url = f"sqlite:///{tmp_path}/nonexistent_dir/x/jobs.db"
+    done = run_cli(*command, "--app", "tests.apps:app", "--backend", url, env=cli_env(url))
+    assert done.returncode == ExitCode.CONFIG_ERROR
+    assert done.stderr == (f"pprunner: error: no SQLite database at {tmp_path}/nonexistent_dir/"
+                           f"x/jobs.db (backend {url!r}); check the path: this command does "
+                           "not create one\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_with_two_slashes_is_a_config_error_with_a_hint(db_url: str) -> None:
+    done = run_cli("status", "--app", "tests.apps:app", "--backend", "sqlite://jobs.db",
+                   env=cli_env(db_url))
+    assert done.returncode == ExitCode.CONFIG_ERROR
+    assert done.stderr == ("pprunner: error: bad SQLite URL 'sqlite://jobs.db': expected "
+                           "sqlite:///relative/path.db or sqlite:////absolute/path.db (did you "
+                           "mean sqlite:///jobs.db?)\n")
+
+
+SCRIPT = """
+import sys
+
+from pprunner import App
+
+app = App()
+
+
+@app.task
+def noop(n):
+    return n + 1
+
+
+if __name__ == "__main__":
+    try:
+        handle = noop.enqueue(41)
+    except Exception as exc:
+        sys.exit(f"{type(exc).__name__}: {exc}")
+    print(handle.id, handle.invocation().task)
+"""
+
+
+def test_a_task_enqueued_from_a_script_run_as_a_file_is_named_as_workers_import_it(
+        app: App, db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "bench.py").write_text(SCRIPT)
+    enqueued = subprocess.run([sys.executable, "bench.py"], cwd=scripts, env=cli_env(db_url),
+                              capture_output=True, text=True, timeout=60)
+    assert enqueued.returncode == 0, enqueued.stderr
+    invocation_id, task = enqueued.stdout.split()
+    assert task == "bench.noop"
+    # a supervisor that imports the file as the module `bench` runs it
+    done = run_cli("run", "--app", "bench:app", "--processes", "1", "--burst",
+                   env=cli_env(db_url, PYTHONPATH=f"{scripts}{os.pathsep}{REPO}"))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert app.handle(invocation_id).status() == Status.SUCCESS
+
+
+def test_a_task_in_a_script_no_worker_can_import_is_refused_at_enqueue(
+        app: App, db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "my-bench.py").write_text(SCRIPT)  # not a module name: nothing imports it
+    enqueued = subprocess.run([sys.executable, "my-bench.py"], cwd=tmp_path,
+                              env=cli_env(db_url), capture_output=True, text=True, timeout=60)
+    assert enqueued.returncode == 1
+    assert enqueued.stderr == (
+        "AppLoadError: task '__main__.noop' is defined in a script run as __main__ that is not "
+        "importable under a module name, so no worker could run it; define it in an importable "
+        "module, or run the script with python -m (a file whose name is a valid module name, "
+        "e.g. bench.py, not my-bench.py)\n")
+    assert app.backend.counts()[Status.PENDING] == 0
+
+
 def test_enqueue_and_wait_prints_the_id_and_the_result(app: App, db_url: str, supervise) -> None:
     supervise(processes=1)
     done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
@@ -156,6 +291,17 @@ def test_enqueue_and_wait_for_a_failing_task_exits_task_failed(
                    '{"message": "no"}', "--wait", "30", env=cli_env(db_url))
     assert done.returncode == ExitCode.TASK_FAILED
     assert "ValueError: no" in done.stderr
+
+
+def test_enqueue_and_wait_that_runs_out_exits_timeout(app: App, db_url: str) -> None:
+    # no supervisor runs: the invocation cannot end within the wait
+    done = run_cli("enqueue", "--app", "tests.apps:app", "tests.apps.add", "--args", "[1, 2]",
+                   "--wait", "0.2", env=cli_env(db_url))
+    assert done.returncode == ExitCode.TIMEOUT == 124
+    invocation_id = done.stdout.strip()
+    assert done.stderr == (f"pprunner: error: invocation {invocation_id} is still PENDING "
+                           "after 0.2 s\n")
+    assert app.handle(invocation_id).status() == Status.PENDING
 
 
 def test_purge_deletes_what_finished_before_the_cutoff(app: App, db_url: str) -> None:
@@ -222,6 +368,7 @@ def test_version(db_url: str) -> None:
 
 
 def test_pprunner_app_environment_variable_names_the_app(app: App, db_url: str) -> None:
+    app.backend.counts()  # the store exists: status only reads one
     done = run_cli("status", env=cli_env(db_url, PPRUNNER_APP="tests.apps:app"))
     assert done.returncode == ExitCode.OK, done.stderr
     assert os.path.basename(db_url) not in done.stderr
@@ -261,3 +408,37 @@ def test_the_crash_recovery_example_runs(db_url: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "result 42 after 2 attempts"
     assert done.stdout.splitlines()[1].startswith("attempt 1: WorkerDied: ")
+
+
+@pytest.mark.parametrize("args", [("plugins",), ("plugins", "--json"),
+                                  ("health", "--file", "/nonexistent/health.json")])
+def test_a_reader_that_goes_away_ends_a_command_quietly(db_url: str, args: tuple[str, ...]) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    reader, writer = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "pprunner", *args], cwd=REPO,
+                               env=cli_env(db_url), stdout=writer, stderr=subprocess.PIPE,
+                               text=True)
+    os.close(writer)
+    os.close(reader)  # as `| head` does once it has what it wants: every write now fails
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (ExitCode.BROKEN_PIPE, "")
+
+
+def test_the_redis_example_without_the_redis_extra_says_which_to_install(
+        db_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    # a `redis` that cannot be imported, first on the path: as if the extra were missing
+    (tmp_path / "redis.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'redis'\", name='redis')\n")
+    done = subprocess.run([sys.executable, "-m", "examples.redis_hosts"], cwd=REPO,
+                          env=cli_env(db_url, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == ("examples.redis_hosts needs the redis extra: pip install -e "
+                           "'.[redis]' (or pip install 'pprunner[redis]')\n")
