@@ -30,7 +30,7 @@ from .errors import (
 )
 from .exitcodes import ExitCode
 from .invocation import Invocation, RunnerKind, Status
-from .plugins import Plugins, describe, get_plugin_manager
+from .plugins import Plugins, blocked_names, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
 
@@ -357,6 +357,7 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
                             for name, s in registry.serializers.items()},
             "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error}
                        for f in registry.failures],
+            "blocked": blocked_names(plugins),
         }, indent=2))
         return ExitCode.OK
     print("plugins:")
@@ -375,6 +376,9 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print("failed to load:")
         _print_table([("NAME", "DISTRIBUTION", "ERROR")]
                      + [(f.name, f.distribution, f.error) for f in registry.failures])
+    blocked = blocked_names(plugins)
+    if blocked:
+        print(f"blocked by PPRUNNER_DISABLED_PLUGINS: {', '.join(blocked)}")
     return ExitCode.OK
 
 
@@ -386,10 +390,10 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plugins = get_plugin_manager()
-    parser = build_parser(plugins)
-    args = parser.parse_args(argv)
     try:
+        plugins = get_plugin_manager()  # a bad plugin switch is one line too
+        parser = build_parser(plugins)
+        args = parser.parse_args(argv)
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
