@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ class WorkerSpec:
     app_path: str
     #: the supervisor's effective settings (``Config.to_dict()``)
     settings: dict[str, Any]
-    #: set by the supervisor for a graceful stop
+    #: set by the supervisor for a graceful stop (a :class:`StopFlag`)
     stop_event: Any
     #: a dict shared by every worker of this supervisor (a manager proxy)
     runner_cache: Any
@@ -41,6 +42,42 @@ class WorkerSpec:
     lifeline_writer_fd: int
     #: the worker's end of its duplex pipe to the supervisor (:mod:`pprunner.channel`)
     channel: Any
+
+
+class StopFlag:
+    """The supervisor's graceful stop, seen by every worker at once: an event
+    made of a pipe instead of semaphores.
+
+    A multiprocessing Event is five named semaphores, which a SIGKILLed
+    supervisor leaves to the resource tracker to remove, with a warning that
+    they leaked. Here ``set()`` writes one byte that nobody reads, so the read
+    end stays readable for every worker, and ``is_set()`` is a poll that
+    consumes nothing. Workers get the read end only; the supervisor dying
+    makes it readable too (EOF), which also means stop.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._reader, self._writer = context.Pipe(duplex=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_reader": self._reader, "_writer": None}  # only the supervisor sets it
+
+    def set(self) -> None:
+        if self._writer is not None and not self.is_set():
+            self._writer.send_bytes(b"stop")
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        poller = select.poll()
+        poller.register(self._reader.fileno(), select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+    def close(self) -> None:
+        for end in (self._reader, self._writer):
+            if end is not None:
+                end.close()
 
 
 class WorkerProcess(Protocol):

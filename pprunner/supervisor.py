@@ -35,6 +35,7 @@ from .pool import Child, CrashLoop
 from .proctitle import set_title
 from .progress import BurstProgress
 from .spawn import (
+    StopFlag,
     WorkerExit,
     WorkerSpec,
     describe_exit,
@@ -107,7 +108,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._inline: Worker | None = None
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
-        self.stop_event: Any = None
+        self.stop_event: StopFlag | None = None
         self.runner_cache: Any = None
         self._manager: SyncManager | None = None
         self._lifeline: tuple[Any, Any] | None = None
@@ -239,15 +240,16 @@ class Supervisor:
         self.app.plugins.hook.pprunner_supervisor_started(supervisor=self, options=self.options)
 
     def _start_helpers(self) -> None:
-        """The stop event, the lifeline pipe and the runner-cache manager."""
+        """The stop flag, the lifeline pipe and the runner-cache manager."""
         self.app_path = self.app.locate()  # fails early for an app workers cannot import
-        self.stop_event = self._mp.Event()
+        self.stop_event = StopFlag(self._mp)
         reader, writer = self._mp.Pipe(duplex=False)
         self._lifeline = (reader, writer)
         self._manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
         with signals_blocked(), main_module_hidden():
             self._manager.start(guard_helper_process,
-                                (reader, writer.fileno(), self.config.start_method))
+                                (reader, writer.fileno(), self.config.start_method,
+                                 self.config.log_level, self.id))
         self.runner_cache = self._manager.dict()
         self._control = ControlSocket(self.id)
 
@@ -646,6 +648,9 @@ class Supervisor:
             for end in self._lifeline:
                 end.close()
             self._lifeline = None
+        if self.stop_event is not None:
+            self.stop_event.close()
+            self.stop_event = None
         if self._control is not None:
             self._control.close()
             self._control = None

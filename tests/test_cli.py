@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -82,6 +83,26 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(busy: Busy) -> None:
     assert_all_gone(busy.family)
     # the busy worker handed its invocation back on the way out
     assert busy.handle.status() == Status.PENDING
+
+
+#: the start of every line pprunner logs (pprunner.log.FORMAT)
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ +\[\w+ pid=\d+ inv=\S+\] pprunner\.")
+
+
+def test_a_sigkilled_supervisor_s_processes_end_in_pprunner_s_log_format(
+        app: App, db_url: str, cli_process) -> None:
+    """Workers and the runner-cache helper each log that the supervisor is gone,
+    formatted; no semaphore is left for multiprocessing's resource tracker."""
+    supervisor = start_supervisor(cli_process, db_url, app, workers=2)
+    family = children_of(supervisor.pid)
+    supervisor.kill()
+    _, stderr = supervisor.communicate(timeout=30)  # its children share the pipe: all ended
+    assert_all_gone(family)
+    lines = stderr.splitlines()
+    assert [line for line in lines if not LOG_LINE.match(line)] == []
+    gone = [line for line in lines if line.endswith("the supervisor is gone; stopping")]
+    assert len(gone) == 3, stderr  # two workers and the helper
+    assert "leaked semaphore" not in stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
