@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from typing import Any
 
@@ -64,6 +65,9 @@ class Child:
     kill_error: ErrorInfo | None = None
     #: the task whose hard time limit made the supervisor kill it
     killed_for_task: str | None = None
+    #: each signal the supervisor sent it, with why: its death by one of them is
+    #: described as the supervisor's doing, never as "perhaps out of memory?"
+    signals_sent: dict[int, str] = attrs.Factory(dict)
 
     @property
     def who(self) -> str:
@@ -106,7 +110,17 @@ class Child:
         if self.kill_error is None:
             self.kill_error, self.killed_for_task = error, task
             logger.warning("%s: %s; killing it", self.who, error.message)
-            self.process.kill()
+            self.kill(error.message)
+
+    def terminate(self, why: str) -> None:
+        """SIGTERM it (it hands back what it runs and exits); ``why`` describes its end."""
+        self.signals_sent.setdefault(signal.SIGTERM, why)
+        self.process.terminate()
+
+    def kill(self, why: str) -> None:
+        """SIGKILL it; ``why`` describes its end. The only way the supervisor kills."""
+        self.signals_sent.setdefault(signal.SIGKILL, why)
+        self.process.kill()
 
     def deadline(self, boot_timeout: float) -> float | None:
         """The next moment something must happen to it (boot or time limit)."""

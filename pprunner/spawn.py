@@ -7,7 +7,7 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -103,7 +103,8 @@ class WorkerExit:
     exitcode: int | None
     #: the signal's name (``SIGKILL``) when a signal ended it
     signal: str | None
-    #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``
+    #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``, or ``"was killed by
+    #: SIGKILL from the supervisor: stopping at once"`` for a signal the supervisor sent
     description: str
     #: the invocations it held, as they are after being rerouted
     invocations: tuple[Invocation, ...] = ()
@@ -113,8 +114,14 @@ class WorkerExit:
     peak_memory: int = 0
 
 
-def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
-    """(signal name or None, readable description) of an exit code."""
+def describe_exit(exitcode: int | None,
+                  sent: Mapping[int, str] | None = None) -> tuple[str | None, str]:
+    """(signal name or None, readable description) of an exit code.
+
+    ``sent`` maps the signals the supervisor sent this process to why it sent
+    them: a death by one of those says so, and only a SIGKILL nobody here sent
+    gets the "perhaps out of memory?" hint (the kernel's OOM killer sends one).
+    """
     if exitcode is None:
         return None, "is still running"
     if exitcode >= 0:
@@ -123,6 +130,9 @@ def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
         name = signal.Signals(-exitcode).name
     except ValueError:
         name = f"signal {-exitcode}"
+    why = (sent or {}).get(-exitcode)
+    if why is not None:
+        return name, f"was killed by {name} from the supervisor: {why}"
     hint = " (perhaps out of memory?)" if -exitcode == signal.SIGKILL else ""
     return name, f"was killed by {name}{hint}"
 

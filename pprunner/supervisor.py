@@ -456,9 +456,8 @@ class Supervisor:
             child.process.join()
             child.connection.close()
             exitcode = child.process.exitcode
-            signame, description = describe_exit(exitcode)
-            if child.kill_error is not None:  # no "perhaps out of memory?": we killed it
-                description = f"was killed by the supervisor: {child.kill_error.message}"
+            signame, description = describe_exit(exitcode, child.signals_sent)
+            if child.kill_error is not None:
                 error: ErrorInfo | None = child.kill_error
             elif child.requested_stop:
                 error = None
@@ -571,18 +570,23 @@ class Supervisor:
             self.stop_event.set()
         self.backend.wakeup()
         deadline = time.monotonic() + self.config.shutdown_timeout
-        if not (immediate or self._immediate):
+        graceful = not (immediate or self._immediate)
+        if graceful:
             self._wait_for_exits(deadline)
+        kill_why = "stopping at once"
         if self.workers and not self._immediate:
             logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
                            len(self.workers), self.config.shutdown_timeout)
             for child in self.workers.values():
                 child.requested_stop = True
-                child.process.terminate()
+                child.terminate(f"still busy after shutdown_timeout "
+                                f"({self.config.shutdown_timeout:g} s)" if graceful
+                                else "stopping after an error")
             self._wait_for_exits(time.monotonic() + TERMINATE_GRACE)
+            kill_why = f"still running {TERMINATE_GRACE:g} s after SIGTERM"
         for child in self.workers.values():
             child.requested_stop = True
-            child.process.kill()
+            child.kill(kill_why)
         self._wait_for_exits(None)
         if self._immediate and self.exit_code == ExitCode.OK:
             self.exit_code = ExitCode.INTERRUPTED
@@ -608,12 +612,12 @@ class Supervisor:
         children = list(self.workers.values())
         for child in children:
             child.requested_stop = True
-            child.process.terminate()
+            child.terminate("stopping while the backend is unreachable")
         deadline = time.monotonic() + TERMINATE_GRACE
         for child in children:
             child.process.join(max(0.0, deadline - time.monotonic()))
             if child.process.exitcode is None:
-                child.process.kill()
+                child.kill(f"still running {TERMINATE_GRACE:g} s after SIGTERM")
                 child.process.join()
         self.workers.clear()
 

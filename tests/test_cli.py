@@ -72,6 +72,9 @@ def test_second_sigint_stops_at_once_and_hands_work_back(app: App, busy: Busy) -
     busy.supervisor.send_signal(signal.SIGINT)
     assert busy.supervisor.wait(timeout=30) == ExitCode.INTERRUPTED
     assert_all_gone(busy.family)
+    _, stderr = busy.supervisor.communicate(timeout=10)
+    assert "was killed by SIGKILL from the supervisor: stopping at once" in stderr
+    assert "perhaps out of memory" not in stderr  # it sent that SIGKILL itself
     invocation = busy.handle.invocation()
     assert (invocation.status, invocation.owner, invocation.attempts) == (Status.PENDING, None, 0)
 
