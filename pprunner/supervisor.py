@@ -433,7 +433,16 @@ class Supervisor:
                         purged, keep)
 
     def _burst_done(self) -> bool:
+        """The queue is drained, and every worker has booted.
+
+        A run whose workers cannot start failed, whatever the queue holds: it
+        goes on until that shows (an app that cannot load, a crash loop) and
+        exits with that code, not 0.
+        """
         if self._progress is None or time.monotonic() < self._next_burst_check:
+            return False
+        booted = [c.booted for c in self.workers.values()]
+        if not (booted and all(booted)):
             return False
         self._next_burst_check = time.monotonic() + BURST_TICK
         if self._progress.update() > 0:

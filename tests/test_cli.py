@@ -46,6 +46,22 @@ def test_burst_drains_the_queue_and_exits_zero(app: App, db_url: str) -> None:
     assert "ValueError: expected" in line and " pid=" in line
 
 
+@pytest.mark.parametrize(("app_path", "environment", "code", "message"), [
+    ("tests.apps_fail_in_worker:app", {}, ExitCode.APP_LOAD_ERROR, "could not load the app"),
+    ("tests.apps_broken_boot:app", {"PPRUNNER_TEST_BOOT": "exit",
+                                    "PPRUNNER_CRASH_LOOP_PERIOD": "1"},
+     ExitCode.CRASH_LOOP, "no worker could be kept running"),
+])
+def test_a_burst_whose_workers_cannot_start_fails_even_with_an_empty_queue(
+        db_url: str, app_path: str, environment: dict[str, str], code: ExitCode,
+        message: str) -> None:
+    done = run_cli("run", "--app", app_path, "--processes", "2", "--burst",
+                   env=cli_env(db_url, **environment))
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "burst done" not in done.stdout
+
+
 def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> None:
     handle = apps.whoami.enqueue()
     done = run_cli(*RUN, "--inline", "--burst", env=cli_env(db_url))
