@@ -114,6 +114,8 @@ class Supervisor:
         self._lifeline: tuple[Any, Any] | None = None
         self._control: ControlSocket | None = None
         self.app_path: str | None = None
+        #: run() in the main thread: this process is the supervisor and ``ps`` says so
+        self._owns_title = False
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.id} app={self.app.name} processes={self.processes}>"
@@ -143,7 +145,8 @@ class Supervisor:
             if self.processes:
                 handled += [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU]
             previous = {sig: signal.signal(sig, handler) for sig in handled}
-            set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
+            self._owns_title = True
+            self._show_title()
         try:
             self._boot()
             self._supervise()
@@ -174,10 +177,16 @@ class Supervisor:
             raise ConfigError(f"cannot scale to {processes} workers (at least 1, and not inline)")
         logger.info("scaling from %d to %d workers", self.processes, processes)
         self.processes = processes
+        self._show_title()
         for child in self.workers.values():
             if child.info.slot > processes and not child.retiring:
                 child.retire_reason, child.replace = "scaled down", False
         self._wake()
+
+    def _show_title(self) -> None:
+        """Name the worker count in ``ps``; called wherever the count changes."""
+        if self._owns_title:
+            set_title(f"pprunner supervisor: {self.app.name} [{self.processes} workers]")
 
     def reload(self) -> None:
         """Replace every worker, one at a time, by one that imports the code afresh."""

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import pytest
 
 import pprunner
@@ -15,7 +16,7 @@ from pprunner import App, ExitCode, Invocation, Status, Supervisor, TaskFailed
 from pprunner.spawn import describe_exit
 from pprunner.worker import Supervision
 from tests import apps
-from tests.conftest import cli_env, live_workers, run_cli, wait_until
+from tests.conftest import cli_env, live_workers, run_cli, start_supervisor, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -320,6 +321,23 @@ def test_signals_and_pprunner_scale_reach_a_running_supervisor(
     # the busy worker kept its invocation through all of it (it is replaced last,
     # once it has finished)
     assert busy.handle.status() == Status.RUNNING
+
+
+def test_the_supervisor_s_title_follows_its_worker_count(
+        app: App, db_url: str, cli_process) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app, workers=1)
+
+    def title() -> str:
+        return " ".join(psutil.Process(supervisor.pid).cmdline()).strip()
+
+    assert title() == "pprunner supervisor: tests [1 workers]"
+    supervisor.send_signal(signal.SIGTTIN)
+    wait_until(lambda: title().endswith("[2 workers]"), what="SIGTTIN to show in the title")
+    done = run_cli("scale", "--app", "tests.apps:app", "3", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    wait_until(lambda: title().endswith("[3 workers]"), what="the scale to show in the title")
+    supervisor.send_signal(signal.SIGTTOU)
+    wait_until(lambda: title().endswith("[2 workers]"), what="SIGTTOU to show in the title")
 
 
 def test_health_file_tells_alive_and_ready(app: App, supervise, tmp_path) -> None:
