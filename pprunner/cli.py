@@ -31,7 +31,7 @@ from .errors import (
 )
 from .exitcodes import ExitCode
 from .invocation import Invocation, RunnerKind, Status
-from .plugins import Plugins, describe, get_plugin_manager
+from .plugins import Plugins, blocked_names, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
 
@@ -387,6 +387,7 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
                             for name, s in registry.serializers.items()},
             "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error}
                        for f in registry.failures],
+            "blocked": blocked_names(plugins),
         }, indent=2))
         return ExitCode.OK
     print("plugins:")
@@ -405,6 +406,9 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print("failed to load:")
         _print_table([("NAME", "DISTRIBUTION", "ERROR")]
                      + [(f.name, f.distribution, f.error) for f in registry.failures])
+    blocked = blocked_names(plugins)
+    if blocked:
+        print(f"blocked by PPRUNNER_DISABLED_PLUGINS: {', '.join(blocked)}")
     return ExitCode.OK
 
 
@@ -439,12 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(argv: Sequence[str] | None) -> int:
-    plugins = get_plugin_manager()
-    args, unrecognized = build_parser(plugins).parse_known_args(argv)
-    parser: argparse.ArgumentParser = args.command_parser
-    if unrecognized:
-        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     try:
+        plugins = get_plugin_manager()  # a bad plugin switch is one line too
+        args, unrecognized = build_parser(plugins).parse_known_args(argv)
+        parser: argparse.ArgumentParser = args.command_parser
+        if unrecognized:
+            parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,

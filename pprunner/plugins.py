@@ -1,14 +1,19 @@
 """Builds the plugin manager and the registry of backends and serializers.
 
-Plugins are modules named by entry points in the ``pprunner`` group; the
-built-in ones are declared in pprunner's own ``pyproject.toml`` exactly like
-a third party's, so both take the same path. Switches, read from the
-environment when the manager is built:
+Plugins are named by entry points in the ``pprunner`` group, a module
+(``pkg.plugin``) or an object in one (``pkg.plugin:instance``), loaded as
+every entry-point host does; the built-in ones are declared in pprunner's
+own ``pyproject.toml`` exactly like a third party's, so both take the same
+path. The core's own implementations (:mod:`pprunner.defaults`) are no
+plugin: they are always registered. Switches, read from the environment
+when the manager is built:
 
 ``PPRUNNER_DISABLE_PLUGIN_AUTOLOAD=1``
     load only pprunner's own plugins, no third-party ones;
 ``PPRUNNER_DISABLED_PLUGINS=name,name``
-    block these entry-point names;
+    block these entry-point names; naming the core is a :class:`PluginError`
+    (as pytest refuses ``-p no:`` for its essential plugins), since nothing
+    would spawn workers or run tasks without it;
 ``PPRUNNER_TRACE_PLUGINS=1``
     print every hook call and result to stderr.
 
@@ -19,7 +24,6 @@ or serializer it would have provided names the failure.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -36,6 +40,8 @@ from .serializer import Serializer
 
 ENTRY_POINT_GROUP = "pprunner"
 OWN_DISTRIBUTION = "pprunner"
+#: the name the core's own implementations are registered under
+CORE = "pprunner.defaults"
 
 
 @attrs.frozen
@@ -129,11 +135,15 @@ def get_plugin_manager() -> Plugins:
     """Build a fresh manager: specs, core defaults, entry-point plugins, registry."""
     manager = pluggy.PluginManager("pprunner")
     manager.add_hookspecs(hookspecs)
-    manager.register(defaults, name="pprunner.defaults")
+    manager.register(defaults, name=CORE)
     registry = Registry()
 
     autoload = not _env_flag("PPRUNNER_DISABLE_PLUGIN_AUTOLOAD")
     blocked = {n.strip() for n in os.environ.get("PPRUNNER_DISABLED_PLUGINS", "").split(",")}
+    if CORE in blocked:
+        raise PluginError(f"PPRUNNER_DISABLED_PLUGINS names {CORE}, pprunner's own "
+                          "implementations, which cannot be disabled; a plugin overrides them "
+                          "by implementing the same hooks")
     for name in sorted(blocked - {""}):
         manager.set_blocked(name)
     for ep in _entry_points():
@@ -144,7 +154,7 @@ def get_plugin_manager() -> Plugins:
         if manager.get_plugin(ep.name) is not None:
             continue  # the same distribution seen twice on sys.path
         try:
-            plugin = importlib.import_module(ep.value)
+            plugin = ep.load()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             registry.failures.append(PluginFailure(ep.name, _distribution_name(ep), error))
@@ -171,6 +181,11 @@ def _collect(manager: pluggy.PluginManager, registry: Registry) -> None:
             _p, serializer))
 
 
+def blocked_names(plugins: Plugins) -> list[str]:
+    """The names ``PPRUNNER_DISABLED_PLUGINS`` blocked."""
+    return sorted(name for name, plugin in plugins.manager.list_name_plugin() if plugin is None)
+
+
 @attrs.frozen
 class PluginRow:
     name: str
@@ -183,6 +198,8 @@ def describe(plugins: Plugins) -> list[PluginRow]:
     distributions = {ep.name: _distribution_name(ep) for ep in _entry_points()}
     rows = []
     for name, plugin in plugins.manager.list_name_plugin():
+        if plugin is None:
+            continue  # blocked: pluggy keeps the name, nothing is loaded
         hooks = tuple(sorted(
             caller.name for caller in plugins.manager.get_hookcallers(plugin) or ()
         ))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import signal
 import time
 from typing import Any
 
@@ -93,6 +94,9 @@ class Child:
     peak_memory: int = 0
     retirement: Retirement | None = None
     kill: Kill | None = None
+    #: each signal the supervisor sent it, with why: its death by one of them is
+    #: described as the supervisor's doing, never as "perhaps out of memory?"
+    signals_sent: dict[int, str] = attrs.Factory(dict)
 
     @property
     def who(self) -> str:
@@ -177,7 +181,16 @@ class Child:
         if self.kill is None:
             self.kill = kill
             logger.warning("%s: %s; killing it", self.who, kill.error.message)
+            self.signal(signal.SIGKILL, kill.error.message)
+
+    def signal(self, signum: signal.Signals, why: str) -> None:
+        """SIGTERM (it hands back what it runs and exits) or SIGKILL it; ``why``
+        describes its end. The only way the supervisor signals a worker."""
+        self.signals_sent.setdefault(signum, why)
+        if signum == signal.SIGKILL:
             self.process.kill()
+        else:
+            self.process.terminate()
 
     def overdue(self, now: float, boot_timeout: float) -> Kill | None:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ class WorkerSpec:
     app_path: str | None
     #: the supervisor's effective settings (``Config.to_dict()``)
     settings: dict[str, Any]
-    #: set by the supervisor for a graceful stop
+    #: set by the supervisor for a graceful stop (a :class:`StopFlag`)
     stop_event: Any
     #: a dict shared by every worker of this supervisor (a manager proxy)
     runner_cache: Any
@@ -46,6 +47,42 @@ class WorkerSpec:
     #: called in the worker before it reports ready (a host's own bootstrap, an
     #: Executor's ``initializer``); if it raises, no worker can serve
     initializer: Call | None = None
+
+
+class StopFlag:
+    """The supervisor's graceful stop, seen by every worker at once: an event
+    made of a pipe instead of semaphores.
+
+    A multiprocessing Event is five named semaphores, which a SIGKILLed
+    supervisor leaves to the resource tracker to remove, with a warning that
+    they leaked. Here ``set()`` writes one byte that nobody reads, so the read
+    end stays readable for every worker, and ``is_set()`` is a poll that
+    consumes nothing. Workers get the read end only; the supervisor dying
+    makes it readable too (EOF), which also means stop.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._reader, self._writer = context.Pipe(duplex=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_reader": self._reader, "_writer": None}  # only the supervisor sets it
+
+    def set(self) -> None:
+        if self._writer is not None and not self.is_set():
+            self._writer.send_bytes(b"stop")
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        poller = select.poll()
+        poller.register(self._reader.fileno(), select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+    def close(self) -> None:
+        for end in (self._reader, self._writer):
+            if end is not None:
+                end.close()
 
 
 class WorkerProcess(Protocol):
@@ -71,7 +108,8 @@ class WorkerExit:
     exitcode: int | None
     #: the signal's name (``SIGKILL``) when a signal ended it
     signal: str | None
-    #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``
+    #: e.g. ``"was killed by SIGKILL (perhaps out of memory?)"``, or ``"was killed by
+    #: SIGKILL from the supervisor: stopping at once"`` for a signal the supervisor sent
     description: str
     #: the invocations it held, as they are after being rerouted (pull mode)
     invocations: tuple[Invocation, ...] = ()
@@ -83,8 +121,14 @@ class WorkerExit:
     peak_memory: int = 0
 
 
-def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
-    """(signal name or None, readable description) of an exit code."""
+def describe_exit(exitcode: int | None,
+                  sent: Mapping[int, str] | None = None) -> tuple[str | None, str]:
+    """(signal name or None, readable description) of an exit code.
+
+    ``sent`` maps the signals the supervisor sent this process to why it sent
+    them: a death by one of those says so, and only a SIGKILL nobody here sent
+    gets the "perhaps out of memory?" hint (the kernel's OOM killer sends one).
+    """
     if exitcode is None:
         return None, "is still running"
     if exitcode >= 0:
@@ -93,6 +137,9 @@ def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
         name = signal.Signals(-exitcode).name
     except ValueError:
         name = f"signal {-exitcode}"
+    why = (sent or {}).get(-exitcode)
+    if why is not None:
+        return name, f"was killed by {name} from the supervisor: {why}"
     hint = " (perhaps out of memory?)" if -exitcode == signal.SIGKILL else ""
     return name, f"was killed by {name}{hint}"
 

@@ -51,6 +51,7 @@ from .proctitle import set_title
 from .progress import BurstProgress
 from .pull import BackendFeed
 from .spawn import (
+    StopFlag,
     WorkerExit,
     WorkerSpec,
     describe_exit,
@@ -171,7 +172,7 @@ class Supervisor:
         self._backend_lost = False
         self._thread: threading.Thread | None = None
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
-        self.stop_event: Any = None
+        self.stop_event: StopFlag | None = None
         self.runner_cache: Any = None
         self._manager: SyncManager | None = None
         self._lifeline: tuple[Any, Any] | None = None
@@ -290,15 +291,16 @@ class Supervisor:
                                                       options=self.options)
 
     def _start_helpers(self) -> None:
-        """The stop event, the lifeline pipe, the runner-cache manager, the control socket."""
+        """The stop flag, the lifeline pipe, the runner-cache manager, the control socket."""
         self.app_path = self.feed.app_path()  # fails early for an app workers cannot import
-        self.stop_event = self._mp.Event()
+        self.stop_event = StopFlag(self._mp)
         reader, writer = self._mp.Pipe(duplex=False)
         self._lifeline = (reader, writer)
         self._manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
         with signals_blocked(), main_module_hidden():
             self._manager.start(guard_helper_process,
-                                (reader, writer.fileno(), self.config.start_method))
+                                (reader, writer.fileno(), self.config.start_method,
+                                 self.config.log_level, self.id))
         self.runner_cache = self._manager.dict()
         if self.app is not None:  # `pprunner scale` finds supervisors through the backend
             self._control = ControlSocket(self.id)
@@ -349,7 +351,7 @@ class Supervisor:
                 next_beat = time.monotonic() + self.config.heartbeat_interval
             if self._stop_requested:
                 return
-            if self.feed.drained():
+            if self._drained():
                 self._stop_requested = True
                 return
             self._wait(self._next_tick())
@@ -368,6 +370,16 @@ class Supervisor:
             self._recycle()
             self._respawn()
             self.feed.hand_out(self.workers.values())
+
+    def _drained(self) -> bool:
+        """Burst mode: the queue is drained, and every worker has booted.
+
+        A run whose workers cannot start failed, whatever the queue holds: it
+        goes on until that shows (an app that cannot load, a crash loop) and
+        exits with that code, not 0.
+        """
+        booted = [c.booted for c in self.workers.values()]
+        return bool(booted) and all(booted) and self.feed.drained()
 
     def _next_tick(self) -> float:
         """Seconds until the loop must look again: a heartbeat, a deadline, a respawn."""
@@ -459,10 +471,9 @@ class Supervisor:
             child.process.join()
             child.connection.close()
             exitcode = child.process.exitcode
-            signame, description = describe_exit(exitcode)
+            signame, description = describe_exit(exitcode, child.signals_sent)
             error: ErrorInfo | None
-            if child.kill is not None:  # no "perhaps out of memory?": we killed it
-                description = f"was killed by the supervisor: {child.kill.error.message}"
+            if child.kill is not None:
                 error = child.kill.error
             elif child.requested_stop:
                 error = None
@@ -606,16 +617,23 @@ class Supervisor:
         for child in self.workers.values():
             child.stop()
         deadline = time.monotonic() + self.config.shutdown_timeout
-        if not (immediate or self._immediate):
+        graceful = not (immediate or self._immediate)
+        if graceful:
             self._wait_for_exits(deadline)
+        kill_why = "stopping at once"
         if self.workers and not self._immediate:
-            logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
-                           len(self.workers), self.config.shutdown_timeout)
+            if graceful:
+                logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
+                               len(self.workers), self.config.shutdown_timeout)
             for child in self.workers.values():
-                child.process.terminate()
+                child.signal(signal.SIGTERM,
+                             f"still busy after shutdown_timeout "
+                             f"({self.config.shutdown_timeout:g} s)" if graceful
+                             else "stopping after an error")
             self._wait_for_exits(time.monotonic() + TERMINATE_GRACE)
+            kill_why = f"still running {TERMINATE_GRACE:g} s after SIGTERM"
         for child in self.workers.values():
-            child.process.kill()
+            child.signal(signal.SIGKILL, kill_why)
         self._wait_for_exits(None)
         if self._immediate and self.exit_code == ExitCode.OK:
             self.exit_code = ExitCode.INTERRUPTED
@@ -641,12 +659,12 @@ class Supervisor:
         children = list(self.workers.values())
         for child in children:
             child.phase = Phase.STOPPING
-            child.process.terminate()
+            child.signal(signal.SIGTERM, "stopping while the backend is unreachable")
         deadline = time.monotonic() + TERMINATE_GRACE
         for child in children:
             child.process.join(max(0.0, deadline - time.monotonic()))
             if child.process.exitcode is None:
-                child.process.kill()
+                child.signal(signal.SIGKILL, f"still running {TERMINATE_GRACE:g} s after SIGTERM")
                 child.process.join()
         self.workers.clear()
 
@@ -679,6 +697,9 @@ class Supervisor:
             for end in self._lifeline:
                 end.close()
             self._lifeline = None
+        if self.stop_event is not None:
+            self.stop_event.close()
+            self.stop_event = None
         if self._control is not None:
             self._control.close()
             self._control = None

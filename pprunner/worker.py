@@ -623,9 +623,15 @@ def watch_lifeline(lifeline: Any) -> None:
     threading.Thread(target=wait_for_eof, name="pprunner-lifeline", daemon=True).start()
 
 
-def guard_helper_process(lifeline: Any, writer_fd: int, start_method: str) -> None:
-    """Initializer of the supervisor's helper processes (the runner-cache manager)."""
+def guard_helper_process(lifeline: Any, writer_fd: int, start_method: str, log_level: str,
+                         supervisor_id: str) -> None:
+    """Initializer of the supervisor's helper processes (the runner-cache manager).
+
+    They log in pprunner's format under their supervisor's id (their own pid
+    tells them apart), like every other process of a run.
+    """
     if start_method == "fork":
         close_inherited_fd(writer_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log.setup(log_level, supervisor_id)
     watch_lifeline(lifeline)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ def announce_then_sleep(marker_dir: str, seconds: float) -> str:
     Path(marker_dir, "started").write_text(str(os.getpid()))
     time.sleep(seconds)
     return "slept"
+
+
+@app.task
+def ignores_sigterm(marker_dir: str, seconds: float) -> str:
+    """Shrugs off SIGTERM, as a task stuck in C code would: only a SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return announce_then_sleep(marker_dir, seconds)
 
 
 @app.task(max_attempts=1)

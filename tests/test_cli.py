@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -67,6 +68,22 @@ def test_the_burst_summary_counts_this_run_and_agrees_with_the_progress(
             for line in logged[-1:]] == progress
 
 
+@pytest.mark.parametrize(("app_path", "environment", "code", "message"), [
+    ("tests.apps_fail_in_worker:app", {}, ExitCode.APP_LOAD_ERROR, "could not load the app"),
+    ("tests.apps_broken_boot:app", {"PPRUNNER_TEST_BOOT": "exit",
+                                    "PPRUNNER_CRASH_LOOP_PERIOD": "1"},
+     ExitCode.CRASH_LOOP, "no worker could be kept running"),
+])
+def test_a_burst_whose_workers_cannot_start_fails_even_with_an_empty_queue(
+        db_url: str, app_path: str, environment: dict[str, str], code: ExitCode,
+        message: str) -> None:
+    done = run_cli("run", "--app", app_path, "--processes", "2", "--burst",
+                   env=cli_env(db_url, **environment))
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "burst done" not in done.stdout
+
+
 def test_inline_burst_runs_in_the_supervisor_process(app: App, db_url: str) -> None:
     handle = apps.whoami.enqueue()
     done = run_cli(*RUN, "--inline", "--burst", env=cli_env(db_url))
@@ -93,6 +110,9 @@ def test_second_sigint_stops_at_once_and_hands_work_back(app: App, busy: Busy) -
     busy.supervisor.send_signal(signal.SIGINT)
     assert busy.supervisor.wait(timeout=30) == ExitCode.INTERRUPTED
     assert_all_gone(busy.family)
+    _, stderr = busy.supervisor.communicate(timeout=10)
+    assert "was killed by SIGKILL from the supervisor: stopping at once" in stderr
+    assert "perhaps out of memory" not in stderr  # it sent that SIGKILL itself
     invocation = busy.handle.invocation()
     assert (invocation.status, invocation.owner, invocation.attempts) == (Status.PENDING, None, 0)
 
@@ -104,6 +124,26 @@ def test_workers_do_not_outlive_a_sigkilled_supervisor(busy: Busy) -> None:
     assert_all_gone(busy.family)
     # the busy worker handed its invocation back on the way out
     assert busy.handle.status() == Status.PENDING
+
+
+#: the start of every line pprunner logs (pprunner.log.FORMAT)
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ +\[\w+ pid=\d+ inv=\S+\] pprunner\.")
+
+
+def test_a_sigkilled_supervisor_s_processes_end_in_pprunner_s_log_format(
+        app: App, db_url: str, cli_process) -> None:
+    """Workers and the runner-cache helper each log that the supervisor is gone,
+    formatted; no semaphore is left for multiprocessing's resource tracker."""
+    supervisor = start_supervisor(cli_process, db_url, app, workers=2)
+    family = children_of(supervisor.pid)
+    supervisor.kill()
+    _, stderr = supervisor.communicate(timeout=30)  # its children share the pipe: all ended
+    assert_all_gone(family)
+    lines = stderr.splitlines()
+    assert [line for line in lines if not LOG_LINE.match(line)] == []
+    gone = [line for line in lines if line.endswith("the supervisor is gone; stopping")]
+    assert len(gone) == 3, stderr  # two workers and the helper
+    assert "leaked semaphore" not in stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),

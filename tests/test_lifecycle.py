@@ -7,13 +7,16 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import pytest
 
 import pprunner
-from pprunner import App, ExitCode, Invocation, Status, TaskFailed
+import pprunner.supervisor
+from pprunner import App, ExitCode, Invocation, Status, Supervisor, TaskFailed
+from pprunner.spawn import describe_exit
 from pprunner.worker import Limits, Supervision
 from tests import apps
-from tests.conftest import cli_env, live_workers, run_cli, wait_until
+from tests.conftest import cli_env, live_workers, run_cli, start_supervisor, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +162,42 @@ def test_deaths_are_described_with_signal_and_peak_memory(app: App, supervise,
     assert [i.task for i in exit.invocations] == [apps.abort.name]
 
 
+def test_only_a_sigkill_nobody_here_sent_hints_at_memory() -> None:
+    assert describe_exit(-9) == ("SIGKILL", "was killed by SIGKILL (perhaps out of memory?)")
+    assert describe_exit(-9, {signal.SIGKILL: "stopping at once"}) == (
+        "SIGKILL", "was killed by SIGKILL from the supervisor: stopping at once")
+    # it sent SIGTERM only: the SIGKILL came from elsewhere
+    assert "perhaps out of memory?" in describe_exit(-9, {signal.SIGTERM: "stopping"})[1]
+    assert describe_exit(0, {signal.SIGTERM: "stopping"}) == (None, "exited with code 0")
+
+
+@pytest.mark.parametrize(("task", "immediate", "why"), [
+    (apps.announce_then_sleep, True, "stopping at once"),
+    (apps.ignores_sigterm, False, "still running 0.2 s after SIGTERM"),
+    (apps.overstays, True, "tests.apps.overstays exceeded its hard time limit of 0.5 s"),
+])
+def test_a_kill_the_supervisor_sent_is_described_as_its_own(
+        app: App, exits: Exits, marker_dir, monkeypatch, task: pprunner.Task, immediate: bool,
+        why: str) -> None:
+    """Stopping at once, after shutdown_timeout and SIGTERM, at a hard time limit: the
+    exit says who killed it and why, never "perhaps out of memory?"."""
+    monkeypatch.setattr(pprunner.supervisor, "TERMINATE_GRACE", 0.2)
+    app.configure(source="the test", shutdown_timeout=0.2)
+    exits.supervisor = supervisor = Supervisor(app, processes=1).start()
+    try:
+        if task is apps.overstays:
+            task.enqueue()
+            wait_until(lambda: exits.seen, what="the worker to be killed at the time limit")
+        else:
+            task.enqueue(str(marker_dir), 60)
+            wait_until((marker_dir / "started").exists, what="the task to start")
+    finally:
+        supervisor.stop(immediate=immediate, timeout=30)
+    exit, _ = exits.seen[0]
+    assert exit.signal == "SIGKILL"
+    assert exit.description == f"was killed by SIGKILL from the supervisor: {why}"
+
+
 @pytest.mark.parametrize(("mode", "boot_timeout", "cause"), [
     ("exit", "60", "exited with code 3"),  # a loaded machine may take long to get that far
     ("hang", "0.5", "did not report ready within 0.5 s"),
@@ -170,6 +209,7 @@ def test_a_crash_loop_backs_off_and_stops_with_its_cause(db_url: str, mode: str,
                                PPRUNNER_BOOT_TIMEOUT=boot_timeout))
     assert done.returncode == ExitCode.CRASH_LOOP, done.stderr
     assert "no worker could be kept running for 3 s" in done.stderr
+    assert "perhaps out of memory" not in done.stderr  # the boot timeout's kill is ours
     assert cause in done.stderr.splitlines()[-1]
     # backing off: a handful of attempts in 3 s, not hundreds
     assert done.stderr.count("died before booting") < 30
@@ -281,6 +321,23 @@ def test_signals_and_pprunner_scale_reach_a_running_supervisor(
     # the busy worker kept its invocation through all of it (it is replaced last,
     # once it has finished)
     assert busy.handle.status() == Status.RUNNING
+
+
+def test_the_supervisor_s_title_follows_its_worker_count(
+        app: App, db_url: str, cli_process) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app, workers=1)
+
+    def title() -> str:
+        return " ".join(psutil.Process(supervisor.pid).cmdline()).strip()
+
+    assert title() == "pprunner supervisor: tests [1 workers]"
+    supervisor.send_signal(signal.SIGTTIN)
+    wait_until(lambda: title().endswith("[2 workers]"), what="SIGTTIN to show in the title")
+    done = run_cli("scale", "--app", "tests.apps:app", "3", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    wait_until(lambda: title().endswith("[3 workers]"), what="the scale to show in the title")
+    supervisor.send_signal(signal.SIGTTOU)
+    wait_until(lambda: title().endswith("[2 workers]"), what="SIGTTOU to show in the title")
 
 
 def test_health_file_tells_alive_and_ready(app: App, supervise, tmp_path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 import pprunner
 from pprunner import App, PluginError, Returned, Status, Supervisor
-from pprunner.plugins import describe, get_plugin_manager
-from tests.conftest import REPO, cli_env, run_cli, wait_until
+from pprunner.plugins import blocked_names, describe, get_plugin_manager
+from tests.conftest import REPO, RUN, cli_env, run_cli, wait_until
 
 HOOKS = sorted(name for name in dir(pprunner.hookspecs) if name.startswith("pprunner_"))
 
@@ -88,6 +88,44 @@ def test_disabled_plugins_are_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -
     assert "pickle" not in registry.serializers and "memory" not in registry.backends
     with pytest.raises(PluginError, match=r"unknown backend 'memory://'.*known schemes: redis"):
         registry.backend_for("memory://")
+
+
+def test_a_blocked_plugin_is_not_listed_as_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPRUNNER_DISABLED_PLUGINS", "pickle")
+    plugins = get_plugin_manager()
+    assert "pickle" not in {row.name for row in describe(plugins)}
+    assert blocked_names(plugins) == ["pickle"]
+
+
+def test_the_core_cannot_be_disabled(db_url: str) -> None:
+    env = cli_env(db_url, PPRUNNER_DISABLED_PLUGINS="pickle,pprunner.defaults")
+    for command in (("plugins",), (*RUN, "--burst")):
+        done = run_cli(*command, env=env)
+        assert done.returncode == pprunner.ExitCode.CONFIG_ERROR, done.stderr
+        assert done.stderr.splitlines() == [
+            "pprunner: error: PPRUNNER_DISABLED_PLUGINS names pprunner.defaults, pprunner's own "
+            "implementations, which cannot be disabled; a plugin overrides them by "
+            "implementing the same hooks"]
+
+
+def test_an_entry_point_may_name_an_object_in_a_module(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = fake_distribution(tmp_path / "site", "pprunner-object",
+                             {"object": "object_plugin:plugin"})
+    (site / "object_plugin.py").write_text(
+        "import pprunner\n"
+        "from pprunner_plugins.memory import MemoryBackend\n\n"
+        "class Plugin:\n"
+        "    @pprunner.hookimpl\n"
+        "    def pprunner_register_backends(self, register):\n"
+        "        register('objectstore', MemoryBackend)\n\n"
+        "plugin = Plugin()\n")
+    monkeypatch.syspath_prepend(str(site))
+    plugins = get_plugin_manager()
+    assert plugins.registry.failures == []
+    assert plugins.registry.backend_owners["objectstore"] == "object"
+    assert {row.name: row.distribution for row in describe(plugins)}["object"] == (
+        "pprunner-object 1.0")
 
 
 def test_trace_switch_prints_hook_calls(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
