@@ -204,7 +204,10 @@ class Dispatcher:
             return (call,)
         pid = child.info.pid or 0
         exitcode = child.process.exitcode
-        if error is None:  # asked to stop (a shutdown): it goes back, the attempt uncharged
+        if error is None and self._closed:  # a stop that could not wait for it
+            self._finish(call.id)
+            self._emit(job, Cancelled(call, "the supervisor stopped while it ran"))
+        elif error is None:  # asked to go (retired): it goes back, the attempt uncharged
             job.attempts -= 1
             self._requeue(job)
         elif child.kill is not None and child.kill.job_id == call.id:

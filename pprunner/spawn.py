@@ -47,6 +47,9 @@ class WorkerSpec:
     #: called in the worker before it reports ready (a host's own bootstrap, an
     #: Executor's ``initializer``); if it raises, no worker can serve
     initializer: Call | None = None
+    #: modules the worker imports and registers as plugins before it boots: a host
+    #: adapter's worker-side hooks (its supervisor registered them too)
+    plugin_modules: tuple[str, ...] = ()
 
 
 class StopFlag:

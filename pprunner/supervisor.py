@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import wait as wait_for_ready
@@ -118,8 +119,10 @@ class Supervisor:
     :param initializer: called in every worker before it reports ready (a
         host's bootstrap); if it raises, the supervisor stops with exit 4
         instead of respawning.
-    :param plugins: plugin objects to register besides the entry-point ones
-        (a host's own implementations of the supervisor-side hooks).
+    :param plugins: plugins to register besides the entry-point ones: a
+        host adapter's own hook implementations. A module is registered here
+        and, by name, in every worker (its worker-side hooks); any other object
+        only here.
     """
 
     def __new__(cls, app: App | None = None, processes: int | None = None,
@@ -142,8 +145,13 @@ class Supervisor:
         self.app = app
         self.config = app.config if app is not None else config or config_module.resolve([])
         self.plugins = app.plugins if app is not None else get_plugin_manager()
+        self._plugin_modules = tuple(p.__name__ for p in plugins
+                                     if isinstance(p, types.ModuleType))
         for plugin in plugins:
-            self.plugins.manager.register(plugin)
+            if self.plugins.manager.is_registered(plugin):
+                continue
+            name = plugin.__name__ if isinstance(plugin, types.ModuleType) else None
+            self.plugins.manager.register(plugin, name=name)
         self.processes = self.config.processes if processes is None else processes
         if self.processes < 1 and type(self) is Supervisor:
             raise ConfigError(f"processes must be >= 1 (0 runs inline, which only pull mode "
@@ -314,7 +322,7 @@ class Supervisor:
             settings=self.config.to_dict(), stop_event=self.stop_event,
             runner_cache=self.runner_cache, lifeline=self._lifeline[0],
             lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
-            initializer=self.initializer)
+            initializer=self.initializer, plugin_modules=self._plugin_modules)
         process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now

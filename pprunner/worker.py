@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib
 import logging
 import os
 import pickle
@@ -377,6 +378,8 @@ class PushedCalls:
             except Exception as exc:  # the value does not pickle: the call fails
                 error = RemoteError(type(exc).__name__,
                                     f"the result of {job} cannot be sent back: {exc}")
+        elif ran.runnable is None:  # it could not be resolved: named as pull mode names it
+            error = RemoteError(type(ran.error).__name__, str(ran.error))
         else:
             error = remote_error(ran.error)
         self.channel.send(channel.DONE, job.id, False, error, peak)
@@ -594,6 +597,9 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
         app.backend.keep_waiting = lambda outage_s: True
         context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
                                 runner_cache=spec.runner_cache, stop_event=spec.stop_event)
+    for name in spec.plugin_modules:
+        if context.plugins.manager.get_plugin(name) is None:
+            context.plugins.manager.register(importlib.import_module(name), name=name)
     if spec.initializer is not None:
         try:
             spec.initializer.function(*spec.initializer.args, **spec.initializer.kwargs)

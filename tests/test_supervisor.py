@@ -257,3 +257,26 @@ def test_processes_carry_readable_titles(app: App, supervise) -> None:
         psutil.Process(child.process.pid).cmdline()) and psutil.Process(
         child.process.pid).cmdline(), what="the worker's title")
     assert "pprunner worker 1" in " ".join(title)
+
+
+def test_a_hard_limit_retry_needs_no_task_registry_in_the_supervisor(tmp_path) -> None:
+    """The task's policy travels with its invocation: an embedded supervisor whose
+    process never imported the task (only its workers do, through ``include``)
+    retries it at its hard limit as ``retry_on`` says."""
+    from tests.apps_included import app as included
+
+    included.configure(source="the test", replace=True, backend=f"sqlite:///{tmp_path}/j.db",
+                       heartbeat_interval=0.1)
+    assert "slow_once" not in included.tasks
+    invocation = pprunner.Invocation(
+        id="slow-once", task="slow_once", serializer="json", max_attempts=2,
+        payload=included.codec.encode_call("slow-once", "slow_once", "json",
+                                           [str(tmp_path / "marker")], {}))
+    included.backend.enqueue(invocation)
+    try:
+        with Supervisor(included, processes=1):
+            assert included.handle("slow-once").result(timeout=60) == "second attempt"
+        done = included.handle("slow-once").invocation()
+        assert done.attempts == 2 and done.history[0].type == "TimeLimitExceeded"
+    finally:
+        included.close()

@@ -1,0 +1,220 @@
+"""Push mode through its public seams only, as a host-framework adapter uses it
+(``tests/host_adapter.py``): calls handed to idle workers, events on the host's
+own event loop, the host's bootstrap and hooks in every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import selectors
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pprunner import ConfigError
+from pprunner.dispatch import Dispatcher
+from pprunner.jobs import Call, Cancelled, Event, Failed, Finished, Lost, Started, TimedOut
+from pprunner.supervisor import Supervisor
+from tests import host_adapter
+from tests.conftest import wait_until
+from tests.host_adapter import HostMessage, HostPool
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+class Loop:
+    """The host's event loop: waits on the dispatcher's descriptor, drains events."""
+
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+        self.events: dict[str, list[Event]] = {}
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(pool.dispatcher.fileno(), selectors.EVENT_READ)
+
+    def send(self, task: str, *args: Any, time_limit: float | None = None) -> str:
+        message = HostMessage(task, json.dumps(args))
+        call = self.pool.apply_async(message, self._record, time_limit=time_limit)
+        self.events[call.id] = []
+        return call.id
+
+    def _record(self, event: Event) -> None:
+        assert threading.current_thread() is threading.main_thread()  # on the host's loop
+        self.events[event.call.id].append(event)
+
+    def run_until_ended(self, *call_ids: str, timeout: float = 30) -> list[Event]:
+        """Turn the loop until each call has ended; returns each call's ending."""
+        deadline = time.monotonic() + timeout
+        while not all(self._ended(i) for i in call_ids):
+            left = deadline - time.monotonic()
+            assert left > 0, f"no ending within {timeout} s: {self.events}"
+            if self.selector.select(left):
+                self.pool.dispatcher.drain()
+        return [self.events[i][-1] for i in call_ids]
+
+    def _ended(self, call_id: str) -> bool:
+        return bool(self.events[call_id]) and not isinstance(self.events[call_id][-1], Started)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostPool]:
+    markers = tmp_path_factory.mktemp("host-markers")
+    pool = HostPool(2, str(markers), time_limit=None).start()
+    yield pool
+    pool.stop()
+
+
+@pytest.fixture
+def loop(pool: HostPool) -> Iterator[Loop]:
+    loop = Loop(pool)
+    yield loop
+    loop.selector.close()
+
+
+def test_a_call_is_started_by_an_idle_worker_and_its_value_comes_back(loop: Loop) -> None:
+    call_id = loop.send("add", 2, 3)
+    loop.run_until_ended(call_id)
+    started, finished = loop.events[call_id]
+    assert isinstance(started, Started) and isinstance(finished, Finished)
+    assert finished.value == 5
+    assert started.pid == finished.pid and started.attempt == 1
+    assert started.pid in {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_the_hosts_bootstrap_hooks_and_context_run_in_every_worker(loop: Loop,
+                                                                    pool: HostPool) -> None:
+    ids = [loop.send("whoami") for _ in range(6)]
+    endings = loop.run_until_ended(*ids)
+    values = [e.value for e in endings if isinstance(e, Finished)]
+    assert len(values) == 6
+    for value in values:
+        assert value["booted"] == "bootstrap"  # the initializer ran before the first job
+        assert value["init_hook"]  # pprunner_worker_init ran in the worker
+    # the wrapper put the host's own message around the call, as a tracer would
+    assert {v["current"] for v in values} == {e.call.args[0].id for e in endings}
+    markers = Path(pool.supervisor.initializer.args[0])  # type: ignore[union-attr]
+    assert {f"booted-{v['pid']}" for v in values} <= {p.name for p in markers.iterdir()}
+
+
+def test_an_error_comes_back_with_its_type_message_and_traceback(loop: Loop) -> None:
+    (ending,) = loop.run_until_ended(loop.send("fail", "no such thing"))
+    assert isinstance(ending, Failed)
+    assert ending.error.type == "ValueError" and ending.error.message == "no such thing"
+    assert isinstance(ending.error.exception, ValueError)
+    assert "raise ValueError(message)" in ending.error.traceback
+
+
+def test_a_name_the_hosts_registry_lacks_fails_unrun(loop: Loop) -> None:
+    (ending,) = loop.run_until_ended(loop.send("os.system", "true"))
+    assert isinstance(ending, Failed)
+    assert ending.error.type == "UnknownTask" and "'os.system'" in ending.error.message
+
+
+def test_a_worker_killed_under_a_call_is_lost_and_replaced(loop: Loop,
+                                                          pool: HostPool) -> None:
+    doomed, other = loop.send("die"), loop.send("sleep", 0.2)
+    lost, finished = loop.run_until_ended(doomed, other)
+    assert isinstance(lost, Lost) and lost.signal == "SIGKILL" and lost.exitcode == -9
+    assert "SIGKILL" in lost.description
+    assert isinstance(finished, Finished) and finished.value == "slept"
+    (after,) = loop.run_until_ended(loop.send("add", 1, 1))  # the pool still serves
+    assert isinstance(after, Finished) and after.pid != lost.pid
+    wait_until(lambda: len(pool.supervisor.workers) == 2, what="the replacement")
+
+
+def test_a_call_past_its_hard_limit_times_out_and_its_worker_is_replaced(loop: Loop) -> None:
+    (ending,) = loop.run_until_ended(loop.send("sleep", 30, time_limit=0.5))
+    assert isinstance(ending, TimedOut) and ending.limit == 0.5
+    assert not psutil.pid_exists(ending.pid) or psutil.Process(ending.pid).status() == "zombie"
+
+
+def test_calls_wait_in_the_parent_never_in_a_worker(loop: Loop, pool: HostPool) -> None:
+    wait_until(lambda: sum(c.idle for c in pool.supervisor.workers.values()) == 2,
+               timeout=30, what="two idle workers")
+    ids = [loop.send("sleep", 1.0) for _ in range(4)]
+    wait_until(lambda: pool.dispatcher.queued == 2, what="two calls handed out")
+    held = [c.call.id for c in pool.supervisor.workers.values() if c.call is not None]
+    assert len(held) == 2 and pool.dispatcher.outstanding == 4  # one call per worker
+    assert all(isinstance(e, Finished) for e in loop.run_until_ended(*ids))
+
+
+def test_the_supervisor_side_hooks_see_each_call_and_the_supervisor(loop: Loop,
+                                                                    pool: HostPool) -> None:
+    call_id = loop.send("add", 1, 2)
+    loop.run_until_ended(call_id)
+    seen = pool.observed
+    assert call_id in {i for i, _pid in seen.started}
+    assert (call_id, "Finished") in seen.finished
+    (view,) = seen.supervisors
+    assert view.id == pool.supervisor.id and view.app is None and view.backend is None
+    assert view.runners()[0].kind == "supervisor"
+
+
+def test_scaling_from_another_thread_is_carried_out_by_the_loop(pool: HostPool) -> None:
+    threading.Thread(target=pool.supervisor.view.scale_to, args=(3,)).start()
+    wait_until(lambda: sum(c.booted for c in pool.supervisor.workers.values()) == 3,
+               timeout=30, what="a third worker")
+    pool.supervisor.view.scale_to(2)
+    wait_until(lambda: len(pool.supervisor.workers) == 2, timeout=30, what="back to two")
+    with pytest.raises(ConfigError):
+        pool.supervisor.scale_to(0)
+
+
+def test_events_can_be_delivered_on_an_asyncio_loop(tmp_path: Path) -> None:
+    pool = HostPool(1, str(tmp_path)).start()
+
+    async def main() -> Event:
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[Event] = loop.create_future()
+        loop.add_reader(pool.dispatcher.fileno(), pool.dispatcher.drain)
+        try:
+            pool.apply_async(HostMessage("add", "[20, 22]"),
+                             lambda e: None if isinstance(e, Started) else ended.set_result(e))
+            return await asyncio.wait_for(ended, 30)
+        finally:
+            loop.remove_reader(pool.dispatcher.fileno())
+
+    try:
+        ending = asyncio.run(main())
+    finally:
+        pool.stop()
+    assert isinstance(ending, Finished) and ending.value == 42
+    assert pool.observed.stopping == [pool.supervisor.id]
+    # each worker ran the exit hook as it stopped
+    assert any(p.name.startswith("exited-") for p in tmp_path.iterdir())
+
+
+def test_a_stop_cancels_what_waits_and_what_it_could_not_wait_for() -> None:
+    dispatcher = Dispatcher(deliver="thread")
+    events: dict[str, list[Event]] = {}
+    cancelled = threading.Semaphore(0)
+
+    def record(event: Event) -> None:
+        events.setdefault(event.call.id, []).append(event)
+        if isinstance(event, Cancelled):
+            cancelled.release()
+
+    config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING"})])
+    supervisor = Supervisor(dispatcher=dispatcher, processes=1, config=config).start()
+    running, waiting = Call(time.sleep, (60,)), Call(time.sleep, (0,))
+    try:
+        dispatcher.submit(running, record)
+        dispatcher.submit(waiting, record)
+        wait_until(lambda: running.id in events, what="the first call to start")
+    finally:
+        supervisor.stop(immediate=True, timeout=30)
+    assert cancelled.acquire(timeout=10) and cancelled.acquire(timeout=10)
+    dispatcher.shutdown()
+    assert [type(e) for e in events[running.id]] == [Started, Cancelled]
+    assert "while it ran" in events[running.id][-1].reason  # type: ignore[union-attr]
+    assert [type(e) for e in events[waiting.id]] == [Cancelled]
+    assert "before running it" in events[waiting.id][-1].reason  # type: ignore[union-attr]
+
+
+def test_a_supervisor_needs_an_app_or_a_dispatcher() -> None:
+    with pytest.raises(ConfigError, match=r"an app \(pull mode\) or a dispatcher"):
+        Supervisor()
