@@ -25,7 +25,7 @@ from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-from . import health
+from . import health, runtime
 from .backend import purge_finished
 from .control import ControlSocket
 from .errors import BackendError, ConfigError, PprunnerError, TimeLimitExceeded
@@ -215,6 +215,9 @@ class Supervisor:
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
                 "such as sqlite://")
         self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
+        # sockets and doorbell folders of SIGKILLed processes would pile up otherwise; and
+        # a runtime folder that is not this user's alone stops the boot here
+        runtime.prune()
         self._producer_patience = backend.keep_waiting
         backend.keep_waiting = lambda outage_s: not self._stopping()
         try:
