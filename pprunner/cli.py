@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,8 @@ from .errors import (
     UnknownInvocation,
 )
 from .exitcodes import ExitCode
-from .invocation import Invocation, RunnerKind, Status
+from .invocation import Invocation, RunnerInfo, RunnerKind, Status, this_host
+from .liveness import lost_because
 from .plugins import Plugins, blocked_names, describe, get_plugin_manager
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
@@ -242,18 +242,22 @@ def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    backend = _app(args, parser).backend
+    app = _app(args, parser)
+    backend = app.backend
     runners = backend.runners()
     held: dict[str | None, list[Invocation]] = {}
     for invocation in backend.owned_by(r.id for r in runners):
         held.setdefault(invocation.owner, []).append(invocation)
     counts = backend.counts()
     now = time.time()
+    lost = {r.id: lost_because(r, now=now, dead_after=app.config.dead_after) for r in runners}
     if args.json:
         print(json.dumps({
             "runners": [{"id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
                          "supervisor": r.supervisor, "slot": r.slot,
                          "heartbeat_age": round(now - r.heartbeat_at, 3),
+                         "state": "lost" if lost[r.id] else "alive",
+                         "lost_because": lost[r.id],
                          "invocations": [{"id": i.id, "task": i.task, "status": i.status.value,
                                           "waiting_for": list(i.waiting_for)}
                                          for i in held.get(r.id, [])]}
@@ -261,15 +265,17 @@ def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             "counts": {s.value: n for s, n in counts.items()},
         }, indent=2))
         return ExitCode.OK
-    rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "HEARTBEAT", "INVOCATIONS")]
+    rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "STATE", "HEARTBEAT", "INVOCATIONS")]
     for r in runners:
         current = "; ".join(
             f"{i.id} {i.task} {i.status}"
             + (f" (waiting for {len(i.waiting_for)})" if i.waiting_for else "")
             for i in held.get(r.id, [])) or "-"
-        rows.append((r.id, r.kind.value, str(r.pid), r.host, str(r.slot or "-"),
+        state = f"LOST: {lost[r.id]}" if lost[r.id] else "alive"
+        rows.append((r.id, r.kind.value, str(r.pid), r.host, str(r.slot or "-"), state,
                      f"{now - r.heartbeat_at:.1f} s ago", current))
-    print(f"runners: {len(runners)}")
+    gone = sum(1 for reason in lost.values() if reason)
+    print(f"runners: {len(runners)}" + (f" ({gone} lost)" if gone else ""))
     _print_table(rows)
     print(f"invocations: {_counts_text(counts)}")
     return ExitCode.OK
@@ -346,23 +352,43 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.processes < 1:
         parser.error("N must be at least 1")
-    here = os.environ.get("PPRUNNER_HOST") or socket.gethostname()
-    supervisors = [r for r in _app(args, parser).backend.runners()
+    app = _app(args, parser)
+    here, now = this_host(), time.time()
+    supervisors = [r for r in app.backend.runners()
                    if r.kind is RunnerKind.SUPERVISOR and r.host == here
                    and args.supervisor in (None, r.id)]
-    if not supervisors:
+    alive = []
+    for runner in supervisors:
+        if lost_because(runner, now=now, dead_after=app.config.dead_after) is None:
+            alive.append(runner)
+        elif args.supervisor:  # the one asked for
+            print(f"pprunner: error: {_gone(runner, now)}", file=sys.stderr)
+            return ExitCode.USAGE_ERROR
+        else:
+            print(f"pprunner: skipped: {_gone(runner, now)}", file=sys.stderr)
+    if not alive:
         print(f"pprunner: error: no running supervisor of this app on {here}"
               + (f" with id {args.supervisor}" if args.supervisor else ""), file=sys.stderr)
         return ExitCode.USAGE_ERROR
-    for runner in supervisors:
+    code = ExitCode.OK
+    for runner in alive:
         try:
             control.send(runner.id, f"scale {args.processes}")
+        except (FileNotFoundError, ConnectionRefusedError):  # died since its last heartbeat
+            print(f"pprunner: error: {_gone(runner, now)}", file=sys.stderr)
+            code = ExitCode.USAGE_ERROR
         except OSError as exc:
             print(f"pprunner: error: supervisor {runner.id} (pid {runner.pid}) did not take "
                   f"the command: {exc}", file=sys.stderr)
-            return ExitCode.USAGE_ERROR
-        print(f"supervisor {runner.id} (pid {runner.pid}): scaling to {args.processes}")
-    return ExitCode.OK
+            code = ExitCode.USAGE_ERROR
+        else:
+            print(f"supervisor {runner.id} (pid {runner.pid}): scaling to {args.processes}")
+    return code
+
+
+def _gone(supervisor: RunnerInfo, now: float) -> str:
+    return (f"supervisor {supervisor.id} (pid {supervisor.pid}) is not running any more "
+            f"(last heartbeat {now - supervisor.heartbeat_at:.0f} s ago)")
 
 
 def command_health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:

@@ -141,6 +141,11 @@ class RunnerKind(str, enum.Enum):
         return self.value
 
 
+def this_host() -> str:
+    """The host name runners record: ``$PPRUNNER_HOST`` or the machine's name."""
+    return os.environ.get("PPRUNNER_HOST") or socket.gethostname()
+
+
 @attrs.frozen
 class RunnerInfo:
     """A runner (supervisor or worker) as the heartbeat records it."""
@@ -149,7 +154,7 @@ class RunnerInfo:
     kind: RunnerKind
     pid: int
     #: ``$PPRUNNER_HOST`` or the host name: what ``pprunner scale`` and recovery logs use
-    host: str = attrs.Factory(lambda: os.environ.get("PPRUNNER_HOST") or socket.gethostname())
+    host: str = attrs.Factory(this_host)
     #: the supervisor this runner belongs to (its own id for a supervisor)
     supervisor: str = ""
     #: the worker's slot number (1..N); 0 for a supervisor

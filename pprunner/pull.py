@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from . import runtime
 from .backend import Backend
 from .errors import BackendError, ConfigError, PprunnerError
 from .invocation import ErrorInfo, Invocation, RunnerInfo
@@ -63,6 +64,10 @@ class BackendFeed:
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
                 "such as sqlite://")
         self.app.codec.check()  # an unknown or missing serializer fails here, not in a worker
+        # sockets and doorbell folders of SIGKILLed processes would pile up otherwise; and
+        # a runtime folder that is not this user's alone stops the boot here (push mode
+        # uses none: its supervisor has no control socket and no waiters)
+        runtime.prune()
         self._producer_patience = backend.keep_waiting
         backend.keep_waiting = lambda outage_s: not stopping()
         try:

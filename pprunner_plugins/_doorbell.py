@@ -5,8 +5,10 @@ burns CPU or answers late. Instead each blocked claimer binds a UNIX
 datagram socket in a folder named after the database file, and blocks in
 ``select`` on it; whoever adds work sends one byte to every socket there.
 A claimer binds before it first looks at the queue, so a ring between its
-look and its wait is buffered, never lost. A socket left by a killed
-process refuses the datagram and is removed by the next ring. Callers
+look and its wait is buffered, never lost. The folders are sub-folders of
+the runtime folder (:mod:`pprunner.runtime`), which is this user's alone. A
+socket left by a killed process refuses the datagram and is removed by the
+next ring (or, with its folder once empty, when a supervisor starts). Callers
 waiting for invocations to end use a second folder, rung by name: only the
 waiters of the invocation that ended.
 """
@@ -18,11 +20,9 @@ import hashlib
 import os
 import select
 import socket
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
-from pprunner.control import remove_dead_sockets
+from pprunner import runtime
 
 WORK = b"w"  #: new work was queued: look again
 STOP = b"s"  #: return from the wait now (shutdown)
@@ -30,22 +30,16 @@ STOP = b"s"  #: return from the wait now (shutdown)
 
 class Doorbell:
     def __init__(self, key: str) -> None:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.folder = Path(tempfile.gettempdir()) / f"pprunner-{os.getuid()}" / digest
+        self._name = hashlib.sha256(key.encode()).hexdigest()[:16]
+        # checked now, so an unsafe runtime folder stops a command before it changes
+        # anything rather than at the ring after its commit
+        self.folder = runtime.folder() / self._name
         self._sockets: dict[str, socket.socket] = {}
 
     def listen(self, name: str) -> None:
         """Bind ``name``'s socket (once) so rings from now on are kept for it."""
-        if name in self._sockets:
-            return
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.folder / name
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(path))
-        sock.setblocking(False)
-        self._sockets[name] = sock
+        if name not in self._sockets:
+            self._sockets[name] = runtime.bind(self._name, name)
 
     def wait(self, name: str, timeout: float) -> bytes:
         """Block until a ring for ``name`` or ``timeout``; returns what was rung."""
@@ -97,7 +91,7 @@ class Doorbell:
         for name in names:
             with contextlib.suppress(OSError):
                 (self.folder / name).unlink()
-        remove_dead_sockets(self.folder)
+        runtime.remove_dead_sockets(self.folder)
         with contextlib.suppress(OSError):  # not empty: others still listen
             self.folder.rmdir()
 

@@ -1,12 +1,15 @@
-"""Shared fixtures: a per-test SQLite backend, supervisors that are always
-stopped, CLI processes that are always reaped, and bounded waits."""
+"""Shared fixtures: a runtime folder of the run's own, a per-test SQLite backend,
+supervisors that are always stopped, CLI processes that are always reaped, and
+bounded waits."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +41,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
             pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_runtime_folder() -> Iterator[Path]:
+    """Every process of the run keeps its sockets in a folder of the run's own
+    (``$XDG_RUNTIME_DIR``, inherited by the CLI processes it starts): supervisors
+    prune the runtime folder when they start, and the suite must neither touch
+    nor depend on what other runs, or a developer's own supervisors, left in the
+    shared one. mkdtemp makes it 0700 and its path stays short, as socket paths
+    must (108 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="pprunner-run-"))
+    before = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["XDG_RUNTIME_DIR"]
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = before
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

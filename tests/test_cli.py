@@ -7,9 +7,12 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +20,8 @@ import pprunner
 import pprunner.backend
 import pprunner.cli
 import pprunner.plugins
-from pprunner import App, ErrorInfo, ExitCode, Status
+from pprunner import App, ErrorInfo, ExitCode, RunnerInfo, Status
+from pprunner.invocation import RunnerKind
 from pprunner.testing import make_invocation
 from tests import apps
 from tests.conftest import (
@@ -390,6 +394,96 @@ def test_status_shows_runners_and_counts(app: App, db_url: str, supervise) -> No
     assert report["counts"]["SUCCESS"] == 1
     assert {r["kind"] for r in report["runners"]} == {"supervisor", "worker"}
     assert all(r["heartbeat_age"] < 30 for r in report["runners"])
+
+
+def a_gone_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid
+
+
+def status_of(db_url: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``pprunner status``'s table, and its runners from ``--json`` by id."""
+    table = run_cli("status", "--app", "tests.apps:app", env=cli_env(db_url))
+    assert table.returncode == ExitCode.OK, table.stderr
+    report = json.loads(run_cli("status", "--app", "tests.apps:app", "--json",
+                                env=cli_env(db_url)).stdout)
+    return table.stdout, {r["id"]: r for r in report["runners"]}
+
+
+def test_status_marks_runners_lost_by_their_heartbeat_or_their_pid(
+        app: App, db_url: str) -> None:
+    now = time.time()
+    silent = RunnerInfo(id="silent", kind=RunnerKind.SUPERVISOR, pid=1, host="elsewhere")
+    fine = RunnerInfo(id="fine", kind=RunnerKind.SUPERVISOR, pid=1, host="elsewhere")
+    gone = RunnerInfo(id="gone", kind=RunnerKind.WORKER, pid=a_gone_pid(), slot=1)
+    app.backend.record_heartbeats([silent], at=now - 100)  # dead_after is 30 s
+    app.backend.record_heartbeats([fine, gone], at=now)
+    table, runners = status_of(db_url)
+    assert runners["fine"]["state"] == "alive" and runners["fine"]["lost_because"] is None
+    assert runners["silent"]["state"] == "lost"
+    assert runners["silent"]["lost_because"].startswith("no heartbeat for 10")
+    assert runners["silent"]["lost_because"].endswith(" s (dead_after 30 s)")
+    assert (runners["gone"]["state"], runners["gone"]["lost_because"]) == (
+        "lost", f"pid {gone.pid} is gone")
+    rows = {line.split()[0]: line for line in table.splitlines()[2:-1]}
+    assert "runners: 3 (2 lost)" in table and " STATE " in table.splitlines()[1]
+    assert " alive " in rows["fine"]
+    assert f" LOST: pid {gone.pid} is gone " in rows["gone"]
+    assert " LOST: no heartbeat for 10" in rows["silent"]
+
+
+def test_status_and_scale_after_the_supervisor_was_sigkilled(
+        app: App, db_url: str, cli_process) -> None:
+    supervisor = start_supervisor(cli_process, db_url, app, workers=1)
+    family = children_of(supervisor.pid)
+    supervisor_id = next(r.id for r in app.backend.runners() if r.kind == "supervisor")
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    assert_all_gone(family)
+    table, runners = status_of(db_url)
+    assert {r["state"] for r in runners.values()} == {"lost"}
+    assert runners[supervisor_id]["lost_because"] == f"pid {supervisor.pid} is gone"
+    assert f"LOST: pid {supervisor.pid} is gone" in table
+    gone = (f"supervisor {supervisor_id} (pid {supervisor.pid}) is not running any more "
+            "(last heartbeat ")
+    named = run_cli("scale", "--app", "tests.apps:app", "3", "--supervisor", supervisor_id,
+                    env=cli_env(db_url))
+    assert named.returncode == ExitCode.USAGE_ERROR
+    [line] = named.stderr.splitlines()
+    assert line.startswith(f"pprunner: error: {gone}") and line.endswith(" s ago)")
+    every = run_cli("scale", "--app", "tests.apps:app", "3", env=cli_env(db_url))
+    assert every.returncode == ExitCode.USAGE_ERROR
+    skipped, error = every.stderr.splitlines()
+    assert skipped.startswith(f"pprunner: skipped: {gone}")
+    assert error.startswith("pprunner: error: no running supervisor of this app on ")
+
+
+def test_scale_skips_lost_supervisors_and_reaches_the_live_one(
+        app: App, db_url: str, supervise) -> None:
+    live = supervise(processes=1)
+    lost = RunnerInfo(id="lost", kind=RunnerKind.SUPERVISOR, pid=a_gone_pid())
+    app.backend.record_heartbeats([lost], at=time.time())
+    done = run_cli("scale", "--app", "tests.apps:app", "2", env=cli_env(db_url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.stdout.splitlines() == [f"supervisor {live.id} (pid {os.getpid()}): "
+                                        "scaling to 2"]
+    assert done.stderr.startswith(f"pprunner: skipped: supervisor lost (pid {lost.pid}) is "
+                                  "not running any more")
+    wait_until(lambda: live_workers(app) == 2, what="the live supervisor to scale")
+
+
+def test_scale_to_a_supervisor_that_died_since_its_heartbeat_is_one_line(
+        app: App, db_url: str) -> None:
+    # its pid is alive (this process) and its heartbeat fresh, but nobody listens
+    ghost = RunnerInfo(id="ghost", kind=RunnerKind.SUPERVISOR, pid=os.getpid())
+    app.backend.record_heartbeats([ghost], at=time.time())
+    done = run_cli("scale", "--app", "tests.apps:app", "2", env=cli_env(db_url))
+    assert done.returncode == ExitCode.USAGE_ERROR
+    assert done.stderr.splitlines() == [
+        f"pprunner: error: supervisor ghost (pid {os.getpid()}) is not running any more "
+        "(last heartbeat 0 s ago)"]
 
 
 def test_plugins_lists_plugins_backends_and_serializers(db_url: str) -> None:
