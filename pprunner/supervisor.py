@@ -299,19 +299,23 @@ class Supervisor:
                                                       options=self.options)
 
     def _start_helpers(self) -> None:
-        """The stop flag, the lifeline pipe, the runner-cache manager, the control socket."""
+        """The stop flag and the lifeline pipe; in pull mode also the runner-cache
+        manager and the control socket (``pprunner scale`` finds supervisors through
+        the backend). Push mode's callers bring their own shared state: a process and
+        ~25 MiB for a cache they would not use is not worth its start-up time."""
         self.app_path = self.feed.app_path()  # fails early for an app workers cannot import
         self.stop_event = StopFlag(self._mp)
         reader, writer = self._mp.Pipe(duplex=False)
         self._lifeline = (reader, writer)
+        if self.app is None:
+            return
         self._manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
         with signals_blocked(), main_module_hidden():
             self._manager.start(guard_helper_process,
                                 (reader, writer.fileno(), self.config.start_method,
                                  self.config.log_level, self.id))
         self.runner_cache = self._manager.dict()
-        if self.app is not None:  # `pprunner scale` finds supervisors through the backend
-            self._control = ControlSocket(self.id)
+        self._control = ControlSocket(self.id)
 
     def _spawn(self, slot: int) -> Child:
         assert self._lifeline is not None

@@ -78,7 +78,8 @@ class WorkerContext:
     app: App | None
     runner_id: str
     slot: int
-    #: shared by all workers of one supervisor (a plain dict inline)
+    #: shared by all workers of one pull-mode supervisor (a plain dict inline; None in
+    #: push mode, whose hosts keep their own state)
     runner_cache: Any
     stop_event: Any
     config: Config = attrs.field(default=attrs.Factory(lambda self: self.app.config,
