@@ -23,6 +23,11 @@ class PluginError(PprunnerError):
     """A name (backend URL scheme, serializer) that no loaded plugin provides."""
 
 
+class MissingCapability(PluginError):
+    """The configured backend does not declare an optional capability that was needed
+    (:class:`~pprunner.backend.Pausing`, ``Admin``, ``Recovery``); the message names both."""
+
+
 class BackendError(PprunnerError):
     """The backend cannot be reached or refused an operation for good."""
 
