@@ -5,6 +5,16 @@ URL scheme(s) through the ``pprunner_register_backends`` hook.
 ``pprunner.testing.BackendContract`` checks any implementation against the
 promises written here.
 
+The contract is a small required core — what a worker pulling invocations
+and a supervisor watching it need — and optional capabilities a backend
+declares by subclassing them instead of :class:`Backend` (each one is a
+:class:`Backend`): :class:`Pausing` (pause-on-wait), :class:`Admin` (the
+operator's listing, requeue and purge) and :class:`Recovery` (taking back
+what runners of vanished supervisors held). A host framework's store can
+then be a backend without faking what it cannot do. Callers check a
+capability with ``isinstance`` and do without it, or say in one line what is
+missing (:func:`missing_capability`).
+
 Ownership is the heart of the contract: a claim sets the owner atomically,
 and only the owner may finish, pause or resume an invocation. That is what
 makes a late result from a runner that lost its invocation harmless.
@@ -19,7 +29,7 @@ from typing import ClassVar
 
 import attrs
 
-from .errors import NotOwner, UnknownInvocation
+from .errors import MissingCapability, NotOwner, UnknownInvocation
 from .invocation import (
     OWNED_STATUSES,
     ErrorInfo,
@@ -38,9 +48,14 @@ NOTIFIED_RECHECK = 1.0
 
 
 class Backend(abc.ABC):
-    """Stores invocations and runner heartbeats. Must be safe to use from
-    several processes at once (unless :attr:`supports_processes` is False);
-    one instance is used by one process, but possibly by several threads."""
+    """Stores invocations and runner heartbeats: the required core.
+
+    Must be safe to use from several processes at once (unless
+    :attr:`supports_processes` is False); one instance is used by one
+    process, but possibly by several threads. Its abstract methods are what
+    a worker and a supervisor cannot do without; the optional capabilities
+    (:class:`Pausing`, :class:`Admin`, :class:`Recovery`) add the rest.
+    """
 
     #: False for stores that live inside one process (the memory backend):
     #: the supervisor then refuses to start worker processes on it.
@@ -82,7 +97,8 @@ class Backend(abc.ABC):
         """Atomically take the oldest PENDING invocation for ``runner_id``.
 
         "Oldest" is by first enqueue: a rerouted invocation keeps its place,
-        ahead of everything queued after it.
+        ahead of everything queued after it. One whose ``not_before`` (a
+        retry's back-off) is still ahead is not due yet and is skipped.
 
         It becomes RUNNING, owned by ``runner_id``, with ``attempts`` raised
         by one and ``started_at`` set. Blocks up to ``timeout`` seconds when
@@ -108,7 +124,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fail(self, invocation_id: str, runner_id: str, error: ErrorInfo) -> None:
-        """RUNNING or PAUSED -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""
+        """RUNNING (or PAUSED) -> FAILED with ``error``; NotOwner unless owned by ``runner_id``."""
 
     @abc.abstractmethod
     def retry(self, invocation_id: str, runner_id: str, error: ErrorInfo,
@@ -119,22 +135,6 @@ class Backend(abc.ABC):
         appended to ``history``); no claim takes it before ``not_before``.
         """
 
-    @abc.abstractmethod
-    def pause(self, invocation_id: str, runner_id: str,
-              waiting_for: Sequence[str] = ()) -> None:
-        """RUNNING -> PAUSED, ownership kept, recording what it waits for (the
-        wait graph, for cycle detection and ``pprunner status``); raises
-        NotOwner unless owned by ``runner_id``."""
-
-    @abc.abstractmethod
-    def resume(self, invocation_id: str, runner_id: str) -> None:
-        """PAUSED -> RUNNING, ``waiting_for`` cleared; NotOwner unless owned by ``runner_id``."""
-
-    @abc.abstractmethod
-    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
-        """Like :meth:`claim`, but only among ``invocation_ids`` and without
-        blocking: the oldest of them that is PENDING and due, or None."""
-
     def wakeup(self) -> None:
         """Make every :meth:`claim` blocked on this store return soon.
 
@@ -143,7 +143,7 @@ class Backend(abc.ABC):
         whose claims block only briefly.
         """
 
-    # -- the supervisor and recovery -------------------------------------------
+    # -- the supervisor --------------------------------------------------------
 
     @abc.abstractmethod
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
@@ -156,19 +156,7 @@ class Backend(abc.ABC):
         ``retry`` is False (a hard time limit), ends FAILED with ``error``.
         With ``error=None`` (a graceful hand-back, e.g. at shutdown) the
         attempt is given back and the invocation is PENDING.
-        Returns the invocations as they are afterwards.
-        """
-
-    @abc.abstractmethod
-    def recover(self, runner_id: str, older_than: float,
-                error: ErrorInfo) -> list[Invocation] | None:
-        """Take back what a runner that stopped heartbeating owned — exactly once.
-
-        Atomically: if ``runner_id``'s last heartbeat is more than
-        ``older_than`` seconds old, forget the runner and reroute its
-        invocations with ``error`` (as :meth:`reroute`), returning them.
-        Otherwise — its heartbeat came back, or another recoverer was first
-        and the runner is gone — change nothing and return None.
+        Returns the invocations as they are afterwards (:func:`rerouted` is the rule).
         """
 
     @abc.abstractmethod
@@ -179,53 +167,31 @@ class Backend(abc.ABC):
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
         """Insert or refresh these runners with ``heartbeat_at = at``.
 
-        A store shared by several hosts may keep heartbeats on its own clock
-        (the Redis backend does): it then stores its time of arrival minus the
-        heartbeat's age when sent (``now - at`` on the caller's clock), and judges
-        staleness in :meth:`stale_runners` and :meth:`recover` by its clock too.
+        The supervisor calls it every iteration. What reads heartbeats back is
+        optional (:meth:`Admin.runners`, :class:`Recovery`): a store with
+        neither capability may keep nothing. A store shared by several hosts
+        may keep heartbeats on its own clock (the Redis backend does): it then
+        stores its time of arrival minus the heartbeat's age when sent
+        (``now - at`` on the caller's clock), and judges staleness by its clock too.
         """
 
     @abc.abstractmethod
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         """Drop runners that exited, so they stop showing up as alive."""
 
-    @abc.abstractmethod
-    def runners(self) -> list[RunnerInfo]:
-        """Every recorded runner, oldest first."""
-
-    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
-        """Runners whose last heartbeat is more than ``older_than`` seconds old."""
-        limit = time.time() - older_than
-        return [r for r in self.runners() if r.heartbeat_at < limit]
-
-    @abc.abstractmethod
-    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
-        """FAILED -> PENDING with fresh attempts (an operator's retry); None: every
-        FAILED one. History is kept. Returns the requeued invocations."""
-
-    @abc.abstractmethod
-    def purge(self, finished_before: float, limit: int) -> int:
-        """Delete up to ``limit`` finished (SUCCESS or FAILED) invocations whose
-        ``finished_at`` is before ``finished_before``, oldest first; return how many.
-
-        Invocations in any other status are never touched, however old, and a
-        requeued one is no longer finished. The supervisor calls it to apply
-        ``keep_finished``; ``pprunner purge`` calls it on demand.
-        """
-
     # -- inspection ------------------------------------------------------------
 
     @abc.abstractmethod
     def get(self, invocation_id: str) -> Invocation:
-        """The invocation with its result or error; raises UnknownInvocation."""
-
-    @abc.abstractmethod
-    def invocations(self, status: Status, limit: int) -> list[Invocation]:
-        """Up to ``limit`` invocations in ``status``, most recently enqueued first."""
+        """The invocation with its result or error; raises UnknownInvocation (:func:`missing`)."""
 
     @abc.abstractmethod
     def counts(self) -> dict[Status, int]:
-        """How many invocations are in each status (every status present)."""
+        """How many invocations are in each status (every status present).
+
+        The supervisor's first call, to prove the store is reachable; a burst
+        run's progress and end.
+        """
 
     def wait(self, invocation_id: str, timeout: float | None) -> Invocation:
         """Block until the invocation is final (or ``timeout`` runs out) and return it.
@@ -265,14 +231,132 @@ class Backend(abc.ABC):
         return f"<{type(self).__name__} {self.url}>"
 
 
-#: how many finished invocations one ``Backend.purge`` call deletes at most, so that
+# -- optional capabilities ------------------------------------------------------------
+#
+# Each is a Backend with a few more abstract methods. A backend declares one by
+# subclassing it (``class MyBackend(Pausing, Admin)``; Backend itself is then
+# implied), so ``isinstance(backend, Pausing)`` is the one check, typed.
+
+
+class Pausing(Backend):
+    """Capability: a running task may wait for other invocations without blocking
+    its worker's slot (the pause-on-wait strategies in :mod:`pprunner.waiting`).
+
+    Without it, a task that waits inside a worker fails with MissingCapability
+    rather than block a slot silently: in a fixed pool that is how fan-outs deadlock.
+    """
+
+    @abc.abstractmethod
+    def pause(self, invocation_id: str, runner_id: str,
+              waiting_for: Sequence[str] = ()) -> None:
+        """RUNNING -> PAUSED, ownership kept, recording what it waits for (the
+        wait graph, for cycle detection and ``pprunner status``); raises
+        NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def resume(self, invocation_id: str, runner_id: str) -> None:
+        """PAUSED -> RUNNING, ``waiting_for`` cleared; NotOwner unless owned by ``runner_id``."""
+
+    @abc.abstractmethod
+    def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
+        """Like :meth:`claim`, but only among ``invocation_ids`` and without
+        blocking: the oldest of them that is PENDING and due, or None."""
+
+
+class Admin(Backend):
+    """Capability: what an operator's commands need — list runners and invocations,
+    requeue failed ones, purge finished ones (``pprunner status``, ``failed``,
+    ``retry``, ``purge``, ``scale``) — and what the supervisor's ``keep_finished`` needs.
+
+    Without it those commands are one line naming what is missing, and finished
+    invocations stay as long as the store keeps them.
+    """
+
+    @abc.abstractmethod
+    def runners(self) -> list[RunnerInfo]:
+        """Every recorded runner, oldest first."""
+
+    @abc.abstractmethod
+    def invocations(self, status: Status, limit: int) -> list[Invocation]:
+        """Up to ``limit`` invocations in ``status``, most recently enqueued first."""
+
+    @abc.abstractmethod
+    def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:
+        """FAILED -> PENDING with fresh attempts (an operator's retry); None: every
+        FAILED one. History is kept. Returns the requeued invocations (:func:`requeued`)."""
+
+    @abc.abstractmethod
+    def purge(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished (SUCCESS or FAILED) invocations whose
+        ``finished_at`` is before ``finished_before``, oldest first; return how many.
+
+        Invocations in any other status are never touched, however old, and a
+        requeued one is no longer finished. The supervisor applies
+        ``keep_finished`` and ``pprunner purge`` deletes on demand, both through
+        :func:`purge_finished`.
+        """
+
+
+class Recovery(Backend):
+    """Capability: take back what runners of vanished supervisors held (a host
+    lost, a whole process group SIGKILLed), once their heartbeats are old.
+
+    Without it a supervisor still reroutes what its own dead workers held;
+    what a vanished supervisor's workers held stays theirs until the store
+    (or the host framework) hands it back.
+    """
+
+    @abc.abstractmethod
+    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
+        """Runners whose last heartbeat is more than ``older_than`` seconds old (on the
+        store's clock if it keeps heartbeats on its own: see :meth:`record_heartbeats`)."""
+
+    @abc.abstractmethod
+    def recover(self, runner_id: str, older_than: float,
+                error: ErrorInfo) -> list[Invocation] | None:
+        """Take back what a runner that stopped heartbeating owned — exactly once.
+
+        Atomically: if ``runner_id``'s last heartbeat is more than
+        ``older_than`` seconds old, forget the runner and reroute its
+        invocations with ``error`` (as :meth:`reroute`), returning them.
+        Otherwise — its heartbeat came back, or another recoverer was first
+        and the runner is gone — change nothing and return None.
+        """
+
+
+#: every optional capability, in the order they are documented
+CAPABILITIES: tuple[type[Backend], ...] = (Pausing, Admin, Recovery)
+
+
+def capability_methods(capability: type) -> list[str]:
+    """The methods ``capability`` adds to the core, as a backend author implements them."""
+    return [name for name, member in vars(capability).items()
+            if getattr(member, "__isabstractmethod__", False)]
+
+
+def missing_capability(backend: Backend, capability: type, needed_by: str) -> MissingCapability:
+    """The error for a caller that cannot do without ``capability``: one line naming
+    what needed it, the capability and its methods, and the backend that lacks it.
+
+    Callers check ``isinstance(backend, capability)`` themselves, which also tells
+    the type checker what the backend can do afterwards.
+    """
+    return MissingCapability(
+        f"{needed_by} needs a backend with the {capability.__name__} capability "
+        f"({', '.join(capability_methods(capability))}); {type(backend).__name__} "
+        f"({backend.url}) does not declare it")
+
+
+# -- helpers for backend authors and callers -------------------------------------------
+
+#: how many finished invocations one ``Admin.purge`` call deletes at most, so that
 #: no single call holds a store's write lock (or Redis's only thread) for long
 PURGE_BATCH = 1000
 
 
-def purge_finished(backend: Backend, finished_before: float,
+def purge_finished(backend: Admin, finished_before: float,
                    until: float | None = None) -> tuple[int, bool]:
-    """:meth:`Backend.purge` in batches until nothing finished before ``finished_before``
+    """:meth:`Admin.purge` in batches until nothing finished before ``finished_before``
     is left, or the monotonic time ``until`` has passed: (how many went, whether all did)."""
     total = 0
     while True:
@@ -297,6 +381,7 @@ def final_pauses(backend: Backend, first: float = POLL_FIRST) -> Iterator[float]
 
 
 def missing(invocation_id: str) -> UnknownInvocation:
+    """The error :meth:`Backend.get` raises for an unknown id, worded alike by every backend."""
     return UnknownInvocation(f"no invocation with id {invocation_id!r}")
 
 
@@ -334,6 +419,6 @@ def rerouted(invocation: Invocation, error: ErrorInfo | None, now: float,
 
 
 def requeued(invocation: Invocation) -> Invocation:
-    """The one rule for an operator's retry of a FAILED invocation."""
+    """The one rule for an operator's retry of a FAILED invocation (see :meth:`Admin.requeue`)."""
     return attrs.evolve(invocation, status=Status.PENDING, owner=None, attempts=0,
                         started_at=None, finished_at=None, not_before=None)

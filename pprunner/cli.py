@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__, control, health, log
-from .backend import purge_finished
+from .backend import Admin, missing_capability, purge_finished
 from .config import START_METHODS, describe_settings, parse_duration
 from .errors import (
     AppLoadError,
@@ -241,9 +241,18 @@ def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return ExitCode.OK
 
 
+def _admin(app: App, args: argparse.Namespace) -> Admin:
+    """The app's backend for an operator's command (status, failed, retry, purge,
+    scale): one with the Admin capability, else MissingCapability (one line, exit 3)."""
+    backend = app.backend
+    if not isinstance(backend, Admin):
+        raise missing_capability(backend, Admin, f"pprunner {args.command}")
+    return backend
+
+
 def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     app = _app(args, parser)
-    backend = app.backend
+    backend = _admin(app, args)
     runners = backend.runners()
     held: dict[str | None, list[Invocation]] = {}
     for invocation in backend.owned_by(r.id for r in runners):
@@ -302,7 +311,7 @@ def command_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> E
 
 
 def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    backend = _app(args, parser).backend
+    backend = _admin(_app(args, parser), args)
     failed = backend.invocations(Status.FAILED, args.limit)
     print(f"failed: {backend.counts()[Status.FAILED]} (newest {len(failed)} shown)")
     for invocation in failed:
@@ -319,7 +328,7 @@ def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if bool(args.ids) == args.all:
         parser.error("give invocation ids or --all (not both)")
-    backend = _app(args, parser).backend
+    backend = _admin(_app(args, parser), args)
     requeued = backend.requeue(None if args.all else args.ids)
     missed = set(args.ids) - {i.id for i in requeued}
     print(f"requeued {len(requeued)} invocation(s)")
@@ -335,10 +344,11 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     older_than = app.config.keep_finished if args.older_than is None else args.older_than
     if args.older_than is None and not older_than:
         parser.error("keep_finished is 0 (keep every invocation); give --older-than")
+    backend = _admin(app, args)
     cutoff = time.time() - older_than
     purged = 0
     while True:
-        batch, all_gone = purge_finished(app.backend, cutoff,
+        batch, all_gone = purge_finished(backend, cutoff,
                                          until=time.monotonic() + PURGE_PROGRESS_EVERY)
         purged += batch
         if all_gone:
@@ -354,7 +364,7 @@ def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("N must be at least 1")
     app = _app(args, parser)
     here, now = this_host(), time.time()
-    supervisors = [r for r in app.backend.runners()
+    supervisors = [r for r in _admin(app, args).runners()
                    if r.kind is RunnerKind.SUPERVISOR and r.host == here
                    and args.supervisor in (None, r.id)]
     alive = []

@@ -29,6 +29,11 @@ class UnknownTask(PprunnerError):
     """A pulled invocation names a task its app did not register (it fails, unrun)."""
 
 
+class MissingCapability(PluginError):
+    """The configured backend does not declare an optional capability that was needed
+    (:class:`~pprunner.backend.Pausing`, ``Admin``, ``Recovery``); the message names both."""
+
+
 class BackendError(PprunnerError):
     """The backend cannot be reached or refused an operation for good."""
 

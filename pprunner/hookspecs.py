@@ -231,5 +231,7 @@ def pprunner_pause_on_wait(
     that could never end. ``strategy`` is the name asked for (the call's, or
     the ``wait_strategy`` setting); return None for names you do not
     implement. The built-in ``nested`` and ``poll`` strategies
-    (:mod:`pprunner.waiting`) mark the waiter PAUSED meanwhile.
+    (:mod:`pprunner.waiting`) mark the waiter PAUSED meanwhile, so they need
+    a backend with the :class:`~pprunner.backend.Pausing` capability and
+    raise :class:`~pprunner.errors.MissingCapability` without it.
     """

@@ -1,8 +1,11 @@
 """A pull-mode supervisor's chores on the shared backend, beside its own workers.
 
-Taking back what runners of vanished supervisors held, and deleting
-invocations that finished long ago. Each runs now and then from the
-heartbeat, at its own pace, and never holds the supervisor's loop for long.
+Taking back what runners of vanished supervisors held (a backend that
+declares :class:`~pprunner.backend.Recovery`), and deleting invocations
+that finished long ago (one that declares :class:`~pprunner.backend.Admin`).
+Each runs now and then from the heartbeat, at its own pace, and never holds
+the supervisor's loop for long; a backend without the capability is simply
+spared the chore.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 
 import attrs
 
-from .backend import Backend, purge_finished
+from .backend import Admin, Backend, Recovery, purge_finished
 from .config import Config
 from .invocation import ErrorInfo
 
@@ -47,7 +50,7 @@ class Upkeep:
         came back keeps what it runs.
         """
         now = time.monotonic()
-        if now < self._next_recovery:
+        if now < self._next_recovery or not isinstance(self.backend, Recovery):
             return
         dead_after = self.config.dead_after
         self._next_recovery = now + max(dead_after / 4, self.config.heartbeat_interval)
@@ -69,7 +72,7 @@ class Upkeep:
         a slice at a time: what is left waits for the next heartbeat."""
         keep = self.config.keep_finished
         now = time.monotonic()
-        if not keep or now < self._next_purge:
+        if not keep or now < self._next_purge or not isinstance(self.backend, Admin):
             return
         purged, all_gone = purge_finished(self.backend, time.time() - keep,
                                           until=now + PURGE_SLICE)

@@ -25,6 +25,12 @@ invocation and changes nothing. Otherwise both strategies mark the waiter
 PAUSED with the ids it waits for, then look for a cycle in that wait graph
 (recording first and looking second means two invocations that start
 waiting on each other at the same moment cannot both miss it).
+
+Both need a backend with the :class:`~pprunner.backend.Pausing` capability
+and otherwise raise MissingCapability, so the waiting task fails with one
+clear line instead of holding its slot unmarked: a plain blocking wait is
+exactly how a fixed pool deadlocks on a fan-out, and without PAUSED records
+no cycle can be seen. A plugin's own strategy may do without it.
 """
 
 from __future__ import annotations
@@ -33,12 +39,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .backend import final_pauses
+from .backend import Backend, Pausing, final_pauses, missing_capability
 from .errors import PluginError, ResultTimeout, WaitCycle
 from .invocation import Invocation, Status
 
 if TYPE_CHECKING:
-    from .backend import Backend
     from .worker import WorkerContext
 
 #: the first pause before looking again at invocations running elsewhere, on a store
@@ -54,10 +59,10 @@ def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequ
     """Run the awaited invocations here while they are queued; poll while they run elsewhere."""
     deep_enough = context.depth >= context.config.max_wait_depth
 
-    def help_with(pending: list[str]) -> bool:
+    def help_with(backend: Pausing, pending: list[str]) -> bool:
         if deep_enough:
             return False
-        claimed = context.backend.claim_one_of(context.runner_id, pending)
+        claimed = backend.claim_one_of(context.runner_id, pending)
         if claimed is None:
             return False
         context.run_nested(claimed)
@@ -69,7 +74,7 @@ def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequ
 def wait_polling(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
                  timeout: float | None) -> list[Invocation]:
     """Only wait; the worker's slot stays taken meanwhile."""
-    return _paused(context, waiter, invocation_ids, timeout, lambda pending: False)
+    return _paused(context, waiter, invocation_ids, timeout, lambda backend, pending: False)
 
 
 STRATEGIES: dict[str, Strategy] = {"nested": wait_nested, "poll": wait_polling}
@@ -84,13 +89,18 @@ def strategy_named(name: str) -> Strategy:
 
 
 def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
-            timeout: float | None, help_with: Callable[[list[str]], bool]) -> list[Invocation]:
+            timeout: float | None,
+            help_with: Callable[[Pausing, list[str]], bool]) -> list[Invocation]:
     """Mark the waiter PAUSED, refuse cycles, and loop until everything awaited is final.
 
-    ``help_with(pending)`` may run some of the pending ones and says whether
-    it did; otherwise the loop waits for one of them to end (:func:`final_pauses`).
+    ``help_with(backend, pending)`` may run some of the pending ones and says
+    whether it did; otherwise the loop waits for one of them to end
+    (:func:`final_pauses`). The capability is checked before anything is read, so
+    a backend without it fails every wait alike, not only those that would block.
     """
     backend = context.backend
+    if not isinstance(backend, Pausing):
+        raise missing_capability(backend, Pausing, "a task waiting for other invocations")
     already = [backend.get(i) for i in invocation_ids]
     if all(invocation.status.is_final for invocation in already):
         return already  # nothing to wait for: no pause, no writes
@@ -107,7 +117,7 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"waited {timeout} s for {len(pending)} invocation(s); "
                                     f"still not final: {', '.join(pending)}")
-            if help_with(pending):
+            if help_with(backend, pending):
                 pauses = final_pauses(backend, first=FIRST_PAUSE)
                 continue
             pause = next(pauses)

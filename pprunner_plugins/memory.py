@@ -15,7 +15,15 @@ from typing import Any
 import attrs
 
 import pprunner
-from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
+from pprunner.backend import (
+    Admin,
+    Pausing,
+    Recovery,
+    check_owner_change,
+    missing,
+    requeued,
+    rerouted,
+)
 from pprunner.invocation import (
     OWNED_STATUSES,
     ErrorInfo,
@@ -26,7 +34,9 @@ from pprunner.invocation import (
 )
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(Pausing, Admin, Recovery):
+    """Every capability: the suite runs every contract test against it."""
+
     supports_processes = False
     notifies_final = True
 
@@ -200,6 +210,10 @@ class MemoryBackend(Backend):
     def runners(self) -> list[RunnerInfo]:
         with self._changed:
             return sorted(self._runners.values(), key=lambda r: r.started_at)
+
+    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
+        limit = time.time() - older_than
+        return [r for r in self.runners() if r.heartbeat_at < limit]
 
     def get(self, invocation_id: str) -> Invocation:
         try:

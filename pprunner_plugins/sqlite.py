@@ -31,7 +31,15 @@ from typing import Any, TypeVar
 import attrs
 
 import pprunner
-from pprunner.backend import Backend, check_owner_change, missing, requeued, rerouted
+from pprunner.backend import (
+    Admin,
+    Pausing,
+    Recovery,
+    check_owner_change,
+    missing,
+    requeued,
+    rerouted,
+)
 from pprunner.errors import BackendError, ConfigError, IllegalTransition
 from pprunner.invocation import (
     FINAL_STATUSES,
@@ -179,7 +187,7 @@ def path_of(url: str) -> Path:
     return Path(url[len(prefix):])
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Pausing, Admin, Recovery):
     notifies_final = True
 
     def __init__(self, url: str) -> None:
@@ -498,12 +506,19 @@ class SQLiteBackend(Backend):
         self.doorbell.forget(ids)
 
     def runners(self) -> list[RunnerInfo]:
+        return self._runners("")
+
+    def stale_runners(self, older_than: float) -> list[RunnerInfo]:
+        return self._runners("WHERE heartbeat_at < ?", time.time() - older_than)
+
+    def _runners(self, where: str, *params: Any) -> list[RunnerInfo]:
         return [RunnerInfo(id=id_, kind=RunnerKind(kind), pid=pid, host=host,
                            supervisor=supervisor, slot=slot, started_at=started_at,
                            heartbeat_at=heartbeat_at)
                 for id_, kind, pid, host, supervisor, slot, started_at, heartbeat_at
                 in self._execute("SELECT id, kind, pid, host, supervisor, slot, started_at, "
-                                 "heartbeat_at FROM runners ORDER BY started_at")]
+                                 f"heartbeat_at FROM runners {where} ORDER BY started_at",
+                                 params)]
 
     # -- inspection ------------------------------------------------------------------
 

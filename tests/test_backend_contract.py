@@ -1,6 +1,8 @@
 """The built-in backends against the Backend contract, plus what only SQLite promises:
 several instances (processes) on one file, riding out a locked database, and a
-doorbell that wakes blocked claimers without polling."""
+doorbell that wakes blocked claimers without polling. A backend with the core
+alone (tests/core_backend.py) runs the core's tests; test_capabilities.py checks
+that it skips the rest."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pprunner.testing.backend_contract import (
 from pprunner_plugins.memory import MemoryBackend
 from pprunner_plugins.sqlite import SQLiteBackend
 from tests.conftest import wait_until
+from tests.core_backend import CoreOnlyBackend
 
 
 @pytest.mark.memory
@@ -43,6 +46,14 @@ class TestMemoryBackend(BackendContract):
 
     def test_it_refuses_worker_processes(self, backend: MemoryBackend) -> None:
         assert backend.supports_processes is False
+
+
+class TestCoreOnlyBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> Iterator[CoreOnlyBackend]:
+        backend = CoreOnlyBackend("core://")
+        yield backend
+        backend.close()
 
 
 @contextlib.contextmanager

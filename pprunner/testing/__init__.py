@@ -27,6 +27,10 @@ fixture; every contract test then runs against the plugin::
         def serializer(self):
             return MsgpackSerializer()
 
+A backend runs the tests of the core and of each optional capability it
+declares (:class:`~pprunner.backend.Pausing`, ``Admin``, ``Recovery``); the
+others are reported as skipped, naming the capability.
+
 :func:`make_invocation` builds the PENDING invocations the backend contract
 enqueues, for a plugin's own extra tests. Importing this package needs pytest
 (the ``test`` extra); the contract modules are registered for pytest's

@@ -6,6 +6,14 @@ afterwards. Each test checks one promise from the Backend docstrings; the
 ownership tests matter most, since "only the owner may finish an invocation"
 is what makes a late result from a runner that lost its invocation harmless.
 
+The core's tests always run; the tests of an optional capability (Pausing,
+Admin, Recovery) run when the backend declares it and are skipped, naming
+the capability, when it does not. A test takes the ``pausing``, ``admin`` or
+``recovery`` fixture instead of ``backend`` when it checks that capability
+alone; one that also holds a PAUSED invocation skips through
+:func:`enqueue_claimed` (a core promise such as reroute then still runs for
+RUNNING ones).
+
 No test sleeps to let another thread catch up: threads hand their outcome
 back through :class:`Background`, and every wait is bounded.
 """
@@ -17,12 +25,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import ClassVar, Generic, TypeVar, cast
+from typing import ClassVar, Generic, NoReturn, TypeVar, cast
 
 import attrs
 import pytest
 
-from pprunner.backend import Backend
+from pprunner.backend import Admin, Backend, Pausing, Recovery, capability_methods
 from pprunner.errors import IllegalTransition, NotOwner, UnknownInvocation
 from pprunner.invocation import (
     ErrorInfo,
@@ -67,9 +75,16 @@ def make_runner(runner_id: str, started_at: float = 1_000.0) -> RunnerInfo:
                       supervisor="contract-supervisor", slot=1, started_at=started_at)
 
 
+def skip_undeclared(backend: Backend, capability: type) -> NoReturn:
+    """Skip the running test: it checks ``capability``, which ``backend`` does not declare."""
+    pytest.skip(f"{type(backend).__name__} does not declare the {capability.__name__} "
+                f"capability ({', '.join(capability_methods(capability))})")
+
+
 def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
                     max_attempts: int = 3) -> Invocation:
-    """Enqueue one invocation and claim it for ``runner_id`` (then pause it if asked).
+    """Enqueue one invocation and claim it for ``runner_id`` (then pause it if asked;
+    a test that asks on a backend without the Pausing capability is skipped).
 
     The claim takes the oldest pending invocation, so call this only while
     nothing else is pending.
@@ -80,6 +95,8 @@ def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
     assert claimed is not None, "claim returned None although an invocation was pending"
     assert claimed.id == invocation.id, "claim took another invocation than the only pending one"
     if paused:
+        if not isinstance(backend, Pausing):
+            skip_undeclared(backend, Pausing)
         backend.pause(claimed.id, runner_id)
         return backend.get(claimed.id)
     return claimed
@@ -150,21 +167,30 @@ class Background(Generic[T]):
         return cast(T, self._result)
 
 
-#: Every change only an owner may make, as ``(backend, invocation_id, runner_id)`` calls.
-OWNER_OPERATIONS: dict[str, Callable[[Backend, str, str], None]] = {
-    "complete": lambda backend, i, runner: backend.complete(i, runner, b'"late"'),
-    "fail": lambda backend, i, runner: backend.fail(i, runner, ErrorInfo("E", "late")),
-    "pause": lambda backend, i, runner: backend.pause(i, runner),
-    "resume": lambda backend, i, runner: backend.resume(i, runner),
-}
+#: Every change only an owner may make (pause and resume need the Pausing capability).
+OWNER_OPERATIONS = ("complete", "fail", "pause", "resume")
 #: operations that are legal for the owner only once the invocation is PAUSED
 NEEDS_PAUSED = frozenset({"resume"})
+
+
+def owner_change(backend: Backend, operation: str) -> Callable[[str, str], None]:
+    """One of :data:`OWNER_OPERATIONS` as a call ``(invocation_id, runner_id)``; the
+    test is skipped when it needs a capability ``backend`` does not declare."""
+    if operation == "complete":
+        return lambda invocation_id, runner: backend.complete(invocation_id, runner, b'"late"')
+    if operation == "fail":
+        return lambda invocation_id, runner: backend.fail(invocation_id, runner,
+                                                          ErrorInfo("E", "late"))
+    if not isinstance(backend, Pausing):
+        skip_undeclared(backend, Pausing)
+    return backend.pause if operation == "pause" else backend.resume
 
 
 class BackendContract:
     """Contract tests for a :class:`~pprunner.backend.Backend` implementation.
 
-    Subclasses provide the ``backend`` fixture. A backend whose instances
+    Subclasses provide the ``backend`` fixture; the tests of each optional
+    capability run only if the backend declares it. A backend whose instances
     must not be shared between threads sets :attr:`supports_threads` to False,
     which skips the tests that need a second thread (the built-ins support
     threads, as the Backend docstring asks).
@@ -176,6 +202,27 @@ class BackendContract:
     def backend(self) -> Backend:
         pytest.fail(f"{type(self).__name__} must override the `backend` fixture with one "
                     "that yields a fresh, empty backend and closes it afterwards")
+
+    @pytest.fixture
+    def pausing(self, backend: Backend) -> Pausing:
+        """The backend, for a test of the Pausing capability (skipped without it)."""
+        if not isinstance(backend, Pausing):
+            skip_undeclared(backend, Pausing)
+        return backend
+
+    @pytest.fixture
+    def admin(self, backend: Backend) -> Admin:
+        """The backend, for a test of the Admin capability (skipped without it)."""
+        if not isinstance(backend, Admin):
+            skip_undeclared(backend, Admin)
+        return backend
+
+    @pytest.fixture
+    def recovery(self, backend: Backend) -> Recovery:
+        """The backend, for a test of the Recovery capability (skipped without it)."""
+        if not isinstance(backend, Recovery):
+            skip_undeclared(backend, Recovery)
+        return backend
 
     def _require_threads(self) -> None:
         if not self.supports_threads:
@@ -288,40 +335,43 @@ class BackendContract:
         assert stored.error == error
         assert stored.finished_at is not None
 
-    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    @pytest.mark.parametrize("operation", OWNER_OPERATIONS)
     def test_only_the_owner_may_change_an_invocation(self, backend: Backend,
                                                      operation: str) -> None:
+        change = owner_change(backend, operation)
         claimed = enqueue_claimed(backend, "owner", paused=operation in NEEDS_PAUSED)
         with pytest.raises(NotOwner):
-            OWNER_OPERATIONS[operation](backend, claimed.id, "intruder")
+            change(claimed.id, "intruder")
         assert backend.get(claimed.id) == claimed, "a refused change altered the invocation"
 
-    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    @pytest.mark.parametrize("operation", OWNER_OPERATIONS)
     def test_a_pending_invocation_cannot_be_changed(self, backend: Backend,
                                                     operation: str) -> None:
+        change = owner_change(backend, operation)
         invocation = make_invocation()
         backend.enqueue(invocation)
         with pytest.raises(IllegalTransition):
-            OWNER_OPERATIONS[operation](backend, invocation.id, "anyone")
+            change(invocation.id, "anyone")
         assert backend.get(invocation.id) == invocation
 
-    @pytest.mark.parametrize("operation", sorted(OWNER_OPERATIONS))
+    @pytest.mark.parametrize("operation", OWNER_OPERATIONS)
     def test_a_completed_invocation_cannot_be_changed_again(self, backend: Backend,
                                                             operation: str) -> None:
+        change = owner_change(backend, operation)
         claimed = enqueue_claimed(backend, "owner")
         backend.complete(claimed.id, "owner", b"1")
         done = backend.get(claimed.id)
         with pytest.raises(IllegalTransition):
-            OWNER_OPERATIONS[operation](backend, claimed.id, "owner")
+            change(claimed.id, "owner")
         assert backend.get(claimed.id) == done
 
-    def test_pause_keeps_the_owner_and_resume_runs_again(self, backend: Backend) -> None:
-        claimed = enqueue_claimed(backend, "owner")
-        backend.pause(claimed.id, "owner")
-        paused = backend.get(claimed.id)
+    def test_pause_keeps_the_owner_and_resume_runs_again(self, pausing: Pausing) -> None:
+        claimed = enqueue_claimed(pausing, "owner")
+        pausing.pause(claimed.id, "owner")
+        paused = pausing.get(claimed.id)
         assert (paused.status, paused.owner) == (Status.PAUSED, "owner")
-        backend.resume(claimed.id, "owner")
-        resumed = backend.get(claimed.id)
+        pausing.resume(claimed.id, "owner")
+        resumed = pausing.get(claimed.id)
         assert (resumed.status, resumed.owner) == (Status.RUNNING, "owner")
         assert resumed.attempts == claimed.attempts, "pause and resume are not a new attempt"
 
@@ -330,12 +380,12 @@ class BackendContract:
         pytest.param(True, "complete", id="complete-paused"),
         pytest.param(False, "resume", id="resume-running"),
     ])
-    def test_the_owner_cannot_skip_the_state_machine(self, backend: Backend, paused: bool,
+    def test_the_owner_cannot_skip_the_state_machine(self, pausing: Pausing, paused: bool,
                                                      operation: str) -> None:
-        claimed = enqueue_claimed(backend, "owner", paused=paused)
+        claimed = enqueue_claimed(pausing, "owner", paused=paused)
         with pytest.raises(IllegalTransition):
-            OWNER_OPERATIONS[operation](backend, claimed.id, "owner")
-        assert backend.get(claimed.id) == claimed
+            owner_change(pausing, operation)(claimed.id, "owner")
+        assert pausing.get(claimed.id) == claimed
 
     # -- rerouting ---------------------------------------------------------------------
 
@@ -383,13 +433,14 @@ class BackendContract:
         assert backend.reroute("nobody", CRASH) == []
         assert backend.counts()[Status.PENDING] == 1
 
-    def test_reroute_leaves_other_runners_invocations_alone(self, backend: Backend) -> None:
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+    def test_reroute_leaves_other_runners_invocations_alone(self, backend: Backend,
+                                                            paused: bool) -> None:
         mine = enqueue_claimed(backend, "dead")
-        theirs = [enqueue_claimed(backend, "alive"),
-                  enqueue_claimed(backend, "alive", paused=True)]
+        theirs = enqueue_claimed(backend, "alive", paused=paused)
         rerouted = backend.reroute("dead", CRASH)
         assert [i.id for i in rerouted] == [mine.id]
-        assert [backend.get(i.id) for i in theirs] == theirs
+        assert backend.get(theirs.id) == theirs
 
     @pytest.mark.parametrize("error", [pytest.param(None, id="graceful"),
                                        pytest.param(CRASH, id="crash")])
@@ -412,10 +463,10 @@ class BackendContract:
 
     # -- ownership queries ---------------------------------------------------------------
 
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
     def test_owned_by_lists_running_and_paused_invocations_of_those_runners(
-            self, backend: Backend) -> None:
-        running = enqueue_claimed(backend, "a")
-        paused = enqueue_claimed(backend, "a", paused=True)
+            self, backend: Backend, paused: bool) -> None:
+        held = enqueue_claimed(backend, "a", paused=paused)
         finished = enqueue_claimed(backend, "a")
         backend.complete(finished.id, "a", b"1")
         failed = enqueue_claimed(backend, "a")
@@ -426,8 +477,8 @@ class BackendContract:
         def owned(*runners: str) -> dict[str, Invocation]:
             return {i.id: i for i in backend.owned_by(runners)}
 
-        assert owned("a") == {i.id: i for i in (running, paused)}
-        assert owned("a", "b") == {i.id: i for i in (running, paused, other)}
+        assert owned("a") == {held.id: held}
+        assert owned("a", "b") == {i.id: i for i in (held, other)}
         assert owned("c") == {}
 
     def test_owned_by_no_runners_is_empty(self, backend: Backend) -> None:
@@ -436,39 +487,39 @@ class BackendContract:
 
     # -- runners and heartbeats ----------------------------------------------------------
 
-    def test_record_heartbeats_stores_the_given_time(self, backend: Backend) -> None:
+    def test_record_heartbeats_stores_the_given_time(self, admin: Admin) -> None:
         """On the store's clock, if it has one: then ``at`` is moved by the offset
         between the clocks and the time in transit (see Backend.record_heartbeats)."""
         runner = make_runner("w1")
-        backend.record_heartbeats([runner], at=1_234.5)
-        [stored] = backend.runners()
+        admin.record_heartbeats([runner], at=1_234.5)
+        [stored] = admin.runners()
         assert stored == attrs.evolve(runner, heartbeat_at=stored.heartbeat_at)
         assert stored.heartbeat_at == pytest.approx(1_234.5, abs=CLOCK_TOLERANCE)
 
-    def test_record_heartbeats_again_refreshes_the_heartbeat(self, backend: Backend) -> None:
+    def test_record_heartbeats_again_refreshes_the_heartbeat(self, admin: Admin) -> None:
         runner = make_runner("w1")
-        backend.record_heartbeats([runner], at=1_000.0)
-        backend.record_heartbeats([runner], at=2_000.0)
-        [(runner_id, beat)] = [(r.id, r.heartbeat_at) for r in backend.runners()]
+        admin.record_heartbeats([runner], at=1_000.0)
+        admin.record_heartbeats([runner], at=2_000.0)
+        [(runner_id, beat)] = [(r.id, r.heartbeat_at) for r in admin.runners()]
         assert (runner_id, beat) == ("w1", pytest.approx(2_000.0, abs=CLOCK_TOLERANCE))
 
-    def test_runners_are_listed_oldest_first(self, backend: Backend) -> None:
-        backend.record_heartbeats([make_runner("young", started_at=2_000.0),
-                                   make_runner("old", started_at=1_000.0)], at=time.time())
-        assert [r.id for r in backend.runners()] == ["old", "young"]
+    def test_runners_are_listed_oldest_first(self, admin: Admin) -> None:
+        admin.record_heartbeats([make_runner("young", started_at=2_000.0),
+                                 make_runner("old", started_at=1_000.0)], at=time.time())
+        assert [r.id for r in admin.runners()] == ["old", "young"]
 
-    def test_stale_runners_are_those_with_an_old_heartbeat(self, backend: Backend) -> None:
+    def test_stale_runners_are_those_with_an_old_heartbeat(self, recovery: Recovery) -> None:
         now = time.time()
-        backend.record_heartbeats([make_runner("fresh")], at=now)
-        backend.record_heartbeats([make_runner("silent")], at=now - 3_600)
-        assert [r.id for r in backend.stale_runners(older_than=60)] == ["silent"]
-        assert backend.stale_runners(older_than=1e6) == []
+        recovery.record_heartbeats([make_runner("fresh")], at=now)
+        recovery.record_heartbeats([make_runner("silent")], at=now - 3_600)
+        assert [r.id for r in recovery.stale_runners(older_than=60)] == ["silent"]
+        assert recovery.stale_runners(older_than=1e6) == []
 
-    def test_forget_runners_removes_them(self, backend: Backend) -> None:
-        backend.record_heartbeats([make_runner("gone"), make_runner("kept", 2_000.0)],
-                                  at=time.time())
-        backend.forget_runners(["gone", "never-recorded"])
-        assert [r.id for r in backend.runners()] == ["kept"]
+    def test_forget_runners_removes_them(self, admin: Admin) -> None:
+        admin.record_heartbeats([make_runner("gone"), make_runner("kept", 2_000.0)],
+                                at=time.time())
+        admin.forget_runners(["gone", "never-recorded"])
+        assert [r.id for r in admin.runners()] == ["kept"]
 
     # -- retries and the dead letters ---------------------------------------------------
 
@@ -501,31 +552,31 @@ class BackendContract:
         assert backend.get(claimed.id).history == (CRASH, second)
 
     def test_requeue_puts_failed_invocations_back_with_fresh_attempts(
-            self, backend: Backend) -> None:
-        failed = enqueue_claimed(backend, "r")
-        backend.fail(failed.id, "r", CRASH)
-        done = enqueue_claimed(backend, "r")
-        backend.complete(done.id, "r", b"1")
-        (requeued,) = backend.requeue([failed.id, done.id, "unknown"])
-        assert requeued == backend.get(failed.id)
+            self, admin: Admin) -> None:
+        failed = enqueue_claimed(admin, "r")
+        admin.fail(failed.id, "r", CRASH)
+        done = enqueue_claimed(admin, "r")
+        admin.complete(done.id, "r", b"1")
+        (requeued,) = admin.requeue([failed.id, done.id, "unknown"])
+        assert requeued == admin.get(failed.id)
         assert (requeued.status, requeued.attempts, requeued.owner) == (Status.PENDING, 0, None)
         assert requeued.history == (CRASH,)
-        assert backend.get(done.id).status is Status.SUCCESS
-        assert backend.claim("r", EMPTY_CLAIM_TIMEOUT).id == failed.id  # type: ignore[union-attr]
+        assert admin.get(done.id).status is Status.SUCCESS
+        assert admin.claim("r", EMPTY_CLAIM_TIMEOUT).id == failed.id  # type: ignore[union-attr]
 
-    def test_requeue_all_takes_every_failed_one(self, backend: Backend) -> None:
+    def test_requeue_all_takes_every_failed_one(self, admin: Admin) -> None:
         for _ in range(3):
-            backend.fail(enqueue_claimed(backend, "r").id, "r", CRASH)
-        assert len(backend.requeue(None)) == 3
-        assert backend.counts()[Status.FAILED] == 0
+            admin.fail(enqueue_claimed(admin, "r").id, "r", CRASH)
+        assert len(admin.requeue(None)) == 3
+        assert admin.counts()[Status.FAILED] == 0
 
-    def test_invocations_lists_one_status_newest_first(self, backend: Backend) -> None:
+    def test_invocations_lists_one_status_newest_first(self, admin: Admin) -> None:
         ids = []
         for _ in range(3):
-            ids.append(enqueue_claimed(backend, "r").id)
-            backend.fail(ids[-1], "r", CRASH)
-        backend.enqueue(make_invocation())
-        assert [i.id for i in backend.invocations(Status.FAILED, 2)] == ids[::-1][:2]
+            ids.append(enqueue_claimed(admin, "r").id)
+            admin.fail(ids[-1], "r", CRASH)
+        admin.enqueue(make_invocation())
+        assert [i.id for i in admin.invocations(Status.FAILED, 2)] == ids[::-1][:2]
 
     # -- completing and claiming the next at once ----------------------------------------
 
@@ -552,118 +603,118 @@ class BackendContract:
     # -- waiting ---------------------------------------------------------------------------
 
     def test_pause_records_what_it_waits_for_and_resume_clears_it(
-            self, backend: Backend) -> None:
-        claimed = enqueue_claimed(backend, "r")
-        backend.pause(claimed.id, "r", ["a", "b"])
-        assert backend.get(claimed.id).waiting_for == ("a", "b")
-        backend.resume(claimed.id, "r")
-        assert backend.get(claimed.id).waiting_for == ()
+            self, pausing: Pausing) -> None:
+        claimed = enqueue_claimed(pausing, "r")
+        pausing.pause(claimed.id, "r", ["a", "b"])
+        assert pausing.get(claimed.id).waiting_for == ("a", "b")
+        pausing.resume(claimed.id, "r")
+        assert pausing.get(claimed.id).waiting_for == ()
 
-    def test_claim_one_of_takes_only_the_named_pending_ones(self, backend: Backend) -> None:
+    def test_claim_one_of_takes_only_the_named_pending_ones(self, pausing: Pausing) -> None:
         first, wanted, last = (make_invocation() for _ in range(3))
         for invocation in (first, wanted, last):
-            backend.enqueue(invocation)
-        claimed = backend.claim_one_of("r", [wanted.id, "unknown"])
+            pausing.enqueue(invocation)
+        claimed = pausing.claim_one_of("r", [wanted.id, "unknown"])
         assert claimed is not None and (claimed.id, claimed.owner) == (wanted.id, "r")
         assert claimed.attempts == 1 and claimed.status is Status.RUNNING
-        assert backend.claim_one_of("r", [wanted.id]) is None  # not pending any more
-        assert backend.claim_one_of("r", []) is None
-        assert backend.get(first.id).status is Status.PENDING
+        assert pausing.claim_one_of("r", [wanted.id]) is None  # not pending any more
+        assert pausing.claim_one_of("r", []) is None
+        assert pausing.get(first.id).status is Status.PENDING
 
-    def test_claim_one_of_respects_not_before(self, backend: Backend) -> None:
-        claimed = enqueue_claimed(backend, "r")
-        backend.retry(claimed.id, "r", CRASH, not_before=time.time() + 3_600)
-        assert backend.claim_one_of("r", [claimed.id]) is None
+    def test_claim_one_of_respects_not_before(self, pausing: Pausing) -> None:
+        claimed = enqueue_claimed(pausing, "r")
+        pausing.retry(claimed.id, "r", CRASH, not_before=time.time() + 3_600)
+        assert pausing.claim_one_of("r", [claimed.id]) is None
 
     # -- recovering a lost runner -------------------------------------------------------
 
-    def test_recover_takes_back_what_a_silent_runner_held(self, backend: Backend) -> None:
-        claimed = enqueue_claimed(backend, "lost")
-        backend.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
-        recovered = backend.recover("lost", 60, CRASH)
-        assert recovered == [backend.get(claimed.id)]
+    def test_recover_takes_back_what_a_silent_runner_held(self, recovery: Recovery) -> None:
+        claimed = enqueue_claimed(recovery, "lost")
+        recovery.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
+        recovered = recovery.recover("lost", 60, CRASH)
+        assert recovered == [recovery.get(claimed.id)]
         assert (recovered[0].status, recovered[0].owner) == (Status.PENDING, None)
-        assert "lost" not in {r.id for r in backend.runners()}
+        assert recovery.stale_runners(older_than=60) == [], "a recovered runner is forgotten"
         with pytest.raises(NotOwner):  # its late result is refused
-            backend.complete(claimed.id, "lost", b"late")
+            recovery.complete(claimed.id, "lost", b"late")
 
-    def test_recover_leaves_a_runner_whose_heartbeat_came_back(self, backend: Backend) -> None:
-        claimed = enqueue_claimed(backend, "slow")
-        backend.record_heartbeats([make_runner("slow")], at=time.time() - 3_600)
-        backend.record_heartbeats([make_runner("slow")], at=time.time())
-        assert backend.recover("slow", 60, CRASH) is None
-        assert backend.get(claimed.id).owner == "slow"
+    def test_recover_leaves_a_runner_whose_heartbeat_came_back(self, recovery: Recovery) -> None:
+        claimed = enqueue_claimed(recovery, "slow")
+        recovery.record_heartbeats([make_runner("slow")], at=time.time() - 3_600)
+        recovery.record_heartbeats([make_runner("slow")], at=time.time())
+        assert recovery.recover("slow", 60, CRASH) is None
+        assert recovery.get(claimed.id).owner == "slow"
 
-    def test_recover_of_an_unknown_runner_does_nothing(self, backend: Backend) -> None:
-        assert backend.recover("never-seen", 60, CRASH) is None
+    def test_recover_of_an_unknown_runner_does_nothing(self, recovery: Recovery) -> None:
+        assert recovery.recover("never-seen", 60, CRASH) is None
 
-    def test_only_one_of_several_recoverers_acts(self, backend: Backend) -> None:
+    def test_only_one_of_several_recoverers_acts(self, recovery: Recovery) -> None:
         self._require_threads()
-        claimed = enqueue_claimed(backend, "lost")
-        backend.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
+        claimed = enqueue_claimed(recovery, "lost")
+        recovery.record_heartbeats([make_runner("lost")], at=time.time() - 3_600)
         start = threading.Barrier(4)
 
         def recover() -> list[Invocation] | None:
             start.wait(THREAD_TIMEOUT)
-            return backend.recover("lost", 60, CRASH)
+            return recovery.recover("lost", 60, CRASH)
 
         threads = [Background(recover) for _ in range(4)]
         answers = [thread.join() for thread in threads]
         assert sum(answer is not None for answer in answers) == 1
-        assert backend.get(claimed.id).history == (CRASH,)
+        assert recovery.get(claimed.id).history == (CRASH,)
 
     # -- purging finished invocations ------------------------------------------------------
 
     def test_purge_deletes_finished_invocations_oldest_first_up_to_its_limit(
-            self, backend: Backend) -> None:
-        completed = enqueue_claimed(backend, "r")
-        backend.complete(completed.id, "r", b"1")
-        failed = enqueue_claimed(backend, "r")
-        backend.fail(failed.id, "r", CRASH)
-        lost = enqueue_claimed(backend, "lost", max_attempts=1)
-        backend.reroute("lost", CRASH)  # past max_attempts: FAILED
-        ended = [backend.get(i.id) for i in (completed, failed, lost)]
+            self, admin: Admin) -> None:
+        completed = enqueue_claimed(admin, "r")
+        admin.complete(completed.id, "r", b"1")
+        failed = enqueue_claimed(admin, "r")
+        admin.fail(failed.id, "r", CRASH)
+        lost = enqueue_claimed(admin, "lost", max_attempts=1)
+        admin.reroute("lost", CRASH)  # past max_attempts: FAILED
+        ended = [admin.get(i.id) for i in (completed, failed, lost)]
         assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
         later = max(i.finished_at or 0 for i in ended) + 1
-        assert backend.purge(later, 2) == 2
+        assert admin.purge(later, 2) == 2
         for gone in ended[:2]:
             with pytest.raises(UnknownInvocation):
-                backend.get(gone.id)
-        assert backend.get(lost.id).status is Status.FAILED
-        assert backend.counts()[Status.SUCCESS] == 0 and backend.counts()[Status.FAILED] == 1
-        assert backend.invocations(Status.FAILED, 10) == [backend.get(lost.id)]
-        assert backend.purge(later, 10) == 1
-        assert backend.purge(later, 10) == 0
+                admin.get(gone.id)
+        assert admin.get(lost.id).status is Status.FAILED
+        assert admin.counts()[Status.SUCCESS] == 0 and admin.counts()[Status.FAILED] == 1
+        assert admin.invocations(Status.FAILED, 10) == [admin.get(lost.id)]
+        assert admin.purge(later, 10) == 1
+        assert admin.purge(later, 10) == 0
 
+    @pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
     def test_purge_keeps_what_is_unfinished_or_finished_since_the_cutoff(
-            self, backend: Backend) -> None:
-        running = enqueue_claimed(backend, "r")
-        paused = enqueue_claimed(backend, "p", paused=True)
-        requeued = enqueue_claimed(backend, "q")
-        backend.fail(requeued.id, "q", CRASH)
-        finished = enqueue_claimed(backend, "f")
-        backend.complete(finished.id, "f", b"1")
-        backend.requeue([requeued.id])  # no longer finished
-        backend.enqueue(pending := make_invocation())
-        finished_at = backend.get(finished.id).finished_at
+            self, admin: Admin, paused: bool) -> None:
+        held = enqueue_claimed(admin, "r", paused=paused)
+        requeued = enqueue_claimed(admin, "q")
+        admin.fail(requeued.id, "q", CRASH)
+        finished = enqueue_claimed(admin, "f")
+        admin.complete(finished.id, "f", b"1")
+        admin.requeue([requeued.id])  # no longer finished
+        admin.enqueue(pending := make_invocation())
+        finished_at = admin.get(finished.id).finished_at
         assert finished_at is not None
-        assert backend.purge(finished_at, 10) == 0  # finished at the cutoff, not before it
-        assert backend.purge(time.time() + 3_600, 10) == 1
+        assert admin.purge(finished_at, 10) == 0  # finished at the cutoff, not before it
+        assert admin.purge(time.time() + 3_600, 10) == 1
         with pytest.raises(UnknownInvocation):
-            backend.get(finished.id)
-        assert [backend.get(i.id).status for i in (running, paused, requeued, pending)] == \
-            [Status.RUNNING, Status.PAUSED, Status.PENDING, Status.PENDING]
+            admin.get(finished.id)
+        assert [admin.get(i.id) for i in (held, pending)] == [held, pending]
+        assert admin.get(requeued.id).status is Status.PENDING
 
     # -- counts ----------------------------------------------------------------------------
 
-    def test_counts_follow_the_statuses(self, backend: Backend) -> None:
+    @pytest.mark.parametrize("held", [Status.RUNNING, Status.PAUSED], ids=str)
+    def test_counts_follow_the_statuses(self, backend: Backend, held: Status) -> None:
         backend.complete(enqueue_claimed(backend, "r").id, "r", b"1")
         backend.fail(enqueue_claimed(backend, "r").id, "r", CRASH)
-        enqueue_claimed(backend, "r", paused=True)
-        enqueue_claimed(backend, "r")
+        enqueue_claimed(backend, "r", paused=held is Status.PAUSED)
         for _ in range(2):
             backend.enqueue(make_invocation())
-        assert backend.counts() == {Status.PENDING: 2, Status.RUNNING: 1, Status.PAUSED: 1,
+        assert backend.counts() == {**dict.fromkeys(Status, 0), Status.PENDING: 2, held: 1,
                                     Status.SUCCESS: 1, Status.FAILED: 1}
 
     # -- waiting and waking ----------------------------------------------------------------

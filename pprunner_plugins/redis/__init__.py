@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 import attrs
 
 import pprunner
-from pprunner.backend import Backend, check_owner_change, missing, rerouted
+from pprunner.backend import Admin, Pausing, Recovery, check_owner_change, missing, rerouted
 from pprunner.errors import BackendError, IllegalTransition
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -106,7 +106,7 @@ def split_url(url: str) -> tuple[str, str]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
 
 
-class RedisBackend(Backend):
+class RedisBackend(Pausing, Admin, Recovery):
     notifies_final = True
 
     def __init__(self, url: str) -> None:
