@@ -39,6 +39,7 @@ from .jobs import (
     Failed,
     Finished,
     Lost,
+    RemoteError,
     Started,
     TimedOut,
 )
@@ -169,7 +170,12 @@ class Dispatcher:
                 if not self._queued:
                     return
                 job = self._queued.popleft()
-            if not child.send(channel.RUN, job.call):
+            try:
+                sent = child.send(channel.RUN, job.call)
+            except Exception as exc:  # pickling failed before a byte was written
+                self._unsendable(job, exc)
+                continue
+            if not sent:
                 with self._lock:
                     self._queued.appendleft(job)  # its sentinel will say it is gone
                 continue
@@ -259,8 +265,18 @@ class Dispatcher:
         for fd in (self._ready_read, self._ready_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._ready_read = self._ready_write = -1  # closed once: the numbers may be reused
 
     # -- internals ------------------------------------------------------------------
+
+    def _unsendable(self, job: Job, error: Exception) -> None:
+        """The call (its function, an argument) does not pickle: it fails unstarted,
+        with that error, as with the standard library's pool. Raising would end the
+        supervisor's loop and every other call with it; the worker is still idle."""
+        self._finish(job.call.id)
+        self._emit(job, Failed(job.call, RemoteError(
+            type(error).__name__, f"{job.call.name} cannot be sent to a worker: {error}",
+            exception=error.with_traceback(None)), 0))
 
     def _requeue(self, job: Job) -> None:
         with self._lock:

@@ -152,6 +152,9 @@ class Executor(futures.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self._broken: str | None = None
+        #: held while closing; ``_closed`` says it is done (a shutdown closes only once)
+        self._closing = threading.Lock()
+        self._closed = False
 
     # -- concurrent.futures.Executor ----------------------------------------------------
 
@@ -207,11 +210,22 @@ class Executor(futures.Executor):
                     name=name)
 
     def _close(self) -> None:
-        """Wait for every future, then stop the supervisor and the dispatcher thread."""
-        futures.wait(list(self._futures.values()))
-        if self._supervisor is not None:
-            self._supervisor.stop()
-        self._dispatcher.shutdown()
+        """Wait for every future, then stop the supervisor and the dispatcher thread.
+
+        Once: ``shutdown`` may be called again (a ``with`` block after an explicit
+        call, ``shutdown(wait=True)`` after ``wait=False``), and the later calls
+        wait here for the first to finish, as with the standard library's pool.
+        Closing twice would close descriptor numbers that may belong to someone
+        else by then.
+        """
+        with self._closing:
+            if self._closed:
+                return
+            futures.wait(list(self._futures.values()))
+            if self._supervisor is not None:
+                self._supervisor.stop()
+            self._dispatcher.shutdown()
+            self._closed = True
 
     def _notify(self, event: Event) -> None:
         """Turns the supervisor's events into future states (on the dispatcher thread)."""

@@ -101,7 +101,8 @@ class Finished:
 
 @attrs.frozen
 class Failed:
-    """The call raised; ``error`` is what it raised."""
+    """The call raised; ``error`` is what it raised. ``pid`` is 0 when no worker
+    got it: it could not be pickled to be sent (``error`` says why)."""
 
     call: Call
     error: RemoteError
@@ -152,6 +153,7 @@ class Runnable:
     task: Task[Any, Any] | None = None
 
 
-#: every ending a sender can hear, after :class:`Started` (or instead of it, for Cancelled)
+#: every ending a sender can hear, after :class:`Started` (or instead of it: Cancelled,
+#: and Failed for a call that cannot be pickled onto a worker's pipe, with ``pid`` 0)
 Ending = Finished | Failed | Lost | TimedOut | Cancelled
 Event = Started | Ending

@@ -13,13 +13,14 @@ import enum
 import logging
 import signal
 import time
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import attrs
 
 from . import channel
 from .invocation import ErrorInfo, RunnerInfo
-from .jobs import Call
+from .jobs import Call, RemoteError
 from .spawn import WorkerProcess
 
 logger = logging.getLogger("pprunner.supervisor")
@@ -122,7 +123,13 @@ class Child:
         results = []
         try:
             while self.connection.poll():
-                message = self.connection.recv()
+                data = self.connection.recv_bytes()
+                try:
+                    message = ForkingPickler.loads(data)
+                except Exception as exc:
+                    message = self._undecodable(exc)
+                    if message is None:
+                        continue
                 if message[0] == channel.DONE:
                     results.append(message)
                 else:
@@ -130,6 +137,18 @@ class Child:
         except (EOFError, OSError):
             pass  # it is exiting; the sentinel will say so
         return results
+
+    def _undecodable(self, error: Exception) -> tuple[Any, ...] | None:
+        """A message that pickled in the worker but does not unpickle here. Every
+        message but a pushed call's ``done`` is plain data, so it is the result of
+        the call this worker holds: that call fails with the error, rather than
+        the supervisor's loop (and every other call with it)."""
+        if self.call is None:
+            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error)
+            return None
+        return (channel.DONE, self.call.id, False, RemoteError(
+            type(error).__name__, f"the result of {self.call.name} cannot be unpickled in "
+            f"the supervisor's process: {error}"), 0)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

@@ -309,12 +309,15 @@ class Supervisor:
         self._lifeline = (reader, writer)
         if self.app is None:
             return
-        self._manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
+        manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
         with signals_blocked(), main_module_hidden():
-            self._manager.start(guard_helper_process,
-                                (reader, writer.fileno(), self.config.start_method,
-                                 self.config.log_level, self.id))
-        self.runner_cache = self._manager.dict()
+            manager.start(guard_helper_process,
+                          (reader, writer.fileno(), self.config.start_method,
+                           self.config.log_level, self.id))
+        # only a started manager has shutdown(): one that failed to start must leave its
+        # own error to be seen
+        self._manager = manager
+        self.runner_cache = manager.dict()
         self._control = ControlSocket(self.id)
 
     def _spawn(self, slot: int) -> Child:
@@ -718,6 +721,9 @@ class Supervisor:
         for fd in (self._wakeup_read, self._wakeup_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        # a later stop()/scale_to() from another thread must not write to (or a second
+        # close close) a descriptor number the process has since reused: -1 fails quietly
+        self._wakeup_read = self._wakeup_write = -1
 
 
 class SupervisorView:

@@ -185,3 +185,60 @@ def busy(app: App, db_url: str, cli_process, marker_dir: Path, request) -> Busy:
 def assert_all_gone(family: list[psutil.Process]) -> None:
     _gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == [], f"still alive after the supervisor stopped: {alive}"
+
+
+@pytest.fixture
+def new_executor() -> Iterator[Callable[..., Any]]:
+    """Make executors (``pprunner.Executor`` unless ``cls`` says otherwise); each is
+    shut down at teardown, its queued calls cancelled."""
+    made: list[Any] = []
+
+    def make(cls: Any = pprunner.Executor, **options: Any) -> Any:
+        options.setdefault("max_workers", 2)
+        executor = cls(**options)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Gates:
+    """Calls held until the test lets them go (``tests.executor_calls.hold``): each
+    says it started with a marker file and waits for its release file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.names: set[str] = set()
+
+    def hold(self, executor: Any, name: str, value: Any = None) -> Any:
+        """Submit a held call; returns its future."""
+        from tests import executor_calls
+
+        self.names.add(name)
+        return executor.submit(executor_calls.hold, str(self.directory), name, value)
+
+    def wait_started(self, *names: str) -> None:
+        for name in names:
+            wait_until((self.directory / f"{name}.started").exists, what=f"{name} to start")
+
+    def pid(self, name: str) -> int:
+        """The pid of the worker that runs (or ran) the held call ``name``."""
+        self.wait_started(name)
+        return int((self.directory / f"{name}.started").read_text())
+
+    def release(self, *names: str) -> None:
+        for name in names or tuple(self.names):
+            (self.directory / f"{name}.release").touch()
+
+
+@pytest.fixture
+def gates(tmp_path: Path, new_executor: Callable[..., Any]) -> Iterator[Gates]:
+    """Held calls, all released at teardown (before ``new_executor`` shuts down: a
+    failed test must not leave a shutdown waiting for a call that waits)."""
+    directory = tmp_path / "gates"
+    directory.mkdir()
+    gates = Gates(directory)
+    yield gates
+    gates.release()

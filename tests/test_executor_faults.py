@@ -1,0 +1,288 @@
+"""``pprunner.Executor`` when things go wrong, with real worker processes.
+
+A worker killed by a signal or exiting under a call, a call past its hard or
+soft time limit, recycling by task count, an initializer that raises, the
+start methods, a script's ``__main__``, and no process left behind. Where
+``ProcessPoolExecutor`` breaks (``BrokenProcessPool`` for every future, and
+for good), pprunner fails the one call, or runs it again, and keeps serving.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pprunner import Executor, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLost
+from pprunner.executor import BrokenExecutor
+from tests import executor_calls as calls
+from tests.conftest import REPO, Gates, wait_until
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[Executor]:
+    """Shared by the crash tests: surviving them is what they check."""
+    with Executor(max_workers=2) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Executor]:
+    """Calls get 0.3 s before SoftTimeLimitExceeded, 1.5 s before their worker is killed."""
+    with Executor(max_workers=2, soft_time_limit=0.3, time_limit=1.5) as executor:
+        yield executor
+
+
+def serving_pids(executor: Executor) -> set[int]:
+    """The pids of both workers: calls are submitted four at a time, and each goes
+    to an idle worker, until two pids have answered."""
+    seen: set[int] = set()
+
+    def both() -> bool:
+        batch = [executor.submit(calls.pid) for _ in range(4)]
+        seen.update(f.result(timeout=TIMEOUT) for f in batch)
+        return len(seen) >= 2
+
+    wait_until(both, timeout=TIMEOUT, what="both workers to serve")
+    return seen
+
+
+# ---------------------------------------------------------------------------
+# a worker dies under a call
+# ---------------------------------------------------------------------------
+
+
+def test_sigkill_fails_only_that_call(executor: Executor, gates: Gates) -> None:
+    """ProcessPoolExecutor: BrokenProcessPool for every future, and for good.
+    pprunner: WorkerLost naming the signal for the one call; the one running
+    beside it and the queued ones succeed, and the executor keeps serving."""
+    beside = gates.hold(executor, "beside", value="beside")
+    gates.wait_started("beside")
+    killed = executor.submit(calls.kill_self)
+    queued = [executor.submit(calls.mul, i, 2) for i in range(6)]
+
+    with pytest.raises(WorkerLost, match="SIGKILL") as lost:
+        killed.result(timeout=TIMEOUT)
+    assert lost.value.signal == "SIGKILL"
+    assert lost.value.exitcode == -9
+    assert "kill_self" in str(lost.value)
+    assert f"pid {lost.value.pid}" in str(lost.value)
+
+    assert [f.result(timeout=TIMEOUT) for f in queued] == [0, 2, 4, 6, 8, 10]
+    gates.release("beside")
+    assert beside.result(timeout=TIMEOUT) == "beside"
+    more = [executor.submit(calls.pid) for _ in range(4)]
+    pids = {f.result(timeout=TIMEOUT) for f in more}
+    assert lost.value.pid not in pids
+
+
+def test_exit_code_is_named(executor: Executor) -> None:
+    future = executor.submit(calls.exit_with, 3)
+    with pytest.raises(WorkerLost, match="exited with code 3") as lost:
+        future.result(timeout=TIMEOUT)
+    assert lost.value.exitcode == 3 and lost.value.signal is None
+    assert executor.submit(calls.mul, 3, 3).result(timeout=TIMEOUT) == 9
+
+
+def test_stdlib_pool_breaks_where_pprunner_serves_on(tmp_path: Path) -> None:
+    """What the tests above improve on, shown rather than claimed."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=2,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(calls.kill_self).result(timeout=TIMEOUT)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(calls.mul, 1, 1)
+
+
+def test_retry_runs_a_lost_call_again(new_executor: Any, tmp_path: Path) -> None:
+    """on_worker_lost="retry": the call killed its worker on its first attempt only
+    (a marker remembers), runs again on another worker and succeeds."""
+    executor = new_executor(on_worker_lost="retry", max_attempts=2)
+    marker = tmp_path / "killed-once"
+    result = executor.submit(calls.kill_self_once, str(marker)).result(timeout=TIMEOUT)
+    first_pid = int(marker.read_text())
+    assert result.startswith("second attempt in pid ")
+    assert int(result.rsplit(" ", 1)[1]) != first_pid
+
+    always = executor.submit(calls.kill_self)
+    with pytest.raises(WorkerLost, match="SIGKILL"):  # after max_attempts starts
+        always.result(timeout=TIMEOUT)
+    assert executor.submit(calls.mul, 4, 4).result(timeout=TIMEOUT) == 16
+
+
+# ---------------------------------------------------------------------------
+# time limits
+# ---------------------------------------------------------------------------
+
+
+def test_hard_time_limit_replaces_the_worker(limited: Executor, tmp_path: Path) -> None:
+    marker = tmp_path / "overrunner"
+    future = limited.submit(calls.ignore_soft_limit, str(marker), 30)
+    with pytest.raises(TimeLimitExceeded, match=r"hard time limit of 1\.5 s") as exceeded:
+        future.result(timeout=TIMEOUT)
+    killed = int(marker.read_text())
+    assert f"pid {killed}" in str(exceeded.value)
+    assert not psutil.pid_exists(killed) or \
+        psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    pids = serving_pids(limited)
+    assert len(pids) == 2 and killed not in pids
+
+
+def test_soft_time_limit_is_raised_in_the_call(limited: Executor) -> None:
+    future = limited.submit(calls.run_past, 30)
+    with pytest.raises(SoftTimeLimitExceeded, match="soft time limit exceeded by run_past"):
+        future.result(timeout=TIMEOUT)
+    caught = limited.submit(calls.catch_soft_limit, 30).result(timeout=TIMEOUT)
+    assert caught == "caught: soft time limit exceeded by catch_soft_limit"
+
+
+# ---------------------------------------------------------------------------
+# recycling and initializers
+# ---------------------------------------------------------------------------
+
+
+def test_max_tasks_per_child_rotates_workers(new_executor: Any) -> None:
+    """Workers are replaced after two calls each and no future is lost on the way.
+
+    A worker due for recycling serves on until its replacement has booted
+    (no capacity is lost), so a pid may serve more than two calls."""
+    executor = new_executor(max_tasks_per_child=2, max_tasks_jitter=0)
+    seen: set[int] = set()
+    submitted = 0
+
+    def rotated() -> bool:
+        nonlocal submitted
+        batch = [executor.submit(calls.pid) for _ in range(4)]
+        submitted += len(batch)
+        seen.update(f.result(timeout=TIMEOUT) for f in batch)
+        return len(seen) >= 4
+
+    wait_until(rotated, timeout=TIMEOUT, what="four different worker pids")
+    everything = [executor.submit(calls.mul, i, i) for i in range(20)]
+    assert [f.result(timeout=TIMEOUT) for f in everything] == [i * i for i in range(20)]
+
+
+def test_initializer_runs_once_per_worker(new_executor: Any, tmp_path: Path) -> None:
+    log = tmp_path / "initialized"
+    executor = new_executor(initializer=calls.remember, initargs=("configured", str(log)))
+    results = [f.result(timeout=TIMEOUT) for f in
+               [executor.submit(calls.state) for _ in range(12)]]
+    assert {value for value, _ in results} == {"configured"}
+    workers = serving_pids(executor)
+    results = [f.result(timeout=TIMEOUT) for f in
+               [executor.submit(calls.state) for _ in range(12)]]
+    assert {value for value, _ in results} == {"configured"}
+    initialized = [int(pid) for pid in log.read_text().split()]
+    assert sorted(initialized) == sorted(workers)  # each worker once, no one else
+
+
+def test_raising_initializer_breaks_the_executor_once(new_executor: Any,
+                                                      tmp_path: Path) -> None:
+    """One clear error for every future, quickly; no respawn loop; later
+    submits raise it too."""
+    log = tmp_path / "attempts"
+    executor = new_executor(initializer=calls.refuse_to_start, initargs=(str(log),))
+    started = time.monotonic()
+    fs = [executor.submit(calls.mul, i, i) for i in range(4)]
+    for future in fs:
+        error = future.exception(timeout=TIMEOUT)
+        assert isinstance(error, BrokenExecutor)
+        assert "refuse_to_start raised RuntimeError: the database is not there" in str(error)
+    assert time.monotonic() - started < 15
+    with pytest.raises(BrokenExecutor, match="the database is not there"):
+        executor.submit(calls.mul, 1, 1)
+    assert len(log.read_text().split()) <= 2  # each worker tried once, none respawned
+
+
+# ---------------------------------------------------------------------------
+# start methods, pickling, scripts
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", [
+    {"start_method": "spawn"},
+    {"mp_context": multiprocessing.get_context("forkserver")},
+    pytest.param({"start_method": "fork"}, marks=pytest.mark.filterwarnings(
+        "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")),
+], ids=["spawn", "forkserver", "fork"])
+def test_start_methods(new_executor: Any, how: dict[str, Any]) -> None:
+    executor = new_executor(**how)
+    assert executor.submit(calls.mul, 6, 7).result(timeout=TIMEOUT) == 42
+    assert executor.submit(calls.pid).result(timeout=TIMEOUT) != os.getpid()
+
+
+def test_cloudpickle_runs_a_lambda(new_executor: Any) -> None:
+    executor = new_executor(pickler="cloudpickle")
+    offset = 5
+    assert executor.submit(lambda x: x + offset, 1).result(timeout=TIMEOUT) == 6
+    assert list(executor.map(lambda x: x * offset, range(4), chunksize=3)) == [0, 5, 10, 15]
+
+
+SCRIPT = '''
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from pprunner import Executor
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    pool_class = Executor if sys.argv[1] == "pprunner" else ProcessPoolExecutor
+    with pool_class(max_workers=2) as pool:
+        print(list(pool.map(square, range(6))), pool.submit(square, 7).result(timeout=30))
+'''
+
+
+@pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
+def test_script_main_guard(tmp_path: Path, pool_class: str) -> None:
+    """A function of the script's ``__main__`` runs in the workers, and a normal
+    run writes nothing to stderr, as with ProcessPoolExecutor."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+    env["PYTHONPATH"] = str(REPO)
+    run = subprocess.run([sys.executable, str(script), pool_class], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == "[0, 1, 4, 9, 16, 25] 49\n"
+
+
+# ---------------------------------------------------------------------------
+# nothing left behind
+# ---------------------------------------------------------------------------
+
+
+def test_shutdown_leaves_no_child_process(new_executor: Any) -> None:
+    """Every process the executor started (workers, a replaced one, the helper)
+    has exited and been reaped once shutdown() returns."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    executor = new_executor()
+    with pytest.raises(WorkerLost):
+        executor.submit(calls.kill_self).result(timeout=TIMEOUT)
+    workers = {f.result(timeout=TIMEOUT) for f in [executor.submit(calls.pid)
+                                                  for _ in range(4)]}
+    started = {p.pid for p in me.children(recursive=True)} - before
+    assert workers <= started
+    executor.shutdown()
+    left = [p for p in me.children(recursive=True) if p.pid not in before]
+    assert left == []
