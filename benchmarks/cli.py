@@ -1,7 +1,10 @@
-"""``python -m benchmarks run [--quick] [--only SCENARIO,...] [--rounds N] ...``
+"""``python -m benchmarks run|executors [--quick] [--only SCENARIO,...] [--rounds N] ...``
 
-Tables go to stdout as each scenario finishes, progress to stderr. Nothing
-is installed: a system whose library is missing is "not installed".
+``run`` measures pprunner's pull mode against queues and pools, ``executors``
+``pprunner.Executor`` against the pools without a queue; the same options,
+each command its own systems, scenarios and baseline. Tables go to stdout as
+each scenario finishes, progress to stderr. Nothing is installed: a system
+whose library is missing is "not installed".
 """
 
 from __future__ import annotations
@@ -10,12 +13,36 @@ import argparse
 import os
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import procs, report, runner
 from .runner import Result
-from .scenarios import SCENARIOS, Scenario, Settings
-from .systems import SYSTEMS
+from .scenarios import EXECUTOR_SCENARIOS, SCENARIOS, Scenario, Settings
+from .system import System
+from .systems import BASELINE, EXECUTOR_BASELINE, EXECUTORS, SYSTEMS
+
+
+@dataclass(frozen=True)
+class Command:
+    """One comparison: which systems run which scenarios, against which baseline."""
+
+    name: str
+    help: str
+    heading: str
+    scenarios: dict[str, Scenario]
+    systems: tuple[type[System], ...]
+    baseline: str
+
+
+COMMANDS = {command.name: command for command in (
+    Command("run", "run the benchmarks and print one table per scenario",
+            "pprunner benchmarks", SCENARIOS, SYSTEMS, BASELINE),
+    Command("executors", "pprunner.Executor against ProcessPoolExecutor, loky and "
+            "multiprocessing.Pool, one table per scenario",
+            "pprunner.Executor against the standard library's pools and loky",
+            EXECUTOR_SCENARIOS, EXECUTORS, EXECUTOR_BASELINE),
+)}
 
 
 def _names(known: Sequence[str]) -> Callable[[str], list[str]]:
@@ -40,27 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description="Benchmark pprunner against other pools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run the benchmarks and print one table per scenario")
-    run.add_argument("--quick", action="store_true",
-                     help="smaller workloads and 1 round (about 5 minutes)")
-    run.add_argument("--only", type=_names(list(SCENARIOS)), metavar="SCENARIO,...",
-                     help=f"scenarios to run (default: all): {', '.join(SCENARIOS)}")
-    run.add_argument("--systems", type=_names([s.name for s in SYSTEMS]), metavar="SYSTEM,...",
-                     help="systems to run (default: all): "
-                          + ", ".join(s.name for s in SYSTEMS))
-    run.add_argument("--rounds", type=_positive, metavar="N",
-                     help="rounds per system and scenario (default: 3, --quick: 1)")
-    run.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
-    run.add_argument("--markdown", type=Path, metavar="PATH",
-                     help="also write the tables as Markdown")
+    for command in COMMANDS.values():
+        names = [s.name for s in command.systems]
+        run = commands.add_parser(command.name, help=command.help)
+        run.add_argument("--quick", action="store_true",
+                         help="smaller workloads and 1 round (about 5 minutes)")
+        run.add_argument("--only", type=_names(list(command.scenarios)), metavar="SCENARIO,...",
+                         help=f"scenarios to run (default: all): {', '.join(command.scenarios)}")
+        run.add_argument("--systems", type=_names(names), metavar="SYSTEM,...",
+                         help=f"systems to run (default: all): {', '.join(names)}")
+        run.add_argument("--rounds", type=_positive, metavar="N",
+                         help="rounds per system and scenario (default: 3, --quick: 1)")
+        run.add_argument("--json", type=Path, metavar="PATH",
+                         help="also write the results as JSON")
+        run.add_argument("--markdown", type=Path, metavar="PATH",
+                         help="also write the tables as Markdown")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
     settings = Settings.make(quick=args.quick, rounds=args.rounds)
-    scenarios = [SCENARIOS[name] for name in args.only or SCENARIOS]
-    systems = [s for s in SYSTEMS if args.systems is None or s.name in args.systems]
+    scenarios = [command.scenarios[name] for name in args.only or command.scenarios]
+    systems = [s for s in command.systems if args.systems is None or s.name in args.systems]
     procs.become_subreaper()
     signal.signal(signal.SIGTERM, runner.interrupt)
     # a forked pool worker is stopped by SIGTERM; it must not inherit that handler
@@ -73,13 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for scenario in scenarios:
             results = runner.run_scenario(scenario, systems, settings)
             done.append((scenario, results))
-            print("\n" + report.text(scenario, settings, results), flush=True)
+            print("\n" + report.text(scenario, settings, results, command.baseline), flush=True)
             code = code or int(any(r.status == "error" for r in results))
     except KeyboardInterrupt:
         runner.note("interrupted; every process the benchmark started has been ended")
         code = 130
     if args.json:
-        args.json.write_text(report.to_json(info, settings, done) + "\n")
+        args.json.write_text(report.to_json(info, settings, done, command.baseline) + "\n")
     if args.markdown:
-        args.markdown.write_text(report.markdown(info, settings, done))
+        args.markdown.write_text(report.markdown(info, settings, done, command.baseline,
+                                                     command.heading))
     return code

@@ -1,9 +1,13 @@
-"""The standard library's process pools behind one small interface.
+"""The process pools without a queue behind one small interface: the standard
+library's two, and for ``python -m benchmarks executors`` loky's and
+:class:`pprunner.Executor`.
 
-Used in the benchmark process (latency, crash recovery) and in
-:mod:`benchmarks.poolhost` (throughput, idle cost), which must weigh what a
-bare pool weighs: standard library only. Both pools use the platform's
-default start method.
+Used in the benchmark process (latency, crash recovery, the executor
+scenarios) and in :mod:`benchmarks.poolhost` (throughput, idle cost), which
+must weigh what a bare pool weighs: standard library only, plus loky or
+pprunner when that is the pool (imported only then). Each pool uses its own
+default start method: ``fork`` for the standard library's on Linux before
+Python 3.14, loky's ``loky`` (fork + exec), pprunner's ``spawn``.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import contextlib
 import multiprocessing
 import multiprocessing.pool
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent import futures
 from typing import Any, Protocol
 
-KINDS = ("pool", "executor")
+KINDS = ("pool", "executor", "loky", "pprunner")
 
 
 class Pending(Protocol):
@@ -27,8 +31,9 @@ class Pending(Protocol):
 
 
 class Pool(Protocol):
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        """Every item as its own task (chunksize=1), like a queue's messages."""
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any],
+            chunksize: int = 1) -> list[Any]:
+        """``chunksize`` items per task; 1 (every item its own task) is what a queue does."""
     def submit(self, fn: Callable[..., Any], *args: Any) -> Pending: ...
 
 
@@ -56,19 +61,23 @@ class _MultiprocessingPool:
     def __init__(self, pool: multiprocessing.pool.Pool) -> None:
         self._pool = pool
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return self._pool.map(fn, items, chunksize=1)
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any],
+            chunksize: int = 1) -> list[Any]:
+        return self._pool.map(fn, items, chunksize=chunksize)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
         return _AsyncResult(self._pool.apply_async(fn, args))
 
 
 class _Executor:
-    def __init__(self, executor: ProcessPoolExecutor) -> None:
+    """Any ``concurrent.futures.Executor``: their futures are Pending as they are."""
+
+    def __init__(self, executor: futures.Executor) -> None:
         self._executor = executor
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return list(self._executor.map(fn, items, chunksize=1))
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any],
+            chunksize: int = 1) -> list[Any]:
+        return list(self._executor.map(fn, items, chunksize=chunksize))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Pending:
         return self._executor.submit(fn, *args)
@@ -76,8 +85,10 @@ class _Executor:
 
 @contextlib.contextmanager
 def open_pool(kind: str, workers: int) -> Iterator[Pool]:
-    """A ``multiprocessing.Pool`` ("pool") or ``ProcessPoolExecutor`` ("executor")
-    of ``workers`` processes, ended on exit whatever it is doing."""
+    """A pool of ``workers`` processes, each with its defaults otherwise, ended on
+    exit whatever it is doing: ``multiprocessing.Pool`` ("pool"),
+    ``ProcessPoolExecutor`` ("executor"), ``loky.ProcessPoolExecutor`` ("loky")
+    or ``pprunner.Executor`` ("pprunner")."""
     if kind == "pool":
         pool = multiprocessing.Pool(workers)
         try:
@@ -85,11 +96,24 @@ def open_pool(kind: str, workers: int) -> Iterator[Pool]:
         finally:
             pool.terminate()
             pool.join()
-    elif kind == "executor":
-        executor = ProcessPoolExecutor(max_workers=workers)
-        try:
-            yield _Executor(executor)
-        finally:  # waits for a running task at most; a killed worker only breaks the pool
-            executor.shutdown(wait=True, cancel_futures=True)
+        return
+    executor: futures.Executor
+    if kind == "executor":
+        executor = futures.ProcessPoolExecutor(max_workers=workers)
+    elif kind == "loky":
+        import loky
+
+        executor = loky.ProcessPoolExecutor(max_workers=workers)
+    elif kind == "pprunner":
+        import pprunner
+
+        executor = pprunner.Executor(max_workers=workers)
     else:
         raise ValueError(f"unknown pool kind {kind!r}; known: {', '.join(KINDS)}")
+    try:
+        yield _Executor(executor)
+    finally:  # waits for a running task at most; a killed worker only breaks some pools
+        if kind == "loky":  # no cancel_futures; kill_workers ends a running task at once
+            executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)

@@ -20,6 +20,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -271,7 +272,8 @@ def reap_strays() -> list[str]:
     Called after a system's teardown, when none should be left; returns a
     description of each living one found, so a leak is reported, not hidden.
     """
-    strays = descendants(os.getpid(), zombies=True)
+    kept = resource_trackers()
+    strays = [pid for pid in descendants(os.getpid(), zombies=True) if pid not in kept]
     found = [f"pid {pid} ({title(pid)})" for pid in strays
              if (s := stat(pid)) is not None and s.alive]
     for pid in strays:
@@ -287,6 +289,19 @@ def reap_strays() -> list[str]:
                 break  # not our child
             time.sleep(0.01)
     return found
+
+
+def resource_trackers() -> set[int]:
+    """This process's resource trackers, multiprocessing's and loky's: the first pool
+    in this process that needs one starts it, and it serves the process until it
+    exits (a killed one would leave the next pool's tracker bookkeeping wrong), so
+    it is not a round's stray. Found through the modules' private singletons."""
+    pids = set()
+    for module in ("multiprocessing.resource_tracker", "loky.backend.resource_tracker"):
+        tracker = getattr(sys.modules.get(module), "_resource_tracker", None)
+        if (pid := getattr(tracker, "_pid", None)) is not None:
+            pids.add(pid)
+    return pids
 
 
 def read_json_line(stream: IO[bytes], timeout: float) -> Any:

@@ -22,13 +22,12 @@ from typing import Any
 from .runner import Result
 from .scenarios import P99, Metric, Scenario, Settings
 from .system import ROOT, Value
-from .systems import BASELINE
 
 #: longest error text in a table cell (the whole message is in the JSON and on stderr)
 CELL_LIMIT = 60
 #: the libraries whose versions decide the numbers, printed with the machine
 VERSIONED = ("redis", "hiredis", "msgpack", "celery", "kombu", "rq", "dramatiq", "huey",
-             "pynenc")
+             "pynenc", "loky")
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -129,11 +128,12 @@ def ratio(metric: Metric, value: Value, baseline: Value) -> str:
     return f"{max(value, baseline) / min(value, baseline):.1f}x {good if better else bad}"
 
 
-def table(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> Table:
+def table(scenario: Scenario, settings: Settings, results: Sequence[Result],
+          baseline: str) -> Table:
     with_p99 = any(m.has_p99 for m in scenario.metrics)
     headers = ["metric", "system", "median", *(["p99"] if with_p99 else []),
-               f"vs {BASELINE}"]
-    base = next((r for r in results if r.system == BASELINE and r.status == "ok"), None)
+               f"vs {baseline}"]
+    base = next((r for r in results if r.system == baseline and r.status == "ok"), None)
     rows = []
     for metric in scenario.metrics:
         for index, result in enumerate(results):
@@ -146,7 +146,7 @@ def table(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> 
                 continue
             value = result.median[metric.key]
             p99 = number(result.median[metric.key + P99], metric.unit) if metric.has_p99 else ""
-            compared = ("baseline" if result.system == BASELINE else
+            compared = ("baseline" if result.system == baseline else
                         ratio(metric, value, base.median[metric.key]) if base else "-")
             name = result.system
             planned = scenario.rounds(settings)
@@ -157,10 +157,10 @@ def table(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> 
     return headers, rows
 
 
-def legend(scenario: Scenario) -> str:
+def legend(scenario: Scenario, baseline: str) -> str:
     p99 = "; p99 is not compared" if any(m.has_p99 for m in scenario.metrics) else ""
-    return (f'"vs {BASELINE}": the system\'s median against {BASELINE}\'s, e.g. "3.0x faster" '
-            f"= this system is 3.0 times faster than {BASELINE}{p99}.")
+    return (f'"vs {baseline}": the system\'s median against {baseline}\'s, e.g. "3.0x faster" '
+            f"= this system is 3.0 times faster than {baseline}{p99}.")
 
 
 def title(scenario: Scenario, settings: Settings) -> str:
@@ -174,31 +174,33 @@ def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
             for row in rows]
 
 
-def text(scenario: Scenario, settings: Settings, results: Sequence[Result]) -> str:
-    headers, rows = table(scenario, settings, results)
+def text(scenario: Scenario, settings: Settings, results: Sequence[Result],
+         baseline: str) -> str:
+    headers, rows = table(scenario, settings, results, baseline)
     lines = aligned([headers, *rows])
     rule = "-" * max(map(len, lines))
     return "\n".join([title(scenario, settings), rule, lines[0], rule, *lines[1:], rule,
-                      legend(scenario)])
+                      legend(scenario, baseline)])
 
 
 def markdown(info: dict[str, Any], settings: Settings,
-             done: Sequence[tuple[Scenario, Sequence[Result]]]) -> str:
-    out = ["# pprunner benchmarks", "", *(f"- {line}" for line in header_lines(info, settings))]
+             done: Sequence[tuple[Scenario, Sequence[Result]]], baseline: str,
+             heading: str = "pprunner benchmarks") -> str:
+    out = [f"# {heading}", "", *(f"- {line}" for line in header_lines(info, settings))]
     for scenario, results in done:
-        headers, rows = table(scenario, settings, results)
+        headers, rows = table(scenario, settings, results, baseline)
         out += ["", f"## {scenario.name}", "", scenario.title(settings), "",
                 "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
                 for row in rows]
-        out += ["", legend(scenario)]
+        out += ["", legend(scenario, baseline)]
     return "\n".join(out) + "\n"
 
 
 def to_json(info: dict[str, Any], settings: Settings,
-            done: Sequence[tuple[Scenario, Sequence[Result]]]) -> str:
+            done: Sequence[tuple[Scenario, Sequence[Result]]], baseline: str) -> str:
     return json.dumps({
-        "machine": info, "settings": dataclasses.asdict(settings), "baseline": BASELINE,
+        "machine": info, "settings": dataclasses.asdict(settings), "baseline": baseline,
         "scenarios": [{"name": scenario.name, "title": scenario.title(settings),
                        "metrics": [dataclasses.asdict(m) for m in scenario.metrics],
                        "results": [dataclasses.asdict(r) for r in results]}

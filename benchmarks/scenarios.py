@@ -3,7 +3,10 @@
 A scenario is a function ``(system, settings) -> {metric key: value}`` that
 calls the system's method of the same name and turns its raw observations
 into the metrics it declares. Registering it with :func:`scenario` gives
-it a title and its metrics, which the report prints one table per scenario.
+it a title and its metrics, which the report prints one table per scenario,
+and puts it in the commands it belongs to: :data:`SCENARIOS` for
+``python -m benchmarks run``, :data:`EXECUTOR_SCENARIOS` for
+``python -m benchmarks executors`` (latency and idle cost are in both).
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class Settings:
     #: throughput: a pool still busy this long after its launch is stopped, and the
     #: tasks done by then are rated (RQ's or pynenc's 10,000 would take minutes)
     throughput_cap_s: float = 30.0
+    #: executor_throughput: the calls ``map`` puts in one task
+    map_chunksize: int = 64
+    #: executor_kill: calls queued behind the two running ones when a worker is killed
+    kill_queued: int = 4
     #: no further round of a system in a scenario that would end past this many seconds
     #: after its first began, judging by its last (a slow peer's 10,000 tasks would
     #: otherwise take most of the run)
@@ -82,15 +89,21 @@ class Scenario:
         return 1 if self.single_round and not settings.rounds_forced else settings.rounds
 
 
+#: ``python -m benchmarks run``: pprunner's pull mode against queues and pools
 SCENARIOS: dict[str, Scenario] = {}
+#: ``python -m benchmarks executors``: ``pprunner.Executor`` against the bare pools
+EXECUTOR_SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(title: Callable[[Settings], str], *metrics: Metric,
-             single_round: bool = False) -> Callable[[Measure], Measure]:
-    """Register a scenario function under its own name (the System method it calls)."""
+def scenario(title: Callable[[Settings], str], *metrics: Metric, single_round: bool = False,
+             commands: tuple[dict[str, Scenario], ...] = (SCENARIOS,),
+             ) -> Callable[[Measure], Measure]:
+    """Register a scenario function under its own name (the System method it calls)
+    in each of ``commands``."""
     def register(measure: Measure) -> Measure:
-        SCENARIOS[measure.__name__] = Scenario(measure.__name__, title, metrics, measure,
-                                               single_round)
+        for registry in commands:
+            registry[measure.__name__] = Scenario(measure.__name__, title, metrics, measure,
+                                                  single_round)
         return measure
     return register
 
@@ -116,9 +129,21 @@ def throughput(system: System, settings: Settings) -> dict[str, Value]:
     return {"wall": run.wall_s, "rate": run.count / run.drain_s}
 
 
+@scenario(lambda s: f"{s.throughput_tasks:,} no-op calls to a warm pool of {WORKERS} "
+                    f"workers in this process: one submit each, then "
+                    f"map(chunksize={s.map_chunksize})",
+          Metric("submit", "submit, one call each", "calls/s", higher_is_better=True),
+          Metric("map", "map, in chunks", "calls/s", higher_is_better=True),
+          commands=(EXECUTOR_SCENARIOS,))
+def executor_throughput(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.executor_throughput(settings.throughput_tasks, settings.map_chunksize)
+    return {"submit": run.count / run.submit_s, "map": run.count / run.map_s}
+
+
 @scenario(lambda s: f"enqueue -> task start on an idle pool, {s.latency_tasks} tasks one at a "
                     f"time, {s.latency_gap_s * 1000:g} ms apart",
-          Metric("latency", "enqueue -> start", "ms", has_p99=True), single_round=True)
+          Metric("latency", "enqueue -> start", "ms", has_p99=True), single_round=True,
+          commands=(SCENARIOS, EXECUTOR_SCENARIOS))
 def latency(system: System, settings: Settings) -> dict[str, Value]:
     samples = system.latency(settings.latency_tasks, settings.latency_gap_s)
     return {"latency": statistics.median(samples) * 1000,
@@ -134,12 +159,26 @@ def crash_recovery(system: System, settings: Settings) -> dict[str, Value]:
     return {"rerun": run.rerun_s, "ready": run.ready_s}
 
 
+@scenario(lambda s: f"SIGKILL the worker running a {s.crash_task_s:g} s call while the other "
+                    f"runs one too and {s.kill_queued} more wait (waits bounded at "
+                    f"{s.crash_bound_s:g} s)",
+          Metric("killed", "the killed call's future", ""),
+          Metric("others", "the other calls in flight", ""),
+          Metric("serving", "kill -> a call submitted after it starts", "s"),
+          commands=(EXECUTOR_SCENARIOS,))
+def executor_kill(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.executor_kill(settings.crash_task_s, settings.kill_queued,
+                               settings.crash_bound_s)
+    return {"killed": run.killed, "others": run.others, "serving": run.serving_s}
+
+
 @scenario(lambda s: f"a pool of {WORKERS} workers launched, then idle for "
                     f"{s.idle_window_s:g} s (parent and workers)",
           Metric("first_task", "launch -> first task start", "s"),
           Metric("cpu", "idle CPU", "% of a core", words=("less", "more")),
           Metric("rss", "memory (RSS sum)", "MiB", words=("less", "more")),
-          Metric("processes", "processes", "", words=("fewer", "more")), single_round=True)
+          Metric("processes", "processes", "", words=("fewer", "more")), single_round=True,
+          commands=(SCENARIOS, EXECUTOR_SCENARIOS))
 def idle_cost(system: System, settings: Settings) -> dict[str, Value]:
     run = system.idle_cost(settings.idle_window_s)
     return {"first_task": run.first_task_s, "cpu": 100 * run.cpu_s / run.window_s,

@@ -70,6 +70,30 @@ class IdleRun:
     processes: int
 
 
+@dataclass(frozen=True)
+class ExecutorThroughputRun:
+    """``count`` no-op calls on a warm pool, twice in a row (the same pool)."""
+
+    count: int
+    #: one ``submit`` per call, then every result
+    submit_s: float
+    #: ``map(noop, range(count), chunksize=chunksize)``, every result
+    map_s: float
+
+
+@dataclass(frozen=True)
+class KillRun:
+    """A worker SIGKILLed while it runs a call, with more calls in flight."""
+
+    #: what the killed call's future ended with: an exception's name, "ok" when it
+    #: ran again, or "never (> N s)"
+    killed: str
+    #: what the other calls in flight ended with, e.g. "all 5 ok"
+    others: str
+    #: from the SIGKILL to a call submitted after it starting, or why it never did
+    serving_s: Value
+
+
 class System:
     """One way of running tasks on two worker processes."""
 
@@ -132,6 +156,16 @@ class System:
 
     def idle_cost(self, window_s: float) -> IdleRun:
         """Launch the pool, time its first task, then sample it idle (:func:`idle_run`)."""
+        raise NotImplementedError
+
+    def executor_throughput(self, count: int, chunksize: int) -> ExecutorThroughputRun:
+        """``count`` no-op calls through ``submit``, then through ``map`` with ``chunksize``,
+        on a warm pool in this process (``python -m benchmarks executors``)."""
+        raise NotImplementedError
+
+    def executor_kill(self, task_s: float, queued: int, bound_s: float) -> KillRun:
+        """SIGKILL the worker running a ``task_s``-second call while the other worker
+        runs another and ``queued`` more wait; each wait bounded at ``bound_s``."""
         raise NotImplementedError
 
     def wait_on_subtask(self, parents: int, children: int, bound_s: float) -> Value:

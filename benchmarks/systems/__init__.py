@@ -1,4 +1,6 @@
-"""The registry of benchmarked systems, in table order, the baseline first.
+"""The registries of benchmarked systems, in table order, the baseline first:
+:data:`SYSTEMS` for ``python -m benchmarks run``, :data:`EXECUTORS` for
+``python -m benchmarks executors``.
 
 Adding a system (Celery, RQ, Dramatiq, Huey, pynenc...) is one module in
 this package with a :class:`~benchmarks.system.System` subclass that lists
@@ -10,6 +12,7 @@ from __future__ import annotations
 from ..system import System
 from .celery import CeleryRedis, CeleryRedisAcksLate
 from .dramatiq import DramatiqRedis
+from .executors import LokyExecutor, PprunnerExecutor
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
@@ -23,3 +26,9 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, Ppru
                                      DramatiqRedis, PynencSQLite, RQWorkerPool, HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name
+
+#: the pools without a queue, ``pprunner.Executor`` among them
+EXECUTORS: tuple[type[System], ...] = (ProcessPoolExecutorSystem, PprunnerExecutor, LokyExecutor,
+                                       MultiprocessingPool)
+#: the executor tables compare every pool with the one ``pprunner.Executor`` stands in for
+EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
