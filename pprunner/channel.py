@@ -11,7 +11,9 @@ process sentinel says that.
 from __future__ import annotations
 
 import logging
+import pickle
 import resource
+import select
 import sys
 from typing import Any
 
@@ -40,6 +42,27 @@ RUN = "run"
 logger = logging.getLogger("pprunner.channel")
 
 
+def encode(message: tuple[Any, ...]) -> bytes:
+    """A message as the pipe carries it. Plain pickle, not multiprocessing's
+    ForkingPickler (which copies its reducer table for every message): nothing on
+    this pipe is a process handle or a connection, and a busy push-mode pool
+    sends two messages per call. Raises before anything is written when a value
+    does not pickle."""
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
+class Readiness:
+    """Whether a connection has something to read, by one poll(2) on a poll set made
+    once (``Connection.poll`` builds a selector on every call)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._poller = select.poll()
+        self._poller.register(connection.fileno(), select.POLLIN)
+
+    def wait(self, timeout: float = 0.0) -> bool:
+        return bool(self._poller.poll(None if timeout is None else timeout * 1000))
+
+
 def peak_rss() -> int:
     """This process's peak resident memory in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -52,10 +75,14 @@ class WorkerChannel:
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
+        self._readiness = Readiness(connection)
 
     def send(self, *message: Any) -> None:
+        """Report to the supervisor; a value that does not pickle raises, a gone
+        supervisor does not."""
+        data = encode(message)
         try:
-            self.connection.send(message)
+            self.connection.send_bytes(data)
         except (OSError, EOFError) as exc:
             logger.debug("cannot report %s to the supervisor: %s", message[0], exc)
 
@@ -63,8 +90,8 @@ class WorkerChannel:
         """The supervisor's next message, waiting up to ``timeout``; None when none
         came. A closed pipe reads as ``retire``: the supervisor is gone."""
         try:
-            if self.connection.poll(timeout):
-                message: tuple[Any, ...] = self.connection.recv()
+            if self._readiness.wait(timeout):
+                message: tuple[Any, ...] = pickle.loads(self.connection.recv_bytes())
                 return message
         except (OSError, EOFError):
             return (RETIRE,)

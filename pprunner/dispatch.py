@@ -9,9 +9,11 @@ then one ending.
 
 Events are delivered where the host wants them: on an event loop (register
 :meth:`Dispatcher.fileno`, which becomes readable when events are due, and
-call :meth:`Dispatcher.drain`), or on one dispatcher thread of pprunner's
-(``deliver="thread"``). Either way a host's callbacks never run on the
-supervisor's loop, so a slow callback cannot hold up deaths or deadlines.
+call :meth:`Dispatcher.drain`), on one dispatcher thread of pprunner's
+(``deliver="thread"``), or at once on the supervisor's own loop thread
+(``deliver="supervisor"``: no thread hand-off, for callbacks that only set a
+future and return, as ``concurrent.futures`` executors run theirs; a slow one
+would hold up deaths and deadlines).
 """
 
 from __future__ import annotations
@@ -65,10 +67,15 @@ class Dispatcher:
 
     :param deliver: ``"thread"`` starts a dispatcher thread that delivers every
         event; ``"loop"`` leaves it to the host, which waits on :meth:`fileno`
-        and calls :meth:`drain`.
+        and calls :meth:`drain`; ``"supervisor"`` calls each callback at once in
+        the supervisor's loop thread (quick callbacks only).
     """
 
-    def __init__(self, deliver: Literal["thread", "loop"] = "thread") -> None:
+    def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread") -> None:
+        if deliver not in ("thread", "loop", "supervisor"):
+            raise ValueError(f"deliver must be 'thread', 'loop' or 'supervisor', "
+                             f"not {deliver!r}")
+        self._deliver_at_once = deliver == "supervisor"
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._by_id: dict[str, Job] = {}
@@ -83,8 +90,10 @@ class Dispatcher:
         self._closed = False
         #: wakes the supervisor's loop; set when a supervisor takes this feed
         self.wake: Callable[[], None] = lambda: None
-        #: the supervisor's plugins (job started/finished hooks), set with ``wake``
+        #: the supervisor's plugins (job started/finished hooks), set with ``wake``, and
+        #: whether any implements those hooks
         self.plugins: Any = None
+        self._observed = False
         self._thread: threading.Thread | None = None
         if deliver == "thread":
             self._thread = threading.Thread(target=self._deliver_forever,
@@ -149,10 +158,7 @@ class Dispatcher:
             except IndexError:
                 return delivered
             delivered += 1
-            try:
-                notify(event)
-            except Exception:
-                logger.exception("a callback for %r raised", event)
+            _notify(notify, event)
 
     # -- the supervisor's side (its loop thread) --------------------------------------
 
@@ -165,6 +171,9 @@ class Dispatcher:
     def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Any) -> None:
         self.wake, self.plugins = wake, plugins
+        # a hook call costs microseconds even with no implementation: skip it then
+        self._observed = bool(plugins.hook.pprunner_job_started.get_hookimpls()
+                              or plugins.hook.pprunner_job_finished.get_hookimpls())
 
     def heartbeat(self, plugins: Any, runners: Sequence[RunnerInfo]) -> None:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
@@ -191,9 +200,10 @@ class Dispatcher:
                 continue
             job.attempts += 1
             child.call = job.call
-            child.started(job.call.id, job.call.name, job.call.time_limit)
+            if job.call.time_limit:
+                child.started(job.call.id, job.call.name, job.call.time_limit)
             assert child.info.pid is not None
-            if self.plugins is not None:
+            if self._observed:
                 self.plugins.hook.pprunner_job_started(call=job.call, runner=child.info)
             self._emit(job, Started(job.call, child.info.pid, child.info.id, job.attempts))
 
@@ -297,13 +307,14 @@ class Dispatcher:
             return self._by_id.pop(call_id, None)
 
     def _end(self, job: Job, child: Child, ending: Ending) -> None:
-        if self.plugins is not None:
+        if self._observed:
             self.plugins.hook.pprunner_job_finished(call=job.call, runner=child.info,
                                                     ending=ending)
         self._emit(job, ending)
 
     def _emit(self, job: Job, event: Event) -> None:
-        """Queue ``event`` for delivery; write the ready pipe only if no write is due.
+        """Deliver ``event`` at once (``deliver="supervisor"``), or queue it and write
+        the ready pipe unless a write is already due.
 
         ``drain`` empties the pipe, then clears ``_due``, then takes events. An
         emitter that finds ``_due`` set appended its event before that clear, so
@@ -311,6 +322,9 @@ class Dispatcher:
         takes several events for one write (10,000 calls: ~13,000 writes instead of
         20,000, each a GIL hand-off in the supervisor's loop thread).
         """
+        if self._deliver_at_once:
+            _notify(job.notify, event)
+            return
         self._events.append((job.notify, event))
         if not self._due:
             self._due = True
@@ -326,3 +340,11 @@ class Dispatcher:
         while not self._stop_seen:
             select.select([self._ready_read], [], [])
             self.drain()
+
+
+def _notify(notify: Notify, event: Event) -> None:
+    """A host's callback: its error is logged, never let into pprunner's loops."""
+    try:
+        notify(event)
+    except Exception:
+        logger.exception("a callback for %r raised", event)

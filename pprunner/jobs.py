@@ -64,6 +64,12 @@ class Call:
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields in a tuple: a call crosses a pipe twice (to the worker,
+        back with nothing), and attrs' generic state handling costs twice as much."""
+        return (Call, (self.function, self.args, self.kwargs, self.id, self.time_limit,
+                       self.soft_time_limit, self.max_attempts, self.name))
+
 
 @attrs.frozen
 class RemoteError:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import pickle
 import signal
 import time
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import attrs
@@ -88,13 +88,15 @@ class Child:
     spawned: float = attrs.Factory(time.monotonic)
     phase: Phase = Phase.BOOTING
     boot_error: str | None = None
-    #: what it runs, outermost first (more than one while a task waits, nested)
+    #: what it runs under a hard time limit, outermost first (more than one while a
+    #: task waits, nested): the deadlines the supervisor enforces
     running: list[Running] = attrs.Factory(list)
     #: push mode: the call it was handed (a worker holds at most one)
     call: Call | None = None
     peak_memory: int = 0
     retirement: Retirement | None = None
     kill: Kill | None = None
+    _ready: channel.Readiness | None = None
     #: each signal the supervisor sent it, with why: its death by one of them is
     #: described as the supervisor's doing, never as "perhaps out of memory?"
     signals_sent: dict[int, str] = attrs.Factory(dict)
@@ -122,10 +124,10 @@ class Child:
         calls (``done``), which are the feed's to handle."""
         results = []
         try:
-            while self.connection.poll():
+            while self._readiness().wait():
                 data = self.connection.recv_bytes()
                 try:
-                    message = ForkingPickler.loads(data)
+                    message = pickle.loads(data)
                 except Exception as exc:
                     message = self._undecodable(exc)
                     if message is None:
@@ -137,6 +139,11 @@ class Child:
         except (EOFError, OSError):
             pass  # it is exiting; the sentinel will say so
         return results
+
+    def _readiness(self) -> channel.Readiness:
+        if self._ready is None:
+            self._ready = channel.Readiness(self.connection)
+        return self._ready
 
     def _undecodable(self, error: Exception) -> tuple[Any, ...] | None:
         """A message that pickled in the worker but does not unpickle here. Every
@@ -173,13 +180,16 @@ class Child:
                                     retry_on_limit))
 
     def finished(self, job_id: str, peak_memory: int) -> None:
-        self.running = [r for r in self.running if r.job_id != job_id]
+        if self.running:
+            self.running = [r for r in self.running if r.job_id != job_id]
         self.peak_memory = max(self.peak_memory, peak_memory)
 
     def send(self, *message: Any) -> bool:
-        """Send on its channel; False when it is gone (its sentinel will say so)."""
+        """Send on its channel; False when it is gone (its sentinel will say so). A
+        value that does not pickle raises, before anything is written."""
+        data = channel.encode(message)
         try:
-            self.connection.send(message)
+            self.connection.send_bytes(data)
         except (OSError, EOFError):
             return False
         return True

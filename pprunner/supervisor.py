@@ -25,6 +25,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import selectors
 import signal
 import sys
 import threading
@@ -32,7 +33,6 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.managers import SyncManager
 from typing import Any, Protocol
 
@@ -66,6 +66,9 @@ logger = logging.getLogger("pprunner.supervisor")
 
 #: seconds a straggler gets between SIGTERM (hand back your invocation) and SIGKILL
 TERMINATE_GRACE = 5.0
+#: what the loop's selector says woke it: the wake-up pipe or the control socket, a
+#: worker's pipe (its reports), a worker's process sentinel (it exited)
+_WAKEUP, _REPORTS, _EXITED = "wakeup", "reports", "exited"
 
 
 def new_runner_id() -> str:
@@ -173,6 +176,12 @@ class Supervisor:
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_read, False)
         os.set_blocking(self._wakeup_write, False)
+        #: what the loop waits on, kept up to date as workers come and go (built once:
+        #: a fresh poll set per pass costs more than a call's round trip in push mode)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wakeup_read, selectors.EVENT_READ, _WAKEUP)
+        #: workers whose process sentinel became ready in the last wait
+        self._exited: list[Child] = []
         self._stop_requested = False
         self._immediate = False
         self._titled = False
@@ -319,6 +328,7 @@ class Supervisor:
         self._manager = manager
         self.runner_cache = manager.dict()
         self._control = ControlSocket(self.id)
+        self._selector.register(self._control.socket, selectors.EVENT_READ, _WAKEUP)
 
     def _spawn(self, slot: int) -> Child:
         assert self._lifeline is not None
@@ -336,6 +346,8 @@ class Supervisor:
         info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
                           supervisor=self.id, slot=slot)
         child = self.workers[runner_id] = Child(info, process, ours)
+        self._selector.register(ours, selectors.EVENT_READ, (child, _REPORTS))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, (child, _EXITED))
         self.plugins.hook.pprunner_worker_started(runner=info)
         logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
         return child
@@ -347,6 +359,10 @@ class Supervisor:
             self._loop()
             self.plugins.hook.pprunner_supervisor_stopping(supervisor=self.view)
             self._shutdown()
+            if self.exit_code == ExitCode.CRASH_LOOP:  # the last line says why it stopped
+                logger.error("no worker could be kept running for %.0f s; the last one died "
+                             "before booting: %s", self.config.crash_loop_period,
+                             self.crash_loop.cause)
         except BaseException as exc:
             if isinstance(exc, BackendError) and self._stopping():
                 self._stop_without_backend(exc)  # it stopped waiting as a stop was asked
@@ -371,13 +387,10 @@ class Supervisor:
                 return
             self._wait(self._next_tick())
             self._enforce_limits()
-            self._reap()
+            self._reap(self._exited)
             if self._stop_requested:
                 continue
             if self.crash_loop.given_up():
-                logger.error("no worker could be kept running for %.0f s; the last one died "
-                             "before booting: %s", self.config.crash_loop_period,
-                             self.crash_loop.cause)
                 self.exit_code = ExitCode.CRASH_LOOP
                 self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
                 self._stop_requested = True
@@ -408,21 +421,32 @@ class Supervisor:
 
     def _wait(self, timeout: float | None) -> None:
         """Sleep until a worker exits or reports, a signal or command comes, or ``timeout``."""
-        children = list(self.workers.values())
-        ready = set(wait_for_ready([*(c.process.sentinel for c in children),
-                                    *(c.connection for c in children), self._wakeup_read,
-                                    *([self._control.socket] if self._control else [])], timeout))
-        for child in children:
-            if child.connection in ready:
+        self._exited = []
+        woken = False
+        for key, _events in self._selector.select(timeout):
+            if key.data == _WAKEUP:
+                woken = True
+                continue
+            child, what = key.data
+            if what == _REPORTS:
                 self._receive(child)
-        self._drain_wakeups()
+            else:
+                self._exited.append(child)
+        if woken or self._commands or self._signals:
+            self._drain_wakeups()
+            if not self._stop_requested:  # a submitted call goes out now, not after the pass
+                self.feed.hand_out(self.workers.values())
 
     def _receive(self, child: Child) -> None:
+        """Take in a worker's reports; an idle one is handed its next call at once (push
+        mode), before the rest of the pass, so a busy pool's workers barely wait."""
         booted = child.booted
         for message in child.receive():
             self.feed.received(child, message)
         if child.booted and not booted:
             self.crash_loop.booted()
+        if child.idle and not self._stop_requested:
+            self.feed.hand_out((child,))
 
     def _enforce_limits(self) -> None:
         """Kill workers past their boot timeout or their job's hard time limit."""
@@ -431,7 +455,7 @@ class Supervisor:
             kill = child.overdue(now, self.config.boot_timeout)
             if kill is not None:
                 child.kill_for(kill)
-        if any(c.booted and c.process.is_alive() for c in self.workers.values()):
+        if any(c.booted for c in self.workers.values()):  # the dead are reaped next
             self.crash_loop.healthy()
 
     def _recycle(self) -> None:
@@ -448,7 +472,7 @@ class Supervisor:
                       if c.retirement is not None and c.phase is Phase.SERVING]
         if not candidates:
             return
-        child = min(candidates, key=lambda c: bool(c.running))
+        child = min(candidates, key=lambda c: bool(c.running) or c.call is not None)
         retirement = child.retirement
         assert retirement is not None
         if not retirement.replace:
@@ -476,13 +500,16 @@ class Supervisor:
             if slot not in used and self.crash_loop.may_spawn():
                 self._spawn(slot)
 
-    def _reap(self) -> None:
-        """Handle every worker that has exited: what it held goes back, tell the plugins."""
-        for runner_id, child in list(self.workers.items()):
+    def _reap(self, candidates: Iterable[Child] | None = None) -> None:
+        """Handle every worker (of ``candidates``: those whose sentinel fired) that has
+        exited: what it held goes back, tell the plugins."""
+        for child in list(self.workers.values() if candidates is None else candidates):
             if child.process.exitcode is None:
                 continue
             self._receive(child)  # what it said just before it exited
-            del self.workers[runner_id]
+            del self.workers[child.info.id]
+            self._selector.unregister(child.connection)
+            self._selector.unregister(child.process.sentinel)
             child.process.join()
             child.connection.close()
             exitcode = child.process.exitcode
@@ -630,6 +657,8 @@ class Supervisor:
         if self.stop_event is not None:
             self.stop_event.set()
         for child in self.workers.values():
+            if child.phase is Phase.BOOTING:  # it holds nothing, and cannot hear a SIGTERM
+                child.signal(signal.SIGKILL, "stopping while it was still booting")
             child.stop()
         deadline = time.monotonic() + self.config.shutdown_timeout
         graceful = not (immediate or self._immediate)
@@ -688,15 +717,8 @@ class Supervisor:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            children = list(self.workers.values())
-            ready = set(wait_for_ready([*(c.process.sentinel for c in children),
-                                        *(c.connection for c in children),
-                                        self._wakeup_read], left))
-            for child in children:
-                if child.connection in ready:
-                    self._receive(child)
-            self._drain_wakeups()
-            self._reap()
+            self._wait(left)
+            self._reap(self._exited)
             if self._immediate and deadline is not None:
                 return
 
@@ -715,6 +737,7 @@ class Supervisor:
         if self.stop_event is not None:
             self.stop_event.close()
             self.stop_event = None
+        self._selector.close()
         if self._control is not None:
             self._control.close()
             self._control = None

@@ -371,11 +371,8 @@ class PushedCalls:
         if ran.error is None:
             assert ran.returned is not None
             try:
-                self.channel.connection.send((channel.DONE, job.id, True, ran.returned.value,
-                                              peak))
+                self.channel.send(channel.DONE, job.id, True, ran.returned.value, peak)
                 return
-            except (OSError, EOFError):
-                return  # the supervisor is gone; the lifeline ends this process
             except Exception as exc:  # the value does not pickle: the call fails
                 error = RemoteError(type(exc).__name__,
                                     f"the result of {job} cannot be sent back: {exc}")
