@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from redis import ConnectionPool
@@ -51,10 +51,10 @@ class HorseSettings:
 class _Horse:
     """The horse's worker (built by :func:`boot`) and its queues by name."""
 
-    worker: Any = None
-    queues: dict[str, Any] = {}
+    worker: ClassVar[Any] = None
+    queues: ClassVar[dict[str, Any]] = {}
     #: set by the tracked death penalty when a timeout was raised in the job
-    timed_out: str | None = None
+    timed_out: ClassVar[str | None] = None
 
 
 def boot(settings: HorseSettings) -> None:
@@ -126,7 +126,7 @@ def run_job(job_id: str, queue_name: str, execution_id: str, execution_started: 
 def _tracked(penalty_class: type[Any]) -> type[Any]:
     """The worker's death-penalty class, noting in the horse when it fired."""
 
-    class Tracked(penalty_class):  # type: ignore[misc, valid-type]
+    class Tracked(penalty_class):
         def __exit__(self, kind: Any, value: Any, traceback: Any) -> Any:
             if kind is not None and issubclass(kind, BaseTimeoutException):
                 _Horse.timed_out = kind.__name__

@@ -132,7 +132,7 @@ class Peers:
                       if owner is not None and as_text(owner) == name}
             if not theirs:
                 continue
-            connection.zadd(registry.key, theirs, xx=True)  # type: ignore[arg-type]
+            connection.zadd(registry.key, theirs, xx=True)
             registry.cleanup(exception_handlers=worker._exc_handlers)
             handed += [key.split(":", 1)[0] for key in theirs]
         if handed:

@@ -179,7 +179,8 @@ class Worker(RQWorker):
     def fork_work_horse(self, job: Any, queue: Any) -> None:
         """Hand the job to the horse (RQ forks a new one here)."""
         assert self._dispatcher is not None
-        execution = self.execution
+        execution = self.execution  # the one prepare_execution() just created
+        assert execution is not None
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         self._running = (job, queue, execution)
         self._call, self._events = Call(
