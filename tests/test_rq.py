@@ -54,7 +54,8 @@ def rq_url(redis_base: str) -> Iterator[str]:
 
 @pytest.fixture
 def connection(rq_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(rq_url)
+    """Its socket timeout outlasts ``latest_result``'s blocking reads (redis-py's 5 s would not)."""
+    client = redis.Redis.from_url(rq_url, socket_timeout=60)
     yield client
     client.close()
 

@@ -105,6 +105,8 @@ class Worker(RQWorker):
         self._call: Call | None = None
         self._events: list[Event] = []
         self._running: tuple[Any, Any, Any] | None = None
+        #: a cold shutdown is under way: later signals must not cut its hand-back short
+        self._cold = False
 
     # -- life of the worker ---------------------------------------------------------
 
@@ -128,6 +130,17 @@ class Worker(RQWorker):
             if self._peers is not None:
                 self._peers.leave()
         super().teardown()
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """RQ's cold shutdown (kill the horse, exit); once it began, further signals
+        are ignored so that the job is handed back (:meth:`teardown`) in full."""
+        if self._cold:
+            return
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            self._cold = True
+            raise
 
     def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
         setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
