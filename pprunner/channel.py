@@ -28,7 +28,8 @@ STARTED = "started"
 #: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes), after a reported
 #: invocation, or after any invocation that raised the peak memory
 FINISHED = "finished"
-#: worker -> supervisor: ("recycle", reason): replace me when you can
+#: worker -> supervisor: ("recycle", reason[, at_once]): replace me when you can; with
+#: ``at_once`` true, hand me nothing more and replace me now
 RECYCLE = "recycle"
 #: worker -> supervisor: ("done", call_id, returned, value_or_error, peak_rss_bytes) at
 #: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a

@@ -45,7 +45,7 @@ from .jobs import (
     Started,
     TimedOut,
 )
-from .pool import Child
+from .pool import Child, Kill
 from .spawn import describe_exit
 
 logger = logging.getLogger("pprunner.dispatch")
@@ -88,6 +88,8 @@ class Dispatcher:
         #: the dispatcher thread was told to stop (a b"s" on the ready pipe)
         self._stop_seen = False
         self._closed = False
+        #: calls a host asked to kill, by id, with why (carried out by the supervisor's loop)
+        self._kills: dict[str, str] = {}
         #: wakes the supervisor's loop; set when a supervisor takes this feed
         self.wake: Callable[[], None] = lambda: None
         #: the supervisor's plugins (job started/finished hooks), set with ``wake``, and
@@ -129,6 +131,22 @@ class Dispatcher:
                 return False
             self._queued.remove(job)
             del self._by_id[call_id]
+        return True
+
+    def kill(self, call_id: str, reason: str) -> bool:
+        """SIGKILL the worker running ``call_id`` (a host's "stop this job", Celery's
+        ``terminate_job``, RQ's ``kill_horse``); False if no worker has started it.
+
+        The worker is replaced; the call is not run again whatever its
+        ``max_attempts``: its sender hears :class:`Lost`, and the supervisor's log
+        gives ``reason`` for the kill. Safe from any thread: the loop carries it out.
+        """
+        with self._lock:
+            job = self._by_id.get(call_id)
+            if job is None or job in self._queued:
+                return False
+            self._kills[call_id] = reason
+        self.wake()
         return True
 
     @property
@@ -179,7 +197,10 @@ class Dispatcher:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
 
     def hand_out(self, children: Iterable[Child]) -> None:
-        """Give queued calls to idle workers, oldest call first, one each."""
+        """Carry out kills asked for; give queued calls to idle workers, oldest call
+        first, one each."""
+        if self._kills:
+            self._carry_out_kills(children)
         if not self._queued:
             return
         for child in children:
@@ -206,6 +227,13 @@ class Dispatcher:
             if self._observed:
                 self.plugins.hook.pprunner_job_started(call=job.call, runner=child.info)
             self._emit(job, Started(job.call, child.info.pid, child.info.id, job.attempts))
+
+    def _carry_out_kills(self, children: Iterable[Child]) -> None:
+        with self._lock:
+            kills, self._kills = self._kills, {}
+        for child in children:
+            if child.call is not None and child.call.id in kills:
+                child.kill_for(Kill(ErrorInfo("Killed", kills[child.call.id]), retry=False))
 
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
         """A worker's ``done``: the call it was handed returned or raised."""
@@ -240,13 +268,13 @@ class Dispatcher:
             assert call.time_limit is not None
             self._finish(call.id)
             self._end(job, child, TimedOut(call, pid, call.time_limit))
-        elif job.attempts < call.max_attempts:
+        elif job.attempts < call.max_attempts and (child.kill is None or child.kill.retry):
             logger.warning("%s; running %s again (attempt %d of %d)", error.message, call,
                            job.attempts + 1, call.max_attempts)
             self._requeue(job)
         else:
             self._finish(call.id)
-            signal_name, description = describe_exit(exitcode)
+            signal_name, description = describe_exit(exitcode, child.signals_sent)
             self._end(job, child, Lost(call, pid, exitcode, signal_name, description))
         return (call,)
 

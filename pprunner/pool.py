@@ -76,6 +76,9 @@ class Retirement:
     replace: bool = True
     #: the runner id of the worker started to take its place
     replacement: str | None = None
+    #: the worker asked to go now: it is handed nothing more, and it is replaced
+    #: without waiting for its replacement to boot
+    at_once: bool = False
 
 
 @attrs.define
@@ -117,7 +120,8 @@ class Child:
     @property
     def idle(self) -> bool:
         """Ready for a pushed call: serving, holding none."""
-        return self.phase is Phase.SERVING and self.call is None and self.kill is None
+        return (self.phase is Phase.SERVING and self.call is None and self.kill is None
+                and not (self.retirement is not None and self.retirement.at_once))
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
@@ -170,8 +174,12 @@ class Child:
             self.started(invocation_id, task, limit, retry_on_limit)
         elif kind == channel.FINISHED:
             self.finished(message[1], message[2])
-        elif kind == channel.RECYCLE and self.retirement is None:
-            self.retirement = Retirement(message[1])
+        elif kind == channel.RECYCLE:
+            at_once = len(message) > 2 and bool(message[2])
+            if self.retirement is None:
+                self.retirement = Retirement(message[1], at_once=at_once)
+            elif at_once:
+                self.retirement.at_once, self.retirement.reason = True, message[1]
 
     def started(self, job_id: str, name: str, limit: float | None,
                 retry_on_limit: bool = False) -> None:

@@ -464,8 +464,10 @@ class Supervisor:
         The replacement is started first; the old worker is told to retire
         only once the new one has booted, and it finishes what it runs. One
         replacement boots at a time; a retiring worker still busy with a long
-        job does not hold up the others, and idle workers go first.
+        job does not hold up the others, and idle workers go first. A worker
+        that asked to go at once (``replace_after_job``) goes without waiting.
         """
+        self._retire_at_once()
         if any(not c.booted for c in self.workers.values()):
             return
         candidates = [c for c in self.workers.values()
@@ -484,6 +486,21 @@ class Supervisor:
         elif self.workers[retirement.replacement].booted:
             logger.info("%s retires (%s); worker %s takes its place", child.who,
                         retirement.reason, retirement.replacement)
+            child.retire()
+
+    def _retire_at_once(self) -> None:
+        """Retire every worker that asked to be replaced now, starting its replacement
+        in the same breath: it is handed nothing more, so its slot would stay empty
+        until the replacement boots either way."""
+        for child in list(self.workers.values()):
+            retirement = child.retirement
+            if retirement is None or not retirement.at_once or child.phase is not Phase.SERVING:
+                continue
+            if retirement.replace and self.crash_loop.may_spawn():
+                retirement.replacement = self._spawn(child.info.slot).info.id
+            logger.info("%s retires at once (%s)%s", child.who, retirement.reason,
+                        f"; worker {retirement.replacement} takes its place"
+                        if retirement.replacement else "")
             child.retire()
 
     def _heartbeat(self) -> None:

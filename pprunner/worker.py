@@ -91,6 +91,9 @@ class WorkerContext:
     stack: list[Invocation | Call] = attrs.Factory(list)
     #: runs one more invocation nested in the current one (set by the Worker)
     run_nested: Callable[[Invocation], None] = attrs.field(default=None, repr=False)
+    #: asks for this process to be replaced once the current job ends (set by the Worker)
+    _replace: Callable[[str], None] = attrs.field(default=lambda reason: None, repr=False,
+                                                  init=False)
 
     @property
     def job(self) -> Invocation | Call | None:
@@ -116,6 +119,16 @@ class WorkerContext:
 
     def __repr__(self) -> str:
         return f"<WorkerContext {self.runner_id} slot={self.slot}>"
+
+    def replace_after_job(self, reason: str) -> None:
+        """Have this worker process replaced as soon as the current job ends: it is
+        handed no further job, and its replacement starts at once.
+
+        For a job that ended in a state the process should not carry into the next
+        one: an asynchronous exception (a host's own timeout) that may have broken
+        a library's invariants halfway. Inline (no supervisor) it does nothing.
+        """
+        self._replace(reason)
 
     def wait_for(self, invocation_ids: Sequence[str], timeout: float | None,
                  strategy: str | None = None) -> list[Invocation]:
@@ -182,6 +195,8 @@ class Supervision:
     asked: bool = False
     #: the peak memory last reported
     reported_peak: int = 0
+    #: set by :meth:`WorkerContext.replace_after_job`: why to be replaced after this job
+    replace_now: str | None = None
     #: per running job: whether the supervisor was told (it has a hard limit), and
     #: the enclosing soft-limit timer (seconds left, when suspended)
     _frames: list[tuple[bool, float, float]] = attrs.Factory(list)
@@ -220,6 +235,11 @@ class Supervision:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self._timer_runs = False
         self.done += 1
+        if self.replace_now:  # before the job's report, so nothing more is handed to it
+            logger.info("asking to be replaced at once: %s", self.replace_now)
+            self.channel.send(channel.RECYCLE, self.replace_now, True)
+            self.replace_now, self.asked = None, True
+            return peak
         reason = None if self.asked else self._recycle_reason()
         if reason:
             self.asked = True
@@ -410,6 +430,11 @@ class Worker:
 
     def __attrs_post_init__(self) -> None:
         self.context.run_nested = self.execute
+        self.context._replace = self._replace_after_job
+
+    def _replace_after_job(self, reason: str) -> None:
+        if self.supervision is not None:
+            self.supervision.replace_now = reason
 
     def request_stop(self) -> None:
         self._stopping = True

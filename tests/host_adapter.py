@@ -80,6 +80,15 @@ def die() -> None:
 
 
 @host_task
+def replace_me() -> int:
+    """A job after which its worker must not run another (a host's own timeout fired)."""
+    context = pprunner.current_context()
+    assert context is not None
+    context.replace_after_job("the host's job asked for it")
+    return os.getpid()
+
+
+@host_task
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
@@ -175,8 +184,9 @@ class HostPool:
         return self
 
     def apply_async(self, message: HostMessage, callback: Callable[[Event], None],
-                    time_limit: float | None = None) -> Call:
-        call = Call(run_message, (message,), time_limit=time_limit, name=message.task)
+                    time_limit: float | None = None, max_attempts: int = 1) -> Call:
+        call = Call(run_message, (message,), time_limit=time_limit, name=message.task,
+                    max_attempts=max_attempts)
         self.dispatcher.submit(call, callback)
         return call
 

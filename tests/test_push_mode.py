@@ -36,9 +36,11 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.selector.register(pool.dispatcher.fileno(), selectors.EVENT_READ)
 
-    def send(self, task: str, *args: Any, time_limit: float | None = None) -> str:
+    def send(self, task: str, *args: Any, time_limit: float | None = None,
+             max_attempts: int = 1) -> str:
         message = HostMessage(task, json.dumps(args))
-        call = self.pool.apply_async(message, self._record, time_limit=time_limit)
+        call = self.pool.apply_async(message, self._record, time_limit=time_limit,
+                                     max_attempts=max_attempts)
         self.events[call.id] = []
         return call.id
 
@@ -130,6 +132,28 @@ def test_a_call_past_its_hard_limit_times_out_and_its_worker_is_replaced(loop: L
     (ending,) = loop.run_until_ended(loop.send("sleep", 30, time_limit=0.5))
     assert isinstance(ending, TimedOut) and ending.limit == 0.5
     assert not psutil.pid_exists(ending.pid) or psutil.Process(ending.pid).status() == "zombie"
+
+
+def test_a_call_the_host_kills_is_lost_and_not_run_again(loop: Loop, pool: HostPool) -> None:
+    call_id = loop.send("sleep", 30, max_attempts=3)
+    wait_until(lambda: loop.pool.dispatcher.drain() or loop.events[call_id], 15, "its start")
+    assert pool.dispatcher.kill(call_id, "the host's user stopped it")
+    (lost,) = loop.run_until_ended(call_id)
+    assert isinstance(lost, Lost) and lost.signal == "SIGKILL"
+    assert "the host's user stopped it" in lost.description
+    assert [type(e) for e in loop.events[call_id]] == [Started, Lost]  # attempts left, no rerun
+    assert not pool.dispatcher.kill(call_id, "again")  # ended: nothing to kill
+
+
+def test_a_worker_that_asks_to_be_replaced_runs_nothing_more(loop: Loop,
+                                                             pool: HostPool) -> None:
+    (asked,) = loop.run_until_ended(loop.send("replace_me"))
+    assert isinstance(asked, Finished)
+    endings = loop.run_until_ended(*[loop.send("add", 1, n) for n in range(8)])
+    assert asked.value not in {e.pid for e in endings if isinstance(e, Finished)}
+    wait_until(lambda: not psutil.pid_exists(asked.value)
+               or psutil.Process(asked.value).status() == "zombie", 15, "its exit")
+    wait_until(lambda: len(pool.supervisor.workers) == 2, what="its replacement")
 
 
 def test_calls_wait_in_the_parent_never_in_a_worker(loop: Loop, pool: HostPool) -> None:

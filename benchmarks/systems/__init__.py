@@ -17,13 +17,14 @@ from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
 from .pynenc import PynencSQLite
-from .rq import RQWorkerPool
+from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
-                                     DramatiqRedis, PynencSQLite, RQWorkerPool, HueyRedis)
+                                     DramatiqRedis, PynencSQLite, RQWorkerPool, RQSimpleWorkerPool,
+                                     RQWorkerPoolPprunner, HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name
 

@@ -1,4 +1,7 @@
-"""RQ 3.0: ``rq worker-pool`` with two workers, on its own Redis database.
+"""RQ 3.0: ``rq worker-pool`` with two workers, on its own Redis database, with
+RQ's forking ``Worker`` (``rq-worker-pool``), its no-fork ``SimpleWorker``
+(``rq-simpleworker``) and pprunner's persistent horses
+(``rq-worker-pool-pprunner``: ``-w pprunner_plugins.rq.Worker``).
 
 The pool is ``python -m rq.cli worker-pool --num-workers 2 --url <db 12>``
 (the ``rq`` command), RQ's defaults otherwise: each worker forks a work
@@ -39,9 +42,13 @@ class RQWorkerPool(RedisPeer):
 
         self.queue = Queue(connection=self.redis)
 
+    #: the ``-w`` worker class; None: RQ's default (a fork per job)
+    worker_class: str | None = None
+
     def command(self) -> list[str]:
+        chosen = ("-w", self.worker_class) if self.worker_class else ()
         return system.python("-m", "rq.cli", "worker-pool", "--num-workers", str(WORKERS),
-                             "--url", self.url())
+                             *chosen, "--url", self.url())
 
     def _launch(self, *extra: str) -> subprocess.Popen[bytes]:
         pool = super()._launch(*extra)
@@ -118,6 +125,21 @@ class RQWorkerPool(RedisPeer):
         last = max(job.ended_at for job in done if job.ended_at is not None)
         return ThroughputRun(count=len(done), wall_s=wall,
                              drain_s=(last - first).total_seconds())
+
+
+class RQSimpleWorkerPool(RQWorkerPool):
+    """RQ's no-fork worker: jobs run in the worker process itself (no isolation)."""
+
+    name = "rq-simpleworker"
+    worker_class = "rq.SimpleWorker"
+
+
+class RQWorkerPoolPprunner(RQWorkerPool):
+    """pprunner's RQ worker: one persistent, supervised horse per worker."""
+
+    name = "rq-worker-pool-pprunner"
+    requires = ("rq", "redis", "pprunner_plugins.rq")
+    worker_class = "pprunner_plugins.rq.Worker"
 
 
 def _kill_horses(pool_pid: int) -> None:

@@ -1,0 +1,287 @@
+"""``pprunner_plugins.rq.Worker``: an RQ worker whose work horse persists.
+
+RQ's ``Worker.execute_job`` is kept as it is: ``prepare_execution``, then
+``fork_work_horse``, then ``monitor_work_horse``. Only the horse changes:
+``fork_work_horse`` hands the job to a pprunner-supervised horse (push mode,
+one horse per worker) instead of forking, and ``wait_for_horse`` waits for
+that horse to report the job's end (or its death) instead of for its exit
+status. RQ's ``monitor_work_horse`` therefore still does everything it does
+for a forked horse — heartbeats every ``job_monitoring_interval``, a stopped
+job, a horse killed under a job (``handle_work_horse_killed`` then
+``handle_job_failure``, so ``Retry`` decides) — from an exit status the
+horse's death (or its report) stands for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from rq.connections import parse_connection
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.logutils import setup_loghandlers
+from rq.timeouts import JobTimeoutException
+from rq.worker import Worker as RQWorker
+
+from pprunner import config as config_module
+from pprunner.dispatch import Dispatcher
+from pprunner.jobs import Call, Cancelled, Event, Failed, Finished, Lost, Started, TimedOut
+from pprunner.supervisor import Supervisor
+
+from . import compat, horse
+from .peers import Peers
+
+logger = logging.getLogger("pprunner.rq")
+
+#: what ``SpawnWorker`` hands its horses, read from the worker
+HORSE_ATTRIBUTES = ("job_class", "queue_class", "death_penalty_class", "_exc_handlers",
+                    "default_result_ttl", "job_monitoring_interval", "log_job_description",
+                    "log_result_lifespan", "disable_default_exception_handler")
+
+
+class HorseUnavailable(Exception):
+    """No work horse could be started: the worker stops (its job is handed back)."""
+
+
+def _setting(value: Any, variable: str, kind: type, default: Any) -> Any:
+    """A keyword argument, else the environment variable, else the default."""
+    if value is not None:
+        return kind(value)
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+
+
+class Worker(RQWorker):
+    """An RQ ``Worker`` whose work horse is a persistent process kept across jobs.
+
+    Use it through RQ's CLI: ``rq worker -w pprunner_plugins.rq.Worker`` or
+    ``rq worker-pool -w pprunner_plugins.rq.Worker -n 4``. RQ's CLI passes no
+    options to a worker class, so pprunner's own are keyword arguments here or
+    environment variables, named after RQ's ``--max-jobs``:
+
+    :param max_jobs_per_horse: replace a horse after this many jobs
+        (``RQ_MAX_JOBS_PER_HORSE``; 0: never). RQ forks one horse per job.
+    :param max_memory_per_horse: replace a horse whose resident memory after a
+        job exceeds this many MiB (``RQ_MAX_MEMORY_PER_HORSE``; 0: never).
+    :param dead_after: seconds without a sign of life after which other
+        pprunner workers hand back this worker's started jobs
+        (``RQ_DEAD_WORKER_AFTER``, default 3).
+
+    A job's timeout is enforced twice: RQ's death penalty raises
+    ``JobTimeoutException`` in the horse at ``job.timeout`` (RQ's own
+    failure path and traceback), and pprunner kills the horse
+    ``horse_kill_grace`` seconds later if it could not raise it (native code),
+    where RQ's monitor would wait ``job.timeout + 60`` s; the job then fails
+    through the same ``JobTimeoutException`` path, from the worker. Either
+    way the horse is replaced before the next job.
+    """
+
+    #: seconds after a job's timeout before pprunner kills a horse that did not end it
+    horse_kill_grace = 1.0
+
+    def __init__(self, *args: Any, max_jobs_per_horse: int | None = None,
+                 max_memory_per_horse: int | None = None, dead_after: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_jobs_per_horse = _setting(max_jobs_per_horse, "RQ_MAX_JOBS_PER_HORSE", int, 0)
+        self.max_memory_per_horse = _setting(max_memory_per_horse, "RQ_MAX_MEMORY_PER_HORSE",
+                                             int, 0)
+        self.dead_after = _setting(dead_after, "RQ_DEAD_WORKER_AFTER", float, 3.0)
+        self._supervisor: Supervisor | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._peers: Peers | None = None
+        #: the job in the horse: its call, what the dispatcher said of it, RQ's objects
+        self._call: Call | None = None
+        self._events: list[Event] = []
+        self._running: tuple[Any, Any, Any] | None = None
+        #: a cold shutdown is under way: later signals must not cut its hand-back short
+        self._cold = False
+
+    # -- life of the worker ---------------------------------------------------------
+
+    def bootstrap(self, logging_level: str | None = "INFO",
+                  date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+                  log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
+        """Start the horse (and wait for it to boot) before RQ registers the worker:
+        a horse that cannot start fails the worker here, registered nowhere."""
+        self._start_horse((logging_level, date_format, log_format))
+        try:
+            super().bootstrap(logging_level, date_format, log_format)
+            self._peers = Peers(self, self.dead_after)
+            self._peers.join()
+        except BaseException:
+            self._stop_horse()
+            raise
+
+    def teardown(self) -> None:
+        if not self.is_horse:
+            self._stop_horse()
+            if self._peers is not None:
+                self._peers.leave()
+        super().teardown()
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """RQ's cold shutdown (kill the horse, exit); once it began, further signals
+        are ignored so that the job is handed back (:meth:`teardown`) in full."""
+        if self._cold:
+            return
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            self._cold = True
+            raise
+
+    def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
+        setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
+        settings = horse.HorseSettings(
+            worker_class=type(self), name=self.name, queues=tuple(self.queue_names()),
+            connection=parse_connection(self.connection), serializer=self._serializer_arg,
+            attributes={name: getattr(self, name) for name in HORSE_ATTRIBUTES},
+            logging=logging)
+        try:
+            pickle.dumps(settings)
+        except Exception as exc:
+            raise ValueError(f"worker {self.name}: its settings cannot be handed to a work "
+                             f"horse (everything must be importable by name): {exc}") from exc
+        level = logging[0] if isinstance(logging[0], str) else "INFO"
+        config = config_module.resolve([("pprunner_plugins.rq.Worker", {
+            "processes": 1, "log_level": level.upper(),
+            "max_tasks_per_child": self.max_jobs_per_horse,
+            "max_memory_per_child": self.max_memory_per_horse})])
+        self._dispatcher = Dispatcher(deliver="loop")
+        self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
+                                      initializer=Call(horse.boot, (settings,),
+                                                       name="pprunner_plugins.rq.horse.boot"))
+        self._supervisor.start()
+        self._handshake()
+
+    def _handshake(self) -> None:
+        """Wait for the first horse to answer: the boot handshake. A horse that
+        cannot boot is retried with back-off until pprunner gives up
+        (``crash_loop_period``), then the worker fails with the reason."""
+        assert self._dispatcher is not None
+        probe = Call(horse.ready, name="pprunner_plugins.rq.horse.ready")
+        self._call, self._events = probe, []
+        self._dispatcher.submit(probe, self._events.append)
+        pid, _, _ = self.wait_for_horse()
+        self.log.info("Worker %s: work horse pid %s ready", self.name, pid)
+
+    def _stop_horse(self) -> None:
+        """Stop the horse: at once if a job is still out (a cold shutdown: the job is
+        handed back by :meth:`Peers.leave`), else after it exits by itself."""
+        if self._supervisor is not None:
+            self._supervisor.stop(immediate=self._call is not None)
+            self._supervisor = None
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown()
+            self._dispatcher = None
+
+    # -- RQ's horse interface -------------------------------------------------------------
+
+    def fork_work_horse(self, job: Any, queue: Any) -> None:
+        """Hand the job to the horse (RQ forks a new one here)."""
+        assert self._dispatcher is not None
+        execution = self.execution  # the one prepare_execution() just created
+        assert execution is not None
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        self._running = (job, queue, execution)
+        self._call, self._events = Call(
+            horse.run_job, (job.id, queue.name, execution.id, execution.created_at.timestamp()),
+            time_limit=None if timeout == -1 else timeout + self.horse_kill_grace,
+            id=job.id, name=f"rq job {job.id}"), []
+        self._dispatcher.submit(self._call, self._events.append)
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        """Wait until the horse ends the job: ``(pid, exit status, None)`` as
+        ``os.wait4`` would give for a forked horse (no rusage). A horse that
+        reported the job's end stands for status 0; a dead one for its own."""
+        assert self._dispatcher is not None
+        if self._call is None:
+            return None, None, None
+        while True:
+            ending = self._take_ending()
+            if ending is not None:
+                break
+            select.select([self._dispatcher.fileno()], [], [])
+            with _signals_held():
+                self._dispatcher.drain()
+        self._call = None
+        return self._status(ending)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """SIGKILL the horse running the job (stop-job, cold shutdown); the supervisor
+        replaces it. Another signal is sent as it is (``HerokuWorker``'s SIGRTMIN)."""
+        if self._call is None or self._dispatcher is None:
+            return
+        if sig != signal.SIGKILL and self.horse_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.horse_pid, sig)
+            return
+        self._dispatcher.kill(self._call.id, f"RQ worker {self.name} killed the horse running "
+                                             f"{self._call.name} ({signal.Signals(sig).name})")
+
+    # -- internals ------------------------------------------------------------------
+
+    def _take_ending(self) -> Event | None:
+        while self._events:
+            event = self._events.pop(0)
+            if isinstance(event, Started):
+                self._horse_pid = event.pid
+                self.procline(f"Horse {event.pid} runs {event.call.name}")
+                continue
+            return event
+        return None
+
+    def _status(self, ending: Event) -> tuple[int | None, int | None, Any]:
+        pid = getattr(ending, "pid", None)
+        if isinstance(ending, Finished):
+            return pid, os.EX_OK, None
+        if isinstance(ending, Lost):
+            code = ending.exitcode or 0
+            return pid, -code if code < 0 else code << 8, None
+        if isinstance(ending, Failed):  # RQ's horse exits 1 when perform_job raises
+            self.log.error("Worker %s: horse %s: %s raised outside the job: %s: %s\n%s",
+                           self.name, pid, ending.call.name, ending.error.type,
+                           ending.error.message, ending.error.traceback)
+            return pid, 1 << 8, None
+        if isinstance(ending, TimedOut):
+            self._timed_out(ending)
+            return pid, os.EX_OK, None
+        assert isinstance(ending, Cancelled)
+        failure = self._supervisor.failure if self._supervisor is not None else None
+        raise HorseUnavailable(f"worker {self.name}: no work horse could run "
+                               f"{ending.call.name}: {failure or ending.reason}")
+
+    def _timed_out(self, ending: TimedOut) -> None:
+        """The horse did not end the job at its timeout and was killed: the job fails
+        as RQ's ``JobTimeoutException`` path has it, from here."""
+        assert self._running is not None
+        job, queue, execution = self._running
+        seconds = ending.limit - self.horse_kill_grace
+        self.log.warning("Worker %s: horse %s did not end job %s at its timeout (%g s); "
+                         "killed and replaced", self.name, ending.pid, job.id, seconds)
+        error = JobTimeoutException(f"Task exceeded maximum timeout value ({seconds:g} seconds)")
+        compat.finalize_failure(self, job, queue, execution, (JobTimeoutException, error, None))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold RQ's signals (its monitor's SIGALRM, a shutdown's SIGINT/SIGTERM) while
+    events are taken from the dispatcher, so none is lost halfway; they run after."""
+    held = {signal.SIGALRM, signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
