@@ -149,6 +149,9 @@ def test_jobs_run_one_after_another_in_the_same_horse(workers: Workers, queue: Q
     assert len(pids) == 1, f"five jobs ran in {len(pids)} processes: {pids}"
     (horse,) = pids
     assert horse != worker.pid and psutil.Process(horse).ppid() == worker.pid
+    # `ps` tells the horse for what it is, between jobs too
+    wait_until(lambda: " ".join(psutil.Process(horse).cmdline()).startswith(
+        "pprunner worker 1: idle"), 10, "the idle horse's process title")
 
 
 def test_exceptions_retry_meta_callbacks_and_dependents_are_rqs(
@@ -223,6 +226,15 @@ def test_horses_are_recycled_after_max_jobs_per_horse(workers: Workers, queue: Q
     assert pids[0] == pids[1], "a horse was replaced before its second job"
     wait_until(lambda: result(queue.enqueue(rq_jobs.pid)) != pids[0], 15,
                "a job on the replacement horse")
+
+
+def test_horses_are_recycled_over_max_memory_per_horse(workers: Workers, queue: Queue) -> None:
+    """Every horse is over a 1 MiB limit after its first job: each job after the
+    first few runs on a fresh horse, and none is lost on the way."""
+    workers.start("worker", queue, env={"RQ_MAX_MEMORY_PER_HORSE": "1"})
+    first = result(queue.enqueue(rq_jobs.pid))
+    wait_until(lambda: result(queue.enqueue(rq_jobs.pid)) != first, 15,
+               "a job on a horse that replaced one over max_memory_per_horse")
 
 
 def test_a_bad_worker_setting_fails_with_a_one_line_error(rq_url: str, queue: Queue) -> None:
