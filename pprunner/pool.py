@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -183,14 +184,17 @@ class Child:
             logger.warning("%s: %s; killing it", self.who, kill.error.message)
             self.signal(signal.SIGKILL, kill.error.message)
 
-    def signal(self, signum: signal.Signals, why: str) -> None:
-        """SIGTERM (it hands back what it runs and exits) or SIGKILL it; ``why``
+    def signal(self, signum: int, why: str) -> None:
+        """SIGTERM (it hands back what it runs and exits), SIGKILL, or any other
+        signal a host asks for (:meth:`Supervisor.signal_worker`); ``why``
         describes its end. The only way the supervisor signals a worker."""
         self.signals_sent.setdefault(signum, why)
         if signum == signal.SIGKILL:
             self.process.kill()
-        else:
+        elif signum == signal.SIGTERM:
             self.process.terminate()
+        elif self.process.pid is not None and self.process.exitcode is None:
+            os.kill(self.process.pid, signum)
 
     def overdue(self, now: float, boot_timeout: float) -> Kill | None:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""
