@@ -76,6 +76,10 @@ class Retirement:
     replace: bool = True
     #: the runner id of the worker started to take its place
     replacement: str | None = None
+    #: the worker asked for it (max_tasks_per_child or max_memory_per_child reached):
+    #: in push mode it is handed nothing more, so the limit holds as a host's pool
+    #: keeps it, while its replacement boots
+    at_limit: bool = False
 
 
 @attrs.define
@@ -114,8 +118,9 @@ class Child:
 
     @property
     def idle(self) -> bool:
-        """Ready for a pushed call: serving, holding none."""
-        return self.phase is Phase.SERVING and self.call is None and self.kill is None
+        """Ready for a pushed call: serving, holding none, not retiring at a limit."""
+        return (self.phase is Phase.SERVING and self.call is None and self.kill is None
+                and not (self.retirement is not None and self.retirement.at_limit))
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
@@ -146,7 +151,7 @@ class Child:
         elif kind == channel.FINISHED:
             self.finished(message[1], message[2])
         elif kind == channel.RECYCLE and self.retirement is None:
-            self.retirement = Retirement(message[1])
+            self.retirement = Retirement(message[1], at_limit=True)
 
     def started(self, job_id: str, name: str, limit: float | None,
                 retry_on_limit: bool = False) -> None:

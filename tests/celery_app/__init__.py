@@ -10,6 +10,7 @@ by name with an app of its own (:func:`make_app`). Each child records Celery's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -128,4 +129,14 @@ def soft_limited() -> str:
 @app.task(name="t.hard_limited", time_limit=1)
 def hard_limited() -> str:
     time.sleep(30)
+    return "not interrupted"
+
+
+@app.task(name="t.ignore_soft_limit")
+def ignore_soft_limit(seconds: float) -> str:
+    """Sleeps on past its soft limit: only the hard limit ends it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(max(0.0, deadline - time.monotonic()))
     return "not interrupted"
