@@ -220,7 +220,7 @@ class Dispatcher:
             self._requeue(job)
         else:
             self._finish(call.id)
-            signal_name, description = describe_exit(exitcode)
+            signal_name, description = describe_exit(exitcode, child.signals_sent)
             self._end(job, child, Lost(call, pid, exitcode, signal_name, description))
         return (call,)
 

@@ -356,10 +356,14 @@ def test_an_app_without_import_path_makes_children_fork(caplog: pytest.LogCaptur
 
 def test_events_become_billiards_callbacks() -> None:
     seen: list[tuple[str, Any]] = []
+
+    def error(info: Any) -> None:
+        seen.append(("error", getattr(info.exception, "exc", info.exception)))
+
     call = Call(print, name="t.x", time_limit=3)
     job = Job(7, call, callback=lambda v: seen.append(("callback", v)),
               accept_callback=lambda pid, at: seen.append(("accepted", pid)),
-              error_callback=lambda e: seen.append(("error", getattr(e.exception, "exc", e.exception))),
+              error_callback=error,
               timeout_callback=lambda soft, timeout: seen.append(("timeout", (soft, timeout))))
     job.notify(Started(call, 42, "r", 1))
     job.notify(Lost(call, 42, -9, "SIGKILL", "was killed by SIGKILL"))
