@@ -69,7 +69,7 @@ class Worker:
     """A ``celery worker`` subprocess in its own process group, always reaped."""
 
     def __init__(self, tmp: Path, broker: str, *options: str, pool_setting: bool = False,
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2, ready: bool = True, **env: str) -> None:
         self.name = f"pprunner-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         self.queue = f"pprunner-tests-{uuid.uuid4().hex[:8]}"
         self.markers = tmp / "markers"
@@ -78,7 +78,8 @@ class Worker:
         self.app = celery_app.make_app(broker, REDIS, self.queue)
         env = {**os.environ, "PYTHONPATH": str(REPO),
                celery_app.BROKER_ENV: broker, celery_app.BACKEND_ENV: REDIS,
-               celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers)}
+               celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers),
+               **env}
         pool = ["--pool", "custom"]
         if pool_setting:
             env[celery_app.POOL_SETTING_ENV] = "1"
@@ -91,7 +92,8 @@ class Worker:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ready(concurrency)
+        if ready:
+            self.wait_ready(concurrency)
 
     def wait_ready(self, concurrency: int) -> None:
         def ready() -> bool:
@@ -264,6 +266,14 @@ def test_pool_grow_and_shrink_by_remote_control(redis_worker: Worker) -> None:
                "back to two children")
 
 
+def test_pool_restart_replaces_every_child(redis_worker: Worker) -> None:
+    before = set(redis_worker.pool_info()["processes"])
+    redis_worker.app.control.pool_restart(destination=[redis_worker.name], reply=True)
+    wait_until(lambda: not before & set(redis_worker.pool_info().get("processes", [])), 60,
+               "every child to be replaced")
+    assert redis_worker.send("t.add", 4, 4).get(timeout=RESULT_TIMEOUT) == 8
+
+
 # -- RabbitMQ, the worker_pool setting, worker-wide limits, recycling ------------------------
 
 
@@ -308,6 +318,20 @@ def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
         assert worker.process.wait(timeout=60) == 0, worker.output()
         assert result.get(timeout=RESULT_TIMEOUT) == "slept 2"
         assert (worker.markers / f"shutdown-{pid}").exists()  # worker_process_shutdown
+    finally:
+        worker.stop()
+
+
+def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path) -> None:
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, ready=False, **{celery_app.FAIL_INIT_ENV: "1",
+                                                      "PPRUNNER_CRASH_LOOP_PERIOD": "2"})
+    try:
+        assert worker.process.wait(timeout=60) != 0
+        output = worker.output()
+        assert re.search(r"the pprunner pool cannot run tasks: workers keep dying before they "
+                         r"boot: worker \d \(runner", output), output
+        assert "exited with code 3" in output
     finally:
         worker.stop()
 
@@ -376,3 +400,33 @@ def test_events_become_billiards_callbacks() -> None:
     assert seen[3] == ("timeout", (False, 3))
     assert seen[4] == ("callback", (0, 5, 0.1))
     assert len(seen) == 5  # a cancelled call is left unacked: no callback
+
+
+# -- the example, with the README's commands ---------------------------------------------
+
+
+def test_the_example_runs_with_the_readmes_commands() -> None:
+    _reachable(REDIS, 6379)
+    database = REDIS.rsplit("/", 1)[0] + "/15"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
+           "CELERY_RESULT_BACKEND": database,
+           "CELERY_CUSTOM_WORKER_POOL": "pprunner_plugins.celery:TaskPool"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker", "--pool",
+         "custom", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        sent = subprocess.run([sys.executable, "-m", "examples.celery_app"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        log = worker.communicate(timeout=30)[0].decode(errors="replace")
+        client = redis.Redis.from_url(database)
+        client.flushdb()
+        client.close()
+    assert sent.returncode == 0, sent.stderr + log
+    lines = sent.stdout.splitlines()
+    assert lines[:2] == ["add: [0, 2, 4, 6, 8]", "patient: stopped at the soft limit"], log
+    assert lines[2].startswith("dies_once: survived, in child "), log

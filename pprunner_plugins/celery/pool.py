@@ -66,7 +66,7 @@ class _Watch:
         sup = self.pool._supervisor
         why = sup.failure if sup is not None and sup.failure else "it stopped by itself"
         logger.critical("the pprunner pool cannot run tasks: %s; stopping the worker", why)
-        worker_state.should_terminate = EX_FAILURE
+        worker_state.should_stop = EX_FAILURE
 
 
 class TaskPool(BasePool):

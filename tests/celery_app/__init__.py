@@ -23,6 +23,8 @@ BROKER_ENV = "CELERY_TEST_BROKER"
 BACKEND_ENV = "CELERY_TEST_BACKEND"
 QUEUE_ENV = "CELERY_TEST_QUEUE"
 MARKERS_ENV = "CELERY_TEST_MARKERS"
+#: set to make every child die in Celery's initializer (a worker_process_init receiver exits)
+FAIL_INIT_ENV = "CELERY_TEST_FAIL_INIT"
 #: set to choose the pool by the ``worker_pool`` setting instead of ``--pool custom``
 POOL_SETTING_ENV = "CELERY_TEST_POOL_SETTING"
 POOL = "pprunner_plugins.celery:TaskPool"
@@ -35,6 +37,7 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
         task_track_started=True,
         result_expires=600,
         broker_connection_retry_on_startup=True,
+        worker_pool_restarts=True,
     )
     return app
 
@@ -54,6 +57,8 @@ def _mark(kind: str) -> None:
 
 @signals.worker_process_init.connect
 def _process_init(**_: Any) -> None:
+    if os.environ.get(FAIL_INIT_ENV):
+        os._exit(3)
     _mark("init")
 
 
