@@ -2,7 +2,7 @@
 ``--pool custom`` or the ``worker_pool`` setting) on real Redis and RabbitMQ,
 with a Redis result backend, checked against what Celery's prefork promises.
 
-Brokers: Redis at ``$PPRUNNER_CELERY_REDIS`` (default database 14 of
+Brokers: Redis at ``$PPRUNNER_CELERY_REDIS`` (default database 7 of
 127.0.0.1:6379, flushed afterwards) and RabbitMQ at ``$PPRUNNER_CELERY_AMQP``
 (guest on 127.0.0.1:5672, a queue of this run's own, deleted afterwards). A
 missing Celery or broker skips with the reason, unless
@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -48,16 +49,18 @@ from tests import celery_app  # noqa: E402
 
 pytestmark = [pytest.mark.celery, pytest.mark.timeout(120)]
 
-REDIS = os.environ.get("PPRUNNER_CELERY_REDIS", "redis://127.0.0.1:6379/14")
+REDIS = os.environ.get("PPRUNNER_CELERY_REDIS", "redis://127.0.0.1:6379/7")
 AMQP = os.environ.get("PPRUNNER_CELERY_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 #: how long a test waits for a task's result
 RESULT_TIMEOUT = 30
 
 
-def _reachable(url: str, port: int) -> None:
+def _reachable(url: str, default_port: int) -> None:
     """Skip (or, when required, fail) unless the broker at ``url`` answers."""
+    where = urlsplit(url)
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or default_port),
+                                 timeout=2).close()
     except OSError as exc:
         message = f"no broker at {url}: {exc}"
         if REQUIRED or os.environ.get("PPRUNNER_REQUIRE_REDIS") == "1":
@@ -407,7 +410,7 @@ def test_events_become_billiards_callbacks() -> None:
 
 def test_the_example_runs_with_the_readmes_commands() -> None:
     _reachable(REDIS, 6379)
-    database = REDIS.rsplit("/", 1)[0] + "/15"
+    database = REDIS.rsplit("/", 1)[0] + "/6"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
            "CELERY_RESULT_BACKEND": database,
            "CELERY_CUSTOM_WORKER_POOL": "pprunner_plugins.celery:TaskPool"}

@@ -8,7 +8,12 @@ its library in ``requires`` and imports it lazily, plus its class below.
 from __future__ import annotations
 
 from ..system import System
-from .celery import CeleryRedis, CeleryRedisAcksLate
+from .celery import (
+    CeleryRedis,
+    CeleryRedisAcksLate,
+    CeleryRedisPprunner,
+    CeleryRedisPprunnerAcksLate,
+)
 from .dramatiq import DramatiqRedis
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
@@ -20,6 +25,7 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
+                                     CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, PynencSQLite, RQWorkerPool, HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name

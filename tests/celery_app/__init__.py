@@ -42,8 +42,8 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
     return app
 
 
-app = make_app(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/14"),
-               os.environ.get(BACKEND_ENV, "redis://127.0.0.1:6379/14"),
+app = make_app(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/7"),
+               os.environ.get(BACKEND_ENV, "redis://127.0.0.1:6379/7"),
                os.environ.get(QUEUE_ENV, "pprunner-tests"))
 if os.environ.get(POOL_SETTING_ENV):
     app.conf.worker_pool = POOL
