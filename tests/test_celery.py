@@ -237,8 +237,12 @@ def test_acks_late_with_reject_on_worker_lost_redelivers_the_killed_task(
 
 
 def test_a_per_task_soft_limit_raises_celerys_own_exception(redis_worker: Worker) -> None:
-    assert redis_worker.send("t.soft_limited").get(timeout=RESULT_TIMEOUT) == \
+    result = redis_worker.send("t.soft_limited")
+    assert result.get(timeout=RESULT_TIMEOUT) == \
         "billiard.exceptions.SoftTimeLimitExceeded"  # celery.exceptions re-exports it
+    # and the worker logs Celery's warning, as prefork's parent does
+    warning = f"Soft time limit (0.5s) exceeded for t.soft_limited[{result.id}]"
+    wait_until(lambda: warning in redis_worker.output(), 10, "Celery's soft limit warning")
 
 
 def test_a_per_task_hard_limit_fails_with_time_limit_exceeded(redis_worker: Worker) -> None:
