@@ -68,6 +68,8 @@ class Job:
             self.pid = event.pid
             _call(self.accept_callback, event.pid, time.monotonic())
             return
+        if isinstance(event, Finished) and self._ran_past_soft_limit(event.value):
+            self.soft_limit_reached()  # the child's timer beat the parent's by a hair
         self.ended()
         if isinstance(event, Finished):
             _call(self.callback, event.value)
@@ -86,6 +88,16 @@ class Job:
             _call(self.timeout_callback, soft=False, timeout=event.limit)
         elif isinstance(event, Cancelled):
             pass  # the pool stopped before a child took it: never acked, so redelivered
+
+    def _ran_past_soft_limit(self, value: Any) -> bool:
+        """Whether the parent's soft-limit warning is still due: the task ran (by
+        the runtime Celery's trace function measured in the child) at least its
+        soft limit, and the parent's timer has not fired yet."""
+        soft = self.call.soft_time_limit
+        if self.cancel_soft_warning is None or not soft:
+            return False
+        runtime = value[2] if isinstance(value, tuple) and len(value) == 3 else None
+        return isinstance(runtime, float) and runtime >= soft
 
     def soft_limit_reached(self) -> None:
         """The parent's side of a soft time limit: Celery logs a warning (the task
