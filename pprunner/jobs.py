@@ -49,6 +49,10 @@ class Call:
         it; after the last, the sender hears :class:`Lost`.
     :param name: how logs and process titles name it (default: the function's
         qualified name).
+    :param soft_limit_error: the exception class raised inside it when its soft
+        limit runs out (called with a message), for a host whose tasks catch
+        the host's own class (Celery's ``SoftTimeLimitExceeded``); default
+        :class:`~pprunner.errors.SoftTimeLimitExceeded`.
     """
 
     function: Callable[..., Any]
@@ -60,6 +64,7 @@ class Call:
     max_attempts: int = 1
     name: str = attrs.field(default=attrs.Factory(lambda self: _name_of(self.function),
                                                    takes_self=True))
+    soft_limit_error: type[BaseException] | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"

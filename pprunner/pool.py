@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import pickle
 import signal
 import time
@@ -76,8 +77,12 @@ class Retirement:
     replace: bool = True
     #: the runner id of the worker started to take its place
     replacement: str | None = None
-    #: the worker asked to go now: it is handed nothing more, and it is replaced
-    #: without waiting for its replacement to boot
+    #: the worker asked for it (max_tasks_per_child or max_memory_per_child reached):
+    #: in push mode it is handed nothing more, so the limit holds as a host's pool
+    #: keeps it, while its replacement boots
+    at_limit: bool = False
+    #: the worker asked to go now (``replace_after_job``): it is handed nothing more,
+    #: and it is replaced without waiting for its replacement to boot
     at_once: bool = False
 
 
@@ -119,9 +124,10 @@ class Child:
 
     @property
     def idle(self) -> bool:
-        """Ready for a pushed call: serving, holding none."""
+        """Ready for a pushed call: serving, holding none, not retiring at a limit or at once."""
+        retirement = self.retirement
         return (self.phase is Phase.SERVING and self.call is None and self.kill is None
-                and not (self.retirement is not None and self.retirement.at_once))
+                and (retirement is None or not (retirement.at_limit or retirement.at_once)))
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
@@ -177,7 +183,7 @@ class Child:
         elif kind == channel.RECYCLE:
             at_once = len(message) > 2 and bool(message[2])
             if self.retirement is None:
-                self.retirement = Retirement(message[1], at_once=at_once)
+                self.retirement = Retirement(message[1], at_limit=True, at_once=at_once)
             elif at_once:
                 self.retirement.at_once, self.retirement.reason = True, message[1]
 
@@ -220,14 +226,17 @@ class Child:
             logger.warning("%s: %s; killing it", self.who, kill.error.message)
             self.signal(signal.SIGKILL, kill.error.message)
 
-    def signal(self, signum: signal.Signals, why: str) -> None:
-        """SIGTERM (it hands back what it runs and exits) or SIGKILL it; ``why``
+    def signal(self, signum: int, why: str) -> None:
+        """SIGTERM (it hands back what it runs and exits), SIGKILL, or any other
+        signal a host asks for (:meth:`Supervisor.signal_worker`); ``why``
         describes its end. The only way the supervisor signals a worker."""
         self.signals_sent.setdefault(signum, why)
         if signum == signal.SIGKILL:
             self.process.kill()
-        else:
+        elif signum == signal.SIGTERM:
             self.process.terminate()
+        elif self.process.pid is not None and self.process.exitcode is None:
+            os.kill(self.process.pid, signum)
 
     def overdue(self, now: float, boot_timeout: float) -> Kill | None:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""

@@ -273,6 +273,20 @@ class Supervisor:
         Safe from any thread: the loop carries it out."""
         self._command(self._reload)
 
+    def signal_worker(self, pid: int, signum: int, why: str) -> None:
+        """Send ``signum`` to the worker whose process is ``pid``, if it is one of
+        this supervisor's: a host ending the job it runs (Celery's
+        ``revoke(terminate=True)``). Safe from any thread: the loop sends it,
+        so the worker's end is described with ``why`` as the supervisor's doing,
+        and the job it held ends as any job whose worker dies (``Lost``)."""
+        self._command(lambda: self._signal_worker(pid, signum, why))
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop started by :meth:`start` still runs: False once a stop
+        is done, or once it stopped by itself (see :attr:`failure`)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def request_stop(self) -> None:
         self._stop_requested = True
         self._wake()
@@ -287,7 +301,8 @@ class Supervisor:
         """The supervisor and each worker whose process is alive by OS-level check."""
         me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR, pid=os.getpid(),
                         supervisor=self.id, started_at=self.started_at)
-        return [me] + [c.info for c in self.workers.values() if c.process.is_alive()]
+        children = list(self.workers.values())  # a copy: hosts ask from their own thread
+        return [me] + [c.info for c in children if c.process.is_alive()]
 
     # -- boot ----------------------------------------------------------------------
 
@@ -587,6 +602,15 @@ class Supervisor:
                 child.retirement = Retirement("scaled down", replace=False)
         self._set_title()
 
+    def _signal_worker(self, pid: int, signum: int, why: str) -> None:
+        child = next((c for c in self.workers.values() if c.info.pid == pid), None)
+        if child is None:
+            logger.warning("no worker with pid %d to send %s to (%s)", pid,
+                           signal.Signals(signum).name, why)
+            return
+        logger.info("sending %s to %s: %s", signal.Signals(signum).name, child.who, why)
+        child.signal(signum, why)
+
     def _reload(self) -> None:
         logger.info("reloading: replacing %d workers one by one", len(self.workers))
         for child in self.workers.values():
@@ -808,6 +832,9 @@ class SupervisorView:
 
     def reload(self) -> None:
         self._supervisor.reload()
+
+    def signal_worker(self, pid: int, signum: int, why: str) -> None:
+        self._supervisor.signal_worker(pid, signum, why)
 
     def request_stop(self) -> None:
         self._supervisor.request_stop()

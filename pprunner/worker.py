@@ -449,8 +449,10 @@ class Worker:
         """SIGALRM handler: the running job's soft time limit ran out."""
         job = self.context.job
         if self._in_task and job is not None:
-            name = job.task if isinstance(job, Invocation) else job.name
-            raise SoftTimeLimitExceeded(f"soft time limit exceeded by {name}")
+            if isinstance(job, Invocation):
+                raise SoftTimeLimitExceeded(f"soft time limit exceeded by {job.task}")
+            raise (job.soft_limit_error or SoftTimeLimitExceeded)(
+                f"soft time limit exceeded by {job.name}")
 
     def run(self) -> None:
         timeout = self.context.config.claim_timeout

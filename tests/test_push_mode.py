@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import selectors
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -242,3 +244,62 @@ def test_a_stop_cancels_what_waits_and_what_it_could_not_wait_for() -> None:
 def test_a_supervisor_needs_an_app_or_a_dispatcher() -> None:
     with pytest.raises(ConfigError, match=r"an app \(pull mode\) or a dispatcher"):
         Supervisor()
+
+
+class Collector:
+    """A push-mode supervisor of its own with thread delivery, its events by call."""
+
+    def __init__(self, processes: int = 1, **settings: Any) -> None:
+        self.dispatcher = Dispatcher(deliver="thread")
+        self.events: dict[str, list[Event]] = {}
+        config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING",
+                                                               **settings})])
+        self.supervisor = Supervisor(dispatcher=self.dispatcher, processes=processes,
+                                     config=config)
+
+    def __enter__(self) -> Collector:
+        self.supervisor.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.supervisor.stop(immediate=True, timeout=30)
+        self.dispatcher.shutdown()
+
+    def submit(self, call: Call) -> Call:
+        self.events[call.id] = []
+        self.dispatcher.submit(call, lambda event: self.events[event.call.id].append(event))
+        return call
+
+    def ending(self, call: Call) -> Event:
+        wait_until(lambda: any(not isinstance(e, Started) for e in self.events[call.id]),
+                   timeout=30, what=f"the ending of {call}")
+        return self.events[call.id][-1]
+
+
+def test_a_call_names_the_exception_its_soft_limit_raises() -> None:
+    with Collector() as pool:
+        ending = pool.ending(pool.submit(Call(time.sleep, (30,), soft_time_limit=0.2,
+                                              soft_limit_error=TimeoutError)))
+    assert isinstance(ending, Failed) and ending.error.type == "TimeoutError"
+    assert "soft time limit exceeded by time.sleep" in ending.error.message
+
+
+def test_a_host_signals_the_worker_running_a_call_through_the_supervisor() -> None:
+    with Collector() as pool:
+        assert pool.supervisor.running
+        call = pool.submit(Call(time.sleep, (30,)))
+        wait_until(lambda: pool.events[call.id], what="the call to start")
+        started = pool.events[call.id][0]
+        assert isinstance(started, Started)
+        pool.supervisor.signal_worker(started.pid, signal.SIGUSR1, "the host ends its job")
+        ending = pool.ending(call)
+    assert not pool.supervisor.running
+    assert isinstance(ending, Lost) and ending.signal == "SIGUSR1"
+    assert ending.description == "was killed by SIGUSR1 from the supervisor: the host ends its job"
+
+
+def test_a_worker_at_max_tasks_per_child_is_handed_nothing_more() -> None:
+    with Collector(processes=1, max_tasks_per_child=2) as pool:
+        calls = [pool.submit(Call(os.getpid)) for _ in range(6)]
+        pids = [pool.ending(c).value for c in calls]  # type: ignore[union-attr]
+    assert len(set(pids)) == 3 and all(pids.count(p) == 2 for p in pids)

@@ -10,7 +10,12 @@ its library in ``requires`` and imports it lazily, plus its class below.
 from __future__ import annotations
 
 from ..system import System
-from .celery import CeleryRedis, CeleryRedisAcksLate
+from .celery import (
+    CeleryRedis,
+    CeleryRedisAcksLate,
+    CeleryRedisPprunner,
+    CeleryRedisPprunnerAcksLate,
+)
 from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor
 from .huey import HueyRedis
@@ -23,6 +28,7 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
+                                     CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, PynencSQLite, RQWorkerPool, RQSimpleWorkerPool,
                                      RQWorkerPoolPprunner, HueyRedis)
 #: ratios in the tables compare every system with this one

@@ -1,4 +1,5 @@
-"""Celery prefork workers on Redis, as Celery's docs start them, in two configurations.
+"""Celery workers on Redis, as Celery's docs start them, in two configurations, on
+Celery's prefork pool and on pprunner's (:mod:`pprunner_plugins.celery`).
 
 The pool is a real ``python -m celery -A benchmarks.peer_apps.celery_app
 worker --pool=prefork --concurrency=2 --loglevel=WARNING`` subprocess: a
@@ -34,6 +35,9 @@ class CelerySystem(OwnRedisDatabase):
     requires: ClassVar[tuple[str, ...]] = ("celery", "redis")
     database: ClassVar[int]
     acks_late: ClassVar[bool]
+    #: how the worker command picks its pool, and what it needs in its environment
+    pool_option: ClassVar[str] = "--pool=prefork"
+    pool_env: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def url(cls) -> str:
@@ -53,7 +57,7 @@ class CelerySystem(OwnRedisDatabase):
             celery_app.READY_LOG_ENV: str(self.ready_log),
             # billiard's temp folder (pymp-*), which a SIGKILL leaves behind, goes
             # with the round's folder (in the same temp dir, so nothing else changes)
-            "TMPDIR": str(workdir)})
+            "TMPDIR": str(workdir), **self.pool_env})
         # SIGKILL at the round's end: the warm shutdown takes ~2 s (and waits for a
         # blocked parent until the SIGKILL anyway); the database is emptied afterwards
         self.pool = LoggedPool(self.cleanup, workdir, name="the Celery worker", graceful=False)
@@ -71,7 +75,7 @@ class CelerySystem(OwnRedisDatabase):
 
     def _launch(self) -> subprocess.Popen[bytes]:
         argv = system.python("-m", "celery", "-A", "benchmarks.peer_apps.celery_app", "worker",
-                             "--pool=prefork", f"--concurrency={WORKERS}", "--loglevel=WARNING")
+                             self.pool_option, f"--concurrency={WORKERS}", "--loglevel=WARNING")
         return self.pool.launch(argv, self.env)
 
     def _ready_children(self) -> list[tuple[int, float]]:
@@ -171,3 +175,23 @@ class CeleryRedisAcksLate(CelerySystem):
     name = "celery-redis-acks-late"
     database = 11
     acks_late = True
+
+
+class CeleryRedisPprunner(CeleryRedis):
+    """The same app, broker and settings as celery-redis, on pprunner's pool
+    (``--pool custom`` with ``CELERY_CUSTOM_WORKER_POOL``) instead of prefork."""
+
+    name = "celery-redis-pprunner"
+    database = 15
+    pool_option = "--pool=custom"
+    pool_env: ClassVar[dict[str, str]] = {
+        "CELERY_CUSTOM_WORKER_POOL": "pprunner_plugins.celery:TaskPool"}
+
+
+class CeleryRedisPprunnerAcksLate(CeleryRedisAcksLate):
+    """celery-redis-acks-late's settings on pprunner's pool."""
+
+    name = "celery-redis-pprunner-acks-late"
+    database = 9
+    pool_option = CeleryRedisPprunner.pool_option
+    pool_env = CeleryRedisPprunner.pool_env

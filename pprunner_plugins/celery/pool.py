@@ -1,0 +1,292 @@
+"""``TaskPool``: pprunner's supervisor as a Celery worker pool, in place of prefork.
+
+Celery's consumer feeds it exactly as it feeds prefork (``apply_async`` with
+Celery's trace function and callbacks); each task message becomes a pushed
+:class:`~pprunner.jobs.Call` that an idle child runs with Celery's own trace
+function, and what the supervisor reports becomes Celery's callbacks
+(:mod:`.jobs`). Names follow prefork's (``num_processes``, ``terminate_job``,
+``grow``/``shrink``, ``restart``, ``info``) where the meaning is the same.
+
+Where it differs from prefork, and why:
+
+- children are spawned by default (``pprunner_start_method``), so CUDA, gRPC
+  and threaded libraries work in tasks; they import the app by its module;
+- a task waits in the parent until a child is idle (no per-child queue), so no
+  ``-O fair`` is needed and a long task never holds up tasks queued behind it;
+- ``--max-memory-per-child`` is checked after each task, and a replacement is
+  started before the old child retires;
+- ``task_join_will_block`` stays True: ``result.get()`` inside a task is
+  refused, as with prefork (slot lending is not built yet).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import select
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from billiard.exceptions import SoftTimeLimitExceeded
+from billiard.pool import LaxBoundedSemaphore
+from celery.concurrency.base import BasePool
+from celery.worker import state as worker_state
+
+import pprunner
+from pprunner.dispatch import Dispatcher
+from pprunner.jobs import Call, Event, Started
+from pprunner.supervisor import Supervisor, SupervisorView
+
+from . import child, settings
+from .jobs import Job
+
+logger = logging.getLogger("pprunner.celery")
+
+#: Celery's exit status for a worker whose pool cannot run anything
+EX_FAILURE = 1
+#: seconds between firing the hub's timers while a warm shutdown waits for tasks
+SHUTDOWN_TICK = 0.5
+
+
+class _Watch:
+    """The supervisor-side hook the pool needs: a supervisor that stops by itself
+    (no child can boot: an app that fails to import, a crash loop) stops the
+    Celery worker, instead of a consumer that feeds a pool that runs nothing."""
+
+    def __init__(self, pool: TaskPool) -> None:
+        self.pool = pool
+
+    @pprunner.hookimpl
+    def pprunner_supervisor_stopping(self, supervisor: SupervisorView) -> None:
+        if self.pool._stopping:
+            return
+        sup = self.pool._supervisor
+        why = sup.failure if sup is not None and sup.failure else "it stopped by itself"
+        logger.critical("the pprunner pool cannot run tasks: %s; stopping the worker", why)
+        worker_state.should_stop = EX_FAILURE
+
+
+class TaskPool(BasePool):
+    """pprunner's supervisor as a Celery pool (module docstring)."""
+
+    #: the consumer holds a task until a child is free (prefork's flow control), so a
+    #: task revoked while it waits is never started
+    uses_semaphore = True
+    task_join_will_block = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        initargs = self.options.get("initargs") or (self.app, None)
+        self.app: Any = self.app or initargs[0]
+        self.hostname: str = initargs[1] or "celery"
+        # read here: a bad setting stops the worker before it consumes anything
+        self.config = settings.resolve({"limit": self.limit, **self.options},
+                                       self.app.conf if self.app is not None else None)
+        self._target = self.config.processes
+        self._jobs = itertools.count(1)
+        self._running: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._dispatcher: Dispatcher | None = None
+        self._supervisor: Supervisor | None = None
+        self._slots: Any = None
+        self._blocking = bool(self.options.get("threads", True))
+        self._hub: Any = None
+        self._stopping = False
+
+    # -- starting ------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Start the supervisor: its children boot with Celery's initializer."""
+        self._slots = (LaxBoundedSemaphore(self._target) if self._blocking
+                       else self.options.get("semaphore"))
+        self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "loop")
+        app, start_method = self._app_for_children()
+        config = attrs.evolve(self.config, start_method=start_method)
+        initializer = Call(child.boot, (app, self.hostname, start_method != "fork"),
+                           name="celery.concurrency.prefork.process_initializer")
+        self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
+                                      initializer=initializer,
+                                      plugins=[child, _Watch(self)]).start()
+
+    def _app_for_children(self) -> tuple[Any, str]:
+        """What children get the app by, and the start method that allows it."""
+        method = self.config.start_method
+        if method == "fork" or self.app is None:
+            return self.app, method
+        found = child.AppRef.find(self.app)
+        if found is not None:
+            logger.debug("children import the Celery app as %s", found)
+            return found, method
+        logger.warning("the Celery app %r has no import path (it was built at run time, or in "
+                       "__main__), so pprunner's children start with fork instead of %s to "
+                       "inherit it", self.app.main, method)
+        return self.app, "fork"
+
+    def did_start_ok(self) -> bool:
+        return self._supervisor is not None and self._supervisor.failure is None
+
+    def register_with_event_loop(self, hub: Any) -> None:
+        """Events are delivered on Celery's event loop, where its callbacks expect them."""
+        self._hub = hub
+        if self._dispatcher is not None and not self._blocking:
+            hub.add_reader(self._dispatcher.fileno(), self._dispatcher.drain)
+
+    # -- running tasks -----------------------------------------------------------------
+
+    def on_apply(self, target: Callable[..., Any], args: Sequence[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, callback: Any = None,
+                 accept_callback: Any = None, timeout_callback: Any = None,
+                 error_callback: Any = None, soft_timeout: float | None = None,
+                 timeout: float | None = None, waitforslot: bool | None = None,
+                 **_: Any) -> Job:
+        """Queue one task message for the next idle child (Celery's ``apply_async``)."""
+        assert self._dispatcher is not None, "the pool was not started"
+        if self._blocking and waitforslot and self._slots is not None:
+            self._slots.acquire()  # a blocking consumer waits for a free child here
+        args = tuple(args or ())
+        name = args[0] if args and isinstance(args[0], str) else getattr(target, "__name__", "?")
+        task = self.app.tasks.get(name) if self.app is not None else None
+        call = Call(child.run_traced, (target, getattr(task, "__module__", None), args,
+                                       kwargs or {}),
+                    time_limit=timeout or self.options.get("timeout"),
+                    soft_time_limit=soft_timeout or self.options.get("soft_timeout"),
+                    name=name, soft_limit_error=SoftTimeLimitExceeded)
+        job = Job(next(self._jobs), call, callback, accept_callback, error_callback,
+                  timeout_callback, withdraw=self._dispatcher.cancel, on_end=self._ended)
+        with self._lock:
+            self._running[call.id] = job
+        self._dispatcher.submit(call, self._notify)
+        return job
+
+    def _notify(self, event: Event) -> None:
+        job = self._running.get(event.call.id)
+        if job is None:
+            return
+        if isinstance(event, Started) and event.call.soft_time_limit:
+            job.cancel_soft_warning = self._later(event.call.soft_time_limit,
+                                                  job.soft_limit_reached)
+        job.notify(event)
+
+    def _ended(self, job: Job) -> None:
+        with self._lock:
+            self._running.pop(job.call.id, None)
+        if self._slots is not None:
+            self._slots.release()
+
+    def _later(self, delay: float, function: Callable[[], None]) -> Callable[[], None]:
+        """Run ``function`` after ``delay`` where callbacks run (the hub, else a timer
+        thread); returns what cancels it."""
+        if self._hub is not None and not self._blocking:
+            entry = self._hub.call_later(delay, function)
+            return entry.cancel
+        timer = threading.Timer(delay, function)
+        timer.daemon = True
+        timer.start()
+        return timer.cancel
+
+    def terminate_job(self, pid: int, sig: int | None = None) -> None:
+        """End the task the child ``pid`` runs (``revoke(terminate=True)``): the child
+        gets ``sig`` (SIGTERM by default) and is replaced; the task ends as
+        ``Terminated``, as with prefork."""
+        signum = int(sig or signal.SIGTERM)
+        with self._lock:
+            for job in self._running.values():
+                if job.pid == pid:
+                    job.terminated_by = signum
+        assert self._supervisor is not None
+        self._supervisor.signal_worker(pid, signum, "Celery terminates the task it runs "
+                                       "(revoke with terminate=True)")
+
+    # -- resizing and restarting ---------------------------------------------------------
+
+    def grow(self, n: int = 1) -> None:
+        self._resize(self._target + n)
+        if self._slots is not None:
+            self._slots.grow(n)
+
+    def shrink(self, n: int = 1) -> None:
+        if self._target - n < 1:
+            raise ValueError(f"Can't shrink pool below 1 process (it has {self._target})")
+        self._resize(self._target - n)
+        if self._slots is not None:
+            self._slots.shrink(n)
+
+    def _resize(self, processes: int) -> None:
+        assert self._supervisor is not None
+        self._target = processes
+        self._supervisor.scale_to(processes)
+
+    def restart(self) -> None:
+        """``pool_restart``: every child is replaced, one at a time, by one that
+        imports the code afresh; each finishes its task first."""
+        assert self._supervisor is not None
+        self._supervisor.reload()
+
+    @property
+    def num_processes(self) -> int:
+        return self._target
+
+    # -- stopping ------------------------------------------------------------------
+
+    def on_stop(self) -> None:
+        """Warm shutdown: running tasks finish (up to ``pprunner_shutdown_timeout``);
+        their results and acks go out as they end."""
+        self._stop(immediate=False)
+
+    def on_terminate(self) -> None:
+        """Cold shutdown: children are killed at once; their tasks are not acked
+        (with ``acks_late``) and come back."""
+        self._stop(immediate=True)
+
+    def on_close(self) -> None:
+        self._stopping = True
+
+    def _stop(self, immediate: bool) -> None:
+        supervisor, dispatcher = self._supervisor, self._dispatcher
+        if supervisor is None or dispatcher is None:
+            return
+        self._stopping = True
+        supervisor.stop(immediate=immediate, timeout=0)
+        # the hub does not turn while the worker stops: deliver here, and keep its
+        # timers (broker heartbeats) firing, as prefork does while it joins
+        while supervisor.running:
+            if not self._blocking:
+                select.select([dispatcher.fileno()], [], [], SHUTDOWN_TICK)
+                dispatcher.drain()
+                if self._hub is not None:
+                    self._hub.fire_timers()
+            else:
+                supervisor.stop(timeout=SHUTDOWN_TICK)
+        if self._hub is not None and not self._blocking:
+            self._hub.remove_reader(dispatcher.fileno())
+        dispatcher.shutdown()
+        self._supervisor = None
+
+    # -- inspect stats -------------------------------------------------------------
+
+    def _get_info(self) -> dict[str, Any]:
+        info = super()._get_info()
+        supervisor = self._supervisor
+        runners = supervisor.live_runners()[1:] if supervisor is not None else []
+        info.update({
+            "max-concurrency": self.limit,
+            "processes": [r.pid for r in runners],
+            "max-tasks-per-child": self.config.max_tasks_per_child or "N/A",
+            "max-memory-per-child": self.config.max_memory_per_child * 1024 or "N/A",
+            "put-guarded-by-semaphore": self.putlocks,
+            "timeouts": (self.options.get("soft_timeout") or 0,
+                         self.options.get("timeout") or 0),
+            "writes": "N/A",
+            "pprunner": {
+                "supervisor": supervisor.id if supervisor is not None else None,
+                "start-method": supervisor.config.start_method if supervisor else None,
+                "queued": self._dispatcher.queued if self._dispatcher else 0,
+                "pprunner-version": pprunner.__version__,
+            },
+        })
+        return info
+
+

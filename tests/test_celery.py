@@ -1,0 +1,454 @@
+"""pprunner as a Celery pool: a real ``celery worker`` (its own command line,
+``--pool custom`` or the ``worker_pool`` setting) on real Redis and RabbitMQ,
+with a Redis result backend, checked against what Celery's prefork promises.
+
+Brokers: Redis at ``$PPRUNNER_CELERY_REDIS`` (default database 7 of
+127.0.0.1:6379, flushed afterwards) and RabbitMQ at ``$PPRUNNER_CELERY_AMQP``
+(guest on 127.0.0.1:5672, a queue of this run's own, deleted afterwards). A
+missing Celery or broker skips with the reason, unless
+``PPRUNNER_REQUIRE_CELERY=1`` (CI) makes it a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, wait_until
+
+REQUIRED = os.environ.get("PPRUNNER_REQUIRE_CELERY") == "1"
+if REQUIRED:
+    import celery  # noqa: F401 - CI: a missing Celery fails here
+else:
+    pytest.importorskip("celery", reason="Celery is not installed (pip install -e '.[test]')")
+
+import redis  # noqa: E402
+from celery import Celery  # noqa: E402
+from celery.exceptions import TaskRevokedError  # noqa: E402
+
+from pprunner import ConfigError  # noqa: E402
+from pprunner.jobs import Call, Cancelled, Finished, Lost, Started, TimedOut  # noqa: E402
+from pprunner_plugins.celery import child, settings  # noqa: E402
+from pprunner_plugins.celery.jobs import Job  # noqa: E402
+from pprunner_plugins.celery.pool import TaskPool  # noqa: E402
+from tests import celery_app  # noqa: E402
+
+pytestmark = [pytest.mark.celery, pytest.mark.timeout(120)]
+
+REDIS = os.environ.get("PPRUNNER_CELERY_REDIS", "redis://127.0.0.1:6379/7")
+AMQP = os.environ.get("PPRUNNER_CELERY_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+#: how long a test waits for a task's result
+RESULT_TIMEOUT = 30
+
+
+def _reachable(url: str, default_port: int) -> None:
+    """Skip (or, when required, fail) unless the broker at ``url`` answers."""
+    where = urlsplit(url)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or default_port),
+                                 timeout=2).close()
+    except OSError as exc:
+        message = f"no broker at {url}: {exc}"
+        if REQUIRED or os.environ.get("PPRUNNER_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Worker:
+    """A ``celery worker`` subprocess in its own process group, always reaped."""
+
+    def __init__(self, tmp: Path, broker: str, *options: str, pool_setting: bool = False,
+                 concurrency: int = 2, ready: bool = True, **env: str) -> None:
+        self.name = f"pprunner-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        self.queue = f"pprunner-tests-{uuid.uuid4().hex[:8]}"
+        self.markers = tmp / "markers"
+        self.markers.mkdir()
+        self.log = tmp / "worker.log"
+        self.app = celery_app.make_app(broker, REDIS, self.queue)
+        env = {**os.environ, "PYTHONPATH": str(REPO),
+               celery_app.BROKER_ENV: broker, celery_app.BACKEND_ENV: REDIS,
+               celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers),
+               **env}
+        pool = ["--pool", "custom"]
+        if pool_setting:
+            env[celery_app.POOL_SETTING_ENV] = "1"
+            pool = []
+        else:
+            env["CELERY_CUSTOM_WORKER_POOL"] = celery_app.POOL
+        argv = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", *pool,
+                "-c", str(concurrency), "-n", self.name, "-l", "INFO", "--without-mingle",
+                "--without-gossip", *options]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        if ready:
+            self.wait_ready(concurrency)
+
+    def wait_ready(self, concurrency: int) -> None:
+        def ready() -> bool:
+            assert self.process.poll() is None, f"the worker exited:\n{self.output()}"
+            pids = self.pool_info(timeout=0.5).get("processes", [])
+            return len(pids) == concurrency and all(self.initialized(p) for p in pids)
+        wait_until(ready, 60, "the Celery worker and its children to be ready")
+
+    def initialized(self, pid: int) -> bool:
+        return (self.markers / f"init-{pid}").exists()
+
+    def pool_info(self, timeout: float = 2.0) -> dict[str, Any]:
+        stats = self.app.control.inspect(destination=[self.name], timeout=timeout).stats()
+        return dict((stats or {}).get(self.name, {}).get("pool", {}))
+
+    def send(self, task: str, *args: Any, **options: Any) -> Any:
+        return self.app.send_task(task, args, **options)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Reap the whole process group, whatever state it is in."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        with contextlib.suppress(Exception):
+            if self.app.conf.broker_url.startswith("amqp"):
+                with self.app.connection_for_write() as connection:
+                    connection.default_channel.queue_delete(self.queue)
+        backend = self.app.backend  # older Celery leaves its connections open at close()
+        for close in (backend.result_consumer.stop, backend.client.connection_pool.disconnect):
+            with contextlib.suppress(Exception):
+                close()
+        self.app.close()
+
+
+def _flush_redis() -> None:
+    client = redis.Redis.from_url(REDIS)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One worker for the module: ``--pool custom``, two children, Redis broker."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path_factory.mktemp("celery-redis"), REDIS)
+    yield worker
+    worker.stop()
+    _flush_redis()
+
+
+@pytest.fixture(scope="module")
+def amqp_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """The pool chosen by the ``worker_pool`` setting, on RabbitMQ, with worker-wide
+    time limits and task-count recycling."""
+    _reachable(AMQP, 5672)
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path_factory.mktemp("celery-amqp"), AMQP, "--soft-time-limit", "1.5",
+                    "--time-limit", "4", "--max-tasks-per-child", "3", pool_setting=True)
+    yield worker
+    worker.stop()
+
+
+def started_pid(result: Any) -> int:
+    """The pid Celery stored with the STARTED state (``task_track_started``)."""
+    wait_until(lambda: result.state == "STARTED", RESULT_TIMEOUT, "the task to start")
+    return int(result.info["pid"])
+
+
+# -- results, states, signals, stats ----------------------------------------------------
+
+
+def test_results_come_back_through_the_pprunner_pool(redis_worker: Worker) -> None:
+    results = [redis_worker.send("t.add", i, i) for i in range(20)]
+    assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [2 * i for i in range(20)]
+    info = redis_worker.pool_info()
+    assert info["implementation"] == "pprunner_plugins.celery.pool:TaskPool"
+    assert info["pprunner"]["start-method"] == "spawn"
+
+
+def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:
+    result = redis_worker.send("t.sleep", 1)
+    pid = started_pid(result)
+    assert pid in redis_worker.pool_info()["processes"]
+    assert pid != redis_worker.process.pid
+    assert result.get(timeout=RESULT_TIMEOUT) == "slept 1"
+
+
+def test_worker_process_init_fired_in_each_child_before_its_tasks(redis_worker: Worker) -> None:
+    pids = {redis_worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) for _ in range(6)}
+    assert pids <= set(redis_worker.pool_info()["processes"])
+    assert all(redis_worker.initialized(pid) for pid in pids)
+
+
+def test_acks_late_acknowledges_once_the_task_is_done(redis_worker: Worker,
+                                                     tmp_path: Path) -> None:
+    client = redis.Redis.from_url(REDIS)
+    result = redis_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 1)
+    started_pid(result)
+    assert client.hlen("unacked") == 1  # held, unacknowledged, while it runs
+    assert result.get(timeout=RESULT_TIMEOUT) == "first run"
+    wait_until(lambda: client.hlen("unacked") == 0, 10, "the late ack")
+    client.close()
+
+
+def test_autoretry_for_and_retry_run_the_task_again(redis_worker: Worker) -> None:
+    assert redis_worker.send("t.autoretry", 2).get(timeout=RESULT_TIMEOUT) == 2
+    assert redis_worker.send("t.retry", 2).get(timeout=RESULT_TIMEOUT) == 2
+    failed = redis_worker.send("t.autoretry", 5)
+    with pytest.raises(ValueError, match="attempt 3 fails"):
+        failed.get(timeout=RESULT_TIMEOUT)
+
+
+# -- a child killed under a task ----------------------------------------------------------
+
+
+def test_sigkill_under_a_task_is_preforks_worker_lost_error(redis_worker: Worker,
+                                                            tmp_path: Path) -> None:
+    result = redis_worker.send("t.sleep_unless_marked", str(tmp_path / "m"), 30)
+    pid = started_pid(result)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(result.ready, RESULT_TIMEOUT, "the lost task's failure")
+    assert type(result.result).__name__ == "WorkerLostError"
+    assert re.fullmatch(r"Worker exited prematurely: signal 9 \(SIGKILL\) Job: \d+\.",
+                        str(result.result)), result.result
+    # the pool replaced the child and serves on
+    wait_until(lambda: len(redis_worker.pool_info().get("processes", [])) == 2, 30,
+               "the replacement child")
+    assert redis_worker.send("t.add", 1, 1).get(timeout=RESULT_TIMEOUT) == 2
+
+
+def test_acks_late_with_reject_on_worker_lost_redelivers_the_killed_task(
+        redis_worker: Worker, tmp_path: Path) -> None:
+    result = redis_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 30)
+    os.kill(started_pid(result), signal.SIGKILL)
+    assert result.get(timeout=RESULT_TIMEOUT) == "second run"
+
+
+# -- limits, revokes, resizing -------------------------------------------------------------
+
+
+def test_a_per_task_soft_limit_raises_celerys_own_exception(redis_worker: Worker) -> None:
+    result = redis_worker.send("t.soft_limited")
+    assert result.get(timeout=RESULT_TIMEOUT) == \
+        "billiard.exceptions.SoftTimeLimitExceeded"  # celery.exceptions re-exports it
+    # and the worker logs Celery's warning, as prefork's parent does
+    warning = f"Soft time limit (0.5s) exceeded for t.soft_limited[{result.id}]"
+    wait_until(lambda: warning in redis_worker.output(), 10, "Celery's soft limit warning")
+
+
+def test_a_per_task_hard_limit_fails_with_time_limit_exceeded(redis_worker: Worker) -> None:
+    result = redis_worker.send("t.hard_limited")
+    wait_until(result.ready, RESULT_TIMEOUT, "the hard limit")
+    assert type(result.result).__name__ == "TimeLimitExceeded"
+    assert redis_worker.send("t.add", 2, 2).get(timeout=RESULT_TIMEOUT) == 4
+
+
+def test_revoke_with_terminate_ends_the_running_task(redis_worker: Worker) -> None:
+    result = redis_worker.send("t.sleep", 30)
+    pid = started_pid(result)
+    redis_worker.app.control.revoke(result.id, terminate=True, destination=[redis_worker.name])
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=RESULT_TIMEOUT)
+    wait_until(lambda: not psutil.pid_exists(pid) or
+               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the child to end")
+    assert redis_worker.send("t.add", 3, 3).get(timeout=RESULT_TIMEOUT) == 6
+
+
+def test_pool_grow_and_shrink_by_remote_control(redis_worker: Worker) -> None:
+    control = redis_worker.app.control
+    control.pool_grow(1, destination=[redis_worker.name], reply=True)
+    wait_until(lambda: len(redis_worker.pool_info().get("processes", [])) == 3, 30,
+               "a third child")
+    control.pool_shrink(1, destination=[redis_worker.name], reply=True)
+    wait_until(lambda: len(redis_worker.pool_info().get("processes", [])) == 2, 30,
+               "back to two children")
+
+
+def test_pool_restart_replaces_every_child(redis_worker: Worker) -> None:
+    before = set(redis_worker.pool_info()["processes"])
+    redis_worker.app.control.pool_restart(destination=[redis_worker.name], reply=True)
+    wait_until(lambda: not before & set(redis_worker.pool_info().get("processes", [])), 60,
+               "every child to be replaced")
+    assert redis_worker.send("t.add", 4, 4).get(timeout=RESULT_TIMEOUT) == 8
+
+
+# -- RabbitMQ, the worker_pool setting, worker-wide limits, recycling ------------------------
+
+
+def test_on_rabbitmq_chosen_by_the_worker_pool_setting(amqp_worker: Worker) -> None:
+    assert amqp_worker.send("t.add", 20, 22).get(timeout=RESULT_TIMEOUT) == 42
+    assert amqp_worker.pool_info()["implementation"] == "pprunner_plugins.celery.pool:TaskPool"
+
+
+def test_worker_wide_soft_and_hard_limits(amqp_worker: Worker) -> None:
+    assert amqp_worker.send("t.catch_soft_limit", 10).get(timeout=RESULT_TIMEOUT) == \
+        "billiard.exceptions.SoftTimeLimitExceeded"
+    assert amqp_worker.pool_info()["timeouts"] == [1.5, 4.0]
+    result = amqp_worker.send("t.ignore_soft_limit", 30)
+    wait_until(result.ready, RESULT_TIMEOUT, "the worker-wide hard limit")
+    assert type(result.result).__name__ == "TimeLimitExceeded"
+
+
+def test_max_tasks_per_child_recycles_children(amqp_worker: Worker) -> None:
+    pids = [amqp_worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) for _ in range(10)]
+    assert len(set(pids)) >= 4  # 10 tasks, at most 3 per child
+    assert max(pids.count(p) for p in set(pids)) <= 3
+    assert amqp_worker.pool_info()["max-tasks-per-child"] == 3
+
+
+def test_on_rabbitmq_a_killed_acks_late_task_is_redelivered(amqp_worker: Worker,
+                                                            tmp_path: Path) -> None:
+    result = amqp_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 3)
+    os.kill(started_pid(result), signal.SIGKILL)
+    assert result.get(timeout=RESULT_TIMEOUT) == "second run"
+
+
+# -- shutting down ----------------------------------------------------------------------
+
+
+def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, concurrency=1)
+    try:
+        result = worker.send("t.sleep", 2)
+        pid = started_pid(result)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=60) == 0, worker.output()
+        assert result.get(timeout=RESULT_TIMEOUT) == "slept 2"
+        assert (worker.markers / f"shutdown-{pid}").exists()  # worker_process_shutdown
+    finally:
+        worker.stop()
+
+
+def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path) -> None:
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, ready=False, **{celery_app.FAIL_INIT_ENV: "1",
+                                                      "PPRUNNER_CRASH_LOOP_PERIOD": "2"})
+    try:
+        assert worker.process.wait(timeout=60) != 0
+        output = worker.output()
+        assert re.search(r"the pprunner pool cannot run tasks: workers keep dying before they "
+                         r"boot: worker \d \(runner", output), output
+        assert "exited with code 3" in output
+    finally:
+        worker.stop()
+
+
+# -- the parts, without a broker -------------------------------------------------------------
+
+
+def test_settings_come_from_celery_then_its_config_then_the_environment() -> None:
+    config = settings.resolve(
+        {"limit": 3, "maxtasksperchild": 7, "max_memory_per_child": 1500},
+        {"pprunner_boot_timeout": 9, "pprunner_start_method": "forkserver", "broker_url": "x"},
+        environ={"PPRUNNER_START_METHOD": "fork", "PPRUNNER_SERIALIZER": "msgpack"})
+    assert (config.processes, config.max_tasks_per_child) == (3, 7)
+    assert config.max_memory_per_child == 2  # 1500 KiB, rounded up to MiB
+    assert (config.boot_timeout, config.start_method) == (9, "fork")
+    assert config.log_level == "WARNING"
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("pprunner_processes", "pprunner_processes is Celery's to set here: use -c"),
+    ("pprunner_bogus", "unknown setting 'pprunner_bogus' in the Celery config"),
+])
+def test_settings_refuse_what_is_not_pprunners_to_set(key: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings.resolve({"limit": 2}, {key: 1}, environ={})
+
+
+def test_a_bad_setting_is_one_line_at_pool_creation() -> None:
+    app = Celery("bad", set_as_current=False)
+    app.conf.pprunner_start_method = "teleport"
+    with pytest.raises(ConfigError, match="start_method"):
+        TaskPool(2, app=app)
+    app.close()
+
+
+def test_an_app_without_import_path_makes_children_fork(caplog: pytest.LogCaptureFixture) -> None:
+    app = Celery("built_at_run_time", set_as_current=False)
+    assert child.AppRef.find(app) is None
+    assert str(child.AppRef.find(celery_app.app)) == "tests.celery_app:app"
+    pool = TaskPool(2, app=app)
+    with caplog.at_level(logging.WARNING, "pprunner.celery"):
+        assert pool._app_for_children() == (app, "fork")
+    assert "start with fork instead of spawn" in caplog.text
+    app.close()
+
+
+def test_events_become_billiards_callbacks() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def error(info: Any) -> None:
+        seen.append(("error", getattr(info.exception, "exc", info.exception)))
+
+    call = Call(print, name="t.x", time_limit=3)
+    job = Job(7, call, callback=lambda v: seen.append(("callback", v)),
+              accept_callback=lambda pid, at: seen.append(("accepted", pid)),
+              error_callback=error,
+              timeout_callback=lambda soft, timeout: seen.append(("timeout", (soft, timeout))))
+    job.notify(Started(call, 42, "r", 1))
+    job.notify(Lost(call, 42, -9, "SIGKILL", "was killed by SIGKILL"))
+    job.notify(TimedOut(call, 42, 3))
+    job.notify(Finished(call, (0, 5, 0.1), 42))
+    job.notify(Cancelled(call, "stopping"))
+    assert seen[0] == ("accepted", 42)
+    assert str(seen[1][1]) == "Worker exited prematurely: signal 9 (SIGKILL) Job: 7."
+    assert type(seen[2][1]).__name__ == "TimeLimitExceeded"
+    assert seen[3] == ("timeout", (False, 3))
+    assert seen[4] == ("callback", (0, 5, 0.1))
+    assert len(seen) == 5  # a cancelled call is left unacked: no callback
+
+
+# -- the example, with the README's commands ---------------------------------------------
+
+
+def test_the_example_runs_with_the_readmes_commands() -> None:
+    _reachable(REDIS, 6379)
+    database = REDIS.rsplit("/", 1)[0] + "/6"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
+           "CELERY_RESULT_BACKEND": database,
+           "CELERY_CUSTOM_WORKER_POOL": "pprunner_plugins.celery:TaskPool"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker", "--pool",
+         "custom", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        sent = subprocess.run([sys.executable, "-m", "examples.celery_app"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        log = worker.communicate(timeout=30)[0].decode(errors="replace")
+        client = redis.Redis.from_url(database)
+        client.flushdb()
+        client.close()
+    assert sent.returncode == 0, sent.stderr + log
+    lines = sent.stdout.splitlines()
+    assert lines[:2] == ["add: [0, 2, 4, 6, 8]", "patient: stopped at the soft limit"], log
+    assert lines[2].startswith("dies_once: survived, in child "), log
+
+
+def test_a_task_that_ran_past_its_soft_limit_gets_the_warning_even_if_it_ended_first() -> None:
+    """The child's own timer raises the soft limit; when the task's end reaches the
+    parent before the parent's timer fires, the runtime Celery measured says it."""
+    seen: list[tuple[bool, float]] = []
+    job = Job(1, Call(print, name="t.x", soft_time_limit=0.5),
+              timeout_callback=lambda soft, timeout: seen.append((soft, timeout)))
+    job.cancel_soft_warning = lambda: None  # the parent's timer, not fired yet
+    job.notify(Finished(job.call, (0, "caught it", 0.5012), 42))
+    assert seen == [(True, 0.5)]
