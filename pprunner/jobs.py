@@ -70,10 +70,13 @@ class Call:
         return f"<Call {self.id} {self.name}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its fields in a tuple: a call crosses a pipe twice (to the worker,
-        back with nothing), and attrs' generic state handling costs twice as much."""
-        return (Call, (self.function, self.args, self.kwargs, self.id, self.time_limit,
-                       self.soft_time_limit, self.max_attempts, self.name))
+        """Pickled as its fields, in order, in a tuple: every call crosses a pipe, and
+        attrs' generic state handling costs four times as much."""
+        return (Call, tuple(getattr(self, name) for name in _CALL_FIELDS))
+
+
+#: Call's fields in the order its ``__init__`` takes them
+_CALL_FIELDS = tuple(field.name for field in attrs.fields(Call))
 
 
 @attrs.frozen

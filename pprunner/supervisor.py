@@ -184,6 +184,9 @@ class Supervisor:
         self._exited: list[Child] = []
         self._stop_requested = False
         self._immediate = False
+        #: set once every worker has booted (or the supervisor ended: ``_ended``)
+        self._ready = threading.Event()
+        self._ended = False
         self._titled = False
         #: the backend was unreachable when stopping: nothing more is asked of it
         self._backend_lost = False
@@ -291,6 +294,13 @@ class Supervisor:
         self._stop_requested = True
         self._wake()
 
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Block until every worker has booted once (the boot handshake a host waits
+        for before it takes work), or the supervisor stopped; True when ready. After
+        False, :attr:`failure` says why (an initializer that raised, a crash loop)."""
+        self._ready.wait(timeout)
+        return self._ready.is_set() and not self._ended
+
     def __enter__(self) -> Supervisor:
         return self.start()
 
@@ -387,6 +397,8 @@ class Supervisor:
             raise
         finally:
             self._close()
+            self._ended = True
+            self._ready.set()  # a host waiting for workers that never came hears it
 
     def _loop(self) -> None:
         next_beat = 0.0
@@ -460,6 +472,8 @@ class Supervisor:
             self.feed.received(child, message)
         if child.booted and not booted:
             self.crash_loop.booted()
+            if sum(c.booted for c in self.workers.values()) >= self.processes:
+                self._ready.set()
         if child.idle and not self._stop_requested:
             self.feed.hand_out((child,))
 
@@ -838,6 +852,9 @@ class SupervisorView:
 
     def request_stop(self) -> None:
         self._supervisor.request_stop()
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        return self._supervisor.wait_until_ready(timeout)
 
     def __repr__(self) -> str:
         return f"<SupervisorView {self.id} processes={self.processes}>"

@@ -303,3 +303,35 @@ def test_a_worker_at_max_tasks_per_child_is_handed_nothing_more() -> None:
         calls = [pool.submit(Call(os.getpid)) for _ in range(6)]
         pids = [pool.ending(c).value for c in calls]  # type: ignore[union-attr]
     assert len(set(pids)) == 3 and all(pids.count(p) == 2 for p in pids)
+
+
+def test_a_call_crosses_the_pipe_with_every_field() -> None:
+    import pickle
+
+    call = Call(time.sleep, (0,), {"x": 1}, time_limit=3, soft_time_limit=2, max_attempts=4,
+                name="nap", soft_limit_error=KeyError)
+    assert pickle.loads(pickle.dumps(call)) == call
+    assert pickle.loads(pickle.dumps(call)).soft_limit_error is KeyError
+
+
+def test_a_host_waits_until_the_workers_have_booted() -> None:
+    config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING"})])
+    supervisor = Supervisor(dispatcher=Dispatcher(deliver="loop"), processes=2,
+                            config=config).start()
+    try:
+        assert supervisor.wait_until_ready(timeout=60)
+        assert sum(c.booted for c in supervisor.workers.values()) == 2
+    finally:
+        supervisor.stop(timeout=30)
+    assert not supervisor.wait_until_ready(timeout=0)  # a stopped supervisor serves no one
+
+
+def test_a_host_waiting_for_workers_that_cannot_boot_hears_why() -> None:
+    config = host_adapter.config_module.resolve([("test", {"log_level": "CRITICAL"})])
+    supervisor = Supervisor(dispatcher=Dispatcher(deliver="loop"), processes=1, config=config,
+                            initializer=Call(host_adapter.fail, ("no database",))).start()
+    try:
+        assert not supervisor.wait_until_ready(timeout=60)
+    finally:
+        supervisor.stop(timeout=30)
+    assert "ValueError: no database" in (supervisor.failure or "")

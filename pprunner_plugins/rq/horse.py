@@ -85,11 +85,6 @@ def boot(settings: HorseSettings) -> None:
     _Horse.queues = {}
 
 
-def ready() -> int:
-    """The boot handshake's call: the horse booted and answers."""
-    return os.getpid()
-
-
 def run_job(job_id: str, queue_name: str, execution_id: str, execution_started: float) -> bool:
     """Run one job with RQ's ``perform_job``; returns what it returns.
 

@@ -167,15 +167,18 @@ class Worker(RQWorker):
         self._handshake()
 
     def _handshake(self) -> None:
-        """Wait for the first horse to answer: the boot handshake. A horse that
-        cannot boot is retried with back-off until pprunner gives up
-        (``crash_loop_period``), then the worker fails with the reason."""
-        assert self._dispatcher is not None
-        probe = Call(horse.ready, name="pprunner_plugins.rq.horse.ready")
-        self._call, self._events = probe, []
-        self._dispatcher.submit(probe, self._events.append)
-        pid, _, _ = self.wait_for_horse()
-        self.log.info("Worker %s: work horse pid %s ready", self.name, pid)
+        """Wait for the first horse to boot: the boot handshake. A horse that cannot
+        boot is retried with back-off until pprunner gives up (``crash_loop_period``),
+        then the worker fails with the reason."""
+        assert self._supervisor is not None
+        with _signals_held():
+            ready = self._supervisor.wait_until_ready()
+        if not ready:
+            raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
+                                   f"{self._supervisor.failure or 'the supervisor stopped'}")
+        pids = [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
+        self.log.info("Worker %s: work horse pid %s ready", self.name,
+                      ", ".join(map(str, pids)))
 
     def _stop_horse(self) -> None:
         """Stop the horse: at once if a job is still out (a cold shutdown: the job is
