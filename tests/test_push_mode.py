@@ -327,7 +327,7 @@ def test_a_host_waits_until_the_workers_have_booted() -> None:
 
 
 def test_a_host_waiting_for_workers_that_cannot_boot_hears_why() -> None:
-    config = host_adapter.config_module.resolve([("test", {"log_level": "CRITICAL"})])
+    config = host_adapter.config_module.resolve([("test", {"log_level": "ERROR"})])
     supervisor = Supervisor(dispatcher=Dispatcher(deliver="loop"), processes=1, config=config,
                             initializer=Call(host_adapter.fail, ("no database",))).start()
     try:
