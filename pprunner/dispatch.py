@@ -39,6 +39,7 @@ from .jobs import (
     Failed,
     Finished,
     Lost,
+    Noted,
     RemoteError,
     Started,
     TimedOut,
@@ -160,16 +161,19 @@ class Dispatcher:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
 
     def hand_out(self, children: Iterable[Child]) -> None:
-        """Give queued calls to idle workers, oldest call first, one each."""
+        """Give queued calls to idle workers, oldest call first, one each; a call
+        meant for one worker (``Call.runner_id``) waits for that one."""
         if not self._queued:
             return
         for child in children:
             if not child.idle:
                 continue
             with self._lock:
+                job = self._take_for(child.info.id)
+            if job is None:
                 if not self._queued:
                     return
-                job = self._queued.popleft()
+                continue
             try:
                 sent = child.send(channel.RUN, job.call)
             except Exception as exc:  # pickling failed before a byte was written
@@ -187,8 +191,22 @@ class Dispatcher:
                 self.plugins.hook.pprunner_job_started(call=job.call, runner=child.info)
             self._emit(job, Started(job.call, child.info.pid, child.info.id, job.attempts))
 
+    def _take_for(self, runner_id: str) -> Job | None:
+        """The oldest queued job this worker may run (under the lock)."""
+        for job in self._queued:
+            if job.call.runner_id in (None, runner_id):
+                self._queued.remove(job)
+                return job
+        return None
+
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        """A worker's ``done``: the call it was handed returned or raised."""
+        """A worker's ``note`` about its call, or its ``done``: the call returned or raised."""
+        if message[0] == channel.NOTE:
+            _, call_id, data = message
+            noted = self._by_id.get(call_id)
+            if noted is not None:
+                self._emit(noted, Noted(noted.call, data, child.info.pid or 0))
+            return
         _, call_id, returned, value, peak = message
         child.call = None
         child.finished(call_id, peak)
@@ -201,7 +219,9 @@ class Dispatcher:
         self._end(job, child, ending)
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
-        """A worker died or stopped holding a call: run it again, or tell its sender."""
+        """A worker died or stopped holding a call: run it again, or tell its sender.
+        Calls queued for this worker alone can no longer start: they are cancelled."""
+        self._cancel_meant_for(child)
         call = child.call
         if call is None:
             return ()
@@ -210,9 +230,11 @@ class Dispatcher:
             return (call,)
         pid = child.info.pid or 0
         exitcode = child.process.exitcode
-        if error is None and self._closed:  # a stop that could not wait for it
+        if error is None and (self._closed or call.runner_id is not None):
+            # a stop that could not wait for it, or its only worker is gone
             self._finish(call.id)
-            self._emit(job, Cancelled(call, "the supervisor stopped while it ran"))
+            self._emit(job, Cancelled(call, "the supervisor stopped while it ran"
+                                      if self._closed else f"{child.who} exited while it ran"))
         elif error is None:  # asked to go (retired): it goes back, the attempt uncharged
             job.attempts -= 1
             self._requeue(job)
@@ -220,7 +242,7 @@ class Dispatcher:
             assert call.time_limit is not None
             self._finish(call.id)
             self._end(job, child, TimedOut(call, pid, call.time_limit))
-        elif job.attempts < call.max_attempts:
+        elif job.attempts < call.max_attempts and call.runner_id is None:
             logger.warning("%s; running %s again (attempt %d of %d)", error.message, call,
                            job.attempts + 1, call.max_attempts)
             self._requeue(job)
@@ -277,6 +299,15 @@ class Dispatcher:
         self._emit(job, Failed(job.call, RemoteError(
             type(error).__name__, f"{job.call.name} cannot be sent to a worker: {error}",
             exception=error.with_traceback(None)), 0))
+
+    def _cancel_meant_for(self, child: Child) -> None:
+        with self._lock:
+            orphans = [j for j in self._queued if j.call.runner_id == child.info.id]
+            for job in orphans:
+                self._queued.remove(job)
+                del self._by_id[job.call.id]
+        for job in orphans:
+            self._emit(job, Cancelled(job.call, f"{child.who} exited before it could start it"))
 
     def _requeue(self, job: Job) -> None:
         with self._lock:

@@ -278,7 +278,9 @@ class Supervisor:
         """The supervisor and each worker whose process is alive by OS-level check."""
         me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR, pid=os.getpid(),
                         supervisor=self.id, started_at=self.started_at)
-        return [me] + [c.info for c in self.workers.values() if c.process.is_alive()]
+        # a copy first: other threads (a host's heartbeats) call this while the loop
+        # adds and removes workers
+        return [me] + [c.info for c in list(self.workers.values()) if c.process.is_alive()]
 
     # -- boot ----------------------------------------------------------------------
 
@@ -423,6 +425,7 @@ class Supervisor:
             self.feed.received(child, message)
         if child.booted and not booted:
             self.crash_loop.booted()
+            self.plugins.hook.pprunner_worker_ready(runner=child.info)
 
     def _enforce_limits(self) -> None:
         """Kill workers past their boot timeout or their job's hard time limit."""
