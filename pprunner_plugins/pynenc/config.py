@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cistell import ConfigField
 from pynenc.conf.config_runner import ConfigPersistentProcessRunner
 
 from pprunner import config as config_module
 from pprunner.config import Config
 from pprunner.errors import ConfigError
-from cistell import ConfigField
 
 #: pprunner settings a pynenc runner takes, with their defaults *as pynenc config
 #: values*: cistell parses a value by its default's type, so "not set" is 0 here
