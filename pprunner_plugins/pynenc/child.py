@@ -20,6 +20,7 @@ takes it back at once if the worker dies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -99,8 +100,12 @@ class Waiting:
                               f"{','.join(awaited)} (pprunner_wait_timeout {self.timeout:g} s)")
 
     def _run_one_more(self) -> bool:
-        """Run one invocation the orchestrator gives this worker, nested; False if none."""
-        if len(self.stack) > self.max_depth:
+        """Run one invocation the orchestrator gives this worker, nested; False if none.
+
+        Not from an async task's wait (``await invocation.async_result()``): pynenc
+        runs a task with ``asyncio.run``, which cannot start inside a running loop,
+        so that wait only pauses and polls, as PersistentProcessRunner's does."""
+        if len(self.stack) > self.max_depth or _in_event_loop():
             return False
         claimed = list(self.app.orchestrator.get_invocations_to_run(1, self.ctx))
         if not claimed:
@@ -124,6 +129,14 @@ class Waiting:
             logger.warning("invocation:%s not set %s: %s", invocation_id, status.value, exc)
             return False
         return True
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 #: set in the worker by the initializer, then by pprunner_worker_init

@@ -248,10 +248,14 @@ class Feeder:
 
     def _take_back(self, slot: Slot, killed: bool) -> None:
         for invocation_id in reversed(slot.held):
-            if killed:
-                self.runner._kill_and_reroute(invocation_id, runner_ctx=slot.ctx)
-            else:
-                recovery.after_death(self.runner, invocation_id, slot.ctx)
+            try:
+                if killed:
+                    self.runner._kill_and_reroute(invocation_id, runner_ctx=slot.ctx)
+                else:
+                    recovery.after_death(self.runner, invocation_id, slot.ctx)
+            except Exception as exc:  # the store is gone or failing: say so, go on stopping
+                logger.error("invocation:%s held by %s could not be taken back: %s: %s",
+                             invocation_id, slot.who, type(exc).__name__, exc)
         slot.held = []
 
     def _release(self, slot: Slot) -> None:
