@@ -13,13 +13,14 @@ from .dramatiq import DramatiqRedis
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
-from .pynenc import PynencSQLite
+from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQWorkerPool
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
-                                     DramatiqRedis, PynencSQLite, RQWorkerPool, HueyRedis)
+                                     DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
+                                     RQWorkerPool, HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name

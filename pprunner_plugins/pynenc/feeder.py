@@ -94,6 +94,8 @@ class Feeder:
         #: set when the runner stops: running invocations are KILLED and REROUTED
         self.killing = False
         self.error: BaseException | None = None
+        #: invocations a failed store call left to take back: (id, owner), retried
+        self._unsettled: list[tuple[str, RunnerContext]] = []
         self._thread = threading.Thread(target=self._serve, name="pprunner-pynenc-feeder",
                                         daemon=True)
 
@@ -145,6 +147,7 @@ class Feeder:
             while not self.stopping:
                 self._take_news()
                 self.dispatcher.drain()
+                self._settle_leftovers()
                 free = [s for s in self.slots.values() if s.call is None and not s.gone]
                 claimed = self._claim_for(free)
                 if claimed:
@@ -172,6 +175,15 @@ class Feeder:
             if slot is not None:
                 slot.gone = True
                 self._forget_if_done(slot)
+
+    def _settle_leftovers(self) -> None:
+        left, self._unsettled = self._unsettled, []
+        for invocation_id, owner in left:
+            try:
+                recovery.after_death(self.runner, invocation_id, owner)
+            except Exception as exc:
+                logger.warning("invocation:%s still not taken back: %s", invocation_id, exc)
+                self._unsettled.append((invocation_id, owner))
 
     def _claim_for(self, free: list[Slot]) -> int:
         claimed = 0
@@ -203,27 +215,35 @@ class Feeder:
             elif invocation_id in slot.held:
                 slot.held.remove(invocation_id)
             return
-        if isinstance(event, Finished | Failed):
-            if isinstance(event, Failed):
-                logger.error("%s could not run invocation:%s: %s: %s", slot.who, slot.held[0],
-                             event.error.type, event.error.message)
-                recovery.fail(self.runner, slot.held[0],
-                              RuntimeError(f"{event.error.type}: {event.error.message}"),
-                              slot.ctx)
-        elif isinstance(event, TimedOut):
-            outer, *nested = slot.held
-            logger.warning("invocation:%s exceeded its hard time limit of %g s in %s; the "
-                           "worker was killed", outer, event.limit, slot.who)
-            recovery.fail(self.runner, outer, TimeLimitExceeded(
-                f"invocation:{outer} exceeded its hard time limit of {event.limit:g} s; "
-                f"its worker (pid {event.pid}) was killed and replaced"), slot.ctx)
-            slot.held = nested
-            self._take_back(slot, killed=False)
-        elif isinstance(event, Lost):
-            self._after_death(slot, event)
-        elif isinstance(event, Cancelled):
-            self._take_back(slot, killed=self.killing)
-        self._release(slot)
+        try:
+            if isinstance(event, Finished | Failed):
+                if isinstance(event, Failed):
+                    logger.error("%s could not run invocation:%s: %s: %s", slot.who, slot.held[0],
+                                 event.error.type, event.error.message)
+                    recovery.fail(self.runner, slot.held[0],
+                                  RuntimeError(f"{event.error.type}: {event.error.message}"),
+                                  slot.ctx)
+            elif isinstance(event, TimedOut):
+                outer, *nested = slot.held
+                logger.warning("invocation:%s exceeded its hard time limit of %g s in %s; the "
+                               "worker was killed", outer, event.limit, slot.who)
+                recovery.fail(self.runner, outer, TimeLimitExceeded(
+                    f"invocation:{outer} exceeded its hard time limit of {event.limit:g} s; "
+                    f"its worker (pid {event.pid}) was killed and replaced"), slot.ctx)
+                slot.held = nested
+                self._take_back(slot, killed=False)
+            elif isinstance(event, Lost):
+                self._after_death(slot, event)
+            elif isinstance(event, Cancelled):
+                self._take_back(slot, killed=self.killing)
+
+        except Exception as exc:  # the store failed (locked, gone): try again next turn
+            logger.error("%s: taking back %s after %s failed (%s: %s); retrying",
+                         slot.who, ",".join(slot.held), type(event).__name__,
+                         type(exc).__name__, exc)
+            self._unsettled.extend((i, slot.ctx) for i in slot.held)
+        finally:
+            self._release(slot)
 
     def _after_death(self, slot: Slot, event: Lost) -> None:
         """The worker died under what it held: each goes back to the broker now, or
