@@ -166,6 +166,11 @@ def test_a_call_meant_for_a_worker_that_exits_is_cancelled(loop: Loop, pool: Hos
     target = sorted(pool.supervisor.workers)[0]
     busy = loop.send("sleep", 0.5, runner_id=target)
     waiting = loop.send("add", 1, 2, runner_id=target)  # queued behind it, for it alone
+    deadline = time.monotonic() + 30
+    while not loop.events[busy]:  # the worker has it before it is killed
+        assert time.monotonic() < deadline, "the call was never started"
+        if loop.selector.select(1):
+            pool.dispatcher.drain()
     pool.supervisor.workers[target].process.kill()
     lost, cancelled = loop.run_until_ended(busy, waiting)
     assert isinstance(lost, Lost)  # a targeted call is never tried on another worker
