@@ -165,6 +165,8 @@ class Dispatcher:
         meant for one worker (``Call.runner_id``) waits for that one."""
         if not self._queued:
             return
+        children = list(children)
+        self._cancel_meant_for_others({c.info.id for c in children})
         for child in children:
             if not child.idle:
                 continue
@@ -301,13 +303,22 @@ class Dispatcher:
             exception=error.with_traceback(None)), 0))
 
     def _cancel_meant_for(self, child: Child) -> None:
+        self._cancel_orphans(lambda runner_id: runner_id == child.info.id,
+                             f"{child.who} exited before it could start it")
+
+    def _cancel_meant_for_others(self, workers: set[str]) -> None:
+        """A call submitted for a worker that had already exited would wait forever."""
+        self._cancel_orphans(lambda runner_id: runner_id is not None and runner_id not in workers,
+                             "its worker is not running (it exited before the call came)")
+
+    def _cancel_orphans(self, orphaned: Callable[[str | None], bool], reason: str) -> None:
         with self._lock:
-            orphans = [j for j in self._queued if j.call.runner_id == child.info.id]
+            orphans = [j for j in self._queued if orphaned(j.call.runner_id)]
             for job in orphans:
                 self._queued.remove(job)
                 del self._by_id[job.call.id]
         for job in orphans:
-            self._emit(job, Cancelled(job.call, f"{child.who} exited before it could start it"))
+            self._emit(job, Cancelled(job.call, reason))
 
     def _requeue(self, job: Job) -> None:
         with self._lock:

@@ -52,7 +52,7 @@ class Call:
     :param runner_id: hand it only to this worker (a host that claimed work in
         that worker's name, as pynenc's runner does); it waits until that worker is
         idle, is never tried on another one, and ends :class:`Cancelled` if that
-        worker exits before starting it.
+        worker exits before starting it (or was not running when it came).
     """
 
     function: Callable[..., Any]

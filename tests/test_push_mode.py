@@ -177,6 +177,11 @@ def test_a_call_meant_for_a_worker_that_exits_is_cancelled(loop: Loop, pool: Hos
     assert isinstance(cancelled, Cancelled) and target in cancelled.reason
 
 
+def test_a_call_meant_for_a_worker_that_is_gone_is_cancelled(loop: Loop) -> None:
+    (ending,) = loop.run_until_ended(loop.send("add", 1, 2, runner_id="no-such-worker"))
+    assert isinstance(ending, Cancelled) and "not running" in ending.reason
+
+
 def test_a_call_past_its_hard_limit_times_out_and_its_worker_is_replaced(loop: Loop) -> None:
     (ending,) = loop.run_until_ended(loop.send("sleep", 30, time_limit=0.5))
     assert isinstance(ending, TimedOut) and ending.limit == 0.5

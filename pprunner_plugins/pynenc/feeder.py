@@ -224,6 +224,7 @@ class Feeder:
                                   RuntimeError(f"{event.error.type}: {event.error.message}"),
                                   slot.ctx)
             elif isinstance(event, TimedOut):
+                slot.gone = True  # killed at its limit
                 outer, *nested = slot.held
                 logger.warning("invocation:%s exceeded its hard time limit of %g s in %s; the "
                                "worker was killed", outer, event.limit, slot.who)
@@ -233,6 +234,7 @@ class Feeder:
                 slot.held = nested
                 self._take_back(slot, killed=False)
             elif isinstance(event, Lost):
+                slot.gone = True  # claim nothing more in its name, whatever comes first
                 self._after_death(slot, event)
             elif isinstance(event, Cancelled):
                 self._take_back(slot, killed=self.killing)
