@@ -35,6 +35,9 @@ RECYCLE = "recycle"
 #: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a
 #: :class:`~pprunner.jobs.RemoteError`
 DONE = "done"
+#: worker -> supervisor: ("note", call_id, data): the running pushed call tells its
+#: sender something (:class:`~pprunner.jobs.Noted`); ``data`` must pickle
+NOTE = "note"
 #: supervisor -> worker: ("retire",): finish the current invocation, then exit
 RETIRE = "retire"
 #: supervisor -> worker: ("run", call): run this :class:`~pprunner.jobs.Call` (push mode)

@@ -41,6 +41,7 @@ from .jobs import (
     Failed,
     Finished,
     Lost,
+    Noted,
     RemoteError,
     Started,
     TimedOut,
@@ -51,6 +52,9 @@ from .spawn import describe_exit
 logger = logging.getLogger("pprunner.dispatch")
 
 Notify = Callable[[Event], None]
+
+#: why a call meant for a worker that had already exited never starts
+_ORPHANED = "its worker is not running (it exited before the call came)"
 
 
 @attrs.define(eq=False)
@@ -78,6 +82,10 @@ class Dispatcher:
         self._deliver_at_once = deliver == "supervisor"
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
+        #: how many queued calls are meant for one worker (``Call.runner_id``), and the
+        #: workers that have exited (a call meant for one of them can never start)
+        self._meant_for_one = 0
+        self._gone: set[str] = set()
         self._by_id: dict[str, Job] = {}
         self._events: deque[tuple[Notify, Event]] = deque()
         self._ready_read, self._ready_write = os.pipe()
@@ -111,9 +119,16 @@ class Dispatcher:
                 raise PprunnerError("cannot submit: the supervisor has stopped")
             if call.id in self._by_id:
                 raise ValueError(f"a call with id {call.id} is already submitted")
-            job = self._by_id[call.id] = Job(call, notify)
-            behind_others = bool(self._queued)
-            self._queued.append(job)
+            if call.runner_id in self._gone:  # meant for a worker that has exited
+                orphan = Job(call, notify)
+            else:
+                orphan = None
+                job = self._by_id[call.id] = Job(call, notify)
+                behind_others = bool(self._queued)
+                self._enqueue(job)
+        if orphan is not None:
+            self._emit(orphan, Cancelled(call, _ORPHANED))
+            return
         # The loop leaves calls queued only while no worker is idle, and looks at the
         # queue again whenever one becomes idle: a call behind others needs no wake-up
         # (saves a pipe write in the submitting thread per call under load).
@@ -129,7 +144,7 @@ class Dispatcher:
             job = self._by_id.get(call_id)
             if job is None or job not in self._queued:
                 return False
-            self._queued.remove(job)
+            self._dequeue(job)
             del self._by_id[call_id]
         return True
 
@@ -198,8 +213,10 @@ class Dispatcher:
 
     def hand_out(self, children: Iterable[Child]) -> None:
         """Carry out kills asked for; give queued calls to idle workers, oldest call
-        first, one each."""
+        first, one each; a call meant for one worker (``Call.runner_id``) waits for
+        that one."""
         if self._kills:
+            children = list(children)
             self._carry_out_kills(children)
         if not self._queued:
             return
@@ -207,17 +224,18 @@ class Dispatcher:
             if not child.idle:
                 continue
             with self._lock:
+                job = self._take_for(child.info.id)
+            if job is None:
                 if not self._queued:
                     return
-                job = self._queued.popleft()
+                continue
             try:
                 sent = child.send(channel.RUN, job.call)
             except Exception as exc:  # pickling failed before a byte was written
                 self._unsendable(job, exc)
                 continue
             if not sent:
-                with self._lock:
-                    self._queued.appendleft(job)  # its sentinel will say it is gone
+                self._requeue(job)  # its sentinel will say it is gone
                 continue
             job.attempts += 1
             child.call = job.call
@@ -235,8 +253,25 @@ class Dispatcher:
             if child.call is not None and child.call.id in kills:
                 child.kill_for(Kill(ErrorInfo("Killed", kills[child.call.id]), retry=False))
 
+    def _take_for(self, runner_id: str) -> Job | None:
+        """The oldest queued job this worker may run (under the lock). With no call
+        meant for one worker queued, that is the first: the common case stays O(1)."""
+        if not self._meant_for_one:
+            return self._queued.popleft() if self._queued else None
+        for job in self._queued:
+            if job.call.runner_id in (None, runner_id):
+                self._dequeue(job)
+                return job
+        return None
+
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        """A worker's ``done``: the call it was handed returned or raised."""
+        """A worker's ``note`` about its call, or its ``done``: the call returned or raised."""
+        if message[0] == channel.NOTE:
+            _, call_id, data = message
+            noted = self._by_id.get(call_id)
+            if noted is not None:
+                self._emit(noted, Noted(noted.call, data, child.info.pid or 0))
+            return
         _, call_id, returned, value, peak = message
         child.call = None
         child.finished(call_id, peak)
@@ -249,7 +284,10 @@ class Dispatcher:
         self._end(job, child, ending)
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
-        """A worker died or stopped holding a call: run it again, or tell its sender."""
+        """A worker died or stopped holding a call: run it again, or tell its sender.
+        Calls queued for this worker alone can no longer start: they are cancelled."""
+        self._gone.add(child.info.id)
+        self._cancel_meant_for(child)
         call = child.call
         if call is None:
             return ()
@@ -258,9 +296,11 @@ class Dispatcher:
             return (call,)
         pid = child.info.pid or 0
         exitcode = child.process.exitcode
-        if error is None and self._closed:  # a stop that could not wait for it
+        if error is None and (self._closed or call.runner_id is not None):
+            # a stop that could not wait for it, or its only worker is gone
             self._finish(call.id)
-            self._emit(job, Cancelled(call, "the supervisor stopped while it ran"))
+            self._emit(job, Cancelled(call, "the supervisor stopped while it ran"
+                                      if self._closed else f"{child.who} exited while it ran"))
         elif error is None:  # asked to go (retired): it goes back, the attempt uncharged
             job.attempts -= 1
             self._requeue(job)
@@ -268,7 +308,8 @@ class Dispatcher:
             assert call.time_limit is not None
             self._finish(call.id)
             self._end(job, child, TimedOut(call, pid, call.time_limit))
-        elif job.attempts < call.max_attempts and (child.kill is None or child.kill.retry):
+        elif (job.attempts < call.max_attempts and call.runner_id is None
+              and (child.kill is None or child.kill.retry)):
             logger.warning("%s; running %s again (attempt %d of %d)", error.message, call,
                            job.attempts + 1, call.max_attempts)
             self._requeue(job)
@@ -287,6 +328,7 @@ class Dispatcher:
             self._closed = True
             cancelled = list(self._queued)
             self._queued.clear()
+            self._meant_for_one = 0
             for job in cancelled:
                 del self._by_id[job.call.id]
         for job in cancelled:
@@ -326,9 +368,38 @@ class Dispatcher:
             type(error).__name__, f"{job.call.name} cannot be sent to a worker: {error}",
             exception=error.with_traceback(None)), 0))
 
+    def _cancel_meant_for(self, child: Child) -> None:
+        if self._meant_for_one:
+            self._cancel_orphans(lambda runner_id: runner_id == child.info.id,
+                                 f"{child.who} exited before it could start it")
+
+    def _cancel_orphans(self, orphaned: Callable[[str | None], bool], reason: str) -> None:
+        with self._lock:
+            orphans = [j for j in self._queued if orphaned(j.call.runner_id)]
+            for job in orphans:
+                self._dequeue(job)
+                del self._by_id[job.call.id]
+        for job in orphans:
+            self._emit(job, Cancelled(job.call, reason))
+
     def _requeue(self, job: Job) -> None:
         with self._lock:
+            self._enqueue(job, front=True)
+
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        """Queue a job (under the lock), counting those meant for one worker."""
+        if front:
             self._queued.appendleft(job)
+        else:
+            self._queued.append(job)
+        if job.call.runner_id is not None:
+            self._meant_for_one += 1
+
+    def _dequeue(self, job: Job) -> None:
+        """Take a queued job out (under the lock)."""
+        self._queued.remove(job)
+        if job.call.runner_id is not None:
+            self._meant_for_one -= 1
 
     def _finish(self, call_id: str) -> Job | None:
         with self._lock:

@@ -118,6 +118,15 @@ def pprunner_worker_started(runner: RunnerInfo) -> None:
 
 
 @hookspec
+def pprunner_worker_ready(runner: RunnerInfo) -> None:
+    """A worker finished booting (app, initializer, init hooks) and takes jobs now.
+
+    In the supervisor's loop thread. A push-mode host that hands calls to one
+    worker in particular (``Call.runner_id``) learns here which ones it may use.
+    """
+
+
+@hookspec
 def pprunner_worker_exited(runner: RunnerInfo, exit: WorkerExit) -> None:
     """A worker process ended; called after what it owned was rerouted.
 

@@ -6,8 +6,8 @@ work comes from someone else's queue (a host framework's consumer, or
 supervisor, which gives it to an idle worker over that worker's private
 pipe, and the host hears one :class:`Started` and then exactly one ending:
 :class:`Finished`, :class:`Failed`, :class:`Lost`, :class:`TimedOut` or
-:class:`Cancelled`. What the host does with an ending (acks, results,
-retries) stays the host's.
+:class:`Cancelled` (with any :class:`Noted` the call sent in between). What
+the host does with an ending (acks, results, retries) stays the host's.
 
 The pipe is the only place a callable travels by reference: it links a
 supervisor to the workers it started itself, never to a shared queue.
@@ -53,6 +53,10 @@ class Call:
         limit runs out (called with a message), for a host whose tasks catch
         the host's own class (Celery's ``SoftTimeLimitExceeded``); default
         :class:`~pprunner.errors.SoftTimeLimitExceeded`.
+    :param runner_id: hand it only to this worker (a host that claimed work in
+        that worker's name, as pynenc's runner does); it waits until that worker is
+        idle, is never tried on another one, and ends :class:`Cancelled` if that
+        worker exits before starting it (or was not running when it came).
     """
 
     function: Callable[..., Any]
@@ -65,6 +69,7 @@ class Call:
     name: str = attrs.field(default=attrs.Factory(lambda self: _name_of(self.function),
                                                    takes_self=True))
     soft_limit_error: type[BaseException] | None = None
+    runner_id: str | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"
@@ -148,6 +153,18 @@ class TimedOut:
 
 
 @attrs.frozen
+class Noted:
+    """The running call told its sender something (``WorkerContext.note``) — what it
+    took on besides the call itself, progress — before any ending. Delivered in
+    order: every note a worker sent comes before its call's ending, a death
+    included."""
+
+    call: Call
+    data: Any
+    pid: int
+
+
+@attrs.frozen
 class Cancelled:
     """The call was withdrawn before any worker started it (or the pool stopped first)."""
 
@@ -170,4 +187,4 @@ class Runnable:
 #: every ending a sender can hear, after :class:`Started` (or instead of it: Cancelled,
 #: and Failed for a call that cannot be pickled onto a worker's pipe, with ``pid`` 0)
 Ending = Finished | Failed | Lost | TimedOut | Cancelled
-Event = Started | Ending
+Event = Started | Noted | Ending

@@ -131,7 +131,7 @@ class Child:
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
-        calls (``done``), which are the feed's to handle."""
+        calls (``note``, ``done``), which are the feed's to handle."""
         results = []
         try:
             while self._readiness().wait():
@@ -142,7 +142,7 @@ class Child:
                     message = self._undecodable(exc)
                     if message is None:
                         continue
-                if message[0] == channel.DONE:
+                if message[0] in (channel.DONE, channel.NOTE):
                     results.append(message)
                 else:
                     self._handle(message)

@@ -472,6 +472,7 @@ class Supervisor:
             self.feed.received(child, message)
         if child.booted and not booted:
             self.crash_loop.booted()
+            self.plugins.hook.pprunner_worker_ready(runner=child.info)
             if sum(c.booted for c in self.workers.values()) >= self.processes:
                 self._ready.set()
         if child.idle and not self._stop_requested:

@@ -91,6 +91,8 @@ class WorkerContext:
     stack: list[Invocation | Call] = attrs.Factory(list)
     #: runs one more invocation nested in the current one (set by the Worker)
     run_nested: Callable[[Invocation], None] = attrs.field(default=None, repr=False)
+    #: the pipe to the supervisor (worker processes only; None inline)
+    channel: WorkerChannel | None = attrs.field(default=None, repr=False)
     #: asks for this process to be replaced once the current job ends (set by the Worker)
     _replace: Callable[[str], None] = attrs.field(default=lambda reason: None, repr=False,
                                                   init=False)
@@ -129,6 +131,16 @@ class WorkerContext:
         a library's invariants halfway. Inline (no supervisor) it does nothing.
         """
         self._replace(reason)
+
+    def note(self, data: Any) -> None:
+        """Push mode: tell the sender of the running call something, as a
+        :class:`~pprunner.jobs.Noted` event — for instance work the call took on
+        in its host's name, which the host must take back if this worker dies.
+        Sent at once and delivered before the call's ending; ``data`` must pickle."""
+        outermost = self.stack[0] if self.stack else None
+        if not isinstance(outermost, Call) or self.channel is None:
+            raise PprunnerError("note() is for a pushed call running in a worker process")
+        self.channel.send(channel.NOTE, outermost.id, data)
 
     def wait_for(self, invocation_ids: Sequence[str], timeout: float | None,
                  strategy: str | None = None) -> list[Invocation]:
@@ -579,6 +591,7 @@ def main(spec: WorkerSpec) -> None:
         logger.exception("worker %d failed to boot", spec.slot)
         reports.send(channel.BOOT_FAILED, f"{type(exc).__name__}: {exc}")
         sys.exit(ExitCode.INTERNAL_ERROR)
+    context.channel = reports
     max_tasks = settings["max_tasks_per_child"]
     if max_tasks:
         max_tasks += random.randint(0, settings["max_tasks_jitter"])

@@ -88,6 +88,15 @@ def replace_me() -> int:
     return os.getpid()
 
 
+def note_then_die(*notes: str) -> None:
+    """Tells the host what it took on, then dies: the notes must still arrive first."""
+    context = pprunner.current_context()
+    assert context is not None
+    for note in notes:
+        context.note(note)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @host_task
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
@@ -146,6 +155,8 @@ class Observed:
     started: list[tuple[str, int | None]] = attrs.Factory(list)
     finished: list[tuple[str, str]] = attrs.Factory(list)
     supervisors: list[SupervisorView] = attrs.Factory(list)
+    #: runner ids of workers that reported ready
+    ready: list[str] = attrs.Factory(list)
     stopping: list[str] = attrs.Factory(list)
 
     @pprunner.hookimpl
@@ -155,6 +166,10 @@ class Observed:
     @pprunner.hookimpl
     def pprunner_job_finished(self, call: Call, ending: Any) -> None:
         self.finished.append((call.id, type(ending).__name__))
+
+    @pprunner.hookimpl
+    def pprunner_worker_ready(self, runner: Any) -> None:
+        self.ready.append(runner.id)
 
     @pprunner.hookimpl
     def pprunner_supervisor_started(self, supervisor: SupervisorView) -> None:
@@ -184,9 +199,10 @@ class HostPool:
         return self
 
     def apply_async(self, message: HostMessage, callback: Callable[[Event], None],
-                    time_limit: float | None = None, max_attempts: int = 1) -> Call:
+                    time_limit: float | None = None, max_attempts: int = 1,
+                    runner_id: str | None = None) -> Call:
         call = Call(run_message, (message,), time_limit=time_limit, name=message.task,
-                    max_attempts=max_attempts)
+                    max_attempts=max_attempts, runner_id=runner_id)
         self.dispatcher.submit(call, callback)
         return call
 

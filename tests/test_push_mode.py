@@ -20,7 +20,17 @@ import pytest
 
 from pprunner import ConfigError
 from pprunner.dispatch import Dispatcher
-from pprunner.jobs import Call, Cancelled, Event, Failed, Finished, Lost, Started, TimedOut
+from pprunner.jobs import (
+    Call,
+    Cancelled,
+    Event,
+    Failed,
+    Finished,
+    Lost,
+    Noted,
+    Started,
+    TimedOut,
+)
 from pprunner.supervisor import Supervisor
 from tests import host_adapter
 from tests.conftest import wait_until
@@ -39,10 +49,10 @@ class Loop:
         self.selector.register(pool.dispatcher.fileno(), selectors.EVENT_READ)
 
     def send(self, task: str, *args: Any, time_limit: float | None = None,
-             max_attempts: int = 1) -> str:
+             max_attempts: int = 1, runner_id: str | None = None) -> str:
         message = HostMessage(task, json.dumps(args))
         call = self.pool.apply_async(message, self._record, time_limit=time_limit,
-                                     max_attempts=max_attempts)
+                                     max_attempts=max_attempts, runner_id=runner_id)
         self.events[call.id] = []
         return call.id
 
@@ -61,7 +71,8 @@ class Loop:
         return [self.events[i][-1] for i in call_ids]
 
     def _ended(self, call_id: str) -> bool:
-        return bool(self.events[call_id]) and not isinstance(self.events[call_id][-1], Started)
+        return bool(self.events[call_id]) and not isinstance(self.events[call_id][-1],
+                                                             Started | Noted)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +139,49 @@ def test_a_worker_killed_under_a_call_is_lost_and_replaced(loop: Loop,
     (after,) = loop.run_until_ended(loop.send("add", 1, 1))  # the pool still serves
     assert isinstance(after, Finished) and after.pid != lost.pid
     wait_until(lambda: len(pool.supervisor.workers) == 2, what="the replacement")
+
+
+def test_notes_a_call_sent_arrive_in_order_before_its_worker_death(loop: Loop) -> None:
+    call_id = loop.send("note_then_die", "took A", "took B")
+    loop.run_until_ended(call_id)
+    kinds = [type(e).__name__ for e in loop.events[call_id]]
+    assert kinds == ["Started", "Noted", "Noted", "Lost"]
+    notes = [e for e in loop.events[call_id] if isinstance(e, Noted)]
+    assert [n.data for n in notes] == ["took A", "took B"]
+    assert notes[0].pid == loop.events[call_id][0].pid  # type: ignore[union-attr]
+
+
+def test_a_call_meant_for_one_worker_runs_there_only(loop: Loop, pool: HostPool) -> None:
+    wait_until(lambda: sum(c.idle for c in pool.supervisor.workers.values()) == 2,
+               timeout=30, what="two idle workers")
+    live = {c.info.id: c.info.pid for c in pool.supervisor.workers.values()}
+    target = sorted(live)[0]
+    assert target in pool.observed.ready  # pprunner_worker_ready named it
+    ids = [loop.send("whoami", runner_id=target) for _ in range(4)]
+    endings = loop.run_until_ended(*ids)
+    assert {e.pid for e in endings if isinstance(e, Finished)} == {live[target]}
+
+
+def test_a_call_meant_for_a_worker_that_exits_is_cancelled(loop: Loop, pool: HostPool) -> None:
+    wait_until(lambda: sum(c.idle for c in pool.supervisor.workers.values()) == 2,
+               timeout=30, what="two idle workers")
+    target = sorted(pool.supervisor.workers)[0]
+    busy = loop.send("sleep", 0.5, runner_id=target)
+    waiting = loop.send("add", 1, 2, runner_id=target)  # queued behind it, for it alone
+    deadline = time.monotonic() + 30
+    while not loop.events[busy]:  # the worker has it before it is killed
+        assert time.monotonic() < deadline, "the call was never started"
+        if loop.selector.select(1):
+            pool.dispatcher.drain()
+    pool.supervisor.workers[target].process.kill()
+    lost, cancelled = loop.run_until_ended(busy, waiting)
+    assert isinstance(lost, Lost)  # a targeted call is never tried on another worker
+    assert isinstance(cancelled, Cancelled) and target in cancelled.reason
+
+
+def test_a_call_meant_for_a_worker_that_is_gone_is_cancelled(loop: Loop) -> None:
+    (ending,) = loop.run_until_ended(loop.send("add", 1, 2, runner_id="no-such-worker"))
+    assert isinstance(ending, Cancelled) and "not running" in ending.reason
 
 
 def test_a_call_past_its_hard_limit_times_out_and_its_worker_is_replaced(loop: Loop) -> None:

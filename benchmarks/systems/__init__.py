@@ -21,7 +21,7 @@ from .executors import LokyExecutor, PprunnerExecutor
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
-from .pynenc import PynencSQLite
+from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
@@ -29,8 +29,9 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, Ppru
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
-                                     DramatiqRedis, PynencSQLite, RQWorkerPool, RQSimpleWorkerPool,
-                                     RQWorkerPoolPprunner, HueyRedis)
+                                     DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
+                                     RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
+                                     HueyRedis)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name
 

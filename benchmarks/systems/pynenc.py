@@ -133,3 +133,18 @@ class PynencSQLite(LogReadySystem):
                     elif status == InvocationStatus.SUCCESS:
                         finished[record.invocation_id] = at
         return [(started[i], finished[i]) for i in finished if i in started]
+
+
+class PynencSQLitePprunner(PynencSQLite):
+    """The same app, SQLite components, producer and run as :class:`PynencSQLite`,
+    with pprunner's runner plugin selected the pynenc way (``PYNENC__RUNNER_CLS=
+    PprunnerRunner`` in the pool's environment, overriding the app's
+    PersistentProcessRunner); ``num_processes`` means the same to both."""
+
+    name = "pynenc-sqlite-pprunner"
+    #: "pprunner worker 1a2b3c4d5e6f ready (pid 123)": logged by each worker once it
+    #: registered its runner context, just before it reports ready to the supervisor
+    ready_line = re.compile(r"pprunner worker \w+ ready \(pid (\d+)\)")
+
+    def pool_env(self) -> dict[str, str]:
+        return {**super().pool_env(), "PYNENC__RUNNER_CLS": "PprunnerRunner"}

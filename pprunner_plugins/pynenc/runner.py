@@ -1,0 +1,152 @@
+"""``PprunnerRunner``: pynenc's PersistentProcessRunner on pprunner's supervisor.
+
+Why the parent claims and pushes, rather than each child claiming (as PPR
+does): pynenc owns an invocation by runner id, recovers a dead runner's
+invocations by its heartbeats, and lets only the owner finish one. The
+parent claims in the name of one idle worker (that worker's runner id, the
+one pprunner gave it and that it registered in pynenc) and hands the
+invocation to that worker only, so ownership is exactly PPR's — but the
+parent also *knows* at every moment what each worker holds. A death, seen
+at once through the process sentinel, is then a reroute at once through
+pynenc's own status rules (:mod:`.recovery`), not a RUNNING invocation
+waiting ten minutes for ``recover_running_invocations``; and the dead
+runner id leaves the heartbeat list in the same loop iteration. Idle
+workers block on their pipes (no spinning: one thread of the parent polls
+the broker, backing off), and pprunner's per-call time limits, recycling,
+crash-loop back-off, boot handshake and death diagnostics apply as they
+are. A child that pulled by itself would leave the parent guessing what it
+ran, and every idle child polling.
+
+Differences from PPR, each on purpose: a stop SIGKILLs the workers and then
+marks what they ran ``KILLED`` and ``REROUTED`` from the parent (PPR asks
+its children to do it on SIGTERM; the history is the same), or with
+``pprunner_stop = "drain"`` lets them finish first; a waiting invocation is
+``PAUSED`` and its worker runs other invocations meanwhile
+(:mod:`.child`) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pynenc.runner.base_runner import BaseRunner
+
+from pprunner.dispatch import Dispatcher
+from pprunner.jobs import Call
+from pprunner.supervisor import Supervisor
+
+from . import child
+from .config import ConfigPprunnerRunner, runner_setting, supervisor_config
+from .feeder import Feeder
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+    from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.runner.runner_context import RunnerContext
+
+#: attributes that live in the runner's process only (never pickled with the app)
+_PARENT_ONLY = ("supervisor", "dispatcher", "feeder")
+
+
+class PprunnerRunner(BaseRunner):
+    """Select it with ``runner_cls = "PprunnerRunner"`` (module docstring)."""
+
+    def __init__(self, app: Pynenc, runner_cache: dict | None = None,
+                 runner_context: RunnerContext | None = None) -> None:
+        self.supervisor: Supervisor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.feeder: Feeder | None = None
+        #: in a worker: its pynenc identity and what it runs (set by child.py)
+        self.waiting: child.Waiting | None = None
+        self.num_processes = 0
+        super().__init__(app, runner_cache, runner_context)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        for name in _PARENT_ONLY:
+            state[name] = None
+        return state
+
+    @cached_property
+    def conf(self) -> Any:
+        return ConfigPprunnerRunner(config_values=self.app.config_values,
+                                    config_filepath=self.app.config_filepath)
+
+    @staticmethod
+    def mem_compatible() -> bool:
+        """Workers are processes: pynenc's memory components cannot be shared."""
+        return False
+
+    @property
+    def max_parallel_slots(self) -> int:
+        if self.supervisor is not None:
+            return self.supervisor.processes
+        return self.num_processes
+
+    def get_active_child_runner_ids(self) -> list[str]:
+        """Workers alive by OS-level check; a dead one is gone from here at once."""
+        if self.supervisor is None:
+            return []
+        return [r.id for r in self.supervisor.live_runners()[1:]]
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _on_start(self) -> None:
+        config = supervisor_config(self.conf)
+        self.num_processes = config.processes
+        settings = {name: runner_setting(self.conf, name)
+                    for name in ("stop", "idle_poll_max", "max_wait_depth", "wait_timeout")}
+        self._stop_mode = settings["stop"]
+        self.dispatcher = Dispatcher(deliver="loop")
+        self.feeder = Feeder(self, self.dispatcher, config, float(settings["idle_poll_max"]))
+        self.supervisor = Supervisor(
+            dispatcher=self.dispatcher, config=config,
+            initializer=Call(child.boot, (self.app, self.runner_context.to_json(), settings),
+                             name="pynenc worker boot"),
+            plugins=[sys.modules[child.__name__], self.feeder])
+        self.logger.info(f"runner:{self.runner_id} starting {config.processes} pprunner "
+                         f"workers ({config.start_method}), stop mode {self._stop_mode}")
+        self.supervisor.start()
+        self.feeder.start()
+
+    def runner_loop_iteration(self) -> None:
+        """The work is the feeder's and the supervisor's; this checks they are alive."""
+        supervisor, feeder = self.supervisor, self.feeder
+        assert supervisor is not None and feeder is not None
+        if feeder.error is not None:
+            raise RuntimeError(f"the pynenc feeder stopped: {feeder.error!r}")
+        if supervisor.failure:
+            self.logger.error(f"runner:{self.runner_id} stops: {supervisor.failure}")
+            self.running = False
+        time.sleep(self.conf.runner_loop_sleep_time_sec)
+
+    def _on_stop_runner_loop(self) -> None:
+        """Maybe in a signal handler: only ask; :meth:`_on_stop` does the work."""
+        if self.feeder is not None:
+            self.feeder.stopping = True
+            self.feeder.wake()
+
+    def _on_stop(self) -> None:
+        supervisor, feeder, dispatcher = self.supervisor, self.feeder, self.dispatcher
+        if supervisor is None or feeder is None or dispatcher is None:
+            return
+        feeder.stop()
+        kill = self._stop_mode == "reroute"
+        supervisor.stop(immediate=kill)
+        feeder.settle(kill=True)
+        dispatcher.shutdown()
+        self.supervisor = self.feeder = self.dispatcher = None
+
+    # -- waiting ----------------------------------------------------------------------
+
+    def _waiting_for_results(self, running_invocation_id: InvocationId,
+                             result_invocation_ids: list[InvocationId],
+                             runner_args: dict[str, Any] | None = None) -> None:
+        """In a worker: pause, run other work, resume (:class:`child.Waiting`)."""
+        if self.waiting is None:
+            time.sleep(self.conf.invocation_wait_results_sleep_time_sec)
+            return
+        self.waiting.wait(running_invocation_id, list(result_invocation_ids))

@@ -1,0 +1,190 @@
+"""The pynenc runner plugin with real processes, on pynenc's SQLite components.
+
+pynenc's memory components cannot be shared with worker processes (its own
+process runners refuse them too: ``mem_compatible()`` is False), so every
+test here runs on SQLite, one database file per test. The runner runs in a
+thread of this process (as pynenc's own tests run runners) or, for signals
+and the command line, as ``pynenc --app tests.pynenc_tasks.app runner start``.
+
+pynenc missing: skipped here, a failure in CI (``PPRUNNER_REQUIRE_PYNENC=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+if os.environ.get("PPRUNNER_REQUIRE_PYNENC") != "1":
+    pytest.importorskip("pynenc", reason="pynenc is not installed (pip install -e "
+                        "'.[pynenc]', Python >= 3.11); CI sets PPRUNNER_REQUIRE_PYNENC=1")
+
+from pynenc.invocation.status import InvocationStatus
+
+from tests import pynenc_tasks as tasks
+from tests.conftest import wait_until
+
+pytestmark = [
+    pytest.mark.slow, pytest.mark.pynenc, pytest.mark.timeout(90),
+    # pynenc's own: its serializer's jsonpickle call, and the runner run in a thread here
+    pytest.mark.filterwarnings("ignore:keys will default to True:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Running in a secondary thread:UserWarning"),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+S = InvocationStatus
+
+
+def use_database(path: Path) -> None:
+    """Point the app (the producer, and any runner started from this process) at ``path``."""
+    tasks.app.config_values = {**(tasks.app.config_values or {}), "sqlite_db_path": str(path)}
+    tasks.app._reset_cached_components()
+
+
+def history(invocation: Any, until: InvocationStatus | None = None) -> list[InvocationStatus]:
+    """Its status history; pynenc writes history in threads of whichever process made
+    the change, so a record can land after the status itself: wait for ``until``."""
+    def statuses() -> list[InvocationStatus]:
+        tasks.app.state_backend.wait_for_all_async_operations()
+        return [h.status_record.status
+                for h in tasks.app.state_backend.get_history(invocation.invocation_id)]
+
+    if until is not None:
+        wait_until(lambda: until in statuses(), what=f"{until.value} in the history")
+    return statuses()
+
+
+def result(invocation: Any, timeout: float = 30) -> Any:
+    wait_until(lambda: invocation.status.is_final(), timeout=timeout,
+               what=f"invocation {invocation.invocation_id} to finish")
+    return invocation.result
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Any]:
+    """A PprunnerRunner (2 workers) in a thread of this process, stopped afterwards."""
+    use_database(tmp_path / "pynenc.db")
+    runner = tasks.app.runner
+    thread = threading.Thread(target=runner.run, name="pynenc-runner", daemon=True)
+    thread.start()
+    wait_until(lambda: runner.feeder is not None and len(runner.feeder.slots) == 2,
+               timeout=30, what="two ready workers")
+    yield runner
+    runner.stop_runner_loop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+@pytest.fixture
+def cli_runner(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``pynenc --app tests.pynenc_tasks.app runner start``, as a user starts it, with
+    a 1 s hard time limit set the pynenc way (PYNENC__PPRUNNER_TIME_LIMIT)."""
+    database = tmp_path / "pynenc.db"
+    use_database(database)
+    env = {**os.environ, "PYNENC__SQLITE_DB_PATH": str(database),
+           "PYNENC__PPRUNNER_TIME_LIMIT": "1", "PYTHONPATH": str(REPO)}
+    pynenc = Path(sys.executable).with_name("pynenc")
+    with open(tmp_path / "runner.log", "wb") as log:
+        process = subprocess.Popen([str(pynenc), "--app", "tests.pynenc_tasks.app", "runner",
+                                    "start"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=log)
+    try:
+        wait_until(lambda: len(_workers(process)) >= 2, timeout=30, what="two workers")
+        yield process
+    finally:
+        family = [process, *_workers(process)]
+        for proc in family:
+            if proc.poll() is None if isinstance(proc, subprocess.Popen) else proc.is_running():
+                proc.kill()
+        process.wait(10)
+        psutil.wait_procs([p for p in family if isinstance(p, psutil.Process)], timeout=10)
+
+
+def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(process.pid).children(recursive=True)
+                if "pprunner worker" in " ".join(p.cmdline()) or p.name().startswith("pprunner")]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_selected_by_runner_cls_alone() -> None:
+    from pprunner_plugins.pynenc import PprunnerRunner
+
+    assert type(tasks.app.runner) is PprunnerRunner
+    assert not PprunnerRunner.mem_compatible()
+
+
+def test_fan_out_runs_on_every_worker(runner: Any) -> None:
+    invocations = [tasks.add(n, 1) for n in range(40)]
+    assert [result(i) for i in invocations] == [n + 1 for n in range(40)]
+    pids = {result(tasks.whoami()) for _ in range(20)}
+    workers = {r.pid for r in runner.supervisor.live_runners()[1:]}
+    assert pids <= workers and len(workers) == 2
+    assert runner.max_parallel_slots == 2
+
+
+def test_a_sigkilled_workers_invocation_runs_again_within_a_second(runner: Any,
+                                                                   tmp_path: Path) -> None:
+    before = set(runner.get_active_child_runner_ids())
+    invocation = tasks.die_once(str(tmp_path / "died"))
+    survivor = result(invocation)
+    statuses = history(invocation, until=S.SUCCESS)
+    assert statuses.count(S.RUNNING) == 2
+    assert S.RUNNING_RECOVERY in statuses and S.REROUTED in statuses
+    assert S.KILLED not in statuses  # a death is recovered, not killed on purpose
+    records = tasks.app.state_backend.get_history(invocation.invocation_id)
+    running = [h.timestamp for h in records if h.status_record.status == S.RUNNING]
+    timeline = [(h.status_record.status.value, h.timestamp.strftime("%H:%M:%S.%f"),
+                 h.runner_context_id) for h in records]
+    assert (running[1] - running[0]).total_seconds() < 1.0, timeline
+    dead = before - set(runner.get_active_child_runner_ids())
+    assert len(dead) == 1  # the dead runner id gets no more heartbeats
+    assert survivor in {r.pid for r in runner.supervisor.live_runners()[1:]}
+
+
+def test_as_many_waiting_parents_as_workers_complete(runner: Any) -> None:
+    parents = [tasks.parent_of(4), tasks.parent_of(3)]  # two workers, two waiting parents
+    assert [result(p, timeout=60) for p in parents] == [6, 3]
+    for parent in parents:
+        statuses = history(parent, until=S.SUCCESS)
+        assert S.PAUSED in statuses and S.RESUMED in statuses
+
+
+def test_started_with_pynenc_cli_time_limit_and_sigterm(cli_runner: Any) -> None:
+    spinning = tasks.spin()
+    with pytest.raises(Exception, match="hard time limit of 1 s"):
+        result(spinning)
+    assert S.RUNNING in history(spinning, until=S.FAILED)
+    assert result(tasks.add(2, 3)) == 5  # the replaced worker serves
+    sleeping = tasks.sleep(30)
+    wait_until(lambda: sleeping.status == S.RUNNING, what="the sleep to run")
+    workers = _workers(cli_runner)
+    cli_runner.send_signal(signal.SIGTERM)
+    assert cli_runner.wait(30) == 0
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive  # no worker outlives the runner
+    statuses = history(sleeping, until=S.REROUTED)
+    assert S.KILLED in statuses  # pynenc's stop contract: KILLED, then REROUTED
+    running = tasks.app.orchestrator.count_invocations(statuses=[S.RUNNING, S.PENDING])
+    assert running == 0
+
+
+def test_idle_workers_cost_next_to_nothing(cli_runner: Any, record_property: Any) -> None:
+    assert result(tasks.add(1, 1)) == 2
+    family = [psutil.Process(cli_runner.pid), *_workers(cli_runner)]
+    before = sum(sum(p.cpu_times()[:2]) for p in family)
+    time.sleep(2.0)
+    used = sum(sum(p.cpu_times()[:2]) for p in family) - before
+    record_property("idle_cpu_share_of_a_core", round(used / 2.0, 3))
+    # PersistentProcessRunner's two idle children use ~1.9 cores here; loose bound
+    assert used / 2.0 < 0.5, f"idle runner used {used / 2.0:.0%} of a core"
