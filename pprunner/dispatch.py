@@ -212,14 +212,17 @@ class Dispatcher:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
 
     def hand_out(self, children: Iterable[Child]) -> None:
-        """Carry out kills asked for; give queued calls to idle workers, oldest call
-        first, one each; a call meant for one worker (``Call.runner_id``) waits for
-        that one."""
+        """Carry out kills asked for; give queued calls to idle ones of ``children``
+        (every worker the supervisor has), oldest call first, one each; a call meant
+        for one worker (``Call.runner_id``) waits for that one, and is cancelled if
+        that worker is not among them."""
+        children = list(children)
         if self._kills:
-            children = list(children)
             self._carry_out_kills(children)
         if not self._queued:
             return
+        if self._meant_for_one:  # a call for a worker that is not (or no longer) there
+            self._cancel_meant_for_others({c.info.id for c in children})
         for child in children:
             if not child.idle:
                 continue
@@ -372,6 +375,10 @@ class Dispatcher:
         if self._meant_for_one:
             self._cancel_orphans(lambda runner_id: runner_id == child.info.id,
                                  f"{child.who} exited before it could start it")
+
+    def _cancel_meant_for_others(self, workers: set[str]) -> None:
+        self._cancel_orphans(lambda runner_id: runner_id is not None and runner_id not in workers,
+                             _ORPHANED)
 
     def _cancel_orphans(self, orphaned: Callable[[str | None], bool], reason: str) -> None:
         with self._lock:

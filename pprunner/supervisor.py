@@ -476,7 +476,7 @@ class Supervisor:
             if sum(c.booted for c in self.workers.values()) >= self.processes:
                 self._ready.set()
         if child.idle and not self._stop_requested:
-            self.feed.hand_out((child,))
+            self.feed.hand_out(self.workers.values())
 
     def _enforce_limits(self) -> None:
         """Kill workers past their boot timeout or their job's hard time limit."""

@@ -88,6 +88,7 @@ def replace_me() -> int:
     return os.getpid()
 
 
+@host_task
 def note_then_die(*notes: str) -> None:
     """Tells the host what it took on, then dies: the notes must still arrive first."""
     context = pprunner.current_context()
