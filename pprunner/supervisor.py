@@ -236,8 +236,7 @@ class Supervisor:
         """
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, self._queue_signal)
-                        for sig in self.HANDLED_SIGNALS}
+            previous = self.handle_signals(self.HANDLED_SIGNALS)
             self._titled = True
             self._set_title()
         try:
@@ -293,6 +292,13 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop_requested = True
         self._wake()
+
+    def handle_signals(self, signals: Iterable[signal.Signals]) -> dict[int, Any]:
+        """Have the supervisor handle these signals as ``run()`` does (SIGHUP: reload,
+        SIGTTIN/SIGTTOU: one worker more/less, SIGTERM/SIGINT: stop); for a host that
+        runs it with ``start()`` in its own main thread and keeps the signals it owns.
+        Returns the previous handlers. Main thread only, as for any signal handler."""
+        return {sig: signal.signal(sig, self._queue_signal) for sig in signals}
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until every worker has booted once (the boot handshake a host waits

@@ -188,3 +188,17 @@ def test_idle_workers_cost_next_to_nothing(cli_runner: Any, record_property: Any
     record_property("idle_cpu_share_of_a_core", round(used / 2.0, 3))
     # PersistentProcessRunner's two idle children use ~1.9 cores here; loose bound
     assert used / 2.0 < 0.5, f"idle runner used {used / 2.0:.0%} of a core"
+
+
+def test_scaling_and_reload_by_signal_as_a_pprunner_supervisor(cli_runner: Any) -> None:
+    """SIGTTIN/SIGTTOU add and retire a worker, SIGHUP replaces every one (pynenc's
+    own CLI keeps SIGTERM and SIGINT); work goes on meanwhile."""
+    before = {p.pid for p in _workers(cli_runner)}
+    cli_runner.send_signal(signal.SIGTTIN)
+    wait_until(lambda: len(_workers(cli_runner)) == 3, timeout=30, what="a third worker")
+    cli_runner.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(_workers(cli_runner)) == 2, timeout=30, what="back to two")
+    cli_runner.send_signal(signal.SIGHUP)
+    wait_until(lambda: not before & {p.pid for p in _workers(cli_runner)}, timeout=60,
+               what="every worker replaced")
+    assert result(tasks.add(20, 22)) == 42

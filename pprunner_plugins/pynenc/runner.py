@@ -27,7 +27,9 @@ its children to do it on SIGTERM; the history is the same), or with
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -110,6 +112,10 @@ class PprunnerRunner(BaseRunner):
         self.logger.info(f"runner:{self.runner_id} starting {config.processes} pprunner "
                          f"workers ({config.start_method}), stop mode {self._stop_mode}")
         self.supervisor.start()
+        if threading.current_thread() is threading.main_thread():
+            # reload and scaling as a pprunner supervisor takes them; SIGTERM and SIGINT
+            # stay pynenc's (its runner contract on stop)
+            self.supervisor.handle_signals((signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU))
         self.feeder.start()
 
     def runner_loop_iteration(self) -> None:
