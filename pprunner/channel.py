@@ -35,6 +35,9 @@ RECYCLE = "recycle"
 #: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a
 #: :class:`~pprunner.jobs.RemoteError`
 DONE = "done"
+#: worker -> supervisor: ("waiting", bool): the job this worker runs started (True) or
+#: stopped (False) blocking on work other workers do (``WorkerContext.lend_slot``)
+WAITING = "waiting"
 #: supervisor -> worker: ("retire",): finish the current invocation, then exit
 RETIRE = "retire"
 #: supervisor -> worker: ("run", call): run this :class:`~pprunner.jobs.Call` (push mode)
