@@ -285,6 +285,42 @@ def test_pool_restart_replaces_every_child(redis_worker: Worker) -> None:
     assert redis_worker.send("t.add", 4, 4).get(timeout=RESULT_TIMEOUT) == 8
 
 
+# -- result.get() inside a task: the waiting child lends its slot ----------------------------
+
+
+def test_tasks_that_wait_for_subtasks_lend_their_slots(redis_worker: Worker) -> None:
+    """Both children run a parent that waits for a subtask: with prefork this is
+    refused (or, allowed, deadlocks); here each waiting child lends its slot, so
+    the subtasks run in extra children, which retire once the waits are over."""
+    tag = f"parents-{uuid.uuid4().hex[:6]}"
+    parents = [redis_worker.send("t.parent", x, tag, 2) for x in (1, 2)]
+    assert [p.get(timeout=RESULT_TIMEOUT) for p in parents] == [2, 4]
+    assert redis_worker.send("t.parent_of_group", 3).get(timeout=RESULT_TIMEOUT) == [0, 2, 4]
+    assert "waits for its own result" in \
+        redis_worker.send("t.wait_for_itself").get(timeout=RESULT_TIMEOUT)
+    wait_until(lambda: len(redis_worker.pool_info().get("processes", [])) == 2, 30,
+               "back to two children")
+    assert redis_worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
+    assert "retires: its lent slot was given back" in redis_worker.output()  # they existed
+
+
+def test_a_subtask_the_consumer_cannot_prefetch_is_waited_for_until_the_timeout(
+        tmp_path: Path) -> None:
+    """Lending frees a slot in the pool, not in the broker's prefetch window: with
+    -c 1, prefetch multiplier 1 and an acks-late parent (unacknowledged while it
+    runs), the subtask is never fetched and the parent's get() times out. An
+    early-acked parent is acknowledged when it starts, so its subtask is fetched."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "--prefetch-multiplier", "1", concurrency=1)
+    try:
+        assert worker.send("t.parent", 3).get(timeout=RESULT_TIMEOUT) == 6
+        late = worker.send("t.parent_late", 4, 2)
+        wait_until(late.ready, RESULT_TIMEOUT, "the acks-late parent's timeout")
+        assert type(late.result).__name__ == "TimeoutError", late.result
+    finally:
+        worker.stop()
+
+
 # -- RabbitMQ, the worker_pool setting, worker-wide limits, recycling ------------------------
 
 
