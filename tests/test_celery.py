@@ -488,3 +488,30 @@ def test_a_task_that_ran_past_its_soft_limit_gets_the_warning_even_if_it_ended_f
     job.cancel_soft_warning = lambda: None  # the parent's timer, not fired yet
     job.notify(Finished(job.call, (0, "caught it", 0.5012), 42))
     assert seen == [(True, 0.5)]
+
+
+def test_the_consumers_slots_follow_the_waiting_tasks_up_to_the_bound() -> None:
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore
+
+    app = Celery("lend", set_as_current=False)
+    app.conf.pprunner_max_lent_slots = 1
+    slots = LaxBoundedSemaphore(2)
+    pool = TaskPool(2, app=app, semaphore=slots, threads=False)
+    pool._slots = slots
+    ran: list[int] = []
+    for i in range(3):
+        slots.acquire(ran.append, i)
+    assert ran == [0, 1]  # the third task waits for a slot
+    pool._lend(+1)
+    assert ran == [0, 1, 2]  # a waiting task lent its slot
+    pool._lend(+1)
+    assert slots.initial_value == 3  # the second wait is past the bound: nothing lent
+    pool._lend(-1)
+    assert slots.initial_value == 3  # one task still waits
+    pool._lend(-1)
+    assert (slots.initial_value, slots.value, pool._owed) == (2, 0, 1)
+    pool._ended(Job(1, Call(print)))  # three ran in two slots: the first end repays
+    assert slots.value == 0
+    pool._ended(Job(2, Call(print)))
+    assert slots.value == 1
+    app.close()
