@@ -12,6 +12,7 @@ missing Celery or broker skips with the reason, unless
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,11 @@ class Worker:
             with contextlib.suppress(Exception):
                 close()
         self.app.close()
+        # what Celery and redis-py still hold in reference cycles goes now, not in
+        # whichever later test the collector happens to run in
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def _flush_redis() -> None:
@@ -288,20 +295,27 @@ def test_pool_restart_replaces_every_child(redis_worker: Worker) -> None:
 # -- result.get() inside a task: the waiting child lends its slot ----------------------------
 
 
-def test_tasks_that_wait_for_subtasks_lend_their_slots(redis_worker: Worker) -> None:
+def test_tasks_that_wait_for_subtasks_lend_their_slots(tmp_path: Path) -> None:
     """Both children run a parent that waits for a subtask: with prefork this is
     refused (or, allowed, deadlocks); here each waiting child lends its slot, so
-    the subtasks run in extra children, which retire once the waits are over."""
-    tag = f"parents-{uuid.uuid4().hex[:6]}"
-    parents = [redis_worker.send("t.parent", x, tag, 2) for x in (1, 2)]
-    assert [p.get(timeout=RESULT_TIMEOUT) for p in parents] == [2, 4]
-    assert redis_worker.send("t.parent_of_group", 3).get(timeout=RESULT_TIMEOUT) == [0, 2, 4]
-    assert "waits for its own result" in \
-        redis_worker.send("t.wait_for_itself").get(timeout=RESULT_TIMEOUT)
-    wait_until(lambda: len(redis_worker.pool_info().get("processes", [])) == 2, 30,
-               "back to two children")
-    assert redis_worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
-    assert "retires: its lent slot was given back" in redis_worker.output()  # they existed
+    the subtasks run in extra children, which retire once the waits are over.
+    (A worker of its own: its results' connections are closed with it.)"""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        tag = f"parents-{uuid.uuid4().hex[:6]}"
+        parents = [worker.send("t.parent", x, tag, 2) for x in (1, 2)]
+        assert [p.get(timeout=RESULT_TIMEOUT) for p in parents] == [2, 4]
+        assert worker.send("t.parent_of_group", 3).get(timeout=RESULT_TIMEOUT) == [0, 2, 4]
+        assert "waits for its own result" in \
+            worker.send("t.wait_for_itself").get(timeout=RESULT_TIMEOUT)
+        wait_until(lambda: len(worker.pool_info().get("processes", [])) == 2, 30,
+                   "back to two children")
+        assert worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
+        assert "retires: its lent slot was given back" in worker.output()  # they existed
+        del parents
+    finally:
+        worker.stop()
 
 
 def test_a_subtask_the_consumer_cannot_prefetch_is_waited_for_until_the_timeout(
@@ -317,6 +331,7 @@ def test_a_subtask_the_consumer_cannot_prefetch_is_waited_for_until_the_timeout(
         late = worker.send("t.parent_late", 4, 2)
         wait_until(late.ready, RESULT_TIMEOUT, "the acks-late parent's timeout")
         assert type(late.result).__name__ == "TimeoutError", late.result
+        del late  # now: collected after stop(), it would reconnect to unsubscribe
     finally:
         worker.stop()
 
