@@ -38,6 +38,9 @@ DONE = "done"
 #: worker -> supervisor: ("note", call_id, data): the running pushed call tells its
 #: sender something (:class:`~pprunner.jobs.Noted`); ``data`` must pickle
 NOTE = "note"
+#: worker -> supervisor: ("waiting", bool): the job this worker runs started (True) or
+#: stopped (False) blocking on work other workers do (``WorkerContext.lend_slot``)
+WAITING = "waiting"
 #: supervisor -> worker: ("retire",): finish the current invocation, then exit
 RETIRE = "retire"
 #: supervisor -> worker: ("run", call): run this :class:`~pprunner.jobs.Call` (push mode)

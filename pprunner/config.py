@@ -193,6 +193,10 @@ class Config:
     crash_loop_period: float = _setting(
         60.0, _number(float, 0, strict=True),
         "stop (exit 7) when no worker could be kept booted for this long")
+    max_lent_slots: int | None = _setting(
+        None, _optional(_number(int, 0)), "at most this many extra workers run while workers "
+        "wait inside lend_slot() (a result.get() in a Celery task); default: as many as "
+        "processes; 0: no lending")
     wait_strategy: str = _setting(
         "nested", _text, "what a worker does while its task waits for others: nested or poll")
     max_wait_depth: int = _setting(

@@ -45,6 +45,7 @@ from .jobs import (
     RemoteError,
     Started,
     TimedOut,
+    Waiting,
 )
 from .pool import Child, Kill
 from .spawn import describe_exit
@@ -73,13 +74,18 @@ class Dispatcher:
         event; ``"loop"`` leaves it to the host, which waits on :meth:`fileno`
         and calls :meth:`drain`; ``"supervisor"`` calls each callback at once in
         the supervisor's loop thread (quick callbacks only).
+    :param report_waits: also deliver :class:`~pprunner.jobs.Waiting` events, when a
+        call's worker starts and stops lending its slot (a host that keeps its own
+        count of free slots, as Celery's consumer does, lends it too).
     """
 
-    def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread") -> None:
+    def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread", *,
+                 report_waits: bool = False) -> None:
         if deliver not in ("thread", "loop", "supervisor"):
             raise ValueError(f"deliver must be 'thread', 'loop' or 'supervisor', "
                              f"not {deliver!r}")
         self._deliver_at_once = deliver == "supervisor"
+        self._report_waits = report_waits
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         #: how many queued calls are meant for one worker (``Call.runner_id``), and the
@@ -268,12 +274,21 @@ class Dispatcher:
         return None
 
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        """A worker's ``note`` about its call, or its ``done``: the call returned or raised."""
+        """A worker's ``done``: the call it was handed returned or raised; its ``note``
+        about the call; or its ``waiting``: the call blocks, or stops blocking, in
+        ``lend_slot()``."""
         if message[0] == channel.NOTE:
             _, call_id, data = message
             noted = self._by_id.get(call_id)
             if noted is not None:
                 self._emit(noted, Noted(noted.call, data, child.info.pid or 0))
+            return
+        if message[0] == channel.WAITING:
+            if self._report_waits and child.call is not None:
+                with self._lock:
+                    job = self._by_id.get(child.call.id)
+                if job is not None:
+                    self._emit(job, Waiting(job.call, child.info.pid or 0, bool(message[1])))
             return
         _, call_id, returned, value, peak = message
         child.call = None

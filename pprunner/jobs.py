@@ -110,6 +110,18 @@ class Started:
 
 
 @attrs.frozen
+class Waiting:
+    """The call's worker started (``waiting``) or stopped blocking on work other
+    workers do (``WorkerContext.lend_slot``); while it waits, the supervisor runs
+    another worker in its place. Only sent to hosts that asked for it
+    (``Dispatcher(report_waits=True)``), between :class:`Started` and the ending."""
+
+    call: Call
+    pid: int
+    waiting: bool
+
+
+@attrs.frozen
 class Finished:
     """The call returned ``value``."""
 
@@ -187,4 +199,4 @@ class Runnable:
 #: every ending a sender can hear, after :class:`Started` (or instead of it: Cancelled,
 #: and Failed for a call that cannot be pickled onto a worker's pipe, with ``pid`` 0)
 Ending = Finished | Failed | Lost | TimedOut | Cancelled
-Event = Started | Noted | Ending
+Event = Started | Noted | Waiting | Ending

@@ -102,6 +102,8 @@ class Child:
     #: push mode: the call it was handed (a worker holds at most one)
     call: Call | None = None
     peak_memory: int = 0
+    #: its job blocks in ``lend_slot()``: the supervisor runs another worker meanwhile
+    waiting: bool = False
     retirement: Retirement | None = None
     kill: Kill | None = None
     _ready: channel.Readiness | None = None
@@ -127,11 +129,20 @@ class Child:
         """Ready for a pushed call: serving, holding none, not retiring at a limit or at once."""
         retirement = self.retirement
         return (self.phase is Phase.SERVING and self.call is None and self.kill is None
+                and not self.waiting
                 and (retirement is None or not (retirement.at_limit or retirement.at_once)))
+
+    @property
+    def holds_slot(self) -> bool:
+        """It counts towards the pool's size: alive and not on its way out for good (a
+        worker being replaced shares its slot with its replacement)."""
+        retirement = self.retirement
+        return (self.phase in (Phase.BOOTING, Phase.SERVING)
+                and (retirement is None or retirement.replace))
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
-        calls (``note``, ``done``), which are the feed's to handle."""
+        calls (``done``, ``note``, ``waiting``), which are the feed's to handle."""
         results = []
         try:
             while self._readiness().wait():
@@ -143,6 +154,9 @@ class Child:
                     if message is None:
                         continue
                 if message[0] in (channel.DONE, channel.NOTE):
+                    results.append(message)
+                elif message[0] == channel.WAITING:
+                    self.waiting = bool(message[1])
                     results.append(message)
                 else:
                     self._handle(message)

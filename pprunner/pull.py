@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import runtime
+from . import channel, runtime
 from .backend import Backend
 from .errors import BackendError, ConfigError, PprunnerError
 from .invocation import ErrorInfo, Invocation, RunnerInfo
@@ -84,6 +84,8 @@ class BackendFeed:
         self._upkeep()
 
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
+        if message[0] == channel.WAITING:
+            return  # the supervisor lends the slot; nobody else needs to know
         logger.warning("%s sent %r, which only push mode uses", child.who, message[0])
 
     def hand_out(self, children: Iterable[Child]) -> None:

@@ -428,6 +428,7 @@ class Supervisor:
                 self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
                 self._stop_requested = True
                 continue
+            self._take_back_lent()
             self._recycle()
             self._respawn()
             self.feed.hand_out(self.workers.values())
@@ -447,7 +448,7 @@ class Supervisor:
         now = time.monotonic()
         tick = min(self.config.heartbeat_interval, self.feed.tick or float("inf"))
         moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
-        if len(self.workers) < self.processes:
+        if len(self.workers) < self._target():
             moments.append(self.crash_loop.next_spawn)
         soonest = min((m for m in moments if m is not None), default=now + tick)
         return max(0.0, min(tick, soonest - now))
@@ -547,11 +548,43 @@ class Supervisor:
                 "pid": os.getpid(), "supervisor": self.id, "processes": self.processes,
                 "booted": booted, "ready": booted >= self.processes})
 
+    @property
+    def max_lent_slots(self) -> int:
+        """How many workers may run beyond ``processes`` while others wait."""
+        bound = self.config.max_lent_slots
+        return self.processes if bound is None else bound
+
+    def _target(self) -> int:
+        """How many workers should hold a slot: ``processes``, plus one for each
+        worker whose job waits in ``lend_slot()``, up to ``max_lent_slots``."""
+        waiting = sum(c.waiting for c in self.workers.values())
+        return self.processes + min(waiting, self.max_lent_slots)
+
     def _respawn(self) -> None:
+        """Start workers until as many hold a slot as the target, in the lowest free
+        slots (a worker being replaced shares its slot with its replacement)."""
+        target = self._target()
         used = {c.info.slot for c in self.workers.values()}
-        for slot in range(1, self.processes + 1):
-            if slot not in used and self.crash_loop.may_spawn():
+        held = len({c.info.slot for c in self.workers.values() if c.holds_slot})
+        slot = 0
+        while held < target and self.crash_loop.may_spawn():
+            slot += 1
+            if slot not in used:
                 self._spawn(slot)
+                held += 1
+
+    def _take_back_lent(self) -> None:
+        """Waits ended: retire the workers beyond the target, without replacement, as a
+        scale-down does (each finishes its job first; idle ones go first). A waiting
+        worker is never one of them."""
+        keep = [c for c in self.workers.values() if c.holds_slot]
+        excess = len({c.info.slot for c in keep}) - self._target()
+        if excess <= 0:
+            return
+        spare = sorted((c for c in keep if c.retirement is None and not c.waiting),
+                       key=lambda c: (bool(c.running) or c.call is not None, -c.info.slot))
+        for child in spare[:excess]:
+            child.retirement = Retirement("its lent slot was given back", replace=False)
 
     def _reap(self, candidates: Iterable[Child] | None = None) -> None:
         """Handle every worker (of ``candidates``: those whose sentinel fired) that has

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -96,6 +96,11 @@ class WorkerContext:
     #: asks for this process to be replaced once the current job ends (set by the Worker)
     _replace: Callable[[str], None] = attrs.field(default=lambda reason: None, repr=False,
                                                   init=False)
+    #: tells the supervisor the job starts (True) or stops (False) waiting (set by the Worker)
+    _waiting: Callable[[bool], None] = attrs.field(default=lambda waiting: None, repr=False,
+                                                   init=False)
+    #: how many ``lend_slot()`` blocks are open (only the outermost one reports)
+    _lending: int = attrs.field(default=0, repr=False, init=False)
 
     @property
     def job(self) -> Invocation | Call | None:
@@ -141,6 +146,32 @@ class WorkerContext:
         if not isinstance(outermost, Call) or self.channel is None:
             raise PprunnerError("note() is for a pushed call running in a worker process")
         self.channel.send(channel.NOTE, outermost.id, data)
+
+    @contextlib.contextmanager
+    def lend_slot(self) -> Iterator[None]:
+        """Around a blocking wait for work other workers do: while the block runs,
+        this worker's slot is lent, so a pool whose every worker waits cannot
+        deadlock on the work they wait for.
+
+        In a worker process it tells the supervisor, which starts one more worker
+        for as long as the wait lasts (at most ``max_lent_slots`` beyond
+        ``processes``; past that bound the wait just blocks) and retires one when
+        it ends, so the pool keeps ``processes`` workers running jobs. The job
+        keeps its own limits meanwhile (its hard time limit goes on running).
+        Nested blocks lend once. Inline (no supervisor) it does nothing::
+
+            with pprunner.current_context().lend_slot():
+                value = host_result.get(timeout=60)
+        """
+        self._lending += 1
+        if self._lending == 1:
+            self._waiting(True)
+        try:
+            yield
+        finally:
+            self._lending -= 1
+            if self._lending == 0:
+                self._waiting(False)
 
     def wait_for(self, invocation_ids: Sequence[str], timeout: float | None,
                  strategy: str | None = None) -> list[Invocation]:
@@ -443,6 +474,11 @@ class Worker:
     def __attrs_post_init__(self) -> None:
         self.context.run_nested = self.execute
         self.context._replace = self._replace_after_job
+        self.context._waiting = self._report_waiting
+
+    def _report_waiting(self, waiting: bool) -> None:
+        if self.supervision is not None:
+            self.supervision.channel.send(channel.WAITING, waiting)
 
     def _replace_after_job(self, reason: str) -> None:
         if self.supervision is not None:

@@ -81,6 +81,23 @@ def wait_for(path: str, timeout: float = 30.0) -> None:
         time.sleep(0.005)
 
 
+def wait_lending(path: str, timeout: float = 30.0, lend: bool = True) -> int:
+    """Wait for a marker file only another call writes, lending this worker's slot
+    meanwhile (or not); returns this worker's pid."""
+    import pprunner
+
+    context = pprunner.current_context()
+    assert context is not None
+    with context.lend_slot() if lend else contextlib.nullcontext():
+        wait_for(path, timeout)
+    return os.getpid()
+
+
+def write_marker(path: str) -> int:
+    Path(path).write_text("written")
+    return os.getpid()
+
+
 def hold(markers: str, name: str, value: Any = None) -> Any:
     """Say ``<name>.started``, wait for ``<name>.release``, return ``value``."""
     Path(markers, f"{name}.started").write_text(str(os.getpid()))

@@ -12,6 +12,7 @@ missing Celery or broker skips with the reason, unless
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,11 @@ class Worker:
             with contextlib.suppress(Exception):
                 close()
         self.app.close()
+        # what Celery and redis-py still hold in reference cycles goes now, not in
+        # whichever later test the collector happens to run in
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def _flush_redis() -> None:
@@ -283,6 +290,50 @@ def test_pool_restart_replaces_every_child(redis_worker: Worker) -> None:
     wait_until(lambda: not before & set(redis_worker.pool_info().get("processes", [])), 60,
                "every child to be replaced")
     assert redis_worker.send("t.add", 4, 4).get(timeout=RESULT_TIMEOUT) == 8
+
+
+# -- result.get() inside a task: the waiting child lends its slot ----------------------------
+
+
+def test_tasks_that_wait_for_subtasks_lend_their_slots(tmp_path: Path) -> None:
+    """Both children run a parent that waits for a subtask: with prefork this is
+    refused (or, allowed, deadlocks); here each waiting child lends its slot, so
+    the subtasks run in extra children, which retire once the waits are over.
+    (A worker of its own: its results' connections are closed with it.)"""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        tag = f"parents-{uuid.uuid4().hex[:6]}"
+        parents = [worker.send("t.parent", x, tag, 2) for x in (1, 2)]
+        assert [p.get(timeout=RESULT_TIMEOUT) for p in parents] == [2, 4]
+        assert worker.send("t.parent_of_group", 3).get(timeout=RESULT_TIMEOUT) == [0, 2, 4]
+        assert "waits for its own result" in \
+            worker.send("t.wait_for_itself").get(timeout=RESULT_TIMEOUT)
+        wait_until(lambda: len(worker.pool_info().get("processes", [])) == 2, 30,
+                   "back to two children")
+        assert worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
+        assert "retires: its lent slot was given back" in worker.output()  # they existed
+        del parents
+    finally:
+        worker.stop()
+
+
+def test_a_subtask_the_consumer_cannot_prefetch_is_waited_for_until_the_timeout(
+        tmp_path: Path) -> None:
+    """Lending frees a slot in the pool, not in the broker's prefetch window: with
+    -c 1, prefetch multiplier 1 and an acks-late parent (unacknowledged while it
+    runs), the subtask is never fetched and the parent's get() times out. An
+    early-acked parent is acknowledged when it starts, so its subtask is fetched."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "--prefetch-multiplier", "1", concurrency=1)
+    try:
+        assert worker.send("t.parent", 3).get(timeout=RESULT_TIMEOUT) == 6
+        late = worker.send("t.parent_late", 4, 2)
+        wait_until(late.ready, RESULT_TIMEOUT, "the acks-late parent's timeout")
+        assert type(late.result).__name__ == "TimeoutError", late.result
+        del late  # now: collected after stop(), it would reconnect to unsubscribe
+    finally:
+        worker.stop()
 
 
 # -- RabbitMQ, the worker_pool setting, worker-wide limits, recycling ------------------------
@@ -452,3 +503,30 @@ def test_a_task_that_ran_past_its_soft_limit_gets_the_warning_even_if_it_ended_f
     job.cancel_soft_warning = lambda: None  # the parent's timer, not fired yet
     job.notify(Finished(job.call, (0, "caught it", 0.5012), 42))
     assert seen == [(True, 0.5)]
+
+
+def test_the_consumers_slots_follow_the_waiting_tasks_up_to_the_bound() -> None:
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore
+
+    app = Celery("lend", set_as_current=False)
+    app.conf.pprunner_max_lent_slots = 1
+    slots = LaxBoundedSemaphore(2)
+    pool = TaskPool(2, app=app, semaphore=slots, threads=False)
+    pool._slots = slots
+    ran: list[int] = []
+    for i in range(3):
+        slots.acquire(ran.append, i)
+    assert ran == [0, 1]  # the third task waits for a slot
+    pool._lend(+1)
+    assert ran == [0, 1, 2]  # a waiting task lent its slot
+    pool._lend(+1)
+    assert slots.initial_value == 3  # the second wait is past the bound: nothing lent
+    pool._lend(-1)
+    assert slots.initial_value == 3  # one task still waits
+    pool._lend(-1)
+    assert (slots.initial_value, slots.value, pool._owed) == (2, 0, 1)
+    pool._ended(Job(1, Call(print)))  # three ran in two slots: the first end repays
+    assert slots.value == 0
+    pool._ended(Job(2, Call(print)))
+    assert slots.value == 1
+    app.close()

@@ -389,3 +389,40 @@ def test_a_host_waiting_for_workers_that_cannot_boot_hears_why() -> None:
     finally:
         supervisor.stop(timeout=30)
     assert "ValueError: no database" in (supervisor.failure or "")
+
+
+def test_a_call_that_lends_its_slot_lets_the_call_it_waits_for_run() -> None:
+    """One worker: the first call waits inside lend_slot() for a marker only the second
+    call writes. The supervisor runs a second worker while it waits, and retires it
+    once the wait is over; without lending the second call would never start."""
+    from tests import executor_calls
+
+    with Collector(processes=1) as pool:
+        assert pool.supervisor.wait_until_ready(timeout=60)
+        first_pid = next(iter(pool.supervisor.workers.values())).info.pid
+        marker = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"lend-{os.getpid()}-"
+                              f"{time.monotonic_ns()}")
+        waiter = pool.submit(Call(executor_calls.wait_lending, (marker,)))
+        wait_until(lambda: len(pool.supervisor.workers) == 2, 60, "a worker in the lent slot")
+        writer = pool.submit(Call(executor_calls.write_marker, (marker,)))
+        waited, wrote = pool.ending(waiter), pool.ending(writer)
+        assert isinstance(waited, Finished) and isinstance(wrote, Finished), (waited, wrote)
+        assert waited.value == first_pid and wrote.value != first_pid
+        wait_until(lambda: [c.info.pid for c in pool.supervisor.workers.values()]
+                   == [first_pid], 30, "the lent slot's worker to retire")
+        os.unlink(marker)
+
+
+def test_without_lending_the_waiting_call_keeps_the_only_slot() -> None:
+    from tests import executor_calls
+
+    with Collector(processes=1, max_lent_slots=0) as pool:
+        marker = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"nolend-{os.getpid()}-"
+                              f"{time.monotonic_ns()}")
+        waiter = pool.submit(Call(executor_calls.wait_lending, (marker, 1.0)))
+        writer = pool.submit(Call(executor_calls.write_marker, (marker,)))
+        waited = pool.ending(waiter)
+        assert isinstance(waited, Failed) and waited.error.type == "TimeoutError"
+        assert isinstance(pool.ending(writer), Finished)  # only once the slot was free
+        assert len(pool.supervisor.workers) == 1
+        os.unlink(marker)

@@ -10,6 +10,7 @@ fell back to ``fork`` for an app built at run time.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -75,6 +76,55 @@ def boot(app: Any, hostname: str, spawned: bool) -> None:
     _app = app.load() if isinstance(app, AppRef) else app
     _hostname = hostname
     process_initializer(_app, hostname)
+    allow_joins()
+
+
+#: the blocking waits of Celery's result classes (``GroupResult`` inherits
+#: ``ResultSet``'s; ``AsyncResult.wait`` is an alias of ``get``, ``collect`` calls it)
+WAITS = {"AsyncResult": ("get", "wait"), "ResultSet": ("get", "join", "join_native")}
+
+
+def allow_joins() -> None:
+    """Let tasks in this child wait for other tasks' results (Celery's
+    ``process_initializer`` forbids it, as prefork must), and make each such
+    wait lend this child's slot (:meth:`pprunner.WorkerContext.lend_slot`), so
+    the pool runs another child meanwhile. Installed once per child."""
+    from celery import _state, result
+
+    _state._set_task_join_will_block(False)
+    for class_name, methods in WAITS.items():
+        cls = getattr(result, class_name)
+        for name in methods:
+            wait = cls.__dict__[name]
+            if not getattr(wait, "lends_slot", False):
+                setattr(cls, name, _lending(wait))
+
+
+def _lending(wait: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(wait)
+    def lending_wait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        context = pprunner.current_context()
+        if context is None or context.job is None:  # not inside a task of this child
+            return wait(self, *args, **kwargs)
+        _refuse_waiting_for_itself(self)
+        with context.lend_slot():
+            return wait(self, *args, **kwargs)
+
+    lending_wait.lends_slot = True  # type: ignore[attr-defined]
+    return lending_wait
+
+
+def _refuse_waiting_for_itself(results: Any) -> None:
+    """A task that waits for its own result would wait forever: it raises instead.
+    (Longer cycles, A waiting for B waiting for A, are not detected: they end
+    with the wait's timeout.)"""
+    from celery import current_task
+
+    own = getattr(getattr(current_task, "request", None), "id", None)
+    ids = {r.id for r in getattr(results, "results", None) or (results,)}
+    if own is not None and own in ids:
+        raise RuntimeError(f"task {current_task.name}[{own}] waits for its own result, "
+                           "which can never be ready")
 
 
 def run_traced(target: Callable[..., Any], task_module: str | None,

@@ -43,6 +43,8 @@ class Job:
     error_callback: Callback = None
     timeout_callback: Callback = None
     pid: int | None = None
+    #: its child waits in ``result.get()`` (its slot is lent)
+    waiting: bool = False
     #: set by :meth:`terminate` before it started, or by the pool's terminate_job
     terminated_by: int | None = None
     #: cancels the parent-side soft time limit warning

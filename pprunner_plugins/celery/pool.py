@@ -15,8 +15,10 @@ Where it differs from prefork, and why:
   ``-O fair`` is needed and a long task never holds up tasks queued behind it;
 - ``--max-memory-per-child`` is checked after each task, and a replacement is
   started before the old child retires;
-- ``task_join_will_block`` stays True: ``result.get()`` inside a task is
-  refused, as with prefork (slot lending is not built yet).
+- ``task_join_will_block`` is False: ``result.get()`` inside a task is allowed,
+  and while it waits the child lends its slot: the supervisor runs one more
+  child and the consumer may hand the pool one more task, up to
+  ``pprunner_max_lent_slots`` (:meth:`_lend`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from celery.worker import state as worker_state
 
 import pprunner
 from pprunner.dispatch import Dispatcher
-from pprunner.jobs import Call, Event, Started
+from pprunner.jobs import Call, Event, Started, Waiting
 from pprunner.supervisor import Supervisor, SupervisorView
 
 from . import child, settings
@@ -75,7 +77,8 @@ class TaskPool(BasePool):
     #: the consumer holds a task until a child is free (prefork's flow control), so a
     #: task revoked while it waits is never started
     uses_semaphore = True
-    task_join_will_block = True
+    #: joins do not block the pool: a waiting child lends its slot (module docstring)
+    task_join_will_block = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,6 +98,11 @@ class TaskPool(BasePool):
         self._blocking = bool(self.options.get("threads", True))
         self._hub: Any = None
         self._stopping = False
+        #: tasks that wait in a child now, and slots lent to the consumer for them
+        self._waiting = 0
+        self._lent = 0
+        #: slots taken back while every one was in use: the next releases are kept
+        self._owed = 0
 
     # -- starting ------------------------------------------------------------------
 
@@ -102,7 +110,8 @@ class TaskPool(BasePool):
         """Start the supervisor: its children boot with Celery's initializer."""
         self._slots = (LaxBoundedSemaphore(self._target) if self._blocking
                        else self.options.get("semaphore"))
-        self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "loop")
+        self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "loop",
+                                      report_waits=True)
         app, start_method = self._app_for_children()
         config = attrs.evolve(self.config, start_method=start_method)
         initializer = Call(child.boot, (app, self.hostname, start_method != "fork"),
@@ -165,6 +174,11 @@ class TaskPool(BasePool):
         job = self._running.get(event.call.id)
         if job is None:
             return
+        if isinstance(event, Waiting):
+            if job.waiting != event.waiting:
+                job.waiting = event.waiting
+                self._lend(1 if event.waiting else -1)
+            return
         if isinstance(event, Started) and event.call.soft_time_limit:
             job.cancel_soft_warning = self._later(event.call.soft_time_limit,
                                                   job.soft_limit_reached)
@@ -173,8 +187,40 @@ class TaskPool(BasePool):
     def _ended(self, job: Job) -> None:
         with self._lock:
             self._running.pop(job.call.id, None)
-        if self._slots is not None:
+        if job.waiting:  # its child died while it waited
+            job.waiting = False
+            self._lend(-1)
+        if self._owed:
+            self._owed -= 1
+        elif self._slots is not None:
             self._slots.release()
+
+    def _lend(self, change: int) -> None:
+        """A task started (+1) or stopped (-1) waiting in its child. The consumer's
+        count of free slots follows the supervisor's: one more slot per waiting
+        task, up to ``max_lent_slots`` (default ``-c``), so the consumer hands the
+        pool the tasks the waiting ones wait for. Where callbacks run (the hub)."""
+        self._waiting += change
+        bound = self.config.max_lent_slots
+        lent = min(self._waiting, self._target if bound is None else bound)
+        slots = self._slots
+        while slots is not None and self._lent < lent:
+            self._lent += 1
+            if isinstance(slots, LaxBoundedSemaphore):  # billiard's, a blocking consumer
+                slots.grow()
+            else:  # kombu's (the hub): its grow() would free two slots
+                slots.initial_value += 1
+                slots.release()
+        while slots is not None and self._lent > lent:
+            self._lent -= 1
+            if isinstance(slots, LaxBoundedSemaphore):
+                slots._initial_value -= 1
+                taken = slots.acquire(blocking=False)
+            else:
+                slots.initial_value -= 1
+                taken, slots.value = slots.value > 0, max(slots.value - 1, 0)
+            if not taken:  # every slot is in use: the next task to end gives it back
+                self._owed += 1
 
     def _later(self, delay: float, function: Callable[[], None]) -> Callable[[], None]:
         """Run ``function`` after ``delay`` where callbacks run (the hub, else a timer

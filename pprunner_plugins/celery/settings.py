@@ -34,6 +34,8 @@ SETTINGS = {
     "log_level": "level of pprunner's own log lines (default WARNING)",
     "max_tasks_jitter": "add 0..N to --max-tasks-per-child per child, so children do not "
                         "all recycle at once",
+    "max_lent_slots": "at most this many extra children run while tasks wait in "
+                      "result.get() (default: -c; 0: none, such waits just block)",
     "heartbeat_interval": "seconds between supervisor iterations when nothing happens",
 }
 

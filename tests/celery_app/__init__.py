@@ -145,3 +145,43 @@ def ignore_soft_limit(seconds: float) -> str:
         with contextlib.suppress(SoftTimeLimitExceeded):
             time.sleep(max(0.0, deadline - time.monotonic()))
     return "not interrupted"
+
+
+def _meet(tag: str, siblings: int) -> None:
+    """Wait until ``siblings`` tasks tagged ``tag`` have started (so they run at once)."""
+    folder = Path(os.environ[MARKERS_ENV])
+    Path(folder, f"{tag}-{os.getpid()}-{time.monotonic_ns()}").touch()
+    deadline = time.monotonic() + 30
+    while len(list(folder.glob(f"{tag}-*"))) < siblings and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@app.task(name="t.parent")
+def parent(x: int, tag: str = "", siblings: int = 1, timeout: float = 30) -> int:
+    """Waits for a subtask's result inside the task (prefork refuses this)."""
+    if tag:
+        _meet(tag, siblings)
+    result: int = add.delay(x, x).get(timeout=timeout)
+    return result
+
+
+@app.task(name="t.parent_late", acks_late=True)
+def parent_late(x: int, timeout: float) -> int:
+    return parent(x, timeout=timeout)
+
+
+@app.task(name="t.parent_of_group")
+def parent_of_group(n: int) -> list[int]:
+    from celery import group
+
+    results: list[int] = group(add.s(i, i) for i in range(n)).apply_async().get(timeout=30)
+    return results
+
+
+@app.task(name="t.wait_for_itself", bind=True)
+def wait_for_itself(self: Any) -> str:
+    try:
+        self.AsyncResult(self.request.id).get(timeout=5)
+    except RuntimeError as exc:
+        return str(exc)
+    return "waited"
