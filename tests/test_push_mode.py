@@ -216,9 +216,14 @@ def test_calls_wait_in_the_parent_never_in_a_worker(loop: Loop, pool: HostPool) 
     wait_until(lambda: sum(c.idle for c in pool.supervisor.workers.values()) == 2,
                timeout=30, what="two idle workers")
     ids = [loop.send("sleep", 1.0) for _ in range(4)]
-    wait_until(lambda: pool.dispatcher.queued == 2, what="two calls handed out")
-    held = [c.call.id for c in pool.supervisor.workers.values() if c.call is not None]
-    assert len(held) == 2 and pool.dispatcher.outstanding == 4  # one call per worker
+
+    def held() -> list[str]:
+        return [c.call.id for c in pool.supervisor.workers.values() if c.call is not None]
+
+    # the supervisor's thread sets a worker's call just after taking it off the queue
+    wait_until(lambda: len(held()) == 2 and pool.dispatcher.queued == 2,
+               what="two calls handed out, two waiting in the parent")
+    assert pool.dispatcher.outstanding == 4 and len(set(held())) == 2  # one per worker
     assert all(isinstance(e, Finished) for e in loop.run_until_ended(*ids))
 
 
