@@ -530,3 +530,41 @@ def test_the_consumers_slots_follow_the_waiting_tasks_up_to_the_bound() -> None:
     pool._ended(Job(2, Call(print)))
     assert slots.value == 1
     app.close()
+
+
+@pytest.mark.parametrize("consumer", ["hub", "blocking"])
+def test_grow_and_shrink_move_the_consumers_slots_one_for_one(consumer: str) -> None:
+    """kombu's own grow(n) frees 2n slots, billiard's takes no count: the pool
+    adds and removes exactly n, whichever semaphore the consumer gave it."""
+    from billiard.pool import LaxBoundedSemaphore as BilliardSemaphore
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore as KombuSemaphore
+
+    app = Celery("resize", set_as_current=False)
+    slots: Any = KombuSemaphore(2) if consumer == "hub" else BilliardSemaphore(2)
+    pool = TaskPool(2, app=app, semaphore=slots, threads=consumer == "blocking")
+    resized: list[int] = []
+    pool._resize = resized.append  # type: ignore[method-assign]
+    pool._slots = slots
+    free = (lambda: slots.value) if consumer == "hub" else (lambda: slots._value)
+    pool.grow(2)
+    assert (resized, free()) == ([4], 4)
+    pool.shrink(1)
+    assert free() == 3
+    app.close()
+
+
+def test_grow_lets_exactly_n_waiting_tasks_through_the_hubs_slots() -> None:
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore as KombuSemaphore
+
+    app = Celery("resize-waiting", set_as_current=False)
+    slots = KombuSemaphore(1)
+    pool = TaskPool(1, app=app, semaphore=slots, threads=False)
+    pool._resize = lambda processes: None  # type: ignore[method-assign]
+    pool._slots = slots
+    ran: list[int] = []
+    for i in range(3):
+        slots.acquire(ran.append, i)
+    assert ran == [0]
+    pool.grow(1)
+    assert ran == [0, 1] and slots.value == 0  # one more slot: one more task, not two
+    app.close()
