@@ -370,6 +370,46 @@ def test_on_rabbitmq_a_killed_acks_late_task_is_redelivered(amqp_worker: Worker,
 # -- shutting down ----------------------------------------------------------------------
 
 
+def test_cold_shutdown_ends_the_children_at_once(tmp_path: Path) -> None:
+    """SIGQUIT: Celery's cold shutdown does not wait for the running task, and no child
+    outlives the worker."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, concurrency=1)
+    try:
+        pid = started_pid(worker.send("t.sleep", 60))
+        worker.process.send_signal(signal.SIGQUIT)
+        worker.process.wait(timeout=30)  # long before the task's 60 s
+        wait_until(lambda: not psutil.pid_exists(pid)
+                   or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10,
+                   "the child to be gone")
+    finally:
+        worker.stop()
+
+
+def test_max_memory_per_child_recycles_a_child_over_it(tmp_path: Path) -> None:
+    """Celery's KiB: every child is over 1 KiB after a task, so each takes one and is
+    replaced; no task is lost on the way."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "--max-memory-per-child=1", concurrency=1)
+    try:
+        pids = [worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) for _ in range(3)]
+        assert len(set(pids)) == 3, pids
+    finally:
+        worker.stop()
+
+
+def test_autoscale_grows_the_pool_under_load(tmp_path: Path) -> None:
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "--autoscale=3,1", concurrency=1)
+    try:
+        results = [worker.send("t.sleep", 3) for _ in range(3)]
+        pids = {started_pid(r) for r in results}
+        assert len(pids) == 3  # three children ran the three tasks at once
+        assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == ["slept 3"] * 3
+    finally:
+        worker.stop()
+
+
 def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
     _reachable(REDIS, 6379)
     worker = Worker(tmp_path, REDIS, concurrency=1)
@@ -529,4 +569,42 @@ def test_the_consumers_slots_follow_the_waiting_tasks_up_to_the_bound() -> None:
     assert slots.value == 0
     pool._ended(Job(2, Call(print)))
     assert slots.value == 1
+    app.close()
+
+
+@pytest.mark.parametrize("consumer", ["hub", "blocking"])
+def test_grow_and_shrink_move_the_consumers_slots_one_for_one(consumer: str) -> None:
+    """kombu's own grow(n) frees 2n slots, billiard's takes no count: the pool
+    adds and removes exactly n, whichever semaphore the consumer gave it."""
+    from billiard.pool import LaxBoundedSemaphore as BilliardSemaphore
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore as KombuSemaphore
+
+    app = Celery("resize", set_as_current=False)
+    slots: Any = KombuSemaphore(2) if consumer == "hub" else BilliardSemaphore(2)
+    pool = TaskPool(2, app=app, semaphore=slots, threads=consumer == "blocking")
+    resized: list[int] = []
+    pool._resize = resized.append  # type: ignore[method-assign]
+    pool._slots = slots
+    free = (lambda: slots.value) if consumer == "hub" else (lambda: slots._value)
+    pool.grow(2)
+    assert (resized, free()) == ([4], 4)
+    pool.shrink(1)
+    assert free() == 3
+    app.close()
+
+
+def test_grow_lets_exactly_n_waiting_tasks_through_the_hubs_slots() -> None:
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore as KombuSemaphore
+
+    app = Celery("resize-waiting", set_as_current=False)
+    slots = KombuSemaphore(1)
+    pool = TaskPool(1, app=app, semaphore=slots, threads=False)
+    pool._resize = lambda processes: None  # type: ignore[method-assign]
+    pool._slots = slots
+    ran: list[int] = []
+    for i in range(3):
+        slots.acquire(ran.append, i)
+    assert ran == [0]
+    pool.grow(1)
+    assert ran == [0, 1] and slots.value == 0  # one more slot: one more task, not two
     app.close()

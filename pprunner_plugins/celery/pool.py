@@ -203,24 +203,33 @@ class TaskPool(BasePool):
         self._waiting += change
         bound = self.config.max_lent_slots
         lent = min(self._waiting, self._target if bound is None else bound)
-        slots = self._slots
-        while slots is not None and self._lent < lent:
+        while self._slots is not None and self._lent < lent:
             self._lent += 1
-            if isinstance(slots, LaxBoundedSemaphore):  # billiard's, a blocking consumer
-                slots.grow()
-            else:  # kombu's (the hub): its grow() would free two slots
-                slots.initial_value += 1
-                slots.release()
-        while slots is not None and self._lent > lent:
+            self._add_slot()
+        while self._slots is not None and self._lent > lent:
             self._lent -= 1
-            if isinstance(slots, LaxBoundedSemaphore):
-                slots._initial_value -= 1
-                taken = slots.acquire(blocking=False)
-            else:
-                slots.initial_value -= 1
-                taken, slots.value = slots.value > 0, max(slots.value - 1, 0)
-            if not taken:  # every slot is in use: the next task to end gives it back
-                self._owed += 1
+            self._remove_slot()
+
+    def _add_slot(self) -> None:
+        """One more free slot in the consumer's count (``lend``, ``grow``)."""
+        slots = self._slots
+        if isinstance(slots, LaxBoundedSemaphore):  # billiard's, a blocking consumer
+            slots.grow()
+        else:  # kombu's (the hub): its grow(n) adds n and then releases n more
+            slots.initial_value += 1
+            slots.release()
+
+    def _remove_slot(self) -> None:
+        """One slot fewer; when every slot is in use, the next task to end gives it back."""
+        slots = self._slots
+        if isinstance(slots, LaxBoundedSemaphore):
+            slots._initial_value -= 1
+            taken = slots.acquire(blocking=False)
+        else:
+            slots.initial_value -= 1
+            taken, slots.value = slots.value > 0, max(slots.value - 1, 0)
+        if not taken:
+            self._owed += 1
 
     def _later(self, delay: float, function: Callable[[], None]) -> Callable[[], None]:
         """Run ``function`` after ``delay`` where callbacks run (the hub, else a timer
@@ -250,15 +259,15 @@ class TaskPool(BasePool):
 
     def grow(self, n: int = 1) -> None:
         self._resize(self._target + n)
-        if self._slots is not None:
-            self._slots.grow(n)
+        for _ in range(n if self._slots is not None else 0):
+            self._add_slot()
 
     def shrink(self, n: int = 1) -> None:
         if self._target - n < 1:
             raise ValueError(f"Can't shrink pool below 1 process (it has {self._target})")
         self._resize(self._target - n)
-        if self._slots is not None:
-            self._slots.shrink(n)
+        for _ in range(n if self._slots is not None else 0):
+            self._remove_slot()
 
     def _resize(self, processes: int) -> None:
         assert self._supervisor is not None
