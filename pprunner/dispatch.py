@@ -130,7 +130,8 @@ class Dispatcher:
             else:
                 orphan = None
                 job = self._by_id[call.id] = Job(call, notify)
-                behind_others = bool(self._queued)
+                # behind others that all wait for any worker: then no worker is idle
+                behind_others = bool(self._queued) and not self._meant_for_one
                 self._enqueue(job)
         if orphan is not None:
             self._emit(orphan, Cancelled(call, _ORPHANED))
