@@ -65,6 +65,9 @@ class Job:
     call: Call
     notify: Notify
     attempts: int = 0
+    #: waiting in the queue (False once handed out or withdrawn: a withdrawn job stays
+    #: in the deque until it reaches the front, so a cancel costs no scan)
+    queued: bool = False
 
 
 class Dispatcher:
@@ -92,6 +95,8 @@ class Dispatcher:
         #: workers that have exited (a call meant for one of them can never start)
         self._meant_for_one = 0
         self._gone: set[str] = set()
+        #: withdrawn jobs still in the deque (skipped when they reach its front)
+        self._withdrawn = 0
         self._by_id: dict[str, Job] = {}
         self._events: deque[tuple[Notify, Event]] = deque()
         self._ready_read, self._ready_write = os.pipe()
@@ -131,7 +136,7 @@ class Dispatcher:
                 orphan = None
                 job = self._by_id[call.id] = Job(call, notify)
                 # behind others that all wait for any worker: then no worker is idle
-                behind_others = bool(self._queued) and not self._meant_for_one
+                behind_others = self.queued > 0 and not self._meant_for_one
                 self._enqueue(job)
         if orphan is not None:
             self._emit(orphan, Cancelled(call, _ORPHANED))
@@ -149,7 +154,7 @@ class Dispatcher:
         """
         with self._lock:
             job = self._by_id.get(call_id)
-            if job is None or job not in self._queued:
+            if job is None or not job.queued:
                 return False
             self._dequeue(job)
             del self._by_id[call_id]
@@ -165,7 +170,7 @@ class Dispatcher:
         """
         with self._lock:
             job = self._by_id.get(call_id)
-            if job is None or job in self._queued:
+            if job is None or job.queued:
                 return False
             self._kills[call_id] = reason
         self.wake()
@@ -174,7 +179,7 @@ class Dispatcher:
     @property
     def queued(self) -> int:
         """Calls waiting for an idle worker."""
-        return len(self._queued)
+        return len(self._queued) - self._withdrawn
 
     @property
     def outstanding(self) -> int:
@@ -267,10 +272,19 @@ class Dispatcher:
         """The oldest queued job this worker may run (under the lock). With no call
         meant for one worker queued, that is the first: the common case stays O(1)."""
         if not self._meant_for_one:
-            return self._queued.popleft() if self._queued else None
-        for job in self._queued:
-            if job.call.runner_id in (None, runner_id):
-                self._dequeue(job)
+            while self._queued:
+                job = self._queued.popleft()
+                if job.queued:
+                    job.queued = False
+                    return job
+                self._withdrawn -= 1
+            return None
+        for job in self._queued:  # calls meant for one worker: a few, scanned
+            if job.queued and job.call.runner_id in (None, runner_id):
+                self._queued.remove(job)
+                job.queued = False
+                if job.call.runner_id is not None:
+                    self._meant_for_one -= 1
                 return job
         return None
 
@@ -345,9 +359,9 @@ class Dispatcher:
         """No new calls are handed out; queued ones are cancelled."""
         with self._lock:
             self._closed = True
-            cancelled = list(self._queued)
+            cancelled = [job for job in self._queued if job.queued]
             self._queued.clear()
-            self._meant_for_one = 0
+            self._meant_for_one = self._withdrawn = 0
             for job in cancelled:
                 del self._by_id[job.call.id]
         for job in cancelled:
@@ -398,7 +412,7 @@ class Dispatcher:
 
     def _cancel_orphans(self, orphaned: Callable[[str | None], bool], reason: str) -> None:
         with self._lock:
-            orphans = [j for j in self._queued if orphaned(j.call.runner_id)]
+            orphans = [j for j in self._queued if j.queued and orphaned(j.call.runner_id)]
             for job in orphans:
                 self._dequeue(job)
                 del self._by_id[job.call.id]
@@ -415,12 +429,15 @@ class Dispatcher:
             self._queued.appendleft(job)
         else:
             self._queued.append(job)
+        job.queued = True
         if job.call.runner_id is not None:
             self._meant_for_one += 1
 
     def _dequeue(self, job: Job) -> None:
-        """Take a queued job out (under the lock)."""
-        self._queued.remove(job)
+        """Take a queued job out (under the lock): marked, left for the front to skip,
+        so withdrawing many (``shutdown(cancel_futures=True)``) is linear, not quadratic."""
+        job.queued = False
+        self._withdrawn += 1
         if job.call.runner_id is not None:
             self._meant_for_one -= 1
 

@@ -431,3 +431,26 @@ def test_without_lending_the_waiting_call_keeps_the_only_slot() -> None:
         assert isinstance(pool.ending(writer), Finished)  # only once the slot was free
         assert len(pool.supervisor.workers) == 1
         os.unlink(marker)
+
+
+def test_withdrawn_calls_leave_the_queue_and_never_run() -> None:
+    dispatcher = Dispatcher(deliver="thread")
+    events: dict[str, list[Event]] = {}
+    config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING"})])
+    supervisor = Supervisor(dispatcher=dispatcher, processes=1, config=config).start()
+    busy = Call(time.sleep, (0.5,))
+    waiting = [Call(time.time) for _ in range(500)]
+    try:
+        dispatcher.submit(busy, lambda e: events.setdefault(e.call.id, []).append(e))
+        wait_until(lambda: busy.id in events, what="the worker to be busy")
+        for call in waiting:
+            dispatcher.submit(call, lambda e: events.setdefault(e.call.id, []).append(e))
+        assert all(dispatcher.cancel(call.id) for call in waiting[:-1])
+        assert not dispatcher.cancel(waiting[0].id)  # already withdrawn
+        assert dispatcher.queued == 1 and dispatcher.outstanding == 2
+        wait_until(lambda: any(isinstance(e, Finished) for e in events.get(waiting[-1].id, [])),
+                   what="the one call left to run")
+    finally:
+        supervisor.stop(timeout=30)
+        dispatcher.shutdown()
+    assert not any(call.id in events for call in waiting[:-1])  # no event, never run
