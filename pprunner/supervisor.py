@@ -42,7 +42,7 @@ from .backend import Backend
 from .config import Config
 from .control import ControlSocket
 from .dispatch import Dispatcher
-from .errors import BackendError, ConfigError
+from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, RunnerInfo, RunnerKind
 from .jobs import Call
@@ -64,6 +64,8 @@ from .worker import guard_helper_process
 
 logger = logging.getLogger("pprunner.supervisor")
 
+#: at most this many seconds between a stopping host's ``while_stopping`` calls
+STOP_TICK = 0.5
 #: seconds a straggler gets between SIGTERM (hand back your invocation) and SIGKILL
 TERMINATE_GRACE = 5.0
 #: what the loop's selector says woke it: the wake-up pipe or the control socket, a
@@ -191,6 +193,12 @@ class Supervisor:
         #: the backend was unreachable when stopping: nothing more is asked of it
         self._backend_lost = False
         self._thread: threading.Thread | None = None
+        #: hosted (``start(hosted=True)``): the thread whose event loop drives it
+        self._host_thread: int | None = None
+        #: a pass of the loop is under way (a hosted submit then only wakes it)
+        self._in_pass = False
+        self._while_stopping: Callable[[], None] | None = None
+        self._next_beat = 0.0
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
         self.stop_event: StopFlag | None = None
         self.runner_cache: Any = None
@@ -247,21 +255,80 @@ class Supervisor:
                 signal.signal(sig, old)
         return self.exit_code
 
-    def start(self) -> Supervisor:
-        """Boot the workers and supervise them from a background thread."""
+    def start(self, *, hosted: bool = False) -> Supervisor:
+        """Boot the workers and supervise them from a background thread.
+
+        ``hosted=True``: no thread; the caller's own event loop drives the
+        supervisor. It watches :meth:`fileno` and calls :meth:`turn` when that
+        is readable and when the delay ``turn`` returned has passed. Every
+        event is then seen in the host's thread, and a call submitted there is
+        handed to an idle worker before ``submit`` returns: a host whose
+        callbacks run on its loop (Celery's) pays no hand-off between threads
+        per call. A dispatcher with ``deliver="supervisor"`` calls them there.
+        """
+        if hosted and not hasattr(self._selector, "fileno"):
+            raise PprunnerError(f"a hosted supervisor needs a selector with a file descriptor "
+                                f"(epoll, kqueue, devpoll); this platform's is "
+                                f"{type(self._selector).__name__}")
         self._boot()
+        if hosted:
+            self._host_thread = threading.get_ident()
+            return self
         self._thread = threading.Thread(target=self._supervise, name="pprunner-supervisor",
                                         daemon=True)
         self._thread.start()
         return self
 
-    def stop(self, *, immediate: bool = False, timeout: float | None = None) -> ExitCode:
-        """Ask for a stop (graceful unless ``immediate``) and wait until it is done."""
+    def stop(self, *, immediate: bool = False, timeout: float | None = None,
+             while_stopping: Callable[[], None] | None = None) -> ExitCode:
+        """Ask for a stop (graceful unless ``immediate``) and wait until it is done
+        (or ``timeout`` passed; hosted, it is always done).
+
+        :param while_stopping: called about every :data:`STOP_TICK` seconds while
+            the stop waits for busy workers: a host keeps its own timers (broker
+            heartbeats) going. Hosted, the stop runs in this thread, and the
+            last events are delivered here.
+        """
         self._immediate = self._immediate or immediate
+        if self._host_thread is not None:
+            self._while_stopping = while_stopping
+            self._stop_requested = True
+            while self.turn() is not None:  # the pass that sees the stop carries it out
+                pass
+            return self.exit_code
         self.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if while_stopping is None:
+                self._thread.join(left)
+                break
+            self._thread.join(STOP_TICK if left is None else min(left, STOP_TICK))
+            while_stopping()
         return self.exit_code
+
+    def fileno(self) -> int:
+        """Hosted: readable when the supervisor has something to do (a worker
+        reported or exited, a command or signal came); then call :meth:`turn`."""
+        return self._selector.fileno()
+
+    def turn(self) -> float | None:
+        """Hosted: one pass of the supervisor's loop, without waiting. Returns the
+        seconds within which to call it again (heartbeats, deadlines, respawns),
+        or None once the supervisor has stopped (asked to, or by itself: see
+        :attr:`failure`); its file descriptor is closed then."""
+        if self._in_pass:
+            raise PprunnerError("Supervisor.turn() was called from inside a turn")
+        if self._ended:
+            return None
+        self._in_pass = True
+        try:
+            going = self._guarded(lambda: self._pass(0.0))
+        finally:
+            self._in_pass = False
+        return self._next_tick() if going else None
 
     def scale_to(self, processes: int) -> None:
         """Grow or shrink the pool while it runs; shrinking retires workers gracefully.
@@ -287,6 +354,8 @@ class Supervisor:
     def running(self) -> bool:
         """Whether the loop started by :meth:`start` still runs: False once a stop
         is done, or once it stopped by itself (see :attr:`failure`)."""
+        if self._host_thread is not None:
+            return not self._ended
         return self._thread is not None and self._thread.is_alive()
 
     def request_stop(self) -> None:
@@ -323,7 +392,7 @@ class Supervisor:
     # -- boot ----------------------------------------------------------------------
 
     def _boot(self) -> None:
-        self.feed.boot(self.processes, self._stopping, self._wake, self.plugins)
+        self.feed.boot(self.processes, self._stopping, self._work_came, self.plugins)
         try:
             self._start_helpers()
             for slot in range(1, self.processes + 1):
@@ -386,52 +455,71 @@ class Supervisor:
     # -- the loop ------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        try:
-            self._loop()
-            self.plugins.hook.pprunner_supervisor_stopping(supervisor=self.view)
-            self._shutdown()
-            if self.exit_code == ExitCode.CRASH_LOOP:  # the last line says why it stopped
-                logger.error("no worker could be kept running for %.0f s; the last one died "
-                             "before booting: %s", self.config.crash_loop_period,
-                             self.crash_loop.cause)
-        except BaseException as exc:
-            if isinstance(exc, BackendError) and self._stopping():
-                self._stop_without_backend(exc)  # it stopped waiting as a stop was asked
-                return
-            self.exit_code = ExitCode.INTERNAL_ERROR
-            self._shutdown(immediate=True)
-            raise
-        finally:
-            self._close()
-            self._ended = True
-            self._ready.set()  # a host waiting for workers that never came hears it
+        """The loop thread (``run``, ``start``): passes until a stop, then the stop."""
+        self._guarded(self._loop)
 
-    def _loop(self) -> None:
-        next_beat = 0.0
-        while True:
-            # workers' reports wake the loop often; heartbeats keep their own pace
-            if time.monotonic() >= next_beat:
-                self._heartbeat()
-                next_beat = time.monotonic() + self.config.heartbeat_interval
-            if self._stop_requested:
-                return
-            if self._drained():
-                self._stop_requested = True
-                return
-            self._wait(self._next_tick())
-            self._enforce_limits()
-            self._reap(self._exited)
-            if self._stop_requested:
-                continue
-            if self.crash_loop.given_up():
-                self.exit_code = ExitCode.CRASH_LOOP
-                self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
-                self._stop_requested = True
-                continue
-            self._take_back_lent()
-            self._recycle()
-            self._respawn()
-            self.feed.hand_out(self.workers.values())
+    def _loop(self) -> bool:
+        while self._pass(self._next_tick()):
+            pass
+        return False
+
+    def _guarded(self, passes: Callable[[], bool]) -> bool:
+        """Run ``passes`` (the loop, or a hosted turn's one pass); once it returns
+        False the supervisor stops its workers and closes; if it raises, it kills
+        them first. Returns whether the supervisor goes on."""
+        going = False
+        try:
+            going = passes()
+            if not going:
+                self._stop_workers()
+        except BaseException as exc:
+            if not (isinstance(exc, BackendError) and self._stopping()):
+                self.exit_code = ExitCode.INTERNAL_ERROR
+                self._shutdown(immediate=True)
+                raise
+            self._stop_without_backend(exc)  # it stopped waiting as a stop was asked
+        finally:
+            if not going:
+                self._close()
+                self._ended = True
+                self._ready.set()  # a host waiting for workers that never came hears it
+        return going
+
+    def _stop_workers(self) -> None:
+        self.plugins.hook.pprunner_supervisor_stopping(supervisor=self.view)
+        self._shutdown()
+        if self.exit_code == ExitCode.CRASH_LOOP:  # the last line says why it stopped
+            logger.error("no worker could be kept running for %.0f s; the last one died "
+                         "before booting: %s", self.config.crash_loop_period,
+                         self.crash_loop.cause)
+
+    def _pass(self, timeout: float) -> bool:
+        """One pass of the loop: heartbeat when due, wait up to ``timeout`` for what
+        wakes it, then act on it. False when the supervisor should stop."""
+        # workers' reports wake the loop often; heartbeats keep their own pace
+        if time.monotonic() >= self._next_beat:
+            self._heartbeat()
+            self._next_beat = time.monotonic() + self.config.heartbeat_interval
+        if self._stop_requested:
+            return False
+        if self._drained():
+            self._stop_requested = True
+            return False
+        self._wait(timeout)
+        self._enforce_limits()
+        self._reap(self._exited)
+        if self._stop_requested:
+            return True  # the next pass stops, after a heartbeat if one is due
+        if self.crash_loop.given_up():
+            self.exit_code = ExitCode.CRASH_LOOP
+            self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
+            self._stop_requested = True
+            return True
+        self._take_back_lent()
+        self._recycle()
+        self._respawn()
+        self.feed.hand_out(self.workers.values())
+        return True
 
     def _drained(self) -> bool:
         """Burst mode: the queue is drained, and every worker has booted.
@@ -688,6 +776,20 @@ class Supervisor:
         self._commands.append(command)
         self._wake()
 
+    def _work_came(self) -> None:
+        """The feed has work (a call submitted, a kill asked for). Hosted, in the
+        host's thread between passes, it is handed out here and now: no wake-up
+        and no second pass per call; anywhere else the loop is woken."""
+        if (self._host_thread != threading.get_ident() or self._in_pass
+                or self._stop_requested or self._ended):
+            self._wake()
+            return
+        self._in_pass = True  # a call submitted by a callback of this hand-out wakes it
+        try:
+            self.feed.hand_out(self.workers.values())
+        finally:
+            self._in_pass = False
+
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe is already awake; closed: stopped
             os.write(self._wakeup_write, b"\0")
@@ -812,6 +914,9 @@ class Supervisor:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
+            if self._while_stopping is not None:
+                self._while_stopping()
+                left = STOP_TICK if left is None else min(left, STOP_TICK)
             self._wait(left)
             self._reap(self._exited)
             if self._immediate and deadline is not None:

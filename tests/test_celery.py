@@ -74,7 +74,8 @@ class Worker:
     """A ``celery worker`` subprocess in its own process group, always reaped."""
 
     def __init__(self, tmp: Path, broker: str, *options: str, pool_setting: bool = False,
-                 concurrency: int = 2, ready: bool = True, **env: str) -> None:
+                 pool_alias: bool = False, concurrency: int = 2, ready: bool = True,
+                 **env: str) -> None:
         self.name = f"pprunner-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         self.queue = f"pprunner-tests-{uuid.uuid4().hex[:8]}"
         self.markers = tmp / "markers"
@@ -86,7 +87,9 @@ class Worker:
                celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers),
                **env}
         pool = ["--pool", "custom"]
-        if pool_setting:
+        if pool_alias:  # registered by pprunner's celery.commands entry point
+            pool = ["--pool", "pprunner"]
+        elif pool_setting:
             env[celery_app.POOL_SETTING_ENV] = "1"
             pool = []
         else:
@@ -149,9 +152,9 @@ def _flush_redis() -> None:
 
 @pytest.fixture(scope="module")
 def redis_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """One worker for the module: ``--pool custom``, two children, Redis broker."""
+    """One worker for the module: ``--pool pprunner``, two children, Redis broker."""
     _reachable(REDIS, 6379)
-    worker = Worker(tmp_path_factory.mktemp("celery-redis"), REDIS)
+    worker = Worker(tmp_path_factory.mktemp("celery-redis"), REDIS, pool_alias=True)
     yield worker
     worker.stop()
     _flush_redis()
@@ -184,6 +187,7 @@ def test_results_come_back_through_the_pprunner_pool(redis_worker: Worker) -> No
     info = redis_worker.pool_info()
     assert info["implementation"] == "pprunner_plugins.celery.pool:TaskPool"
     assert info["pprunner"]["start-method"] == "spawn"
+    assert info["pprunner"]["delivery"] == "hosted"  # on Celery's event loop
 
 
 def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:
@@ -424,6 +428,33 @@ def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_a_blocking_consumer_is_served_by_the_dispatcher_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's filesystem transport has no event loop (Celery consumes it with its
+    blocking loop): results, a child killed under a task, and a warm shutdown that
+    lets the running task finish, as on Redis and RabbitMQ."""
+    _reachable(REDIS, 6379)
+    folder = tmp_path / "broker"
+    (folder / "control").mkdir(parents=True)
+    monkeypatch.setenv(celery_app.FOLDER_ENV, str(folder))  # for this process's app too
+    worker = Worker(tmp_path, "filesystem://")
+    try:
+        assert worker.pool_info()["pprunner"]["delivery"] == "thread"
+        results = [worker.send("t.add", i, i) for i in range(10)]
+        assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [2 * i for i in range(10)]
+        lost = worker.send("t.sleep_unless_marked", str(tmp_path / "m"), 30)
+        os.kill(started_pid(lost), signal.SIGKILL)
+        wait_until(lost.ready, RESULT_TIMEOUT, "the lost task's failure")
+        assert str(lost.result).startswith("Worker exited prematurely: signal 9 (SIGKILL)")
+        running = worker.send("t.sleep", 2)
+        started_pid(running)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=60) == 0, worker.output()
+        assert running.get(timeout=RESULT_TIMEOUT) == "slept 2"
+    finally:
+        worker.stop()
+
+
 def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path) -> None:
     _reachable(REDIS, 6379)
     worker = Worker(tmp_path, REDIS, ready=False, **{celery_app.FAIL_INIT_ENV: "1",
@@ -439,6 +470,34 @@ def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path
 
 
 # -- the parts, without a broker -------------------------------------------------------------
+
+
+def test_celery_pprunner_shows_the_settings_a_worker_of_this_app_uses() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PPRUNNER_START_METHOD": "forkserver"}
+    shown = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.celery_app",
+                            "pprunner"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "pool: celery -A tests.celery_app worker --pool pprunner" in shown.stdout
+    assert "pprunner_start_method = 'forkserver'" in shown.stdout
+    bad = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.celery_app",
+                          "pprunner"], cwd=REPO, env={**env, "PPRUNNER_BOOT_TIMEOUT": "-1"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("pprunner: setting 'boot_timeout' from environment "
+                                  "PPRUNNER_BOOT_TIMEOUT: expected a number > 0, got '-1'")
+
+
+def test_a_celery_without_a_pool_option_to_extend_gets_a_reason_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery.bin.worker import worker
+
+    from pprunner_plugins.celery import command
+
+    monkeypatch.setattr(worker, "params", [p for p in worker.params if p.name != "pool"])
+    problem = command.register_pool_alias()
+    assert problem is not None
+    assert "--pool custom" in problem and command.POOL in problem
 
 
 def test_settings_come_from_celery_then_its_config_then_the_environment() -> None:
@@ -511,11 +570,10 @@ def test_the_example_runs_with_the_readmes_commands() -> None:
     _reachable(REDIS, 6379)
     database = REDIS.rsplit("/", 1)[0] + "/6"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
-           "CELERY_RESULT_BACKEND": database,
-           "CELERY_CUSTOM_WORKER_POOL": "pprunner_plugins.celery:TaskPool"}
+           "CELERY_RESULT_BACKEND": database}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker", "--pool",
-         "custom", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
+         "pprunner", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:

@@ -4,8 +4,7 @@ Start a worker with pprunner's pool instead of prefork (one option), then
 send it tasks::
 
     python -m pip install -e '.[celery]'
-    CELERY_CUSTOM_WORKER_POOL=pprunner_plugins.celery:TaskPool \\
-        celery -A examples.celery_app worker --pool custom -c 4 -l INFO
+    celery -A examples.celery_app worker --pool pprunner -c 4 -l INFO
     python -m examples.celery_app
 
 Broker and result backend: ``$CELERY_BROKER_URL`` and

@@ -12,12 +12,24 @@ in the Celery config or ``PPRUNNER_*`` environment variables
 (:mod:`.settings`); the README's "Celery" section has the table and what
 differs from prefork.
 
-Importing this package imports Celery: it is only imported by a Celery
-worker (as its pool) and by pprunner's children running its tasks.
+With the package installed, ``--pool pprunner`` names the pool too, from
+Celery's command line (:mod:`.command`).
+
+``TaskPool`` is imported on first use: Celery's command line imports
+:mod:`.command` for every ``celery`` command, which should not cost the
+pool's imports.
 """
 
 from __future__ import annotations
 
-from .pool import TaskPool
+from typing import Any
 
 __all__ = ["TaskPool"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TaskPool":
+        from .pool import TaskPool
+
+        return TaskPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

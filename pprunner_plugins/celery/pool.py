@@ -7,6 +7,12 @@ function, and what the supervisor reports becomes Celery's callbacks
 (:mod:`.jobs`). Names follow prefork's (``num_processes``, ``terminate_job``,
 ``grow``/``shrink``, ``restart``, ``info``) where the meaning is the same.
 
+On Celery's event loop the supervisor is *hosted* (no thread of its own):
+the hub watches its descriptor and turns it, so a task goes to an idle child
+inside ``apply_async`` and its result comes back in the hub's thread, as
+prefork's do; a blocking consumer (a transport without an event loop) gets
+the supervisor's thread and a delivery thread instead.
+
 Where it differs from prefork, and why:
 
 - children are spawned by default (``pprunner_start_method``), so CUDA, gRPC
@@ -25,9 +31,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,8 +55,6 @@ logger = logging.getLogger("pprunner.celery")
 
 #: Celery's exit status for a worker whose pool cannot run anything
 EX_FAILURE = 1
-#: seconds between firing the hub's timers while a warm shutdown waits for tasks
-SHUTDOWN_TICK = 0.5
 
 
 class _Watch:
@@ -97,6 +101,9 @@ class TaskPool(BasePool):
         self._slots: Any = None
         self._blocking = bool(self.options.get("threads", True))
         self._hub: Any = None
+        #: the hub's timer for the hosted supervisor's next pass, and when it is due
+        self._timer: Any = None
+        self._timer_due = 0.0
         self._stopping = False
         #: tasks that wait in a child now, and slots lent to the consumer for them
         self._waiting = 0
@@ -110,7 +117,10 @@ class TaskPool(BasePool):
         """Start the supervisor: its children boot with Celery's initializer."""
         self._slots = (LaxBoundedSemaphore(self._target) if self._blocking
                        else self.options.get("semaphore"))
-        self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "loop",
+        # On Celery's event loop the supervisor is hosted: a task goes to a child in
+        # apply_async and its result comes back in the hub's thread, as with prefork;
+        # a blocking consumer has no loop, so a dispatcher thread delivers.
+        self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "supervisor",
                                       report_waits=True)
         app, start_method = self._app_for_children()
         config = attrs.evolve(self.config, start_method=start_method)
@@ -118,7 +128,8 @@ class TaskPool(BasePool):
                            name="celery.concurrency.prefork.process_initializer")
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=initializer,
-                                      plugins=[child, _Watch(self)]).start()
+                                      plugins=[child, _Watch(self)]
+                                      ).start(hosted=not self._blocking)
 
     def _app_for_children(self) -> tuple[Any, str]:
         """What children get the app by, and the start method that allows it."""
@@ -138,10 +149,33 @@ class TaskPool(BasePool):
         return self._supervisor is not None and self._supervisor.failure is None
 
     def register_with_event_loop(self, hub: Any) -> None:
-        """Events are delivered on Celery's event loop, where its callbacks expect them."""
+        """Celery's event loop drives the supervisor: its callbacks run there."""
         self._hub = hub
-        if self._dispatcher is not None and not self._blocking:
-            hub.add_reader(self._dispatcher.fileno(), self._dispatcher.drain)
+        if self._supervisor is not None and not self._blocking:
+            hub.add_reader(self._supervisor.fileno(), self._turn)
+            self._turn()
+
+    def _turn(self) -> None:
+        """One pass of the hosted supervisor; the hub calls it again when the
+        supervisor's descriptor is readable, and a timer when the delay it asked
+        for has passed (heartbeats, time limits, respawns)."""
+        supervisor = self._supervisor
+        if supervisor is None or self._stopping:
+            return
+        fd = supervisor.fileno()
+        delay = supervisor.turn()
+        if delay is None:  # it stopped by itself (_Watch has told the worker to stop)
+            self._hub.remove_reader(fd)
+            return
+        due = time.monotonic() + delay
+        if self._timer is None or due < self._timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_due = self._hub.call_later(delay, self._on_timer), due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._turn()
 
     # -- running tasks -----------------------------------------------------------------
 
@@ -304,19 +338,16 @@ class TaskPool(BasePool):
         if supervisor is None or dispatcher is None:
             return
         self._stopping = True
-        supervisor.stop(immediate=immediate, timeout=0)
-        # the hub does not turn while the worker stops: deliver here, and keep its
-        # timers (broker heartbeats) firing, as prefork does while it joins
-        while supervisor.running:
-            if not self._blocking:
-                select.select([dispatcher.fileno()], [], [], SHUTDOWN_TICK)
-                dispatcher.drain()
-                if self._hub is not None:
-                    self._hub.fire_timers()
-            else:
-                supervisor.stop(timeout=SHUTDOWN_TICK)
-        if self._hub is not None and not self._blocking:
-            self._hub.remove_reader(dispatcher.fileno())
+        hosted = not self._blocking and self._hub is not None
+        if hosted:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._hub.remove_reader(supervisor.fileno())
+        # the hub does not turn while the worker stops: keep its timers (broker
+        # heartbeats) firing while children finish, as prefork does while it joins;
+        # hosted, the last results are delivered here
+        supervisor.stop(immediate=immediate,
+                        while_stopping=self._hub.fire_timers if hosted else None)
         dispatcher.shutdown()
         self._supervisor = None
 
@@ -339,6 +370,8 @@ class TaskPool(BasePool):
                 "supervisor": supervisor.id if supervisor is not None else None,
                 "start-method": supervisor.config.start_method if supervisor else None,
                 "queued": self._dispatcher.queued if self._dispatcher else 0,
+                # on Celery's event loop, or a dispatcher thread for a blocking consumer
+                "delivery": "thread" if self._blocking else "hosted",
                 "pprunner-version": pprunner.__version__,
             },
         })

@@ -28,10 +28,17 @@ FAIL_INIT_ENV = "CELERY_TEST_FAIL_INIT"
 #: set to choose the pool by the ``worker_pool`` setting instead of ``--pool custom``
 POOL_SETTING_ENV = "CELERY_TEST_POOL_SETTING"
 POOL = "pprunner_plugins.celery:TaskPool"
+#: kombu's filesystem transport keeps its messages in this folder (``filesystem://``)
+FOLDER_ENV = "CELERY_TEST_BROKER_FOLDER"
 
 
 def make_app(broker: str, backend: str, queue: str) -> Celery:
     app = Celery("tests.celery_app", broker=broker, backend=backend, set_as_current=False)
+    folder = os.environ.get(FOLDER_ENV)
+    if broker.startswith("filesystem:") and folder:
+        app.conf.broker_transport_options = {
+            "data_folder_in": folder, "data_folder_out": folder,
+            "control_folder": os.path.join(folder, "control")}
     app.conf.update(
         task_default_queue=queue,
         task_track_started=True,
