@@ -366,7 +366,10 @@ def test_max_tasks_per_child_recycles_children(amqp_worker: Worker) -> None:
 
 def test_on_rabbitmq_a_killed_acks_late_task_is_redelivered(amqp_worker: Worker,
                                                             tmp_path: Path) -> None:
-    result = amqp_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 3)
+    # its own limits, above the worker's 4 s: on a loaded machine the kill must not
+    # race the task's end
+    result = amqp_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 30,
+                              time_limit=60, soft_time_limit=50)
     os.kill(started_pid(result), signal.SIGKILL)
     assert result.get(timeout=RESULT_TIMEOUT) == "second run"
 
