@@ -63,13 +63,17 @@ class Backend(abc.ABC):
     #: True when :meth:`wait_any` blocks until an invocation ends; False when it
     #: sleeps, and waiters poll with a growing pause (see :func:`final_pauses`)
     notifies_final: ClassVar[bool] = False
+    #: the longest pause between a backend's retries during an outage: another
+    #: process may get the store back up to this long after this one did
+    retry_pause_max: ClassVar[float] = 0.0
 
     def __init__(self, url: str) -> None:
         self.url = url
         #: wall time at which this process last got the store back after an outage
         #: (0: it never lost it). A backend that waits out outages sets it. During an
         #: outage no runner could heartbeat, so afterwards every runner looks stale:
-        #: the supervisor recovers nobody until ``dead_after`` has passed since then.
+        #: the supervisor recovers nobody until ``dead_after`` (plus
+        #: :attr:`retry_pause_max`, the others' lag) has passed since then.
         self.outage_ended_at = 0.0
         #: asked between retries by a backend that waits out outages, with the seconds
         #: the outage has lasted: False gives up (BackendError). An app's producers wait

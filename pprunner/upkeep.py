@@ -54,8 +54,10 @@ class Upkeep:
             return
         dead_after = self.config.dead_after
         self._next_recovery = now + max(dead_after / 4, self.config.heartbeat_interval)
-        if time.time() - self.backend.outage_ended_at < dead_after:
-            return  # after an outage, silence proves nothing until everyone could heartbeat
+        # after an outage, silence proves nothing until everyone could heartbeat, and
+        # another supervisor's retries may bring it back up to retry_pause_max later
+        if time.time() - self.backend.outage_ended_at < dead_after + self.backend.retry_pause_max:
+            return
         for runner in self.backend.stale_runners(dead_after):
             if runner.supervisor == self.supervisor_id:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import re
@@ -154,7 +155,9 @@ def _flush_redis() -> None:
 def redis_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """One worker for the module: ``--pool pprunner``, two children, Redis broker."""
     _reachable(REDIS, 6379)
-    worker = Worker(tmp_path_factory.mktemp("celery-redis"), REDIS, pool_alias=True)
+    folder = tmp_path_factory.mktemp("celery-redis")
+    worker = Worker(folder, REDIS, pool_alias=True,
+                    PPRUNNER_HEALTH_FILE=str(folder / "health.json"))
     yield worker
     worker.stop()
     _flush_redis()
@@ -188,6 +191,20 @@ def test_results_come_back_through_the_pprunner_pool(redis_worker: Worker) -> No
     assert info["implementation"] == "pprunner_plugins.celery.pool:TaskPool"
     assert info["pprunner"]["start-method"] == "spawn"
     assert info["pprunner"]["delivery"] == "hosted"  # on Celery's event loop
+
+
+def test_pprunner_health_reads_the_workers_health_file(redis_worker: Worker) -> None:
+    health_file = redis_worker.log.parent / "health.json"
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pprunner", "health", "--file",
+                               str(health_file), "--ready"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+
+    # the file is rewritten each second: the children's boot may not be in it yet
+    wait_until(lambda: check().returncode == 0, 30, "a ready health file")
+    assert check().stdout.strip() == "ready"
+    assert json.loads(health_file.read_text())["pid"] == redis_worker.process.pid
 
 
 def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:

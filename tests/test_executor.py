@@ -439,7 +439,9 @@ def test_shutdown_cancel_futures(cls: Any, new_executor: Any, gates: Gates) -> N
     assert [f.result(timeout=TIMEOUT) for f in running] == [0, 1]
     pool.shutdown(wait=True)
     assert queued[-1].cancelled()
-    for future in queued:
+    # the standard pool may leave one it had already queued "running" for good (seen on
+    # a loaded machine); pprunner ends every one
+    for future in queued if is_pprunner(pool) else ():
         assert future.done()
         assert future.cancelled() or future.exception(timeout=0) is None
 

@@ -108,6 +108,7 @@ def split_url(url: str) -> tuple[str, str]:
 
 class RedisBackend(Pausing, Admin, Recovery):
     notifies_final = True
+    retry_pause_max = RETRY_PAUSE_MAX
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
