@@ -40,6 +40,7 @@ from typing import Any
 import attrs
 from billiard.exceptions import SoftTimeLimitExceeded
 from billiard.pool import LaxBoundedSemaphore
+from celery import signals
 from celery.concurrency.base import BasePool
 from celery.worker import state as worker_state
 
@@ -110,6 +111,9 @@ class TaskPool(BasePool):
         self._lent = 0
         #: slots taken back while every one was in use: the next releases are kept
         self._owed = 0
+        #: Celery's consumer feeding this pool (its prefetch window follows lent slots)
+        self._consumer: Any = None
+        signals.worker_ready.connect(self._consumer_ready, weak=False)
 
     # -- starting ------------------------------------------------------------------
 
@@ -233,16 +237,39 @@ class TaskPool(BasePool):
         """A task started (+1) or stopped (-1) waiting in its child. The consumer's
         count of free slots follows the supervisor's: one more slot per waiting
         task, up to ``max_lent_slots`` (default ``-c``), so the consumer hands the
-        pool the tasks the waiting ones wait for. Where callbacks run (the hub)."""
+        pool the tasks the waiting ones wait for; its prefetch window grows with
+        it, as with ``pool_grow``, so an acks-late parent, unacknowledged while it
+        waits, does not keep its subtask in the broker. Where callbacks run (the hub)."""
         self._waiting += change
         bound = self.config.max_lent_slots
         lent = min(self._waiting, self._target if bound is None else bound)
-        while self._slots is not None and self._lent < lent:
+        if self._slots is None or lent == self._lent:
+            return
+        self._widen_prefetch(lent - self._lent)
+        while self._lent < lent:
             self._lent += 1
             self._add_slot()
-        while self._slots is not None and self._lent > lent:
+        while self._lent > lent:
             self._lent -= 1
             self._remove_slot()
+
+    def _consumer_ready(self, sender: Any = None, **_: Any) -> None:
+        """Celery's ``worker_ready``: the consumer that feeds this pool."""
+        if getattr(sender, "pool", None) is self:
+            self._consumer = sender
+            signals.worker_ready.disconnect(self._consumer_ready)
+
+    def _widen_prefetch(self, slots: int) -> None:
+        """Grow (or shrink back) the consumer's prefetch window by ``slots`` children's
+        worth; it applies the change on its next loop, as after ``pool_grow``."""
+        consumer = self._consumer
+        if consumer is None or not consumer.initial_prefetch_count:  # unlimited prefetch
+            return
+        count = abs(slots) * consumer.prefetch_multiplier
+        if slots > 0:
+            consumer.qos.increment_eventually(count)
+        else:
+            consumer.qos.decrement_eventually(count)
 
     def _add_slot(self) -> None:
         """One more free slot in the consumer's count (``lend``, ``grow``)."""
