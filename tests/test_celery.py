@@ -186,6 +186,15 @@ def started_pid(result: Any) -> int:
     return int(result.info["pid"])
 
 
+def marked_pid(result: Any, marker: Path) -> int:
+    """The pid of the child running a ``sleep_unless_marked*`` task, once the task has
+    left its marker: Celery stores STARTED before the task's body runs, and a kill
+    before the marker would make the redelivered run a first run."""
+    pid = started_pid(result)
+    wait_until(marker.exists, RESULT_TIMEOUT, "the task's marker")
+    return pid
+
+
 # -- results, states, signals, stats ----------------------------------------------------
 
 
@@ -251,7 +260,7 @@ def test_autoretry_for_and_retry_run_the_task_again(redis_worker: Worker) -> Non
 def test_sigkill_under_a_task_is_preforks_worker_lost_error(redis_worker: Worker,
                                                             tmp_path: Path) -> None:
     result = redis_worker.send("t.sleep_unless_marked", str(tmp_path / "m"), 30)
-    pid = started_pid(result)
+    pid = marked_pid(result, tmp_path / "m")
     os.kill(pid, signal.SIGKILL)
     wait_until(result.ready, RESULT_TIMEOUT, "the lost task's failure")
     assert type(result.result).__name__ == "WorkerLostError"
@@ -266,7 +275,7 @@ def test_sigkill_under_a_task_is_preforks_worker_lost_error(redis_worker: Worker
 def test_acks_late_with_reject_on_worker_lost_redelivers_the_killed_task(
         redis_worker: Worker, tmp_path: Path) -> None:
     result = redis_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 30)
-    os.kill(started_pid(result), signal.SIGKILL)
+    os.kill(marked_pid(result, tmp_path / "m"), signal.SIGKILL)
     assert result.get(timeout=RESULT_TIMEOUT) == "second run"
 
 
@@ -390,7 +399,7 @@ def test_on_rabbitmq_a_killed_acks_late_task_is_redelivered(amqp_worker: Worker,
     # race the task's end
     result = amqp_worker.send("t.sleep_unless_marked_late", str(tmp_path / "m"), 30,
                               time_limit=60, soft_time_limit=50)
-    os.kill(started_pid(result), signal.SIGKILL)
+    os.kill(marked_pid(result, tmp_path / "m"), signal.SIGKILL)
     assert result.get(timeout=RESULT_TIMEOUT) == "second run"
 
 
@@ -466,7 +475,7 @@ def test_a_blocking_consumer_is_served_by_the_dispatcher_thread(
         results = [worker.send("t.add", i, i) for i in range(10)]
         assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [2 * i for i in range(10)]
         lost = worker.send("t.sleep_unless_marked", str(tmp_path / "m"), 30)
-        os.kill(started_pid(lost), signal.SIGKILL)
+        os.kill(marked_pid(lost, tmp_path / "m"), signal.SIGKILL)
         wait_until(lost.ready, RESULT_TIMEOUT, "the lost task's failure")
         assert str(lost.result).startswith("Worker exited prematurely: signal 9 (SIGKILL)")
         running = worker.send("t.sleep", 2)
