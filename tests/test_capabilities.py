@@ -90,7 +90,8 @@ def test_an_admin_command_without_the_admin_capability_is_one_line(
     out, err = capsys.readouterr()
     assert (code, out) == (ExitCode.CONFIG_ERROR, "")
     assert err == (f"pprunner: error: pprunner {command[0]} needs a backend with the Admin "
-                   "capability (runners, invocations, requeue, purge); CoreOnlyBackend "
+                   "capability (runners, invocations, ended_since, latest_failures, requeue, "
+                   "purge); CoreOnlyBackend "
                    "(core://) does not declare it\n")
 
 
