@@ -238,7 +238,8 @@ def test_every_option_of_every_command_has_help() -> None:
 
 
 @pytest.mark.parametrize("command", [("status",), ("show", "x"), ("failed",), ("retry", "--all"),
-                                     ("purge", "--older-than", "0"), ("scale", "1")])
+                                     ("purge", "--older-than", "0"), ("scale", "1"), ("top",),
+                                     ("status", "--watch")])
 def test_commands_that_only_read_never_create_a_store(tmp_path: Path,
                                                       command: tuple[str, ...]) -> None:
     url = f"sqlite:///{tmp_path}/nonexistent_dir/x/jobs.db"

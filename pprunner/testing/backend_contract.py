@@ -102,6 +102,20 @@ def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
     return claimed
 
 
+def end_three_ways(backend: Backend) -> list[Invocation]:
+    """Three invocations, as stored once ended: one completed, one failed by its owner,
+    one failed by a reroute past its ``max_attempts``, one after the other."""
+    completed = enqueue_claimed(backend, "r")
+    backend.complete(completed.id, "r", b"1")
+    failed = enqueue_claimed(backend, "r")
+    backend.fail(failed.id, "r", CRASH)
+    enqueue_claimed(backend, "lost", max_attempts=1)
+    [lost] = backend.reroute("lost", CRASH)
+    ended = [backend.get(i.id) for i in (completed, failed, lost)]
+    assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
+    return ended
+
+
 def _require_notifications(backend: Backend) -> None:
     if not type(backend).notifies_final:
         pytest.skip(f"{type(backend).__name__} does not announce endings "
@@ -588,12 +602,7 @@ class BackendContract:
     # -- recent endings (pprunner top) --------------------------------------------------
 
     def test_ended_since_counts_what_ended_from_then_on_by_status(self, admin: Admin) -> None:
-        first = enqueue_claimed(admin, "r")
-        admin.complete(first.id, "r", b"1")
-        failed = enqueue_claimed(admin, "r")
-        admin.fail(failed.id, "r", CRASH)
-        lost = enqueue_claimed(admin, "lost", max_attempts=1)
-        admin.reroute("lost", CRASH)  # past max_attempts: FAILED
+        _, failed, lost = end_three_ways(admin)
         last = enqueue_claimed(admin, "r")
         admin.complete(last.id, "r", b"2")
         enqueue_claimed(admin, "r")  # running: not ended
@@ -712,14 +721,8 @@ class BackendContract:
 
     def test_purge_deletes_finished_invocations_oldest_first_up_to_its_limit(
             self, admin: Admin) -> None:
-        completed = enqueue_claimed(admin, "r")
-        admin.complete(completed.id, "r", b"1")
-        failed = enqueue_claimed(admin, "r")
-        admin.fail(failed.id, "r", CRASH)
-        lost = enqueue_claimed(admin, "lost", max_attempts=1)
-        admin.reroute("lost", CRASH)  # past max_attempts: FAILED
-        ended = [admin.get(i.id) for i in (completed, failed, lost)]
-        assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
+        ended = end_three_ways(admin)
+        lost = ended[2]
         later = max(i.finished_at or 0 for i in ended) + 1
         assert admin.purge(later, 2) == 2
         for gone in ended[:2]:
