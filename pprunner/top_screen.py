@@ -46,6 +46,7 @@ class TopApp(App[None]):
     """Supervisors, workers, the queue and the latest failures, refreshed."""
 
     TITLE = "pprunner top"
+    ENABLE_COMMAND_PALETTE = False  # a view to watch: q is the one key it needs
     CSS = """
     #heading { height: auto; padding: 0 1; background: $boost; }
     .title { height: auto; padding: 1 1 0 1; text-style: bold; }
@@ -97,6 +98,8 @@ class TopApp(App[None]):
                 message = Refreshed(self._look(), None)
             except PprunnerError as exc:
                 message = Refreshed(None, str(exc))
+            except Exception as exc:  # anything else too: a thread's traceback would be lost
+                message = Refreshed(None, f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(RuntimeError):  # the screen closed meanwhile
                 self.post_message(message)
 

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import attrs
 import pytest
@@ -35,7 +36,7 @@ from pprunner.testing import make_invocation
 from pprunner_plugins.memory import MemoryBackend
 from tests import apps
 from tests.conftest import REPO, cli_env, run_cli, start_supervisor, wait_until
-from tests.redis_server import free_port
+from tests.redis_server import PrivateRedis, free_port, skip_or_fail
 
 #: the screen's size: wide enough for every column of the workers' table
 COLUMNS, LINES = 220, 50
@@ -154,7 +155,7 @@ def test_piped_top_prints_plain_text_every_interval_and_ends_0_on_sigint(
     supervisor = start_supervisor(cli_process, db_url, app, workers=2)
     workers = serving_workers(app, 2)
     top = cli_process(*TOP, "--interval", "0.1", env=cli_env(db_url))
-    text = read_until(top, lambda seen: seen.count("pprunner top: tests, ") >= 3)
+    text = read_until(top, top.stdout, lambda seen: seen.count("pprunner top: tests, ") >= 3)
     first = text.split("\n\n")[0].splitlines()
     assert first[1:3] == ["queue: pending 0, running 0, paused 0, success 0, failed 0",
                           "last 60 s: 0.00 succeeded/s, 0.00 failed/s"]
@@ -165,6 +166,36 @@ def test_piped_top_prints_plain_text_every_interval_and_ends_0_on_sigint(
     top.send_signal(signal.SIGINT)
     assert top.wait(timeout=30) == ExitCode.OK
     assert top.stderr is not None and top.stderr.read() == ""
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_store_lost_while_top_runs_is_a_line_per_refresh_until_it_is_back(
+        tmp_path: Path, cli_process) -> None:
+    """A Redis of the test's own, stopped and started again under a piped top."""
+    if shutil.which("redis-server") is None:
+        skip_or_fail("no redis-server binary on PATH: this test stops and starts its own")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        url = f"{server.url}?prefix=top"
+        top = cli_process(*TOP, "--backend", url, "--interval", "0.2",
+                          env=cli_env(url, PPRUNNER_OUTAGE_TIMEOUT="0.5"))
+        read_until(top, top.stdout, lambda seen: "queue: pending 0" in seen)
+        server.stop()
+        said = "pprunner top: cannot read the store: "
+        stderr = read_until(top, top.stderr, lambda seen: said in seen)
+        # the backend's own warning comes first, then top's line for the refresh
+        assert f"Redis at {url} is unreachable" in stderr.splitlines()[0]
+        (lost,) = [line for line in stderr.splitlines() if said in line]
+        assert lost.startswith(f"{said}Redis at {url} has been unreachable for "), lost
+        server.start()
+        back = read_until(top, top.stdout, lambda seen: "queue: pending 0" in seen)
+        assert "pprunner top: tests, " in back  # a whole refresh again
+        top.send_signal(signal.SIGINT)
+        assert top.wait(timeout=30) == ExitCode.OK
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
@@ -335,17 +366,19 @@ def supervisor_row(app: App, pid: int) -> list[str]:
     return [supervisor.id, supervisor.host, str(pid), "alive"]
 
 
-def read_until(process: subprocess.Popen[str], done: Callable[[str], bool]) -> str:
-    """What ``process`` printed, read until ``done`` accepts it (bounded)."""
-    assert process.stdout is not None
+def read_until(process: subprocess.Popen[str], stream: IO[str] | None,
+               done: Callable[[str], bool]) -> str:
+    """What ``process`` printed on ``stream``, read line by line until ``done`` accepts
+    it (bounded)."""
+    assert stream is not None
     deadline = time.monotonic() + SCREEN_TIMEOUT
     seen = ""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(stream, selectors.EVENT_READ)
         while not done(seen):
             left = deadline - time.monotonic()
             if left <= 0 or process.poll() is not None:
                 pytest.fail(f"not printed within {SCREEN_TIMEOUT} s:\n{seen}")
             if selector.select(left):
-                seen += process.stdout.readline()
+                seen += stream.readline()
     return seen
