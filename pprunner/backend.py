@@ -169,7 +169,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
-        """Insert or refresh these runners with ``heartbeat_at = at``.
+        """Insert or refresh these runners with ``heartbeat_at = at`` and their ``phase``.
 
         The supervisor calls it every iteration. What reads heartbeats back is
         optional (:meth:`Admin.runners`, :class:`Recovery`): a store with
@@ -269,8 +269,9 @@ class Pausing(Backend):
 
 class Admin(Backend):
     """Capability: what an operator's commands need — list runners and invocations,
-    requeue failed ones, purge finished ones (``pprunner status``, ``failed``,
-    ``retry``, ``purge``, ``scale``) — and what the supervisor's ``keep_finished`` needs.
+    count and list recent endings, requeue failed ones, purge finished ones
+    (``pprunner status``, ``top``, ``failed``, ``retry``, ``purge``, ``scale``) — and
+    what the supervisor's ``keep_finished`` needs.
 
     Without it those commands are one line naming what is missing, and finished
     invocations stay as long as the store keeps them.
@@ -278,11 +279,27 @@ class Admin(Backend):
 
     @abc.abstractmethod
     def runners(self) -> list[RunnerInfo]:
-        """Every recorded runner, oldest first."""
+        """Every recorded runner, oldest first, with the ``phase`` its last heartbeat
+        gave (see :meth:`Backend.record_heartbeats`)."""
 
     @abc.abstractmethod
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         """Up to ``limit`` invocations in ``status``, most recently enqueued first."""
+
+    @abc.abstractmethod
+    def ended_since(self, since: float) -> dict[Status, int]:
+        """How many invocations ended SUCCESS and how many FAILED with ``finished_at``
+        at or after ``since`` (both keys always present), as the store holds them now:
+        a requeued or purged one no longer counts. ``pprunner top`` divides them by
+        the window for its rates, which a difference of :meth:`counts` could not give:
+        on a store that ``keep_finished`` purges, finished counts stay flat while work
+        goes on. Cost: proportional to what ended since ``since``, not to the store.
+        """
+
+    @abc.abstractmethod
+    def latest_failures(self, limit: int) -> list[Invocation]:
+        """Up to ``limit`` FAILED invocations, the one that failed last first (by
+        ``finished_at``, whenever it was enqueued): ``pprunner top``'s recent failures."""
 
     @abc.abstractmethod
     def requeue(self, invocation_ids: Iterable[str] | None) -> list[Invocation]:

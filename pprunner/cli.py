@@ -17,6 +17,7 @@ from typing import Any
 from . import __version__, control, health, log
 from .backend import Admin, missing_capability, purge_finished
 from .config import START_METHODS, describe_settings, parse_duration
+from .display import counts_text, shown_url, table_lines
 from .errors import (
     AppLoadError,
     BackendError,
@@ -29,11 +30,13 @@ from .errors import (
     UnknownInvocation,
 )
 from .exitcodes import ExitCode
-from .invocation import Invocation, RunnerInfo, RunnerKind, Status, this_host
+from .invocation import RunnerInfo, RunnerKind, Status, this_host
 from .liveness import lost_because
 from .plugins import Plugins, blocked_names, describe, get_plugin_manager
+from .snapshot import Snapshot, look
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
+from .top import DEFAULT_FAILURES, DEFAULT_INTERVAL, print_refreshes
 
 #: which exit code each kind of deliberate error maps to (first match wins)
 ERROR_EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
@@ -75,15 +78,31 @@ def _duration_argument(text: str) -> float:
     return seconds
 
 
-def _seconds_argument(text: str) -> float:
-    """A number of seconds, 0 or more: a negative wait has no meaning, so it is refused."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not seconds >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
-    return seconds
+def _number_argument(kind: Callable[[str], float], unit: str, least: float,
+                     *, above: bool = False) -> Callable[[str], float]:
+    """An argument parser for a number of ``unit``: ``least`` or more (with ``above``:
+    more than ``least``); anything else, nan included, is refused with what was given."""
+    def parse(text: str) -> float:
+        try:
+            number = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}"
+                                             ) from None
+        if not (number > least if above else number >= least):
+            bound = f"more than {least:g}" if above else f"{least:g} or more"
+            raise argparse.ArgumentTypeError(f"expected {bound} {unit}, got {text!r}")
+        return number
+
+    parse.__name__ = unit  # what argparse names in its own errors
+    return parse
+
+
+#: a wait: a negative one has no meaning, so it is refused
+_seconds_argument = _number_argument(float, "seconds", 0)
+#: seconds between refreshes
+_interval_argument = _number_argument(float, "seconds", 0, above=True)
+_refreshes_argument = _number_argument(int, "refreshes", 1)
+_failures_argument = _number_argument(int, "failures", 1)
 
 
 def _setting_help(name: str) -> str:
@@ -138,6 +157,23 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="runners and invocation counts")
     _add_app_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", type=_interval_argument, nargs="?", const=DEFAULT_INTERVAL,
+                        metavar="SECONDS", help="the live view of `pprunner top`, refreshed "
+                                                f"every SECONDS (default {DEFAULT_INTERVAL:g})")
+
+    top = commands.add_parser("top", help="live view: supervisors, workers, queue, rates, "
+                                          "latest failures")
+    _add_app_options(top)
+    top.add_argument("--interval", type=_interval_argument, default=DEFAULT_INTERVAL,
+                     metavar="SECONDS",
+                     help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})")
+    top.add_argument("--iterations", type=_refreshes_argument, metavar="N",
+                     help="print N refreshes as plain text and exit, even on a terminal")
+    top.add_argument("--once", action="store_const", const=1, dest="iterations",
+                     help="print one refresh as plain text and exit (--iterations 1)")
+    top.add_argument("--failures", type=_failures_argument, default=DEFAULT_FAILURES, metavar="N",
+                     help=f"how many of the latest failures to list (default "
+                          f"{DEFAULT_FAILURES})")
 
     show = commands.add_parser("show", help="one invocation: status, attempts and their errors")
     _add_app_options(show)
@@ -223,8 +259,8 @@ def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
         counts = app.backend.counts()
         ended = supervisor.progress.ended(counts)
         print(f"burst done: {sum(ended.values())} invocation(s) ended in this run: "
-              f"{_counts_text(ended)}")
-        print(f"the store holds: {_counts_text(counts)}")
+              f"{counts_text(ended)}")
+        print(f"the store holds: {counts_text(counts)}")
     return code
 
 
@@ -250,44 +286,71 @@ def _admin(app: App, args: argparse.Namespace) -> Admin:
     return backend
 
 
-def command_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
+def command_status(args: argparse.Namespace,
+                   parser: argparse.ArgumentParser) -> ExitCode | int:
+    if args.watch is not None:
+        if args.json:
+            parser.error("--watch shows the live view; it has no --json")
+        args.interval, args.iterations, args.failures = args.watch, None, DEFAULT_FAILURES
+        return command_top(args, parser)
     app = _app(args, parser)
-    backend = _admin(app, args)
-    runners = backend.runners()
-    held: dict[str | None, list[Invocation]] = {}
-    for invocation in backend.owned_by(r.id for r in runners):
-        held.setdefault(invocation.owner, []).append(invocation)
-    counts = backend.counts()
-    now = time.time()
-    lost = {r.id: lost_because(r, now=now, dead_after=app.config.dead_after) for r in runners}
+    snapshot = look(_admin(app, args), app.config.dead_after)
+    now = snapshot.taken_at
     if args.json:
         print(json.dumps({
             "runners": [{"id": r.id, "kind": r.kind.value, "pid": r.pid, "host": r.host,
-                         "supervisor": r.supervisor, "slot": r.slot,
+                         "supervisor": r.supervisor, "slot": r.slot, "phase": r.phase,
                          "heartbeat_age": round(now - r.heartbeat_at, 3),
-                         "state": "lost" if lost[r.id] else "alive",
-                         "lost_because": lost[r.id],
+                         "state": "lost" if v.lost_because else "alive",
+                         "lost_because": v.lost_because,
                          "invocations": [{"id": i.id, "task": i.task, "status": i.status.value,
                                           "waiting_for": list(i.waiting_for)}
-                                         for i in held.get(r.id, [])]}
-                        for r in runners],
-            "counts": {s.value: n for s, n in counts.items()},
+                                         for i in v.held]}
+                        for v in snapshot.runners for r in (v.runner,)],
+            "counts": {s.value: n for s, n in snapshot.counts.items()},
         }, indent=2))
         return ExitCode.OK
     rows = [("RUNNER", "KIND", "PID", "HOST", "SLOT", "STATE", "HEARTBEAT", "INVOCATIONS")]
-    for r in runners:
+    for v in snapshot.runners:
+        r = v.runner
         current = "; ".join(
             f"{i.id} {i.task} {i.status}"
             + (f" (waiting for {len(i.waiting_for)})" if i.waiting_for else "")
-            for i in held.get(r.id, [])) or "-"
-        state = f"LOST: {lost[r.id]}" if lost[r.id] else "alive"
+            for i in v.held) or "-"
+        state = f"LOST: {v.lost_because}" if v.lost_because else "alive"
         rows.append((r.id, r.kind.value, str(r.pid), r.host, str(r.slot or "-"), state,
                      f"{now - r.heartbeat_at:.1f} s ago", current))
-    gone = sum(1 for reason in lost.values() if reason)
-    print(f"runners: {len(runners)}" + (f" ({gone} lost)" if gone else ""))
+    gone = sum(1 for v in snapshot.runners if v.lost_because)
+    print(f"runners: {len(snapshot.runners)}" + (f" ({gone} lost)" if gone else ""))
     _print_table(rows)
-    print(f"invocations: {_counts_text(counts)}")
+    print(f"invocations: {counts_text(snapshot.counts)}")
     return ExitCode.OK
+
+
+def command_top(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode | int:
+    """The live view (``top``, ``status --watch``). The store is read once before
+    anything is drawn, so a store that is missing or unreachable is one line and an
+    exit code, never an empty screen."""
+    app = _app(args, parser)
+    backend = _admin(app, args)
+    dead_after = app.config.dead_after
+
+    def read() -> Snapshot:
+        return look(backend, dead_after, recent_failures=args.failures)
+
+    first = read()
+    title = f"pprunner top: {app.name}, {shown_url(backend.url)}"
+    if args.iterations is not None or not sys.stdout.isatty():
+        return print_refreshes(read, title, args.interval, args.iterations, first)
+    try:
+        from . import top_screen
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("textual", "rich"):
+            raise
+        raise ConfigError("pprunner top needs Textual to draw on a terminal: pip install "
+                          "'pprunner[top]' (piped or with --once, it prints plain text "
+                          "without it)") from None
+    return top_screen.show(read, title, args.interval, first)
 
 
 def command_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
@@ -448,16 +511,8 @@ def command_plugins(args: argparse.Namespace, parser: argparse.ArgumentParser,
     return ExitCode.OK
 
 
-def _counts_text(counts: dict[Status, int]) -> str:
-    """``pending 0, running 1, ...``: counts by status as every command shows them."""
-    return ", ".join(f"{status.value.lower()} {n}" for status, n in counts.items())
-
-
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print(("  " + "  ".join(cells)).rstrip())
+    print("\n".join(table_lines(rows)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,6 +543,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         if args.command == "plugins":
             return command_plugins(args, parser, plugins)
         command = {"run": command_run, "enqueue": command_enqueue, "status": command_status,
+                   "top": command_top,
                    "show": command_show, "failed": command_failed, "retry": command_retry,
                    "health": command_health, "scale": command_scale, "purge": command_purge}
         return command[args.command](args, parser)

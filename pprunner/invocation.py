@@ -161,6 +161,10 @@ class RunnerInfo:
     slot: int = 0
     started_at: float = attrs.Factory(time.time)
     heartbeat_at: float = attrs.Factory(time.time)
+    #: where a worker is in its life as its supervisor sees it (``booting``, ``serving``,
+    #: ``retiring``, ``stopping``: :class:`pprunner.pool.Phase`), refreshed by every
+    #: heartbeat; "" for a supervisor, an inline runner, or a store that keeps no phase
+    phase: str = ""
 
 
 @attrs.frozen
@@ -177,3 +181,8 @@ def new_invocation_id() -> str:
 
 def counts_template() -> dict[Status, int]:
     return dict.fromkeys(Status, 0)
+
+
+def ended_template() -> dict[Status, int]:
+    """Zero for each final status, in the table's order: what ``Admin.ended_since`` fills."""
+    return {status: 0 for status in Status if status.is_final}

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.managers import SyncManager
 from typing import Any, Protocol
 
+import attrs
+
 from . import config as config_module
 from . import health
 from .backend import Backend
@@ -383,11 +385,13 @@ class Supervisor:
         self.stop()
 
     def live_runners(self) -> list[RunnerInfo]:
-        """The supervisor and each worker whose process is alive by OS-level check."""
+        """The supervisor and each worker whose process is alive by OS-level check,
+        each worker with its phase (what ``pprunner top`` shows as booting or retiring)."""
         me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR, pid=os.getpid(),
                         supervisor=self.id, started_at=self.started_at)
         children = list(self.workers.values())  # a copy: hosts ask from their own thread
-        return [me] + [c.info for c in children if c.process.is_alive()]
+        return [me] + [attrs.evolve(c.info, phase=c.phase.value)
+                       for c in children if c.process.is_alive()]
 
     # -- boot ----------------------------------------------------------------------
 

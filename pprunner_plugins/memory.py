@@ -31,6 +31,7 @@ from pprunner.invocation import (
     RunnerInfo,
     Status,
     counts_template,
+    ended_template,
 )
 
 
@@ -226,6 +227,20 @@ class MemoryBackend(Pausing, Admin, Recovery):
             chosen = [i for i in self._invocations.values() if i.status is status]
         chosen.sort(key=lambda i: self._order[i.id], reverse=True)
         return chosen[:limit]
+
+    def ended_since(self, since: float) -> dict[Status, int]:
+        ended = ended_template()
+        with self._changed:
+            for invocation in self._invocations.values():
+                if invocation.status.is_final and (invocation.finished_at or 0.0) >= since:
+                    ended[invocation.status] += 1
+        return ended
+
+    def latest_failures(self, limit: int) -> list[Invocation]:
+        with self._changed:
+            failed = [i for i in self._invocations.values() if i.status is Status.FAILED]
+        failed.sort(key=lambda i: i.finished_at or 0.0, reverse=True)
+        return failed[:limit]
 
     def counts(self) -> dict[Status, int]:
         counts = counts_template()

@@ -50,6 +50,7 @@ from pprunner.invocation import (
     RunnerKind,
     Status,
     counts_template,
+    ended_template,
     sources_of,
 )
 
@@ -98,6 +99,8 @@ CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
 CREATE INDEX IF NOT EXISTS invocations_owner ON invocations (owner) WHERE owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS invocations_finished ON invocations (finished_at)
     WHERE status IN {ENDED};
+CREATE INDEX IF NOT EXISTS invocations_ended ON invocations (status, finished_at)
+    WHERE status IN {ENDED};
 CREATE TABLE IF NOT EXISTS waiters (
     invocation_id TEXT NOT NULL,
     waiter TEXT NOT NULL,
@@ -111,16 +114,20 @@ CREATE TABLE IF NOT EXISTS runners (
     supervisor TEXT NOT NULL,
     slot INTEGER NOT NULL,
     started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
+    heartbeat_at REAL NOT NULL,
+    phase TEXT NOT NULL DEFAULT ''
 );
 """
 
-#: ``PRAGMA user_version`` of the current schema, and how to bring older files up to it
-SCHEMA_VERSION = 3
+#: ``PRAGMA user_version`` of the current schema, and how to bring older files up to it:
+#: per version, the (table, column) pairs it added. A table the file does not have yet
+#: is made whole by SCHEMA, which runs after the steps (and adds any new index).
+SCHEMA_VERSION = 4
 MIGRATIONS = {
-    2: ["ALTER TABLE invocations ADD COLUMN not_before REAL",
-        "ALTER TABLE invocations ADD COLUMN history TEXT NOT NULL DEFAULT '[]'"],
-    3: ["ALTER TABLE invocations ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]'"],
+    2: [("invocations", "not_before REAL"),
+        ("invocations", "history TEXT NOT NULL DEFAULT '[]'")],
+    3: [("invocations", "waiting_for TEXT NOT NULL DEFAULT '[]'")],
+    4: [("runners", "phase TEXT NOT NULL DEFAULT ''")],
 }
 
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
@@ -243,9 +250,12 @@ class SQLiteBackend(Pausing, Admin, Recovery):
             exists = connection.execute("SELECT 1 FROM sqlite_master WHERE name = "
                                         "'invocations'").fetchone()
             if exists and version < SCHEMA_VERSION:
+                tables = {name for (name,) in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
                 for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[step]:
-                        connection.execute(statement)
+                    for table, column in MIGRATIONS[step]:
+                        if table in tables:
+                            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                 logger.info("migrated %s from schema %d to %d", self.path, version,
                             SCHEMA_VERSION)
             for statement in filter(str.strip, SCHEMA.split(";")):
@@ -493,10 +503,11 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         with self._db() as db:
             self._retrying(lambda: db.executemany(
                 "INSERT INTO runners (id, kind, pid, host, supervisor, slot, started_at, "
-                "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
-                "SET heartbeat_at = excluded.heartbeat_at, pid = excluded.pid",
-                [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, r.started_at, at)
-                 for r in runners]))
+                "heartbeat_at, phase) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO "
+                "UPDATE SET heartbeat_at = excluded.heartbeat_at, pid = excluded.pid, "
+                "phase = excluded.phase",
+                [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, r.started_at, at,
+                  r.phase) for r in runners]))
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         ids = list(runner_ids)
@@ -514,10 +525,10 @@ class SQLiteBackend(Pausing, Admin, Recovery):
     def _runners(self, where: str, *params: Any) -> list[RunnerInfo]:
         return [RunnerInfo(id=id_, kind=RunnerKind(kind), pid=pid, host=host,
                            supervisor=supervisor, slot=slot, started_at=started_at,
-                           heartbeat_at=heartbeat_at)
-                for id_, kind, pid, host, supervisor, slot, started_at, heartbeat_at
+                           heartbeat_at=heartbeat_at, phase=phase)
+                for id_, kind, pid, host, supervisor, slot, started_at, heartbeat_at, phase
                 in self._execute("SELECT id, kind, pid, host, supervisor, slot, started_at, "
-                                 f"heartbeat_at FROM runners {where} ORDER BY started_at",
+                                 f"heartbeat_at, phase FROM runners {where} ORDER BY started_at",
                                  params)]
 
     # -- inspection ------------------------------------------------------------------
@@ -532,6 +543,22 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         return [_invocation(row) for row in self._execute(
             f"SELECT {COLUMNS} FROM invocations WHERE status = ? ORDER BY seq DESC LIMIT ?",
             (status.value, limit))]
+
+    def ended_since(self, since: float) -> dict[Status, int]:
+        """Two range reads of the covering index (status, finished_at); the condition
+        repeats the partial index's own, the only form SQLite matches it by."""
+        ended = ended_template()
+        for status, number in self._execute(
+                f"SELECT status, COUNT(*) FROM invocations INDEXED BY invocations_ended "
+                f"WHERE status IN {ENDED} AND finished_at >= ? GROUP BY status", (since,)):
+            ended[Status(status)] = number
+        return ended
+
+    def latest_failures(self, limit: int) -> list[Invocation]:
+        return [_invocation(row) for row in self._execute(
+            f"SELECT {COLUMNS} FROM invocations INDEXED BY invocations_ended "
+            f"WHERE status IN {ENDED} AND status = 'FAILED' ORDER BY finished_at DESC LIMIT ?",
+            (limit,))]
 
     def counts(self) -> dict[Status, int]:
         counts = counts_template()

@@ -82,7 +82,8 @@ def test_the_contract_runs_the_core_alone_and_skips_each_capability_by_name(
 
 
 @pytest.mark.parametrize("command", [["status"], ["failed"], ["retry", "--all"],
-                                     ["purge", "--older-than", "1d"], ["scale", "2"]],
+                                     ["purge", "--older-than", "1d"], ["scale", "2"],
+                                     ["top", "--once"]],
                          ids=lambda command: command[0])
 def test_an_admin_command_without_the_admin_capability_is_one_line(
         core_app: App, command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,7 +91,8 @@ def test_an_admin_command_without_the_admin_capability_is_one_line(
     out, err = capsys.readouterr()
     assert (code, out) == (ExitCode.CONFIG_ERROR, "")
     assert err == (f"pprunner: error: pprunner {command[0]} needs a backend with the Admin "
-                   "capability (runners, invocations, requeue, purge); CoreOnlyBackend "
+                   "capability (runners, invocations, ended_since, latest_failures, requeue, "
+                   "purge); CoreOnlyBackend "
                    "(core://) does not declare it\n")
 
 

@@ -238,7 +238,8 @@ def test_every_option_of_every_command_has_help() -> None:
 
 
 @pytest.mark.parametrize("command", [("status",), ("show", "x"), ("failed",), ("retry", "--all"),
-                                     ("purge", "--older-than", "0"), ("scale", "1")])
+                                     ("purge", "--older-than", "0"), ("scale", "1"), ("top",),
+                                     ("status", "--watch")])
 def test_commands_that_only_read_never_create_a_store(tmp_path: Path,
                                                       command: tuple[str, ...]) -> None:
     url = f"sqlite:///{tmp_path}/nonexistent_dir/x/jobs.db"
@@ -394,6 +395,13 @@ def test_status_shows_runners_and_counts(app: App, db_url: str, supervise) -> No
     assert report["counts"]["SUCCESS"] == 1
     assert {r["kind"] for r in report["runners"]} == {"supervisor", "worker"}
     assert all(r["heartbeat_age"] < 30 for r in report["runners"])
+    # each worker's phase as its supervisor last saw it: serving, once it has booted
+    wait_until(lambda: sorted(r.phase for r in app.backend.runners()) == ["", "serving",
+                                                                         "serving"])
+    report = json.loads(run_cli("status", "--app", "tests.apps:app", "--json",
+                                env=cli_env(db_url)).stdout)
+    assert {r["kind"]: r["phase"] for r in report["runners"]} == {"supervisor": "",
+                                                                 "worker": "serving"}
 
 
 def a_gone_pid() -> int:

@@ -102,6 +102,20 @@ def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
     return claimed
 
 
+def end_three_ways(backend: Backend) -> list[Invocation]:
+    """Three invocations, as stored once ended: one completed, one failed by its owner,
+    one failed by a reroute past its ``max_attempts``, one after the other."""
+    completed = enqueue_claimed(backend, "r")
+    backend.complete(completed.id, "r", b"1")
+    failed = enqueue_claimed(backend, "r")
+    backend.fail(failed.id, "r", CRASH)
+    enqueue_claimed(backend, "lost", max_attempts=1)
+    [lost] = backend.reroute("lost", CRASH)
+    ended = [backend.get(i.id) for i in (completed, failed, lost)]
+    assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
+    return ended
+
+
 def _require_notifications(backend: Backend) -> None:
     if not type(backend).notifies_final:
         pytest.skip(f"{type(backend).__name__} does not announce endings "
@@ -503,6 +517,13 @@ class BackendContract:
         [(runner_id, beat)] = [(r.id, r.heartbeat_at) for r in admin.runners()]
         assert (runner_id, beat) == ("w1", pytest.approx(2_000.0, abs=CLOCK_TOLERANCE))
 
+    def test_every_heartbeat_records_the_runner_s_phase(self, admin: Admin) -> None:
+        """What ``pprunner top`` shows as booting or retiring, wherever the worker runs."""
+        runner = attrs.evolve(make_runner("w1"), phase="booting")
+        admin.record_heartbeats([runner, make_runner("w2", 2_000.0)], at=time.time())
+        admin.record_heartbeats([attrs.evolve(runner, phase="retiring")], at=time.time())
+        assert [(r.id, r.phase) for r in admin.runners()] == [("w1", "retiring"), ("w2", "")]
+
     def test_runners_are_listed_oldest_first(self, admin: Admin) -> None:
         admin.record_heartbeats([make_runner("young", started_at=2_000.0),
                                  make_runner("old", started_at=1_000.0)], at=time.time())
@@ -577,6 +598,39 @@ class BackendContract:
             admin.fail(ids[-1], "r", CRASH)
         admin.enqueue(make_invocation())
         assert [i.id for i in admin.invocations(Status.FAILED, 2)] == ids[::-1][:2]
+
+    # -- recent endings (pprunner top) --------------------------------------------------
+
+    def test_ended_since_counts_what_ended_from_then_on_by_status(self, admin: Admin) -> None:
+        _, failed, lost = end_three_ways(admin)
+        last = enqueue_claimed(admin, "r")
+        admin.complete(last.id, "r", b"2")
+        enqueue_claimed(admin, "r")  # running: not ended
+        admin.enqueue(make_invocation())  # pending: not ended
+        assert admin.ended_since(0.0) == {Status.SUCCESS: 2, Status.FAILED: 2}
+        since = admin.get(lost.id).finished_at
+        assert since is not None
+        assert admin.ended_since(since) == {Status.SUCCESS: 1, Status.FAILED: 1}
+        assert admin.ended_since(time.time() + 3_600) == {Status.SUCCESS: 0, Status.FAILED: 0}
+        admin.requeue([failed.id])  # no longer ended
+        assert admin.ended_since(0.0) == {Status.SUCCESS: 2, Status.FAILED: 1}
+        admin.purge(time.time() + 3_600, 10)
+        assert admin.ended_since(0.0) == {Status.SUCCESS: 0, Status.FAILED: 0}
+
+    def test_latest_failures_come_the_last_to_fail_first(self, admin: Admin) -> None:
+        older = enqueue_claimed(admin, "a")
+        newer = enqueue_claimed(admin, "b")
+        admin.fail(newer.id, "b", CRASH)
+        admin.fail(older.id, "a", CRASH)  # enqueued first, failed last
+        admin.complete(enqueue_claimed(admin, "c").id, "c", b"1")
+        lost = enqueue_claimed(admin, "lost", max_attempts=1)
+        admin.reroute("lost", CRASH)  # past max_attempts: FAILED
+        assert [i.id for i in admin.latest_failures(10)] == [lost.id, older.id, newer.id]
+        assert admin.latest_failures(1) == [admin.get(lost.id)]
+        admin.requeue([older.id])
+        assert [i.id for i in admin.latest_failures(10)] == [lost.id, newer.id]
+        admin.purge(time.time() + 3_600, 10)
+        assert admin.latest_failures(10) == []
 
     # -- completing and claiming the next at once ----------------------------------------
 
@@ -667,14 +721,8 @@ class BackendContract:
 
     def test_purge_deletes_finished_invocations_oldest_first_up_to_its_limit(
             self, admin: Admin) -> None:
-        completed = enqueue_claimed(admin, "r")
-        admin.complete(completed.id, "r", b"1")
-        failed = enqueue_claimed(admin, "r")
-        admin.fail(failed.id, "r", CRASH)
-        lost = enqueue_claimed(admin, "lost", max_attempts=1)
-        admin.reroute("lost", CRASH)  # past max_attempts: FAILED
-        ended = [admin.get(i.id) for i in (completed, failed, lost)]
-        assert [i.status for i in ended] == [Status.SUCCESS, Status.FAILED, Status.FAILED]
+        ended = end_three_ways(admin)
+        lost = ended[2]
         later = max(i.finished_at or 0 for i in ended) + 1
         assert admin.purge(later, 2) == 2
         for gone in ended[:2]:

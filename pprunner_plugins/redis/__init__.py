@@ -42,6 +42,7 @@ own keys).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -56,7 +57,7 @@ import attrs
 
 import pprunner
 from pprunner.backend import Admin, Pausing, Recovery, check_owner_change, missing, rerouted
-from pprunner.errors import BackendError, IllegalTransition
+from pprunner.errors import BackendError, IllegalTransition, UnknownInvocation
 from pprunner.invocation import (
     OWNED_STATUSES,
     ErrorInfo,
@@ -457,6 +458,8 @@ class RedisBackend(Pausing, Admin, Recovery):
             pipe.lpush(self._key("queue"), after.id)
         if after.status.is_final and not before.status.is_final:
             pipe.zadd(self._key("ended"), {after.id: after.finished_at or 0.0})
+            if after.status is Status.FAILED:
+                pipe.zadd(self._key("failed"), {after.id: after.finished_at or 0.0})
 
     def owned_by(self, runner_ids: Iterable[str]) -> list[Invocation]:
         found = []
@@ -469,8 +472,8 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
         """Heartbeats on the server's clock (see ``scripts.HEARTBEAT``)."""
-        records = [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, repr(r.started_at))
-                   for r in runners]
+        records = [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, repr(r.started_at),
+                    r.phase) for r in runners]
         age = repr(time.time() - at)
         self._run_retrying("HEARTBEAT", RUNNER_RECORD_TTL, age, *itertools.chain(*records))
 
@@ -512,7 +515,8 @@ class RedisBackend(Pausing, Admin, Recovery):
                 id=runner_id, kind=RunnerKind(f.get("kind", "worker")),
                 pid=int(f.get("pid", 0)), host=f.get("host", "?"),
                 supervisor=f.get("supervisor", ""), slot=int(f.get("slot", 0)),
-                started_at=float(f.get("started_at", beat)), heartbeat_at=beat))
+                started_at=float(f.get("started_at", beat)), heartbeat_at=beat,
+                phase=f.get("phase", "")))
         return found
 
     # -- inspection --------------------------------------------------------------------
@@ -537,6 +541,25 @@ class RedisBackend(Pausing, Admin, Recovery):
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
         return [self.get(raw.decode()) for raw in ids]
+
+    def ended_since(self, since: float) -> dict[Status, int]:
+        """Two ZCOUNTs in one MULTI: every ending is in ``p:ended``, a failure also in
+        ``p:failed``, so none can be counted in one and not yet in the other."""
+        def count() -> list[int]:
+            pipe = self.client.pipeline(transaction=True)
+            for key in ("ended", "failed"):
+                pipe.zcount(self._key(key), repr(since), "+inf")
+            return list(pipe.execute())
+
+        ended, failed = self._retrying(count)
+        return {Status.SUCCESS: ended - failed, Status.FAILED: failed}
+
+    def latest_failures(self, limit: int) -> list[Invocation]:
+        found = []
+        for raw in self._do("zrevrange", self._key("failed"), 0, limit - 1):
+            with contextlib.suppress(UnknownInvocation):  # purged since the listing
+                found.append(self.get(raw.decode()))
+        return found
 
     def counts(self) -> dict[Status, int]:
         def count() -> list[int]:

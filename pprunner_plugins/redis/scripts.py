@@ -14,6 +14,7 @@ Layout, for prefix ``p``:
 ``p:wakeups``        counter: raised by every ``wakeup()``
 ``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
+``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
 ``p:runner:<id>``    hash: the runner's record
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
@@ -131,6 +132,7 @@ local function change(p, runner, at)
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
   if new == 'SUCCESS' or new == 'FAILED' then
     redis.call('ZADD', p .. ':ended', finished, id)
+    if new == 'FAILED' then redis.call('ZADD', p .. ':failed', finished, id) end
     announce(p, id)
   end
   return 1
@@ -264,13 +266,14 @@ redis.call('HDEL', key, 'owner', 'started_at', 'finished_at', 'not_before')
 local seq = redis.call('HGET', key, 'seq')
 redis.call('ZREM', p .. ':status:FAILED', id)
 redis.call('ZREM', p .. ':ended', id)
+redis.call('ZREM', p .. ':failed', id)
 redis.call('ZADD', p .. ':status:PENDING', seq, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
 """
 
 #: ARGV: prefix, record ttl, the heartbeat's age when sent (seconds, on the sender's clock),
-#: then per runner 7 values: id, kind, pid, host, supervisor, slot, started_at. The time
+#: then per runner 8 values: id, kind, pid, host, supervisor, slot, started_at, phase. The time
 #: stored is the server's own at arrival, less that age: a heartbeat delayed on the way (a
 #: link that stalled, a resend after an outage) counts from when it arrived, and every
 #: host's heartbeats are judged by one clock, so host clocks need not agree.
@@ -278,12 +281,13 @@ HEARTBEAT = """
 local p, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(ARGV[3])
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = p .. ':runner:' .. id
   redis.call('ZADD', p .. ':runners', now, id)
   redis.call('HSET', key, 'id', id, 'kind', ARGV[i + 1], 'pid', ARGV[i + 2], 'host', ARGV[i + 3],
-             'supervisor', ARGV[i + 4], 'slot', ARGV[i + 5], 'started_at', ARGV[i + 6])
+             'supervisor', ARGV[i + 4], 'slot', ARGV[i + 5], 'started_at', ARGV[i + 6],
+             'phase', ARGV[i + 7])
   redis.call('EXPIRE', key, ttl)
 end
 return 1
@@ -305,6 +309,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':ended', '-inf', '(' .. be
     purged = purged + 1
   end
   redis.call('ZREM', p .. ':ended', id)
+  redis.call('ZREM', p .. ':failed', id)
 end
 return purged
 """
