@@ -35,6 +35,7 @@ import pluggy
 
 from . import defaults, hookspecs
 from .backend import Backend
+from .config import Config
 from .errors import PluginError
 from .serializer import Serializer
 
@@ -112,10 +113,21 @@ class Plugins:
 
     manager: pluggy.PluginManager
     registry: Registry
+    #: the settings the plugins were last told (``pprunner_configure``)
+    _configured_for: Config | None = None
 
     @property
     def hook(self) -> Any:
         return self.manager.hook
+
+    def configure(self, config: Config) -> Plugins:
+        """Tell the plugins this process's settings (``pprunner_configure``), once per
+        Config; returns itself. Historic: a plugin registered later hears them too."""
+        if config is not self._configured_for:
+            self.hook.pprunner_configure.call_historic(
+                kwargs={"config": config, "plugins": self})
+            self._configured_for = config  # only once they took it: an error comes again
+        return self
 
 
 def _env_flag(name: str) -> bool:

@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     error TEXT,
     not_before REAL,
     history TEXT NOT NULL DEFAULT '[]',
-    waiting_for TEXT NOT NULL DEFAULT '[]'
+    waiting_for TEXT NOT NULL DEFAULT '[]',
+    headers TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
@@ -116,20 +117,23 @@ CREATE TABLE IF NOT EXISTS runners (
 """
 
 #: ``PRAGMA user_version`` of the current schema, and how to bring older files up to it
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS = {
     2: ["ALTER TABLE invocations ADD COLUMN not_before REAL",
         "ALTER TABLE invocations ADD COLUMN history TEXT NOT NULL DEFAULT '[]'"],
     3: ["ALTER TABLE invocations ADD COLUMN waiting_for TEXT NOT NULL DEFAULT '[]'"],
+    # NULL when there are none, as for nearly every invocation: no JSON to write or read
+    4: ["ALTER TABLE invocations ADD COLUMN headers TEXT"],
 }
 
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
-           "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for")
+           "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for, "
+           "headers")
 
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
     (id_, task, serializer, payload, status, owner, attempts, max_attempts, enqueued_at,
-     started_at, finished_at, result, error, not_before, history, waiting_for) = row
+     started_at, finished_at, result, error, not_before, history, waiting_for, headers) = row
     return Invocation(id=id_, task=task, serializer=serializer, payload=bytes(payload),
                       status=Status(status), owner=owner, attempts=attempts,
                       max_attempts=max_attempts, enqueued_at=enqueued_at,
@@ -137,7 +141,8 @@ def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
                       result=None if result is None else bytes(result),
                       error=ErrorInfo.from_json(error), not_before=not_before,
                       history=tuple(ErrorInfo(**e) for e in json.loads(history)),
-                      waiting_for=tuple(json.loads(waiting_for)))
+                      waiting_for=tuple(json.loads(waiting_for)),
+                      headers=json.loads(headers) if headers else {})
 
 
 def _history(invocation: Invocation) -> str:
@@ -293,11 +298,11 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         i = invocation
         self._execute(
             f"INSERT INTO invocations ({COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (i.id, i.task, i.serializer, i.payload, i.status.value, i.owner, i.attempts,
              i.max_attempts, i.enqueued_at, i.started_at, i.finished_at, i.result,
              i.error.to_json() if i.error else None, i.not_before, _history(i),
-             json.dumps(i.waiting_for)))
+             json.dumps(i.waiting_for), json.dumps(i.headers) if i.headers else None))
         self.doorbell.ring()
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
