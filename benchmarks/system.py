@@ -158,6 +158,11 @@ class System:
         """Launch the pool, time its first task, then sample it idle (:func:`idle_run`)."""
         raise NotImplementedError
 
+    def enqueue_rate(self, count: int) -> float:
+        """Seconds a fresh producer process takes to enqueue ``count`` no-op tasks, no
+        pool running (``python -m benchmarks tracing``: the producer's side)."""
+        raise NotImplementedError
+
     def executor_throughput(self, count: int, chunksize: int) -> ExecutorThroughputRun:
         """``count`` no-op calls through ``submit``, then through ``map`` with ``chunksize``,
         on a warm pool in this process (``python -m benchmarks executors``)."""
