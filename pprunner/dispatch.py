@@ -47,7 +47,6 @@ from .jobs import (
     TimedOut,
     Waiting,
 )
-from .plugins import CORE
 from .pool import Child, Kill
 from .spawn import describe_exit
 
@@ -116,8 +115,6 @@ class Dispatcher:
         #: whether any implements those hooks
         self.plugins: Any = None
         self._observed = False
-        #: whether a plugin, not only the core, implements ``pprunner_enqueue``
-        self._enqueue_observed = False
         self._thread: threading.Thread | None = None
         if deliver == "thread":
             self._thread = threading.Thread(target=self._deliver_forever,
@@ -129,14 +126,13 @@ class Dispatcher:
     def submit(self, call: Call, notify: Notify) -> None:
         """Queue ``call``; ``notify(event)`` hears what becomes of it.
 
-        Through the ``pprunner_enqueue`` hook when a plugin implements it (tracing): the
-        call queued, and named in the events, is then the one the hook sent, with its
-        headers. Without one no hook is called."""
-        if self._enqueue_observed:
-            self.plugins.hook.pprunner_enqueue(job=call, headers=dict(call.headers),
-                                               send=lambda sent: self._queue(sent, notify))
-        else:
+        Through the ``pprunner_enqueue`` hook once a supervisor took this feed: the
+        call queued, and named in the events, is the one the hook sent, with the
+        headers its plugins added (tracing's context)."""
+        if self.plugins is None:
             self._queue(call, notify)
+        else:
+            self.plugins.send_new(call, lambda sent: self._queue(sent, notify))
 
     def _queue(self, call: Call, notify: Notify) -> None:
         with self._lock:
@@ -233,8 +229,6 @@ class Dispatcher:
         # a hook call costs microseconds even with no implementation: skip it then
         self._observed = bool(plugins.hook.pprunner_job_started.get_hookimpls()
                               or plugins.hook.pprunner_job_finished.get_hookimpls())
-        self._enqueue_observed = any(impl.plugin_name != CORE for impl
-                                     in plugins.hook.pprunner_enqueue.get_hookimpls())
 
     def heartbeat(self, plugins: Any, runners: Sequence[RunnerInfo]) -> None:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())

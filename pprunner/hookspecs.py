@@ -107,7 +107,8 @@ def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
     ``Dispatcher.submit`` queues a pushed :class:`~pprunner.jobs.Call` for a worker.
 
     Stops at first non-None result: the job as sent. The default sends ``job``
-    through ``send`` carrying ``headers``. Use ``wrapper=True`` implementations to
+    through ``send`` carrying ``headers``; while no plugin implements this hook it
+    is not called at all (:meth:`~pprunner.plugins.Plugins.send_new`). Use ``wrapper=True`` implementations to
     put context around the sending (a producer span) and to add entries to
     ``headers`` before they yield: the job is sent with them, and the worker reads
     them as ``job.headers`` (kept through retries and reroutes). Headers are string

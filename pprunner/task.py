@@ -264,8 +264,7 @@ class Task(Generic[P, R]):
                                                list(args), dict(kwargs)),
             max_attempts=self.max_attempts,
         )
-        self.app.plugins.hook.pprunner_enqueue(job=invocation, headers={},
-                                               send=self.app.backend.enqueue)
+        self.app.plugins.send_new(invocation, self.app.backend.enqueue)
         return Handle(self.app, invocation.id)
 
 
