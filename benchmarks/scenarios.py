@@ -143,12 +143,16 @@ def executor_throughput(system: System, settings: Settings) -> dict[str, Value]:
     return {"submit": run.count / run.submit_s, "map": run.count / run.map_s}
 
 
-@scenario(lambda s: f"{s.throughput_tasks:,} no-op tasks enqueued by a fresh producer "
-                    "process, no pool running",
+@scenario(lambda s: f"{s.throughput_tasks:,} no-op tasks enqueued, then run inline, in one "
+                    "fresh process; CPU time per invocation",
           Metric("enqueue", "enqueue rate", "tasks/s", higher_is_better=True),
+          Metric("enqueue_cpu", "enqueue, CPU per invocation", "us"),
+          Metric("drain_cpu", "claim + run + complete, CPU per invocation", "us"),
           commands=(TRACING_SCENARIOS,))
-def enqueue_rate(system: System, settings: Settings) -> dict[str, Value]:
-    return {"enqueue": settings.throughput_tasks / system.enqueue_rate(settings.throughput_tasks)}
+def one_process(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.one_process(settings.throughput_tasks)
+    return {"enqueue": settings.throughput_tasks / run["enqueue_s"],
+            "enqueue_cpu": run["enqueue_cpu_us"], "drain_cpu": run["drain_cpu_us"]}
 
 
 @scenario(lambda s: f"enqueue -> task start on an idle pool, {s.latency_tasks} tasks one at a "

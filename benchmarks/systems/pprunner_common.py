@@ -15,6 +15,7 @@ measurement (through pprunner's public backend API) are the same for all.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Collection
@@ -128,16 +129,17 @@ class PprunnerSystem(System):
             raise RuntimeError(f"pprunner run --burst exited with {code}:\n{self.pool.tail()}")
         return ThroughputRun(count=count, wall_s=wall, drain_s=self._drain_s(count))
 
-    def enqueue_rate(self, count: int) -> float:
+    def one_process(self, count: int) -> dict[str, float]:
         done = subprocess.run(
             system.python("-m", "benchmarks.producer", self.backend_url, str(count),
                           self.tracing),
             env=system.child_env(PPRUNNER_SERIALIZER=self.serializer), cwd=self.workdir,
-            capture_output=True, text=True, timeout=60 + count / 100)
+            capture_output=True, text=True, timeout=60 + count / 50)
         if done.returncode != 0:
             raise RuntimeError(f"benchmarks.producer exited with {done.returncode}:\n"
                                f"{done.stderr}")
-        return float(done.stdout)
+        run: dict[str, float] = json.loads(done.stdout)
+        return run
 
     def latency(self, count: int, gap_s: float) -> list[float]:
         self._launch()
