@@ -108,12 +108,13 @@ def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
 
     Stops at first non-None result: the job as sent. The default sends ``job``
     through ``send`` carrying ``headers``; while no plugin implements this hook it
-    is not called at all (:meth:`~pprunner.plugins.Plugins.send_new`). Use ``wrapper=True`` implementations to
-    put context around the sending (a producer span) and to add entries to
-    ``headers`` before they yield: the job is sent with them, and the worker reads
-    them as ``job.headers`` (kept through retries and reroutes). Headers are string
-    keys and values, at most :data:`~pprunner.invocation.MAX_HEADERS_SIZE` bytes in
-    all; more is a ``ValueError``. An exception here means nothing was sent.
+    is not called at all (:meth:`~pprunner.plugins.Plugins.send_new`). Use
+    ``wrapper=True`` implementations to put context around the sending (a producer
+    span) and to add entries to ``headers`` before they yield: the job is sent with
+    them, and the worker reads them as ``job.headers`` (kept through retries and
+    reroutes). Headers are string keys and values, at most
+    :data:`~pprunner.invocation.MAX_HEADERS_SIZE` bytes in all; more is a
+    ``ValueError``. An exception here means nothing was sent.
 
     :param job: the new job, with the headers its creator gave it (usually none).
     :param headers: a mutable copy of ``job.headers``.
