@@ -12,9 +12,11 @@ import time
 
 from pprunner import App, gather
 
-from . import workload
+from . import otel, workload
 
 app = App(name="benchmarks")
+#: ``python -m benchmarks tracing``: the pool's processes install the SDK it names
+otel.install_from_environment()
 
 noop = app.task(workload.noop)
 stamp = app.task(workload.stamp)

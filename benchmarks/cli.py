@@ -1,7 +1,8 @@
-"""``python -m benchmarks run|executors [--quick] [--only SCENARIO,...] [--rounds N] ...``
+"""``python -m benchmarks run|executors|tracing [--quick] [--only SCENARIO,...] [--rounds N] ...``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
-``pprunner.Executor`` against the pools without a queue; the same options,
+``pprunner.Executor`` against the pools without a queue, ``tracing`` pprunner
+with tracing off and on; the same options,
 each command its own systems, scenarios and baseline. Tables go to stdout as
 each scenario finishes, progress to stderr. Nothing is installed: a system
 whose library is missing is "not installed".
@@ -10,6 +11,7 @@ whose library is missing is "not installed".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -18,9 +20,9 @@ from pathlib import Path
 
 from . import procs, report, runner
 from .runner import Result
-from .scenarios import EXECUTOR_SCENARIOS, SCENARIOS, Scenario, Settings
+from .scenarios import EXECUTOR_SCENARIOS, SCENARIOS, TRACING_SCENARIOS, Scenario, Settings
 from .system import System
-from .systems import BASELINE, EXECUTOR_BASELINE, EXECUTORS, SYSTEMS
+from .systems import BASELINE, EXECUTOR_BASELINE, EXECUTORS, SYSTEMS, TRACING_SYSTEMS
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Command:
     scenarios: dict[str, Scenario]
     systems: tuple[type[System], ...]
     baseline: str
+    #: no further round of a system that would end past this (None: the settings' own,
+    #: which keeps slow peers from taking the run; pprunner alone needs every round)
+    round_budget_s: float | None = None
 
 
 COMMANDS = {command.name: command for command in (
@@ -42,6 +47,10 @@ COMMANDS = {command.name: command for command in (
             "multiprocessing.Pool, one table per scenario",
             "pprunner.Executor against the standard library's pools and loky",
             EXECUTOR_SCENARIOS, EXECUTORS, EXECUTOR_BASELINE),
+    Command("tracing", "what the OpenTelemetry plugin costs: pprunner-sqlite with the "
+            "tracing setting off, on without the SDK, and on with it",
+            "pprunner with tracing off and on", TRACING_SCENARIOS, TRACING_SYSTEMS,
+            BASELINE, round_budget_s=180.0),
 )}
 
 
@@ -89,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     settings = Settings.make(quick=args.quick, rounds=args.rounds)
+    if command.round_budget_s is not None:
+        settings = dataclasses.replace(settings, round_budget_s=command.round_budget_s)
     scenarios = [command.scenarios[name] for name in args.only or command.scenarios]
     systems = [s for s in command.systems if args.systems is None or s.name in args.systems]
     procs.become_subreaper()

@@ -93,6 +93,8 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {}
 #: ``python -m benchmarks executors``: ``pprunner.Executor`` against the bare pools
 EXECUTOR_SCENARIOS: dict[str, Scenario] = {}
+#: ``python -m benchmarks tracing``: pprunner with tracing off and on
+TRACING_SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(title: Callable[[Settings], str], *metrics: Metric, single_round: bool = False,
@@ -123,7 +125,8 @@ def percentile(samples: list[float], fraction: float) -> float:
 @scenario(lambda s: f"{s.throughput_tasks:,} no-op tasks queued before the pool starts, "
                     f"{WORKERS} workers",
           Metric("wall", "launch -> exit, incl. boot", "s"),
-          Metric("rate", "drain rate, excl. boot", "tasks/s", higher_is_better=True))
+          Metric("rate", "drain rate, excl. boot", "tasks/s", higher_is_better=True),
+          commands=(SCENARIOS, TRACING_SCENARIOS))
 def throughput(system: System, settings: Settings) -> dict[str, Value]:
     run = system.throughput(settings.throughput_tasks, settings.throughput_cap_s)
     return {"wall": run.wall_s, "rate": run.count / run.drain_s}
@@ -140,10 +143,22 @@ def executor_throughput(system: System, settings: Settings) -> dict[str, Value]:
     return {"submit": run.count / run.submit_s, "map": run.count / run.map_s}
 
 
+@scenario(lambda s: f"{s.throughput_tasks:,} no-op tasks enqueued, then run inline, in one "
+                    "fresh process; CPU time per invocation",
+          Metric("enqueue", "enqueue rate", "tasks/s", higher_is_better=True),
+          Metric("enqueue_cpu", "enqueue, CPU per invocation", "us"),
+          Metric("drain_cpu", "claim + run + complete, CPU per invocation", "us"),
+          commands=(TRACING_SCENARIOS,))
+def one_process(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.one_process(settings.throughput_tasks)
+    return {"enqueue": settings.throughput_tasks / run["enqueue_s"],
+            "enqueue_cpu": run["enqueue_cpu_us"], "drain_cpu": run["drain_cpu_us"]}
+
+
 @scenario(lambda s: f"enqueue -> task start on an idle pool, {s.latency_tasks} tasks one at a "
                     f"time, {s.latency_gap_s * 1000:g} ms apart",
           Metric("latency", "enqueue -> start", "ms", has_p99=True), single_round=True,
-          commands=(SCENARIOS, EXECUTOR_SCENARIOS))
+          commands=(SCENARIOS, EXECUTOR_SCENARIOS, TRACING_SCENARIOS))
 def latency(system: System, settings: Settings) -> dict[str, Value]:
     samples = system.latency(settings.latency_tasks, settings.latency_gap_s)
     return {"latency": statistics.median(samples) * 1000,

@@ -158,6 +158,13 @@ class System:
         """Launch the pool, time its first task, then sample it idle (:func:`idle_run`)."""
         raise NotImplementedError
 
+    def one_process(self, count: int) -> dict[str, float]:
+        """A fresh process enqueues ``count`` no-op tasks, then runs them inline
+        (``python -m benchmarks tracing``): the enqueues' wall seconds
+        (``enqueue_s``), CPU microseconds per invocation of enqueueing
+        (``enqueue_cpu_us``) and of claiming, running and completing (``drain_cpu_us``)."""
+        raise NotImplementedError
+
     def executor_throughput(self, count: int, chunksize: int) -> ExecutorThroughputRun:
         """``count`` no-op calls through ``submit``, then through ``map`` with ``chunksize``,
         on a warm pool in this process (``python -m benchmarks executors``)."""

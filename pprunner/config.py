@@ -59,6 +59,18 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[Any], str]:
     return parse
 
 
+def _flag(value: Any) -> bool:
+    """A switch: a TOML or Python bool, or a word as an environment variable has it."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {value!r}")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -215,6 +227,9 @@ class Config:
     health_file: str | None = _setting(
         None, _optional(_text), "file the supervisor rewrites every iteration (liveness, "
         "readiness)")
+    tracing: bool = _setting(
+        False, _flag, "an OpenTelemetry span per invocation, linked to its producer's "
+        "(needs pprunner[otel]); off: the tracing plugin registers nothing")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, safe to hand to a worker process."""

@@ -124,7 +124,17 @@ class Dispatcher:
     # -- the host's side (any thread) ----------------------------------------------
 
     def submit(self, call: Call, notify: Notify) -> None:
-        """Queue ``call``; ``notify(event)`` hears what becomes of it."""
+        """Queue ``call``; ``notify(event)`` hears what becomes of it.
+
+        Through the ``pprunner_enqueue`` hook once a supervisor took this feed: the
+        call queued, and named in the events, is the one the hook sent, with the
+        headers its plugins added (tracing's context)."""
+        if self.plugins is None:
+            self._queue(call, notify)
+        else:
+            self.plugins.send_new(call, lambda sent: self._queue(sent, notify))
+
+    def _queue(self, call: Call, notify: Notify) -> None:
         with self._lock:
             if self._closed:
                 raise PprunnerError("cannot submit: the supervisor has stopped")

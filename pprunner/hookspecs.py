@@ -16,8 +16,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .config import Config
     from .invocation import Invocation, RunnerInfo
     from .jobs import Call, Ending, Runnable
+    from .plugins import Plugins
     from .serializer import Serializer
     from .spawn import WorkerExit, WorkerProcess, WorkerSpec
     from .supervisor import SupervisorView
@@ -67,6 +69,56 @@ def pprunner_add_cli_options(command: str, parser: argparse.ArgumentParser) -> N
     :param command: the sub-command's name (``run``, ``enqueue``, ``status``, ...).
     :param parser: its :class:`argparse.ArgumentParser`. Parsed values reach
         plugins as ``options`` in :func:`pprunner_supervisor_started`.
+    """
+
+
+# ---------------------------------------------------------------------------
+# configure: a process's settings are known (producer, supervisor, worker)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def pprunner_configure(config: Config, plugins: Plugins) -> None:
+    """This process's settings are known: in a producer's or the supervisor's App
+    when its plugins are first used (again after ``App.configure`` changed them), in
+    a push-mode supervisor, and in each worker before :func:`pprunner_worker_init`.
+
+    A plugin that is off unless a setting turns it on registers its per-job
+    implementations here, with ``plugins.manager.register(...)`` (and unregisters
+    them when told settings that turn it off), so that it costs nothing while off.
+    Historic: a plugin registered later is told the settings at once. An exception
+    (a :class:`~pprunner.errors.ConfigError`) stops whatever needed the plugins.
+
+    :param config: the effective :class:`~pprunner.config.Config`.
+    :param plugins: the :class:`~pprunner.plugins.Plugins` being configured.
+    """
+
+
+# ---------------------------------------------------------------------------
+# enqueue: a producer sends a new job (pull: to the backend; push: to a worker)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
+                     send: Callable[[Invocation | Call], None]) -> Invocation | Call | None:
+    """Send a new job on its way, in the producer: ``Task.enqueue`` stores an
+    :class:`~pprunner.invocation.Invocation` in the app's backend, and
+    ``Dispatcher.submit`` queues a pushed :class:`~pprunner.jobs.Call` for a worker.
+
+    Stops at first non-None result: the job as sent. The default sends ``job``
+    through ``send`` carrying ``headers``; while no plugin implements this hook it
+    is not called at all (:meth:`~pprunner.plugins.Plugins.send_new`). Use
+    ``wrapper=True`` implementations to put context around the sending (a producer
+    span) and to add entries to ``headers`` before they yield: the job is sent with
+    them, and the worker reads them as ``job.headers`` (kept through retries and
+    reroutes). Headers are string keys and values, at most
+    :data:`~pprunner.invocation.MAX_HEADERS_SIZE` bytes in all; more is a
+    ``ValueError``. An exception here means nothing was sent.
+
+    :param job: the new job, with the headers its creator gave it (usually none).
+    :param headers: a mutable copy of ``job.headers``.
+    :param send: stores or queues the job; raises if it could not.
     """
 
 

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -67,6 +68,14 @@ def sources_of(new: Status) -> frozenset[Status]:
     return frozenset(old for old, targets in TRANSITIONS.items() if new in targets)
 
 
+def type_name(exc: BaseException) -> str:
+    """How errors name an exception's type: ``module.Qualname``, bare for built-ins."""
+    kind = type(exc)
+    if kind.__module__ in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 @attrs.frozen
 class ErrorInfo:
     """Why an invocation attempt failed, readable without the task's code.
@@ -81,12 +90,8 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        kind = type(exc)
-        name = kind.__qualname__
-        if kind.__module__ not in ("builtins", "__main__"):
-            name = f"{kind.__module__}.{name}"
-        text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-        return cls(type=name, message=str(exc), traceback=text)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type=type_name(exc), message=str(exc), traceback=text)
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self))
@@ -123,6 +128,10 @@ class Invocation:
     history: tuple[ErrorInfo, ...] = ()
     #: while PAUSED: the invocations it waits for
     waiting_for: tuple[str, ...] = ()
+    #: small string metadata its producer attached (``pprunner_enqueue``), kept as it
+    #: was through retries and reroutes: a trace context, say. Read-only; left out of
+    #: the hash, as a dict cannot be hashed. See :func:`check_headers` for the bound.
+    headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
 
     def __repr__(self) -> str:
         owner = f" owner={self.owner}" if self.owner else ""
@@ -130,6 +139,27 @@ class Invocation:
             f"<Invocation {self.id} {self.task} {self.status}{owner} "
             f"attempt {self.attempts}/{self.max_attempts}>"
         )
+
+
+#: the most bytes (UTF-8) an invocation's or a call's headers may take, keys and
+#: values together: room for a W3C ``traceparent``, ``tracestate`` and some baggage,
+#: while every claim, hand-over and reroute still carries them at no noticeable cost
+MAX_HEADERS_SIZE = 8192
+
+
+def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` as a job carries them, or a ValueError saying what is wrong:
+    string keys (not empty) and values only, at most :data:`MAX_HEADERS_SIZE` bytes."""
+    size = 0
+    for key, value in headers.items():
+        if not (isinstance(key, str) and key and isinstance(value, str)):
+            raise ValueError(f"header {key!r}: {value!r}: headers are non-empty string "
+                                "keys with string values")
+        size += len(key.encode()) + len(value.encode())
+    if size > MAX_HEADERS_SIZE:
+        raise ValueError(f"headers take {size} bytes; at most {MAX_HEADERS_SIZE} are "
+                            f"allowed (keys: {', '.join(sorted(headers))})")
+    return dict(headers)
 
 
 class RunnerKind(str, enum.Enum):

@@ -53,6 +53,8 @@ class Call:
         limit runs out (called with a message), for a host whose tasks catch
         the host's own class (Celery's ``SoftTimeLimitExceeded``); default
         :class:`~pprunner.errors.SoftTimeLimitExceeded`.
+    :param headers: small string metadata for the worker side, as an invocation's
+        (``pprunner_enqueue`` wrappers add a trace context at ``Dispatcher.submit``).
     :param runner_id: hand it only to this worker (a host that claimed work in
         that worker's name, as pynenc's runner does); it waits until that worker is
         idle, is never tried on another one, and ends :class:`Cancelled` if that
@@ -70,6 +72,7 @@ class Call:
                                                    takes_self=True))
     soft_limit_error: type[BaseException] | None = None
     runner_id: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"

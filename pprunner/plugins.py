@@ -28,15 +28,23 @@ import os
 import sys
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pluggy
 
 from . import defaults, hookspecs
 from .backend import Backend
+from .config import Config
 from .errors import PluginError
 from .serializer import Serializer
+
+if TYPE_CHECKING:
+    from .invocation import Invocation
+    from .jobs import Call
+
+#: a new job, pulled or pushed
+Job = TypeVar("Job", "Invocation", "Call")
 
 ENTRY_POINT_GROUP = "pprunner"
 OWN_DISTRIBUTION = "pprunner"
@@ -112,10 +120,32 @@ class Plugins:
 
     manager: pluggy.PluginManager
     registry: Registry
+    #: the settings the plugins were last told (``pprunner_configure``)
+    _configured_for: Config | None = None
 
     @property
     def hook(self) -> Any:
         return self.manager.hook
+
+    def configure(self, config: Config) -> Plugins:
+        """Tell the plugins this process's settings (``pprunner_configure``), once per
+        Config; returns itself. Historic: a plugin registered later hears them too."""
+        if config is not self._configured_for:
+            self.hook.pprunner_configure.call_historic(
+                kwargs={"config": config, "plugins": self})
+            self._configured_for = config  # only once they took it: an error comes again
+        return self
+
+    def send_new(self, job: Job, send: Callable[[Job], None]) -> Job:
+        """Send a new job through ``pprunner_enqueue``; returns it as sent. Straight to
+        ``send`` while no plugin implements the hook (the usual case): the core's
+        default would only call it, and a hook call costs microseconds per job."""
+        hook = self.hook.pprunner_enqueue
+        if all(impl.plugin_name == CORE for impl in hook.get_hookimpls()):
+            send(job)
+            return job
+        sent: Job = hook(job=job, headers=dict(job.headers), send=send)
+        return sent
 
 
 def _env_flag(name: str) -> bool:

@@ -151,7 +151,8 @@ class Supervisor:
                               "(push mode), not both")
         self.app = app
         self.config = app.config if app is not None else config or config_module.resolve([])
-        self.plugins = app.plugins if app is not None else get_plugin_manager()
+        self.plugins = (app.plugins if app is not None
+                        else get_plugin_manager().configure(self.config))
         self._plugin_modules = tuple(p.__name__ for p in plugins
                                      if isinstance(p, types.ModuleType))
         for plugin in plugins:

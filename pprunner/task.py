@@ -96,9 +96,10 @@ class App:
 
     @property
     def plugins(self) -> Plugins:
+        """The plugin manager, told this app's settings (``pprunner_configure``)."""
         if self._plugins is None:
             self._plugins = get_plugin_manager()
-        return self._plugins
+        return self._plugins.configure(self.config)
 
     @property
     def backend(self) -> Backend:
@@ -263,7 +264,7 @@ class Task(Generic[P, R]):
                                                list(args), dict(kwargs)),
             max_attempts=self.max_attempts,
         )
-        self.app.backend.enqueue(invocation)
+        self.app.plugins.send_new(invocation, self.app.backend.enqueue)
         return Handle(self.app, invocation.id)
 
 

@@ -659,10 +659,10 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
     """
     settings = spec.settings
     if spec.app_path is None:
+        config = config_module.resolve([("the supervisor", settings)])
         context = WorkerContext(app=None, runner_id=spec.runner_id, slot=spec.slot,
                                 runner_cache=spec.runner_cache, stop_event=spec.stop_event,
-                                config=config_module.resolve([("the supervisor", settings)]),
-                                plugins=get_plugin_manager())
+                                config=config, plugins=get_plugin_manager().configure(config))
     else:
         app = load_app(spec.app_path)
         app.configure(source="the supervisor", **settings)

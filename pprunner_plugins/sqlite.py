@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     error TEXT,
     not_before REAL,
     history TEXT NOT NULL DEFAULT '[]',
-    waiting_for TEXT NOT NULL DEFAULT '[]'
+    waiting_for TEXT NOT NULL DEFAULT '[]',
+    headers TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_pending ON invocations (seq) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS invocations_status ON invocations (status);
@@ -127,16 +128,19 @@ MIGRATIONS = {
     2: [("invocations", "not_before REAL"),
         ("invocations", "history TEXT NOT NULL DEFAULT '[]'")],
     3: [("invocations", "waiting_for TEXT NOT NULL DEFAULT '[]'")],
-    4: [("runners", "phase TEXT NOT NULL DEFAULT ''")],
+    # headers: NULL when there are none, as for nearly every invocation (no JSON to
+    # write or read); phase: what the supervisor last said a worker was doing
+    4: [("invocations", "headers TEXT"), ("runners", "phase TEXT NOT NULL DEFAULT ''")],
 }
 
 COLUMNS = ("id, task, serializer, payload, status, owner, attempts, max_attempts, "
-           "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for")
+           "enqueued_at, started_at, finished_at, result, error, not_before, history, waiting_for, "
+           "headers")
 
 
 def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
     (id_, task, serializer, payload, status, owner, attempts, max_attempts, enqueued_at,
-     started_at, finished_at, result, error, not_before, history, waiting_for) = row
+     started_at, finished_at, result, error, not_before, history, waiting_for, headers) = row
     return Invocation(id=id_, task=task, serializer=serializer, payload=bytes(payload),
                       status=Status(status), owner=owner, attempts=attempts,
                       max_attempts=max_attempts, enqueued_at=enqueued_at,
@@ -144,7 +148,8 @@ def _invocation(row: sqlite3.Row | tuple[Any, ...]) -> Invocation:
                       result=None if result is None else bytes(result),
                       error=ErrorInfo.from_json(error), not_before=not_before,
                       history=tuple(ErrorInfo(**e) for e in json.loads(history)),
-                      waiting_for=tuple(json.loads(waiting_for)))
+                      waiting_for=tuple(json.loads(waiting_for)),
+                      headers=json.loads(headers) if headers else {})
 
 
 def _history(invocation: Invocation) -> str:
@@ -303,11 +308,11 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         i = invocation
         self._execute(
             f"INSERT INTO invocations ({COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (i.id, i.task, i.serializer, i.payload, i.status.value, i.owner, i.attempts,
              i.max_attempts, i.enqueued_at, i.started_at, i.finished_at, i.result,
              i.error.to_json() if i.error else None, i.not_before, _history(i),
-             json.dumps(i.waiting_for)))
+             json.dumps(i.waiting_for), json.dumps(i.headers) if i.headers else None))
         self.doorbell.ring()
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:

@@ -67,16 +67,24 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/jobs.db"
 
 
-@pytest.fixture
-def app(db_url: str) -> Iterator[App]:
-    """The tests' app (tests/apps.py) on a fresh database, with quick ticks."""
-    from tests.apps import app
-
+@contextlib.contextmanager
+def on_fresh_store(app: App, db_url: str) -> Iterator[App]:
+    """``app`` on the database ``db_url``, with quick ticks; as it was afterwards."""
     app.configure(source="the test", replace=True, backend=db_url, heartbeat_interval=0.1,
                   shutdown_timeout=10)
     yield app
     app.close()
     app.configure(source="the test", replace=True)
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[App]:
+    """The tests' app (tests/apps.py) on a fresh database, with quick ticks (a test
+    module may override it with another app: ``supervise`` then runs that one)."""
+    from tests.apps import app
+
+    with on_fresh_store(app, db_url):
+        yield app
 
 
 @pytest.fixture

@@ -213,7 +213,8 @@ class TestSQLiteBackend(BackendContract):
 
 
 def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
-    """A database written before retries existed gains their columns and keeps its rows."""
+    """A database written before retries and headers existed gains their columns and keeps
+    its rows."""
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     old.executescript("""
@@ -230,8 +231,11 @@ def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
     try:
         claimed = backend.claim("r", 0.05)
         assert claimed is not None and claimed.id == "kept" and claimed.history == ()
+        assert claimed.headers == {}
         backend.retry("kept", "r", ErrorInfo("E", "m"), not_before=0)
         assert backend.get("kept").history == (ErrorInfo("E", "m"),)
+        backend.enqueue(new := make_invocation(headers={"traceparent": "00-1-2-01"}))
+        assert backend.get(new.id).headers == {"traceparent": "00-1-2-01"}
     finally:
         backend.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == \

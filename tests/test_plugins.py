@@ -13,6 +13,7 @@ import pytest
 
 import pprunner
 from pprunner import App, PluginError, Returned, Status, Supervisor
+from pprunner.invocation import MAX_HEADERS_SIZE, check_headers
 from pprunner.plugins import blocked_names, describe, get_plugin_manager
 from tests.conftest import REPO, RUN, cli_env, run_cli, wait_until
 
@@ -194,6 +195,81 @@ def test_execute_wrappers_and_replacements_take_part(db_url: str) -> None:
     second = add.enqueue(1, 2)
     Supervisor(app, processes=0, burst=True).run()
     assert second.result(timeout=1) == "replaced add(1, 2)"
+
+
+class Tagger:
+    """An enqueue wrapper that gives every job a header, and keeps what was sent."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.sent: list[Any] = []
+
+    @pprunner.hookimpl(wrapper=True)
+    def pprunner_enqueue(self, job: Any, headers: dict[str, str]) -> Any:
+        headers["tenant"] = self.value
+        sent = yield
+        self.sent.append(sent)
+        return sent
+
+
+def _app_with_headers_task() -> tuple[App, pprunner.Task[[], dict[str, str]]]:
+    app = App(backend="memory://")
+
+    @app.task(name="headers")
+    def headers() -> dict[str, str]:
+        context = pprunner.current_context()
+        assert context is not None and context.invocation is not None
+        return dict(context.invocation.headers)
+
+    return app, headers
+
+
+def test_pprunner_enqueue_wrappers_add_headers_the_worker_reads() -> None:
+    app, headers = _app_with_headers_task()
+    assert headers.enqueue().invocation().headers == {}  # none unless a plugin adds some
+    tagger = Tagger("acme")
+    app.plugins.manager.register(tagger)
+    handle = headers.enqueue()
+    assert tagger.sent == [handle.invocation()]  # the job as stored
+    assert handle.invocation().headers == {"tenant": "acme"}
+    Supervisor(app, processes=0, burst=True).run()
+    assert handle.result(timeout=1) == {"tenant": "acme"}
+
+
+def test_headers_past_the_bound_are_refused_and_nothing_is_stored() -> None:
+    app, headers = _app_with_headers_task()
+    app.plugins.manager.register(Tagger("x" * MAX_HEADERS_SIZE))
+    with pytest.raises(ValueError, match=rf"headers take {MAX_HEADERS_SIZE + 6} bytes; at "
+                                         rf"most {MAX_HEADERS_SIZE} are allowed \(keys: tenant"):
+        headers.enqueue()
+    assert app.backend.counts()[Status.PENDING] == 0
+
+
+@pytest.mark.parametrize("headers", [{"n": 1}, {"": "empty key"}, {2: "x"}])
+def test_headers_are_string_keys_and_values(headers: dict[Any, Any]) -> None:
+    with pytest.raises(ValueError, match="headers are non-empty string keys with string values"):
+        check_headers(headers)
+
+
+class SettingsListener:
+    def __init__(self) -> None:
+        self.told: list[int] = []
+
+    @pprunner.hookimpl
+    def pprunner_configure(self, config: pprunner.config.Config) -> None:
+        self.told.append(config.max_attempts)
+
+
+def test_pprunner_configure_tells_plugins_each_new_config_once_and_late_ones_too() -> None:
+    app = App(backend="memory://", max_attempts=7)
+    early = SettingsListener()
+    app.plugins.manager.register(early)  # after the app's plugins were configured
+    assert app.plugins is app.plugins and early.told == [7]
+    app.configure(source="the test", max_attempts=2)
+    assert app.plugins is not None and early.told == [7, 2]
+    late = SettingsListener()
+    app.plugins.manager.register(late)
+    assert late.told == [7, 2]  # every call so far, the settings in force last
 
 
 def test_pprunner_pause_on_wait_marks_the_waiter_paused(app: App, supervise) -> None:

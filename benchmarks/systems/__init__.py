@@ -21,6 +21,7 @@ from .executors import LokyExecutor, PprunnerExecutor
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
+from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
@@ -40,3 +41,7 @@ EXECUTORS: tuple[type[System], ...] = (ProcessPoolExecutorSystem, PprunnerExecut
                                        MultiprocessingPool)
 #: the executor tables compare every pool with the one ``pprunner.Executor`` stands in for
 EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
+
+#: pprunner with tracing off (the baseline) and on, without and with the SDK
+TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTracingApi,
+                                             PprunnerSQLiteTracingSdk)

@@ -15,6 +15,7 @@ measurement (through pprunner's public backend API) are the same for all.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Collection
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from .. import procs, system
+from .. import otel, procs, system
 from ..pool_process import LoggedPool
 from ..system import WORKERS, CrashRun, IdleRun, System, ThroughputRun
 
@@ -38,6 +39,9 @@ class PprunnerSystem(System):
     requires: ClassVar[tuple[str, ...]] = ("pprunner",)
     #: the app's serializer, in the producer and the pool alike
     serializer: ClassVar[str] = "json"
+    #: ``python -m benchmarks tracing``: what the pool's processes have, the ``tracing``
+    #: setting on, in :data:`benchmarks.otel.MODES` (``off``: the setting is off)
+    tracing: ClassVar[str] = "off"
 
     def fresh_backend(self, workdir: Path) -> str:
         """The backend URL of an empty store for this round alone. Whatever must
@@ -52,8 +56,10 @@ class PprunnerSystem(System):
         self.apps: ModuleType = apps
         self.pool = LoggedPool(self.cleanup, workdir, name="pprunner run")
         self.backend_url = self.fresh_backend(workdir)
-        apps.app.configure(source="the benchmark", replace=True,
-                           backend=self.backend_url, serializer=self.serializer)
+        apps.app.configure(source="the benchmark", replace=True, backend=self.backend_url,
+                           serializer=self.serializer, tracing=self.tracing != "off")
+        if self.tracing != "off":  # a traced producer: its invocations carry a traceparent
+            otel.install_sdk()
         self.cleanup.callback(self._release_app)
 
     def _release_app(self) -> None:
@@ -68,7 +74,12 @@ class PprunnerSystem(System):
                              "--processes", str(WORKERS), *(["--burst"] if burst else []))
         return self.pool.launch(argv, system.child_env(
             PPRUNNER_BACKEND=self.backend_url, PPRUNNER_SERIALIZER=self.serializer,
-            PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **env))
+            PPRUNNER_SHUTDOWN_TIMEOUT=SHUTDOWN_TIMEOUT, **self._tracing_env(), **env))
+
+    def _tracing_env(self) -> dict[str, str]:
+        if self.tracing == "off":
+            return {}
+        return {"PPRUNNER_TRACING": "1", otel.MODE_VARIABLE: self.tracing}
 
     def _workers(self) -> dict[str, Any]:
         """Runner records of the workers, by runner id (the supervisor writes them)."""
@@ -117,6 +128,18 @@ class PprunnerSystem(System):
         if code != 0:
             raise RuntimeError(f"pprunner run --burst exited with {code}:\n{self.pool.tail()}")
         return ThroughputRun(count=count, wall_s=wall, drain_s=self._drain_s(count))
+
+    def one_process(self, count: int) -> dict[str, float]:
+        done = subprocess.run(
+            system.python("-m", "benchmarks.producer", self.backend_url, str(count),
+                          self.tracing),
+            env=system.child_env(PPRUNNER_SERIALIZER=self.serializer), cwd=self.workdir,
+            capture_output=True, text=True, timeout=60 + count / 50)
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmarks.producer exited with {done.returncode}:\n"
+                               f"{done.stderr}")
+        run: dict[str, float] = json.loads(done.stdout)
+        return run
 
     def latency(self, count: int, gap_s: float) -> list[float]:
         self._launch()

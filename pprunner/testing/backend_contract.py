@@ -24,7 +24,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Generic, NoReturn, TypeVar, cast
 
 import attrs
@@ -56,6 +56,10 @@ CLOCK_TOLERANCE = 1.0
 CRASH = ErrorInfo("WorkerDied", "worker 7 died with signal 9")
 #: how long a test has a store that notifies block in ``wait_any`` while nothing ends
 NOTIFIED_BLOCK = 0.3
+#: what a producer's plugins may attach to an invocation: a W3C trace context, and a
+#: value beyond ASCII
+HEADERS = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+           "tracestate": "congo=t61rcWkgMzE", "note": "grüße, 東京"}
 
 
 def make_invocation(
@@ -63,10 +67,12 @@ def make_invocation(
     max_attempts: int = 3,
     payload: bytes = DEFAULT_PAYLOAD,
     serializer: str = "json",
+    headers: Mapping[str, str] | None = None,
 ) -> Invocation:
     """A new PENDING invocation with a fresh id, ready to enqueue."""
     return Invocation(id=new_invocation_id(), task=task, payload=payload,
-                      serializer=serializer, max_attempts=max_attempts)
+                      serializer=serializer, max_attempts=max_attempts,
+                      headers=dict(headers or {}))
 
 
 def make_runner(runner_id: str, started_at: float = 1_000.0) -> RunnerInfo:
@@ -82,14 +88,15 @@ def skip_undeclared(backend: Backend, capability: type) -> NoReturn:
 
 
 def enqueue_claimed(backend: Backend, runner_id: str, *, paused: bool = False,
-                    max_attempts: int = 3) -> Invocation:
+                    max_attempts: int = 3, headers: Mapping[str, str] | None = None,
+                    ) -> Invocation:
     """Enqueue one invocation and claim it for ``runner_id`` (then pause it if asked;
     a test that asks on a backend without the Pausing capability is skipped).
 
     The claim takes the oldest pending invocation, so call this only while
     nothing else is pending.
     """
-    invocation = make_invocation(max_attempts=max_attempts)
+    invocation = make_invocation(max_attempts=max_attempts, headers=headers)
     backend.enqueue(invocation)
     claimed = backend.claim(runner_id, EMPTY_CLAIM_TIMEOUT)
     assert claimed is not None, "claim returned None although an invocation was pending"
@@ -252,6 +259,37 @@ class BackendContract:
                                      payload=b'{"args":[1,2],"kwargs":{}}', serializer="pickle")
         backend.enqueue(invocation)
         assert backend.get(invocation.id) == invocation
+
+    def test_headers_are_stored_and_claimed_as_enqueued(self, backend: Backend) -> None:
+        plain = enqueue_claimed(backend, "r")
+        assert plain.headers == backend.get(plain.id).headers == {}
+        claimed = enqueue_claimed(backend, "r", headers=HEADERS)
+        assert claimed.headers == HEADERS
+        assert backend.get(claimed.id) == claimed
+
+    def test_a_blocked_claim_gets_the_headers_of_what_is_enqueued_meanwhile(
+            self, backend: Backend) -> None:
+        """The hand-over to a waiting claimer (a Redis inbox) carries them as well."""
+        self._require_threads()
+        claimer = Background(lambda: backend.claim("waiting", THREAD_TIMEOUT), name="claimer")
+        backend.enqueue(invocation := make_invocation(headers=HEADERS))
+        claimed = claimer.join()
+        assert claimed is not None and (claimed.id, claimed.headers) == (invocation.id, HEADERS)
+
+    def test_headers_are_kept_through_retries_reroutes_and_the_next_claim(
+            self, backend: Backend) -> None:
+        claimed = enqueue_claimed(backend, "r", headers=HEADERS)
+        backend.retry(claimed.id, "r", CRASH, not_before=time.time() - 1)
+        again = backend.claim("r", EMPTY_CLAIM_TIMEOUT)
+        assert again is not None and (again.attempts, again.headers) == (2, HEADERS)
+        assert backend.reroute("r", CRASH)[0].headers == HEADERS  # the worker died
+        assert backend.get(claimed.id).headers == HEADERS
+        third = backend.claim("r", EMPTY_CLAIM_TIMEOUT)
+        assert third is not None and third.headers == HEADERS
+        backend.enqueue(other := make_invocation(headers={"traceparent": "other"}))
+        following = backend.complete_and_claim(claimed.id, "r", b"1")
+        assert following is not None and following.headers == {"traceparent": "other"}
+        assert following.id == other.id and backend.get(claimed.id).headers == HEADERS
 
     def test_get_of_an_unknown_id_raises_unknown_invocation(self, backend: Backend) -> None:
         with pytest.raises(UnknownInvocation) as raised:
@@ -583,7 +621,14 @@ class BackendContract:
         assert (requeued.status, requeued.attempts, requeued.owner) == (Status.PENDING, 0, None)
         assert requeued.history == (CRASH,)
         assert admin.get(done.id).status is Status.SUCCESS
+        assert requeued.headers == failed.headers == {}
         assert admin.claim("r", EMPTY_CLAIM_TIMEOUT).id == failed.id  # type: ignore[union-attr]
+
+    def test_requeue_keeps_the_headers(self, admin: Admin) -> None:
+        failed = enqueue_claimed(admin, "r", headers=HEADERS)
+        admin.fail(failed.id, "r", CRASH)
+        (requeued,) = admin.requeue([failed.id])
+        assert requeued.headers == admin.get(failed.id).headers == HEADERS
 
     def test_requeue_all_takes_every_failed_one(self, admin: Admin) -> None:
         for _ in range(3):

@@ -31,6 +31,7 @@ def fields_of(invocation: Invocation) -> dict[str, Any]:
         "error": i.error.to_json() if i.error else None, "not_before": i.not_before,
         "history": json.dumps([attrs.asdict(e) for e in i.history]) if i.history else None,
         "waiting_for": json.dumps(list(i.waiting_for)) if i.waiting_for else None,
+        "headers": json.dumps(i.headers) if i.headers else None,
     }
     return {k: repr(v) if isinstance(v, float) else v for k, v in values.items()
             if v is not None}
@@ -41,6 +42,7 @@ def invocation_from(raw: dict[bytes, bytes]) -> Invocation:
     on the path from a claim to the task's start, so it decodes only what is there."""
     get = raw.get
     error, history, waiting_for = get(b"error"), get(b"history"), get(b"waiting_for")
+    headers = get(b"headers")
     return Invocation(
         id=raw[b"id"].decode(), task=raw[b"task"].decode(),
         serializer=raw[b"serializer"].decode(), payload=raw[b"payload"],
@@ -51,7 +53,8 @@ def invocation_from(raw: dict[bytes, bytes]) -> Invocation:
         error=ErrorInfo.from_json(error.decode()) if error else None,
         not_before=_number(get(b"not_before")),
         history=tuple(ErrorInfo(**e) for e in json.loads(history)) if history else (),
-        waiting_for=tuple(json.loads(waiting_for)) if waiting_for else ())
+        waiting_for=tuple(json.loads(waiting_for)) if waiting_for else (),
+        headers=json.loads(headers) if headers else {})
 
 
 def _text(raw: bytes | None) -> str | None:
