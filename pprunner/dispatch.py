@@ -47,6 +47,7 @@ from .jobs import (
     TimedOut,
     Waiting,
 )
+from .plugins import announce
 from .pool import Child, Kill
 from .spawn import describe_exit
 
@@ -138,6 +139,8 @@ class Dispatcher:
                 # behind others that all wait for any worker: then no worker is idle
                 behind_others = self.queued > 0 and not self._meant_for_one
                 self._enqueue(job)
+        if self.plugins is not None:
+            announce(self.plugins.hook.pprunner_job_enqueued, job=call)
         if orphan is not None:
             self._emit(orphan, Cancelled(call, _ORPHANED))
             return

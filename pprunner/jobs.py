@@ -57,6 +57,9 @@ class Call:
         that worker's name, as pynenc's runner does); it waits until that worker is
         idle, is never tried on another one, and ends :class:`Cancelled` if that
         worker exits before starting it (or was not running when it came).
+    :param task_name: what metrics and traces group it under: the host's task
+        name, never an id (default: ``name``, which a host may make unique per
+        job for its logs).
     """
 
     function: Callable[..., Any]
@@ -70,6 +73,7 @@ class Call:
                                                    takes_self=True))
     soft_limit_error: type[BaseException] | None = None
     runner_id: str | None = None
+    task_name: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"

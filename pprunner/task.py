@@ -23,7 +23,7 @@ from .backend import Backend
 from .errors import AppLoadError, ConfigError, ResultTimeout, TaskFailed
 from .invocation import Invocation, Status, new_invocation_id
 from .payloads import Codec
-from .plugins import Plugins, get_plugin_manager
+from .plugins import Plugins, announce, get_plugin_manager
 from .retries import Backoff
 
 P = ParamSpec("P")
@@ -264,6 +264,7 @@ class Task(Generic[P, R]):
             max_attempts=self.max_attempts,
         )
         self.app.backend.enqueue(invocation)
+        announce(self.app.plugins.hook.pprunner_job_enqueued, job=invocation)
         return Handle(self.app, invocation.id)
 
 
