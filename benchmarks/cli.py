@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"systems to run (default: all): {', '.join(names)}")
         run.add_argument("--rounds", type=_positive, metavar="N",
                          help="rounds per system and scenario (default: 3, --quick: 1)")
+        run.add_argument("--interleave", action="store_true",
+                         help="round 1 of every system, then round 2 of every system, ...: "
+                              "systems compared on a noisy machine see the same noise")
         run.add_argument("--json", type=Path, metavar="PATH",
                          help="also write the results as JSON")
         run.add_argument("--markdown", type=Path, metavar="PATH",
@@ -101,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         for scenario in scenarios:
-            results = runner.run_scenario(scenario, systems, settings)
+            results = runner.run_scenario(scenario, systems, settings,
+                                          interleave=args.interleave)
             done.append((scenario, results))
             print("\n" + report.text(scenario, settings, results, command.baseline), flush=True)
             code = code or int(any(r.status == "error" for r in results))
