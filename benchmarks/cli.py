@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
-    settings = Settings.make(quick=args.quick, rounds=args.rounds)
+    settings = Settings.make(quick=args.quick, rounds=args.rounds, interleave=args.interleave)
     scenarios = [command.scenarios[name] for name in args.only or command.scenarios]
     systems = [s for s in command.systems if args.systems is None or s.name in args.systems]
     procs.become_subreaper()
@@ -104,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         for scenario in scenarios:
-            results = runner.run_scenario(scenario, systems, settings,
-                                          interleave=args.interleave)
+            results = runner.run_scenario(scenario, systems, settings)
             done.append((scenario, results))
             print("\n" + report.text(scenario, settings, results, command.baseline), flush=True)
             code = code or int(any(r.status == "error" for r in results))

@@ -6,7 +6,7 @@ happened: an error, a timeout or Ctrl-C. A failing system is reported as
 an error in its row; the other systems still run.
 
 By default a system runs all its rounds before the next one starts. With
-``interleave`` round 1 of every system runs, then round 2 of every system,
+``settings.interleave`` round 1 of every system runs, then round 2 of every system,
 and so on: on a machine whose load drifts, systems compared with each other
 (metrics on and off) then see the same drift.
 """
@@ -45,8 +45,8 @@ class Result:
 
 
 def run_scenario(scenario: Scenario, systems: Sequence[type[System]],
-                 settings: Settings, *, interleave: bool = False) -> list[Result]:
-    if interleave:
+                 settings: Settings) -> list[Result]:
+    if settings.interleave:
         return interleaved(scenario, systems, settings)
     return [measure(scenario, cls, settings) for cls in systems]
 
