@@ -90,10 +90,10 @@ class SupervisorMetrics:
         self._running: dict[str, float] = {}
         self._stopping = False
         self._last_beat = time.monotonic()
-        #: held while a dead worker's file is folded into ``own`` and while files are
-        #: read, so that no scrape counts a worker twice or not at all
-        self._folding = threading.Lock()
-        #: what only the supervisor counts (under ``_folding`` too)
+        #: held while a dead worker's file is folded into ``own`` and while the files are
+        #: read, so that no scrape counts a worker twice or not at all; and around the
+        #: counts below, which only the supervisor keeps
+        self._lock = threading.Lock()
         self._exits: dict[tuple[str, str], int] = {}
         self._boots = [0.0] * (len(BOOT_BOUNDS) + 1)
         self._boot_seconds = 0.0
@@ -118,7 +118,7 @@ class SupervisorMetrics:
     @pprunner.hookimpl
     def pprunner_worker_ready(self, runner: RunnerInfo) -> None:
         seconds = max(0.0, time.time() - runner.started_at)
-        with self._folding:
+        with self._lock:
             self._boots[tally.bucket_of(BOOT_BOUNDS, seconds)] += 1
             self._boot_seconds += seconds
 
@@ -133,7 +133,7 @@ class SupervisorMetrics:
             if self._running.pop(call.id, None) is not None and not self._stopping:
                 self.own.add(call.task_name, tally.REROUTED)
         path = self.folder.path / f"{runner.id}{tally.SUFFIX}"
-        with self._folding:
+        with self._lock:
             self._exits[(exit.cause, how)] = self._exits.get((exit.cause, how), 0) + 1
             self.own.merge(tally.read(path))
             path.unlink(missing_ok=True)
@@ -188,7 +188,7 @@ class SupervisorMetrics:
     # -- the collector -------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        with self._folding:
+        with self._lock:
             table = tally.combine(tally.read(p) for p in tally.files(self.folder.path))
             exits = dict(self._exits)
             boots, boot_seconds = list(self._boots), self._boot_seconds
