@@ -254,17 +254,20 @@ class SupervisorMetrics:
     def _backend(self) -> Backend:
         """A connection of the scrapes' own (the supervisor's is its loop's): one that
         gives up at once when the store is unreachable, so a scrape fails instead of
-        hanging. An in-process store (``memory://``) can only be the supervisor's."""
-        if self._store is None:
-            app = self.supervisor.app
-            assert app is not None
-            self._store_is_ours = app.backend.supports_processes
-            if self._store_is_ours:
-                self._store = app.plugins.registry.backend_for(app.backend.url, create=False)
-                self._store.keep_waiting = lambda outage_s: False
-            else:
-                self._store = app.backend
-        return self._store
+        hanging. An in-process store (``memory://``) can only be the supervisor's.
+        Opened once, whatever number of scrapes come at once."""
+        with self._lock:
+            if self._store is None:
+                app = self.supervisor.app
+                assert app is not None
+                self._store_is_ours = app.backend.supports_processes
+                if self._store_is_ours:
+                    self._store = app.plugins.registry.backend_for(app.backend.url,
+                                                                   create=False)
+                    self._store.keep_waiting = lambda outage_s: False
+                else:
+                    self._store = app.backend
+            return self._store
 
 
 def _task_families(table: tally.Table) -> Iterator[Metric]:
