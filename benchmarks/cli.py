@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"systems to run (default: all): {', '.join(names)}")
         run.add_argument("--rounds", type=_positive, metavar="N",
                          help="rounds per system and scenario (default: 3, --quick: 1)")
+        run.add_argument("--interleave", action="store_true",
+                         help="round 1 of every system, then round 2 of every system, ...: "
+                              "systems compared on a noisy machine see the same noise")
         run.add_argument("--json", type=Path, metavar="PATH",
                          help="also write the results as JSON")
         run.add_argument("--markdown", type=Path, metavar="PATH",
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
-    settings = Settings.make(quick=args.quick, rounds=args.rounds)
+    settings = Settings.make(quick=args.quick, rounds=args.rounds, interleave=args.interleave)
     if command.round_budget_s is not None:
         settings = dataclasses.replace(settings, round_budget_s=command.round_budget_s)
     scenarios = [command.scenarios[name] for name in args.only or command.scenarios]

@@ -15,11 +15,19 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.pool
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any, Protocol
 
-KINDS = ("pool", "executor", "loky", "pprunner")
+KINDS = ("pool", "executor", "loky", "pprunner", "pprunner-metrics")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a metrics endpoint)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class Pending(Protocol):
@@ -87,8 +95,9 @@ class _Executor:
 def open_pool(kind: str, workers: int) -> Iterator[Pool]:
     """A pool of ``workers`` processes, each with its defaults otherwise, ended on
     exit whatever it is doing: ``multiprocessing.Pool`` ("pool"),
-    ``ProcessPoolExecutor`` ("executor"), ``loky.ProcessPoolExecutor`` ("loky")
-    or ``pprunner.Executor`` ("pprunner")."""
+    ``ProcessPoolExecutor`` ("executor"), ``loky.ProcessPoolExecutor`` ("loky"),
+    ``pprunner.Executor`` ("pprunner"), or that with its metrics endpoint on a free
+    loopback port ("pprunner-metrics")."""
     if kind == "pool":
         pool = multiprocessing.Pool(workers)
         try:
@@ -104,10 +113,11 @@ def open_pool(kind: str, workers: int) -> Iterator[Pool]:
         import loky
 
         executor = loky.ProcessPoolExecutor(max_workers=workers)
-    elif kind == "pprunner":
+    elif kind in ("pprunner", "pprunner-metrics"):
         import pprunner
 
-        executor = pprunner.Executor(max_workers=workers)
+        metrics = {"metrics_port": f"127.0.0.1:{free_port()}"} if kind != "pprunner" else {}
+        executor = pprunner.Executor(max_workers=workers, **metrics)
     else:
         raise ValueError(f"unknown pool kind {kind!r}; known: {', '.join(KINDS)}")
     try:

@@ -4,6 +4,11 @@ Each round gets a fresh system object and an empty temporary folder, and
 ends with the system's teardown and a sweep for stray processes, whatever
 happened: an error, a timeout or Ctrl-C. A failing system is reported as
 an error in its row; the other systems still run.
+
+By default a system runs all its rounds before the next one starts. With
+``settings.interleave`` round 1 of every system runs, then round 2 of every system,
+and so on: on a machine whose load drifts, systems compared with each other
+(metrics on and off) then see the same drift.
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ class Result:
 
 def run_scenario(scenario: Scenario, systems: Sequence[type[System]],
                  settings: Settings) -> list[Result]:
+    if settings.interleave:
+        return interleaved(scenario, systems, settings)
     return [measure(scenario, cls, settings) for cls in systems]
 
 
-def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result:
+def cannot_run(scenario: Scenario, cls: type[System]) -> Result | None:
+    """Why ``cls`` cannot run ``scenario`` here, as its row; None when it can."""
     if missing := cls.missing():
         return Result(cls.name, "not installed", error=f"cannot import {', '.join(missing)}")
     if not cls.supports(scenario.name):
@@ -52,6 +60,37 @@ def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result
     if reason := cls.unavailable():
         note(f"{scenario.name}: {cls.name} is unavailable: {reason}")
         return Result(cls.name, "unavailable", error=reason)
+    return None
+
+
+def interleaved(scenario: Scenario, systems: Sequence[type[System]],
+                settings: Settings) -> list[Result]:
+    """Round 1 of every system, then round 2 of every system, ...; no round budget.
+    A system whose round fails is an error and runs no further round."""
+    results = {cls: cannot_run(scenario, cls) for cls in systems}
+    rounds: dict[type[System], list[dict[str, Value]]] = {cls: [] for cls in systems}
+    planned = scenario.rounds(settings)
+    for number in range(1, planned + 1):
+        for cls in systems:
+            if results[cls] is not None:
+                continue
+            note(f"{scenario.name}: {cls.name}, round {number}/{planned} (interleaved) ...")
+            started = time.monotonic()
+            try:
+                rounds[cls].append(run_round(scenario, cls, settings))
+            except Exception as exc:
+                note(traceback.format_exc())
+                results[cls] = Result(cls.name, "error", rounds=rounds[cls],
+                                      error=f"{type(exc).__name__}: {exc}")
+                continue
+            note(f"  done in {time.monotonic() - started:.1f} s")
+    return [results[cls] or Result(cls.name, "ok", median=medians(rounds[cls]),
+                                   rounds=rounds[cls]) for cls in systems]
+
+
+def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result:
+    if (refused := cannot_run(scenario, cls)) is not None:
+        return refused
     rounds: list[dict[str, Value]] = []
     first_started = started = time.monotonic()
     planned = scenario.rounds(settings)

@@ -49,15 +49,20 @@ class Settings:
     #: after its first began, judging by its last (a slow peer's 10,000 tasks would
     #: otherwise take most of the run)
     round_budget_s: float = 40.0
+    #: round 1 of every system, then round 2 of every system, ... (no round budget)
+    interleave: bool = False
 
     @classmethod
-    def make(cls, *, quick: bool, rounds: int | None = None) -> Settings:
+    def make(cls, *, quick: bool, rounds: int | None = None,
+             interleave: bool = False) -> Settings:
         if quick:  # a smoke run: shorter bounds, so a "never" or a deadlock costs 3 s
             return cls(rounds=rounds or 1, rounds_forced=rounds is not None,
                        throughput_tasks=1_000, latency_tasks=50, idle_window_s=1.0,
-                       crash_bound_s=3.0, wait_bound_s=3.0, throughput_cap_s=10.0)
+                       crash_bound_s=3.0, wait_bound_s=3.0, throughput_cap_s=10.0,
+                       interleave=interleave)
         return cls(rounds=rounds or 3, rounds_forced=rounds is not None,
-                   throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0)
+                   throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0,
+                   interleave=interleave)
 
 
 @dataclass(frozen=True)

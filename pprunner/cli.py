@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__, control, health, log
 from .backend import Admin, missing_capability, purge_finished
-from .config import START_METHODS, describe_settings, parse_duration
+from .config import SETTING_NAMES, START_METHODS, describe_settings, parse_duration
 from .display import counts_text, shown_url, table_lines
 from .errors import (
     AppLoadError,
@@ -227,18 +227,15 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
 
 def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
          creates_store: bool = False) -> App:
-    """The app with the command line's settings. Only commands that put work in the
-    store (``run``, ``enqueue``) may create it; the others would only make a
+    """The app with the command line's settings: every option named like a setting
+    overrides it, a plugin's too (``--metrics-port``). Only commands that put work in
+    the store (``run``, ``enqueue``) may create it; the others would only make a
     mistyped path look like an empty store."""
     if not args.app:
         parser.error("--app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
     app = load_app(args.app)
-    app.configure(source="the command line", backend=args.backend,
-                  serializer=getattr(args, "serializer", None),
-                  processes=getattr(args, "processes", None),
-                  start_method=getattr(args, "start_method", None),
-                  shutdown_timeout=getattr(args, "shutdown_timeout", None),
-                  log_level=getattr(args, "log_level", None))
+    overrides: dict[str, Any] = {name: getattr(args, name, None) for name in SETTING_NAMES}
+    app.configure(source="the command line", **overrides)
     if not creates_store:
         app.open_existing_only()
     return app

@@ -139,6 +139,37 @@ parse_duration = _scaled(float, "duration", {"": 1, "s": 1, "m": 60, "h": 3600, 
                          "s, m, h or d", "7d")
 
 
+#: where an HTTP endpoint listens when the setting names only a port: every interface
+ANY_HOST = "0.0.0.0"
+
+
+def listen_address(value: Any) -> tuple[str, int, int]:
+    """``PORT``, ``FIRST-LAST`` (the first free one of those ports: several
+    supervisors on one host with one setting), each with an optional ``HOST:``
+    before it, as ``(host, first, last)``."""
+    text = "" if isinstance(value, bool) else str(value).strip()
+    host, _, ports = text.rpartition(":")
+    first_text, dash, last_text = ports.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if dash else first
+    except ValueError:
+        raise ValueError(f"expected a port, FIRST-LAST or HOST:PORT (e.g. 9100, 9100-9103, "
+                         f"127.0.0.1:9100), got {value!r}") from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"expected ports from 1 to 65535, the first no greater than the "
+                         f"last, got {value!r}")
+    return host.strip("[]") or ANY_HOST, first, last
+
+
+def _listen(value: Any) -> str | None:
+    """A checked :func:`listen_address` as text; 0 means off."""
+    if str(value).strip() == "0":
+        return None
+    listen_address(value)
+    return str(value).strip()
+
+
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``parse``, but None (or an empty string, or "none") means "not set"."""
     def parse_optional(value: Any) -> Any:
@@ -230,6 +261,10 @@ class Config:
     tracing: bool = _setting(
         False, _flag, "an OpenTelemetry span per invocation, linked to its producer's "
         "(needs pprunner[otel]); off: the tracing plugin registers nothing")
+    metrics_port: str | None = _setting(
+        None, _optional(_listen), "serve Prometheus metrics of the supervisor and its workers "
+        "on this port (PORT, FIRST-LAST: the first free one, HOST:PORT); 0 or none: off; "
+        "needs pprunner[prometheus]")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, safe to hand to a worker process."""

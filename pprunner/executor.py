@@ -233,7 +233,9 @@ class Executor(futures.Executor):
     def _notify(self, event: Event) -> None:
         """Turns the supervisor's events into future states (on the dispatcher thread)."""
         if isinstance(event, Started):
-            self._futures[event.call.id].set_running_or_notify_cancel()
+            future = self._futures[event.call.id]
+            if not future.running():  # not so for a call run again after its worker died
+                future.set_running_or_notify_cancel()
             return
         with self._lock:
             future = self._futures.pop(event.call.id)

@@ -143,6 +143,20 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess 
 
 
 @hookspec
+def pprunner_supervisor_booting(supervisor: SupervisorView) -> None:
+    """The supervisor is about to start its first worker (nothing runs yet).
+
+    Once per supervisor, in the thread that starts it. A plugin that watches
+    workers and jobs from the very first (metrics) sets up here, and may
+    register more implementations with ``supervisor.plugins``: they take part
+    in everything that follows, the push-mode job hooks included. An
+    exception stops the supervisor before any worker starts (a
+    :class:`~pprunner.errors.ConfigError` is one line and exit 3 for
+    ``pprunner run``).
+    """
+
+
+@hookspec
 def pprunner_supervisor_started(supervisor: SupervisorView,
                                 options: argparse.Namespace | None) -> None:
     """The supervisor has started its workers.
@@ -165,6 +179,14 @@ def pprunner_supervisor_stopping(supervisor: SupervisorView) -> None:
 
 
 @hookspec
+def pprunner_supervisor_stopped(supervisor: SupervisorView) -> None:
+    """The supervisor has stopped: its workers are gone and its own resources
+    closed. Once, after :func:`pprunner_supervisor_booting`, however it ended
+    (a stop, a crash loop, an error); undo what was set up there.
+    """
+
+
+@hookspec
 def pprunner_worker_started(runner: RunnerInfo) -> None:
     """A worker process was spawned (it may still be importing the app)."""
 
@@ -183,8 +205,10 @@ def pprunner_worker_exited(runner: RunnerInfo, exit: WorkerExit) -> None:
     """A worker process ended; called after what it owned was rerouted.
 
     :param runner: the runner as last recorded.
-    :param exit: exit code, signal name, a readable description, and the
-        invocations it held (as they are after the reroute).
+    :param exit: a :class:`~pprunner.spawn.WorkerExit`: exit code, signal name,
+        a readable description, its ``cause`` (``recycled``, ``time_limit``,
+        ``signal``, ...), and the invocations it held (as they are after the
+        reroute) or the call it held (push mode).
     """
 
 
@@ -237,6 +261,34 @@ def pprunner_worker_init(context: WorkerContext) -> None:
 @hookspec
 def pprunner_worker_exit(context: WorkerContext) -> None:
     """In a worker process that is about to exit normally (retired, stopped)."""
+
+
+@hookspec
+def pprunner_attempt_started(job: Invocation | Call, context: WorkerContext) -> None:
+    """In the worker, a job begins: before it is resolved and run.
+
+    Every attempt of a pulled invocation (a retry is a new attempt; one run
+    nested in a waiting task too), and every pushed call, before the job's time
+    limits start. Keep it quick: it is called for every job.
+    """
+
+
+@hookspec
+def pprunner_attempt_ended(job: Invocation | Call, context: WorkerContext, outcome: str,
+                           seconds: float) -> None:
+    """In the worker, a job's outcome has been recorded (pull mode: stored in the
+    backend; push mode: sent to the supervisor).
+
+    :param outcome: ``"succeeded"``, ``"failed"`` (it raised, could not be
+        resolved, or its result could not be stored), ``"retried"`` (pull mode:
+        back to ``PENDING`` for another attempt) or ``"refused"`` (pull mode:
+        this worker no longer owned it, another supervisor had taken it back).
+    :param seconds: how long resolving and running it took.
+
+    Not called for a job its worker did not finish: one handed back at a stop,
+    or one whose worker died (the supervisor's
+    :func:`pprunner_worker_exited` says what became of it).
+    """
 
 
 @hookspec(firstresult=True)

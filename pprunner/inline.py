@@ -32,7 +32,7 @@ class InlineSupervisor(Supervisor):
         super().__init__(*args, **options)
         assert self.app is not None, "inline mode pulls from an app's backend"
         context = WorkerContext(app=self.app, runner_id=self.id, slot=0, runner_cache={},
-                                stop_event=threading.Event())
+                                stop_event=threading.Event(), supervisor_id=self.id)
         self._worker = Worker(context, ClaimedInvocations(context, burst=self.burst),
                               between=self._heartbeat_now_and_then)
         self._last_beat = 0.0
@@ -61,7 +61,7 @@ class InlineSupervisor(Supervisor):
         self.request_stop()
 
     def _boot(self) -> None:
-        self.feed.boot(0, self._stopping, self._wake, self.plugins)
+        self._prepare(0)
         assert self.backend is not None
         logger.info("running inline (no worker processes), backend %s", self.backend.url)
         self.plugins.hook.pprunner_supervisor_started(supervisor=self.view,

@@ -59,6 +59,9 @@ class Call:
         that worker's name, as pynenc's runner does); it waits until that worker is
         idle, is never tried on another one, and ends :class:`Cancelled` if that
         worker exits before starting it (or was not running when it came).
+    :param task_name: what metrics and traces group it under: the host's task
+        name, never an id (default: ``name``, which a host may make unique per
+        job for its logs).
     """
 
     function: Callable[..., Any]
@@ -73,6 +76,7 @@ class Call:
     soft_limit_error: type[BaseException] | None = None
     runner_id: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    task_name: str = attrs.field(default=attrs.Factory(lambda self: self.name, takes_self=True))
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.name}>"

@@ -66,6 +66,8 @@ class Kill:
     retry: bool = True
     #: the job whose hard time limit ran out, if that was the reason
     job_id: str | None = None
+    #: the worker's exit cause (:attr:`~pprunner.spawn.WorkerExit.cause`)
+    cause: str = "killed"
 
 
 @attrs.define
@@ -256,14 +258,32 @@ class Child:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""
         if self.phase is Phase.BOOTING and now - self.spawned > boot_timeout:
             return Kill(ErrorInfo("BootTimeout", f"did not report ready within "
-                                  f"{boot_timeout:g} s"))
+                                  f"{boot_timeout:g} s"), cause="boot_timeout")
         for running in self.running:
             if running.deadline is not None and now > running.deadline:
                 limit = running.deadline - running.started
                 return Kill(ErrorInfo("TimeLimitExceeded", f"{running.name} exceeded its "
                                       f"hard time limit of {limit:g} s"),
-                            retry=running.retry_on_limit, job_id=running.job_id)
+                            retry=running.retry_on_limit, job_id=running.job_id,
+                            cause="time_limit")
         return None
+
+    def exit_cause(self) -> str:
+        """Why it exited, once it has (see :attr:`~pprunner.spawn.WorkerExit.cause`)."""
+        exitcode = self.process.exitcode
+        if self.kill is not None:
+            return self.kill.cause
+        if exitcode is not None and exitcode < 0 and -exitcode in self.signals_sent:
+            return "stopped" if self.phase is Phase.STOPPING else "killed"
+        if exitcode:
+            return "signal" if exitcode < 0 else "exit_code"
+        if self.phase is Phase.STOPPING:
+            return "stopped"
+        if self.phase is Phase.RETIRING:
+            retirement = self.retirement
+            at_limit = retirement is not None and (retirement.at_limit or retirement.at_once)
+            return "recycled" if at_limit else "retired"
+        return "exit_code"
 
     def deadline(self, boot_timeout: float) -> float | None:
         """The next moment something must happen to it (boot or time limit)."""

@@ -120,6 +120,14 @@ class WorkerExit:
     calls: tuple[Call, ...] = ()
     #: True when the supervisor asked it to stop
     requested: bool = False
+    #: why, in one word: ``recycled`` (it reached ``max_tasks_per_child`` or
+    #: ``max_memory_per_child``, or asked to be replaced), ``retired`` (reload,
+    #: scale-down, a lent slot given back), ``stopped`` (the supervisor stopping),
+    #: ``time_limit`` or ``boot_timeout`` (killed by the supervisor for it),
+    #: ``killed`` (killed or signalled at a host's request), ``signal`` (a signal
+    #: nobody here sent: the OOM killer, ``kill -9``, a crash) or ``exit_code``
+    #: (it exited by itself: a failed boot, ``os._exit``)
+    cause: str = "exit_code"
     #: its peak resident memory in bytes, as it last reported (0: unknown)
     peak_memory: int = 0
 

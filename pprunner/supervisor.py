@@ -396,8 +396,18 @@ class Supervisor:
 
     # -- boot ----------------------------------------------------------------------
 
+    def _prepare(self, processes: int) -> None:
+        """Tell the plugins a supervisor is booting, then ready the feed; if either
+        fails, the plugins hear it stopped (nothing else was started yet)."""
+        try:
+            self.plugins.hook.pprunner_supervisor_booting(supervisor=self.view)
+            self.feed.boot(processes, self._stopping, self._work_came, self.plugins)
+        except BaseException:
+            self.plugins.hook.pprunner_supervisor_stopped(supervisor=self.view)
+            raise
+
     def _boot(self) -> None:
-        self.feed.boot(self.processes, self._stopping, self._work_came, self.plugins)
+        self._prepare(self.processes)
         try:
             self._start_helpers()
             for slot in range(1, self.processes + 1):
@@ -706,7 +716,8 @@ class Supervisor:
                 exitcode=exitcode, signal=signame, description=description,
                 invocations=tuple(h for h in held if isinstance(h, Invocation)),
                 calls=tuple(h for h in held if isinstance(h, Call)),
-                requested=child.requested_stop, peak_memory=child.peak_memory)
+                requested=child.requested_stop, peak_memory=child.peak_memory,
+                cause=child.exit_cause())
             self.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
             self._log_exit(child, exit)
             if self._stop_requested:
@@ -952,6 +963,19 @@ class Supervisor:
         # a later stop()/scale_to() from another thread must not write to (or a second
         # close close) a descriptor number the process has since reused: -1 fails quietly
         self._wakeup_read = self._wakeup_write = -1
+        self.plugins.hook.pprunner_supervisor_stopped(supervisor=self.view)
+
+
+@attrs.frozen
+class WorkerState:
+    """One worker as its supervisor sees it at one moment (:meth:`SupervisorView.workers`)."""
+
+    runner: RunnerInfo
+    phase: Phase
+    #: push mode: the call it runs now (pull mode: None; its invocations are in the backend)
+    call: Call | None
+    #: its job waits inside ``lend_slot()``, its slot lent to another worker
+    waiting: bool
 
 
 class SupervisorView:
@@ -987,9 +1011,29 @@ class SupervisorView:
     def backend(self) -> Backend | None:
         return self._supervisor.backend
 
+    @property
+    def plugins(self) -> Plugins:
+        """Its plugin manager: a plugin may register more implementations here (in
+        :func:`~pprunner.hookspecs.pprunner_supervisor_booting`, so that they take part
+        from the first worker on)."""
+        return self._supervisor.plugins
+
     def runners(self) -> list[RunnerInfo]:
         """The supervisor and its live workers."""
         return self._supervisor.live_runners()
+
+    def workers(self) -> list[WorkerState]:
+        """Its live worker processes, each with its phase and, in push mode, its call."""
+        children = list(self._supervisor.workers.values())  # a copy: asked from any thread
+        return [WorkerState(c.info, c.phase, c.call, c.waiting)
+                for c in children if c.process.is_alive()]
+
+    @property
+    def queued_calls(self) -> int:
+        """Push mode: calls waiting for an idle worker (pull mode: 0; the backend
+        holds that queue)."""
+        feed = self._supervisor.feed
+        return feed.queued if isinstance(feed, Dispatcher) else 0
 
     def scale_to(self, processes: int) -> None:
         self._supervisor.scale_to(processes)

@@ -46,7 +46,7 @@ from .errors import (
 from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, Returned, Status
 from .jobs import Call, RemoteError, Runnable
-from .plugins import Plugins, get_plugin_manager
+from .plugins import Plugins, announce, get_plugin_manager
 from .proctitle import set_title
 from .retries import retry_delay
 from .spawn import WorkerSpec, close_inherited_fd
@@ -93,6 +93,8 @@ class WorkerContext:
     run_nested: Callable[[Invocation], None] = attrs.field(default=None, repr=False)
     #: the pipe to the supervisor (worker processes only; None inline)
     channel: WorkerChannel | None = attrs.field(default=None, repr=False)
+    #: the id of the supervisor this worker belongs to (its own runner id inline)
+    supervisor_id: str = ""
     #: asks for this process to be replaced once the current job ends (set by the Worker)
     _replace: Callable[[str], None] = attrs.field(default=lambda reason: None, repr=False,
                                                   init=False)
@@ -317,8 +319,9 @@ class JobSource(Protocol):
     def next(self, timeout: float) -> Invocation | Call | None:
         """The next job, waiting up to ``timeout``; None when none came."""
 
-    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
-        """Record how ``job`` went."""
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> str:
+        """Record how ``job`` went; returns the outcome as
+        :func:`~pprunner.hookspecs.pprunner_attempt_ended` names it."""
 
     def finished(self) -> bool:
         """True when the worker should exit (retire granted, burst drained)."""
@@ -366,7 +369,7 @@ class ClaimedInvocations:
         self._next = None
         self.backend.reroute(self.context.runner_id, None)
 
-    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> str:
         assert isinstance(job, Invocation)
         outcome = self._outcome(job, ran)
         backend, runner_id, seconds = self.backend, self.context.runner_id, ran.seconds
@@ -376,19 +379,22 @@ class ClaimedInvocations:
                 logger.warning("%s attempt %d/%d failed after %.3f s: %s: %s; retrying in "
                                "%.1f s", job.task, job.attempts, job.max_attempts, seconds,
                                outcome.error.type, outcome.error.message, outcome.delay)
-            elif isinstance(outcome, ErrorInfo):
+                return "retried"
+            if isinstance(outcome, ErrorInfo):
                 backend.fail(job.id, runner_id, outcome)
                 logger.warning("%s failed after %.3f s: %s: %s", job.task, seconds,
                                outcome.type, outcome.message)
-            elif self.context.depth == 1 and not self.stopping:
+                return "failed"
+            if self.context.depth == 1 and not self.stopping:
                 # idle after this one: complete and claim the next in one go
                 self._next = backend.complete_and_claim(job.id, runner_id, outcome)
-                logger.debug("%s succeeded in %.3f s", job.task, seconds)
             else:
                 backend.complete(job.id, runner_id, outcome)
-                logger.debug("%s succeeded in %.3f s", job.task, seconds)
+            logger.debug("%s succeeded in %.3f s", job.task, seconds)
+            return "succeeded"
         except NotOwner as exc:
             logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+            return "refused"
 
     def _outcome(self, invocation: Invocation, ran: Ran) -> bytes | ErrorInfo | Retrying:
         if ran.runnable is None:  # it could not be resolved: no retry can help
@@ -430,12 +436,12 @@ class PushedCalls:
     def hand_back(self) -> None:
         """Nothing to give back: the supervisor knows what it handed out."""
 
-    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> None:
+    def report(self, job: Invocation | Call, ran: Ran, peak: int) -> str:
         if ran.error is None:
             assert ran.returned is not None
             try:
                 self.channel.send(channel.DONE, job.id, True, ran.returned.value, peak)
-                return
+                return "succeeded"
             except Exception as exc:  # the value does not pickle: the call fails
                 error = RemoteError(type(exc).__name__,
                                     f"the result of {job} cannot be sent back: {exc}")
@@ -444,6 +450,7 @@ class PushedCalls:
         else:
             error = remote_error(ran.error)
         self.channel.send(channel.DONE, job.id, False, error, peak)
+        return "failed"
 
 
 def remote_error(exc: BaseException) -> RemoteError:
@@ -530,8 +537,10 @@ class Worker:
         name = job.task if isinstance(job, Invocation) else job.name
         set_title(f"pprunner worker {context.slot}: {name}")
         peak = 0
+        hook = context.plugins.hook
         try:
             with log.invocation_scope(job.id):
+                announce(hook.pprunner_attempt_started, job=job, context=context)
                 if self.supervision is not None:
                     self.supervision.started(job, Limits.of(job, context.app))
                 self._in_task = True
@@ -541,7 +550,9 @@ class Worker:
                     self._in_task = outer_in_task
                     if self.supervision is not None:
                         peak = self.supervision.finished(job)
-                self.jobs.report(job, ran, peak)
+                outcome = self.jobs.report(job, ran, peak)
+                announce(hook.pprunner_attempt_ended, job=job, context=context,
+                         outcome=outcome, seconds=ran.seconds)
         except WorkerTerminated:
             if context.depth > 1:
                 raise  # unwind to the outermost job, which hands everything back
@@ -662,7 +673,8 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
         config = config_module.resolve([("the supervisor", settings)])
         context = WorkerContext(app=None, runner_id=spec.runner_id, slot=spec.slot,
                                 runner_cache=spec.runner_cache, stop_event=spec.stop_event,
-                                config=config, plugins=get_plugin_manager().configure(config))
+                                config=config, plugins=get_plugin_manager().configure(config),
+                                supervisor_id=spec.supervisor_id)
     else:
         app = load_app(spec.app_path)
         app.configure(source="the supervisor", **settings)
@@ -670,7 +682,8 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
         # worker waits out any outage, since what it holds must be stored when it is over
         app.backend.keep_waiting = lambda outage_s: True
         context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
-                                runner_cache=spec.runner_cache, stop_event=spec.stop_event)
+                                runner_cache=spec.runner_cache, stop_event=spec.stop_event,
+                                supervisor_id=spec.supervisor_id)
     for name in spec.plugin_modules:
         if context.plugins.manager.get_plugin(name) is None:
             context.plugins.manager.register(importlib.import_module(name), name=name)

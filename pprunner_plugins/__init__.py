@@ -1,4 +1,4 @@
-"""pprunner's built-in plugins: backends and serializers.
+"""pprunner's built-in plugins: backends, serializers, metrics.
 
 Each module here is registered by an entry point in pprunner's own
 ``pyproject.toml``, the same way a third-party plugin package registers its

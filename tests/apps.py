@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pprunner import App, current_context
+from pprunner import App, Retry, current_context
 from pprunner.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from pprunner.plugins import CORE
 
 app = App(name="tests", include=["tests.apps_waiting"])
 
@@ -149,3 +150,37 @@ def call(function: Any, argument: object) -> object:
 @app.task
 def sized_result(size: int) -> str:
     return "x" * size
+
+
+@app.task(max_attempts=2)
+def retries_once() -> int:
+    """Asks for another attempt on its first; returns the attempt that succeeded."""
+    attempt = _context().invocation.attempts
+    if attempt == 1:
+        raise Retry("once more", delay=0)
+    return attempt
+
+
+@app.task
+def held(marker_dir: str) -> str:
+    """Says ``held.started``, then returns once the test writes ``held.release``."""
+    from tests.executor_calls import hold
+
+    return str(hold(marker_dir, "held", "released"))
+
+
+@app.task
+def parent_of_held(marker_dir: str) -> str:
+    """Waits (paused, only polling) for a child held until the test releases it."""
+    return str(held.enqueue(marker_dir).result(timeout=60, strategy="poll"))
+
+
+@app.task
+def per_job_hook_owners() -> list[str]:
+    """Which plugins implement the per-job hooks in this worker (class or module names)."""
+    hook = _context().plugins.hook
+    return sorted(getattr(impl.plugin, "__name__", type(impl.plugin).__name__)
+                  for name in ("pprunner_attempt_started", "pprunner_attempt_ended",
+                               "pprunner_enqueue")
+                  for impl in getattr(hook, name).get_hookimpls()
+                  if impl.plugin_name != CORE)

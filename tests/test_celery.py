@@ -541,6 +541,12 @@ def test_settings_come_from_celery_then_its_config_then_the_environment() -> Non
     assert config.max_memory_per_child == 2  # 1500 KiB, rounded up to MiB
     assert (config.boot_timeout, config.start_method) == (9, "fork")
     assert config.log_level == "WARNING"
+    assert config.metrics_port is None
+    metered = settings.resolve({"limit": 1}, {"pprunner_metrics_port": 9100},
+                               environ={"PPRUNNER_METRICS_PORT": "127.0.0.1:9101-9102"})
+    assert metered.metrics_port == "127.0.0.1:9101-9102"
+    assert settings.resolve({"limit": 1}, {"pprunner_metrics_port": 9100},
+                            environ={}).metrics_port == "9100"
 
 
 @pytest.mark.parametrize(("key", "message"), [

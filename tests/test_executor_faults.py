@@ -110,7 +110,8 @@ def test_stdlib_pool_breaks_where_pprunner_serves_on(tmp_path: Path) -> None:
             pool.submit(calls.mul, 1, 1)
 
 
-def test_retry_runs_a_lost_call_again(new_executor: Any, tmp_path: Path) -> None:
+def test_retry_runs_a_lost_call_again(new_executor: Any, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     """on_worker_lost="retry": the call killed its worker on its first attempt only
     (a marker remembers), runs again on another worker and succeeds."""
     executor = new_executor(on_worker_lost="retry", max_attempts=2)
@@ -119,6 +120,7 @@ def test_retry_runs_a_lost_call_again(new_executor: Any, tmp_path: Path) -> None
     first_pid = int(marker.read_text())
     assert result.startswith("second attempt in pid ")
     assert int(result.rsplit(" ", 1)[1]) != first_pid
+    assert "raised" not in caplog.text  # its second start is no news to its future
 
     always = executor.submit(calls.kill_self)
     with pytest.raises(WorkerLost, match="SIGKILL"):  # after max_attempts starts

@@ -45,8 +45,9 @@ def exits(app: App) -> Any:
     app.plugins.manager.unregister(name="test-exits")
 
 
-def test_hard_time_limit_kills_the_worker_and_fails_the_invocation(app: App, supervise) -> None:
-    supervisor = supervise(processes=1)
+def test_hard_time_limit_kills_the_worker_and_fails_the_invocation(app: App, supervise,
+                                                                  exits: Exits) -> None:
+    exits.supervisor = supervisor = supervise(processes=1)
     (first,) = supervisor.workers
     with pytest.raises(TaskFailed) as failure:
         apps.overstays.enqueue().result(timeout=30)
@@ -54,6 +55,7 @@ def test_hard_time_limit_kills_the_worker_and_fails_the_invocation(app: App, sup
     assert "hard time limit of 0.5 s" in failure.value.remote_message
     assert apps.add.enqueue(1, 1).result(timeout=30) == 2  # a replacement took over
     assert first not in supervisor.workers
+    assert [exit.cause for exit, _ in exits.seen] == ["time_limit"]
 
 
 def test_a_task_that_retries_on_its_time_limit_gets_another_attempt(
@@ -133,6 +135,7 @@ def test_max_tasks_per_child_recycles_without_losing_anything(
     wait_until(lambda: len(exits.seen) >= len(pids) - 2, what="the recycled workers' exits")
     for exit, others in exits.seen:
         assert exit.requested and exit.exitcode == 0 and exit.invocations == ()
+        assert exit.cause == "recycled"
         assert others >= 2, "a worker retired before its replacement had booted"
     assert len(supervisor.workers) >= 2
 
@@ -146,7 +149,7 @@ def test_max_memory_per_child_recycles_a_worker_that_grew(app: App, supervise,
     assert grown == first  # it ran where the first one did
     wait_until(lambda: exits.seen, what="the grown worker to retire")
     exit, _ = exits.seen[0]
-    assert exit.requested and exit.peak_memory > 200 * 2**20
+    assert exit.requested and exit.peak_memory > 200 * 2**20 and exit.cause == "recycled"
     assert apps.hoard_memory.enqueue(1).result(timeout=30) != grown
 
 
@@ -157,7 +160,7 @@ def test_deaths_are_described_with_signal_and_peak_memory(app: App, supervise,
         apps.abort.enqueue().result(timeout=30)
     wait_until(lambda: exits.seen, what="the exit to be reported")
     exit, _ = exits.seen[0]
-    assert exit.signal == "SIGABRT" and not exit.requested
+    assert exit.signal == "SIGABRT" and not exit.requested and exit.cause == "signal"
     assert exit.peak_memory > 0
     assert [i.task for i in exit.invocations] == [apps.abort.name]
 

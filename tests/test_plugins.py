@@ -272,6 +272,79 @@ def test_pprunner_configure_tells_plugins_each_new_config_once_and_late_ones_too
     assert late.told == [7, 2]  # every call so far, the settings in force last
 
 
+class JobWatcher:
+    """Sees a supervisor's life and every job's attempts and enqueues."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, ...]] = []
+
+    @pprunner.hookimpl
+    def pprunner_supervisor_booting(self, supervisor: Any) -> None:
+        self.seen.append(("booting", str(supervisor.processes)))
+
+    @pprunner.hookimpl
+    def pprunner_supervisor_stopped(self, supervisor: Any) -> None:
+        self.seen.append(("stopped", str(supervisor.processes)))
+
+    @pprunner.hookimpl(wrapper=True)
+    def pprunner_enqueue(self, job: Any) -> Any:
+        sent = yield
+        self.seen.append(("enqueued", job.task))
+        return sent
+
+    @pprunner.hookimpl
+    def pprunner_attempt_started(self, job: Any, context: Any) -> None:
+        assert context.job is job  # the current job, as tasks see it
+        self.seen.append(("started", job.task, str(job.attempts)))
+
+    @pprunner.hookimpl
+    def pprunner_attempt_ended(self, job: Any, outcome: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.seen.append((outcome, job.task, str(job.attempts)))
+
+
+def test_attempt_and_enqueue_hooks_say_what_happened_to_each_job() -> None:
+    app = App(backend="memory://")
+
+    @app.task(name="ok")
+    def ok() -> int:
+        return 1
+
+    @app.task(name="retry_once", max_attempts=2)
+    def retry_once() -> int:
+        attempts = pprunner.current_context().invocation.attempts  # type: ignore[union-attr]
+        if attempts == 1:
+            raise pprunner.Retry("again", delay=0)
+        return attempts
+
+    @app.task(name="broken")
+    def broken() -> None:
+        raise ValueError("no")
+
+    @app.task(name="unstorable")
+    def unstorable() -> object:
+        return {1}  # json cannot encode a set: the invocation fails
+
+    watcher = JobWatcher()
+    app.plugins.manager.register(watcher)
+    for task in (ok, retry_once, broken, unstorable):
+        task.enqueue()
+    Supervisor(app, processes=0, burst=True).run()
+    assert watcher.seen[:5] == [("enqueued", "ok"), ("enqueued", "retry_once"),
+                                ("enqueued", "broken"), ("enqueued", "unstorable"),
+                                ("booting", "0")]
+    assert watcher.seen[-1] == ("stopped", "0")
+    attempts = watcher.seen[5:-1]
+    assert {task: [event for event in attempts if event[1] == task] for task in app.tasks} == {
+        "ok": [("started", "ok", "1"), ("succeeded", "ok", "1")],
+        "retry_once": [("started", "retry_once", "1"), ("retried", "retry_once", "1"),
+                       ("started", "retry_once", "2"), ("succeeded", "retry_once", "2")],
+        "broken": [("started", "broken", "1"), ("failed", "broken", "1")],
+        "unstorable": [("started", "unstorable", "1"), ("failed", "unstorable", "1")]}
+    # each attempt's end follows its start at once: one job at a time
+    assert all(attempts[i][1:] == attempts[i + 1][1:] for i in range(0, len(attempts), 2))
+
+
 def test_pprunner_pause_on_wait_marks_the_waiter_paused(app: App, supervise) -> None:
     from tests import apps_waiting
 

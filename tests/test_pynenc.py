@@ -124,6 +124,17 @@ def test_selected_by_runner_cls_alone() -> None:
     assert not PprunnerRunner.mem_compatible()
 
 
+def test_pprunner_metrics_port_is_read_from_pynenc_s_config(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pprunner_plugins.pynenc.config import ConfigPprunnerRunner, supervisor_config
+
+    assert supervisor_config(ConfigPprunnerRunner(config_values={})).metrics_port is None
+    chosen = ConfigPprunnerRunner(config_values={"pprunner_metrics_port": "127.0.0.1:9100"})
+    assert supervisor_config(chosen).metrics_port == "127.0.0.1:9100"
+    monkeypatch.setenv("PYNENC__PPRUNNER_METRICS_PORT", "9101")
+    assert supervisor_config(ConfigPprunnerRunner(config_values={})).metrics_port == "9101"
+
+
 def test_fan_out_runs_on_every_worker(runner: Any) -> None:
     invocations = [tasks.add(n, 1) for n in range(40)]
     assert [result(i) for i in invocations] == [n + 1 for n in range(40)]

@@ -33,6 +33,7 @@ from rq.job import Job, JobStatus
 
 from tests import rq_jobs
 from tests.conftest import REPO, wait_until
+from tests.metrics_scrape import free_port, scraped_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -216,6 +217,22 @@ def test_a_horse_killed_under_a_job_fails_or_retries_it_at_once(
     assert "Work-horse terminated unexpectedly" in failure(doomed)
     assert "(signal 9)" in failure(doomed)
     assert result(after) != first
+
+
+def test_rq_metrics_port_serves_the_horse_s_jobs_and_deaths(
+        workers: Workers, queue: Queue) -> None:
+    port = free_port()
+    workers.start("worker", queue, env={"RQ_METRICS_PORT": f"127.0.0.1:{port}"})
+    assert [result(queue.enqueue(rq_jobs.add, n, 1)) for n in range(3)] == [1, 2, 3]
+    ended(queue.enqueue(rq_jobs.die), JobStatus.FAILED)
+    found = scraped_until(port, lambda m: m("pprunner_worker_boots_total") == 2
+                          and m("pprunner_invocations_failed_total", task="tests.rq_jobs.die") == 1,
+                          "the killed horse's job and its replacement")
+    assert found("pprunner_invocations_started_total", task="tests.rq_jobs.add") == 3
+    assert found("pprunner_invocations_succeeded_total", task="tests.rq_jobs.add") == 3
+    assert found("pprunner_worker_exits_total", cause="signal", exit="SIGKILL") == 1
+    assert found.total("pprunner_worker_exits_total") == 1
+    assert found("pprunner_workers_alive") == found("pprunner_workers_configured") == 1
 
 
 def test_horses_are_recycled_after_max_jobs_per_horse(workers: Workers, queue: Queue) -> None:

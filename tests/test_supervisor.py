@@ -134,6 +134,7 @@ def test_sigkilled_worker_is_replaced_and_its_invocation_reruns(
                                      what="the worker-exited hook")
     assert exited_runner.id == victim.id
     assert exit.signal == "SIGKILL" and "perhaps out of memory" in exit.description
+    assert exit.cause == "signal"
     assert [i.id for i in exit.invocations] == [handle.id]
     wait_until(lambda: len(supervisor.workers) == 2 and victim.id not in supervisor.workers,
                what="a replacement worker")

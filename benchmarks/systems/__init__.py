@@ -17,16 +17,17 @@ from .celery import (
     CeleryRedisPprunnerAcksLate,
 )
 from .dramatiq import DramatiqRedis
-from .executors import LokyExecutor, PprunnerExecutor
+from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
-from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMsgpack
+from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMetrics, PprunnerSQLiteMsgpack
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
-SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, PprunnerRedis,
+SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
+                                     PprunnerSQLiteMetrics, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
@@ -37,7 +38,8 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack, Ppru
 BASELINE = PprunnerSQLite.name
 
 #: the pools without a queue, ``pprunner.Executor`` among them
-EXECUTORS: tuple[type[System], ...] = (ProcessPoolExecutorSystem, PprunnerExecutor, LokyExecutor,
+EXECUTORS: tuple[type[System], ...] = (ProcessPoolExecutorSystem, PprunnerExecutor,
+                                       PprunnerExecutorMetrics, LokyExecutor,
                                        MultiprocessingPool)
 #: the executor tables compare every pool with the one ``pprunner.Executor`` stands in for
 EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name

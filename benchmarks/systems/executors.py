@@ -27,3 +27,12 @@ class PprunnerExecutor(BarePool):
     name = "pprunner.Executor"
     kind = "pprunner"
     requires = ("pprunner",)
+
+
+class PprunnerExecutorMetrics(PprunnerExecutor):
+    """``pprunner.Executor(max_workers=2, metrics_port=...)``: what the metrics plugin
+    costs a push-mode pool, whose supervisor counts every call."""
+
+    name = "pprunner.Executor+metrics"
+    kind = "pprunner-metrics"
+    requires = ("pprunner", "prometheus_client")

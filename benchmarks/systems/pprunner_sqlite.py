@@ -6,8 +6,10 @@ Everything but the store is :class:`~.pprunner_common.PprunnerSystem`.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
+from ..pools import free_port
 from .pprunner_common import PprunnerSystem
 
 
@@ -39,3 +41,18 @@ class PprunnerSQLiteMsgpack(PprunnerSQLite):
     #: where 10,000 of them go through the store; one task at a time, an idle pool
     #: or a crash would measure pprunner-sqlite again
     only_scenarios = ("throughput",)
+
+
+class PprunnerSQLiteMetrics(PprunnerSQLite):
+    """The same with the Prometheus metrics plugin on (``PPRUNNER_METRICS_PORT``, a free
+    loopback port): what metrics cost, against pprunner-sqlite (with ``--interleave``
+    both see the same machine). Nothing scrapes it during a round; a scrape every
+    15 s or so, as Prometheus makes, is a few milliseconds of the supervisor's."""
+
+    name = "pprunner-sqlite-metrics"
+    requires = ("pprunner", "prometheus_client")
+    only_scenarios = ("throughput", "idle_cost")
+
+    def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
+        return super()._launch(burst=burst, PPRUNNER_METRICS_PORT=f"127.0.0.1:{free_port()}",
+                               **env)

@@ -37,6 +37,8 @@ SETTINGS = {
     "max_lent_slots": "at most this many extra children run while tasks wait in "
                       "result.get() (default: -c; 0: none, such waits just block)",
     "heartbeat_interval": "seconds between supervisor iterations when nothing happens",
+    "metrics_port": "serve Prometheus metrics of the pool (the worker's supervisor and its "
+                    "children) on this port (pprunner[prometheus])",
 }
 
 #: pprunner settings Celery owns: the Celery setting to use instead

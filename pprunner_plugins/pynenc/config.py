@@ -39,6 +39,7 @@ SUPERVISOR_SETTINGS: dict[str, Any] = {
     "start_method": "spawn",
     "log_level": "INFO",
     "max_attempts": 3,  # deaths of a worker under one invocation before it fails
+    "metrics_port": "",  # [HOST:]PORT of the Prometheus endpoint (pprunner[prometheus])
 }
 
 #: the runner's own settings (not pprunner's core ones)
@@ -56,7 +57,8 @@ RUNNER_SETTINGS: dict[str, Any] = {
 }
 
 STOP_MODES = ("reroute", "drain")
-_OPTIONAL = {"time_limit", "soft_time_limit"}
+#: settings whose "not set" value (0, "") is pprunner's None
+_OPTIONAL = {"time_limit", "soft_time_limit", "metrics_port"}
 
 ConfigPprunnerRunner: Any = type("ConfigPprunnerRunner", (ConfigPersistentProcessRunner,), {
     "__doc__": __doc__,
@@ -71,7 +73,7 @@ def supervisor_config(conf: Any) -> Config:
     values: dict[str, Any] = {
         name: getattr(conf, f"pprunner_{name}") for name in SUPERVISOR_SETTINGS}
     for name in _OPTIONAL:
-        if not float(values[name]):
+        if values[name] in (0, 0.0, ""):
             values[name] = None
     values["processes"] = max(conf.min_parallel_slots, conf.num_processes or os.cpu_count() or 1)
     try:

@@ -195,7 +195,8 @@ class Feeder:
             slot.call = Call(child.run_invocation, (invocation,), runner_id=slot.info.id,
                              time_limit=self.config.time_limit,
                              soft_time_limit=self.config.soft_time_limit,
-                             name=f"{invocation.task.task_id.key} {invocation.invocation_id}")
+                             name=f"{invocation.task.task_id.key} {invocation.invocation_id}",
+                             task_name=invocation.task.task_id.key)
             slot.held = [invocation.invocation_id]
             self.dispatcher.submit(slot.call, self._on_event)
             claimed += 1

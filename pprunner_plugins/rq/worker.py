@@ -77,6 +77,9 @@ class Worker(RQWorker):
     :param dead_after: seconds without a sign of life after which other
         pprunner workers hand back this worker's started jobs
         (``RQ_DEAD_WORKER_AFTER``, default 3).
+    :param metrics_port: serve Prometheus metrics of this worker's horse on this
+        port (``RQ_METRICS_PORT``; ``FIRST-LAST`` under ``rq worker-pool``: each
+        worker takes the first free one; needs ``pprunner[prometheus]``).
 
     A job's timeout is enforced twice: RQ's death penalty raises
     ``JobTimeoutException`` in the horse at ``job.timeout`` (RQ's own
@@ -92,12 +95,13 @@ class Worker(RQWorker):
 
     def __init__(self, *args: Any, max_jobs_per_horse: int | None = None,
                  max_memory_per_horse: int | None = None, dead_after: float | None = None,
-                 **kwargs: Any) -> None:
+                 metrics_port: str | int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_jobs_per_horse = _setting(max_jobs_per_horse, "RQ_MAX_JOBS_PER_HORSE", int, 0)
         self.max_memory_per_horse = _setting(max_memory_per_horse, "RQ_MAX_MEMORY_PER_HORSE",
                                              int, 0)
         self.dead_after = _setting(dead_after, "RQ_DEAD_WORKER_AFTER", float, 3.0)
+        self.metrics_port = _setting(metrics_port, "RQ_METRICS_PORT", str, None)
         self._supervisor: Supervisor | None = None
         self._dispatcher: Dispatcher | None = None
         self._peers: Peers | None = None
@@ -158,7 +162,8 @@ class Worker(RQWorker):
         config = config_module.resolve([("pprunner_plugins.rq.Worker", {
             "processes": 1, "log_level": level.upper(),
             "max_tasks_per_child": self.max_jobs_per_horse,
-            "max_memory_per_child": self.max_memory_per_horse})])
+            "max_memory_per_child": self.max_memory_per_horse,
+            "metrics_port": self.metrics_port})])
         self._dispatcher = Dispatcher(deliver="loop")
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=Call(horse.boot, (settings,),
@@ -202,7 +207,7 @@ class Worker(RQWorker):
         self._call, self._events = Call(
             horse.run_job, (job.id, queue.name, execution.id, execution.created_at.timestamp()),
             time_limit=None if timeout == -1 else timeout + self.horse_kill_grace,
-            id=job.id, name=f"rq job {job.id}"), []
+            id=job.id, name=f"rq job {job.id}", task_name=job.func_name), []
         self._dispatcher.submit(self._call, self._events.append)
 
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
