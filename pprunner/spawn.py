@@ -35,8 +35,6 @@ class WorkerSpec:
     settings: dict[str, Any]
     #: set by the supervisor for a graceful stop (a :class:`StopFlag`)
     stop_event: Any
-    #: a dict shared by every worker of this supervisor (a manager proxy)
-    runner_cache: Any
     #: read end of a pipe whose write end only the supervisor holds: EOF
     #: means the supervisor is gone, and the worker stops
     lifeline: Any
