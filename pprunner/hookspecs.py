@@ -8,13 +8,14 @@ removed. Implement them in a module or class decorated with
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from .backend import Backend
     from .invocation import Invocation, RunnerInfo
     from .jobs import Call, Ending, Runnable

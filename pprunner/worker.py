@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import attrs
 import pluggy
-import psutil
 
 from . import channel, log
 from . import config as config_module
@@ -295,6 +294,8 @@ class Supervision:
         if self.max_tasks and self.done >= self.max_tasks:
             return f"max_tasks_per_child reached ({self.done} jobs)"
         if self.max_memory:
+            import psutil  # here: a worker with no memory limit never needs it
+
             rss = psutil.Process().memory_info().rss
             if rss > self.max_memory:
                 return (f"resident memory {rss / 2**20:.0f} MiB exceeds max_memory_per_child "
