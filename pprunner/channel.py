@@ -79,9 +79,15 @@ class Readiness:
         return bool(self._poller.poll(None if timeout is None else timeout * 1000))
 
 
+#: whose resource usage to ask for: the peak is the process's either way (its memory
+#: is shared by its threads), but RUSAGE_SELF also sums every thread's CPU time, which
+#: in a worker cost ~75 us a call, measured, against ~3 us (Linux only)
+_USAGE_OF = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
+
 def peak_rss() -> int:
-    """This process's peak resident memory in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident memory in bytes (asked after every job)."""
+    peak = resource.getrusage(_USAGE_OF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
