@@ -48,6 +48,9 @@ class WorkerSpec:
     #: modules the worker imports and registers as plugins before it boots: a host
     #: adapter's worker-side hooks (its supervisor registered them too)
     plugin_modules: tuple[str, ...] = ()
+    #: the supervisor's entry points of the ``pprunner`` group: the worker loads
+    #: these plugins without scanning the installed distributions itself
+    plugin_entries: tuple[Any, ...] = ()
 
 
 class StopFlag:

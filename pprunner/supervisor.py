@@ -339,7 +339,8 @@ class Supervisor:
             settings=self.config.to_dict(), stop_event=self.stop_event,
             lifeline=self._lifeline[0],
             lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
-            initializer=self.initializer, plugin_modules=self._plugin_modules)
+            initializer=self.initializer, plugin_modules=self._plugin_modules,
+            plugin_entries=self.plugins.entries)
         process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now

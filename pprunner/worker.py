@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import attrs
 import pluggy
 
-from . import channel, log
+from . import channel, log, plugins
 from . import config as config_module
 from .backend import Backend
 from .cache import RunnerCache
@@ -619,6 +619,8 @@ def main(spec: WorkerSpec) -> None:
     set_title(f"pprunner worker {spec.slot}: starting")
     reports = WorkerChannel(spec.channel)
     watch_lifeline(spec.lifeline)
+    if spec.plugin_entries:
+        plugins.use_entries(spec.plugin_entries)
     try:
         context = _boot(spec, reports)
     except AppLoadError as exc:
