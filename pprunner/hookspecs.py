@@ -87,7 +87,8 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess 
     ``join(timeout)`` — :class:`multiprocessing.Process` has them. The child
     must run :func:`pprunner.worker.main` with ``spec``. The default uses
     :mod:`multiprocessing` with ``start_method`` (``spawn``, ``forkserver``
-    or ``fork``).
+    or ``fork``), except a pull-mode worker with ``spawn`` on Linux, which
+    :mod:`pprunner.launch` starts without multiprocessing's resource tracker.
     """
 
 
