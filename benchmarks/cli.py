@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import procs, report, runner
+from . import procs, report, runner, system
 from .runner import Result
 from .scenarios import EXECUTOR_SCENARIOS, SCENARIOS, TRACING_SCENARIOS, Scenario, Settings
 from .system import System
@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [command.scenarios[name] for name in args.only or command.scenarios]
     systems = [s for s in command.systems if args.systems is None or s.name in args.systems]
     procs.become_subreaper()
+    system.compile_bytecode()
     signal.signal(signal.SIGTERM, runner.interrupt)
     # a forked pool worker is stopped by SIGTERM; it must not inherit that handler
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))

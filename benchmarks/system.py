@@ -186,6 +186,18 @@ class System:
 # -- what every system does the same way -------------------------------------------------
 
 
+def compile_bytecode() -> None:
+    """Cache the bytecode of this checkout's packages, as installing a wheel does for
+    the peers. A source checkout has none until a process writes it, and none ever
+    does under ``PYTHONDONTWRITEBYTECODE``: every process of every round would then
+    compile pprunner from source, and its start-up would measure the compiler."""
+    import compileall
+
+    for package in ("pprunner", "pprunner_plugins", "benchmarks"):
+        if (ROOT / package).is_dir():
+            compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """This environment without PPRUNNER_* settings, with ``benchmarks`` importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}

@@ -20,11 +20,6 @@ import attrs
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 ENV_PREFIX = "PPRUNNER_"
 DEFAULT_BACKEND = "sqlite:///.pprunner/pprunner.db"
 START_METHODS = ("spawn", "forkserver", "fork")
@@ -294,6 +289,10 @@ def pyproject_layer(path: Path | None) -> tuple[str, dict[str, Any]]:
     if path is None:
         return ("pyproject.toml", {})
     source = f"{path} [tool.pprunner]"
+    if sys.version_info >= (3, 11):  # imported here: most processes never read the file
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
     try:
         with path.open("rb") as stream:
             table = tomllib.load(stream).get("tool", {}).get("pprunner", {})

@@ -37,8 +37,10 @@ def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
 
 @hookimpl(trylast=True)
 def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
-    from . import worker  # the child's entry point; importing it here keeps the core light
+    from . import launch, worker  # the child's side; importing it here keeps the core light
 
+    if start_method == "spawn" and spec.app_path is not None and launch.supported():
+        return launch.start(spec)  # no resource tracker, no __main__ preparation
     context: Any = multiprocessing.get_context(start_method)
     process = context.Process(target=worker.main, args=(spec,),
                               name=f"pprunner-worker-{spec.slot}")

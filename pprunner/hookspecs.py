@@ -8,13 +8,14 @@ removed. Implement them in a module or class decorated with
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from .backend import Backend
     from .config import Config
     from .invocation import Invocation, RunnerInfo
@@ -138,7 +139,8 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess 
     ``join(timeout)`` — :class:`multiprocessing.Process` has them. The child
     must run :func:`pprunner.worker.main` with ``spec``. The default uses
     :mod:`multiprocessing` with ``start_method`` (``spawn``, ``forkserver``
-    or ``fork``).
+    or ``fork``), except a pull-mode worker with ``spawn`` on Linux, which
+    :mod:`pprunner.launch` starts without multiprocessing's resource tracker.
     """
 
 

@@ -24,10 +24,10 @@ or serializer it would have provided names the failure.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Callable
-from importlib import metadata
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -114,6 +114,28 @@ def _refuse_duplicate(what: str, name: str, plugin: str, owners: dict[str, str])
         raise PluginError(f"{what} {name!r} is registered by both {owners[name]} and {plugin}")
 
 
+@attrs.frozen
+class PluginEntry:
+    """One entry point of the ``pprunner`` group, as plain data: what a supervisor
+    hands its workers (:func:`use_entries`), so that no worker imports
+    :mod:`importlib.metadata` and scans every installed distribution again."""
+
+    name: str
+    #: ``module`` or ``module:attribute``, as the entry point says
+    value: str
+    #: the distribution's name, and ``name version`` for people
+    distribution: str
+    described: str
+
+    def load(self) -> Any:
+        """The module or object named, as :meth:`importlib.metadata.EntryPoint.load`."""
+        module, _, attribute = self.value.partition(":")
+        target = importlib.import_module(module.strip())
+        for part in filter(None, attribute.partition("[")[0].strip().split(".")):
+            target = getattr(target, part)
+        return target
+
+
 @attrs.define
 class Plugins:
     """The plugin manager plus the registry built from its discovery hooks."""
@@ -122,6 +144,8 @@ class Plugins:
     registry: Registry
     #: the settings the plugins were last told (``pprunner_configure``)
     _configured_for: Config | None = None
+    #: the entry points it was built from (loaded or not)
+    entries: tuple[PluginEntry, ...] = ()
 
     @property
     def hook(self) -> Any:
@@ -152,13 +176,30 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+#: set in a worker process to its supervisor's entry points (see :func:`use_entries`)
+_handed: tuple[PluginEntry, ...] | None = None
 
 
-def _distribution_name(ep: metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return f"{dist.name} {dist.version}" if dist is not None else "?"
+def use_entries(entries: Sequence[PluginEntry]) -> None:
+    """Build every plugin manager of this process from ``entries`` instead of the
+    installed distributions: a worker gets its supervisor's, so both load the same
+    plugins and the worker starts faster."""
+    global _handed
+    _handed = tuple(entries)
+
+
+def entry_points() -> tuple[PluginEntry, ...]:
+    """The ``pprunner`` group's entry points, by name (handed ones in a worker)."""
+    if _handed is not None:
+        return _handed
+    from importlib import metadata  # here: a worker that was handed them never needs it
+
+    found = []
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        dist = getattr(ep, "dist", None)
+        found.append(PluginEntry(ep.name, ep.value, dist.name if dist is not None else "",
+                                 f"{dist.name} {dist.version}" if dist is not None else "?"))
+    return tuple(found)
 
 
 def get_plugin_manager() -> Plugins:
@@ -176,9 +217,9 @@ def get_plugin_manager() -> Plugins:
                           "by implementing the same hooks")
     for name in sorted(blocked - {""}):
         manager.set_blocked(name)
-    for ep in _entry_points():
-        dist = getattr(ep, "dist", None)
-        own = dist is not None and dist.name == OWN_DISTRIBUTION
+    entries = entry_points()
+    for ep in entries:
+        own = ep.distribution == OWN_DISTRIBUTION
         if (not autoload and not own) or manager.is_blocked(ep.name):
             continue
         if manager.get_plugin(ep.name) is not None:
@@ -187,7 +228,7 @@ def get_plugin_manager() -> Plugins:
             plugin = ep.load()
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            registry.failures.append(PluginFailure(ep.name, _distribution_name(ep), error))
+            registry.failures.append(PluginFailure(ep.name, ep.described, error))
             continue
         manager.register(plugin, name=ep.name)
     manager.check_pending()
@@ -196,7 +237,7 @@ def get_plugin_manager() -> Plugins:
     if _env_flag("PPRUNNER_TRACE_PLUGINS"):
         manager.trace.root.setwriter(sys.stderr.write)
         manager.enable_tracing()
-    return Plugins(manager=manager, registry=registry)
+    return Plugins(manager=manager, registry=registry, entries=entries)
 
 
 def _collect(manager: pluggy.PluginManager, registry: Registry) -> None:
@@ -233,7 +274,7 @@ class PluginRow:
 
 def describe(plugins: Plugins) -> list[PluginRow]:
     """The loaded plugins with their distributions and implemented hooks."""
-    distributions = {ep.name: _distribution_name(ep) for ep in _entry_points()}
+    distributions = {ep.name: ep.described for ep in plugins.entries}
     rows = []
     for name, plugin in plugins.manager.list_name_plugin():
         if plugin is None:

@@ -144,7 +144,8 @@ class Child:
 
     def receive(self) -> list[tuple[Any, ...]]:
         """Take in every message waiting on the channel; return those about pushed
-        calls (``done``, ``note``, ``waiting``), which are the feed's to handle."""
+        calls (``done``, ``note``, ``waiting``) and ``runner_cache`` requests, which are
+        the feed's to handle."""
         results = []
         try:
             while self._readiness().wait():
@@ -155,7 +156,7 @@ class Child:
                     message = self._undecodable(exc)
                     if message is None:
                         continue
-                if message[0] in (channel.DONE, channel.NOTE):
+                if message[0] in (channel.DONE, channel.NOTE, channel.CACHE):
                     results.append(message)
                 elif message[0] == channel.WAITING:
                     self.waiting = bool(message[1])

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import channel, runtime
 from .backend import Backend
+from .cache import CacheStore
 from .errors import BackendError, ConfigError, PprunnerError
 from .invocation import ErrorInfo, Invocation, RunnerInfo
 from .pool import Child
@@ -40,6 +41,8 @@ class BackendFeed:
         self._upkeep = Upkeep(app.backend, app.config, supervisor_id)
         #: how the app's producers wait out outages, restored when the supervisor ends
         self._producer_patience: Callable[[float], bool] = lambda outage_s: True
+        #: ``runner_cache``, kept here and served over each worker's pipe
+        self.cache = CacheStore()
 
     @property
     def backend(self) -> Backend:
@@ -84,6 +87,9 @@ class BackendFeed:
         self._upkeep()
 
     def received(self, child: Child, message: tuple[Any, ...]) -> None:
+        if message[0] == channel.CACHE:
+            child.send(channel.CACHE_ANSWER, *self.cache.answer(message[1]))
+            return
         if message[0] == channel.WAITING:
             return  # the supervisor lends the slot; nobody else needs to know
         logger.warning("%s sent %r, which only push mode uses", child.who, message[0])

@@ -35,8 +35,6 @@ class WorkerSpec:
     settings: dict[str, Any]
     #: set by the supervisor for a graceful stop (a :class:`StopFlag`)
     stop_event: Any
-    #: a dict shared by every worker of this supervisor (a manager proxy)
-    runner_cache: Any
     #: read end of a pipe whose write end only the supervisor holds: EOF
     #: means the supervisor is gone, and the worker stops
     lifeline: Any
@@ -50,6 +48,9 @@ class WorkerSpec:
     #: modules the worker imports and registers as plugins before it boots: a host
     #: adapter's worker-side hooks (its supervisor registered them too)
     plugin_modules: tuple[str, ...] = ()
+    #: the supervisor's entry points of the ``pprunner`` group: the worker loads
+    #: these plugins without scanning the installed distributions itself
+    plugin_entries: tuple[Any, ...] = ()
 
 
 class StopFlag:

@@ -27,13 +27,11 @@ import multiprocessing
 import os
 import selectors
 import signal
-import sys
 import threading
 import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from multiprocessing.managers import SyncManager
 from typing import Any, Protocol
 
 import attrs
@@ -53,16 +51,8 @@ from .pool import Child, CrashLoop, Phase, Retirement
 from .proctitle import set_title
 from .progress import BurstProgress
 from .pull import BackendFeed
-from .spawn import (
-    StopFlag,
-    WorkerExit,
-    WorkerSpec,
-    describe_exit,
-    main_module_hidden,
-    signals_blocked,
-)
+from .spawn import StopFlag, WorkerExit, WorkerSpec, describe_exit
 from .task import App
-from .worker import guard_helper_process
 
 logger = logging.getLogger("pprunner.supervisor")
 
@@ -77,14 +67,6 @@ _WAKEUP, _REPORTS, _EXITED = "wakeup", "reports", "exited"
 
 def new_runner_id() -> str:
     return os.urandom(6).hex()
-
-
-def _manager_address(supervisor_id: str) -> str | None:
-    """Where the runner-cache manager listens: on Linux an abstract socket, which
-    leaves no ``pymp-*`` folder behind in the temp directory when the supervisor is
-    SIGKILLed (the manager's authentication key still guards it); elsewhere the
-    default, a socket in such a folder."""
-    return f"\0pprunner-{supervisor_id}" if sys.platform.startswith("linux") else None
 
 
 class Feed(Protocol):
@@ -204,8 +186,6 @@ class Supervisor:
         self._next_beat = 0.0
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
         self.stop_event: StopFlag | None = None
-        self.runner_cache: Any = None
-        self._manager: SyncManager | None = None
         self._lifeline: tuple[Any, Any] | None = None
         self._control: ControlSocket | None = None
         self.app_path: str | None = None
@@ -423,25 +403,14 @@ class Supervisor:
                                                       options=self.options)
 
     def _start_helpers(self) -> None:
-        """The stop flag and the lifeline pipe; in pull mode also the runner-cache
-        manager and the control socket (``pprunner scale`` finds supervisors through
-        the backend). Push mode's callers bring their own shared state: a process and
-        ~25 MiB for a cache they would not use is not worth its start-up time."""
+        """The stop flag and the lifeline pipe; in pull mode also the control socket
+        (``pprunner scale`` finds supervisors through the backend). No helper process:
+        ``runner_cache`` is served over the workers' pipes (:mod:`pprunner.cache`)."""
         self.app_path = self.feed.app_path()  # fails early for an app workers cannot import
         self.stop_event = StopFlag(self._mp)
-        reader, writer = self._mp.Pipe(duplex=False)
-        self._lifeline = (reader, writer)
+        self._lifeline = self._mp.Pipe(duplex=False)
         if self.app is None:
             return
-        manager = SyncManager(address=_manager_address(self.id), ctx=self._mp)
-        with signals_blocked(), main_module_hidden():
-            manager.start(guard_helper_process,
-                          (reader, writer.fileno(), self.config.start_method,
-                           self.config.log_level, self.id))
-        # only a started manager has shutdown(): one that failed to start must leave its
-        # own error to be seen
-        self._manager = manager
-        self.runner_cache = manager.dict()
         self._control = ControlSocket(self.id)
         self._selector.register(self._control.socket, selectors.EVENT_READ, _WAKEUP)
 
@@ -452,9 +421,10 @@ class Supervisor:
         spec = WorkerSpec(
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
             settings=self.config.to_dict(), stop_event=self.stop_event,
-            runner_cache=self.runner_cache, lifeline=self._lifeline[0],
+            lifeline=self._lifeline[0],
             lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
-            initializer=self.initializer, plugin_modules=self._plugin_modules)
+            initializer=self.initializer, plugin_modules=self._plugin_modules,
+            plugin_entries=self.plugins.entries)
         process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now
@@ -943,9 +913,6 @@ class Supervisor:
             with contextlib.suppress(OSError):  # a stopped supervisor is not alive
                 os.unlink(self.config.health_file)
         self.feed.close([self.id, *self.workers], self._backend_lost)
-        if self._manager is not None:
-            self._manager.shutdown()
-            self._manager = None
         if self._lifeline is not None:
             for end in self._lifeline:
                 end.close()

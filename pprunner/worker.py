@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 import attrs
 import pluggy
-import psutil
 
-from . import channel, log
+from . import channel, log, plugins
 from . import config as config_module
 from .backend import Backend
+from .cache import RunnerCache
 from .channel import WorkerChannel
 from .config import Config
 from .errors import (
@@ -78,8 +78,8 @@ class WorkerContext:
     app: App | None
     runner_id: str
     slot: int
-    #: shared by all workers of one pull-mode supervisor (a plain dict inline; None in
-    #: push mode, whose hosts keep their own state)
+    #: shared by all workers of one pull-mode supervisor (:class:`~pprunner.cache.RunnerCache`;
+    #: a plain dict inline; None in push mode, whose hosts keep their own state)
     runner_cache: Any
     stop_event: Any
     config: Config = attrs.field(default=attrs.Factory(lambda self: self.app.config,
@@ -296,6 +296,8 @@ class Supervision:
         if self.max_tasks and self.done >= self.max_tasks:
             return f"max_tasks_per_child reached ({self.done} jobs)"
         if self.max_memory:
+            import psutil  # here: a worker with no memory limit never needs it
+
             rss = psutil.Process().memory_info().rss
             if rss > self.max_memory:
                 return (f"resident memory {rss / 2**20:.0f} MiB exceeds max_memory_per_child "
@@ -628,8 +630,10 @@ def main(spec: WorkerSpec) -> None:
     set_title(f"pprunner worker {spec.slot}: starting")
     reports = WorkerChannel(spec.channel)
     watch_lifeline(spec.lifeline)
+    if spec.plugin_entries:
+        plugins.use_entries(spec.plugin_entries)
     try:
-        context = _boot(spec)
+        context = _boot(spec, reports)
     except AppLoadError as exc:
         logger.error("%s", exc)
         reports.send(channel.BOOT_FAILED, str(exc))
@@ -662,7 +666,7 @@ def main(spec: WorkerSpec) -> None:
     logger.info("worker %d stopped", spec.slot)
 
 
-def _boot(spec: WorkerSpec) -> WorkerContext:
+def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
     """Load the app (pull mode), run the initializer and the init hooks.
 
     An initializer that raises is an :class:`AppLoadError`: every worker would
@@ -672,7 +676,7 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
     if spec.app_path is None:
         config = config_module.resolve([("the supervisor", settings)])
         context = WorkerContext(app=None, runner_id=spec.runner_id, slot=spec.slot,
-                                runner_cache=spec.runner_cache, stop_event=spec.stop_event,
+                                runner_cache=None, stop_event=spec.stop_event,
                                 config=config, plugins=get_plugin_manager().configure(config),
                                 supervisor_id=spec.supervisor_id)
     else:
@@ -682,8 +686,8 @@ def _boot(spec: WorkerSpec) -> WorkerContext:
         # worker waits out any outage, since what it holds must be stored when it is over
         app.backend.keep_waiting = lambda outage_s: True
         context = WorkerContext(app=app, runner_id=spec.runner_id, slot=spec.slot,
-                                runner_cache=spec.runner_cache, stop_event=spec.stop_event,
-                                supervisor_id=spec.supervisor_id)
+                                runner_cache=RunnerCache(reports.ask_cache),
+                                stop_event=spec.stop_event, supervisor_id=spec.supervisor_id)
     for name in spec.plugin_modules:
         if context.plugins.manager.get_plugin(name) is None:
             context.plugins.manager.register(importlib.import_module(name), name=name)
@@ -714,17 +718,3 @@ def watch_lifeline(lifeline: Any) -> None:
         os._exit(ExitCode.INTERRUPTED)
 
     threading.Thread(target=wait_for_eof, name="pprunner-lifeline", daemon=True).start()
-
-
-def guard_helper_process(lifeline: Any, writer_fd: int, start_method: str, log_level: str,
-                         supervisor_id: str) -> None:
-    """Initializer of the supervisor's helper processes (the runner-cache manager).
-
-    They log in pprunner's format under their supervisor's id (their own pid
-    tells them apart), like every other process of a run.
-    """
-    if start_method == "fork":
-        close_inherited_fd(writer_fd)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.setup(log_level, supervisor_id)
-    watch_lifeline(lifeline)

@@ -5,13 +5,13 @@
 The supervisor itself imports it fine.
 """
 
-import multiprocessing
 import os
 import time
 
 from pprunner import App
+from tests.first_importer import imported_by_a_child
 
-if multiprocessing.parent_process() is not None:
+if imported_by_a_child():
     if os.environ.get("PPRUNNER_TEST_BOOT") == "exit":
         os._exit(3)
     if os.environ.get("PPRUNNER_TEST_BOOT") == "hang":

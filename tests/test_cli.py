@@ -136,8 +136,8 @@ LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ +\[\w+ pid=\d+ inv=\S+\] 
 
 def test_a_sigkilled_supervisor_s_processes_end_in_pprunner_s_log_format(
         app: App, db_url: str, cli_process) -> None:
-    """Workers and the runner-cache helper each log that the supervisor is gone,
-    formatted; no semaphore is left for multiprocessing's resource tracker."""
+    """Each worker logs that the supervisor is gone, formatted; no semaphore is left
+    for multiprocessing's resource tracker."""
     supervisor = start_supervisor(cli_process, db_url, app, workers=2)
     family = children_of(supervisor.pid)
     supervisor.kill()
@@ -146,12 +146,10 @@ def test_a_sigkilled_supervisor_s_processes_end_in_pprunner_s_log_format(
     lines = stderr.splitlines()
     assert [line for line in lines if not LOG_LINE.match(line)] == []
     gone = [line for line in lines if line.endswith("the supervisor is gone; stopping")]
-    assert len(gone) == 3, stderr  # two workers and the helper
+    assert len(gone) == 2, stderr  # the two workers: the supervisor has no helper process
     assert "leaked semaphore" not in stderr
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="the manager's abstract socket is Linux-only")
 def test_a_sigkilled_supervisor_leaves_no_multiprocessing_folder(
         app: App, db_url: str, cli_process) -> None:
     def folders() -> set[Path]:

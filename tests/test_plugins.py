@@ -13,8 +13,15 @@ import pytest
 
 import pprunner
 from pprunner import App, PluginError, Returned, Status, Supervisor
+from pprunner import plugins as plugins_module
 from pprunner.invocation import MAX_HEADERS_SIZE, check_headers
-from pprunner.plugins import blocked_names, describe, get_plugin_manager
+from pprunner.plugins import (
+    PluginEntry,
+    blocked_names,
+    describe,
+    get_plugin_manager,
+    use_entries,
+)
 from tests.conftest import REPO, RUN, cli_env, run_cli, wait_until
 
 HOOKS = sorted(name for name in dir(pprunner.hookspecs) if name.startswith("pprunner_"))
@@ -49,6 +56,18 @@ def test_built_in_plugins_load_through_entry_points() -> None:
     assert set(plugins.registry.backends) >= {"sqlite", "memory"}
     assert plugins.registry.serializer("json").safe
     assert not plugins.registry.serializer("pickle").safe
+
+
+def test_a_worker_handed_its_supervisors_entry_points_loads_just_those(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    found = get_plugin_manager()
+    monkeypatch.setattr(plugins_module, "_handed", None)  # undone after the test
+    use_entries([e for e in found.entries if e.name != "msgpack"])
+    handed = get_plugin_manager()
+    assert {r.name for r in describe(handed)} == {r.name for r in describe(found)} - {"msgpack"}
+    assert handed.entries == tuple(e for e in found.entries if e.name != "msgpack")
+    assert PluginEntry("x", "pprunner.plugins:PluginEntry.load", "", "?").load() is \
+        PluginEntry.load
 
 
 def test_a_third_party_plugin_is_found_and_a_broken_one_reported(third_party: Path) -> None:

@@ -1,0 +1,147 @@
+"""A pull-mode worker started as a fresh interpreter, without multiprocessing's spawn.
+
+multiprocessing's ``spawn`` starts its resource tracker — a process of its own,
+~10 MiB, for the life of the supervisor — with the first child, and pickles
+the parent's ``__main__`` preparation for every child. A pull-mode worker
+needs neither: it creates no semaphores or shared memory the tracker would
+clean up (the stop flag is a pipe), and it imports the app by path. So on
+Linux (where :func:`os.pidfd_open` gives a process sentinel) the default
+spawn hook starts it here: ``python -c`` reads the parent's ``sys.path`` and
+the :class:`~pprunner.spawn.WorkerSpec` from a pipe, its connections passed
+as inherited descriptors, and runs :func:`pprunner.worker.main`.
+
+A worker that does use multiprocessing's synchronisation or shared memory
+starts a tracker of its own on first use, as any Python program does. Push
+mode keeps multiprocessing's spawn: a pushed call may name a function of the
+parent's ``__main__``, which only multiprocessing's preparation re-imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import pickle
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import IO, Any
+
+from .spawn import WorkerSpec, signals_blocked
+
+#: what the new interpreter runs: the parent's sys.path first (pprunner itself may be
+#: importable only through it), then the rest from the same pipe
+_BOOTSTRAP = ("import pickle, sys; stream = open(int(sys.argv[1]), 'rb'); "
+              "sys.path[:] = pickle.load(stream); "
+              "from pprunner.launch import run_worker; run_worker(stream)")
+
+
+@functools.cache
+def supported() -> bool:
+    """Whether workers can be started here: a pidfd is the process sentinel (Linux
+    5.3 and later; an older kernel, or a sandbox, may refuse the call)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+class _SpecPickler(pickle.Pickler):
+    """Pickles a spec's connections as descriptor numbers the child inherits."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.descriptors: list[int] = []
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, Connection):
+            self.descriptors.append(obj.fileno())
+            return ("connection", obj.fileno(), obj.readable, obj.writable)
+        return None
+
+
+class _SpecUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        _, fd, readable, writable = pid
+        return Connection(fd, readable, writable)
+
+
+class LaunchedWorker:
+    """A worker process started by :func:`start`; a
+    :class:`~pprunner.spawn.WorkerProcess`, as :class:`multiprocessing.Process` is."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        #: readable once the process has exited; closed once it is reaped by join()
+        self.sentinel = os.pidfd_open(process.pid)
+
+    def __repr__(self) -> str:
+        return f"<LaunchedWorker pid={self.pid} exitcode={self.exitcode}>"
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """As multiprocessing says it: the exit status, or -N for signal N."""
+        return self._process.poll()
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        self._process.terminate()  # a no-op once it is reaped: never a reused pid
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout)
+        if self._process.returncode is not None and self.sentinel >= 0:
+            os.close(self.sentinel)  # only now: the supervisor has unregistered it
+            self.sentinel = -1
+
+
+def start(spec: WorkerSpec) -> LaunchedWorker:
+    """Start a worker for ``spec`` in a fresh interpreter (see the module docstring)."""
+    stream = io.BytesIO()
+    pickle.dump(sys.path, stream, pickle.HIGHEST_PROTOCOL)
+    pickler = _SpecPickler(stream)
+    pickler.dump(spec)  # before anything starts: a spec that does not pickle raises here
+    reader, writer = os.pipe()
+    try:
+        # the interpreter's own flags (-O, -X dev, -W ...) carry over, as multiprocessing's
+        # spawn carries them, through the same helper
+        flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        with signals_blocked():  # the child unblocks them once its handlers are set
+            process = subprocess.Popen(
+                [sys.executable, *flags, "-c", _BOOTSTRAP, str(reader)],
+                stdin=subprocess.DEVNULL, pass_fds=(reader, *pickler.descriptors))
+    except BaseException:
+        os.close(writer)
+        raise
+    finally:
+        os.close(reader)
+    worker = LaunchedWorker(process)
+    try:
+        view = memoryview(stream.getvalue())
+        while view:
+            view = view[os.write(writer, view):]
+    except BrokenPipeError:
+        pass  # it died before reading: its sentinel says so, and the supervisor how
+    finally:
+        os.close(writer)
+    return worker
+
+
+def run_worker(stream: IO[bytes]) -> None:
+    """The child's side: read the spec, then be a worker (:func:`pprunner.worker.main`)."""
+    with stream:
+        spec: WorkerSpec = _SpecUnpickler(stream).load()
+    from .worker import main
+
+    main(spec)
