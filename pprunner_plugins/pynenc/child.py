@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -144,9 +145,10 @@ _boot: dict[str, Any] = {}
 _waiting: Waiting | None = None
 
 
-def boot(app: Pynenc, parent_ctx_json: str, settings: dict[str, Any]) -> None:
-    """The workers' initializer: keep what pprunner_worker_init needs."""
-    _boot.update(app=app, parent=parent_ctx_json, settings=settings)
+def boot(app: bytes, parent_ctx_json: str, settings: dict[str, Any]) -> None:
+    """The workers' initializer: keep what pprunner_worker_init needs (the app comes
+    pickled by the runner at its start)."""
+    _boot.update(app=pickle.loads(app), parent=parent_ctx_json, settings=settings)
 
 
 @pprunner.hookimpl

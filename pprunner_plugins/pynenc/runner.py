@@ -27,6 +27,7 @@ its children to do it on SIGTERM; the history is the same), or with
 
 from __future__ import annotations
 
+import pickle
 import signal
 import sys
 import threading
@@ -104,9 +105,13 @@ class PprunnerRunner(BaseRunner):
         self._stop_mode = settings["stop"]
         self.dispatcher = Dispatcher(deliver="loop")
         self.feeder = Feeder(self, self.dispatcher, config, float(settings["idle_poll_max"]))
+        # the app is pickled once, now: a worker started later (a respawn) would be
+        # pickled while this process's threads use the app, and a dict they change
+        # meanwhile fails the pickling ("dictionary changed size during iteration")
+        app = pickle.dumps(self.app, pickle.HIGHEST_PROTOCOL)
         self.supervisor = Supervisor(
             dispatcher=self.dispatcher, config=config,
-            initializer=Call(child.boot, (self.app, self.runner_context.to_json(), settings),
+            initializer=Call(child.boot, (app, self.runner_context.to_json(), settings),
                              name="pynenc worker boot"),
             plugins=[sys.modules[child.__name__], self.feeder])
         self.logger.info(f"runner:{self.runner_id} starting {config.processes} pprunner "
