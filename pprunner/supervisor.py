@@ -267,10 +267,10 @@ class Supervisor:
         """Ask for a stop (graceful unless ``immediate``) and wait until it is done
         (or ``timeout`` passed; hosted, it is always done).
 
-        :param while_stopping: called about every :data:`STOP_TICK` seconds while
-            the stop waits for busy workers: a host keeps its own timers (broker
-            heartbeats) going. Hosted, the stop runs in this thread, and the
-            last events are delivered here.
+        :param while_stopping: hosted only (the stop then runs in this thread, and
+            the last events are delivered here): called about every
+            :data:`STOP_TICK` seconds while the stop waits for busy workers, so the
+            host keeps its own timers (broker heartbeats) going.
         """
         self._immediate = self._immediate or immediate
         if self._host_thread is not None:
@@ -280,16 +280,8 @@ class Supervisor:
                 pass
             return self.exit_code
         self.request_stop()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._thread is not None and self._thread.is_alive():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            if while_stopping is None:
-                self._thread.join(left)
-                break
-            self._thread.join(STOP_TICK if left is None else min(left, STOP_TICK))
-            while_stopping()
+        if self._thread is not None:
+            self._thread.join(timeout)
         return self.exit_code
 
     def fileno(self) -> int:
