@@ -149,6 +149,9 @@ class PprunnerRunner(BaseRunner):
         supervisor.stop(immediate=kill)
         feeder.settle(kill=True)
         dispatcher.shutdown()
+        # pynenc writes history records from threads of their own; a stop returns
+        # once the KILLED and REROUTED records it just made are stored
+        self.app.state_backend.wait_for_all_async_operations()
         self.supervisor = self.feeder = self.dispatcher = None
 
     # -- waiting ----------------------------------------------------------------------
