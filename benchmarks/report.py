@@ -97,7 +97,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
             f"{settings.rounds} round(s) per system and scenario"
             + ("" if settings.rounds_forced else
                " (latency and idle cost: 1, each already a statistic over many samples)")
-            + ("; interleaved: round 1 of every system, then round 2, ...; tables show medians"
+            + ("; interleaved: round 1 of every system, then round 2, ..., each round starting"
+               " one system later; tables show medians"
                if settings.interleave else
                f"; fewer where another round would have ended past {settings.round_budget_s:g} s "
                "or a round had outcomes and no numbers (never, deadlock); tables show medians")]

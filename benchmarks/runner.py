@@ -8,7 +8,11 @@ an error in its row; the other systems still run.
 By default a system runs all its rounds before the next one starts. With
 ``settings.interleave`` round 1 of every system runs, then round 2 of every system,
 and so on: on a machine whose load drifts, systems compared with each other
-(metrics on and off) then see the same drift.
+(metrics on and off) then see the same drift. Each round starts one system
+later than the one before (A B C, then B C A, then C A B), so no system always
+runs first, or always right after the same other one: what a round leaves
+behind (a warm page cache, a Redis busy freeing the last round's keys) then
+falls on each in turn.
 """
 
 from __future__ import annotations
@@ -65,13 +69,15 @@ def cannot_run(scenario: Scenario, cls: type[System]) -> Result | None:
 
 def interleaved(scenario: Scenario, systems: Sequence[type[System]],
                 settings: Settings) -> list[Result]:
-    """Round 1 of every system, then round 2 of every system, ...; no round budget.
-    A system whose round fails is an error and runs no further round."""
+    """Round 1 of every system, then round 2 of every system, ..., each round's
+    order rotated by one (module docstring); no round budget. A system whose
+    round fails is an error and runs no further round."""
     results = {cls: cannot_run(scenario, cls) for cls in systems}
     rounds: dict[type[System], list[dict[str, Value]]] = {cls: [] for cls in systems}
     planned = scenario.rounds(settings)
     for number in range(1, planned + 1):
-        for cls in systems:
+        shift = (number - 1) % len(systems)
+        for cls in [*systems[shift:], *systems[:shift]]:
             if results[cls] is not None:
                 continue
             note(f"{scenario.name}: {cls.name}, round {number}/{planned} (interleaved) ...")
