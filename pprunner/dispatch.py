@@ -80,10 +80,18 @@ class Dispatcher:
     :param report_waits: also deliver :class:`~pprunner.jobs.Waiting` events, when a
         call's worker starts and stops lending its slot (a host that keeps its own
         count of free slots, as Celery's consumer does, lends it too).
+    :param calls_from_main: calls may name functions of the supervisor's
+        ``__main__`` (a script's own functions, as with the standard library's
+        pools), so spawned workers are started by multiprocessing, which prepares
+        ``__main__`` in them. A host whose calls and initializer are functions of
+        importable modules (Celery's pool) passes False: on Linux its workers then
+        start as :mod:`pprunner.launch` starts pull-mode ones, without
+        multiprocessing's resource tracker process.
     """
 
     def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread", *,
-                 report_waits: bool = False) -> None:
+                 report_waits: bool = False, calls_from_main: bool = True) -> None:
+        self.calls_from_main = calls_from_main
         if deliver not in ("thread", "loop", "supervisor"):
             raise ValueError(f"deliver must be 'thread', 'loop' or 'supervisor', "
                              f"not {deliver!r}")

@@ -1,4 +1,4 @@
-"""A pull-mode worker started as a fresh interpreter, without multiprocessing's spawn.
+"""A worker started as a fresh interpreter, without multiprocessing's spawn.
 
 multiprocessing's ``spawn`` starts its resource tracker — a process of its own,
 ~10 MiB, for the life of the supervisor — with the first child, and pickles
@@ -13,7 +13,9 @@ as inherited descriptors, and runs :func:`pprunner.worker.main`.
 A worker that does use multiprocessing's synchronisation or shared memory
 starts a tracker of its own on first use, as any Python program does. Push
 mode keeps multiprocessing's spawn: a pushed call may name a function of the
-parent's ``__main__``, which only multiprocessing's preparation re-imports.
+parent's ``__main__``, which only multiprocessing's preparation re-imports;
+a host whose calls never do (``Dispatcher(calls_from_main=False)``: Celery's
+pool) has its workers started here too.
 """
 
 from __future__ import annotations

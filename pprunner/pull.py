@@ -31,6 +31,9 @@ BURST_TICK = 0.05
 class BackendFeed:
     """The app's backend as the supervisor's source of work (see the module docstring)."""
 
+    #: workers import the app by its path, never anything of the supervisor's __main__
+    calls_from_main = False
+
     def __init__(self, app: App, supervisor_id: str, *, burst: bool, progress: bool) -> None:
         self.app = app
         self.burst = burst

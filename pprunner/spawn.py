@@ -51,6 +51,9 @@ class WorkerSpec:
     #: the supervisor's entry points of the ``pprunner`` group: the worker loads
     #: these plugins without scanning the installed distributions itself
     plugin_entries: tuple[Any, ...] = ()
+    #: what the worker runs may name functions of the supervisor's ``__main__``
+    #: (push mode, unless its host says otherwise: ``Dispatcher(calls_from_main=)``)
+    main_needed: bool = False
 
 
 class StopFlag:

@@ -77,6 +77,8 @@ class Feed(Protocol):
     #: how often the loop must look at the feed whatever happens; None: no need
     @property
     def tick(self) -> float | None: ...
+    #: what workers run may name functions of the supervisor's __main__
+    calls_from_main: bool
     def app_path(self) -> str | None: ...
     def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Plugins) -> None: ...
@@ -416,7 +418,7 @@ class Supervisor:
             lifeline=self._lifeline[0],
             lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
             initializer=self.initializer, plugin_modules=self._plugin_modules,
-            plugin_entries=self.plugins.entries)
+            plugin_entries=self.plugins.entries, main_needed=self.feed.calls_from_main)
         process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now

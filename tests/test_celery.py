@@ -207,6 +207,23 @@ def test_results_come_back_through_the_pprunner_pool(redis_worker: Worker) -> No
     assert info["pprunner"]["delivery"] == "hosted"  # on Celery's event loop
 
 
+def test_the_worker_is_its_main_process_and_its_children_only(redis_worker: Worker) -> None:
+    """As with prefork, 1 + N processes: the spawned children are started without
+    multiprocessing's resource tracker (their calls are importable, never __main__'s)."""
+    main = psutil.Process(redis_worker.process.pid)
+
+    def descendants_and_children() -> tuple[set[int], set[int]]:
+        return ({c.pid for c in main.children(recursive=True)},
+                set(redis_worker.pool_info()["processes"]))
+
+    # bounded poll: a child replaced by an earlier test may still be on its way out
+    wait_until(lambda: len(set.union(*descendants_and_children())) == 2, 30,
+               "the worker's descendants to settle")
+    descendants, children = descendants_and_children()
+    assert len(children) == 2
+    assert descendants == children
+
+
 def test_pprunner_health_reads_the_workers_health_file(redis_worker: Worker) -> None:
     health_file = redis_worker.log.parent / "health.json"
 

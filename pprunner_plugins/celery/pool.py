@@ -124,8 +124,10 @@ class TaskPool(BasePool):
         # On Celery's event loop the supervisor is hosted: a task goes to a child in
         # apply_async and its result comes back in the hub's thread, as with prefork;
         # a blocking consumer has no loop, so a dispatcher thread delivers.
+        # calls_from_main=False: children run Celery's trace function and get the app by
+        # its import path (or are forked), never a function of the worker's __main__
         self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "supervisor",
-                                      report_waits=True)
+                                      report_waits=True, calls_from_main=False)
         app, start_method = self._app_for_children()
         config = attrs.evolve(self.config, start_method=start_method)
         initializer = Call(child.boot, (app, self.hostname, start_method != "fork"),
