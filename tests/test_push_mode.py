@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pprunner import ConfigError
+from pprunner import ConfigError, launch
 from pprunner.dispatch import Dispatcher
 from pprunner.jobs import (
     Call,
@@ -454,3 +454,28 @@ def test_withdrawn_calls_leave_the_queue_and_never_run() -> None:
         supervisor.stop(timeout=30)
         dispatcher.shutdown()
     assert not any(call.id in events for call in waiting[:-1])  # no event, never run
+
+
+@pytest.mark.parametrize("calls_from_main", [True, False])
+def test_a_host_with_importable_calls_gets_workers_without_multiprocessing(
+        calls_from_main: bool) -> None:
+    """By default push-mode workers are multiprocessing's (a call may name a function
+    of __main__); a host that says its calls are importable gets them started as
+    pull-mode workers are, without the resource tracker (Linux, spawn)."""
+    if not launch.supported():
+        pytest.skip("pprunner.launch needs pidfd_open (Linux 5.3 or later)")
+    dispatcher = Dispatcher(deliver="thread", calls_from_main=calls_from_main)
+    config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING"})])
+    supervisor = Supervisor(dispatcher=dispatcher, processes=1, config=config).start()
+    events: list[Event] = []
+    try:
+        assert supervisor.wait_until_ready(timeout=60)
+        [child] = supervisor.workers.values()
+        launched = isinstance(child.process, launch.LaunchedWorker)
+        dispatcher.submit(Call(os.getpid), events.append)
+        wait_until(lambda: any(isinstance(e, Finished) for e in events), what="the call's end")
+    finally:
+        supervisor.stop(timeout=30)
+        dispatcher.shutdown()
+    assert launched is not calls_from_main
+    assert [e.value for e in events if isinstance(e, Finished)] == [child.process.pid]
