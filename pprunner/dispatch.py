@@ -84,9 +84,9 @@ class Dispatcher:
         ``__main__`` (a script's own functions, as with the standard library's
         pools), so spawned workers are started by multiprocessing, which prepares
         ``__main__`` in them. A host whose calls and initializer are functions of
-        importable modules (Celery's pool) passes False: on Linux its workers then
-        start as :mod:`pprunner.launch` starts pull-mode ones, without
-        multiprocessing's resource tracker process.
+        importable modules (the Celery, RQ and pynenc plugins) passes False: on
+        Linux its workers then start as :mod:`pprunner.launch` starts pull-mode
+        ones, without multiprocessing's resource tracker process.
     """
 
     def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread", *,

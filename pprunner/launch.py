@@ -14,8 +14,8 @@ A worker that does use multiprocessing's synchronisation or shared memory
 starts a tracker of its own on first use, as any Python program does. Push
 mode keeps multiprocessing's spawn: a pushed call may name a function of the
 parent's ``__main__``, which only multiprocessing's preparation re-imports;
-a host whose calls never do (``Dispatcher(calls_from_main=False)``: Celery's
-pool) has its workers started here too.
+a host whose calls never do (``Dispatcher(calls_from_main=False)``: the
+Celery, RQ and pynenc plugins) has its workers started here too.
 """
 
 from __future__ import annotations

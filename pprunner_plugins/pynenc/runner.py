@@ -103,7 +103,8 @@ class PprunnerRunner(BaseRunner):
         settings = {name: runner_setting(self.conf, name)
                     for name in ("stop", "idle_poll_max", "max_wait_depth", "wait_timeout")}
         self._stop_mode = settings["stop"]
-        self.dispatcher = Dispatcher(deliver="loop")
+        # workers run child.run_invocation and boot with child.boot: nothing of __main__
+        self.dispatcher = Dispatcher(deliver="loop", calls_from_main=False)
         self.feeder = Feeder(self, self.dispatcher, config, float(settings["idle_poll_max"]))
         # the app is pickled once, now: a worker started later (a respawn) would be
         # pickled while this process's threads use the app, and a dict they change

@@ -164,7 +164,8 @@ class Worker(RQWorker):
             "max_tasks_per_child": self.max_jobs_per_horse,
             "max_memory_per_child": self.max_memory_per_horse,
             "metrics_port": self.metrics_port})])
-        self._dispatcher = Dispatcher(deliver="loop")
+        # the horse runs horse.run_job and boots with horse.boot: nothing of __main__
+        self._dispatcher = Dispatcher(deliver="loop", calls_from_main=False)
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=Call(horse.boot, (settings,),
                                                        name="pprunner_plugins.rq.horse.boot"))
