@@ -398,8 +398,10 @@ def test_a_host_waiting_for_workers_that_cannot_boot_hears_why() -> None:
 
 def test_a_call_that_lends_its_slot_lets_the_call_it_waits_for_run() -> None:
     """One worker: the first call waits inside lend_slot() for a marker only the second
-    call writes. The supervisor runs a second worker while it waits, and retires it
-    once the wait is over; without lending the second call would never start."""
+    call writes. The supervisor runs a second worker while it waits, and once the wait
+    is over retires one of the two (whichever is idle first: the waiter may end before
+    the writer's report is in), without a replacement; without lending the second
+    call would never start."""
     from tests import executor_calls
 
     with Collector(processes=1) as pool:
@@ -413,8 +415,9 @@ def test_a_call_that_lends_its_slot_lets_the_call_it_waits_for_run() -> None:
         waited, wrote = pool.ending(waiter), pool.ending(writer)
         assert isinstance(waited, Finished) and isinstance(wrote, Finished), (waited, wrote)
         assert waited.value == first_pid and wrote.value != first_pid
-        wait_until(lambda: [c.info.pid for c in pool.supervisor.workers.values()]
-                   == [first_pid], 30, "the lent slot's worker to retire")
+        wait_until(lambda: len(pool.supervisor.workers) == 1, 30, "a worker to retire")
+        [survivor] = [c.info.pid for c in pool.supervisor.workers.values()]
+        assert survivor in (first_pid, wrote.value)  # retired, not replaced
         os.unlink(marker)
 
 
