@@ -16,7 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import report
 from .apps import app, stamp
@@ -26,14 +26,16 @@ CALLS = 200
 GAP_S = 0.02
 
 
-def median_ms(gap_s: float) -> float:
+def median_s(operation: Callable[[], object], gap_s: float, count: int = CALLS) -> float:
+    """Median seconds of ``operation``, run ``count`` times, each after ``gap_s`` of
+    idling (0: back to back)."""
     samples = []
-    for _ in range(CALLS):
+    for _ in range(count):
         if gap_s:
             time.sleep(gap_s)
         started = time.perf_counter()
-        stamp.enqueue()
-        samples.append(1e3 * (time.perf_counter() - started))
+        operation()
+        samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
 
@@ -42,7 +44,7 @@ def measure(url: str) -> tuple[float, float]:
     app.configure(source="benchmarks.enqueue_cost", replace=True, backend=url)
     try:
         stamp.enqueue()  # connect, create the schema
-        return median_ms(0.0), median_ms(GAP_S)
+        return 1e3 * median_s(stamp.enqueue, 0.0), 1e3 * median_s(stamp.enqueue, GAP_S)
     finally:
         app.close()
 

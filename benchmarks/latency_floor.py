@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from . import system
+from .enqueue_cost import median_s
 from .peer_apps import redis_db
 from .scenarios import Settings
 
@@ -97,8 +98,12 @@ def floor_sqlite(count: int, gap_s: float, workdir: Path) -> list[float]:
         sock.sendto(b"w", bell)
         return float(stamps.recv())
 
-    return _with_worker(sqlite_worker, (path, bell), enqueue_and_wait, count, gap_s,
-                        stop=lambda: sock.sendto(b"s", bell))
+    try:
+        return _with_worker(sqlite_worker, (path, bell), enqueue_and_wait, count, gap_s,
+                            stop=lambda: sock.sendto(b"s", bell))
+    finally:
+        sock.close()
+        db.close()
 
 
 def floor_redis(count: int, gap_s: float, workdir: Path) -> list[float]:
@@ -116,6 +121,7 @@ def floor_redis(count: int, gap_s: float, workdir: Path) -> list[float]:
                             stop=lambda: client.lpush(key, b"stop"))
     finally:
         client.delete(key, f"{key}:running")
+        client.close()
 
 
 def _with_worker(target: Callable[..., None], args: tuple[object, ...],
@@ -161,21 +167,6 @@ def floor(name: str, count: int, gap_s: float) -> list[float]:
 SYSTEMS = ("floor-sqlite", "pprunner-sqlite", "floor-redis", "pprunner-redis")
 
 
-def warm_and_cold(operation: Callable[[], object], gap_s: float,
-                  count: int = 300) -> tuple[float, float]:
-    """Median seconds of ``operation`` run back to back, and run ``gap_s`` apart."""
-    def median(gap: float) -> float:
-        took = []
-        for _ in range(count):
-            if gap:
-                time.sleep(gap)
-            started = time.perf_counter()
-            operation()
-            took.append(time.perf_counter() - started)
-        return statistics.median(took)
-    return median(0.0), median(gap_s)
-
-
 def cold_code_lines(gap_s: float) -> list[str]:
     """What running after an idle gap costs on this machine, for two small steps of
     the path (the module docstring): a JSON encode and a SQLite insert."""
@@ -189,7 +180,7 @@ def cold_code_lines(gap_s: float) -> list[str]:
                  lambda: db.execute("INSERT INTO t (payload) VALUES (?)", (PAYLOAD,))}
         lines = []
         for what, step in steps.items():
-            warm, cold = warm_and_cold(step, gap_s)
+            warm, cold = median_s(step, 0.0), median_s(step, gap_s)
             lines.append(f"  {what}: {warm * 1e6:.0f} us back to back, {cold * 1e6:.0f} us "
                          f"{gap_s * 1000:g} ms apart ({cold / warm:.1f}x)")
         db.close()

@@ -39,7 +39,7 @@ def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
 def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
     from . import launch, worker  # the child's side; importing it here keeps the core light
 
-    if start_method == "spawn" and not spec.main_needed and launch.supported():
+    if start_method == "spawn" and not spec.calls_from_main and launch.supported():
         return launch.start(spec)  # no resource tracker, no __main__ preparation
     context: Any = multiprocessing.get_context(start_method)
     process = context.Process(target=worker.main, args=(spec,),
@@ -47,7 +47,7 @@ def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
     # Pull mode (and hosts whose calls are importable): the worker never needs the main
     # script. Otherwise calls may name functions of the main script (its __main__ guard
     # keeps its top level from running again), as with the standard library's pools.
-    hide_main = main_module_hidden() if not spec.main_needed else contextlib.nullcontext()
+    hide_main = contextlib.nullcontext() if spec.calls_from_main else main_module_hidden()
     with signals_blocked(), hide_main:
         process.start()
     return process

@@ -91,10 +91,10 @@ class Dispatcher:
 
     def __init__(self, deliver: Literal["thread", "loop", "supervisor"] = "thread", *,
                  report_waits: bool = False, calls_from_main: bool = True) -> None:
-        self.calls_from_main = calls_from_main
         if deliver not in ("thread", "loop", "supervisor"):
             raise ValueError(f"deliver must be 'thread', 'loop' or 'supervisor', "
                              f"not {deliver!r}")
+        self.calls_from_main = calls_from_main
         self._deliver_at_once = deliver == "supervisor"
         self._report_waits = report_waits
         self._lock = threading.Lock()

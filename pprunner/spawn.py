@@ -53,7 +53,7 @@ class WorkerSpec:
     plugin_entries: tuple[Any, ...] = ()
     #: what the worker runs may name functions of the supervisor's ``__main__``
     #: (push mode, unless its host says otherwise: ``Dispatcher(calls_from_main=)``)
-    main_needed: bool = False
+    calls_from_main: bool = False
 
 
 class StopFlag:

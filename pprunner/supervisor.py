@@ -418,7 +418,7 @@ class Supervisor:
             lifeline=self._lifeline[0],
             lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
             initializer=self.initializer, plugin_modules=self._plugin_modules,
-            plugin_entries=self.plugins.entries, main_needed=self.feed.calls_from_main)
+            plugin_entries=self.plugins.entries, calls_from_main=self.feed.calls_from_main)
         process = self.plugins.hook.pprunner_spawn_worker(
             spec=spec, start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now
