@@ -251,3 +251,24 @@ class TestRedisBackend(BackendContract):
         backend = RedisBackend(redis_url)
         yield backend
         backend.close()
+
+
+def test_sqlite_checkpoints_its_wal_less_often_than_sqlite_would(tmp_path: Path) -> None:
+    """The WAL grows past SQLite's default of 1,000 pages, where SQLite would have
+    checkpointed and reused the file from its start, and stops growing at
+    WAL_AUTOCHECKPOINT_PAGES, where a commit checkpoints."""
+    backend = SQLiteBackend(f"sqlite:///{tmp_path / 'wal.db'}")
+    limit = pprunner_plugins.sqlite.WAL_AUTOCHECKPOINT_PAGES
+    sizes = []
+
+    def wal_pages() -> int:
+        return (tmp_path / "wal.db-wal").stat().st_size // 4096
+
+    try:
+        for _ in range(limit):  # several pages an enqueue: the limit is passed well before
+            backend.enqueue(make_invocation())
+            sizes.append(wal_pages())
+    finally:
+        backend.close()
+    assert max(sizes) > 1500
+    assert max(sizes) < limit + 50  # a checkpoint at the limit, then the file is reused
