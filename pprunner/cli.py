@@ -234,6 +234,7 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
     if not args.app:
         parser.error("--app MODULE:ATTRIBUTE is required (or set PPRUNNER_APP)")
     app = load_app(args.app)
+    app.use_plugins(args.plugin_manager)  # the one the options came from, not a second
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in SETTING_NAMES}
     app.configure(source="the command line", **overrides)
     if not creates_store:
@@ -535,6 +536,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         plugins = get_plugin_manager()  # a bad plugin switch is one line too
         args, unrecognized = build_parser(plugins).parse_known_args(argv)
         parser: argparse.ArgumentParser = args.command_parser
+        args.plugin_manager = plugins
         if unrecognized:
             parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
         if args.command == "plugins":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import attrs
-import psutil
 
 from .backend import Admin
 from .invocation import Invocation, RunnerInfo, RunnerKind, Status, this_host
@@ -113,6 +112,8 @@ def look(backend: Admin, dead_after: float, *, recent_failures: int | None = Non
 
 def resident_memory(pid: int) -> int | None:
     """Resident bytes of the process ``pid`` on this host; None when it cannot be read."""
+    import psutil  # here: ``pprunner run`` imports this module and never needs it (~10 ms)
+
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:

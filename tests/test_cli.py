@@ -20,6 +20,7 @@ import pprunner
 import pprunner.backend
 import pprunner.cli
 import pprunner.plugins
+import pprunner.task
 from pprunner import App, ErrorInfo, ExitCode, RunnerInfo, Status
 from pprunner.invocation import RunnerKind
 from pprunner.testing import make_invocation
@@ -224,6 +225,27 @@ def test_a_command_s_usage_error_shows_that_command_s_usage(
     usage, *_, last = capsys.readouterr().err.splitlines()
     assert usage.startswith(f"usage: pprunner {args[0]} [-h]")
     assert last.startswith(error)
+
+
+def test_a_command_loads_the_plugins_once(app: App, db_url: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's plugin manager, built for the plugins' options, is the app's
+    too: a second one would scan the installed distributions and load every plugin again."""
+    app.backend.counts()  # the store exists: status only opens one
+    built: list[pprunner.plugins.Plugins] = []
+
+    def counted() -> pprunner.plugins.Plugins:
+        built.append(pprunner.plugins.get_plugin_manager())
+        return built[-1]
+
+    monkeypatch.setattr(pprunner.cli, "get_plugin_manager", counted)
+    monkeypatch.setattr(pprunner.task, "get_plugin_manager", counted)
+    monkeypatch.setattr(app, "_plugins", None)  # as in a fresh process
+    monkeypatch.setattr(app, "_backend", None)
+    monkeypatch.setenv("PPRUNNER_BACKEND", db_url)
+    assert pprunner.cli.main(["status", "--app", "tests.apps:app"]) == 0
+    assert len(built) == 1 and app.plugins is built[0]
+    app.close()  # the backend the command opened, before the fixture's is put back
 
 
 def test_every_option_of_every_command_has_help() -> None:

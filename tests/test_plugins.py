@@ -7,6 +7,7 @@ import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -68,6 +69,28 @@ def test_a_worker_handed_its_supervisors_entry_points_loads_just_those(
     assert handed.entries == tuple(e for e in found.entries if e.name != "msgpack")
     assert PluginEntry("x", "pprunner.plugins:PluginEntry.load", "", "?").load() is \
         PluginEntry.load
+
+
+def test_a_distribution_s_metadata_is_read_once_for_all_its_entry_points(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a distribution's metadata parses its whole file, pprunner's README
+    included: once per distribution, however many entry points it has."""
+    reads: list[object] = []
+
+    class Distribution:
+        @property
+        def metadata(self) -> dict[str, str]:
+            reads.append(self)
+            return {"Name": "pprunner-many", "Version": "2.0"}
+
+    many = Distribution()
+    found = [SimpleNamespace(name=f"plugin{n}", value=f"module{n}", dist=many)
+             for n in (2, 1, 3)]
+    monkeypatch.setattr(metadata, "entry_points", lambda group: found)
+    entries = plugins_module.entry_points()
+    assert entries == tuple(PluginEntry(f"plugin{n}", f"module{n}", "pprunner-many",
+                                        "pprunner-many 2.0") for n in (1, 2, 3))
+    assert reads == [many]
 
 
 def test_a_third_party_plugin_is_found_and_a_broken_one_reported(third_party: Path) -> None:
