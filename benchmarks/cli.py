@@ -1,8 +1,9 @@
-"""``python -m benchmarks run|executors|tracing [--quick] [--only SCENARIO,...] [--rounds N] ...``
+"""``python -m benchmarks run|executors|tracing|floor [--quick] [--only SCENARIO,...] ...``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
 ``pprunner.Executor`` against the pools without a queue, ``tracing`` pprunner
-with tracing off and on; the same options,
+with tracing off and on, ``floor`` pprunner's drain against its store
+operations with the worker removed; the same options,
 each command its own systems, scenarios and baseline. Tables go to stdout as
 each scenario finishes, progress to stderr. Nothing is installed: a system
 whose library is missing is "not installed".
@@ -20,9 +21,23 @@ from pathlib import Path
 
 from . import procs, report, runner, system
 from .runner import Result
-from .scenarios import EXECUTOR_SCENARIOS, SCENARIOS, TRACING_SCENARIOS, Scenario, Settings
+from .scenarios import (
+    EXECUTOR_SCENARIOS,
+    FLOOR_SCENARIOS,
+    SCENARIOS,
+    TRACING_SCENARIOS,
+    Scenario,
+    Settings,
+)
 from .system import System
-from .systems import BASELINE, EXECUTOR_BASELINE, EXECUTORS, SYSTEMS, TRACING_SYSTEMS
+from .systems import (
+    BASELINE,
+    EXECUTOR_BASELINE,
+    EXECUTORS,
+    FLOOR_SYSTEMS,
+    SYSTEMS,
+    TRACING_SYSTEMS,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,10 @@ COMMANDS = {command.name: command for command in (
     Command("tracing", "what the OpenTelemetry plugin costs: pprunner-sqlite with the "
             "tracing setting off, on without the SDK, and on with it",
             "pprunner with tracing off and on", TRACING_SCENARIOS, TRACING_SYSTEMS,
+            BASELINE, round_budget_s=180.0),
+    Command("floor", "the no-op drain of pprunner's workers against the same store "
+            "operations with the worker removed (systems/drain_floor.py), and Huey's",
+            "pprunner's drain against its store's floor", FLOOR_SCENARIOS, FLOOR_SYSTEMS,
             BASELINE, round_budget_s=180.0),
 )}
 

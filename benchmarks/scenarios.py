@@ -100,6 +100,8 @@ SCENARIOS: dict[str, Scenario] = {}
 EXECUTOR_SCENARIOS: dict[str, Scenario] = {}
 #: ``python -m benchmarks tracing``: pprunner with tracing off and on
 TRACING_SCENARIOS: dict[str, Scenario] = {}
+#: ``python -m benchmarks floor``: pprunner's drain against its store operations alone
+FLOOR_SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(title: Callable[[Settings], str], *metrics: Metric, single_round: bool = False,
@@ -131,7 +133,7 @@ def percentile(samples: list[float], fraction: float) -> float:
                     f"{WORKERS} workers",
           Metric("wall", "launch -> exit, incl. boot", "s"),
           Metric("rate", "drain rate, excl. boot", "tasks/s", higher_is_better=True),
-          commands=(SCENARIOS, TRACING_SCENARIOS))
+          commands=(SCENARIOS, TRACING_SCENARIOS, FLOOR_SCENARIOS))
 def throughput(system: System, settings: Settings) -> dict[str, Value]:
     run = system.throughput(settings.throughput_tasks, settings.throughput_cap_s)
     return {"wall": run.wall_s, "rate": run.count / run.drain_s}

@@ -16,6 +16,7 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
+from .drain_floor import DrainFloorRedis, DrainFloorSQLite
 from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
@@ -47,3 +48,7 @@ EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
 #: pprunner with tracing off (the baseline) and on, without and with the SDK
 TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTracingApi,
                                              PprunnerSQLiteTracingSdk)
+
+#: pprunner's drain next to its store operations alone, and Huey's (issue 17's goals)
+FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
+                                           DrainFloorRedis, HueyRedis)
