@@ -625,7 +625,9 @@ def main(spec: WorkerSpec) -> None:
     if settings["start_method"] == "fork":
         close_inherited_fd(spec.lifeline_writer_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    faulthandler.enable()
+    # a crash's traceback goes to standard error's descriptor: sys.stderr may be a host's
+    # stand-in without one (a Celery worker's log proxy, which a forked child inherits)
+    faulthandler.enable(file=2)
     log.setup(settings["log_level"], spec.runner_id)
     set_title(f"pprunner worker {spec.slot}: starting")
     reports = WorkerChannel(spec.channel)

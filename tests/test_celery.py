@@ -463,6 +463,20 @@ def test_autoscale_grows_the_pool_under_load(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_forked_children_boot_with_celerys_stand_in_for_stderr(tmp_path: Path) -> None:
+    """Celery replaces sys.stderr with a log proxy that has no file descriptor, and a
+    forked child (``pprunner_start_method = "fork"``, or an app with no import path)
+    inherits it: the child still boots and runs tasks."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, concurrency=1, PPRUNNER_START_METHOD="fork")
+    try:
+        (child,) = worker.pool_info()["processes"]
+        assert worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) == child
+        assert re.search(r"started 1 workers \(fork\)", worker.output()), worker.output()
+    finally:
+        worker.stop()
+
+
 def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
     _reachable(REDIS, 6379)
     worker = Worker(tmp_path, REDIS, concurrency=1)
