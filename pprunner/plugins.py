@@ -195,8 +195,8 @@ def entry_points() -> tuple[PluginEntry, ...]:
     from importlib import metadata  # here: a worker that was handed them never needs it
 
     # ``dist.name`` and ``dist.version`` parse the distribution's whole metadata file
-    # (pprunner's carries its README) on every access: read once per distribution, this
-    # takes ~5 ms off every start instead of ~60 ms for pprunner's nine entry points
+    # (pprunner's carries its README) on every access: read once per distribution, it
+    # costs a start ~3 ms, where reading it per entry point cost ~55 ms
     named: dict[int, tuple[str, str]] = {}
     found = []
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
