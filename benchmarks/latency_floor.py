@@ -45,6 +45,7 @@ from pathlib import Path
 from . import system
 from .enqueue_cost import median_s
 from .peer_apps import redis_db
+from .runner import rotated
 from .scenarios import Settings
 
 CLAIM = ("UPDATE jobs SET status = 'RUNNING', owner = ? WHERE seq = (SELECT seq FROM jobs "
@@ -196,10 +197,9 @@ def main() -> int:
     settings = Settings.make(quick=False, rounds=args.rounds, interleave=True)
     count, gap = settings.latency_tasks, settings.latency_gap_s
     samples: dict[str, list[float]] = {name: [] for name in SYSTEMS}
-    for number in range(args.rounds):
-        shift = number % len(SYSTEMS)
-        for name in SYSTEMS[shift:] + SYSTEMS[:shift]:
-            print(f"round {number + 1}/{args.rounds}: {name} ...", file=sys.stderr)
+    for number in range(1, args.rounds + 1):
+        for name in rotated(SYSTEMS, number):
+            print(f"round {number}/{args.rounds}: {name} ...", file=sys.stderr)
             measure = floor if name.startswith("floor") else pprunner_latency
             samples[name].extend(measure(name, count, gap))
     print(f"idle enqueue -> start, {count} tasks {gap * 1000:g} ms apart per round, "

@@ -27,11 +27,13 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import procs
 from .scenarios import Scenario, Settings
 from .system import System, Value
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,8 +78,7 @@ def interleaved(scenario: Scenario, systems: Sequence[type[System]],
     rounds: dict[type[System], list[dict[str, Value]]] = {cls: [] for cls in systems}
     planned = scenario.rounds(settings)
     for number in range(1, planned + 1):
-        shift = (number - 1) % len(systems)
-        for cls in [*systems[shift:], *systems[:shift]]:
+        for cls in rotated(systems, number):
             if results[cls] is not None:
                 continue
             note(f"{scenario.name}: {cls.name}, round {number}/{planned} (interleaved) ...")
@@ -92,6 +93,13 @@ def interleaved(scenario: Scenario, systems: Sequence[type[System]],
             note(f"  done in {time.monotonic() - started:.1f} s")
     return [results[cls] or Result(cls.name, "ok", median=medians(rounds[cls]),
                                    rounds=rounds[cls]) for cls in systems]
+
+
+def rotated(items: Sequence[T], number: int) -> list[T]:
+    """The order of interleaved round ``number`` (from 1): each round starts one
+    item later than the round before (module docstring)."""
+    shift = (number - 1) % len(items)
+    return [*items[shift:], *items[:shift]]
 
 
 def measure(scenario: Scenario, cls: type[System], settings: Settings) -> Result:

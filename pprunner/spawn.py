@@ -42,6 +42,9 @@ class WorkerSpec:
     lifeline_writer_fd: int
     #: the worker's end of its duplex pipe to the supervisor (:mod:`pprunner.channel`)
     channel: Any
+    #: what the worker runs may name functions of the supervisor's ``__main__``
+    #: (push mode, unless its host says otherwise: ``Dispatcher(calls_from_main=)``)
+    calls_from_main: bool
     #: called in the worker before it reports ready (a host's own bootstrap, an
     #: Executor's ``initializer``); if it raises, no worker can serve
     initializer: Call | None = None
@@ -51,9 +54,6 @@ class WorkerSpec:
     #: the supervisor's entry points of the ``pprunner`` group: the worker loads
     #: these plugins without scanning the installed distributions itself
     plugin_entries: tuple[Any, ...] = ()
-    #: what the worker runs may name functions of the supervisor's ``__main__``
-    #: (push mode, unless its host says otherwise: ``Dispatcher(calls_from_main=)``)
-    calls_from_main: bool = False
 
 
 class StopFlag:
