@@ -263,7 +263,7 @@ class Dispatcher:
                     return
                 continue
             try:
-                sent = child.send(channel.RUN, job.call)
+                sent = child.send(channel.Run(job.call))
             except Exception as exc:  # pickling failed before a byte was written
                 self._unsendable(job, exc)
                 continue
@@ -306,33 +306,37 @@ class Dispatcher:
                 return job
         return None
 
-    def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        """A worker's ``done``: the call it was handed returned or raised; its ``note``
-        about the call; or its ``waiting``: the call blocks, or stops blocking, in
-        ``lend_slot()``."""
-        if message[0] == channel.NOTE:
-            _, call_id, data = message
-            noted = self._by_id.get(call_id)
-            if noted is not None:
-                self._emit(noted, Noted(noted.call, data, child.info.pid or 0))
-            return
-        if message[0] == channel.WAITING:
-            if self._report_waits and child.call is not None:
-                with self._lock:
-                    job = self._by_id.get(child.call.id)
-                if job is not None:
-                    self._emit(job, Waiting(job.call, child.info.pid or 0, bool(message[1])))
-            return
-        _, call_id, returned, value, peak = message
+    def on_note(self, child: Child, message: channel.Note) -> None:
+        """The running call tells its sender something."""
+        noted = self._by_id.get(message.call_id)
+        if noted is not None:
+            self._emit(noted, Noted(noted.call, message.data, child.info.pid or 0))
+
+    def job_waiting(self, child: Child, waiting: bool) -> None:
+        """The call ``child`` runs blocks, or stops blocking, in ``lend_slot()``: its
+        sender hears it when it asked to (``report_waits``)."""
+        if self._report_waits and child.call is not None:
+            with self._lock:
+                job = self._by_id.get(child.call.id)
+            if job is not None:
+                self._emit(job, Waiting(job.call, child.info.pid or 0, waiting))
+
+    def on_done(self, child: Child, message: channel.Done) -> None:
+        """The call ``child`` was handed returned or raised."""
         child.call = None
-        child.finished(call_id, peak)
-        job = self._finish(call_id)
+        child.finished(message.call_id, message.peak_memory)
+        job = self._finish(message.call_id)
         if job is None:
             return
         pid = child.info.pid or 0
-        ending: Ending = (Finished(job.call, value, pid) if returned
-                          else Failed(job.call, value, pid))
+        ending: Ending = (Finished(job.call, message.value, pid) if message.returned
+                          else Failed(job.call, message.value, pid))
         self._end(job, child, ending)
+
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
+        """``runner_cache`` is pull mode's (its store lives beside the backend feed)."""
+        child.send(channel.CacheAnswer(False, PprunnerError(
+            "runner_cache is only available to invocations pulled from a backend")))
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
         """A worker died or stopped holding a call: run it again, or tell its sender.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import pickle
 import signal
 import time
 from typing import Any
@@ -142,67 +141,61 @@ class Child:
         return (self.phase in (Phase.BOOTING, Phase.SERVING)
                 and (retirement is None or retirement.replace))
 
-    def receive(self) -> list[tuple[Any, ...]]:
-        """Take in every message waiting on the channel; return those about pushed
-        calls (``done``, ``note``, ``waiting``) and ``runner_cache`` requests, which are
-        the feed's to handle."""
-        results = []
+    def receive(self) -> list[channel.Message]:
+        """Every message waiting on its channel, in order (the supervisor routes each
+        to its receiver)."""
+        messages = []
         try:
             while self._readiness().wait():
                 data = self.connection.recv_bytes()
                 try:
-                    message = pickle.loads(data)
+                    messages.append(channel.decode(data))
                 except Exception as exc:
-                    message = self._undecodable(exc)
-                    if message is None:
-                        continue
-                if message[0] in (channel.DONE, channel.NOTE, channel.CACHE):
-                    results.append(message)
-                elif message[0] == channel.WAITING:
-                    self.waiting = bool(message[1])
-                    results.append(message)
-                else:
-                    self._handle(message)
+                    undecodable = self._undecodable(exc)
+                    if undecodable is not None:
+                        messages.append(undecodable)
         except (EOFError, OSError):
             pass  # it is exiting; the sentinel will say so
-        return results
+        return messages
 
     def _readiness(self) -> channel.Readiness:
         if self._ready is None:
             self._ready = channel.Readiness(self.connection)
         return self._ready
 
-    def _undecodable(self, error: Exception) -> tuple[Any, ...] | None:
+    def _undecodable(self, error: Exception) -> channel.Done | None:
         """A message that pickled in the worker but does not unpickle here. Every
-        message but a pushed call's ``done`` is plain data, so it is the result of
+        message but a pushed call's ``Done`` is plain data, so it is the result of
         the call this worker holds: that call fails with the error, rather than
         the supervisor's loop (and every other call with it)."""
         if self.call is None:
             logger.error("%s sent a message that cannot be unpickled: %s", self.who, error)
             return None
-        return (channel.DONE, self.call.id, False, RemoteError(
+        return channel.Done(self.call.id, False, RemoteError(
             type(error).__name__, f"the result of {self.call.name} cannot be unpickled in "
             f"the supervisor's process: {error}"), 0)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == channel.READY:
-            if self.phase is Phase.BOOTING:
-                self.phase = Phase.SERVING
-            self.peak_memory = message[1]
-        elif kind == channel.BOOT_FAILED:
-            self.boot_error = message[1]
-        elif kind == channel.STARTED:
-            _, invocation_id, task, limit, retry_on_limit = message
-            self.started(invocation_id, task, limit, retry_on_limit)
-        elif kind == channel.FINISHED:
-            self.finished(message[1], message[2])
-        elif kind == channel.RECYCLE:
-            at_once = len(message) > 2 and bool(message[2])
-            if self.retirement is None:
-                self.retirement = Retirement(message[1], at_limit=True, at_once=at_once)
-            elif at_once:
-                self.retirement.at_once, self.retirement.reason = True, message[1]
+    # -- its reports about itself (see Supervisor.receivers) -----------------------
+
+    def on_ready(self, message: channel.Ready) -> None:
+        if self.phase is Phase.BOOTING:
+            self.phase = Phase.SERVING
+        self.peak_memory = message.peak_memory
+
+    def on_boot_failed(self, message: channel.BootFailed) -> None:
+        self.boot_error = message.error
+
+    def on_started(self, message: channel.Started) -> None:
+        self.started(message.job_id, message.task, message.hard_limit, message.retry_on_limit)
+
+    def on_finished(self, message: channel.Finished) -> None:
+        self.finished(message.job_id, message.peak_memory)
+
+    def on_recycle(self, message: channel.Recycle) -> None:
+        if self.retirement is None:
+            self.retirement = Retirement(message.reason, at_limit=True, at_once=message.at_once)
+        elif message.at_once:
+            self.retirement.at_once, self.retirement.reason = True, message.reason
 
     def started(self, job_id: str, name: str, limit: float | None,
                 retry_on_limit: bool = False) -> None:
@@ -215,7 +208,7 @@ class Child:
             self.running = [r for r in self.running if r.job_id != job_id]
         self.peak_memory = max(self.peak_memory, peak_memory)
 
-    def send(self, *message: Any) -> bool:
+    def send(self, message: channel.Message) -> bool:
         """Send on its channel; False when it is gone (its sentinel will say so). A
         value that does not pickle raises, before anything is written."""
         data = channel.encode(message)
@@ -228,12 +221,12 @@ class Child:
     def retire(self) -> None:
         """Tell it to finish its current job and exit."""
         self.phase = Phase.RETIRING
-        self.send(channel.RETIRE)
+        self.send(channel.Retire())
 
     def stop(self) -> None:
         """Tell it to finish (or hand back) its current job and exit: a shutdown."""
         if self.phase is not Phase.RETIRING:
-            self.send(channel.RETIRE)
+            self.send(channel.Retire())
         self.phase = Phase.STOPPING
 
     def kill_for(self, kill: Kill) -> None:

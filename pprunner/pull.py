@@ -89,13 +89,17 @@ class BackendFeed:
         plugins.hook.pprunner_heartbeat(backend=self.backend, runners=runners, at=time.time())
         self._upkeep()
 
-    def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        if message[0] == channel.CACHE:
-            child.send(channel.CACHE_ANSWER, *self.cache.answer(message[1]))
-            return
-        if message[0] == channel.WAITING:
-            return  # the supervisor lends the slot; nobody else needs to know
-        logger.warning("%s sent %r, which only push mode uses", child.who, message[0])
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
+        child.send(channel.CacheAnswer(*self.cache.answer(message.request)))
+
+    def on_done(self, child: Child, message: channel.Done | channel.Note) -> None:
+        logger.warning("%s reported a pushed call, which pull mode never hands out",
+                       child.who)
+
+    on_note = on_done
+
+    def job_waiting(self, child: Child, waiting: bool) -> None:
+        """Nothing to do: the supervisor lends the slot; nobody else needs to know."""
 
     def hand_out(self, children: Iterable[Child]) -> None:
         """Nothing to hand out: workers claim for themselves."""

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from . import channel, health
 from . import config as config_module
-from . import health
 from .backend import Backend
 from .config import Config
 from .control import ControlSocket
@@ -83,7 +83,10 @@ class Feed(Protocol):
     def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Plugins) -> None: ...
     def heartbeat(self, plugins: Plugins, runners: Sequence[RunnerInfo]) -> None: ...
-    def received(self, child: Child, message: tuple[Any, ...]) -> None: ...
+    def on_done(self, child: Child, message: channel.Done) -> None: ...
+    def on_note(self, child: Child, message: channel.Note) -> None: ...
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None: ...
+    def job_waiting(self, child: Child, waiting: bool) -> None: ...
     def hand_out(self, children: Iterable[Child]) -> None: ...
     def worker_exited(self, child: Child,
                       error: ErrorInfo | None) -> tuple[Invocation | Call, ...]: ...
@@ -155,6 +158,13 @@ class Supervisor:
         self.feed: Feed = (BackendFeed(app, self.id, burst=burst, progress=progress)
                            if app is not None else dispatcher)  # type: ignore[assignment]
         self.workers: dict[str, Child] = {}
+        #: the one receiver of each message a worker sends (see :mod:`pprunner.channel`)
+        self._receivers: dict[type[Any], Callable[[Child, Any], None]] = {
+            channel.Ready: Child.on_ready, channel.BootFailed: Child.on_boot_failed,
+            channel.Started: Child.on_started, channel.Finished: Child.on_finished,
+            channel.Recycle: Child.on_recycle, channel.Waiting: self._on_waiting,
+            channel.Done: self.feed.on_done, channel.Note: self.feed.on_note,
+            channel.CacheRequest: self.feed.on_cache_request}
         self.crash_loop = CrashLoop(self.config.crash_loop_period)
         self.exit_code = ExitCode.OK
         #: why it stopped by itself (no worker could start), for hosts to report
@@ -543,7 +553,12 @@ class Supervisor:
         mode), before the rest of the pass, so a busy pool's workers barely wait."""
         booted = child.booted
         for message in child.receive():
-            self.feed.received(child, message)
+            receiver = self._receivers.get(type(message))
+            if receiver is None:
+                logger.warning("%s sent %s, which only a worker receives", child.who,
+                               channel.kind(message))
+            else:
+                receiver(child, message)
         if child.booted and not booted:
             self.crash_loop.booted()
             self.plugins.hook.pprunner_worker_ready(runner=child.info)
@@ -551,6 +566,12 @@ class Supervisor:
                 self._ready.set()
         if child.idle and not self._stop_requested:
             self.feed.hand_out(self.workers.values())
+
+    def _on_waiting(self, child: Child, message: channel.Waiting) -> None:
+        """Its job blocks (or stops blocking) on other jobs: while it does, its slot
+        is lent (:meth:`_target`)."""
+        child.waiting = message.waiting
+        self.feed.job_waiting(child, message.waiting)
 
     def _enforce_limits(self) -> None:
         """Kill workers past their boot timeout or their job's hard time limit."""
