@@ -107,8 +107,9 @@ class Supervisor:
     ``run()`` blocks and handles SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU itself
     (the CLI uses it); ``start()``/``stop()`` run the same loop in a
     background thread for embedding and tests; ``with Supervisor(app,
-    processes=2):`` does both. ``processes=0`` (pull mode only) runs tasks
-    inline, in this process (:class:`~pprunner.inline.InlineSupervisor`).
+    processes=2):`` does both. To run tasks in this process instead (pull mode
+    only), use :class:`~pprunner.inline.InlineSupervisor`, or :meth:`for_app`,
+    which picks it when the app's ``processes`` setting is 0.
 
     :param initializer: called in every worker before it reports ready (a
         host's bootstrap); if it raises, the supervisor stops with exit 4
@@ -119,14 +120,17 @@ class Supervisor:
         only here.
     """
 
-    def __new__(cls, app: App | None = None, processes: int | None = None,
-                **options: Any) -> Supervisor:
-        if cls is Supervisor and app is not None and \
-                (app.config.processes if processes is None else processes) == 0:
+    @classmethod
+    def for_app(cls, app: App, processes: int | None = None, **options: Any) -> Supervisor:
+        """The supervisor ``app``'s settings ask for: an
+        :class:`~pprunner.inline.InlineSupervisor` when ``processes`` (by default the
+        app's own setting) is 0, else one with that many worker processes."""
+        count = app.config.processes if processes is None else processes
+        if count == 0:
             from .inline import InlineSupervisor  # inline mode is its own, small class
 
-            return super().__new__(InlineSupervisor)
-        return super().__new__(cls)
+            return InlineSupervisor(app, **options)
+        return cls(app, count, **options)
 
     def __init__(self, app: App | None = None, processes: int | None = None, *,
                  dispatcher: Dispatcher | None = None, config: Config | None = None,
@@ -149,8 +153,10 @@ class Supervisor:
             self.plugins.manager.register(plugin, name=name)
         self.processes = self.config.processes if processes is None else processes
         if self.processes < 1 and type(self) is Supervisor:
-            raise ConfigError(f"processes must be >= 1 (0 runs inline, which only pull mode "
-                              f"can), got {self.processes}")
+            raise ConfigError(
+                f"a Supervisor runs at least one worker process, got processes="
+                f"{self.processes}; to run tasks in this process use InlineSupervisor(app) "
+                f"(or Supervisor.for_app(app), which picks it for processes=0)")
         self.id = new_runner_id()
         self.burst = burst
         self.options = options
@@ -804,8 +810,17 @@ class Supervisor:
         while self._commands:
             self._commands.popleft()()
         while self._signals:
-            signum = self._signals.popleft()
-            getattr(self, f"handle_{signal.Signals(signum).name.lower()}")()
+            self._handle_signal(self._signals.popleft())
+
+    def _handle_signal(self, signum: int) -> None:
+        """Call ``handle_<signal name>``; a signal a host routed here that has no such
+        method is logged and otherwise ignored."""
+        name = signal.Signals(signum).name
+        handler = getattr(self, f"handle_{name.lower()}", None)
+        if handler is None:
+            logger.warning("%s: the supervisor has no handler for it; ignored", name)
+        else:
+            handler()
 
     def handle_sigterm(self) -> None:
         logger.info("SIGTERM: stopping gracefully (shutdown_timeout %.0f s)",
