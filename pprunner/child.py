@@ -1,10 +1,10 @@
-"""What the supervisor knows of each worker, and when it may start another.
+"""What the supervisor knows of one worker: :class:`Child`.
 
-:class:`Child` follows one worker process through its life (:class:`Phase`)
-and its channel messages: booted or not, the job it runs and the hard
-deadline for it, its peak memory, whether it should retire and why the
-supervisor killed it if it did. :class:`CrashLoop` spaces out respawns of
-workers that die before they boot and says when to give up.
+A child follows one worker process through its life (:class:`Phase`) and
+its channel messages: booted or not, the job it runs and the hard deadline
+for it, its peak memory, whether it should retire and why the supervisor
+killed it if it did. Only the :class:`~pprunner.pool.Pool` changes a
+child; feeds and the supervisor ask the pool.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ from .jobs import Call, RemoteError
 from .spawn import WorkerProcess
 
 logger = logging.getLogger("pprunner.supervisor")
-
-#: first pause before respawning a worker that died at boot; doubles each time
-RESPAWN_DELAY = 0.1
-#: the longest pause between such respawns
-RESPAWN_DELAY_MAX = 30.0
 
 
 class Phase(enum.Enum):
@@ -124,6 +119,11 @@ class Child:
     def requested_stop(self) -> bool:
         """The supervisor asked it to go: what it held is handed back, not charged."""
         return self.phase in (Phase.RETIRING, Phase.STOPPING)
+
+    @property
+    def busy(self) -> bool:
+        """It runs a job: one it reported, or a call it was handed."""
+        return bool(self.running) or self.call is not None
 
     @property
     def idle(self) -> bool:
@@ -284,39 +284,3 @@ class Child:
         if self.phase is Phase.BOOTING:
             return self.spawned + boot_timeout
         return min((r.deadline for r in self.running if r.deadline is not None), default=None)
-
-
-@attrs.define
-class CrashLoop:
-    """Backs off respawns of workers that die before booting; gives up after ``period``.
-
-    A worker that boots resets the back-off; time with at least one booted
-    worker alive counts as healthy. Deaths of booted workers (a task that
-    crashes them) are not a crash loop: ``max_attempts`` deals with those.
-    """
-
-    period: float
-    failures: int = 0
-    cause: str = ""
-    next_spawn: float = 0.0
-    last_healthy: float = attrs.Factory(time.monotonic)
-
-    def booted(self) -> None:
-        self.failures = 0
-        self.next_spawn = 0.0
-
-    def healthy(self) -> None:
-        self.last_healthy = time.monotonic()
-
-    def died_at_boot(self, cause: str) -> None:
-        self.failures += 1
-        self.cause = cause
-        delay = min(RESPAWN_DELAY * 2 ** (self.failures - 1), RESPAWN_DELAY_MAX)
-        self.next_spawn = time.monotonic() + delay
-        logger.warning("a worker died before booting (%s); next start in %.1f s", cause, delay)
-
-    def may_spawn(self) -> bool:
-        return time.monotonic() >= self.next_spawn
-
-    def given_up(self) -> bool:
-        return self.failures > 0 and time.monotonic() - self.last_healthy > self.period

@@ -64,7 +64,7 @@ class InlineSupervisor(Supervisor):
         self.request_stop()
 
     def _boot(self) -> None:
-        self._prepare(0)
+        self._prepare()
         assert self.backend is not None
         logger.info("running inline (no worker processes), backend %s", self.backend.url)
         self.plugins.hook.pprunner_supervisor_started(supervisor=self.view,
