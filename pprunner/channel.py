@@ -206,7 +206,8 @@ class WorkerChannel:
 
     def receive(self, timeout: float | None = 0.0) -> Message | None:
         """The supervisor's next message, waiting up to ``timeout`` (None: until one
-        comes); None when none came. A closed pipe reads as :class:`Retire`: the supervisor is gone."""
+        comes); None when none came. A closed pipe reads as :class:`Retire`: the
+        supervisor is gone."""
         with self._lock:
             if self._early:
                 return self._early.popleft()
