@@ -42,13 +42,17 @@ class BootFailed(NamedTuple):
 
 
 class Started(NamedTuple):
-    """A pulled invocation with a hard time limit started: the supervisor enforces
-    the limit and needs the task's policy, so it needs no task registry."""
+    """A job started that the supervisor did not hand out itself: a pulled invocation
+    with a hard time limit (the supervisor enforces the limit and needs the task's
+    policy, so it needs no task registry), or any job a host's consumer runs
+    (:mod:`pprunner.consuming`: the supervisor must know what a dead worker held;
+    ``data`` is what the host needs to settle it)."""
 
     job_id: str
     task: str
-    hard_limit: float
+    hard_limit: float | None
     retry_on_limit: bool
+    data: Any = None
 
 
 class Finished(NamedTuple):
@@ -194,13 +198,16 @@ class WorkerChannel:
         self._early: deque[Message] = deque()
         #: one request at a time, and no read in between (a task may use several threads)
         self._lock = threading.Lock()
+        #: one report at a time: a host's consumer may run jobs in several threads
+        self._sending = threading.Lock()
 
     def send(self, message: Message) -> None:
         """Report to the supervisor; a value that does not pickle raises, a gone
-        supervisor does not."""
+        supervisor does not. Safe from any thread."""
         data = encode(message)
         try:
-            self.connection.send_bytes(data)
+            with self._sending:
+                self.connection.send_bytes(data)
         except (OSError, EOFError) as exc:
             logger.debug("cannot report %s to the supervisor: %s", kind(message), exc)
 

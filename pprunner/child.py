@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from . import channel
+from .errors import PprunnerError
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import Call, RemoteError
 from .spawn import SPARE_SLOT, WorkerProcess
@@ -51,6 +52,8 @@ class Running:
     deadline: float | None  #: when the hard time limit runs out
     #: retry rather than fail it if the hard limit kills the worker (the task's policy)
     retry_on_limit: bool = False
+    #: what a host needs to settle it if the worker dies (host-consumed jobs)
+    data: Any = None
 
 
 @attrs.frozen
@@ -193,7 +196,8 @@ class Child:
         self.boot_error = message.error
 
     def on_started(self, message: channel.Started) -> None:
-        self.started(message.job_id, message.task, message.hard_limit, message.retry_on_limit)
+        self.started(message.job_id, message.task, message.hard_limit, message.retry_on_limit,
+                     message.data)
 
     def on_finished(self, message: channel.Finished) -> None:
         self.finished(message.job_id, message.peak_memory)
@@ -205,10 +209,10 @@ class Child:
             self.retirement.at_once, self.retirement.reason = True, message.reason
 
     def started(self, job_id: str, name: str, limit: float | None,
-                retry_on_limit: bool = False) -> None:
+                retry_on_limit: bool = False, data: Any = None) -> None:
         now = time.monotonic()
         self.running.append(Running(job_id, name, now, None if limit is None else now + limit,
-                                    retry_on_limit))
+                                    retry_on_limit, data))
 
     def finished(self, job_id: str, peak_memory: int) -> None:
         if self.running:
@@ -224,6 +228,12 @@ class Child:
         except (OSError, EOFError):
             return False
         return True
+
+    def refuse_cache_request(self) -> None:
+        """``runner_cache`` is pull mode's (its store lives beside the backend feed):
+        the job that asked gets an error, rather than waiting for an answer."""
+        self.send(channel.CacheAnswer(False, PprunnerError(
+            "runner_cache is only available to invocations pulled from a backend")))
 
     def serve(self, slot: int) -> None:
         """A booted spare takes ``slot``: from now on it serves as any worker there."""

@@ -230,6 +230,8 @@ class Dispatcher:
 
     backend = None
     tick = None
+    #: workers run the calls handed to them, no host's consumer
+    consumer = None
 
     def app_path(self) -> None:
         """No app: workers run what they are handed."""
@@ -331,9 +333,7 @@ class Dispatcher:
         self._end(job, child, ending)
 
     def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
-        """``runner_cache`` is pull mode's (its store lives beside the backend feed)."""
-        child.send(channel.CacheAnswer(False, PprunnerError(
-            "runner_cache is only available to invocations pulled from a backend")))
+        child.refuse_cache_request()
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
         """A worker died or stopped holding a call: run it again, or tell its sender.

@@ -34,6 +34,8 @@ class BackendFeed:
 
     #: workers import the app by its path, never anything of the supervisor's __main__
     calls_from_main = False
+    #: workers claim invocations, they run no host's consumer
+    consumer = None
 
     def __init__(self, app: App, supervisor_id: str, *, burst: bool, progress: bool) -> None:
         self.app = app

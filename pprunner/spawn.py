@@ -58,6 +58,9 @@ class WorkerSpec:
     #: the supervisor's entry points of the ``pprunner`` group: the worker loads
     #: these plugins without scanning the installed distributions itself
     plugin_entries: tuple[Any, ...] = ()
+    #: host-consumed mode: makes the host's consumer this worker runs
+    #: (:mod:`pprunner.consuming`); None: it claims or is handed its jobs
+    consumer: Call | None = None
 
 
 class StopFlag:
@@ -126,6 +129,8 @@ class WorkerExit:
     invocations: tuple[Invocation, ...] = ()
     #: the call it held (push mode): run again, or its sender told it was lost
     calls: tuple[Call, ...] = ()
+    #: the jobs its host's consumer ran (host-consumed mode), settled by the host plugin
+    jobs: tuple[Any, ...] = ()
     #: True when the supervisor asked it to stop
     requested: bool = False
     #: why, in one word: ``recycled`` (it reached ``max_tasks_per_child`` or

@@ -41,10 +41,12 @@ from . import config as config_module
 from .backend import Backend
 from .child import Child, Phase
 from .config import Config
+from .consuming import HostJob
 from .control import ControlSocket
 from .dispatch import Dispatcher
 from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
+from .hostfeed import HostFeed
 from .invocation import ErrorInfo, Invocation, RunnerInfo, RunnerKind
 from .jobs import Call
 from .plugins import Plugins, get_plugin_manager
@@ -76,6 +78,8 @@ class Feed(Protocol):
     def tick(self) -> float | None: ...
     #: what workers run may name functions of the supervisor's __main__
     calls_from_main: bool
+    #: what each worker runs as its host's consumer (host-consumed mode), else None
+    consumer: Call | None
     def app_path(self) -> str | None: ...
     def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Plugins) -> None: ...
@@ -99,7 +103,9 @@ class Supervisor:
     invocations from its backend. Push mode: ``Supervisor(dispatcher=d,
     config=c, processes=4)``; workers run the calls submitted to the
     :class:`~pprunner.dispatch.Dispatcher` (how :class:`pprunner.Executor`
-    and the host-framework plugins use it).
+    and the Celery and RQ plugins use it). Host-consumed mode:
+    ``Supervisor(feed=HostFeed(consumer, settle), config=c, processes=4)``;
+    each worker runs a host's own consumer (:mod:`pprunner.consuming`).
 
     ``run()`` blocks and handles SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU itself
     (the CLI uses it); ``start()``/``stop()`` run the same loop in a
@@ -130,13 +136,14 @@ class Supervisor:
         return cls(app, count, **options)
 
     def __init__(self, app: App | None = None, processes: int | None = None, *,
-                 dispatcher: Dispatcher | None = None, config: Config | None = None,
+                 dispatcher: Dispatcher | None = None, feed: HostFeed | None = None,
+                 config: Config | None = None,
                  initializer: Call | None = None, plugins: Sequence[object] = (),
                  burst: bool = False, progress: bool = False,
                  options: argparse.Namespace | None = None) -> None:
-        if (app is None) == (dispatcher is None):
-            raise ConfigError("a Supervisor needs an app (pull mode) or a dispatcher "
-                              "(push mode), not both")
+        if [app, dispatcher, feed].count(None) != 2:
+            raise ConfigError("a Supervisor needs one of an app (pull mode), a dispatcher "
+                              "(push mode) or a host feed (host-consumed mode)")
         self.app = app
         self.config = app.config if app is not None else config or config_module.resolve([])
         self.plugins = (app.plugins if app is not None
@@ -159,7 +166,7 @@ class Supervisor:
         self.options = options
         self.initializer = initializer
         self.feed: Feed = (BackendFeed(app, self.id, burst=burst, progress=progress)
-                           if app is not None else dispatcher)  # type: ignore[assignment]
+                           if app is not None else dispatcher or feed)  # type: ignore[assignment]
         self._mp: Any = multiprocessing.get_context(self.config.start_method)
         self.pool = Pool(processes, supervisor_id=self.id, config=self.config,
                          plugins=self.plugins, mp=self._mp, spec_for=self._spec_for,
@@ -439,7 +446,7 @@ class Supervisor:
             lifeline=self._lifeline[0], lifeline_writer_fd=self._lifeline[1].fileno(),
             channel=channel_end, initializer=self.initializer,
             plugin_modules=self._plugin_modules, plugin_entries=self.plugins.entries,
-            calls_from_main=self.feed.calls_from_main)
+            calls_from_main=self.feed.calls_from_main, consumer=self.feed.consumer)
 
     def _watch(self, child: Child) -> None:
         self._selector.register(child.connection, selectors.EVENT_READ, (child, _REPORTS))
@@ -607,6 +614,7 @@ class Supervisor:
                 exitcode=exitcode, signal=signame, description=description,
                 invocations=tuple(h for h in held if isinstance(h, Invocation)),
                 calls=tuple(h for h in held if isinstance(h, Call)),
+                jobs=tuple(h for h in held if isinstance(h, HostJob)),
                 requested=child.requested_stop, peak_memory=child.peak_memory,
                 cause=child.exit_cause())
             self.plugins.hook.pprunner_worker_exited(runner=child.info, exit=exit)
@@ -628,7 +636,7 @@ class Supervisor:
     def _log_exit(self, child: Child, exit: WorkerExit) -> None:
         """One line per death: how, what it held and what became of it, its peak memory."""
         held = ", ".join([*(f"{i.id} ({i.task}) -> {i.status}" for i in exit.invocations),
-                          *(f"{c.id} ({c.name})" for c in exit.calls)])
+                          *(f"{c.id} ({c.name})" for c in [*exit.calls, *exit.jobs])])
         message = f"{child.who} {exit.description}"
         if child.phase is Phase.RETIRING and child.retirement is not None:
             message += f" after retiring ({child.retirement.reason})"

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import attrs
 import pluggy
 
-from . import channel, log, plugins
+from . import channel, consuming, log, plugins
 from . import config as config_module
 from .backend import Backend
 from .cache import RunnerCache
@@ -279,18 +279,22 @@ class Supervision:
         elif self._timer_runs:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self._timer_runs = False
+        self.ended()
+        return peak
+
+    def ended(self) -> None:
+        """A job ended: count it, and ask to be recycled (or replaced at once) when due."""
         self.done += 1
         if self.replace_now:  # before the job's report, so nothing more is handed to it
             logger.info("asking to be replaced at once: %s", self.replace_now)
             self.channel.send(channel.Recycle(self.replace_now, at_once=True))
             self.replace_now, self.asked = None, True
-            return peak
+            return
         reason = None if self.asked else self._recycle_reason()
         if reason:
             self.asked = True
             logger.info("asking to be recycled: %s", reason)
             self.channel.send(channel.Recycle(reason))
-        return peak
 
     def _recycle_reason(self) -> str | None:
         if self.max_tasks and self.done >= self.max_tasks:
@@ -635,6 +639,7 @@ def main(spec: WorkerSpec) -> None:
         plugins.use_entries(spec.plugin_entries)
     try:
         context = _boot(spec, reports)
+        consumer = None if spec.consumer is None else _make_consumer(spec.consumer)
     except AppLoadError as exc:
         logger.error("%s", exc)
         reports.send(channel.BootFailed(str(exc)))
@@ -647,18 +652,22 @@ def main(spec: WorkerSpec) -> None:
     max_tasks = settings["max_tasks_per_child"]
     if max_tasks:
         max_tasks += random.randint(0, settings["max_tasks_jitter"])
+    supervision = Supervision(reports, max_tasks=max_tasks,
+                              max_memory=settings["max_memory_per_child"] * 2**20)
     jobs: JobSource = (PushedCalls(reports) if context.app is None
                        else ClaimedInvocations(context, reports))
-    worker = Worker(context, jobs, supervision=Supervision(
-        reports, max_tasks=max_tasks, max_memory=settings["max_memory_per_child"] * 2**20))
+    worker = Worker(context, jobs, supervision=supervision)
     signal.signal(signal.SIGTERM, worker.terminate)
     signal.signal(signal.SIGALRM, worker.soft_limit_reached)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     reports.send(channel.Ready(channel.peak_rss()))
-    logger.info("worker %d ready (%s)", spec.slot,
-                f"app {spec.app_path}" if spec.app_path else "push mode")
+    logger.info("worker %d ready (%s)", spec.slot, f"app {spec.app_path}" if spec.app_path
+                else "host consumer" if consumer is not None else "push mode")
     try:
         if spec.slot == SPARE_SLOT and not _take_a_slot(context, reports):
+            return
+        if consumer is not None:
+            consuming.serve(consumer, consuming.HostJobs(context.slot, supervision), reports)
             return
         set_title(f"pprunner worker {context.slot}: idle")
         worker.run()
@@ -723,6 +732,18 @@ def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
                                f"{type(exc).__name__}: {exc}") from exc
     context.plugins.hook.pprunner_worker_init(context=context)
     return context
+
+
+def _make_consumer(maker: Call) -> consuming.Consumer:
+    """The host's consumer (host-consumed mode); a maker that raises would raise in
+    every worker, so it is an :class:`AppLoadError`, as an initializer's is."""
+    try:
+        consumer: consuming.Consumer = maker.function(*maker.args, **maker.kwargs)
+    except Exception as exc:
+        logger.exception("making the host's consumer with %s raised", maker.name)
+        raise AppLoadError(f"the host's consumer {maker.name} raised "
+                           f"{type(exc).__name__}: {exc}") from exc
+    return consumer
 
 
 def watch_lifeline(lifeline: Any) -> None:

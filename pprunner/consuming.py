@@ -1,0 +1,120 @@
+"""The third job source: a host's own consumer runs inside each worker.
+
+Some hosts' worker processes consume from the host's broker themselves
+(Dramatiq, Huey, taskiq, pynenc's runner loop). For them neither pull mode
+(a pprunner backend) nor push mode (the parent hands over one call at a
+time) fits: the host plugin gives pprunner a :class:`Consumer`, made in each
+worker by a :class:`~pprunner.jobs.Call` (as an initializer is), which runs
+the host's own loop. Around each job it runs, the loop says which one, in
+the host's ids (:meth:`HostJobs.running`), so the supervisor knows what every
+worker holds: it enforces hard time limits, recycles workers after their
+jobs, and when a worker dies hands each job it held to the plugin's
+``settle`` (:class:`~pprunner.hostfeed.HostFeed`, the supervisor's side),
+which ends it in the host's terms at once (requeue, fail, retry). Claims
+happen in every worker in parallel, as with the host's own processes; idle
+workers wait on the host's broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from . import channel, log
+from .proctitle import set_title
+
+if TYPE_CHECKING:
+    from .invocation import ErrorInfo
+
+logger = logging.getLogger("pprunner.worker")
+
+
+@attrs.frozen
+class HostJob:
+    """A job a host's consumer ran, as its worker reported it: the host's own id and
+    name, and what the host needs to settle it (its message, say)."""
+
+    id: str
+    name: str
+    data: Any = None
+
+
+#: ``settle(job, error, retry)``, in the supervisor: end ``job``, whose worker died, in
+#: the host's terms. ``error`` is None when the supervisor stopped the worker (hand the
+#: job back without charging an attempt); ``retry`` is False when a retry cannot help
+#: (the job was killed at its hard time limit, or on a host's request).
+Settle = Callable[[HostJob, "ErrorInfo | None", bool], None]
+
+
+class Consumer(Protocol):
+    """A host's consumer in one worker process (the module docstring)."""
+
+    def consume(self, jobs: HostJobs) -> None:
+        """Run the host's loop: claim from its broker, run each job inside
+        ``jobs.running(...)``; return once :meth:`stop` was called and what runs
+        has ended."""
+
+    def stop(self) -> None:
+        """Claim nothing more and let :meth:`consume` return after the jobs that run
+        now. Called from another thread."""
+
+
+class HostJobs:
+    """A host consumer's line to its supervisor, in one worker process."""
+
+    def __init__(self, slot: int, supervision: Any) -> None:
+        self.slot = slot
+        self._supervision = supervision
+        #: the counts behind recycling, kept by one thread at a time
+        self._counting = threading.Lock()
+        #: set once the supervisor retired this worker, or it got a SIGTERM
+        self.stopping = threading.Event()
+
+    @contextlib.contextmanager
+    def running(self, job_id: str, name: str, *, time_limit: float | None = None,
+                data: Any = None) -> Iterator[None]:
+        """Around one job the consumer runs (from any of its threads): the supervisor
+        learns the worker holds it, kills the worker past ``time_limit`` seconds and,
+        if the worker dies meanwhile, settles the job with ``data`` (which must
+        pickle). After it, the worker asks to be recycled when a limit is reached."""
+        reports = self._supervision.channel
+        reports.send(channel.Started(job_id, name, time_limit, False, data))
+        set_title(f"pprunner worker {self.slot}: {name}")
+        try:
+            with log.invocation_scope(job_id):
+                yield
+        finally:
+            reports.send(channel.Finished(job_id, channel.peak_rss()))
+            with self._counting:
+                self._supervision.ended()
+            set_title(f"pprunner worker {self.slot}: idle")
+
+
+def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) -> None:
+    """Run ``consumer`` until the supervisor retires this worker (it stops after what
+    it runs) or a SIGTERM asks the same."""
+
+    def stop() -> None:
+        if not jobs.stopping.is_set():
+            jobs.stopping.set()
+            consumer.stop()
+
+    def listen() -> None:
+        while not isinstance(reports.receive(timeout=None), channel.Retire):
+            pass
+        logger.info("retiring as the supervisor asked")
+        stop()
+
+    threading.Thread(target=listen, name="pprunner-retire", daemon=True).start()
+    # the handler only starts a thread: consumer.stop() may take locks the consume loop,
+    # interrupted in this thread, holds
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
+        target=stop, name="pprunner-sigterm", daemon=True).start())
+    set_title(f"pprunner worker {jobs.slot}: idle")
+    consumer.consume(jobs)

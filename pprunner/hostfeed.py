@@ -1,0 +1,87 @@
+"""The supervisor's side of host-consumed workers (:mod:`pprunner.consuming`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import channel
+from .child import Child
+from .consuming import HostJob, Settle
+from .invocation import ErrorInfo, RunnerInfo
+from .jobs import Call
+from .pool import Pool
+
+logger = logging.getLogger("pprunner.supervisor")
+
+
+class HostFeed:
+    """The supervisor's side of host-consumed workers: nothing to hand out; a dead
+    worker's jobs go to the plugin's ``settle`` (see the module docstring).
+
+    :param consumer: makes the :class:`Consumer` in each worker (importable there).
+    :param settle: ends a dead worker's job in the host's terms (:data:`Settle`).
+    """
+
+    backend = None
+    tick = None
+    #: the consumer is made by an importable function, never one of ``__main__``'s
+    calls_from_main = False
+
+    def __init__(self, consumer: Call, settle: Settle) -> None:
+        self.consumer = consumer
+        self._settle = settle
+
+    def app_path(self) -> None:
+        """No app: each worker runs the host's consumer."""
+
+    def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
+             plugins: Any) -> None:
+        """Nothing to prepare: the host's broker is the consumer's."""
+
+    def heartbeat(self, plugins: Any, runners: Sequence[RunnerInfo]) -> None:
+        plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
+
+    def on_done(self, child: Child, message: channel.Done | channel.Note) -> None:
+        logger.warning("%s reported a pushed call, which a host-consumed worker never "
+                       "gets", child.who)
+
+    on_note = on_done
+
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
+        child.refuse_cache_request()
+
+    def job_waiting(self, child: Child, waiting: bool) -> None:
+        """Nothing to do: the supervisor lends the slot."""
+
+    def hand_out(self, pool: Pool) -> None:
+        """Nothing to hand out: the workers consume for themselves."""
+
+    def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[HostJob, ...]:
+        """Settle each job the dead worker held, in the host's terms, at once."""
+        held = []
+        kill = child.kill
+        for running in child.running:
+            job = HostJob(running.job_id, running.name, running.data)
+            if kill is None or kill.job_id in (None, job.id):
+                ending, retry = error, kill is None or kill.retry
+            else:  # another job's hard limit killed the worker under this one
+                ending, retry = ErrorInfo("WorkerDied", f"{child.who} was killed while "
+                                          f"running this job: {kill.error.message}"), True
+            try:
+                self._settle(job, ending, retry)
+            except Exception:
+                logger.exception("settling %s (%s) of %s failed", job.id, job.name, child.who)
+            held.append(job)
+        return tuple(held)
+
+    def drained(self) -> bool:
+        return False
+
+    def stopping(self) -> None:
+        """Each worker's consumer stops itself when retired."""
+
+    def close(self, runner_ids: list[str], backend_lost: bool) -> None:
+        """Nothing held here."""
