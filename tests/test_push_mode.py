@@ -300,9 +300,12 @@ def test_a_stop_cancels_what_waits_and_what_it_could_not_wait_for() -> None:
     assert "before running it" in events[waiting.id][-1].reason  # type: ignore[union-attr]
 
 
-def test_a_supervisor_needs_an_app_or_a_dispatcher() -> None:
-    with pytest.raises(ConfigError, match=r"an app \(pull mode\) or a dispatcher"):
+def test_a_supervisor_needs_one_source_of_jobs() -> None:
+    message = r"one of an app \(pull mode\), a dispatcher \(push mode\) or a host feed"
+    with pytest.raises(ConfigError, match=message):
         Supervisor()
+    with pytest.raises(ConfigError, match=message):
+        Supervisor(dispatcher=Dispatcher(deliver="loop"), feed=object())  # type: ignore
 
 
 class Collector:
