@@ -26,7 +26,7 @@ import pytest
 from pprunner import Executor, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLost
 from pprunner.executor import BrokenExecutor
 from tests import executor_calls as calls
-from tests.conftest import REPO, Gates, wait_until
+from tests.conftest import Gates, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -254,18 +254,114 @@ if __name__ == "__main__":
 '''
 
 
+def run_script(directory: Path, source: str, *args: str,
+               deadline: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a user runs a script: ``python script.py ARGS`` from its
+    folder, with no PYTHONPATH and no PPRUNNER_ settings. A script that does not
+    exit by ``deadline`` fails the test (``TimeoutExpired``), its process killed."""
+    script = directory / "script.py"
+    script.write_text(textwrap.dedent(source))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PPRUNNER_") and k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, str(script), *args], cwd=directory, env=env,
+                          capture_output=True, text=True, timeout=deadline)
+
+
 @pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
 def test_script_main_guard(tmp_path: Path, pool_class: str) -> None:
     """A function of the script's ``__main__`` runs in the workers, and a normal
     run writes nothing to stderr, as with ProcessPoolExecutor."""
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
-    env["PYTHONPATH"] = str(REPO)
-    run = subprocess.run([sys.executable, str(script), pool_class], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+    run = run_script(tmp_path, SCRIPT, pool_class)
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout == "[0, 1, 4, 9, 16, 25] 49\n"
+
+
+WITHOUT_SHUTDOWN = '''
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+from pprunner import Executor
+
+
+def sleep_and_print(seconds, message):
+    time.sleep(seconds)
+    print(message, flush=True)
+
+
+if __name__ == "__main__":
+    pool_class = Executor if sys.argv[1] == "pprunner" else ProcessPoolExecutor
+    pool = pool_class(5, mp_context=get_context(sys.argv[2]))
+    pool.submit(sleep_and_print, 1.0, "apple")
+'''
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+@pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
+def test_interpreter_shutdown(tmp_path: Path, pool_class: str, start_method: str) -> None:
+    """CPython's test_interpreter_shutdown: a script submits and never calls
+    shutdown(); the call runs, then the interpreter exits, quietly."""
+    run = run_script(tmp_path, WITHOUT_SHUTDOWN, pool_class, start_method, deadline=30)
+    assert (run.returncode, run.stderr, run.stdout) == (0, "", "apple\n")
+
+
+SUBMIT_AT_EXIT = '''
+import atexit
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from pprunner import Executor
+
+
+def run_last():
+    try:
+        pool.submit(id, None)
+    except RuntimeError as exc:
+        print(exc)
+
+
+if __name__ == "__main__":
+    atexit.register(run_last)
+    pool = (Executor if sys.argv[1] == "pprunner" else ProcessPoolExecutor)(2)
+    pool.submit(id, 42).result(timeout=30)
+'''
+
+
+@pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
+def test_submit_after_interpreter_shutdown(tmp_path: Path, pool_class: str) -> None:
+    """CPython's test_submit_after_interpreter_shutdown: once the interpreter is
+    exiting, the executor is shut down and submit raises what the standard
+    library's pool raises."""
+    run = run_script(tmp_path, SUBMIT_AT_EXIT, pool_class, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == "cannot schedule new futures after shutdown\n"
+
+
+NEW_AT_EXIT = '''
+import atexit
+
+from pprunner import Executor
+
+
+def run_last():
+    try:
+        Executor(2).submit(id, None)
+    except RuntimeError as exc:
+        print(exc)
+
+
+if __name__ == "__main__":
+    atexit.register(run_last)
+'''
+
+
+def test_no_new_workers_once_the_interpreter_exits(tmp_path: Path) -> None:
+    """An executor made as the interpreter exits starts no workers (they would
+    keep it from exiting): its submit raises, as the standard library's does."""
+    run = run_script(tmp_path, NEW_AT_EXIT, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == "cannot schedule new futures after interpreter shutdown\n"
 
 
 # ---------------------------------------------------------------------------
