@@ -10,6 +10,7 @@ process sentinel says that.
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import resource
@@ -20,7 +21,12 @@ from collections import deque
 from typing import Any
 
 from .errors import PprunnerError
+from .jobs import RemoteError
 
+#: worker -> supervisor: ("hello",), the first thing the worker's own code does: its
+#: process got through the start method's preparation (spawn and forkserver re-import
+#: the parent's ``__main__`` and unpickle the worker's spec before any of it runs)
+HELLO = "hello"
 #: worker -> supervisor: ("ready", peak_rss_bytes)
 READY = "ready"
 #: worker -> supervisor: ("boot-failed", message) just before exiting
@@ -39,6 +45,10 @@ RECYCLE = "recycle"
 #: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a
 #: :class:`~pprunner.jobs.RemoteError`
 DONE = "done"
+#: worker -> supervisor: ("unreadable", error): the pushed call it was just handed does
+#: not unpickle in the worker (a :class:`~pprunner.jobs.RemoteError` naming what cannot
+#: be imported there); the call fails, the worker serves on
+UNREADABLE = "unreadable"
 #: worker -> supervisor: ("note", call_id, data): the running pushed call tells its
 #: sender something (:class:`~pprunner.jobs.Noted`); ``data`` must pickle
 NOTE = "note"
@@ -91,6 +101,57 @@ def peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+class _NamingUnpickler(pickle.Unpickler):
+    """Unpickles as ``pickle.loads`` does, but says which global could not be found."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except Exception as exc:
+            raise _Unimportable(module, name, exc) from exc
+
+
+class _Unimportable(Exception):
+    def __init__(self, module: str, name: str, error: Exception) -> None:
+        super().__init__(module, name, error)
+        self.module, self.name, self.error = module, name, error
+
+
+def unreadable_call(data: bytes, error: Exception) -> RemoteError:
+    """Why a pushed call does not unpickle in this worker, as its sender will get it:
+    the original error's type, with a message naming what cannot be imported and,
+    for the parent's ``__main__``, what to do."""
+    try:
+        _NamingUnpickler(io.BytesIO(data)).load()
+    except _Unimportable as missing:
+        message = f"cannot import `{missing.name}` from `{missing.module}` in the worker"
+        if missing.module in ("__main__", "__mp_main__"):
+            message = f"cannot import `{missing.name}` from `__main__` in the worker: " + (
+                _MAIN_HAS_NO_FILE if getattr(sys.modules["__main__"], "__file__", None) is None
+                else _NOT_AT_TOP_LEVEL)
+        else:
+            message += f": {missing.error}"
+        carried = (type(missing.error)(message)
+                   if isinstance(missing.error, (AttributeError, ImportError)) else None)
+        return RemoteError(type(missing.error).__name__, message, exception=carried)
+    except Exception:
+        pass  # it fails elsewhere than on a name: the original error says it all
+    return RemoteError(type(error).__name__, f"the call cannot be unpickled in the worker: "
+                                             f"{error}")
+
+
+_MAIN_HAS_NO_FILE = (
+    "a function defined in `python -c`, on standard input or in an interactive session "
+    "exists only in that process; define it in a module or a script file, send it by value "
+    "(pickler=\"cloudpickle\"), or start workers with fork "
+    "(mp_context=multiprocessing.get_context(\"fork\"))")
+_NOT_AT_TOP_LEVEL = (
+    "the script does not define it at its top level (under the `if __name__ == "
+    "\"__main__\":` guard, or at run time, it exists only in the parent); define it at "
+    "the top level or in a module, send it by value (pickler=\"cloudpickle\"), or start "
+    "workers with fork (mp_context=multiprocessing.get_context(\"fork\"))")
+
+
 class WorkerChannel:
     """The worker's end. A broken pipe means the supervisor is gone, which the
     lifeline handles; sends never raise."""
@@ -119,12 +180,17 @@ class WorkerChannel:
             if self._early:
                 return self._early.popleft()
             try:
-                if self._readiness.wait(timeout):
-                    message: tuple[Any, ...] = pickle.loads(self.connection.recv_bytes())
-                    return message
+                if not self._readiness.wait(timeout):
+                    return None
+                data = self.connection.recv_bytes()
             except (OSError, EOFError):
                 return (RETIRE,)
+        try:
+            message: tuple[Any, ...] = pickle.loads(data)
+        except Exception as exc:  # every message but a pushed call is plain data
+            self.send(UNREADABLE, unreadable_call(data, exc))
             return None
+        return message
 
     def ask_cache(self, request: bytes) -> tuple[bool, Any]:
         """Send a ``runner_cache`` request and wait for its answer; whatever else the

@@ -97,6 +97,9 @@ class Child:
     connection: Any
     spawned: float = attrs.Factory(time.monotonic)
     phase: Phase = Phase.BOOTING
+    #: its own code runs (it said ``hello``): it got through the start method's
+    #: preparation, which fails the same way for every worker when it fails
+    said_hello: bool = False
     boot_error: str | None = None
     #: what it runs under a hard time limit, outermost first (more than one while a
     #: task waits, nested): the deadlines the supervisor enforces
@@ -156,6 +159,10 @@ class Child:
                     message = self._undecodable(exc)
                     if message is None:
                         continue
+                if message[0] == channel.UNREADABLE:
+                    message = self._held_call_failed(message[1])
+                    if message is None:
+                        continue
                 if message[0] in (channel.DONE, channel.NOTE, channel.CACHE):
                     results.append(message)
                 elif message[0] == channel.WAITING:
@@ -173,20 +180,28 @@ class Child:
         return self._ready
 
     def _undecodable(self, error: Exception) -> tuple[Any, ...] | None:
-        """A message that pickled in the worker but does not unpickle here. Every
-        message but a pushed call's ``done`` is plain data, so it is the result of
-        the call this worker holds: that call fails with the error, rather than
-        the supervisor's loop (and every other call with it)."""
+        """What the worker sent does not unpickle here: the result of its call."""
+        name = self.call.name if self.call is not None else "its call"
+        return self._held_call_failed(RemoteError(
+            type(error).__name__, f"the result of {name} cannot be unpickled in the "
+            f"supervisor's process: {error}"))
+
+    def _held_call_failed(self, error: RemoteError) -> tuple[Any, ...] | None:
+        """The ``done`` that fails the call this worker holds with ``error``: what it
+        was handed does not unpickle there, or what it sent back does not unpickle
+        here (every message but a pushed call and its ``done`` is plain data). The
+        call fails, rather than the worker or the supervisor's loop (and every other
+        call with it)."""
         if self.call is None:
-            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error)
+            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error.message)
             return None
-        return (channel.DONE, self.call.id, False, RemoteError(
-            type(error).__name__, f"the result of {self.call.name} cannot be unpickled in "
-            f"the supervisor's process: {error}"), 0)
+        return (channel.DONE, self.call.id, False, error, 0)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == channel.READY:
+        if kind == channel.HELLO:
+            self.said_hello = True
+        elif kind == channel.READY:
             if self.phase is Phase.BOOTING:
                 self.phase = Phase.SERVING
             self.peak_memory = message[1]

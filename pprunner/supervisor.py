@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
 import types
@@ -693,10 +694,31 @@ class Supervisor:
                 self.exit_code = ExitCode.APP_LOAD_ERROR
                 self.failure = child.boot_error or f"{child.who} {description}"
                 self._stop_requested = True
+            elif not child.said_hello and exitcode is not None and exitcode >= 0:
+                self._cannot_start(child, description)
             elif not child.booted:
                 self.crash_loop.died_at_boot(
                     child.boot_error or (child.kill and child.kill.error.message)
                     or f"{child.who} {description}")
+
+    def _cannot_start(self, child: Child, description: str) -> None:
+        """A worker exited before its own code ran: in its start method's preparation
+        (spawn and forkserver re-import the parent's ``__main__`` and unpickle the
+        worker's spec), which every worker repeats the same way. Respawning would
+        only repeat it (a script without its ``__main__`` guard would crash-loop):
+        stop, saying what to do."""
+        self.failure = f"{child.who} {description} before it could start"
+        script = getattr(sys.modules["__main__"], "__file__", None)
+        if script and self.feed.calls_from_main and self.config.start_method != "fork":
+            self.failure += (
+                f": it failed re-importing the main script {script}, as every worker "
+                f"started with {self.config.start_method} would. Keep what the script runs "
+                f"under `if __name__ == \"__main__\":`, or start the workers with fork "
+                f"(mp_context=multiprocessing.get_context(\"fork\"))")
+        logger.error("%s; stopping instead of respawning (the worker's traceback is above)",
+                     self.failure)
+        self.exit_code = ExitCode.APP_LOAD_ERROR
+        self._stop_requested = True
 
     def _log_exit(self, child: Child, exit: WorkerExit) -> None:
         """One line per death: how, what it held and what became of it, its peak memory."""

@@ -254,17 +254,23 @@ if __name__ == "__main__":
 '''
 
 
-def run_script(directory: Path, source: str, *args: str,
-               deadline: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``source`` as a user runs a script: ``python script.py ARGS`` from its
-    folder, with no PYTHONPATH and no PPRUNNER_ settings. A script that does not
-    exit by ``deadline`` fails the test (``TimeoutExpired``), its process killed."""
-    script = directory / "script.py"
-    script.write_text(textwrap.dedent(source))
+def run_python(directory: Path, *args: str, deadline: float = 60
+               ) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` as a user runs it: from ``directory``, with no PYTHONPATH and
+    no PPRUNNER_ settings. A run that does not exit by ``deadline`` fails the test
+    (``TimeoutExpired``), its process killed."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PPRUNNER_") and k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, str(script), *args], cwd=directory, env=env,
+    return subprocess.run([sys.executable, *args], cwd=directory, env=env,
                           capture_output=True, text=True, timeout=deadline)
+
+
+def run_script(directory: Path, source: str, *args: str,
+               deadline: float = 60) -> subprocess.CompletedProcess[str]:
+    """``source`` written to ``directory/script.py`` and run as ``python script.py ARGS``."""
+    script = directory / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return run_python(directory, str(script), *args, deadline=deadline)
 
 
 @pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
@@ -274,6 +280,77 @@ def test_script_main_guard(tmp_path: Path, pool_class: str) -> None:
     run = run_script(tmp_path, SCRIPT, pool_class)
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout == "[0, 1, 4, 9, 16, 25] 49\n"
+
+
+WITHOUT_GUARD = '''
+import multiprocessing
+import sys
+
+from pprunner import Executor
+
+
+def square(x):
+    return x * x
+
+
+context = multiprocessing.get_context(sys.argv[1])
+pool = Executor(2, mp_context=context)
+print(list(pool.map(square, range(4), timeout=30)))
+pool.shutdown()
+'''
+
+
+def test_script_without_main_guard_fails_at_once_saying_what_to_do(tmp_path: Path) -> None:
+    """spawn re-runs the script in each worker, whose own Executor cannot start
+    processes there: not a transient boot failure. Every future fails at once with
+    one message naming the script and the two ways out, instead of a minute of
+    respawns (the standard library's pool fails in a fraction of a second too)."""
+    run = run_script(tmp_path, WITHOUT_GUARD, "spawn", deadline=30)
+    assert run.returncode == 1 and run.stdout == ""
+    advice = (f"before it could start: it failed re-importing the main script "
+              f"{tmp_path / 'script.py'}, as every worker started with spawn would. Keep what "
+              f"the script runs under `if __name__ == \"__main__\":`, or start the workers "
+              f"with fork (mp_context=multiprocessing.get_context(\"fork\"))")
+    last = run.stderr.splitlines()[-1]
+    assert last.startswith("pprunner.executor.BrokenExecutor: the executor's workers cannot "
+                           "start: worker "), run.stderr
+    assert last.endswith(advice)
+    assert run.stderr.count("stopping instead of respawning") == 1
+    assert run.stderr.count("An attempt has been made to start a new process") <= 2  # a worker's
+
+
+def test_script_without_main_guard_runs_with_fork(tmp_path: Path) -> None:
+    """The way out the message names: fork does not re-run the script."""
+    run = run_script(tmp_path, WITHOUT_GUARD, "fork", deadline=30)
+    assert (run.returncode, run.stderr, run.stdout) == (0, "", "[0, 1, 4, 9]\n")
+
+
+FROM_COMMAND_LINE = '''
+from pprunner import Executor
+
+
+def sq(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    with Executor(2) as pool:
+        print(repr(pool.submit(sq, 3).exception(timeout=30)))
+        print(pool.submit(pow, 2, 5).result(timeout=30))
+'''
+
+
+def test_function_of_python_c_fails_its_call_naming_it(tmp_path: Path) -> None:
+    """``python -c``: the workers cannot import ``sq`` (spawn has no script to run
+    again). Its call fails saying so, with the original error's type; the worker
+    that could not read it serves on."""
+    run = run_python(tmp_path, "-c", textwrap.dedent(FROM_COMMAND_LINE), deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    error, result = run.stdout.splitlines()
+    assert error.startswith("AttributeError('cannot import `sq` from `__main__` in the worker: "
+                            "a function defined in `python -c`")
+    assert 'pickler="cloudpickle"' in error and 'get_context("fork")' in error
+    assert result == "32"
 
 
 WITHOUT_SHUTDOWN = '''
