@@ -66,6 +66,7 @@ from pprunner.invocation import (
     RunnerKind,
     Status,
 )
+from pprunner.plugins import install_extra
 
 from . import scripts
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
@@ -116,8 +117,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         try:
             import redis
         except ImportError:
-            raise BackendError("the redis backend needs the redis client: "
-                               "pip install 'pprunner[redis]'") from None
+            raise BackendError(f"the redis backend needs the redis client: "
+                               f"{install_extra('redis')}") from None
         self._redis = redis
         address, self.prefix = split_url(url)
         try:

@@ -1,22 +1,27 @@
-"""The ``benchmarks`` extra installs what every benchmarked system imports.
+"""How pprunner and its extras are installed, as the README and the errors say it.
 
-``pip install -e '.[benchmarks]'`` is how BENCHMARKS.md says to get the
-peers; a system whose library it leaves out shows as "not installed" in
+pprunner is installed from its clone, not from a package index: every install
+command the README gives, and every one an error message gives, must work that
+way. The ``benchmarks`` extra installs what every benchmarked system imports:
+``pip install -e '.[benchmarks]'`` is how BENCHMARKS.md says to get the peers,
+and a system whose library it leaves out shows as "not installed" in
 ``python -m benchmarks ...`` (issue 24: pprunner-sqlite-metrics did).
 """
 
 from __future__ import annotations
 
 import re
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 import pytest
 
 from benchmarks.cli import COMMANDS
+from pprunner.plugins import install_extra
 from tests.conftest import REPO
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 #: modules whose distribution is not named after their top-level package
 DISTRIBUTION_OF = {"opentelemetry.trace": "opentelemetry-api",
@@ -52,6 +57,22 @@ def installed_by(extra: str) -> set[str]:
 
 def distribution_of(module: str) -> str:
     return normalized(DISTRIBUTION_OF.get(module, module.partition(".")[0]))
+
+
+def test_readme_installs_from_the_clone() -> None:
+    """Every ``pip install`` in the README names the clone (``.``, ``-e .``, a path),
+    never ``pprunner[...]`` on an index, where pprunner is not."""
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"pip install ([^`]*)", readme)
+    assert len(commands) > 10
+    by_name = [c for c in commands if re.search(r"(?<![/\w.])pprunner\[", c)]
+    assert by_name == []
+
+
+def test_a_missing_extra_is_named_with_a_command_that_installs_it() -> None:
+    """In a clone (how pprunner is installed), the errors that name an extra give
+    the clone's own path, so the command works from any folder."""
+    assert install_extra("rq") == f"pip install -e '{REPO}[rq]'"
 
 
 SYSTEMS = sorted({system for command in COMMANDS.values() for system in command.systems},
