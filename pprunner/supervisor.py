@@ -694,7 +694,8 @@ class Supervisor:
                 self.exit_code = ExitCode.APP_LOAD_ERROR
                 self.failure = child.boot_error or f"{child.who} {description}"
                 self._stop_requested = True
-            elif not child.said_hello and exitcode is not None and exitcode >= 0:
+            elif (not child.said_hello and not child.requested_stop and exitcode is not None
+                  and exitcode >= 0):
                 self._cannot_start(child, description)
             elif not child.booted:
                 self.crash_loop.died_at_boot(
