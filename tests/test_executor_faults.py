@@ -353,6 +353,26 @@ def test_function_of_python_c_fails_its_call_naming_it(tmp_path: Path) -> None:
     assert result == "32"
 
 
+UNDER_THE_GUARD = '''
+from pprunner import Executor
+
+if __name__ == "__main__":
+    def sq(x):
+        return x * x
+
+    with Executor(2) as pool:
+        print(repr(pool.submit(sq, 3).exception(timeout=30)))
+'''
+
+
+def test_function_under_the_guard_fails_its_call_naming_it(tmp_path: Path) -> None:
+    """The script's re-import in the worker skips what is under its guard."""
+    run = run_script(tmp_path, UNDER_THE_GUARD, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.startswith("AttributeError('cannot import `sq` from `__main__` in the "
+                                 "worker: the script does not define it at its top level")
+
+
 WITHOUT_SHUTDOWN = '''
 import sys
 import time
