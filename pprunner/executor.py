@@ -53,7 +53,14 @@ def _shut_down_at_exit() -> None:
         executor.shutdown(wait=True)
 
 
+def _forget_running_executors() -> None:
+    """In a forked child (a worker started with fork): the parent's executors are
+    not this process's to shut down, and their futures never end here."""
+    _running.clear()
+
+
 threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_running_executors)
 
 
 class BrokenExecutor(futures.BrokenExecutor):

@@ -47,6 +47,14 @@ def limited() -> Iterator[Executor]:
         yield executor
 
 
+def has_exited(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def serving_pids(executor: Executor) -> set[int]:
     """The pids of both workers: calls are submitted four at a time, and each goes
     to an idle worker, until two pids have answered."""
@@ -140,8 +148,7 @@ def test_hard_time_limit_replaces_the_worker(limited: Executor, tmp_path: Path) 
         future.result(timeout=TIMEOUT)
     killed = int(marker.read_text())
     assert f"pid {killed}" in str(exceeded.value)
-    assert not psutil.pid_exists(killed) or \
-        psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    assert has_exited(killed)
     pids = serving_pids(limited)
     assert len(pids) == 2 and killed not in pids
 
@@ -178,6 +185,20 @@ def test_max_tasks_per_child_rotates_workers(new_executor: Any) -> None:
     wait_until(rotated, timeout=TIMEOUT, what="four different worker pids")
     everything = [executor.submit(calls.mul, i, i) for i in range(20)]
     assert [f.result(timeout=TIMEOUT) for f in everything] == [i * i for i in range(20)]
+
+
+@pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_forked_workers_exit_when_recycled(new_executor: Any) -> None:
+    """A worker forked while calls were pending does not wait for the parent's
+    futures as it exits (the interpreter's exit shuts down running executors:
+    not the parent's, in a forked child)."""
+    executor = new_executor(mp_context=multiprocessing.get_context("fork"),
+                            max_tasks_per_child=1, max_tasks_jitter=0)
+    pids = {f.result(timeout=TIMEOUT) for f in [executor.submit(calls.pid) for _ in range(6)]}
+
+    wait_until(lambda: sum(map(has_exited, pids)) >= len(pids) - 2, timeout=TIMEOUT,
+               what="the recycled workers to exit")
 
 
 def test_initializer_runs_once_per_worker(new_executor: Any, tmp_path: Path) -> None:
