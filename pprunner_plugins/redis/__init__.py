@@ -2,7 +2,7 @@
 
 ``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS) or
 ``unix:///path/to/redis.sock?db=0&prefix=NAME``. Needs the ``redis`` client
-(``pip install 'pprunner[redis]'``). ``prefix`` (default ``pprunner``)
+(``pip install -e '.[redis]'`` in the clone). ``prefix`` (default ``pprunner``)
 starts every key, so several apps can share one server.
 
 Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
