@@ -181,7 +181,7 @@ class Child:
         call fails, rather than the worker or the supervisor's loop (and every other
         call with it). None, and logged, when it holds none."""
         if self.call is None:
-            logger.error("%s: a message that cannot be unpickled: %s", self.who, error.message)
+            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error.message)
             return None
         return channel.Done(self.call.id, False, error, 0)
 
