@@ -78,8 +78,7 @@ def main(url: str, count: int) -> None:
     try:
         import redis  # here, not at the top: the hosts' workers import this module too
     except ModuleNotFoundError:
-        sys.exit("examples.redis_hosts needs the redis extra: pip install -e '.[redis]' "
-                 "(or pip install 'pprunner[redis]')")
+        sys.exit("examples.redis_hosts needs the redis extra: pip install -e '.[redis]'")
     if "prefix=" in url:
         run(url, count)
         return

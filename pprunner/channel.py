@@ -15,6 +15,7 @@ itself would cost several times the round trip of a pushed call.
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import resource
@@ -25,9 +26,15 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from .errors import PprunnerError
-from .jobs import Call
+from .jobs import Call, RemoteError
 
 # -- worker -> supervisor: the worker's life -------------------------------------------
+
+class Hello(NamedTuple):
+    """The first thing the worker's own code says: its process got through the start
+    method's preparation (spawn and forkserver re-import the parent's ``__main__``
+    and unpickle the worker's spec before any of it runs)."""
+
 
 class Ready(NamedTuple):
     """The worker booted (the handshake); its peak memory so far, in bytes."""
@@ -97,6 +104,14 @@ class Note(NamedTuple):
     data: Any
 
 
+class Unreadable(NamedTuple):
+    """The pushed call it was just handed does not unpickle in the worker: ``error``
+    (a :class:`~pprunner.jobs.RemoteError`) names what cannot be imported there.
+    That call fails; the worker serves on."""
+
+    error: RemoteError
+
+
 class CacheRequest(NamedTuple):
     """A ``runner_cache`` operation, pickled by :class:`~pprunner.cache.RunnerCache`."""
 
@@ -128,12 +143,13 @@ class Serve(NamedTuple):
     slot: int
 
 
-Message = (Ready | BootFailed | Started | Finished | Recycle | Waiting | Done | Note
-           | CacheRequest | CacheAnswer | Retire | Run | Serve)
+Message = (Hello | Ready | BootFailed | Started | Finished | Recycle | Waiting | Done
+           | Unreadable | Note | CacheRequest | CacheAnswer | Retire | Run | Serve)
 
 #: every message type; its place here is its number on the pipe
-MESSAGES: tuple[type[Any], ...] = (Ready, BootFailed, Started, Finished, Recycle, Waiting,
-                                   Done, Note, CacheRequest, CacheAnswer, Retire, Run, Serve)
+MESSAGES: tuple[type[Any], ...] = (Hello, Ready, BootFailed, Started, Finished, Recycle,
+                                   Waiting, Done, Unreadable, Note, CacheRequest, CacheAnswer,
+                                   Retire, Run, Serve)
 _NUMBERS = {kind: number for number, kind in enumerate(MESSAGES)}
 #: each message type's name in its receiver's ``on_<kind>`` method
 KINDS = {kind: "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__)[1:]
@@ -187,6 +203,57 @@ def peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+class _NamingUnpickler(pickle.Unpickler):
+    """Unpickles as ``pickle.loads`` does, but says which global could not be found."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except Exception as exc:
+            raise _Unimportable(module, name, exc) from exc
+
+
+class _Unimportable(Exception):
+    def __init__(self, module: str, name: str, error: Exception) -> None:
+        super().__init__(module, name, error)
+        self.module, self.name, self.error = module, name, error
+
+
+def unreadable_call(data: bytes, error: Exception) -> RemoteError:
+    """Why a pushed call does not unpickle in this worker, as its sender will get it:
+    the original error's type, with a message naming what cannot be imported and,
+    for the parent's ``__main__``, what to do."""
+    try:
+        _NamingUnpickler(io.BytesIO(data)).load()
+    except _Unimportable as missing:
+        message = f"cannot import `{missing.name}` from `{missing.module}` in the worker"
+        if missing.module in ("__main__", "__mp_main__"):
+            message = f"cannot import `{missing.name}` from `__main__` in the worker: " + (
+                _MAIN_HAS_NO_FILE if getattr(sys.modules["__main__"], "__file__", None) is None
+                else _NOT_AT_TOP_LEVEL)
+        else:
+            message += f": {missing.error}"
+        carried = (type(missing.error)(message)
+                   if isinstance(missing.error, (AttributeError, ImportError)) else None)
+        return RemoteError(type(missing.error).__name__, message, exception=carried)
+    except Exception:
+        pass  # it fails elsewhere than on a name: the original error says it all
+    return RemoteError(type(error).__name__, f"the call cannot be unpickled in the worker: "
+                                             f"{error}")
+
+
+_MAIN_HAS_NO_FILE = (
+    "a function defined in `python -c`, on standard input or in an interactive session "
+    "exists only in that process; define it in a module or a script file, send it by value "
+    "(pickler=\"cloudpickle\"), or start workers with fork "
+    "(mp_context=multiprocessing.get_context(\"fork\"))")
+_NOT_AT_TOP_LEVEL = (
+    "the script does not define it at its top level (under the `if __name__ == "
+    "\"__main__\":` guard, or at run time, it exists only in the parent); define it at "
+    "the top level or in a module, send it by value (pickler=\"cloudpickle\"), or start "
+    "workers with fork (mp_context=multiprocessing.get_context(\"fork\"))")
+
+
 class WorkerChannel:
     """The worker's end. A broken pipe means the supervisor is gone, which the
     lifeline handles; sends never raise."""
@@ -219,10 +286,15 @@ class WorkerChannel:
             if self._early:
                 return self._early.popleft()
             try:
-                if self._readiness.wait(timeout):
-                    return decode(self.connection.recv_bytes())
+                if not self._readiness.wait(timeout):
+                    return None
+                data = self.connection.recv_bytes()
             except (OSError, EOFError):
                 return Retire()
+        try:
+            return decode(data)
+        except Exception as exc:  # every message but a pushed call is plain data
+            self.send(Unreadable(unreadable_call(data, exc)))
             return None
 
     def ask_cache(self, request: bytes) -> tuple[bool, Any]:

@@ -96,6 +96,9 @@ class Child:
     connection: Any
     spawned: float = attrs.Factory(time.monotonic)
     phase: Phase = Phase.BOOTING
+    #: its own code runs (it said :class:`~pprunner.channel.Hello`): it got through the
+    #: start method's preparation, which fails the same way for every worker when it fails
+    said_hello: bool = False
     boot_error: str | None = None
     #: what it runs under a hard time limit, outermost first (more than one while a
     #: task waits, nested): the deadlines the supervisor enforces
@@ -176,16 +179,26 @@ class Child:
     def _undecodable(self, error: Exception) -> channel.Done | None:
         """A message that pickled in the worker but does not unpickle here. Every
         message but a pushed call's ``Done`` is plain data, so it is the result of
-        the call this worker holds: that call fails with the error, rather than
-        the supervisor's loop (and every other call with it)."""
+        the call this worker holds."""
+        name = self.call.name if self.call is not None else "its call"
+        return self.held_call_failed(RemoteError(
+            type(error).__name__, f"the result of {name} cannot be unpickled in the "
+            f"supervisor's process: {error}"))
+
+    def held_call_failed(self, error: RemoteError) -> channel.Done | None:
+        """The ``Done`` that fails the call it holds with ``error`` (what it sent back
+        does not unpickle here, or what it was handed does not unpickle there): that
+        call fails, rather than the worker or the supervisor's loop (and every other
+        call with it). None, and logged, when it holds none."""
         if self.call is None:
-            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error)
+            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error.message)
             return None
-        return channel.Done(self.call.id, False, RemoteError(
-            type(error).__name__, f"the result of {self.call.name} cannot be unpickled in "
-            f"the supervisor's process: {error}"), 0)
+        return channel.Done(self.call.id, False, error, 0)
 
     # -- its reports about itself (see Supervisor.receivers) -----------------------
+
+    def on_hello(self, message: channel.Hello) -> None:
+        self.said_hello = True
 
     def on_ready(self, message: channel.Ready) -> None:
         if self.phase is Phase.BOOTING:

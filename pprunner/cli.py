@@ -32,7 +32,7 @@ from .errors import (
 from .exitcodes import ExitCode
 from .invocation import RunnerInfo, RunnerKind, Status, this_host
 from .liveness import lost_because
-from .plugins import Plugins, blocked_names, describe, get_plugin_manager
+from .plugins import Plugins, blocked_names, describe, get_plugin_manager, install_extra
 from .snapshot import Snapshot, look
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
@@ -345,9 +345,9 @@ def command_top(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in ("textual", "rich"):
             raise
-        raise ConfigError("pprunner top needs Textual to draw on a terminal: pip install "
-                          "'pprunner[top]' (piped or with --once, it prints plain text "
-                          "without it)") from None
+        raise ConfigError(f"pprunner top needs Textual to draw on a terminal: "
+                          f"{install_extra('top')} (piped or with --once, it prints plain "
+                          f"text without it)") from None
     return top_screen.show(read, title, args.interval, first)
 
 

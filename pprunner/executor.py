@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from functools import partial
@@ -30,6 +31,36 @@ from .supervisor import Supervisor
 
 #: the start methods an ``mp_context`` may name
 _START_METHODS = config_module.START_METHODS
+
+#: executors whose workers are running (until their shutdown is done)
+_running: weakref.WeakSet[Executor] = weakref.WeakSet()
+#: set when the interpreter begins to exit: no submit is accepted after it
+_interpreter_exiting = False
+
+
+def _shut_down_at_exit() -> None:
+    """Shut down every running executor, waiting for its calls, as the interpreter exits.
+
+    A script may submit and never call ``shutdown()``: ``ProcessPoolExecutor``
+    then runs the pending calls and lets the interpreter exit. Without this its
+    idle workers would wait for calls forever while multiprocessing's own exit
+    handler waits for them. Registered with threading's exit hooks (as the
+    standard library's pools are), which run before ``atexit``'s.
+    """
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    for executor in list(_running):
+        executor.shutdown(wait=True)
+
+
+def _forget_running_executors() -> None:
+    """In a forked child (a worker started with fork): the parent's executors are
+    not this process's to shut down, and their futures never end here."""
+    _running.clear()
+
+
+threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_running_executors)
 
 
 class BrokenExecutor(futures.BrokenExecutor):
@@ -167,9 +198,12 @@ class Executor(futures.Executor):
                 raise BrokenExecutor(self._broken)
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _interpreter_exiting:  # a new executor's workers would keep it from exiting
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             if self._supervisor is None:
                 self._supervisor = Supervisor(dispatcher=self._dispatcher, config=self._config,
                                               initializer=self._initializer).start()
+                _running.add(self)
             call = self._call(fn, args, kwargs)
             future = self._futures[call.id] = _Future(self, call.id)
         self._dispatcher.submit(call, self._notify)
@@ -229,6 +263,7 @@ class Executor(futures.Executor):
                 self._supervisor.stop()
             self._dispatcher.shutdown()
             self._closed = True
+            _running.discard(self)
 
     def _notify(self, event: Event) -> None:
         """Turns the supervisor's events into future states (on the dispatcher thread)."""

@@ -24,10 +24,15 @@ or serializer it would have provided names the failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.metadata
+import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -50,6 +55,31 @@ ENTRY_POINT_GROUP = "pprunner"
 OWN_DISTRIBUTION = "pprunner"
 #: the name the core's own implementations are registered under
 CORE = "pprunner.defaults"
+
+
+def install_extra(extra: str) -> str:
+    """The command that installs one of pprunner's extras into this environment, for
+    the messages that name a missing library.
+
+    pprunner is installed from a clone, not from a package index, so ``pip
+    install 'pprunner[extra]'`` would fail: the command names the clone pprunner
+    runs from (an editable install, a checkout on ``sys.path``), or else the
+    folder it was installed from (PEP 610's ``direct_url.json``).
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"pip install -e '{root}[{extra}]'"
+    return f"pip install '{_installed_from() or OWN_DISTRIBUTION}[{extra}]'"
+
+
+def _installed_from() -> str | None:
+    """The local folder or archive pprunner was installed from, if it was."""
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        origin = importlib.metadata.distribution(OWN_DISTRIBUTION).read_text("direct_url.json")
+        url = urllib.parse.urlparse(json.loads(origin or "{}").get("url", ""))
+        if url.scheme == "file":
+            return urllib.parse.unquote(url.path)
+    return None
 
 
 @attrs.frozen

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
 import types
@@ -173,6 +174,7 @@ class Supervisor:
                          watch=self._watch, unwatch=self._unwatch)
         #: the one receiver of each message a worker sends (see :mod:`pprunner.channel`)
         self._receivers: dict[type[Any], Callable[[Child, Any], None]] = {
+            channel.Hello: Child.on_hello, channel.Unreadable: self._on_unreadable,
             channel.Ready: Child.on_ready, channel.BootFailed: Child.on_boot_failed,
             channel.Started: Child.on_started, channel.Finished: Child.on_finished,
             channel.Recycle: Child.on_recycle, channel.Waiting: self._on_waiting,
@@ -577,9 +579,15 @@ class Supervisor:
         if child.idle and not self._stop_requested:
             self.feed.hand_out(self.pool)
 
+    def _on_unreadable(self, child: Child, message: channel.Unreadable) -> None:
+        """The call it was handed does not unpickle in the worker: that call fails."""
+        done = child.held_call_failed(message.error)
+        if done is not None:
+            self.feed.on_done(child, done)
+
     def _on_waiting(self, child: Child, message: channel.Waiting) -> None:
         """Its job blocks (or stops blocking) on other jobs: while it does, its slot
-        is lent (:meth:`_target`)."""
+        is lent (:meth:`Pool.target`)."""
         child.waiting = message.waiting
         self.feed.job_waiting(child, message.waiting)
 
@@ -628,10 +636,32 @@ class Supervisor:
                 self.exit_code = ExitCode.APP_LOAD_ERROR
                 self.failure = child.boot_error or f"{child.who} {description}"
                 self._stop_requested = True
+            elif (not child.said_hello and not child.requested_stop and exitcode is not None
+                  and exitcode >= 0):
+                self._cannot_start(child, description)
             elif not child.booted:
                 self.pool.crash_loop.died_at_boot(
                     child.boot_error or (child.kill and child.kill.error.message)
                     or f"{child.who} {description}")
+
+    def _cannot_start(self, child: Child, description: str) -> None:
+        """A worker exited before its own code ran: in its start method's preparation
+        (spawn and forkserver re-import the parent's ``__main__`` and unpickle the
+        worker's spec), which every worker repeats the same way. Respawning would
+        only repeat it (a script without its ``__main__`` guard would crash-loop):
+        stop, saying what to do."""
+        self.failure = f"{child.who} {description} before it could start"
+        script = getattr(sys.modules["__main__"], "__file__", None)
+        if script and self.feed.calls_from_main and self.config.start_method != "fork":
+            self.failure += (
+                f": it failed re-importing the main script {script}, as every worker "
+                f"started with {self.config.start_method} would. Keep what the script runs "
+                f"under `if __name__ == \"__main__\":`, or start the workers with fork "
+                f"(mp_context=multiprocessing.get_context(\"fork\"))")
+        logger.error("%s; stopping instead of respawning (the worker's traceback is above)",
+                     self.failure)
+        self.exit_code = ExitCode.APP_LOAD_ERROR
+        self._stop_requested = True
 
     def _log_exit(self, child: Child, exit: WorkerExit) -> None:
         """One line per death: how, what it held and what became of it, its peak memory."""

@@ -624,6 +624,8 @@ def main(spec: WorkerSpec) -> None:
     spec's ``initializer`` and the ``pprunner_worker_init`` hooks run before
     the worker reports ready, and the ``pprunner_worker_exit`` hooks when it ends.
     """
+    reports = WorkerChannel(spec.channel)
+    reports.send(channel.Hello())
     settings = spec.settings
     if settings["start_method"] == "fork":
         close_inherited_fd(spec.lifeline_writer_fd)
@@ -633,7 +635,6 @@ def main(spec: WorkerSpec) -> None:
     faulthandler.enable(file=2)
     log.setup(settings["log_level"], spec.runner_id)
     set_title(f"pprunner worker {spec.slot}: starting")
-    reports = WorkerChannel(spec.channel)
     watch_lifeline(spec.lifeline)
     if spec.plugin_entries:
         plugins.use_entries(spec.plugin_entries)

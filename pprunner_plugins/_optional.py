@@ -8,11 +8,12 @@ from types import ModuleType
 from typing import ClassVar
 
 from pprunner.errors import PluginError
+from pprunner.plugins import install_extra
 from pprunner.serializer import Serializer
 
 
 class OptionalLibrary:
-    """``module``, installed by ``pip install 'pprunner[extra]'``.
+    """``module``, installed by pprunner's ``extra`` (:func:`~pprunner.plugins.install_extra`).
 
     A plugin registers whether or not its library is installed, so that
     ``pprunner plugins`` can list it and say how to install it, and an app
@@ -27,7 +28,7 @@ class OptionalLibrary:
     def missing(self) -> str | None:
         """Why the library cannot be used (with the command that fixes it), or None."""
         if self._module is None and importlib.util.find_spec(self.name) is None:
-            return f"the {self.name} package is not installed: pip install 'pprunner[{self.extra}]'"
+            return f"the {self.name} package is not installed: {install_extra(self.extra)}"
         return None
 
     @property

@@ -1,6 +1,6 @@
 """The ``cloudpickle`` serializer: pickle that also carries lambdas and closures.
 
-Needs the ``cloudpickle`` package (``pip install 'pprunner[cloudpickle]'``).
+Needs the ``cloudpickle`` package (``pip install -e '.[cloudpickle]'`` in the clone).
 Functions defined in ``__main__``, lambdas and closures travel by value
 (their code, not their import path), which plain pickle refuses. Loading
 is plain ``pickle.loads``: like pickle, anyone who can write to the queue

@@ -1,6 +1,6 @@
 """The ``msgpack`` serializer: compact binary, quick, and as safe as JSON.
 
-Needs the ``msgpack`` package (``pip install 'pprunner[msgpack]'``).
+Needs the ``msgpack`` package (``pip install -e '.[msgpack]'`` in the clone).
 
 What round-trips: None, bool, int from -2**63 to 2**64-1, float (NaN and
 infinities included), str, bytes, and lists and dicts of those; dict keys

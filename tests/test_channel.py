@@ -12,10 +12,11 @@ from tests import apps
 
 #: one of each message, with values of the kinds they carry
 SAMPLES: list[channel.Message] = [
-    channel.Ready(1 << 20), channel.BootFailed("ImportError: no module"),
+    channel.Hello(), channel.Ready(1 << 20), channel.BootFailed("ImportError: no module"),
     channel.Started("inv1", "tests.apps.add", 2.5, True), channel.Finished("inv1", 1 << 21),
     channel.Recycle("max_tasks_per_child reached (3 jobs)", at_once=True),
     channel.Waiting(True), channel.Done("call1", False, RemoteError("E", "boom"), 0),
+    channel.Unreadable(RemoteError("AttributeError", "cannot import `sq` from `__main__`")),
     channel.Note("call1", {"taken": ["a"]}), channel.CacheRequest(b"\x80"),
     channel.CacheAnswer(True, None), channel.Retire(), channel.Run(Call("c", print, (1,))),
     channel.Serve(2),

@@ -603,4 +603,4 @@ def test_the_redis_example_without_the_redis_extra_says_which_to_install(
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr == ("examples.redis_hosts needs the redis extra: pip install -e "
-                           "'.[redis]' (or pip install 'pprunner[redis]')\n")
+                           "'.[redis]'\n")

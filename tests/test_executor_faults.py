@@ -26,7 +26,7 @@ import pytest
 from pprunner import Executor, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLost
 from pprunner.executor import BrokenExecutor
 from tests import executor_calls as calls
-from tests.conftest import REPO, Gates, wait_until
+from tests.conftest import Gates, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,14 @@ def limited() -> Iterator[Executor]:
     """Calls get 0.3 s before SoftTimeLimitExceeded, 1.5 s before their worker is killed."""
     with Executor(max_workers=2, soft_time_limit=0.3, time_limit=1.5) as executor:
         yield executor
+
+
+def has_exited(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def serving_pids(executor: Executor) -> set[int]:
@@ -140,8 +148,7 @@ def test_hard_time_limit_replaces_the_worker(limited: Executor, tmp_path: Path) 
         future.result(timeout=TIMEOUT)
     killed = int(marker.read_text())
     assert f"pid {killed}" in str(exceeded.value)
-    assert not psutil.pid_exists(killed) or \
-        psutil.Process(killed).status() == psutil.STATUS_ZOMBIE
+    assert has_exited(killed)
     pids = serving_pids(limited)
     assert len(pids) == 2 and killed not in pids
 
@@ -178,6 +185,20 @@ def test_max_tasks_per_child_rotates_workers(new_executor: Any) -> None:
     wait_until(rotated, timeout=TIMEOUT, what="four different worker pids")
     everything = [executor.submit(calls.mul, i, i) for i in range(20)]
     assert [f.result(timeout=TIMEOUT) for f in everything] == [i * i for i in range(20)]
+
+
+@pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_forked_workers_exit_when_recycled(new_executor: Any) -> None:
+    """A worker forked while calls were pending does not wait for the parent's
+    futures as it exits (the interpreter's exit shuts down running executors:
+    not the parent's, in a forked child)."""
+    executor = new_executor(mp_context=multiprocessing.get_context("fork"),
+                            max_tasks_per_child=1, max_tasks_jitter=0)
+    pids = {f.result(timeout=TIMEOUT) for f in [executor.submit(calls.pid) for _ in range(6)]}
+
+    wait_until(lambda: sum(map(has_exited, pids)) >= len(pids) - 2, timeout=TIMEOUT,
+               what="the recycled workers to exit")
 
 
 def test_initializer_runs_once_per_worker(new_executor: Any, tmp_path: Path) -> None:
@@ -254,18 +275,211 @@ if __name__ == "__main__":
 '''
 
 
+def run_python(directory: Path, *args: str, deadline: float = 60
+               ) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` as a user runs it: from ``directory``, with no PYTHONPATH and
+    no PPRUNNER_ settings. A run that does not exit by ``deadline`` fails the test
+    (``TimeoutExpired``), its process killed."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PPRUNNER_") and k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, *args], cwd=directory, env=env,
+                          capture_output=True, text=True, timeout=deadline)
+
+
+def run_script(directory: Path, source: str, *args: str,
+               deadline: float = 60) -> subprocess.CompletedProcess[str]:
+    """``source`` written to ``directory/script.py`` and run as ``python script.py ARGS``."""
+    script = directory / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return run_python(directory, str(script), *args, deadline=deadline)
+
+
 @pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
 def test_script_main_guard(tmp_path: Path, pool_class: str) -> None:
     """A function of the script's ``__main__`` runs in the workers, and a normal
     run writes nothing to stderr, as with ProcessPoolExecutor."""
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
-    env["PYTHONPATH"] = str(REPO)
-    run = subprocess.run([sys.executable, str(script), pool_class], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+    run = run_script(tmp_path, SCRIPT, pool_class)
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout == "[0, 1, 4, 9, 16, 25] 49\n"
+
+
+WITHOUT_GUARD = '''
+import multiprocessing
+import sys
+
+from pprunner import Executor
+
+
+def square(x):
+    return x * x
+
+
+context = multiprocessing.get_context(sys.argv[1])
+pool = Executor(2, mp_context=context)
+print(list(pool.map(square, range(4), timeout=30)))
+pool.shutdown()
+'''
+
+
+def test_script_without_main_guard_fails_at_once_saying_what_to_do(tmp_path: Path) -> None:
+    """spawn re-runs the script in each worker, whose own Executor cannot start
+    processes there: not a transient boot failure. Every future fails at once with
+    one message naming the script and the two ways out, instead of a minute of
+    respawns (the standard library's pool fails in a fraction of a second too)."""
+    run = run_script(tmp_path, WITHOUT_GUARD, "spawn", deadline=30)
+    assert run.returncode == 1 and run.stdout == ""
+    advice = (f"before it could start: it failed re-importing the main script "
+              f"{tmp_path / 'script.py'}, as every worker started with spawn would. Keep what "
+              f"the script runs under `if __name__ == \"__main__\":`, or start the workers "
+              f"with fork (mp_context=multiprocessing.get_context(\"fork\"))")
+    last = run.stderr.splitlines()[-1]
+    assert last.startswith("pprunner.executor.BrokenExecutor: the executor's workers cannot "
+                           "start: worker "), run.stderr
+    assert last.endswith(advice)
+    assert run.stderr.count("stopping instead of respawning") == 1
+    assert run.stderr.count("An attempt has been made to start a new process") <= 2  # a worker's
+
+
+def test_script_without_main_guard_runs_with_fork(tmp_path: Path) -> None:
+    """The way out the message names: fork does not re-run the script."""
+    run = run_script(tmp_path, WITHOUT_GUARD, "fork", deadline=30)
+    assert (run.returncode, run.stderr, run.stdout) == (0, "", "[0, 1, 4, 9]\n")
+
+
+FROM_COMMAND_LINE = '''
+from pprunner import Executor
+
+
+def sq(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    with Executor(2) as pool:
+        print(repr(pool.submit(sq, 3).exception(timeout=30)))
+        print(pool.submit(pow, 2, 5).result(timeout=30))
+'''
+
+
+def test_function_of_python_c_fails_its_call_naming_it(tmp_path: Path) -> None:
+    """``python -c``: the workers cannot import ``sq`` (spawn has no script to run
+    again). Its call fails saying so, with the original error's type; the worker
+    that could not read it serves on."""
+    run = run_python(tmp_path, "-c", textwrap.dedent(FROM_COMMAND_LINE), deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    error, result = run.stdout.splitlines()
+    assert error.startswith("AttributeError('cannot import `sq` from `__main__` in the worker: "
+                            "a function defined in `python -c`")
+    assert 'pickler="cloudpickle"' in error and 'get_context("fork")' in error
+    assert result == "32"
+
+
+UNDER_THE_GUARD = '''
+from pprunner import Executor
+
+if __name__ == "__main__":
+    def sq(x):
+        return x * x
+
+    with Executor(2) as pool:
+        print(repr(pool.submit(sq, 3).exception(timeout=30)))
+'''
+
+
+def test_function_under_the_guard_fails_its_call_naming_it(tmp_path: Path) -> None:
+    """The script's re-import in the worker skips what is under its guard."""
+    run = run_script(tmp_path, UNDER_THE_GUARD, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.startswith("AttributeError('cannot import `sq` from `__main__` in the "
+                                 "worker: the script does not define it at its top level")
+
+
+WITHOUT_SHUTDOWN = '''
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+from pprunner import Executor
+
+
+def sleep_and_print(seconds, message):
+    time.sleep(seconds)
+    print(message, flush=True)
+
+
+if __name__ == "__main__":
+    pool_class = Executor if sys.argv[1] == "pprunner" else ProcessPoolExecutor
+    pool = pool_class(5, mp_context=get_context(sys.argv[2]))
+    pool.submit(sleep_and_print, 1.0, "apple")
+'''
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+@pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
+def test_interpreter_shutdown(tmp_path: Path, pool_class: str, start_method: str) -> None:
+    """CPython's test_interpreter_shutdown: a script submits and never calls
+    shutdown(); the call runs, then the interpreter exits, quietly."""
+    run = run_script(tmp_path, WITHOUT_SHUTDOWN, pool_class, start_method, deadline=30)
+    assert (run.returncode, run.stderr, run.stdout) == (0, "", "apple\n")
+
+
+SUBMIT_AT_EXIT = '''
+import atexit
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from pprunner import Executor
+
+
+def run_last():
+    try:
+        pool.submit(id, None)
+    except RuntimeError as exc:
+        print(exc)
+
+
+if __name__ == "__main__":
+    atexit.register(run_last)
+    pool = (Executor if sys.argv[1] == "pprunner" else ProcessPoolExecutor)(2)
+    pool.submit(id, 42).result(timeout=30)
+'''
+
+
+@pytest.mark.parametrize("pool_class", ["pprunner", "stdlib"])
+def test_submit_after_interpreter_shutdown(tmp_path: Path, pool_class: str) -> None:
+    """CPython's test_submit_after_interpreter_shutdown: once the interpreter is
+    exiting, the executor is shut down and submit raises what the standard
+    library's pool raises."""
+    run = run_script(tmp_path, SUBMIT_AT_EXIT, pool_class, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == "cannot schedule new futures after shutdown\n"
+
+
+NEW_AT_EXIT = '''
+import atexit
+
+from pprunner import Executor
+
+
+def run_last():
+    try:
+        Executor(2).submit(id, None)
+    except RuntimeError as exc:
+        print(exc)
+
+
+if __name__ == "__main__":
+    atexit.register(run_last)
+'''
+
+
+def test_no_new_workers_once_the_interpreter_exits(tmp_path: Path) -> None:
+    """An executor made as the interpreter exits starts no workers (they would
+    keep it from exiting): its submit raises, as the standard library's does."""
+    run = run_script(tmp_path, NEW_AT_EXIT, deadline=30)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == "cannot schedule new futures after interpreter shutdown\n"
 
 
 # ---------------------------------------------------------------------------

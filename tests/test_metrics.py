@@ -19,7 +19,7 @@ import pytest
 
 from pprunner import App, Executor, TaskFailed, config
 from pprunner.errors import ConfigError
-from pprunner.plugins import CORE
+from pprunner.plugins import CORE, install_extra
 from pprunner_plugins.prometheus import folder as metrics_folder
 from pprunner_plugins.prometheus import tally
 from tests import apps, executor_calls
@@ -218,7 +218,7 @@ def test_bad_metrics_settings_stop_the_run_with_one_line(db_url: str) -> None:
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert done.stderr == ("pprunner: error: metrics_port is 9100, but the prometheus_client "
-                           "package is not installed: pip install 'pprunner[prometheus]'\n")
+                           f"package is not installed: {install_extra('prometheus')}\n")
 
 
 def test_the_metrics_port_setting_takes_ports_ranges_and_hosts(tmp_path: Path) -> None:

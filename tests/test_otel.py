@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import pprunner_plugins.otel
 from pprunner import App, ConfigError, Executor, Handle, TaskFailed
 from pprunner.config import resolve
-from pprunner.plugins import CORE
+from pprunner.plugins import CORE, install_extra
 from pprunner_plugins.otel import TRACING
 from tests import apps_traced
 from tests.conftest import REPO, cli_env, on_fresh_store, run_cli
@@ -275,4 +275,4 @@ def test_tracing_without_opentelemetry_is_one_line_naming_the_extra(
     assert done.returncode == 3, done
     assert done.stderr.strip().splitlines() == [
         "pprunner: error: setting 'tracing' is on, but opentelemetry cannot be imported; "
-        "install the extra: pip install 'pprunner[otel]'"]
+        f"install the extra: {install_extra('otel')}"]

@@ -31,6 +31,7 @@ import pytest
 
 from pprunner import App, ExitCode, Status
 from pprunner.invocation import ErrorInfo, RunnerInfo, RunnerKind
+from pprunner.plugins import install_extra
 from pprunner.snapshot import RATE_WINDOW, look
 from pprunner.testing import make_invocation
 from pprunner_plugins.memory import MemoryBackend
@@ -142,7 +143,7 @@ def test_without_textual_top_on_a_terminal_names_the_extra_in_one_line(
         os.close(ours)
     assert done.returncode == ExitCode.CONFIG_ERROR
     assert done.stderr == ("pprunner: error: pprunner top needs Textual to draw on a "
-                           "terminal: pip install 'pprunner[top]' (piped or with --once, it "
+                           f"terminal: {install_extra('top')} (piped or with --once, it "
                            "prints plain text without it)\n")
 
 

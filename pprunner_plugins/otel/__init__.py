@@ -21,7 +21,7 @@ from typing import Any
 import pprunner
 from pprunner.config import Config
 from pprunner.errors import ConfigError
-from pprunner.plugins import Plugins
+from pprunner.plugins import Plugins, install_extra
 
 #: the name the per-job hooks are registered under while tracing is on
 TRACING = "otel.tracing"
@@ -43,5 +43,5 @@ def _tracing() -> Any:
     except ImportError as exc:
         missing = exc.name or "opentelemetry-api"
         raise ConfigError(f"setting 'tracing' is on, but {missing} cannot be imported; "
-                          f"install the extra: pip install 'pprunner[otel]'") from None
+                          f"install the extra: {install_extra('otel')}") from None
     return Tracing()

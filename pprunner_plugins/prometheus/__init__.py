@@ -9,7 +9,7 @@ loaded while it is off: a switch that implements no per-job hook, so metrics
 that are off cost nothing. When it is on, the switch registers:
 
 - in the supervisor, as it boots, :class:`.supervisor.SupervisorMetrics`: the
-  endpoint (prometheus_client, ``pip install 'pprunner[prometheus]'``) and what
+  endpoint (prometheus_client, ``pip install -e '.[prometheus]'``) and what
   only the supervisor sees (push-mode calls, workers' boots and exits, what
   they held when they died);
 - in each pull-mode worker, as it boots, :class:`.worker.WorkerMetrics`, which

@@ -2,7 +2,7 @@
 
 ``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS) or
 ``unix:///path/to/redis.sock?db=0&prefix=NAME``. Needs the ``redis`` client
-(``pip install 'pprunner[redis]'``). ``prefix`` (default ``pprunner``)
+(``pip install -e '.[redis]'`` in the clone). ``prefix`` (default ``pprunner``)
 starts every key, so several apps can share one server.
 
 Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
@@ -66,6 +66,7 @@ from pprunner.invocation import (
     RunnerKind,
     Status,
 )
+from pprunner.plugins import install_extra
 
 from . import scripts
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
@@ -116,8 +117,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         try:
             import redis
         except ImportError:
-            raise BackendError("the redis backend needs the redis client: "
-                               "pip install 'pprunner[redis]'") from None
+            raise BackendError(f"the redis backend needs the redis client: "
+                               f"{install_extra('redis')}") from None
         self._redis = redis
         address, self.prefix = split_url(url)
         try:
