@@ -297,20 +297,24 @@ def test_a_dead_runner_of_this_host_is_swept_and_another_host_s_is_not(
     exited.wait()
     here = RunnerContext("PprunnerWorker", pid=exited.pid)
     elsewhere = RunnerContext("PprunnerWorker", pid=exited.pid, hostname="elsewhere.invalid")
-    held = {}
+
+    def held_by(owner: RunnerContext, *statuses: InvocationStatus) -> Any:
+        invocation = tasks.add(1, 2)
+        for status in (S.PENDING, *statuses):
+            tasks.app.orchestrator.set_invocation_status(invocation.invocation_id, status, owner)
+        return invocation
+
     for owner in (here, elsewhere):
         tasks.app.state_backend.store_runner_context(owner)
         tasks.app.orchestrator.register_runner_heartbeats([owner.runner_id])
-        invocation = tasks.add(1, 2)
-        for status in (S.PENDING, S.RUNNING):
-            tasks.app.orchestrator.set_invocation_status(invocation.invocation_id, status, owner)
-        held[owner.hostname] = invocation
+    running, paused = held_by(here, S.RUNNING), held_by(here, S.RUNNING, S.PAUSED)
+    elsewhere_running = held_by(elsewhere, S.RUNNING)
     monkeypatch.setattr(orphans, "SILENCE", 0.0)  # their last heartbeat was just now
     sweep = orphans.OrphanSweep(tasks.app.runner)
-    assert sweep.sweep() == [held[here.hostname].invocation_id]
-    assert history(held[here.hostname], until=S.REROUTED)[-2:] == [S.RUNNING_RECOVERY,
-                                                                   S.REROUTED]
-    assert held[elsewhere.hostname].status == S.RUNNING
+    assert set(sweep.sweep()) == {running.invocation_id, paused.invocation_id}
+    assert history(running, until=S.REROUTED)[-2:] == [S.RUNNING_RECOVERY, S.REROUTED]
+    assert history(paused, until=S.REROUTED)[-2:] == [S.KILLED, S.REROUTED]  # as a stop's
+    assert elsewhere_running.status == S.RUNNING
     assert sweep.sweep() == []  # a dead runner id is swept once
 
 
