@@ -10,7 +10,10 @@ parent also *knows* at every moment what each worker holds. A death, seen
 at once through the process sentinel, is then a reroute at once through
 pynenc's own status rules (:mod:`.recovery`), not a RUNNING invocation
 waiting ten minutes for ``recover_running_invocations``; and the dead
-runner id leaves the heartbeat list in the same loop iteration. Idle
+runner id leaves the heartbeat list in the same loop iteration. When the
+runner's own process dies, its workers exit with it, and the next runner on
+the host, or a peer there, takes back what they held within seconds
+(:mod:`.orphans`). Idle
 workers block on their pipes (no spinning: one thread of the parent polls
 the broker, backing off), and pprunner's per-call time limits, recycling,
 crash-loop back-off, boot handshake and death diagnostics apply as they
