@@ -11,6 +11,8 @@ pynenc missing: skipped here, a failure in CI (``PPRUNNER_REQUIRE_PYNENC=1``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import signal
 import subprocess
@@ -54,9 +56,9 @@ def history(invocation: Any, until: InvocationStatus | None = None) -> list[Invo
     """Its status history; pynenc writes history in threads of whichever process made
     the change, so a record can land after the status itself: wait for ``until``."""
     def statuses() -> list[InvocationStatus]:
-        tasks.app.state_backend.wait_for_all_async_operations()
+        invocation.app.state_backend.wait_for_all_async_operations()
         return [h.status_record.status
-                for h in tasks.app.state_backend.get_history(invocation.invocation_id)]
+                for h in invocation.app.state_backend.get_history(invocation.invocation_id)]
 
     if until is not None:
         wait_until(lambda: until in statuses(), what=f"{until.value} in the history")
@@ -92,13 +94,23 @@ def cli_runner(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     use_database(database)
     env = {**os.environ, "PYNENC__SQLITE_DB_PATH": str(database),
            "PYNENC__PPRUNNER_TIME_LIMIT": "1", "PYTHONPATH": str(REPO)}
+    with started_runner("tests.pynenc_tasks.app", REPO, env, tmp_path / "runner.log",
+                        workers=2) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def started_runner(app: str, folder: Path, env: dict[str, str], log_path: Path,
+                   workers: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``pynenc --app APP runner start`` in ``folder``, once ``workers`` workers run;
+    afterwards it and its workers are killed and reaped, whatever the test did."""
     pynenc = Path(sys.executable).with_name("pynenc")
-    with open(tmp_path / "runner.log", "wb") as log:
-        process = subprocess.Popen([str(pynenc), "--app", "tests.pynenc_tasks.app", "runner",
-                                    "start"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=log)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(pynenc), "--app", app, "runner", "start"], cwd=folder,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        wait_until(lambda: len(_workers(process)) >= 2, timeout=30, what="two workers")
+        wait_until(lambda: len(_workers(process)) >= workers, timeout=30,
+                   what=f"{workers} workers (log: {log_path})")
         yield process
     finally:
         family = [process, *_workers(process)]
@@ -107,6 +119,48 @@ def cli_runner(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.kill()
         process.wait(10)
         psutil.wait_procs([p for p in family if isinstance(p, psutil.Process)], timeout=10)
+
+
+#: a user's project: the app module, and the runner's settings in [tool.pynenc.runner]
+#: of its pyproject.toml, where pynenc's docs put them
+PROJECT_MODULE = "killed_runner_app"
+PROJECT_APP = """
+import os
+import time
+
+from pynenc.builder import PynencBuilder
+
+app = (PynencBuilder().app_id("pprunner-killed-runner").sqlite({database!r})
+       .custom_config(runner_cls="PprunnerRunner", cached_status_time=0.0,
+                      logging_level="warning")
+       .build())
+
+
+@app.task
+def stall_first_time(marker: str) -> int:
+    \"\"\"Runs until its runner is killed, the first time (a marker file remembers).\"\"\"
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(120)
+    return os.getpid()
+"""
+PROJECT_CONFIG = "[tool.pynenc.runner]\nnum_processes = 1\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A project folder (``tmp_path/project``) and its app module, imported here as
+    the producer imports it."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / f"{PROJECT_MODULE}.py").write_text(
+        PROJECT_APP.format(database=str(tmp_path / "pynenc.db")))
+    (folder / "pyproject.toml").write_text(PROJECT_CONFIG)
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        yield importlib.import_module(PROJECT_MODULE)
+    finally:
+        sys.modules.pop(PROJECT_MODULE, None)
 
 
 def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -213,3 +267,91 @@ def test_scaling_and_reload_by_signal_as_a_pprunner_supervisor(cli_runner: Any) 
     wait_until(lambda: not before & {p.pid for p in _workers(cli_runner)}, timeout=60,
                what="every worker replaced")
     assert result(tasks.add(20, 22)) == 42
+
+
+@pytest.mark.parametrize("section", ["tool.pynenc", "tool.pynenc.runner",
+                                     "tool.pynenc.pprunnerrunner"])
+def test_runner_settings_are_read_in_each_section_pynenc_reads(
+        section: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynenc's docs put num_processes under [tool.pynenc.runner]; ours shows
+    [tool.pynenc]: both work, and the runner class's own section too."""
+    from pprunner_plugins.pynenc.config import ConfigPprunnerRunner, supervisor_config
+
+    (tmp_path / "pyproject.toml").write_text(
+        f"[{section}]\nnum_processes = 3\npprunner_max_tasks_per_child = 7\n")
+    monkeypatch.chdir(tmp_path)
+    config = supervisor_config(ConfigPprunnerRunner(config_values={}))
+    assert (config.processes, config.max_tasks_per_child) == (3, 7)
+
+
+def test_a_dead_runner_of_this_host_is_swept_and_another_host_s_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invocations RUNNING under runner ids whose process is gone on this host are
+    rerouted by any runner's sweep; one of another host keeps its invocation."""
+    from pynenc.runner.runner_context import RunnerContext
+
+    from pprunner_plugins.pynenc import orphans
+
+    use_database(tmp_path / "pynenc.db")
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    here = RunnerContext("PprunnerWorker", pid=exited.pid)
+    elsewhere = RunnerContext("PprunnerWorker", pid=exited.pid, hostname="elsewhere.invalid")
+
+    def held_by(owner: RunnerContext, *statuses: InvocationStatus) -> Any:
+        invocation = tasks.add(1, 2)
+        for status in (S.PENDING, *statuses):
+            tasks.app.orchestrator.set_invocation_status(invocation.invocation_id, status, owner)
+        return invocation
+
+    for owner in (here, elsewhere):
+        tasks.app.state_backend.store_runner_context(owner)
+        tasks.app.orchestrator.register_runner_heartbeats([owner.runner_id])
+    running, paused = held_by(here, S.RUNNING), held_by(here, S.RUNNING, S.PAUSED)
+    elsewhere_running = held_by(elsewhere, S.RUNNING)
+    monkeypatch.setattr(orphans, "SILENCE", 0.0)  # their last heartbeat was just now
+    sweep = orphans.OrphanSweep(tasks.app.runner)
+    assert set(sweep.sweep()) == {running.invocation_id, paused.invocation_id}
+    assert history(running, until=S.REROUTED)[-2:] == [S.RUNNING_RECOVERY, S.REROUTED]
+    assert history(paused, until=S.REROUTED)[-2:] == [S.KILLED, S.REROUTED]  # as a stop's
+    assert elsewhere_running.status == S.RUNNING
+    assert sweep.sweep() == []  # a dead runner id is swept once
+
+
+def test_process_alive_tells_a_reused_pid_from_its_owner() -> None:
+    from pprunner_plugins.pynenc.orphans import process_alive
+
+    me = psutil.Process().create_time()
+    assert process_alive(os.getpid(), registered_at=me)
+    assert not process_alive(os.getpid(), registered_at=me - 60)  # registered before it ran
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    assert not process_alive(exited.pid, registered_at=time.time())
+
+
+def test_a_sigkilled_runners_invocation_is_taken_back_by_the_next_runner(
+        project: Any, tmp_path: Path, record_property: Any) -> None:
+    """``kill -9`` of the runner: its worker exits with it, and the next runner
+    started on this host reroutes the invocation it left RUNNING at once, not
+    after pynenc's ten-minute dead-runner bound."""
+    folder = tmp_path / "project"
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    app_spec = f"{PROJECT_MODULE}.app"
+    with started_runner(app_spec, folder, env, tmp_path / "first.log", workers=1) as first:
+        invocation = project.stall_first_time(str(tmp_path / "stalled"))
+        wait_until(lambda: invocation.status == S.RUNNING, timeout=30, what="it to run")
+        orphaned = _workers(first)
+        first.kill()
+        first.wait(10)
+        _gone, alive = psutil.wait_procs(orphaned, timeout=10)
+        assert not alive  # the worker does not outlive its runner
+    assert invocation.status == S.RUNNING  # left behind by the dead runner
+    with started_runner(app_spec, folder, env, tmp_path / "second.log", workers=1) as second:
+        started = time.monotonic()
+        assert result(invocation, timeout=30) in {p.pid for p in _workers(second)}
+        record_property("seconds_to_finish_after_the_next_runner_started",
+                        round(time.monotonic() - started, 2))
+        assert len(_workers(second)) == 1  # num_processes from [tool.pynenc.runner]
+        statuses = history(invocation, until=S.SUCCESS)
+    assert statuses.count(S.RUNNING) == 2
+    assert S.RUNNING_RECOVERY in statuses and S.KILLED not in statuses  # pynenc's recovery

@@ -7,9 +7,11 @@ configuration, so PPR's own keys keep their names and meaning
 (``num_processes``: 0 is one per CPU; ``min_parallel_slots``;
 ``invocation_wait_results_sleep_time_sec``), and adds pprunner's as
 ``pprunner_<setting>`` keys (``pprunner_time_limit``,
-``PYNENC__PPRUNNER_TIME_LIMIT``, or in the class section
-``[tool.pynenc.pprunnerrunner]``). The prefix keeps them from ever colliding
-with a key pynenc adds later.
+``PYNENC__PPRUNNER_TIME_LIMIT``). The prefix keeps them from ever colliding
+with a key pynenc adds later. cistell reads every key of this class in the
+section of each class it derives from, so all of them work directly under
+``[tool.pynenc]``, under ``[tool.pynenc.runner]`` (where pynenc's docs put
+``num_processes``) and in the class's own ``[tool.pynenc.pprunnerrunner]``.
 """
 
 from __future__ import annotations

@@ -255,13 +255,14 @@ class Feeder:
             self.deaths[invocation_id] += 1
             deaths = self.deaths[invocation_id]
             if deaths >= self.config.max_attempts:
-                logger.error("%s %s while running invocation:%s, the %d time; it fails "
-                             "(pprunner_max_attempts %d)", slot.who, event.description,
-                             invocation_id, deaths, self.config.max_attempts)
+                logger.error("%s %s while running invocation:%s: its workers died %s under "
+                             "it, so it fails (pprunner_max_attempts %d)", slot.who,
+                             event.description, invocation_id, times(deaths),
+                             self.config.max_attempts)
                 recovery.fail(self.runner, invocation_id, WorkerLost(
-                    f"the worker running invocation:{invocation_id} {event.description} "
-                    f"{deaths} times", pid=event.pid, exitcode=event.exitcode,
-                    signal=event.signal), slot.ctx)
+                    f"the worker running invocation:{invocation_id} {event.description}; "
+                    f"its workers died {times(deaths)} under it", pid=event.pid,
+                    exitcode=event.exitcode, signal=event.signal), slot.ctx)
                 continue
             was = recovery.after_death(self.runner, invocation_id, slot.ctx)
             logger.warning("%s %s while running invocation:%s (%s); rerouted at once "
@@ -292,3 +293,8 @@ class Feeder:
 
     def active_runner_ids(self) -> list[str]:
         return [s.info.id for s in list(self.slots.values()) if not s.gone]
+
+
+def times(count: int) -> str:
+    """``once``, ``twice``, ``3 times``: how often, as a sentence says it."""
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")

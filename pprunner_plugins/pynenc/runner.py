@@ -10,7 +10,10 @@ parent also *knows* at every moment what each worker holds. A death, seen
 at once through the process sentinel, is then a reroute at once through
 pynenc's own status rules (:mod:`.recovery`), not a RUNNING invocation
 waiting ten minutes for ``recover_running_invocations``; and the dead
-runner id leaves the heartbeat list in the same loop iteration. Idle
+runner id leaves the heartbeat list in the same loop iteration. When the
+runner's own process dies, its workers exit with it, and the next runner on
+the host, or a peer there, takes back what they held within seconds
+(:mod:`.orphans`). Idle
 workers block on their pipes (no spinning: one thread of the parent polls
 the broker, backing off), and pprunner's per-call time limits, recycling,
 crash-loop back-off, boot handshake and death diagnostics apply as they
@@ -44,6 +47,7 @@ from pprunner.supervisor import Supervisor
 from . import child
 from .config import ConfigPprunnerRunner, runner_setting, supervisor_config
 from .feeder import Feeder
+from .orphans import OrphanSweep
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
     from pynenc.runner.runner_context import RunnerContext
 
 #: attributes that live in the runner's process only (never pickled with the app)
-_PARENT_ONLY = ("supervisor", "dispatcher", "feeder")
+_PARENT_ONLY = ("supervisor", "dispatcher", "feeder", "orphans")
 
 
 class PprunnerRunner(BaseRunner):
@@ -62,6 +66,7 @@ class PprunnerRunner(BaseRunner):
         self.supervisor: Supervisor | None = None
         self.dispatcher: Dispatcher | None = None
         self.feeder: Feeder | None = None
+        self.orphans: OrphanSweep | None = None
         #: in a worker: its pynenc identity and what it runs (set by child.py)
         self.waiting: child.Waiting | None = None
         self.num_processes = 0
@@ -123,11 +128,14 @@ class PprunnerRunner(BaseRunner):
             # stay pynenc's (its runner contract on stop)
             self.supervisor.handle_signals((signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU))
         self.feeder.start()
+        self.orphans = OrphanSweep(self)
 
     def runner_loop_iteration(self) -> None:
-        """The work is the feeder's and the supervisor's; this checks they are alive."""
-        supervisor, feeder = self.supervisor, self.feeder
-        assert supervisor is not None and feeder is not None
+        """The work is the feeder's and the supervisor's; this checks they are alive and
+        takes back what a dead runner of this host left (:mod:`.orphans`)."""
+        supervisor, feeder, orphans = self.supervisor, self.feeder, self.orphans
+        assert supervisor is not None and feeder is not None and orphans is not None
+        orphans.maybe_sweep()
         if feeder.error is not None:
             raise RuntimeError(f"the pynenc feeder stopped: {feeder.error!r}")
         if supervisor.failure:
@@ -153,7 +161,7 @@ class PprunnerRunner(BaseRunner):
         # pynenc writes history records from threads of their own; a stop returns
         # once the KILLED and REROUTED records it just made are stored
         self.app.state_backend.wait_for_all_async_operations()
-        self.supervisor = self.feeder = self.dispatcher = None
+        self.supervisor = self.feeder = self.dispatcher = self.orphans = None
 
     # -- waiting ----------------------------------------------------------------------
 
