@@ -32,7 +32,14 @@ from .errors import (
 from .exitcodes import ExitCode
 from .invocation import RunnerInfo, RunnerKind, Status, this_host
 from .liveness import lost_because
-from .plugins import Plugins, blocked_names, describe, get_plugin_manager, install_extra
+from .plugins import (
+    Command,
+    Plugins,
+    blocked_names,
+    describe,
+    get_plugin_manager,
+    install_extra,
+)
 from .snapshot import Snapshot, look
 from .supervisor import Supervisor
 from .task import App, load_app, outcome_of
@@ -119,6 +126,21 @@ def _add_app_options(parser: argparse.ArgumentParser) -> None:
                         help="the App as module:attribute (default: $PPRUNNER_APP)")
     parser.add_argument("--backend", metavar="URL", help="backend URL, e.g. sqlite:///jobs.db "
                                                          "(default: the backend setting)")
+
+
+def _add_plugin_commands(commands: Any, plugins: Plugins) -> None:
+    """Each plugin's commands, beside the built-in ones; a name taken already fails."""
+
+    def register(command: Command) -> None:
+        if command.name in commands.choices:
+            raise PluginError(f"a plugin registers the command {command.name!r}, which "
+                              f"pprunner (or another plugin) has already")
+        sub = commands.add_parser(command.name, help=command.help)
+        if command.arguments is not None:
+            command.arguments(sub)
+        sub.set_defaults(plugin_command=command.run)
+
+    plugins.hook.pprunner_register_commands(register=register)
 
 
 def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
@@ -218,6 +240,7 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
         "plugins", help="loaded plugins, their backends and serializers")
     plugins_parser.add_argument("--json", action="store_true", help="machine-readable output")
 
+    _add_plugin_commands(commands, plugins)
     for name, sub in commands.choices.items():
         plugins.hook.pprunner_add_cli_options(command=name, parser=sub)
         # a command's errors show its own usage line, not the top-level one
@@ -545,7 +568,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
                    "top": command_top,
                    "show": command_show, "failed": command_failed, "retry": command_retry,
                    "health": command_health, "scale": command_scale, "purge": command_purge}
-        return command[args.command](args, parser)
+        run = command.get(args.command) or args.plugin_command
+        return int(run(args, parser))
     except PprunnerError as exc:
         code = next(code for kind, code in ERROR_EXIT_CODES if isinstance(exc, kind))
         print(f"pprunner: error: {exc}", file=sys.stderr)

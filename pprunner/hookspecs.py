@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .invocation import Invocation, RunnerInfo
     from .jobs import Call, Ending, Runnable
-    from .plugins import Plugins
+    from .plugins import Command, Plugins
     from .serializer import Serializer
     from .spawn import WorkerExit, WorkerProcess, WorkerSpec
     from .supervisor import SupervisorView
@@ -60,6 +60,18 @@ def pprunner_register_serializers(register: Callable[[Serializer], None]) -> Non
     :param register: call ``register(serializer)`` with a
         :class:`~pprunner.serializer.Serializer` instance; its ``name`` is how
         apps select it and is stored with every invocation it encodes.
+    """
+
+
+@hookspec
+def pprunner_register_commands(register: Callable[[Command], None]) -> None:
+    """Add sub-commands to ``pprunner``: a host plugin's start command that takes the
+    host's own arguments (``pprunner dramatiq myapp.tasks --processes 2``).
+
+    :param register: call ``register(Command(name, run, help=..., arguments=...))``
+        (:class:`pprunner.plugins.Command`); ``arguments(parser)`` adds the command's
+        options, ``run(args, parser)`` runs it and returns its exit code. A name
+        that another command has already is a :class:`~pprunner.errors.PluginError`.
     """
 
 

@@ -45,6 +45,8 @@ from .errors import PluginError
 from .serializer import Serializer
 
 if TYPE_CHECKING:
+    import argparse
+
     from .invocation import Invocation
     from .jobs import Call
 
@@ -240,6 +242,21 @@ def entry_points() -> tuple[PluginEntry, ...]:
         name, version = named[dist]
         found.append(PluginEntry(ep.name, ep.value, name, f"{name} {version}"))
     return tuple(found)
+
+
+@attrs.frozen
+class Command:
+    """A ``pprunner`` sub-command a plugin adds
+    (:func:`~pprunner.hookspecs.pprunner_register_commands`).
+
+    :param run: ``run(args, parser)`` carries it out; returns the exit code.
+    :param arguments: ``arguments(parser)`` adds its options and positionals.
+    """
+
+    name: str
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+    help: str = ""
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
 def get_plugin_manager() -> Plugins:

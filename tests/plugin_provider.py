@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pprunner
+from pprunner.plugins import Command
 from pprunner_plugins.json import JSONSerializer
 from pprunner_plugins.memory import MemoryBackend
 
@@ -18,6 +20,17 @@ class SortedJSON(JSONSerializer):
         import json
 
         return json.dumps(value, sort_keys=True, allow_nan=False).encode()
+
+
+def _echo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    print("echo:", " ".join(args.words))
+    return len(args.words)
+
+
+@pprunner.hookimpl
+def pprunner_register_commands(register: Any) -> None:
+    register(Command("provider-echo", _echo, help="print the words after it",
+                     arguments=lambda parser: parser.add_argument("words", nargs="*")))
 
 
 @pprunner.hookimpl

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 import pprunner
-from pprunner import App, InlineSupervisor, PluginError, Returned, Status
+from pprunner import App, InlineSupervisor, PluginError, Returned, Status, cli
 from pprunner import plugins as plugins_module
 from pprunner.invocation import MAX_HEADERS_SIZE, check_headers
 from pprunner.plugins import (
+    Command,
     PluginEntry,
     blocked_names,
     describe,
@@ -114,6 +115,28 @@ def test_pprunner_register_backends_and_pprunner_register_serializers(
     app.configure(source="the test", serializer="sorted-json")  # above PPRUNNER_SERIALIZER
     handle = app.task(name="t")(lambda: None).enqueue(b=1, a=2)
     assert handle.invocation().payload == b'{"args": [], "kwargs": {"a": 2, "b": 1}}'
+
+
+def test_pprunner_register_commands_adds_a_sub_command(
+        third_party: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["provider-echo", "one", "two"]) == 2  # its run's exit code
+    assert capsys.readouterr().out == "echo: one two\n"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "provider-echo" in capsys.readouterr().out
+
+
+def test_a_plugin_command_with_a_taken_name_fails_naming_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    class Clash:
+        @pprunner.hookimpl
+        def pprunner_register_commands(self, register: Any) -> None:
+            register(Command("status", lambda args, parser: 0))
+
+    plugins = get_plugin_manager()
+    plugins.manager.register(Clash())
+    with pytest.raises(PluginError, match="registers the command 'status', which pprunner"):
+        cli.build_parser(plugins)
 
 
 def test_autoload_switch_keeps_only_pprunners_own_plugins(
