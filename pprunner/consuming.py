@@ -83,17 +83,26 @@ class HostJobs:
         learns the worker holds it, kills the worker past ``time_limit`` seconds and,
         if the worker dies meanwhile, settles the job with ``data`` (which must
         pickle). After it, the worker asks to be recycled when a limit is reached."""
-        reports = self._supervision.channel
-        reports.send(channel.Started(job_id, name, time_limit, False, data))
-        set_title(f"pprunner worker {self.slot}: {name}")
+        self.started(job_id, name, time_limit=time_limit, data=data)
         try:
             with log.invocation_scope(job_id):
                 yield
         finally:
-            reports.send(channel.Finished(job_id, channel.peak_rss()))
-            with self._counting:
-                self._supervision.ended()
-            set_title(f"pprunner worker {self.slot}: idle")
+            self.finished(job_id)
+
+    def started(self, job_id: str, name: str, *, time_limit: float | None = None,
+                data: Any = None) -> None:
+        """:meth:`running`'s start, for a host whose hooks split it in two (a
+        middleware's before and after); each ``started`` needs its ``finished``."""
+        self._supervision.channel.send(channel.Started(job_id, name, time_limit, False, data))
+        set_title(f"pprunner worker {self.slot}: {name}")
+
+    def finished(self, job_id: str) -> None:
+        """:meth:`running`'s end: the job is no longer the worker's."""
+        self._supervision.channel.send(channel.Finished(job_id, channel.peak_rss()))
+        with self._counting:
+            self._supervision.ended()
+        set_title(f"pprunner worker {self.slot}: idle")
 
 
 def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) -> None:
