@@ -31,19 +31,26 @@ class PrivateRedis:
     refuse every client not on loopback, and the server listens only where told.
     """
 
-    def __init__(self, folder: Path, also_bind: Sequence[str] = ()) -> None:
+    def __init__(self, folder: Path, also_bind: Sequence[str] = (),
+                 options: Sequence[str] = ()) -> None:
         self.folder = folder
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.addresses = ("127.0.0.1", *also_bind)
+        #: more ``redis-server`` arguments (``--replicaof``, ``--cluster-enabled``...)
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return ["redis-server", "--port", str(self.port), "--bind", *self.addresses,
+                "--protected-mode", "no",
+                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", *self.options]
+
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", *self.addresses,
-             "--protected-mode", "no",
-             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -59,6 +66,75 @@ class PrivateRedis:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with whatever it had not yet sent its replicas."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class PrivateSentinel(PrivateRedis):
+    """A ``redis-server --sentinel`` watching ``master`` as ``name``, quick to act:
+    a master silent for 1 s is down, and two sentinels agreeing start a failover."""
+
+    def __init__(self, folder: Path, master: PrivateRedis, name: str) -> None:
+        super().__init__(folder)
+        self.url = f"127.0.0.1:{self.port}"
+        self.watched = (master.port, name)
+
+    def command(self) -> list[str]:
+        port, name = self.watched
+        config = self.folder / "sentinel.conf"  # a sentinel rewrites its own file
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.folder}\n"
+            f"sentinel monitor {name} 127.0.0.1 {port} 2\n"
+            f"sentinel down-after-milliseconds {name} 1000\n"
+            f"sentinel failover-timeout {name} 10000\n")
+        return ["redis-server", str(config), "--sentinel"]
+
+
+class SentinelGroup:
+    """One master, one replica and three sentinels, each a process of its own in a
+    folder of ``folder``; ``url`` is the backend URL that reaches the master."""
+
+    NAME = "mymaster"
+
+    def __init__(self, folder: Path) -> None:
+        self.master = PrivateRedis(folder / "master", options=("--repl-diskless-sync-delay", "0"))
+        self.replica = PrivateRedis(folder / "replica",
+                                    options=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.sentinels = [PrivateSentinel(folder / f"sentinel-{n}", self.master, self.NAME)
+                          for n in range(3)]
+        hosts = ",".join(s.url for s in self.sentinels)
+        self.url = f"redis+sentinel://{hosts}/{self.NAME}/0"
+
+    def start(self) -> None:
+        for server in (self.master, self.replica, *self.sentinels):
+            server.start()
+
+    def ready(self) -> bool:
+        """The replica in sync, and every sentinel knowing it and the two others
+        (they find each other through the master, every 2 s): a failover can happen."""
+        replication = redis.Redis(port=self.replica.port).info("replication")
+        if replication.get("master_link_status") != "up":
+            return False
+        for sentinel in self.sentinels:
+            client = redis.Redis(port=sentinel.port)
+            if len(client.sentinel_sentinels(self.NAME)) < 2 or \
+                    not client.sentinel_slaves(self.NAME):
+                return False
+        return True
+
+    def master_port(self) -> int:
+        host, port = redis.Redis(port=self.sentinels[0].port).sentinel_get_master_addr_by_name(
+            self.NAME)
+        return int(port)
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            server.kill()
 
 
 def skip_or_fail(reason: str) -> None:

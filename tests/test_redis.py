@@ -163,17 +163,17 @@ def lose_the_first_reply(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch,
                          script: str) -> None:
     """The first run of ``script`` happens on the server but its reply is lost, as when
     the connection drops after the command went out: the backend has to send it again."""
-    command, sha = backend._command, backend._scripts[script][0]
+    send, sha = backend._commands, backend._scripts[script][0]
     lost: list[object] = []
 
-    def losing(*args: object) -> object:
-        reply = command(*args)
-        if args[:2] == ("EVALSHA", sha) and not lost:
-            lost.append(reply)
+    def losing(*commands: tuple[object, ...]) -> list[object]:
+        replies = send(*commands)
+        if tuple(commands[0][:2]) == ("EVALSHA", sha) and not lost:
+            lost.append(replies)
             raise redis.ConnectionError("the reply was lost (test)")
-        return reply
+        return replies
 
-    monkeypatch.setattr(backend, "_command", losing)
+    monkeypatch.setattr(backend, "_commands", losing)
 
 
 def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBackend) -> None:

@@ -1,9 +1,11 @@
 """The ``redis://`` backend: many supervisors on many hosts share one queue.
 
-``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS) or
-``unix:///path/to/redis.sock?db=0&prefix=NAME``. Needs the ``redis`` client
-(``pip install 'pprunner[redis]'``). ``prefix`` (default ``pprunner``)
-starts every key, so several apps can share one server.
+``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS),
+``unix:///path/to/redis.sock?db=0&prefix=NAME``, a master under Sentinel
+(``redis+sentinel://s1:26379,s2:26379/mymaster/0``) or a client the user
+built (``redis+client://package.module:name``); see :mod:`.connect`. Needs
+the ``redis`` client (``pip install 'pprunner[redis]'``). ``prefix``
+(default ``pprunner``) starts every key, so several apps can share one server.
 
 Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
 the oldest due id from ``p:queue`` into the runner's own
@@ -49,7 +51,6 @@ import json
 import logging
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -68,6 +69,7 @@ from pprunner.invocation import (
 )
 
 from . import scripts
+from .connect import CLIENT_SCHEME, SENTINEL_SCHEMES, connect
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
 
 logger = logging.getLogger("pprunner.redis")
@@ -90,21 +92,15 @@ MIN_SERVER = (6, 2)
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
+#: how long a change waits for its replicas (``wait_replicas``) before it counts anyway
+REPLICA_WAIT_MS = 1000
+#: after a WAIT that timed out (the replicas are gone, as after a failover that left the
+#: new master alone), changes count without waiting for this many seconds, then try again
+REPLICA_RECHECK = 10
 
 def _with_sha(script: str) -> tuple[str, str]:
     """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
     return hashlib.sha1(script.encode()).hexdigest(), script
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(the URL redis-py understands, the key prefix)."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parts.query)
-    prefix = query.pop("prefix", ["pprunner"])[0]
-    if not prefix or any(c in prefix for c in " {}"):
-        raise BackendError(f"bad Redis key prefix {prefix!r} in {url!r}")
-    rest = urllib.parse.urlencode({k: v[0] for k, v in query.items()})
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
 
 
 class RedisBackend(Pausing, Admin, Recovery):
@@ -119,13 +115,15 @@ class RedisBackend(Pausing, Admin, Recovery):
             raise BackendError("the redis backend needs the redis client: "
                                "pip install 'pprunner[redis]'") from None
         self._redis = redis
-        address, self.prefix = split_url(url)
-        try:
-            # Any: redis-py's annotations do not know this client returns bytes
-            self.client: Any = redis.Redis.from_url(
-                address, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0)
-        except ValueError as exc:
-            raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
+        connection = connect(url, redis, socket_timeout=SOCKET_TIMEOUT,
+                             socket_connect_timeout=5.0)
+        # Any: redis-py's annotations do not know this client returns bytes
+        self.client: Any = connection.client
+        self.prefix = connection.prefix
+        #: how many replicas must have a script's changes before its reply counts
+        self.wait_replicas = connection.wait_replicas
+        #: until when changes count without replicas, after a WAIT that timed out
+        self._unreplicated_until = 0.0
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
@@ -152,29 +150,65 @@ class RedisBackend(Pausing, Admin, Recovery):
         (a server restarted without persistence, or a SCRIPT FLUSH)."""
         sha, text = self._scripts[name]
         try:
-            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 0, self.prefix, *args)
         except self._redis.exceptions.NoScriptError:
             self._command("SCRIPT", "LOAD", text)
-            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 0, self.prefix, *args)
+
+    def _durably(self, *args: Any) -> Any:
+        """A command whose reply counts only once ``wait_replicas`` replicas have its
+        writes: a WAIT goes right behind it, and a reply is handed on only with
+        WAIT's. Replication is asynchronous, so without it a failover could lose a
+        claim a worker has started on (it would run twice) or an acknowledged
+        enqueue (lost). A reply lost with the master is sent again, as any other."""
+        wanted = self.wait_replicas
+        if not wanted or time.monotonic() < self._unreplicated_until:
+            return self._command(*args)
+        reply, acknowledged = self._commands(args, ("WAIT", wanted, REPLICA_WAIT_MS))
+        if acknowledged < wanted:
+            self._unreplicated_until = time.monotonic() + REPLICA_RECHECK
+            logger.warning("Redis at %s: %d of %d replicas acknowledged a change within "
+                           "%d ms; changes count without them for the next %d s", self.url,
+                           acknowledged, wanted, REPLICA_WAIT_MS, REPLICA_RECHECK)
+        return reply
 
     def _command(self, *args: Any) -> Any:
-        """One command and its raw reply, on a connection of the backend's own.
+        """One command and its raw reply, on a connection of the backend's own."""
+        return self._commands(args)[0]
+
+    def _commands(self, *commands: Sequence[Any]) -> list[Any]:
+        """Commands sent together, and their raw replies, on a connection of the
+        backend's own.
 
         Connections are made like the client's and kept in ``_spare`` while
         unused; popping and appending a list is atomic, so threads need no lock.
         A connection that fails is closed by redis-py and reconnects when next
-        used; every reply is read before the connection goes back, so none is
-        left for the next command.
+        used; every reply is read before the connection goes back (an error
+        reply is raised only then), so none is left for the next command.
         """
         try:
             connection = self._spare.pop()
         except IndexError:
             connection = self.client.connection_pool.make_connection()
         try:
-            connection.send_command(*args)
-            return connection.read_response()
+            # connect() first: redis-py's send would connect on its own but skip the
+            # override by which a Sentinel connection asks the sentinels for the master
+            connection.connect()
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = [self._reply(connection) for _ in commands]
         finally:
             self._spare.append(connection)
+        for reply in replies:
+            if isinstance(reply, self._redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
+    def _reply(self, connection: Any) -> Any:
+        """The next reply on ``connection``; an error reply is returned, not raised."""
+        try:
+            return connection.read_response()
+        except self._redis.exceptions.ResponseError as exc:
+            return exc
 
     def _do(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command, retried while Redis is away."""
@@ -426,6 +460,8 @@ class RedisBackend(Pausing, Admin, Recovery):
 
         moved: list[Invocation] | None = self._retrying(lambda: self.client.transaction(
             attempt, owned_key, runner_key, self._key("runners"), value_from_callable=True))
+        if moved is not None and self.wait_replicas:
+            self._replicated()
         ended = [i.id for i in moved or () if i.status is Status.FAILED]
         if ended:  # what the Lua scripts do for the endings they write
             self._run_retrying("ANNOUNCE", *ended)
@@ -434,6 +470,13 @@ class RedisBackend(Pausing, Admin, Recovery):
                          for i in moved):
             self.wakeup()  # idle runners block on their inboxes: tell them to look again
         return moved
+
+    def _replicated(self) -> None:
+        """Wait until the replicas have what this process wrote through redis-py's
+        client (a transaction): WAIT counts a connection's own writes, so this one
+        writes a key of its own first, which comes after them in the replication
+        stream."""
+        self._retrying(lambda: self._durably("INCR", self._key("replicated")))
 
     def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
         raw = pipe.hgetall(self._key("inv", invocation_id))
@@ -579,5 +622,5 @@ class RedisBackend(Pausing, Admin, Recovery):
 
 @pprunner.hookimpl
 def pprunner_register_backends(register: Callable[..., None]) -> None:
-    for scheme in ("redis", "rediss", "unix"):
+    for scheme in ("redis", "rediss", "unix", *SENTINEL_SCHEMES, CLIENT_SCHEME):
         register(scheme, RedisBackend)
