@@ -168,3 +168,49 @@ def redis_url(redis_base: str, request: pytest.FixtureRequest) -> Iterator[str]:
     for key in client.scan_iter(f"{prefix}:*", count=500):
         client.delete(key)
     client.close()
+
+
+class ClusterGroup:
+    """A Redis Cluster of three masters, each with one replica: six processes in
+    folders of ``folder``, joined by ``redis-cli --cluster create``. A master silent
+    for 1 s (``cluster-node-timeout``) is failed over to its replica."""
+
+    def __init__(self, folder: Path) -> None:
+        # the bus port of each is a free port too: the default, port + 10000, may not be
+        self.nodes = [PrivateRedis(folder / f"node-{n}", options=(
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(free_port()), "--cluster-node-timeout", "1000",
+            "--repl-diskless-sync-delay", "0")) for n in range(6)]
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=60)
+
+    def ready(self) -> bool:
+        """Every node sees the cluster as ok, and every replica is in sync."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            if client.cluster("info")["cluster_state"] != "ok":
+                return False
+            replication = client.info("replication")
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                return False
+        return True
+
+    def master_of(self, key: str) -> PrivateRedis:
+        """The node that serves ``key``'s slot now."""
+        client = redis.Redis(port=next(n.port for n in self.nodes if n.process))
+        slot = client.cluster("keyslot", key)
+        for start, end, (_host, port, *_), *_replicas in client.cluster("slots"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()

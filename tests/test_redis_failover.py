@@ -1,8 +1,10 @@
-"""Redis deployed for failover: Sentinel (a master, a replica, three sentinels) and
-a client the user built; each started by the test from the machine's redis-server."""
+"""Redis deployed for failover: Sentinel (a master, a replica, three sentinels), a
+Redis Cluster (three masters, three replicas), each started by the tests from the
+machine's redis-server; and a client the user built."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,26 +13,48 @@ import pytest
 import redis
 
 from pprunner import App, BackendError, Status, Supervisor, gather
+from pprunner.backend import Backend
+from pprunner.testing import BackendContract
 from pprunner.testing.backend_contract import make_invocation
 from pprunner_plugins.redis import RedisBackend
 from tests import apps
 from tests.conftest import wait_until
-from tests.redis_server import SentinelGroup, skip_or_fail
+from tests.redis_server import ClusterGroup, SentinelGroup, skip_or_fail
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
-    if not shutil.which("redis-server"):
-        skip_or_fail("no redis-server binary to start a Sentinel group with")
-    group = SentinelGroup(tmp_path)
+def started(group: SentinelGroup | ClusterGroup) -> Iterator[SentinelGroup | ClusterGroup]:
+    """``group`` started and ready for a failover; every process of it reaped after."""
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        skip_or_fail(f"no redis-server or redis-cli binary to start a {type(group).__name__}")
     try:
         group.start()
-        wait_until(group.ready, timeout=30, what="the replica and the sentinels to be ready")
+        wait_until(group.ready, timeout=30, what="the replicas to be ready for a failover")
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
+    yield from started(SentinelGroup(tmp_path))  # type: ignore[misc]
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[ClusterGroup]:
+    """A cluster this test may break."""
+    yield from started(ClusterGroup(tmp_path))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
+    """A cluster the module's tests share, each with namespaces of its own."""
+    yield from started(ClusterGroup(tmp_path_factory.mktemp("cluster")))  # type: ignore[misc]
+
+
+#: a namespace of its own for each test that uses the shared cluster
+namespaces = itertools.count()
 
 
 def test_a_master_killed_mid_run_fails_over_and_loses_nothing(
@@ -58,6 +82,57 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(
     assert {i.status for i in invocations} == {Status.SUCCESS}
     ran_twice = [i for i in invocations if i.attempts > 1]
     assert ran_twice == [], [i.history for i in ran_twice]
+
+
+def test_a_cluster_master_killed_mid_run_fails_over_and_loses_nothing(
+        app: App, own_cluster: ClusterGroup) -> None:
+    """As under Sentinel, on a cluster: the master that serves the namespace's slot
+    is SIGKILLed mid-run, the cluster promotes its replica, and the backend finds
+    the slot's new master; every invocation ends SUCCESS, none runs twice."""
+    app.configure(source="the test", backend=f"{own_cluster.url}?prefix=failover")
+    first = [apps.whoami_slowly.enqueue(0.005) for _ in range(250)]
+    doomed = own_cluster.master_of("{failover}")
+    with Supervisor(app, processes=2):
+        wait_until(lambda: app.backend.counts()[Status.SUCCESS] >= 50, what="progress")
+        assert redis.Redis(port=doomed.port).exists("{failover}:seq")
+        doomed.kill()
+        rest = [apps.whoami_slowly.enqueue(0.005) for _ in range(250)]
+        gather(first + rest, timeout=90)
+    assert own_cluster.master_of("{failover}") is not doomed
+    invocations = [h.invocation() for h in first + rest]
+    assert {i.status for i in invocations} == {Status.SUCCESS}
+    ran_twice = [i for i in invocations if i.attempts > 1]
+    assert ran_twice == [], [i.history for i in ran_twice]
+
+
+def test_each_namespace_lives_in_one_slot_and_namespaces_spread(cluster: ClusterGroup) -> None:
+    """Every key of a namespace carries its hash tag, so its scripts run on one node;
+    different namespaces land on different masters."""
+    prefixes = [f"spread-{next(namespaces)}" for _ in range(6)]
+    for prefix in prefixes:
+        backend = RedisBackend(f"{cluster.url}?prefix={prefix}")
+        try:
+            backend.enqueue(invocation := make_invocation())
+            assert backend.claim("r", 0) is not None
+            backend.complete(invocation.id, "r", b"1")
+            backend.record_heartbeats([], 0)
+            master = cluster.master_of(f"{{{prefix}}}")
+            keys = redis.Redis(port=master.port).keys(f"{{{prefix}}}:*")
+            assert len(keys) >= 5, keys  # inv, seq, status, ended, owned...: all on its master
+        finally:
+            backend.close()
+    assert len({cluster.master_of(f"{{{p}}}").port for p in prefixes}) >= 2
+
+
+@pytest.mark.redis
+class TestRedisClusterBackend(BackendContract):
+    """The whole backend contract, on a namespace of a three-master cluster."""
+
+    @pytest.fixture
+    def backend(self, cluster: ClusterGroup) -> Iterator[Backend]:
+        backend = RedisBackend(f"{cluster.url}?prefix=contract-{next(namespaces)}")
+        yield backend
+        backend.close()
 
 
 def test_a_sentinel_url_without_a_master_name_is_refused() -> None:

@@ -38,8 +38,9 @@ operation is sent again at once, then retried with a growing pause (0.1 s
 up to 5 s) and one log line per outage, so nothing crashes or spins, and
 work resumes when Redis returns; for how long is ``keep_waiting``'s to say
 (a producer: ``outage_timeout``). A Redis that cannot be reached at start is
-an error at once. Redis Cluster is not supported (the scripts build their
-own keys).
+an error at once. On a Redis Cluster (``redis+cluster://``) the prefix is the
+hash tag of every key, so a namespace is one slot: its scripts run on the node
+that serves it, and a failover that moves the slot is an outage like any other.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from pprunner.invocation import (
 )
 
 from . import scripts
-from .connect import CLIENT_SCHEME, SENTINEL_SCHEMES, connect
+from .connect import CLIENT_SCHEME, CLUSTER_SCHEMES, SENTINEL_SCHEMES, connect
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
 
 logger = logging.getLogger("pprunner.redis")
@@ -115,11 +116,20 @@ class RedisBackend(Pausing, Admin, Recovery):
             raise BackendError("the redis backend needs the redis client: "
                                "pip install 'pprunner[redis]'") from None
         self._redis = redis
+        #: what means Redis is away for now (waited out, not an error): a lost
+        #: connection, and a cluster's slot between masters
+        self._outages: tuple[type[BaseException], ...] = (
+            redis.ConnectionError, redis.TimeoutError, redis.exceptions.MovedError,
+            redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+            redis.exceptions.RedisClusterException)
         connection = connect(url, redis, socket_timeout=SOCKET_TIMEOUT,
                              socket_connect_timeout=5.0)
         # Any: redis-py's annotations do not know this client returns bytes
         self.client: Any = connection.client
         self.prefix = connection.prefix
+        #: a cluster's client: the backend's own connections go to the node of the
+        #: namespace's slot, and are dropped when a failover moves it
+        self._cluster = connection.cluster
         #: how many replicas must have a script's changes before its reply counts
         self.wait_replicas = connection.wait_replicas
         #: until when changes count without replicas, after a WAIT that timed out
@@ -149,11 +159,13 @@ class RedisBackend(Pausing, Admin, Recovery):
         """EVALSHA of one of ``scripts``, loaded first if the server does not have it
         (a server restarted without persistence, or a SCRIPT FLUSH)."""
         sha, text = self._scripts[name]
+        # the prefix is the one key declared: it routes the script to the namespace's
+        # node in a cluster, where every key the script touches carries it as hash tag
         try:
-            return self._durably("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
         except self._redis.exceptions.NoScriptError:
             self._command("SCRIPT", "LOAD", text)
-            return self._durably("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
 
     def _durably(self, *args: Any) -> Any:
         """A command whose reply counts only once ``wait_replicas`` replicas have its
@@ -189,19 +201,48 @@ class RedisBackend(Pausing, Admin, Recovery):
         try:
             connection = self._spare.pop()
         except IndexError:
-            connection = self.client.connection_pool.make_connection()
+            connection = self._new_connection()
         try:
             # connect() first: redis-py's send would connect on its own but skip the
             # override by which a Sentinel connection asks the sentinels for the master
             connection.connect()
             connection.send_packed_command(connection.pack_commands(commands))
             replies = [self._reply(connection) for _ in commands]
-        finally:
-            self._spare.append(connection)
+        except (self._redis.ConnectionError, self._redis.TimeoutError):
+            self._moved(connection)
+            raise
+        self._spare.append(connection)
         for reply in replies:
             if isinstance(reply, self._redis.exceptions.ResponseError):
+                if self._cluster and isinstance(reply, self._outages):
+                    self._moved(connection)
+                    raise self._redis.ConnectionError(f"the namespace moved: {reply}")
                 raise reply
         return replies
+
+    def _new_connection(self) -> Any:
+        """A connection made like the client's: to the one server (or the master
+        Sentinel names), or to the cluster node that serves the namespace's slot."""
+        if self._cluster:
+            node = self.client.get_node_from_key(self.prefix)
+            return node.redis_connection.connection_pool.make_connection()
+        return self.client.connection_pool.make_connection()
+
+    def _moved(self, connection: Any) -> None:
+        """After a failure: with a cluster, the namespace's slot may have another
+        master now (a failover), so the spare connections go and the client reads
+        the cluster's slots again; the caller's retry then reaches the new master."""
+        if not self._cluster:
+            return
+        connection.disconnect()
+        if connection in self._spare:
+            self._spare.remove(connection)
+        for spare in self._spare:
+            spare.disconnect()
+        self._spare = []
+        with contextlib.suppress(self._redis.RedisError,
+                                 self._redis.exceptions.RedisClusterException):
+            self.client.nodes_manager.initialize()
 
     def _reply(self, connection: Any) -> Any:
         """The next reply on ``connection``; an error reply is returned, not raised."""
@@ -222,7 +263,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         is no outage. ``_retried`` then tells the caller its reply may be lost.
         """
         if self._pid != os.getpid():  # a forked child must not share the parent's sockets
-            self.client.connection_pool.reset()
+            if not self._cluster:  # a cluster's node pools reset themselves in a child
+                self.client.connection_pool.reset()
             self._spare = []
             self._pid = os.getpid()
         pause, outage, failures = 0.1, 0.0, 0
@@ -231,7 +273,7 @@ class RedisBackend(Pausing, Admin, Recovery):
                 if not self._connected:
                     self._check_server()
                 result = operation()
-            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            except self._outages as exc:
                 if not self._connected:
                     raise BackendError(f"cannot reach Redis at {self.url}: {exc}") from None
                 failures += 1
@@ -263,12 +305,19 @@ class RedisBackend(Pausing, Admin, Recovery):
         error at start, not an unknown command in the middle of a claim. A user whose
         ACL forbids INFO (a @dangerous command) is not held up: the scripts speak then."""
         try:
-            version = str(self.client.info("server").get("redis_version", "0"))
+            version = str(self._info_server().get("redis_version", "0"))
         except self._redis.exceptions.ResponseError:
             return
         if tuple(int(part) for part in version.split(".")[:2]) < MIN_SERVER:
             raise BackendError(f"Redis at {self.url} is version {version}; pprunner needs "
                                f"{'.'.join(map(str, MIN_SERVER))} or newer")
+
+    def _info_server(self) -> dict[str, Any]:
+        """INFO server of the server that holds the namespace."""
+        if self._cluster:
+            return dict(self.client.info("server", target_nodes=self.client.get_node_from_key(
+                self.prefix)))
+        return dict(self.client.info("server"))
 
     # -- producers and workers -------------------------------------------------------
 
@@ -439,7 +488,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         def attempt(pipe: Any) -> list[Invocation] | None:
             if lost:
                 beat = pipe.zscore(self._key("runners"), runner_id)
-                if beat is None or beat >= self._server_time(pipe) - older_than:
+                if beat is None or beat >= self._server_time() - older_than:
                     return None
             ids = [raw.decode() for raw in pipe.lrange(owned_key, 0, -1)]
             for invocation_id in ids:
@@ -520,10 +569,11 @@ class RedisBackend(Pausing, Admin, Recovery):
         age = repr(time.time() - at)
         self._run_retrying("HEARTBEAT", RUNNER_RECORD_TTL, age, *itertools.chain(*records))
 
-    def _server_time(self, source: Any = None) -> float:
-        """The server's clock, which heartbeats are written and judged by."""
-        seconds, micros = (self.client if source is None else source).time()
-        return float(seconds) + micros / 1e6
+    def _server_time(self) -> float:
+        """The clock of the server that holds the namespace, which heartbeats are
+        written and judged by."""
+        seconds, micros = self._command("TIME")
+        return float(seconds) + int(micros) / 1e6
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         ids = list(runner_ids)
@@ -622,5 +672,6 @@ class RedisBackend(Pausing, Admin, Recovery):
 
 @pprunner.hookimpl
 def pprunner_register_backends(register: Callable[..., None]) -> None:
-    for scheme in ("redis", "rediss", "unix", *SENTINEL_SCHEMES, CLIENT_SCHEME):
+    for scheme in ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES,
+                   CLIENT_SCHEME):
         register(scheme, RedisBackend)

@@ -1,8 +1,11 @@
 """The Lua scripts that make each Redis status change atomic.
 
-Keys are built inside the scripts from the prefix (ARGV[1]), so the backend
-works on a single Redis server or a replicated one, not on Redis Cluster.
-Layout, for prefix ``p``:
+Keys are built inside the scripts from the prefix, declared as the script's
+one key (KEYS[1]) and passed again as ARGV[1]. On a Redis Cluster the prefix is
+a hash tag (``{name}``), so every key a script builds is in the slot of the key
+it declared: the script runs on that slot's node, as Cluster requires. The ids
+a script finds (in a queue, an idle list) are why the keys cannot all be
+declared beforehand. Layout, for prefix ``p``:
 
 ``p:inv:<id>``       hash: the invocation's fields (absent field = None)
 ``p:seq``            counter: enqueue order
