@@ -115,10 +115,11 @@ def test_each_namespace_lives_in_one_slot_and_namespaces_spread(cluster: Cluster
             backend.enqueue(invocation := make_invocation())
             assert backend.claim("r", 0) is not None
             backend.complete(invocation.id, "r", b"1")
-            backend.record_heartbeats([], 0)
             master = cluster.master_of(f"{{{prefix}}}")
-            keys = redis.Redis(port=master.port).keys(f"{{{prefix}}}:*")
-            assert len(keys) >= 5, keys  # inv, seq, status, ended, owned...: all on its master
+            keys = {k.decode() for k in redis.Redis(port=master.port).keys(f"{{{prefix}}}:*")}
+            tag = f"{{{prefix}}}"
+            assert keys == {f"{tag}:inv:{invocation.id}", f"{tag}:seq", f"{tag}:ended",
+                            f"{tag}:status:SUCCESS"}  # all of them, on the slot's master
         finally:
             backend.close()
     assert len({cluster.master_of(f"{{{p}}}").port for p in prefixes}) >= 2
