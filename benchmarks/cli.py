@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: measurements of one thing, each a module with its own options and ``main(argv)``
-TOOLS = {"redis_cost": "benchmarks.redis_cost"}
+TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

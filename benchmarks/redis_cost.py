@@ -51,11 +51,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_redis(folder: str) -> Iterator[int]:
-    """A redis-server of this run's own on a free port; killed when done."""
+def private_redis(folder: str, also_bind: Sequence[str] = ()) -> Iterator[int]:
+    """A redis-server of this run's own on a free port, on loopback and the
+    addresses ``also_bind``, without persistence; killed when done."""
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no", "--dir", folder],
+                               *also_bind, "--protected-mode", "no", "--save", "",
+                               "--appendonly", "no", "--dir", folder],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         import redis
