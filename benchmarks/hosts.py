@@ -44,6 +44,9 @@ WORKERS = 2
 HOST_SETTINGS = {"PPRUNNER_DEAD_AFTER": "2", "PPRUNNER_HEARTBEAT_INTERVAL": "0.2"}
 #: how long all hosts may take to boot, and a drain to end
 PATIENCE_S = 300.0
+#: the private Redis listens beyond loopback (to reach every host's link): never
+#: without a password
+PASSWORD = uuid.uuid4().hex
 
 
 def wait_for(predicate: Callable[[], bool], what: str) -> None:
@@ -63,18 +66,20 @@ class Round:
 
         self.port, self.hosts, self.tasks = port, list(hosts), tasks
         self.prefix = f"hosts-{uuid.uuid4().hex[:8]}"
-        self.client = redis.Redis(port=port)
+        self.client = redis.Redis(port=port, password=PASSWORD)
         self.supervisors: list[subprocess.Popen[bytes]] = []
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
+    def url(self, address: str = "127.0.0.1") -> str:
+        return f"redis://:{PASSWORD}@{address}:{self.port}/0?prefix={self.prefix}"
+
     def enqueue_held(self) -> list[str]:
         """Enqueue the tasks, then move their queue aside; their ids."""
         from .apps import app, noop
 
-        app.configure(source="benchmarks.hosts", replace=True,
-                      backend=f"redis://127.0.0.1:{self.port}/0?prefix={self.prefix}")
+        app.configure(source="benchmarks.hosts", replace=True, backend=self.url())
         try:
             ids = [noop.enqueue(n).id for n in range(self.tasks)]
         finally:
@@ -86,7 +91,7 @@ class Round:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
         env.update(HOST_SETTINGS, PYTHONPATH=str(REPO))
         for host in self.hosts:
-            url = f"redis://{host.gateway}:{self.port}/0?prefix={self.prefix}"
+            url = self.url(host.gateway)
             self.supervisors.append(subprocess.Popen(
                 [netns.IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner",
                  "run", "--app", "benchmarks.apps:app", "--processes", str(WORKERS)],
@@ -100,7 +105,7 @@ class Round:
         from pprunner_plugins.redis import RedisBackend
 
         self.client.rename(self.key("held"), self.key("queue"))
-        backend = RedisBackend(f"redis://127.0.0.1:{self.port}/0?prefix={self.prefix}")
+        backend = RedisBackend(self.url())
         try:
             backend.wakeup()
         finally:
@@ -192,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         network = netns.hosts(most, f"pb{os.getpid() % 0xffff:x}")
         with network as hosts, tempfile.TemporaryDirectory(prefix="pprunner-hosts-") as folder, \
-                private_redis(folder, also_bind=[h.gateway for h in hosts]) as port:
+                private_redis(folder, PASSWORD) as port:
             rows: list[Sequence[str]] = [("hosts", "workers", "tasks/s", "Redis CPU",
                                           "Redis CPU us/task")]
             for count in args.hosts:

@@ -51,12 +51,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_redis(folder: str, also_bind: Sequence[str] = ()) -> Iterator[int]:
-    """A redis-server of this run's own on a free port, on loopback and the
-    addresses ``also_bind``, without persistence; killed when done."""
+def private_redis(folder: str, password: str = "") -> Iterator[int]:
+    """A redis-server of this run's own on a free port, without persistence; killed
+    when done. On loopback only, unless it has a ``password``: then on every
+    address (for hosts in network namespaces: Redis binds at most 16 addresses)."""
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               *also_bind, "--protected-mode", "no", "--save", "",
+    where = ["--bind", "0.0.0.0", "--requirepass", password] if password else \
+        ["--bind", "127.0.0.1"]
+    server = subprocess.Popen(["redis-server", "--port", str(port), *where, "--save", "",
                                "--appendonly", "no", "--dir", folder],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -65,7 +67,7 @@ def private_redis(folder: str, also_bind: Sequence[str] = ()) -> Iterator[int]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                redis.Redis(port=port).ping()
+                redis.Redis(port=port, password=password or None).ping()
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or server.poll() is not None:

@@ -407,8 +407,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         """The completion and the next claim in one script, one round trip."""
         change = self._change_args(invocation_id, Status.SUCCESS, release=True,
                                    values={"result": result, "finished_at": repr(time.time())})
-        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()),
-                                    self._last_entry.get(runner_id, b"0-0"), *change)
+        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()), *change)
         if answer is None:
             retried = self._retried
             if retried:  # the send whose reply was lost may have claimed: hand that back
