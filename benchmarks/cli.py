@@ -16,12 +16,12 @@ import argparse
 import dataclasses
 import importlib
 import os
-import sys
 import signal
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import procs, report, runner, system
 from .runner import Result

@@ -155,7 +155,8 @@ def measure(tasks: int) -> list[str]:
         calls, usec = ran["zcard"]
         ran["zcard"] = (calls - polls, usec - usec * polls // max(calls, 1))
         run_cpu = cpu_after - cpu_before
-        rows = [("phase", "commands/task", "Redis CPU us/task", "sent commands' usec/task")]
+        rows: list[tuple[str, ...]] = [
+            ("phase", "commands/task", "Redis CPU us/task", "sent commands' usec/task")]
         rows += phase_rows("enqueue", enqueued, enqueue_cpu, tasks)
         rows += phase_rows("run", ran, run_cpu, tasks)
         total = {k: (enqueued.get(k, (0, 0))[0] + ran.get(k, (0, 0))[0],

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -121,15 +122,15 @@ class SentinelGroup:
         if replication.get("master_link_status") != "up":
             return False
         for sentinel in self.sentinels:
-            client = redis.Redis(port=sentinel.port)
+            client: Any = redis.Redis(port=sentinel.port)
             if len(client.sentinel_sentinels(self.NAME)) < 2 or \
                     not client.sentinel_slaves(self.NAME):
                 return False
         return True
 
     def master_port(self) -> int:
-        host, port = redis.Redis(port=self.sentinels[0].port).sentinel_get_master_addr_by_name(
-            self.NAME)
+        client: Any = redis.Redis(port=self.sentinels[0].port)
+        _host, port = client.sentinel_get_master_addr_by_name(self.NAME)
         return int(port)
 
     def stop(self) -> None:

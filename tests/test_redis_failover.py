@@ -116,7 +116,8 @@ def test_each_namespace_lives_in_one_slot_and_namespaces_spread(cluster: Cluster
             assert backend.claim("r", 0) is not None
             backend.complete(invocation.id, "r", b"1")
             master = cluster.master_of(f"{{{prefix}}}")
-            keys = {k.decode() for k in redis.Redis(port=master.port).keys(f"{{{prefix}}}:*")}
+            on_master = redis.Redis(port=master.port, decode_responses=True)
+            keys = set(on_master.keys(f"{{{prefix}}}:*"))
             tag = f"{{{prefix}}}"
             assert keys == {f"{tag}:inv:{invocation.id}", f"{tag}:seq", f"{tag}:ended",
                             f"{tag}:status:SUCCESS"}  # all of them, on the slot's master

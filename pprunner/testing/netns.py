@@ -62,8 +62,8 @@ def free_block(links: int) -> ipaddress.IPv4Network:
     blocks = LINK_RANGE.num_addresses // size
     for offset in range(blocks):
         index = (os.getpid() + offset) % blocks
-        block = ipaddress.ip_network((int(LINK_RANGE.network_address) + size * index,
-                                      32 - size.bit_length() + 1))
+        block = ipaddress.IPv4Network((int(LINK_RANGE.network_address) + size * index,
+                                       32 - size.bit_length() + 1))
         if not any(block.overlaps(network) for network in used):
             return block
     raise NetnsUnavailable(f"no free block of {links} links left in {LINK_RANGE}")

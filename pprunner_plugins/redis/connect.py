@@ -109,7 +109,7 @@ def _sentinel_master(parts: urllib.parse.SplitResult, own: dict[str, str], redis
         service, redis_class=redis.Redis, **options)
 
 
-def _cluster(parts: urllib.parse.SplitResult, redis: Any, timeouts: dict[str, float]) -> Any:
+def _cluster(parts: urllib.parse.SplitResult, redis: Any, timeouts: dict[str, Any]) -> Any:
     """A cluster client that starts from the nodes in ``parts`` (one that answers
     is enough: it tells where the others are)."""
     from redis.cluster import ClusterNode, RedisCluster
