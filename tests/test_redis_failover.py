@@ -168,3 +168,22 @@ def test_a_client_that_decodes_replies_is_refused(monkeypatch: pytest.MonkeyPatc
                         redis.Redis(decode_responses=True))
     with pytest.raises(BackendError, match="decode_responses=True"):
         RedisBackend(f"redis+client://{__name__}:users_client")
+
+
+def test_a_sentinel_url_takes_the_rediss_options_and_the_sentinels_own_password() -> None:
+    from redis.sentinel import SentinelManagedSSLConnection
+
+    from pprunner_plugins.redis.connect import connect
+
+    connection = connect("rediss+sentinel://:master-pw@s1:26380,[::1]:26381/svc/3"
+                         "?sentinel_password=sentinel-pw&ssl_cert_reqs=none&prefix=app",
+                         redis, socket_timeout=7.0)
+    pool = connection.client.connection_pool
+    master = pool.connection_kwargs
+    assert (master["password"], master["db"], master["ssl_cert_reqs"], master["socket_timeout"]) \
+        == ("master-pw", 3, "none", 7.0)
+    assert pool.connection_class is SentinelManagedSSLConnection
+    sentinels = [s.connection_pool.connection_kwargs for s in pool.sentinel_manager.sentinels]
+    assert [(s["host"], s["port"], s["password"], s["ssl_cert_reqs"]) for s in sentinels] == \
+        [("s1", 26380, "sentinel-pw", "none"), ("::1", 26381, "sentinel-pw", "none")]
+    assert (connection.prefix, connection.wait_replicas) == ("app", 1)
