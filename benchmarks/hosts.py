@@ -1,4 +1,4 @@
-"""``python -m benchmarks hosts [--hosts 1,2,5,10,20] [--tasks N] [--lose 5]``:
+"""``python -m benchmarks hosts [--hosts 1,2,5,10,20] [--tasks N] [--lose 5] [--cluster]``:
 throughput as hosts are added on one Redis, and hosts lost at once.
 
 Each host is a network namespace (:mod:`pprunner.testing.netns`, needs root)
@@ -17,6 +17,10 @@ way into the drain: SIGKILLed (every process of the host), or cut off (the
 root end of their links set down). The others take their work back after
 ``dead_after`` (2 s here); every invocation must end SUCCESS, and the count
 that ran twice (attempts > 1: each had a worker die under it) is reported.
+
+``--cluster``: the same on a Redis Cluster of three masters (each with a
+replica), the hosts spread over ``--namespaces`` namespaces (3), each
+namespace one slot on one master; Redis CPU is the masters' sum.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from pprunner.testing import netns
+from pprunner.testing.redis_servers import ClusterGroup, PrivateRedis
+from pprunner_plugins.redis import RedisBackend
 
 from . import report
-from .redis_cost import REPO, private_redis
+from .redis_cost import NO_PERSISTENCE, REPO
 
 HOST_COUNTS = (1, 2, 5, 10, 20)
 TASKS = 20_000
@@ -57,29 +65,67 @@ def wait_for(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-class Round:
-    """One measurement: a namespace of keys of its own, hosts started on it, the
-    tasks held back until all of them wait."""
+class Store:
+    """The Redis the hosts share: one server, or a cluster; its URLs and CPU."""
 
-    def __init__(self, port: int, hosts: Sequence[netns.Host], tasks: int) -> None:
-        import redis
+    def __init__(self, folder: Path, hosts: Sequence[netns.Host], cluster: bool) -> None:
+        # every host reaches the root namespace's addresses through its default route:
+        # a cluster's nodes announce the first host's gateway, valid for all of them
+        self.cluster = ClusterGroup(folder, PASSWORD, hosts[0].gateway) if cluster else None
+        self.servers = self.cluster.nodes if self.cluster else [
+            PrivateRedis(folder, options=NO_PERSISTENCE, password=PASSWORD)]
 
-        self.port, self.hosts, self.tasks = port, list(hosts), tasks
+    def start(self) -> None:
+        if self.cluster:
+            self.cluster.start()
+            wait_for(self.cluster.ready, "the cluster to be ready")
+        else:
+            self.servers[0].start()
+
+    def url(self, address: str, prefix: str) -> str:
+        """The backend URL for ``prefix``, through ``address`` (loopback for this
+        process; a host's gateway for that host)."""
+        if self.cluster:
+            return f"{self.cluster.url_at(address)}?prefix={prefix}"
+        return f"redis://:{PASSWORD}@{address}:{self.servers[0].port}/0?prefix={prefix}"
+
+    def loopback(self) -> str:
+        return self.cluster.announce if self.cluster else "127.0.0.1"
+
+    def cpu_s(self) -> float:
+        """CPU seconds the servers (the masters and their replicas) used so far."""
+        total = 0.0
+        for server in self.servers:
+            client = server.client()
+            try:
+                cpu = client.info("cpu")
+            finally:
+                client.close()
+            total += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        return total
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
+class Namespace:
+    """One app's keys (a prefix) and what this process does with them."""
+
+    def __init__(self, store: Store, tasks: int) -> None:
+        self.store, self.tasks = store, tasks
         self.prefix = f"hosts-{uuid.uuid4().hex[:8]}"
-        self.client = redis.Redis(port=port, password=PASSWORD)
-        self.supervisors: list[subprocess.Popen[bytes]] = []
+        self.backend = RedisBackend(store.url(store.loopback(), self.prefix))
+        self.client: Any = self.backend.client
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
-
-    def url(self, address: str = "127.0.0.1") -> str:
-        return f"redis://:{PASSWORD}@{address}:{self.port}/0?prefix={self.prefix}"
+        return f"{self.backend.prefix}:{name}"
 
     def enqueue_held(self) -> list[str]:
         """Enqueue the tasks, then move their queue aside; their ids."""
         from .apps import app, noop
 
-        app.configure(source="benchmarks.hosts", replace=True, backend=self.url())
+        app.configure(source="benchmarks.hosts", replace=True, backend=self.backend.url)
         try:
             ids = [noop.enqueue(n).id for n in range(self.tasks)]
         finally:
@@ -87,36 +133,16 @@ class Round:
         self.client.rename(self.key("queue"), self.key("held"))
         return ids
 
-    def start_hosts(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
-        env.update(HOST_SETTINGS, PYTHONPATH=str(REPO))
-        for host in self.hosts:
-            url = self.url(host.gateway)
-            self.supervisors.append(subprocess.Popen(
-                [netns.IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner",
-                 "run", "--app", "benchmarks.apps:app", "--processes", str(WORKERS)],
-                cwd=REPO, env={**env, "PPRUNNER_BACKEND": url, "PPRUNNER_HOST": host.name},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        wait_for(lambda: self.client.llen(self.key("idle")) == WORKERS * len(self.hosts),
-                 f"the {WORKERS * len(self.hosts)} workers to wait idle")
+    def idle(self) -> int:
+        return int(self.client.llen(self.key("idle")))
 
     def release(self) -> None:
         """The held queue back, and every idle worker woken to claim from it."""
-        from pprunner_plugins.redis import RedisBackend
-
         self.client.rename(self.key("held"), self.key("queue"))
-        backend = RedisBackend(self.url())
-        try:
-            backend.wakeup()
-        finally:
-            backend.close()
+        self.backend.wakeup()
 
     def succeeded(self) -> int:
         return int(self.client.zcard(self.key("status:SUCCESS")))
-
-    def cpu_s(self) -> float:
-        cpu = self.client.info("cpu")
-        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def outcomes(self, ids: Sequence[str]) -> list[tuple[str, int]]:
         """(status, attempts) of each invocation."""
@@ -125,63 +151,128 @@ class Round:
             pipe.hmget(self.key(f"inv:{invocation_id}"), "status", "attempts")
         return [(status.decode(), int(attempts)) for status, attempts in pipe.execute()]
 
+
+class Round:
+    """One measurement: hosts started, each on one of the namespaces, with every
+    namespace's tasks held back until all the workers wait."""
+
+    def __init__(self, store: Store, hosts: Sequence[netns.Host], tasks: int,
+                 namespaces: int) -> None:
+        self.store, self.hosts = store, list(hosts)
+        count = min(namespaces, len(hosts))
+        self.namespaces = [Namespace(store, tasks // count) for _ in range(count)]
+        self.tasks = sum(n.tasks for n in self.namespaces)
+        self.supervisors: list[subprocess.Popen[bytes]] = []
+
+    def namespace_of(self, index: int) -> Namespace:
+        return self.namespaces[index % len(self.namespaces)]
+
+    def start_hosts(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+        env.update(HOST_SETTINGS, PYTHONPATH=str(REPO))
+        for index, host in enumerate(self.hosts):
+            url = self.store.url(host.gateway, self.namespace_of(index).prefix)
+            self.supervisors.append(subprocess.Popen(
+                [netns.IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner",
+                 "run", "--app", "benchmarks.apps:app", "--processes", str(WORKERS)],
+                cwd=REPO, env={**env, "PPRUNNER_BACKEND": url, "PPRUNNER_HOST": host.name},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(lambda: sum(n.idle() for n in self.namespaces) == WORKERS * len(self.hosts),
+                 f"the {WORKERS * len(self.hosts)} workers to wait idle")
+
+    def succeeded(self) -> int:
+        return sum(n.succeeded() for n in self.namespaces)
+
     def stop(self) -> None:
         for supervisor in self.supervisors:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(supervisor.pid, signal.SIGKILL)
         for supervisor in self.supervisors:
             supervisor.wait(timeout=30)
-        self.client.close()
+        for namespace in self.namespaces:
+            namespace.backend.close()
 
 
 @contextlib.contextmanager
-def started(port: int, hosts: Sequence[netns.Host],
-            tasks: int) -> Iterator[tuple[Round, list[str]]]:
-    current = Round(port, hosts, tasks)
+def started(store: Store, hosts: Sequence[netns.Host], tasks: int,
+            namespaces: int) -> Iterator[tuple[Round, list[list[str]]]]:
+    """A round whose hosts all wait, its tasks held; the ids per namespace."""
+    current = Round(store, hosts, tasks, namespaces)
     try:
-        ids = current.enqueue_held()
+        ids = [n.enqueue_held() for n in current.namespaces]
         current.start_hosts()
         yield current, ids
     finally:
         current.stop()
 
 
-def drain(port: int, hosts: Sequence[netns.Host], tasks: int) -> tuple[str, ...]:
+def drain(store: Store, hosts: Sequence[netns.Host], tasks: int,
+          namespaces: int) -> tuple[str, ...]:
     """(hosts, workers, tasks/s, Redis CPU % of a core, Redis CPU us per task)."""
-    with started(port, hosts, tasks) as (current, _ids):
-        cpu, began = current.cpu_s(), time.monotonic()
-        current.release()
-        wait_for(lambda: current.succeeded() >= tasks, "the drain")
-        seconds, cpu = time.monotonic() - began, current.cpu_s() - cpu
-    return (str(len(hosts)), str(WORKERS * len(hosts)), f"{tasks / seconds:,.0f}",
-            f"{100 * cpu / seconds:.0f} %", f"{1e6 * cpu / tasks:.1f}")
+    with started(store, hosts, tasks, namespaces) as (current, _ids):
+        cpu, began = store.cpu_s(), time.monotonic()
+        for namespace in current.namespaces:
+            namespace.release()
+        wait_for(lambda: current.succeeded() >= current.tasks, "the drain")
+        seconds, cpu = time.monotonic() - began, store.cpu_s() - cpu
+    return (str(len(hosts)), str(WORKERS * len(hosts)), f"{current.tasks / seconds:,.0f}",
+            f"{100 * cpu / seconds:.0f} %", f"{1e6 * cpu / current.tasks:.1f}")
 
 
-def lose(port: int, hosts: Sequence[netns.Host], tasks: int, count: int,
+def lose(store: Store, hosts: Sequence[netns.Host], tasks: int, namespaces: int, count: int,
          how: str) -> tuple[str, ...]:
-    """(what happened, all SUCCESS?, ran twice, seconds from the loss to the last SUCCESS)."""
-    with started(port, hosts, tasks) as (current, ids):
-        current.release()
-        wait_for(lambda: current.succeeded() >= tasks // 3, "a third of the drain")
-        for host, supervisor in list(zip(hosts, current.supervisors, strict=True))[:count]:
+    """(what happened, how many SUCCESS, how many ran twice, seconds from the loss to
+    the last SUCCESS)."""
+    with started(store, hosts, tasks, namespaces) as (current, ids):
+        for namespace in current.namespaces:
+            namespace.release()
+        wait_for(lambda: current.succeeded() >= current.tasks // 3, "a third of the drain")
+        lost = list(zip(hosts, current.supervisors, strict=True))[len(hosts) - count:]
+        for host, supervisor in lost:  # the last ones: the first host's link stays up
+            # (a cluster's nodes announce the address at its root end)
             if how == "SIGKILLed":
                 os.killpg(supervisor.pid, signal.SIGKILL)
             else:
                 netns.ip("link", "set", host.link, "down")
         lost_at = time.monotonic()
-        wait_for(lambda: current.succeeded() >= tasks, "the drain after the loss")
+        wait_for(lambda: current.succeeded() >= current.tasks, "the drain after the loss")
         after = time.monotonic() - lost_at
-        outcomes = current.outcomes(ids)
-        for host in hosts[:count]:
+        outcomes = [o for n, i in zip(current.namespaces, ids, strict=True)
+                    for o in n.outcomes(i)]
+        for host, _ in lost:
             netns.ip("link", "set", host.link, "up")
     succeeded = sum(status == "SUCCESS" for status, _ in outcomes)
     twice = sum(attempts > 1 for _, attempts in outcomes)
-    return (f"{count} of {len(hosts)} hosts {how}", f"{succeeded:,} of {tasks:,}", str(twice),
-            f"{after:.1f} s")
+    return (f"{count} of {len(hosts)} hosts {how}", f"{succeeded:,} of {current.tasks:,}",
+            str(twice), f"{after:.1f} s")
 
 
 def counts(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
+
+
+def measure(args: argparse.Namespace, hosts: Sequence[netns.Host], folder: Path) -> None:
+    store = Store(folder, hosts, args.cluster)
+    namespaces = args.namespaces if args.cluster else 1
+    try:
+        store.start()
+        rows: list[Sequence[str]] = [("hosts", "workers", "tasks/s", "Redis CPU",
+                                      "Redis CPU us/task")]
+        for count in args.hosts:
+            rows.append(drain(store, hosts[:count], args.tasks, namespaces))
+            print(f"{count} hosts done", file=sys.stderr, flush=True)
+        where = f"a cluster of 3 masters, {namespaces} namespaces" if args.cluster else \
+            "one Redis"
+        print(f"{args.tasks:,} no-op tasks per row, {WORKERS} workers a host, {where}")
+        print("\n".join(report.aligned(rows)), flush=True)
+        losses: list[Sequence[str]] = [("lost", "SUCCESS", "ran twice",
+                                        "loss to last SUCCESS")]
+        for how in ("SIGKILLed", "cut off"):
+            losses.append(lose(store, hosts, args.tasks, namespaces, args.lose, how))
+        print()
+        print("\n".join(report.aligned(losses)))
+    finally:
+        store.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,28 +282,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="host counts, comma-separated (default 1,2,5,10,20)")
     parser.add_argument("--tasks", type=int, default=TASKS, help=f"per round (default {TASKS:,})")
     parser.add_argument("--lose", type=int, default=5, help="hosts lost at once (default 5)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="a three-master Redis Cluster instead of one Redis")
+    parser.add_argument("--namespaces", type=int, default=3,
+                        help="with --cluster: how many namespaces the hosts spread over")
     args = parser.parse_args(argv)
+    if max(args.hosts) - args.lose < (args.namespaces if args.cluster else 1):
+        parser.error("--lose leaves a namespace without a host to take its work back")
     print(report.machine_line(report.machine()))
-    most = max(args.hosts)
     try:
-        network = netns.hosts(most, f"pb{os.getpid() % 0xffff:x}")
-        with network as hosts, tempfile.TemporaryDirectory(prefix="pprunner-hosts-") as folder, \
-                private_redis(folder, PASSWORD) as port:
-            rows: list[Sequence[str]] = [("hosts", "workers", "tasks/s", "Redis CPU",
-                                          "Redis CPU us/task")]
-            for count in args.hosts:
-                rows.append(drain(port, hosts[:count], args.tasks))
-                print(f"{count} hosts done", file=sys.stderr, flush=True)
-            print(f"{args.tasks:,} no-op tasks per row, {WORKERS} workers a host, one Redis")
-            print("\n".join(report.aligned(rows)), flush=True)
-            losses: list[Sequence[str]] = [("lost", "SUCCESS", "ran twice",
-                                            "loss to last SUCCESS")]
-            for how in ("SIGKILLed", "cut off"):
-                losses.append(lose(port, hosts, args.tasks, args.lose, how))
-            print()
-            print("\n".join(report.aligned(losses)))
+        with netns.hosts(max(args.hosts), f"pb{os.getpid() % 0xffff:x}") as hosts, \
+                tempfile.TemporaryDirectory(prefix="pprunner-hosts-") as folder:
+            measure(args, hosts, Path(folder))
     except netns.NetnsUnavailable as exc:
         print(f"cannot build the hosts: {exc}", file=sys.stderr)
         return 1
     return 0
-

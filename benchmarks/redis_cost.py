@@ -19,16 +19,16 @@ Progress is watched by one ZCARD every 0.2 s, subtracted from the counts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pprunner.testing.redis_servers import PrivateRedis
 
 from . import report
 
@@ -36,47 +36,14 @@ TASKS = 10_000
 WORKERS = 2
 PREFIX = "cost"
 POLL_S = 0.2
+#: what the measured servers write to disk: nothing
+NO_PERSISTENCE = ("--appendonly", "no")
 #: commands only Lua scripts send here: their time is already in EVALSHA's
 SCRIPT_ONLY = frozenset({"exists", "incr", "lpop", "hset", "zadd", "rpush", "hmget", "hgetall",
                          "zrem", "lrem", "xrange", "zrangebyscore", "lrange", "lmove", "smembers",
                          "get", "xtrim", "xadd", "hget", "expire", "sadd",
                          "srem", "hdel", "zrange"})
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_redis(folder: str, password: str = "") -> Iterator[int]:
-    """A redis-server of this run's own on a free port, without persistence; killed
-    when done. On loopback only, unless it has a ``password``: then on every
-    address (for hosts in network namespaces: Redis binds at most 16 addresses)."""
-    port = free_port()
-    where = ["--bind", "0.0.0.0", "--requirepass", password] if password else \
-        ["--bind", "127.0.0.1"]
-    server = subprocess.Popen(["redis-server", "--port", str(port), *where, "--save", "",
-                               "--appendonly", "no", "--dir", folder],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port, password=password or None).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        yield port
-    finally:
-        server.kill()
-        server.wait(timeout=10)
 
 
 def snapshot(client: Any) -> tuple[dict[str, tuple[int, int]], float]:
@@ -138,13 +105,20 @@ def breakdown(stats: dict[str, tuple[int, int]], tasks: int) -> str:
 
 
 def measure(tasks: int) -> list[str]:
-    import redis
+    with tempfile.TemporaryDirectory(prefix="pprunner-redis-cost-") as folder:
+        server = PrivateRedis(Path(folder), options=NO_PERSISTENCE)
+        server.start()
+        try:
+            return measure_on(server, tasks)
+        finally:
+            server.kill()
 
-    lines = []
-    with tempfile.TemporaryDirectory(prefix="pprunner-redis-cost-") as folder, \
-            private_redis(folder) as port:
-        url = f"redis://127.0.0.1:{port}/0?prefix={PREFIX}"
-        client = redis.Redis(port=port)
+
+def measure_on(server: PrivateRedis, tasks: int) -> list[str]:
+    """The table and the breakdown, from ``tasks`` enqueued and run on ``server``."""
+    url = f"{server.url}?prefix={PREFIX}"
+    client = server.client()
+    try:
         cpu_before = reset(client)
         enqueue_phase(url, tasks)
         enqueued, cpu_after = snapshot(client)
@@ -152,22 +126,21 @@ def measure(tasks: int) -> list[str]:
         cpu_before = reset(client)
         polls = run_phase(url, client, tasks)
         ran, cpu_after = snapshot(client)
-        calls, usec = ran["zcard"]
-        ran["zcard"] = (calls - polls, usec - usec * polls // max(calls, 1))
-        run_cpu = cpu_after - cpu_before
-        rows: list[tuple[str, ...]] = [
-            ("phase", "commands/task", "Redis CPU us/task", "sent commands' usec/task")]
-        rows += phase_rows("enqueue", enqueued, enqueue_cpu, tasks)
-        rows += phase_rows("run", ran, run_cpu, tasks)
-        total = {k: (enqueued.get(k, (0, 0))[0] + ran.get(k, (0, 0))[0],
-                     enqueued.get(k, (0, 0))[1] + ran.get(k, (0, 0))[1])
-                 for k in {*enqueued, *ran}}
-        rows += phase_rows("total", total, enqueue_cpu + run_cpu, tasks)
-        lines += report.aligned(rows)
-        lines += ["", f"enqueue, per task: {breakdown(enqueued, tasks)}",
-                  f"run, per task: {breakdown(ran, tasks)}"]
+    finally:
         client.close()
-    return lines
+    calls, usec = ran["zcard"]
+    ran["zcard"] = (calls - polls, usec - usec * polls // max(calls, 1))
+    run_cpu = cpu_after - cpu_before
+    rows: list[tuple[str, ...]] = [
+        ("phase", "commands/task", "Redis CPU us/task", "sent commands' usec/task")]
+    rows += phase_rows("enqueue", enqueued, enqueue_cpu, tasks)
+    rows += phase_rows("run", ran, run_cpu, tasks)
+    total = {k: (enqueued.get(k, (0, 0))[0] + ran.get(k, (0, 0))[0],
+                 enqueued.get(k, (0, 0))[1] + ran.get(k, (0, 0))[1])
+             for k in {*enqueued, *ran}}
+    rows += phase_rows("total", total, enqueue_cpu + run_cpu, tasks)
+    return [*report.aligned(rows), "", f"enqueue, per task: {breakdown(enqueued, tasks)}",
+            f"run, per task: {breakdown(ran, tasks)}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

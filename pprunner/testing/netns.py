@@ -88,6 +88,9 @@ def add_host(host: Host) -> None:
     ip("-n", host.netns, "addr", "add", f"{host.address}/30", "dev", peer)
     ip("-n", host.netns, "link", "set", peer, "up")
     ip("-n", host.netns, "link", "set", "lo", "up")
+    # every address of the root namespace is reachable over the link (a cluster's
+    # nodes announce one address to all hosts)
+    ip("-n", host.netns, "route", "add", "default", "via", host.gateway)
 
 
 def remove_host(host: Host) -> None:
