@@ -353,3 +353,24 @@ def test_what_a_dead_runner_held_goes_to_an_idle_one_at_once(
     claimed = claimer.join()
     assert time.monotonic() - rerouted < 5, "the idle runner waited for its block to run out"
     assert claimed is not None and claimed.id == held.id
+
+
+def test_a_change_waits_for_replicas_and_counts_without_them_when_none_answers(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``wait_replicas=1`` on a server without replicas: the first change waits out
+    its WAIT, says so once, and the next ones count without waiting."""
+    monkeypatch.setattr(pprunner_plugins.redis, "REPLICA_WAIT_MS", 300)
+    backend = RedisBackend(f"{redis_url}&wait_replicas=1")
+    try:
+        with caplog.at_level(logging.WARNING, logger="pprunner.redis"):
+            started = time.monotonic()
+            backend.enqueue(first := make_invocation())
+            waited = time.monotonic() - started
+            backend.enqueue(second := make_invocation())
+        assert waited >= 0.3
+        assert time.monotonic() - started - waited < 0.3  # counted without waiting
+        assert caplog.text.count("0 of 1 replicas acknowledged a change within 300 ms") == 1
+        assert {backend.get(i.id).status for i in (first, second)} == {Status.PENDING}
+    finally:
+        backend.close()
