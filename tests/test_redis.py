@@ -58,6 +58,7 @@ def test_tasks_that_wait_for_tasks_do_not_deadlock(redis_app: App, supervise) ->
 @pytest.mark.parametrize(("url", "message"), [
     ("redis://127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
     ("redis://127.0.0.1:6379/0?prefix=has space", "bad Redis key prefix"),
+    ("redis+cluster://127.0.0.1:1", "cannot reach Redis at redis+cluster://127.0.0.1:1"),
 ])
 def test_an_unreachable_or_bad_redis_is_one_line_at_start(db_url: str, url: str,
                                                           message: str) -> None:

@@ -79,6 +79,9 @@ def connect(url: str, redis: Any, **timeouts: float) -> Connection:
         replicas = int(own.get("wait_replicas", 1 if scheme in REPLICATED_SCHEMES else 0))
     except ValueError as exc:
         raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        # a cluster client reads the cluster's slots as it is made
+        raise BackendError(f"cannot reach Redis at {url}: {exc}") from None
     if scheme in CLUSTER_SCHEMES:
         return Connection(client, f"{{{prefix}}}", replicas, cluster=True)
     return Connection(client, prefix, replicas)
