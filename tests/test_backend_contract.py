@@ -253,6 +253,17 @@ class TestRedisBackend(BackendContract):
         backend.close()
 
 
+@pytest.mark.postgres
+class TestPostgresBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, postgres_url: str) -> Iterator[Backend]:
+        from pprunner_plugins.postgres import PostgresBackend
+
+        backend = PostgresBackend(postgres_url)
+        yield backend
+        backend.close()
+
+
 def test_sqlite_checkpoints_its_wal_less_often_than_sqlite_would(tmp_path: Path) -> None:
     """The WAL grows past SQLite's default of 1,000 pages, where SQLite would have
     checkpointed and reused the file from its start, and stops growing at
