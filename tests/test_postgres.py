@@ -68,6 +68,14 @@ def test_the_url_keeps_libpq_parameters_and_drops_the_schema() -> None:
     assert "sslmode=require" in url and "schema" not in url
 
 
+def test_libpq_options_in_the_url_reach_the_server(
+        open_backend: Callable[..., PostgresBackend], postgres_url: str) -> None:
+    """A setting for the server's sessions (here, commits that do not wait for the
+    disk) is passed on with its space intact."""
+    backend = open_backend(f"{postgres_url}&options=-c%20synchronous_commit%3Doff")
+    assert backend._rows("SHOW synchronous_commit") == [("off",)]
+
+
 def test_an_unreachable_server_at_start_is_an_error_at_once() -> None:
     backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/test")
     started = time.monotonic()

@@ -16,10 +16,12 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorRedis, DrainFloorSQLite
+from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
 from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
+from .pgqueuer import Pgqueuer
+from .pprunner_postgres import PprunnerPostgres
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMetrics, PprunnerSQLiteMsgpack
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
@@ -28,8 +30,8 @@ from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
-                                     PprunnerSQLiteMetrics, PprunnerRedis,
-                                     MultiprocessingPool,
+                                     PprunnerSQLiteMetrics, PprunnerRedis, PprunnerPostgres,
+                                     Pgqueuer, MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
@@ -49,6 +51,8 @@ EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
 TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTracingApi,
                                              PprunnerSQLiteTracingSdk)
 
-#: pprunner's drain next to its store operations alone, and Huey's (issue 17's goals)
+#: pprunner's drain next to its store operations alone (issue 17's goals; issue 29's
+#: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
-                                           DrainFloorRedis, HueyRedis)
+                                           DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
+                                           HueyRedis)

@@ -69,7 +69,7 @@ from pprunner.invocation import (
 )
 from pprunner_plugins.sqlite import COLUMNS, _history, _invocation
 
-from .schema import ENDED, SCHEMA_VERSION, in_list, steps_after
+from .schema import ENDED, OWNED, SCHEMA_VERSION, in_list, steps_after
 
 logger = logging.getLogger("pprunner.postgres")
 T = TypeVar("T")
@@ -98,8 +98,9 @@ def split_url(url: str) -> tuple[str, str]:
         raise ConfigError(f"bad schema {schema!r} in {url!r}: a lower-case name of letters, "
                           "digits and _, at most 41 characters")
     query = {**CONNECT_DEFAULTS, **query}
-    return urllib.parse.urlunsplit(parts._replace(
-        scheme="postgresql", query=urllib.parse.urlencode(query))), schema
+    # quote, not quote_plus: libpq reads %20 as a space but not +
+    encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+    return urllib.parse.urlunsplit(parts._replace(scheme="postgresql", query=encoded)), schema
 
 
 def _row_values(invocation: Invocation) -> tuple[Any, ...]:
@@ -482,7 +483,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
         """The reroute's writes, inside the caller's transaction; the invocations after it."""
         owned = [_invocation(row) for row in db.execute(
             f"SELECT {COLUMNS} FROM {self._table} WHERE owner = %s AND status IN "
-            f"{in_list(OWNED_STATUSES)} ORDER BY seq FOR UPDATE", (runner_id,))]
+            f"{OWNED} ORDER BY seq FOR UPDATE", (runner_id,))]
         after = [rerouted(invocation, error, time.time(), retry) for invocation in owned]
         if after:
             db.cursor().executemany(
@@ -500,7 +501,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
             return []
         return [_invocation(row) for row in self._rows(
             f"SELECT {COLUMNS} FROM {self._table} WHERE owner = ANY(%s) "
-            f"AND status IN {in_list(OWNED_STATUSES)} ORDER BY seq", (ids,))]
+            f"AND status IN {OWNED} ORDER BY seq", (ids,))]
 
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
         """On the server's clock: its time of arrival, less the heartbeat's age."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pprunner.invocation import FINAL_STATUSES, Status
+from pprunner.invocation import FINAL_STATUSES, OWNED_STATUSES, Status
 
 
 def in_list(statuses: Iterable[Status]) -> str:
@@ -23,6 +23,7 @@ def in_list(statuses: Iterable[Status]) -> str:
 
 #: SQL for "has ended", as the partial indexes say it (the planner matches it literally)
 ENDED = in_list(FINAL_STATUSES)
+OWNED = in_list(OWNED_STATUSES)
 
 #: per version, the statements that bring the previous version's tables to it; ``{s}``
 #: is the quoted schema. Version 1 makes the tables; a later change of them is a new step,
@@ -49,10 +50,14 @@ MIGRATIONS: dict[int, list[str]] = {
             waiting_for TEXT NOT NULL DEFAULT '[]',
             headers TEXT
         )""",
+        # Every status change writes a new row version into each index whose condition
+        # it meets: partial indexes, each holding only the rows one kind of query looks
+        # for, keep a task's two changes (claim, completion) at three index entries each.
         # the claim's scan: only PENDING rows, in queue order
         "CREATE INDEX invocations_pending ON {s}.invocations (seq) WHERE status = 'PENDING'",
-        "CREATE INDEX invocations_owner ON {s}.invocations (owner) WHERE owner IS NOT NULL",
-        "CREATE INDEX invocations_status ON {s}.invocations (status, seq)",
+        # reroute, recovery, owned_by: what a runner holds
+        f"CREATE INDEX invocations_owner ON {{s}}.invocations (owner) WHERE status IN {OWNED}",
+        # ended_since, latest_failures, purge
         f"CREATE INDEX invocations_ended ON {{s}}.invocations (status, finished_at) "
         f"WHERE status IN {ENDED}",
         """CREATE TABLE {s}.runners (
