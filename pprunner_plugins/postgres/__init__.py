@@ -113,6 +113,7 @@ def _row_values(invocation: Invocation) -> tuple[Any, ...]:
 
 
 class PostgresBackend(Pausing, Admin, Recovery):
+    notifies_final = True
     retry_pause_max = RETRY_PAUSE_MAX
 
     def __init__(self, url: str) -> None:
@@ -126,6 +127,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
         self._conninfo, self.schema = split_url(url)
         #: the channel an idle claimer listens on
         self.channel = f"pprunner_{self.schema}"
+        #: the channel a caller of wait_any listens on (see ``schema.announce_ending``)
+        self.endings_channel = f"pprunner_{self.schema}_ended"
         self._table = f'"{self.schema}".invocations'
         self._runners_table = f'"{self.schema}".runners'
         #: connections not in use now; popping and appending a list is atomic
@@ -135,21 +138,28 @@ class PostgresBackend(Pausing, Admin, Recovery):
         #: connections a forked child inherited: never used nor closed by the child
         #: (that would end the parent's sessions), only kept from the garbage collector
         self._inherited: list[Any] = []
+        #: whether the server was ever reached: until then, failing to reach it is an
+        #: error at once rather than an outage to wait out
         self._connected = False
+        self._schema_ready = False
         self._pid = os.getpid()
 
     # -- connections and outages ---------------------------------------------------------
 
     def _connect(self) -> Any:
-        """A new connection in autocommit mode; the first one also readies the schema."""
+        """A new connection in autocommit mode; the first one also readies the schema.
+
+        Once the server has been reached, a connection lost while the schema is
+        readied (a restart, ``pg_terminate_backend``) is an outage, waited out."""
         connection = self._psycopg.connect(self._conninfo, autocommit=True)
-        if not self._connected:
+        self._connected = True
+        if not self._schema_ready:
             try:
                 self._ready_schema(connection)
             except BaseException:
                 connection.close()
                 raise
-            self._connected = True
+            self._schema_ready = True
         return connection
 
     def _ready_schema(self, connection: Any) -> None:
@@ -364,6 +374,41 @@ class PostgresBackend(Pausing, Admin, Recovery):
 
     def wakeup(self) -> None:
         self._run(lambda db, _resent: self._notify(db, STOP))
+
+    def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
+        """Blocks on a connection that LISTENs for endings, registered as a waiter of
+        each invocation in the transaction that checks, with their rows locked, that
+        none has ended: the statement that ends one afterwards meets the lock, and the
+        trigger it fires tells the waiter (see ``schema``)."""
+        ids = sorted(set(invocation_ids))
+        token = os.urandom(8).hex()
+        deadline = time.monotonic() + timeout
+
+        def registered(db: Any) -> bool:
+            with db.transaction():
+                db.execute(f'LISTEN "{self.endings_channel}"')
+                statuses = [Status(status) for (status,) in db.execute(
+                    f"SELECT status FROM {self._table} WHERE id = ANY(%s) FOR SHARE", (ids,))]
+                if len(statuses) < len(ids) or any(s.is_final for s in statuses):
+                    return False
+                db.cursor().executemany(
+                    f'INSERT INTO "{self.schema}".waiters (invocation_id, waiter) VALUES (%s, %s)',
+                    [(i, token) for i in ids])
+            return True
+
+        def wait(db: Any, _resent: bool) -> None:
+            """Registered, until told or out of time; a lost connection is retried
+            whole, with the time left."""
+            try:
+                if registered(db):
+                    while (left := deadline - time.monotonic()) > 0 and token not in (
+                            n.payload for n in db.notifies(timeout=left, stop_after=1)):
+                        pass
+            finally:
+                db.execute(f'UNLISTEN "{self.endings_channel}"')
+                db.execute(f'DELETE FROM "{self.schema}".waiters WHERE waiter = %s', (token,))
+
+        self._run(wait)
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:

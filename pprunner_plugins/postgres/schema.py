@@ -71,6 +71,28 @@ MIGRATIONS: dict[int, list[str]] = {
             heartbeat_at DOUBLE PRECISION NOT NULL,
             phase TEXT NOT NULL DEFAULT ''
         )""",
+        # callers blocked in wait_any: each listens on the schema's endings channel
+        # for its own token, recorded here against the invocations it waits for
+        """CREATE TABLE {s}.waiters (
+            invocation_id TEXT NOT NULL,
+            waiter TEXT NOT NULL,
+            PRIMARY KEY (invocation_id, waiter)
+        )""",
+        # A trigger, not the statement that ends an invocation, tells its waiters: each
+        # query inside it sees what was committed when it runs, so a waiter that
+        # registered while the ending statement waited for the row is still told.
+        """CREATE FUNCTION {s}.announce_ending() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE told RECORD;
+        BEGIN
+            FOR told IN DELETE FROM {s}.waiters WHERE invocation_id = NEW.id RETURNING waiter
+            LOOP
+                PERFORM pg_notify('pprunner_' || TG_TABLE_SCHEMA || '_ended', told.waiter);
+            END LOOP;
+            RETURN NULL;
+        END $$""",
+        f"""CREATE TRIGGER announce_ending AFTER UPDATE OF status ON {{s}}.invocations
+        FOR EACH ROW WHEN (NEW.status IN {ENDED} AND OLD.status NOT IN {ENDED})
+        EXECUTE FUNCTION {{s}}.announce_ending()""",
     ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
