@@ -200,6 +200,26 @@ def test_an_enqueue_wakes_a_blocked_claim_by_notification(
     assert claimed is not None and claimed.id == invocation.id
 
 
+def test_a_claim_whose_listener_was_dropped_listens_again_without_spinning(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend],
+        postgres_url: str) -> None:
+    name = f"listener-{schema_of(postgres_url)}"
+    claimer_backend = open_backend(f"{postgres_url}&application_name={name}")
+    looks = []
+    claim_where = claimer_backend._claim_where
+    monkeypatch.setattr(claimer_backend, "_claim_where",
+                        lambda *args: looks.append(1) or claim_where(*args))
+    claimer = blocked_claim(monkeypatch, claimer_backend, fallback=30)
+    assert terminate(name) >= 1  # the listener (and any idle pooled connection)
+    wait_until(lambda: len(claimer_backend._listeners) == 1 and len(looks) >= 2,
+               what="the claim to look again and listen again")
+    assert not claimer.finished_within(0.3)
+    assert len(looks) <= 3, f"the claim looked {len(looks)} times: it spins"
+    open_backend().enqueue(invocation := make_invocation())
+    claimed = claimer.join(timeout=5)
+    assert claimed is not None and claimed.id == invocation.id
+
+
 def test_a_lost_notification_costs_latency_not_the_task(
         monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend],
         postgres_url: str) -> None:

@@ -322,8 +322,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         deadline = time.monotonic() + timeout
         if timeout > 0:  # listening before the first look: no notification can be missed
-            self._retrying(lambda _resent: self._listener(runner_id))
-            self._wait_for_work(runner_id, 0)  # forget what came before (a stale stop)
+            self._wait_for_work(runner_id, 0)  # and what came before (a stale stop) is read
         while True:
             claimed = self._claim_where(runner_id)
             if claimed is not None:
@@ -347,14 +346,13 @@ class PostgresBackend(Pausing, Admin, Recovery):
         return listener
 
     def _wait_for_work(self, runner_id: str, timeout: float) -> list[str]:
-        """The notifications ``runner_id`` gets within ``timeout`` (returns at the first).
+        """The notifications ``runner_id`` gets within ``timeout`` (returns at the first),
+        on its listener, opened first if it has none (waiting out an outage).
 
         A listener that lost its connection is dropped, and the claim looks at the
         queue again: what was notified meanwhile is in the table.
         """
-        listener = self._listeners.get(runner_id)
-        if listener is None:
-            return []
+        listener = self._retrying(lambda _resent: self._listener(runner_id))
         try:
             return [n.payload for n in listener.notifies(timeout=timeout, stop_after=1)]
         except self._psycopg.OperationalError:
@@ -427,6 +425,10 @@ class PostgresBackend(Pausing, Admin, Recovery):
             return False, self._claimed_before(db, runner_id, now) if resent else None
 
         (completed, claimed), resent = self._run_noting_resends(complete_and_claim)
+        if runner_id in self._listeners:
+            # read what a busy runner was sent meanwhile: a listener that is never read
+            # fills its socket, and the server keeps every notification queued for it
+            self._wait_for_work(runner_id, 0)
         if not completed:
             self._refused(invocation_id, runner_id, Status.SUCCESS, resent)
         return claimed
