@@ -69,7 +69,7 @@ from pprunner.invocation import (
 )
 from pprunner_plugins.sqlite import COLUMNS, _history, _invocation
 
-from .schema import ENDED, OWNED, SCHEMA_VERSION, in_list, steps_after
+from .schema import ENDED, ENDING_LOCK, OWNED, SCHEMA_VERSION, in_list, steps_after
 
 logger = logging.getLogger("pprunner.postgres")
 T = TypeVar("T")
@@ -375,9 +375,9 @@ class PostgresBackend(Pausing, Admin, Recovery):
 
     def wait_any(self, invocation_ids: Sequence[str], timeout: float) -> None:
         """Blocks on a connection that LISTENs for endings, registered as a waiter of
-        each invocation in the transaction that checks, with their rows locked, that
-        none has ended: the statement that ends one afterwards meets the lock, and the
-        trigger it fires tells the waiter (see ``schema``)."""
+        each invocation in the transaction that checks, holding a lock that an ending
+        takes too (``schema.ENDING_LOCK``), that none has ended: the trigger of an
+        ending after that tells the waiter (see ``schema``)."""
         ids = sorted(set(invocation_ids))
         token = os.urandom(8).hex()
         deadline = time.monotonic() + timeout
@@ -385,8 +385,10 @@ class PostgresBackend(Pausing, Admin, Recovery):
         def registered(db: Any) -> bool:
             with db.transaction():
                 db.execute(f'LISTEN "{self.endings_channel}"')
+                db.execute(f"SELECT pg_advisory_xact_lock_shared({ENDING_LOCK}, hashtext(id)) "
+                           "FROM unnest(%s::text[]) AS id", (ids,))
                 statuses = [Status(status) for (status,) in db.execute(
-                    f"SELECT status FROM {self._table} WHERE id = ANY(%s) FOR SHARE", (ids,))]
+                    f"SELECT status FROM {self._table} WHERE id = ANY(%s)", (ids,))]
                 if len(statuses) < len(ids) or any(s.is_final for s in statuses):
                     return False
                 db.cursor().executemany(

@@ -24,6 +24,10 @@ def in_list(statuses: Iterable[Status]) -> str:
 #: SQL for "has ended", as the partial indexes say it (the planner matches it literally)
 ENDED = in_list(FINAL_STATUSES)
 OWNED = in_list(OWNED_STATUSES)
+#: the first key of the advisory lock an ending takes on its invocation's id (the second:
+#: ``hashtext(id)``), exclusively, and a caller registering as its waiter, shared. Not a
+#: row lock: a claim skips locked rows, and would skip one a waiter had locked.
+ENDING_LOCK = "2929"
 
 #: per version, the statements that bring the previous version's tables to it; ``{s}``
 #: is the quoted schema. Version 1 makes the tables; a later change of them is a new step,
@@ -79,11 +83,13 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (invocation_id, waiter)
         )""",
         # A trigger, not the statement that ends an invocation, tells its waiters: each
-        # query inside it sees what was committed when it runs, so a waiter that
-        # registered while the ending statement waited for the row is still told.
+        # query inside it sees what was committed when it runs. The lock (see
+        # ENDING_LOCK) orders it with a waiter's registration: either the waiter
+        # registered first, and is told here, or it sees the ending.
         """CREATE FUNCTION {s}.announce_ending() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE told RECORD;
         BEGIN
+            PERFORM pg_advisory_xact_lock(""" + ENDING_LOCK + """, hashtext(NEW.id));
             FOR told IN DELETE FROM {s}.waiters WHERE invocation_id = NEW.id RETURNING waiter
             LOOP
                 PERFORM pg_notify('pprunner_' || TG_TABLE_SCHEMA || '_ended', told.waiter);
