@@ -21,7 +21,7 @@ from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
 from .pgqueuer import Pgqueuer
-from .pprunner_postgres import PprunnerPostgres
+from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMetrics, PprunnerSQLiteMsgpack
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
@@ -31,7 +31,7 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerRedis, PprunnerPostgres,
-                                     Pgqueuer, MultiprocessingPool,
+                                     PprunnerPostgresAsyncCommit, Pgqueuer, MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, PynencSQLite, PynencSQLitePprunner,

@@ -73,3 +73,14 @@ class PprunnerPostgres(PprunnerSystem):
     def fresh_backend(self, workdir: Path) -> str:
         separator = "&" if "?" in POSTGRES_URL else "?"
         return f"{POSTGRES_URL}{separator}schema={fresh_schema(self.cleanup, 'pprunner')}"
+
+
+class PprunnerPostgresAsyncCommit(PprunnerPostgres):
+    """The same with ``synchronous_commit=off`` for every connection, the producer's and
+    the workers': a commit returns before its WAL reaches the disk. What one durable
+    commit per task costs, and what a user trades for it (README, "PostgreSQL")."""
+
+    name = "pprunner-postgres-async-commit"
+
+    def fresh_backend(self, workdir: Path) -> str:
+        return f"{super().fresh_backend(workdir)}&options=-c%20synchronous_commit%3Doff"
