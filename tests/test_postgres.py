@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import pprunner.backend
 import pprunner_plugins.postgres
 import pprunner_plugins.postgres.schema
 from pprunner import App, Status, Supervisor, gather
@@ -21,6 +20,7 @@ from pprunner_plugins.postgres import PostgresBackend, split_url
 from tests import apps
 from tests.conftest import wait_until
 from tests.postgres_server import admin_connection
+from tests.test_backend_contract import assert_waiters_told_at_once
 
 pytestmark = [pytest.mark.postgres]
 
@@ -243,20 +243,10 @@ def test_a_lost_notification_costs_latency_not_the_task(
 def test_an_ending_wakes_waiters_in_another_instance_and_leaves_nothing_behind(
         monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend],
         postgres_url: str) -> None:
-    # waiters block 5 s between looks here, so one that sees the ending within 2 s was told
-    monkeypatch.setattr(pprunner.backend, "NOTIFIED_RECHECK", 5.0)
     owner, watcher = open_backend(), open_backend()
-    owner.enqueue(invocation := make_invocation())
-    assert owner.claim("owner", 0) is not None
-    waiters = [Background(lambda: watcher.wait(invocation.id, timeout=30), name=f"waiter {n}")
-               for n in range(2)]
     table = f'"{schema_of(postgres_url)}".waiters'
-    wait_until(lambda: owner._rows(f"SELECT count(*) FROM {table}") == [(2,)],
-               what="both waiters to block")
-    owner.complete(invocation.id, "owner", b"1")
-    for waiter in waiters:
-        assert waiter.join(timeout=2).status is Status.SUCCESS
-    assert owner._rows(f"SELECT count(*) FROM {table}") == [(0,)]
+    assert_waiters_told_at_once(monkeypatch, owner, watcher,
+                                lambda: owner._rows(f"SELECT count(*) FROM {table}")[0][0])
 
 
 def test_a_connection_the_server_closed_while_unused_is_no_outage(

@@ -6,11 +6,9 @@ invocations; host B recovers them once, after ``dead_after``."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,17 +16,14 @@ import pytest
 
 from pprunner import App, gather
 from tests import apps
-from tests.conftest import REPO, RUN, cli_env
 from tests.postgres_server import Forwarder, admin_connection
 from tests.test_redis_hosts import (  # the same hosts, and what is checked on them
-    HOST_SETTINGS,
-    IP,
     Host,
     assert_each_ran_once_but,
     held_by,
-    log_of,
     network,  # noqa: F401 - a fixture
     start_hosts,
+    supervisors_on_hosts,
     wait_until_busy,
     workers_of,
 )
@@ -56,29 +51,15 @@ def hosts_app(app: App, postgres_url: str) -> App:
 @pytest.fixture
 def start_host(forwarder: Forwarder, postgres_url: str,
                tmp_path: Path) -> Iterator[Callable[[Host], subprocess.Popen[str]]]:
-    """Start a two-worker supervisor inside a host's namespace, in a process group of
-    its own, logging to ``tmp_path/<host>.log``; every group is SIGKILLed after."""
-    groups: dict[Host, subprocess.Popen[str]] = {}
-
-    def start(host: Host) -> subprocess.Popen[str]:
+    """Supervisors on the hosts (see ``supervisors_on_hosts``), reaching the database
+    through the forwarder on their own link."""
+    def url_of(host: Host) -> str:
         url = postgres_url.replace("@127.0.0.1:5432/", f"@{host.gateway}:{forwarder.port}/")
         assert url != postgres_url, "the hosts would reach the database over loopback"
-        with (tmp_path / f"{host.name}.log").open("w") as log:
-            process = subprocess.Popen(
-                [IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner", *RUN,
-                 "--processes", "2"],
-                cwd=REPO, env=cli_env(url, PPRUNNER_HOST=host.name, **HOST_SETTINGS),
-                stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
-        groups[host] = process
-        return process
+        return url
 
-    yield start
-    for process in groups.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    for host, process in groups.items():
-        process.wait(timeout=10)
-        print(f"--- {host.name} ---\n{log_of(host, tmp_path)}")
+    with supervisors_on_hosts(url_of, tmp_path) as start:
+        yield start
 
 
 def test_a_host_killed_mid_batch(hosts_app: App, network: tuple[Host, Host],  # noqa: F811
