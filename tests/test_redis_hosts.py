@@ -77,29 +77,40 @@ def hosts_app(app: App, hosts_redis: PrivateRedis) -> App:
 @pytest.fixture
 def start_host(hosts_redis: PrivateRedis,
                tmp_path: Path) -> Iterator[Callable[[Host], subprocess.Popen[str]]]:
-    """Start a two-worker supervisor inside a host's namespace, in a process group of
-    its own, logging to ``tmp_path/<host>.log``; every group is SIGKILLed after, and
-    the logs are printed (pytest shows them when the test failed)."""
+    with supervisors_on_hosts(
+            lambda host: f"redis://{host.gateway}:{hosts_redis.port}/0?prefix={PREFIX}",
+            tmp_path) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def supervisors_on_hosts(url_of: Callable[[Host], str], tmp_path: Path
+                         ) -> Iterator[Callable[[Host], subprocess.Popen[str]]]:
+    """Start a two-worker supervisor inside a host's namespace, on the backend
+    ``url_of(host)``, in a process group of its own, logging to ``tmp_path/<host>.log``;
+    every group is SIGKILLed after, and the logs are printed (pytest shows them when
+    the test failed)."""
     groups: dict[Host, subprocess.Popen[str]] = {}
 
     def start(host: Host) -> subprocess.Popen[str]:
-        url = f"redis://{host.gateway}:{hosts_redis.port}/0?prefix={PREFIX}"
         with (tmp_path / f"{host.name}.log").open("w") as log:
             process = subprocess.Popen(
                 [IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner", *RUN,
                  "--processes", "2"],
-                cwd=REPO, env=cli_env(url, PPRUNNER_HOST=host.name, **HOST_SETTINGS),
+                cwd=REPO, env=cli_env(url_of(host), PPRUNNER_HOST=host.name, **HOST_SETTINGS),
                 stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
         groups[host] = process
         return process
 
-    yield start
-    for process in groups.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    for host, process in groups.items():
-        process.wait(timeout=10)
-        print(f"--- {host.name} ---\n{log_of(host, tmp_path)}")
+    try:
+        yield start
+    finally:
+        for process in groups.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for host, process in groups.items():
+            process.wait(timeout=10)
+            print(f"--- {host.name} ---\n{log_of(host, tmp_path)}")
 
 
 def log_of(host: Host, tmp_path: Path) -> str:

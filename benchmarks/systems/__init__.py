@@ -16,10 +16,12 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorRedis, DrainFloorSQLite
+from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
 from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
+from .pgqueuer import Pgqueuer
+from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -34,6 +36,7 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
+                                     PprunnerPostgres, PprunnerPostgresAsyncCommit, Pgqueuer,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
@@ -54,6 +57,8 @@ EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
 TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTracingApi,
                                              PprunnerSQLiteTracingSdk)
 
-#: pprunner's drain next to its store operations alone, and Huey's (issue 17's goals)
+#: pprunner's drain next to its store operations alone (issue 17's goals; issue 29's
+#: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
-                                           DrainFloorRedis, HueyRedis)
+                                           DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
+                                           HueyRedis)
