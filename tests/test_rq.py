@@ -14,7 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from rq import Callback, Queue, Retry
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 
+from pprunner_plugins.rq import Worker
 from tests import rq_jobs
 from tests.conftest import REPO, wait_until
 from tests.metrics_scrape import free_port, scraped_until
@@ -69,18 +72,23 @@ def queue(connection: redis.Redis, request: pytest.FixtureRequest) -> Queue:
 
 class Workers:
     """Starts ``rq`` CLI processes in sessions of their own; ends them (and their
-    horses, which leave the session's process group) in teardown."""
+    horses, which leave the session's process group) in teardown.
+
+    They run as users run them: the ``rq`` script, in a project folder (this
+    repository, or ``folder``), with no ``PYTHONPATH``."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, command: str, queue: Queue, *extra: str,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, command: str, queue: Queue, *extra: str, env: dict[str, str] | None = None,
+              folder: Path = REPO) -> subprocess.Popen[bytes]:
+        environment = {**os.environ, "RQ_DEAD_WORKER_AFTER": DEAD_AFTER, **(env or {})}
+        environment.pop("PYTHONPATH", None)
         process = subprocess.Popen(
-            [sys.executable, "-m", "rq.cli", command, "-w", WORKER_CLASS, "--url", self.url,
-             *extra, queue.name], cwd=REPO, start_new_session=True,
-            env={**os.environ, "RQ_DEAD_WORKER_AFTER": DEAD_AFTER, **(env or {})})
+            [str(Path(sys.executable).parent / "rq"), command, "-w", WORKER_CLASS,
+             "--url", self.url, *extra, queue.name],
+            cwd=folder, start_new_session=True, env=environment)
         self.processes.append(process)
         return process
 
@@ -292,6 +300,53 @@ def test_a_second_signal_is_a_cold_shutdown_and_the_job_is_handed_back_at_once(
     assert ended(slow, JobStatus.FAILED) == JobStatus.FAILED
     assert "AbandonedJobError" in failure(slow)
     assert not psutil.pid_exists(horse)
+
+
+def _subscribed(connection: redis.Redis, name: str) -> bool:
+    """Whether the worker ``name`` listens on its pubsub channel (RQ's commands)."""
+    return bool(connection.pubsub_numsub(f"rq:pubsub:{name}")[0][1])
+
+
+def test_unsubscribing_does_not_wait_for_the_pubsub_thread_s_next_message(
+        queue: Queue, connection: redis.Redis) -> None:
+    """The race made certain: the pubsub thread already read the unsubscribe reply
+    and is back in its 60 s wait when the worker stops it."""
+    worker = Worker([queue], connection=connection)
+    worker.subscribe()
+    assert worker.pubsub is not None
+    wait_until(lambda: worker.pubsub.subscribed, 10, "the subscription")
+    worker.pubsub.unsubscribe()
+    wait_until(lambda: not worker.pubsub.subscribed, 10, "the unsubscribe reply to be read")
+    stopping = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - stopping < 5
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_sigterm_of_an_idle_worker_never_waits_out_the_pubsub_thread_s_sleep(
+        workers: Workers, queue: Queue, connection: redis.Redis, attempt: int) -> None:
+    """RQ stops redis-py's pubsub thread, which waits for messages 60 s at a time,
+    with a join that redis-py 8.2 does not bound: a thread back in its wait held the
+    exit for up to a minute (several of the attempts did)."""
+    name = f"{queue.name}-{attempt}"
+    worker = workers.start("worker", queue, "--name", name)
+    wait_until(lambda: _subscribed(connection, name), 20, "the worker to subscribe")
+    stopping = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert time.monotonic() - stopping < 5
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_a_burst_ends_without_waiting_out_the_pubsub_thread_s_sleep(
+        workers: Workers, queue: Queue, attempt: int) -> None:
+    """The same teardown ends a burst: it must not take the pubsub thread's minute."""
+    jobs = [queue.enqueue(rq_jobs.pid) for _ in range(2)]
+    starting = time.monotonic()
+    worker = workers.start("worker", queue, "--burst")
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - starting < 10
+    assert all(job.get_status(refresh=True) == JobStatus.FINISHED for job in jobs)
 
 
 def _name(job: Job) -> str:

@@ -146,6 +146,22 @@ class Worker(RQWorker):
             self._cold = True
             raise
 
+    def unsubscribe(self) -> None:
+        """RQ's, without waiting out redis-py's pubsub thread, which waits for a
+        message 60 s at a time. RQ unsubscribes, then stops the thread with a join
+        that redis-py 8.2 does not bound: a thread that read the reply and went back
+        to its wait before the stop held the worker's exit for up to a minute. Here
+        the thread is told to stop first, so the reply ends it, and the join is
+        bounded (it is a daemon thread: one still waiting does not hold the exit)."""
+        if self.pubsub_thread is None or self.pubsub is None:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name,
+                      self.pubsub_channel_name)
+        compat.stop_without_join(self.pubsub_thread)
+        self.pubsub.unsubscribe()
+        self.pubsub_thread.join(timeout=1)
+        self.pubsub.close()
+
     def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
         setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
         settings = horse.HorseSettings(
