@@ -159,8 +159,35 @@ def test_jobs_run_one_after_another_in_the_same_horse(workers: Workers, queue: Q
     (horse,) = pids
     assert horse != worker.pid and psutil.Process(horse).ppid() == worker.pid
     # `ps` tells the horse for what it is, between jobs too
-    wait_until(lambda: " ".join(psutil.Process(horse).cmdline()).startswith(
-        "pprunner worker 1: idle"), 10, "the idle horse's process title")
+    wait_until(lambda: _title(horse).startswith("pprunner worker 1: idle"), 10,
+               "the idle horse's process title")
+
+
+def _title(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline())
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project folder: its job module ``jobs`` (``tests/rq_jobs.py``)."""
+    (tmp_path / "jobs.py").write_text((REPO / "tests" / "rq_jobs.py").read_text())
+    return tmp_path
+
+
+def test_sighup_rolls_edited_job_code_out_and_loses_no_job(
+        workers: Workers, queue: Queue, connection: redis.Redis, project: Path) -> None:
+    worker = workers.start("worker", queue, folder=project)
+    assert result(queue.enqueue("jobs.add", 2, 3)) == 5
+    slow = queue.enqueue("jobs.sleep", 1)
+    horse = running(connection, slow)
+    # a busy horse shows RQ's own process title, as RQ's horse does
+    assert _title(horse).startswith(f"rq:worker:{_name(slow)}: Processing jobs.sleep from")
+    jobs = project / "jobs.py"
+    jobs.write_text(jobs.read_text().replace("return x + y", "return (x + y) * 100"))
+    os.kill(worker.pid, signal.SIGHUP)
+    assert result(slow) == horse  # the running job ended where it began
+    assert result(queue.enqueue("jobs.add", 2, 3)) == 500  # the new code, on a new horse
+    assert worker.poll() is None
 
 
 def test_exceptions_retry_meta_callbacks_and_dependents_are_rqs(

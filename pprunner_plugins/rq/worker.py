@@ -162,6 +162,18 @@ class Worker(RQWorker):
         self.pubsub_thread.join(timeout=1)
         self.pubsub.close()
 
+    def _install_signal_handlers(self) -> None:
+        """RQ's (SIGINT, SIGTERM), and SIGHUP: a rolling reload, as ``pprunner run``'s.
+        RQ's forked horse imports edited job code on the next job; a persistent one
+        keeps what it imported, so a new horse boots (importing the code afresh)
+        while the old one finishes its job, and takes the jobs after it."""
+        super()._install_signal_handlers()
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self, signum: int, frame: Any) -> None:
+        if self._supervisor is not None:
+            self._supervisor.reload()
+
     def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
         setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
         settings = horse.HorseSettings(
