@@ -82,13 +82,16 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, command: str, queue: Queue, *extra: str, env: dict[str, str] | None = None,
-              folder: Path = REPO) -> subprocess.Popen[bytes]:
+              folder: Path = REPO, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """``log``: a file for what the worker and its horse print (else the test's own)."""
         environment = {**os.environ, "RQ_DEAD_WORKER_AFTER": DEAD_AFTER, **(env or {})}
         environment.pop("PYTHONPATH", None)
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "rq"), command, "-w", WORKER_CLASS,
-             "--url", self.url, *extra, queue.name],
-            cwd=folder, start_new_session=True, env=environment)
+        with contextlib.ExitStack() as stack:
+            output = None if log is None else stack.enter_context(log.open("wb"))
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "rq"), command, "-w", WORKER_CLASS,
+                 "--url", self.url, *extra, queue.name], cwd=folder, start_new_session=True,
+                env=environment, stdout=output, stderr=output)
         self.processes.append(process)
         return process
 
@@ -296,6 +299,26 @@ def test_a_bad_worker_setting_fails_with_a_one_line_error(rq_url: str, queue: Qu
         env={**os.environ, "RQ_MAX_JOBS_PER_HORSE": "many"})
     assert done.returncode != 0
     assert "RQ_MAX_JOBS_PER_HORSE='many' is not a valid int" in done.stderr
+
+
+def test_the_horse_logs_with_the_worker_s_log_and_date_format(
+        workers: Workers, queue: Queue, tmp_path: Path) -> None:
+    """RQ's ``--log-format``/``--date-format`` reach the horse: its lines (RQ's job
+    outcomes and tracebacks, pprunner's own) are formatted as the worker's."""
+    log = tmp_path / "worker.log"
+    worker = workers.start("worker", queue, "--log-format", "RQLOG %(asctime)s %(message)s",
+                           "--date-format", "DATE%Y", log=log)
+    ok, failing = queue.enqueue(rq_jobs.add, 1, 2), queue.enqueue(rq_jobs.boom, "traceback")
+    assert result(ok) == 3
+    assert ended(failing, JobStatus.FAILED) == JobStatus.FAILED
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    lines = log.read_text().splitlines()
+    horse = [line for line in lines if "ready (push mode)" in line or "Successfully" in line
+             or f"Job OK ({ok.id})" in line or "exception raised while executing" in line]
+    assert len(horse) == 4, lines
+    assert all(line.startswith(f"RQLOG DATE{time.strftime('%Y')} ") for line in horse), horse
+    assert not [line for line in lines if " pid=" in line], "a line in pprunner's own format"
 
 
 # -- shutdown and deaths -----------------------------------------------------------------

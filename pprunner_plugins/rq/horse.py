@@ -66,8 +66,7 @@ def boot(settings: HorseSettings) -> None:
     """
     os.setpgrp()
     random.seed()
-    level, date_format, log_format = settings.logging
-    setup_loghandlers(level, date_format, log_format, name="rq.worker")
+    _log_as_the_worker(*settings.logging)
     connection_class, pool_class, pool_kwargs = settings.connection
     connection = connection_class(connection_pool=ConnectionPool(connection_class=pool_class,
                                                                  **pool_kwargs))
@@ -83,6 +82,23 @@ def boot(settings: HorseSettings) -> None:
     worker.log = logging.getLogger("rq.worker")
     _Horse.worker = worker
     _Horse.queues = {}
+
+
+def use_rq_logging(level: str | None, date_format: str, log_format: str) -> None:
+    """RQ's log handlers, with the worker's ``--log-format`` and ``--date-format``,
+    for RQ's loggers and pprunner's (a line of pprunner's reads as one of RQ's)."""
+    for name in ("rq.worker", "rq.job", "pprunner"):
+        setup_loghandlers(level, date_format, log_format, name=name)
+
+
+def _log_as_the_worker(level: str | None, date_format: str, log_format: str) -> None:
+    """Every line the horse logs is formatted as its worker's, as a forked horse's
+    is: pprunner's handler on the root logger (set up before the initializer runs)
+    gives way to the worker's setup, where a job's own loggers have none either."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    use_rq_logging(level, date_format, log_format)
 
 
 def run_job(job_id: str, queue_name: str, execution_id: str, execution_started: float) -> bool:

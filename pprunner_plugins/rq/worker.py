@@ -25,7 +25,6 @@ from typing import Any
 
 from rq.connections import parse_connection
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.logutils import setup_loghandlers
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker as RQWorker
 
@@ -175,7 +174,7 @@ class Worker(RQWorker):
             self._supervisor.reload()
 
     def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
-        setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
+        horse.use_rq_logging(*logging)
         settings = horse.HorseSettings(
             worker_class=type(self), name=self.name, queues=tuple(self.queue_names()),
             connection=parse_connection(self.connection), serializer=self._serializer_arg,
