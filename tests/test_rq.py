@@ -399,6 +399,27 @@ def test_a_burst_ends_without_waiting_out_the_pubsub_thread_s_sleep(
     assert all(job.get_status(refresh=True) == JobStatus.FINISHED for job in jobs)
 
 
+def test_a_sigkilled_worker_s_horse_finishes_its_job_records_it_and_starts_nothing_else(
+        workers: Workers, queue: Queue, connection: redis.Redis) -> None:
+    """As RQ's forked horse: the job ends and is recorded the RQ way; it is not cut
+    off, nor handed back as abandoned by a peer (one watches, on a queue of its own)."""
+    workers.start("worker", Queue(f"{queue.name}-peer", connection=connection))
+    worker = workers.start("worker", queue)
+    slow = queue.enqueue(rq_jobs.sleep, 3)
+    horse = running(connection, slow)
+    waiting = queue.enqueue(rq_jobs.pid)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    try:
+        assert result(slow, timeout=20) == horse
+        assert slow.get_status(refresh=True) == JobStatus.FINISHED
+        wait_until(lambda: not psutil.pid_exists(horse), 10, "the orphaned horse to exit")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(horse).kill()
+    assert waiting.get_status(refresh=True) == JobStatus.QUEUED
+
+
 def _name(job: Job) -> str:
     job.refresh()
     return str(job.worker_name)

@@ -24,8 +24,10 @@ from rq.logutils import setup_loghandlers
 from rq.timeouts import BaseTimeoutException
 
 import pprunner
+from pprunner.worker import finish_jobs_when_orphaned
 
 from . import compat
+from .peers import Peers
 
 logger = logging.getLogger("pprunner.rq")
 
@@ -80,6 +82,8 @@ def boot(settings: HorseSettings) -> None:
     worker.death_penalty_class = _tracked(worker.death_penalty_class)
     worker._is_horse = True
     worker.log = logging.getLogger("rq.worker")
+    # as a forked horse whose worker is SIGKILLed: the job ends and is recorded as RQ does
+    finish_jobs_when_orphaned(on_orphaned=Peers(worker, worker.dead_after).stand_in)
     _Horse.worker = worker
     _Horse.queues = {}
 

@@ -38,10 +38,11 @@ from .peers import Peers
 
 logger = logging.getLogger("pprunner.rq")
 
-#: what ``SpawnWorker`` hands its horses, read from the worker
+#: what ``SpawnWorker`` hands its horses, read from the worker; and ``dead_after``, for
+#: a horse that keeps its dead worker's sign of life while it finishes its job
 HORSE_ATTRIBUTES = ("job_class", "queue_class", "death_penalty_class", "_exc_handlers",
                     "default_result_ttl", "job_monitoring_interval", "log_job_description",
-                    "log_result_lifespan", "disable_default_exception_handler")
+                    "log_result_lifespan", "disable_default_exception_handler", "dead_after")
 
 
 class HorseUnavailable(Exception):
