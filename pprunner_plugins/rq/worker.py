@@ -26,6 +26,7 @@ from typing import Any
 from rq.connections import parse_connection
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.timeouts import JobTimeoutException
+from rq.utils import now
 from rq.worker import Worker as RQWorker
 
 from pprunner import config as config_module
@@ -117,15 +118,22 @@ class Worker(RQWorker):
     def bootstrap(self, logging_level: str | None = "INFO",
                   date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
                   log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
-        """Start the horse (and wait for it to boot) before RQ registers the worker:
-        a horse that cannot start fails the worker here, registered nowhere."""
+        """Start the horse, run RQ's bootstrap (registration, the command channel)
+        while it boots, then wait for it: the worker listens for commands as soon
+        as RQ's does. A horse that cannot boot fails the worker here, whose death
+        is then registered (RQ's teardown)."""
         self._start_horse((logging_level, date_format, log_format))
         try:
             super().bootstrap(logging_level, date_format, log_format)
+        except BaseException:
+            self._stop_horse()
+            raise
+        try:
+            self._handshake()
             self._peers = Peers(self, self.dead_after)
             self._peers.join()
         except BaseException:
-            self._stop_horse()
+            self.teardown()
             raise
 
     def teardown(self) -> None:
@@ -198,21 +206,32 @@ class Worker(RQWorker):
                                       initializer=Call(horse.boot, (settings,),
                                                        name="pprunner_plugins.rq.horse.boot"))
         self._supervisor.start()
-        self._handshake()
 
     def _handshake(self) -> None:
         """Wait for the first horse to boot: the boot handshake. A horse that cannot
         boot is retried with back-off until pprunner gives up (``crash_loop_period``),
         then the worker fails with the reason."""
         assert self._supervisor is not None
-        with _signals_held():
+        stopping = {sig: signal.signal(sig, self._stop_when_booted)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
             ready = self._supervisor.wait_until_ready()
+        finally:
+            for sig, handler in stopping.items():
+                signal.signal(sig, handler)
         if not ready:
             raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
                                    f"{self._supervisor.failure or 'the supervisor stopped'}")
         pids = [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
         self.log.info("Worker %s: work horse pid %s ready", self.name,
                       ", ".join(map(str, pids)))
+
+    def _stop_when_booted(self, signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM (or RQ's shutdown command) while the horse boots, before RQ
+        installs its handlers: a warm shutdown of an idle worker, as RQ's would be;
+        the worker stops before it takes a job."""
+        self._shutdown_requested_date = now()
+        self._stop_requested = True
 
     def _stop_horse(self) -> None:
         """Stop the horse: at once if a job is still out (a cold shutdown: the job is
@@ -243,8 +262,7 @@ class Worker(RQWorker):
         """Wait until the horse ends the job: ``(pid, exit status, None)`` as
         ``os.wait4`` would give for a forked horse (no rusage). A horse that
         reported the job's end stands for status 0; a dead one for its own."""
-        assert self._dispatcher is not None
-        if self._call is None:
+        if self._call is None or self._dispatcher is None:
             return None, None, None
         while True:
             ending = self._take_ending()
