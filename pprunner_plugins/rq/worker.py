@@ -26,7 +26,6 @@ from typing import Any
 from rq.connections import parse_connection
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.timeouts import JobTimeoutException
-from rq.utils import now
 from rq.worker import Worker as RQWorker
 
 from pprunner import config as config_module
@@ -110,6 +109,8 @@ class Worker(RQWorker):
         self._call: Call | None = None
         self._events: list[Event] = []
         self._running: tuple[Any, Any, Any] | None = None
+        #: the horse booted (the handshake is done)
+        self._booted = False
         #: a cold shutdown is under way: later signals must not cut its hand-back short
         self._cold = False
 
@@ -118,22 +119,16 @@ class Worker(RQWorker):
     def bootstrap(self, logging_level: str | None = "INFO",
                   date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
                   log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
-        """Start the horse, run RQ's bootstrap (registration, the command channel)
-        while it boots, then wait for it: the worker listens for commands as soon
-        as RQ's does. A horse that cannot boot fails the worker here, whose death
-        is then registered (RQ's teardown)."""
+        """Start the horse and run RQ's bootstrap while it boots: the worker registers
+        and listens for commands as soon as RQ's does. The first job waits for the
+        boot (:meth:`_handshake`), as it would wait for RQ's fork."""
         self._start_horse((logging_level, date_format, log_format))
         try:
             super().bootstrap(logging_level, date_format, log_format)
-        except BaseException:
-            self._stop_horse()
-            raise
-        try:
-            self._handshake()
             self._peers = Peers(self, self.dead_after)
             self._peers.join()
         except BaseException:
-            self.teardown()
+            self._stop_horse()
             raise
 
     def teardown(self) -> None:
@@ -208,30 +203,21 @@ class Worker(RQWorker):
         self._supervisor.start()
 
     def _handshake(self) -> None:
-        """Wait for the first horse to boot: the boot handshake. A horse that cannot
+        """Wait for the horse to boot, once: the boot handshake. A horse that cannot
         boot is retried with back-off until pprunner gives up (``crash_loop_period``),
-        then the worker fails with the reason."""
+        then the worker fails with the reason (its job is handed back). RQ's signal
+        handlers stay in place meanwhile: a stop is RQ's, as during a fork."""
         assert self._supervisor is not None
-        stopping = {sig: signal.signal(sig, self._stop_when_booted)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            ready = self._supervisor.wait_until_ready()
-        finally:
-            for sig, handler in stopping.items():
-                signal.signal(sig, handler)
-        if not ready:
+        if self._booted:
+            return
+        if not self._supervisor.wait_until_ready():
             raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
                                    f"{self._supervisor.failure or 'the supervisor stopped'}")
+        self._booted = True
         pids = [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
+        self._horse_pid = pids[0]
         self.log.info("Worker %s: work horse pid %s ready", self.name,
                       ", ".join(map(str, pids)))
-
-    def _stop_when_booted(self, signum: int, frame: Any) -> None:
-        """SIGINT/SIGTERM (or RQ's shutdown command) while the horse boots, before RQ
-        installs its handlers: a warm shutdown of an idle worker, as RQ's would be;
-        the worker stops before it takes a job."""
-        self._shutdown_requested_date = now()
-        self._stop_requested = True
 
     def _stop_horse(self) -> None:
         """Stop the horse: at once if a job is still out (a cold shutdown: the job is
@@ -239,6 +225,7 @@ class Worker(RQWorker):
         if self._supervisor is not None:
             self._supervisor.stop(immediate=self._call is not None)
             self._supervisor = None
+            self._booted = False
         if self._dispatcher is not None:
             self._dispatcher.shutdown()
             self._dispatcher = None
@@ -246,7 +233,11 @@ class Worker(RQWorker):
     # -- RQ's horse interface -------------------------------------------------------------
 
     def fork_work_horse(self, job: Any, queue: Any) -> None:
-        """Hand the job to the horse (RQ forks a new one here)."""
+        """Hand the job to the horse (RQ forks a new one here); a worker used without
+        its ``work()`` loop (RQ's tests do) starts its horse here."""
+        if self._supervisor is None:
+            self._start_horse((None, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT))
+        self._handshake()
         assert self._dispatcher is not None
         execution = self.execution  # the one prepare_execution() just created
         assert execution is not None

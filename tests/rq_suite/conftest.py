@@ -24,11 +24,21 @@ from pprunner_plugins.rq import Worker
 BUILDS_A_WORKER = re.compile(
     r"\b(Simple)?Worker\(|WorkerPool\(|start_work|run_worker|rqworker|\['worker'|worker_class")
 
-if os.environ.get("PPRUNNER_RQ_SUITE_WORKER", "pprunner") == "pprunner":
+
+def _swap_in_ours() -> None:
+    """RQ's workers by name, and as the default of ``WorkerPool`` and ``run_worker``."""
+    theirs = (rq.worker.Worker, rq.worker.SimpleWorker)
     for module in (rq, rq.worker, rq.worker_pool):
         for name in ("Worker", "SimpleWorker"):
             if hasattr(module, name):
                 setattr(module, name, Worker)
+    for function in (rq.worker_pool.WorkerPool.__init__, rq.worker_pool.run_worker):
+        function.__defaults__ = tuple(Worker if value in theirs else value
+                                      for value in function.__defaults__ or ())
+
+
+if os.environ.get("PPRUNNER_RQ_SUITE_WORKER", "pprunner") == "pprunner":
+    _swap_in_ours()
 
 
 def _source(function: Any) -> str:
