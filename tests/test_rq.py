@@ -352,9 +352,11 @@ def test_a_second_signal_is_a_cold_shutdown_and_the_job_is_handed_back_at_once(
     assert not psutil.pid_exists(horse)
 
 
-def _subscribed(connection: redis.Redis, name: str) -> bool:
-    """Whether the worker ``name`` listens on its pubsub channel (RQ's commands)."""
-    return bool(connection.pubsub_numsub(f"rq:pubsub:{name}")[0][1])
+def _listening(connection: redis.Redis, name: str) -> bool:
+    """Whether the worker ``name`` waits for jobs: subscribed to its pubsub channel
+    (RQ's commands), its signal handlers in place (RQ then records it idle)."""
+    return (connection.hget(f"rq:worker:{name}", "state") == b"idle"
+            and bool(connection.pubsub_numsub(f"rq:pubsub:{name}")[0][1]))
 
 
 def test_unsubscribing_does_not_wait_for_the_pubsub_thread_s_next_message(
@@ -380,7 +382,7 @@ def test_sigterm_of_an_idle_worker_never_waits_out_the_pubsub_thread_s_sleep(
     exit for up to a minute (several of the attempts did)."""
     name = f"{queue.name}-{attempt}"
     worker = workers.start("worker", queue, "--name", name)
-    wait_until(lambda: _subscribed(connection, name), 20, "the worker to subscribe")
+    wait_until(lambda: _listening(connection, name), 20, "the worker to wait for jobs")
     stopping = time.monotonic()
     os.kill(worker.pid, signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
