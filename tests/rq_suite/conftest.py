@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import rq
+from redis import Redis
 import rq.worker
 import rq.worker_pool
 
@@ -37,8 +38,27 @@ def _swap_in_ours() -> None:
                                       for value in function.__defaults__ or ())
 
 
+def _databases_from(first: int) -> None:
+    """RQ's tests take the first empty Redis database from 4 on; from ``first`` on
+    instead (``PPRUNNER_RQ_SUITE_FIRST_DB``), so that two runs on one Redis (ours
+    and RQ's own worker, to compare) do not take each other's."""
+    import tests  # RQ's, next to this file
+
+    def find_empty_redis_database(ssl: bool = False) -> Any:
+        for number in range(first, 16):
+            connection = Redis(db=number)
+            if connection.dbsize() == 0:
+                return connection
+            connection.close()
+        raise AssertionError(f"no empty Redis database from {first} to 15")
+
+    tests.find_empty_redis_database = find_empty_redis_database
+
+
 if os.environ.get("PPRUNNER_RQ_SUITE_WORKER", "pprunner") == "pprunner":
     _swap_in_ours()
+if os.environ.get("PPRUNNER_RQ_SUITE_FIRST_DB"):
+    _databases_from(int(os.environ["PPRUNNER_RQ_SUITE_FIRST_DB"]))
 
 
 def _source(function: Any) -> str:
