@@ -109,6 +109,8 @@ class Worker(RQWorker):
         self._call: Call | None = None
         self._events: list[Event] = []
         self._running: tuple[Any, Any, Any] | None = None
+        #: why the horse running the job is to be killed (RQ's kill_horse), until it is
+        self._kill_reason: str | None = None
         #: the horse booted (the handshake is done)
         self._booted = False
         #: a cold shutdown is under way: later signals must not cut its hand-back short
@@ -201,6 +203,8 @@ class Worker(RQWorker):
                                       initializer=Call(horse.boot, (settings,),
                                                        name="pprunner_plugins.rq.horse.boot"))
         self._supervisor.start()
+        # RQ acts on a horse while it exists (kill-horse): this one does, booting
+        self._horse_pid = self._horse_pids()[0]
 
     def _handshake(self) -> None:
         """Wait for the horse to boot, once: the boot handshake. A horse that cannot
@@ -214,10 +218,12 @@ class Worker(RQWorker):
             raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
                                    f"{self._supervisor.failure or 'the supervisor stopped'}")
         self._booted = True
-        pids = [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
-        self._horse_pid = pids[0]
         self.log.info("Worker %s: work horse pid %s ready", self.name,
-                      ", ".join(map(str, pids)))
+                      ", ".join(map(str, self._horse_pids())))
+
+    def _horse_pids(self) -> list[int]:
+        assert self._supervisor is not None
+        return [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
 
     def _stop_horse(self) -> None:
         """Stop the horse: at once if a job is still out (a cold shutdown: the job is
@@ -233,16 +239,16 @@ class Worker(RQWorker):
     # -- RQ's horse interface -------------------------------------------------------------
 
     def fork_work_horse(self, job: Any, queue: Any) -> None:
-        """Hand the job to the horse (RQ forks a new one here); a worker used without
-        its ``work()`` loop (RQ's tests do) starts its horse here."""
+        """Hand the job to the horse (RQ forks a new one here). A worker used without
+        its ``work()`` loop (RQ's tests do) starts its horse here, and a job without
+        an execution (RQ's fork needs none) gets one."""
         if self._supervisor is None:
             self._start_horse((None, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT))
+        execution = self.execution or self.prepare_execution(job)
+        self._running = (job, queue, execution)
         self._handshake()
         assert self._dispatcher is not None
-        execution = self.execution  # the one prepare_execution() just created
-        assert execution is not None
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
-        self._running = (job, queue, execution)
         self._call, self._events = Call(
             horse.run_job, (job.id, queue.name, execution.id, execution.created_at.timestamp()),
             time_limit=None if timeout == -1 else timeout + self.horse_kill_grace,
@@ -263,19 +269,40 @@ class Worker(RQWorker):
             with _signals_held():
                 self._dispatcher.drain()
         self._call = None
-        return self._status(ending)
+        try:
+            return self._status(ending)
+        finally:
+            self._running = self._kill_reason = None
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """SIGKILL the horse running the job (stop-job, cold shutdown); the supervisor
-        replaces it. Another signal is sent as it is (``HerokuWorker``'s SIGRTMIN)."""
-        if self._call is None or self._dispatcher is None:
+        """SIGKILL the horse running the job, and its process group (what the job
+        started), as RQ does (stop-job, kill-horse, cold shutdown); the supervisor
+        replaces it. A job handed over but not started yet (the horse still boots)
+        is killed as it starts. Another signal is sent as it is (``HerokuWorker``'s
+        SIGRTMIN)."""
+        if self._running is None or self._dispatcher is None:
             return
-        if sig != signal.SIGKILL and self.horse_pid:
+        if sig != signal.SIGKILL:
+            if self._call is not None and self.horse_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.horse_pid, sig)
+            return
+        job = self._running[0]
+        self._kill_reason = (f"RQ worker {self.name} killed the horse running rq job {job.id} "
+                             f"({signal.Signals(sig).name})")
+        self._kill_started()
+
+    def _kill_started(self) -> None:
+        """Carry out a kill asked for, once the horse has started the job."""
+        assert self._dispatcher is not None
+        if self._call is None or self._kill_reason is None:
+            return
+        if not self._dispatcher.kill(self._call.id, self._kill_reason):
+            return  # not started yet
+        self._kill_reason = None
+        if self.horse_pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.horse_pid, sig)
-            return
-        self._dispatcher.kill(self._call.id, f"RQ worker {self.name} killed the horse running "
-                                             f"{self._call.name} ({signal.Signals(sig).name})")
+                os.killpg(self.horse_pid, signal.SIGKILL)  # the horse leads its own group
 
     # -- internals ------------------------------------------------------------------
 
@@ -285,6 +312,7 @@ class Worker(RQWorker):
             if isinstance(event, Started):
                 self._horse_pid = event.pid
                 self.procline(f"Horse {event.pid} runs {event.call.name}")
+                self._kill_started()
                 continue
             return event
         return None
