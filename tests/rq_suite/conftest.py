@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import rq
-from redis import Redis
 import rq.worker
 import rq.worker_pool
+from redis import Redis
 
 from pprunner_plugins.rq import Worker
 
