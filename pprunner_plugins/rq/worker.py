@@ -45,6 +45,10 @@ HORSE_ATTRIBUTES = ("job_class", "queue_class", "death_penalty_class", "_exc_han
                     "log_result_lifespan", "disable_default_exception_handler", "dead_after")
 
 
+#: seconds between looks at a kill asked for while the horse boots
+BOOT_POLL = 0.05
+
+
 class HorseUnavailable(Exception):
     """No work horse could be started: the worker stops (its job is handed back)."""
 
@@ -121,16 +125,17 @@ class Worker(RQWorker):
     def bootstrap(self, logging_level: str | None = "INFO",
                   date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
                   log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
-        """Start the horse and run RQ's bootstrap while it boots: the worker registers
-        and listens for commands as soon as RQ's does. The first job waits for the
-        boot (:meth:`_handshake`), as it would wait for RQ's fork."""
-        self._start_horse((logging_level, date_format, log_format))
+        """RQ's bootstrap, then the horse is started: the worker registers and listens
+        for commands as soon as RQ's does, and the horse boots while the worker waits
+        for a job. The first job waits for the boot (:meth:`_handshake`), as it would
+        wait for RQ's fork."""
+        super().bootstrap(logging_level, date_format, log_format)
         try:
-            super().bootstrap(logging_level, date_format, log_format)
+            self._start_horse((logging_level, date_format, log_format))
             self._peers = Peers(self, self.dead_after)
             self._peers.join()
         except BaseException:
-            self._stop_horse()
+            self.teardown()
             raise
 
     def teardown(self) -> None:
@@ -206,20 +211,22 @@ class Worker(RQWorker):
         # RQ acts on a horse while it exists (kill-horse): this one does, booting
         self._horse_pid = self._horse_pids()[0]
 
-    def _handshake(self) -> None:
+    def _handshake(self) -> bool:
         """Wait for the horse to boot, once: the boot handshake. A horse that cannot
         boot is retried with back-off until pprunner gives up (``crash_loop_period``),
         then the worker fails with the reason (its job is handed back). RQ's signal
-        handlers stay in place meanwhile: a stop is RQ's, as during a fork."""
+        handlers stay in place meanwhile: a stop is RQ's, as during a fork. False:
+        the job was killed meanwhile (:meth:`kill_horse`), and is not to run."""
         assert self._supervisor is not None
-        if self._booted:
-            return
-        if not self._supervisor.wait_until_ready():
-            raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
-                                   f"{self._supervisor.failure or 'the supervisor stopped'}")
-        self._booted = True
-        self.log.info("Worker %s: work horse pid %s ready", self.name,
-                      ", ".join(map(str, self._horse_pids())))
+        while not self._booted and self._kill_reason is None:
+            if self._supervisor.wait_until_ready(timeout=BOOT_POLL):
+                self._booted = True
+                self.log.info("Worker %s: work horse pid %s ready", self.name,
+                              ", ".join(map(str, self._horse_pids())))
+            elif not self._supervisor.running:
+                raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
+                                       f"{self._supervisor.failure or 'the supervisor stopped'}")
+        return self._kill_reason is None
 
     def _horse_pids(self) -> list[int]:
         assert self._supervisor is not None
@@ -246,7 +253,8 @@ class Worker(RQWorker):
             self._start_horse((None, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT))
         execution = self.execution or self.prepare_execution(job)
         self._running = (job, queue, execution)
-        self._handshake()
+        if not self._handshake():
+            return  # killed before it ran: see wait_for_horse
         assert self._dispatcher is not None
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         self._call, self._events = Call(
@@ -258,9 +266,13 @@ class Worker(RQWorker):
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
         """Wait until the horse ends the job: ``(pid, exit status, None)`` as
         ``os.wait4`` would give for a forked horse (no rusage). A horse that
-        reported the job's end stands for status 0; a dead one for its own."""
-        if self._call is None or self._dispatcher is None:
+        reported the job's end stands for status 0; a dead one for its own, and a
+        job killed before the horse (still booting) was handed it for SIGKILL."""
+        if self._running is None or self._dispatcher is None:
             return None, None, None
+        if self._call is None:
+            self._running = self._kill_reason = None
+            return self.horse_pid, signal.SIGKILL, None
         while True:
             ending = self._take_ending()
             if ending is not None:
