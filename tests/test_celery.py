@@ -71,6 +71,16 @@ def _reachable(url: str, default_port: int) -> None:
         pytest.skip(message)
 
 
+#: the ``celery`` script of this environment: workers start the way users start them
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def user_environ() -> dict[str, str]:
+    """This environment without ``PYTHONPATH``: what a user's shell gives the ``celery``
+    script, which finds ``-A`` from its working directory."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 class Worker:
     """A ``celery worker`` subprocess in its own process group, always reaped."""
 
@@ -83,7 +93,7 @@ class Worker:
         self.markers.mkdir()
         self.log = tmp / "worker.log"
         self.app = celery_app.make_app(broker, REDIS, self.queue)
-        env = {**os.environ, "PYTHONPATH": str(REPO),
+        env = {**user_environ(),
                celery_app.BROKER_ENV: broker, celery_app.BACKEND_ENV: REDIS,
                celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers),
                **env}
@@ -95,7 +105,7 @@ class Worker:
             pool = []
         else:
             env["CELERY_CUSTOM_WORKER_POOL"] = celery_app.POOL
-        argv = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", *pool,
+        argv = [CELERY, "-A", "tests.celery_app", "worker", *pool,
                 "-c", str(concurrency), "-n", self.name, "-l", "INFO", "--without-mingle",
                 "--without-gossip", *options]
         with self.log.open("wb") as log:
@@ -138,16 +148,21 @@ class Worker:
             if self.app.conf.broker_url.startswith("amqp"):
                 with self.app.connection_for_write() as connection:
                     connection.default_channel.queue_delete(self.queue)
-        backend = self.app.backend  # older Celery leaves its connections open at close()
-        for close in (backend.result_consumer.stop, backend.client.connection_pool.disconnect):
-            with contextlib.suppress(Exception):
-                close()
-        self.app.close()
-        # what Celery and redis-py still hold in reference cycles goes now, not in
-        # whichever later test the collector happens to run in
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
+        close_app(self.app)
+
+
+def close_app(app: Celery) -> None:
+    """Close a client app and the Redis connections its result backend holds."""
+    backend = app.backend  # older Celery leaves its connections open at close()
+    for close in (backend.result_consumer.stop, backend.client.connection_pool.disconnect):
+        with contextlib.suppress(Exception):
+            close()
+    app.close()
+    # what Celery and redis-py still hold in reference cycles goes now, not in
+    # whichever later test the collector happens to run in
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _flush_redis() -> None:
@@ -532,6 +547,99 @@ def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path
         worker.stop()
 
 
+# -- started the way users start it: a project folder, the celery script ------------------
+
+#: Celery's tutorial layout (``proj/celery.py`` with ``include``, ``proj/tasks.py``) and
+#: an app in the script run as ``__main__`` (it calls ``worker_main``)
+PROJECT = {
+    "proj/__init__.py": "",
+    "proj/celery.py": """
+import os
+from celery import Celery
+app = Celery("proj", broker=os.environ["PROJ_BROKER"], backend=os.environ["PROJ_BROKER"],
+             include=["proj.tasks"])
+app.conf.task_default_queue = os.environ["PROJ_QUEUE"]
+""",
+    "proj/tasks.py": """
+import os
+from .celery import app
+@app.task
+def add(x, y):
+    return x + y
+""",
+    "myapp.py": """
+import os, sys
+from celery import Celery
+app = Celery("myapp", broker=os.environ["PROJ_BROKER"], backend=os.environ["PROJ_BROKER"])
+app.conf.task_default_queue = os.environ["PROJ_QUEUE"]
+@app.task(name="proj.tasks.add")
+def add(x, y):
+    return x + y
+if __name__ == "__main__":
+    app.worker_main(sys.argv[1:])
+""",
+}
+
+
+@contextlib.contextmanager
+def project_worker(tmp_path: Path, argv: list[str], cwd: Path) -> Iterator[Any]:
+    """A worker started by ``argv`` in ``cwd`` with no ``PYTHONPATH``, on the
+    project in ``tmp_path/project``; yields a function that runs ``proj.tasks.add``
+    through it. The process group is reaped whatever happens."""
+    _reachable(REDIS, 6379)
+    folder = tmp_path / "project"
+    for name, text in PROJECT.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    queue = f"pprunner-project-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    env = {**user_environ(), "PROJ_BROKER": REDIS, "PROJ_QUEUE": queue}
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    client = Celery("client", broker=REDIS, backend=REDIS, set_as_current=False)
+
+    def add(x: int, y: int) -> int:
+        result = client.send_task("proj.tasks.add", (x, y), queue=queue)
+        wait_until(lambda: result.ready() or process.poll() is not None, 60, "the result")
+        assert result.ready(), log.read_text(errors="replace")
+        return int(result.get(timeout=1))
+
+    try:
+        yield add
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        close_app(client)
+
+
+@pytest.mark.parametrize("how", ["project folder", "--workdir"])
+def test_the_celery_script_from_a_project_folder_gives_children_its_path(
+        tmp_path: Path, how: str) -> None:
+    """Celery puts the working directory (or ``--workdir``) on ``sys.path`` only
+    while it imports ``-A``: spawned children still find ``proj``."""
+    folder = tmp_path / "project"
+    argv = [CELERY, "-A", "proj", "worker", "--pool", "pprunner", "-c", "2", "-l", "INFO"]
+    cwd = folder
+    if how == "--workdir":
+        argv, cwd = [CELERY, "--workdir", str(folder), *argv[1:]], tmp_path
+    folder.mkdir()
+    with project_worker(tmp_path, argv, cwd) as add:
+        assert [add(i, i) for i in range(4)] == [0, 2, 4, 6]
+
+
+def test_an_app_in_the_script_run_as_main_makes_children_fork(tmp_path: Path) -> None:
+    """``python myapp.py worker``: the app lives in ``__main__`` (billiard also
+    calls it ``__mp_main__``), which a spawned child cannot import: children fork."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    argv = [sys.executable, "myapp.py", "worker", "--pool", "pprunner", "-c", "1", "-l", "INFO"]
+    with project_worker(tmp_path, argv, folder) as add:
+        assert add(2, 3) == 5
+    assert "children start with fork instead of spawn" in (tmp_path / "worker.log").read_text()
+
+
 # -- the parts, without a broker -------------------------------------------------------------
 
 
@@ -638,10 +746,9 @@ def test_events_become_billiards_callbacks() -> None:
 def test_the_example_runs_with_the_readmes_commands() -> None:
     _reachable(REDIS, 6379)
     database = REDIS.rsplit("/", 1)[0] + "/6"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
-           "CELERY_RESULT_BACKEND": database}
+    env = {**user_environ(), "CELERY_BROKER_URL": database, "CELERY_RESULT_BACKEND": database}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker", "--pool",
+        [CELERY, "-A", "examples.celery_app", "worker", "--pool",
          "pprunner", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)

@@ -31,12 +31,18 @@ _hostname: str | None = None
 
 @attrs.frozen
 class AppRef:
-    """Where a child finds the worker's Celery app: ``module.attribute``."""
+    """Where a child finds the worker's Celery app: ``module.attribute``, found
+    on ``path``. Celery puts the working directory (or ``--workdir``) on
+    ``sys.path`` only while it imports ``-A``: a spawned child adds the folder
+    the app's package was found in, as the worker had it then."""
 
     module: str
     attribute: str
+    path: str | None = None
 
     def load(self) -> Any:
+        if self.path is not None and self.path not in sys.path:
+            sys.path.insert(0, self.path)
         return getattr(importlib.import_module(self.module), self.attribute)
 
     def __str__(self) -> str:
@@ -47,17 +53,27 @@ class AppRef:
         """The import path of ``app``: a module-level name bound to this very app
         object (the ``-A`` module, or the one named by ``app.main``), so a spawned
         child that imports it gets the same app, tasks and config. None for an app
-        that no importable module holds (built at run time, or in ``__main__``)."""
+        that no importable module holds (built at run time, or in ``__main__``,
+        which billiard also registers as ``__mp_main__``)."""
         candidates = sorted(
             (name for name, module in list(sys.modules.items())
-             if module is not None and name != "__main__"
+             if module is not None and getattr(module, "__name__", None) == name
+             and name != "__main__"
              and not name.startswith(("celery.", "kombu.", "pprunner"))),
             key=lambda name: (name != app.main, name.count("."), name))
         for name in candidates:
             for attribute, value in list(vars(sys.modules[name]).items()):
                 if value is app:
-                    return cls(name, attribute)
+                    return cls(name, attribute, _found_on(name))
         return None
+
+
+def _found_on(module: str) -> str | None:
+    """The ``sys.path`` folder the top package of ``module`` was imported from."""
+    top = sys.modules.get(module.partition(".")[0])
+    locations = list(getattr(top, "__path__", None) or [])  # a package: its folder
+    location = locations[0] if locations else getattr(top, "__file__", None)
+    return os.path.dirname(os.path.abspath(location)) if location else None
 
 
 def boot(app: Any, hostname: str, spawned: bool) -> None:
