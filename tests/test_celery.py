@@ -506,6 +506,26 @@ def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
         worker.stop()
 
 
+@pytest.mark.parametrize("busy", [True, False], ids=["busy", "idle"])
+def test_ctrl_c_twice_is_a_quiet_cold_shutdown(tmp_path: Path, busy: bool) -> None:
+    """The second Ctrl-C is Celery's cold shutdown, which stops the pool from its
+    signal handler, in the middle of the warm one: no traceback, no death by SIGINT."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        pids = [started_pid(worker.send("t.sleep", 60)) for _ in range(2 if busy else 0)]
+        worker.process.send_signal(signal.SIGINT)
+        # the remote control stops before the pool: the warm shutdown is under way
+        wait_until(lambda: not worker.app.control.ping([worker.name], timeout=0.2), 30,
+                   "the worker to stop answering")
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=30) >= 0, worker.output()  # long before 60 s
+        assert "Traceback" not in worker.output() and "Error" not in worker.output()
+        assert not any(psutil.pid_exists(pid) for pid in pids)
+    finally:
+        worker.stop()
+
+
 def test_a_blocking_consumer_is_served_by_the_dispatcher_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kombu's filesystem transport has no event loop (Celery consumes it with its

@@ -106,6 +106,11 @@ class TaskPool(BasePool):
         self._timer: Any = None
         self._timer_due = 0.0
         self._stopping = False
+        #: a stop runs (a second one, from a signal handler, only makes it immediate)
+        self._stop_under_way = False
+        #: a pass of the hosted supervisor runs, and the descriptor the hub watches
+        self._in_turn = False
+        self._watched_fd: int | None = None
         #: tasks that wait in a child now, and slots lent to the consumer for them
         self._waiting = 0
         self._lent = 0
@@ -158,7 +163,8 @@ class TaskPool(BasePool):
         """Celery's event loop drives the supervisor: its callbacks run there."""
         self._hub = hub
         if self._supervisor is not None and not self._blocking:
-            hub.add_reader(self._supervisor.fileno(), self._turn)
+            self._watched_fd = self._supervisor.fileno()
+            hub.add_reader(self._watched_fd, self._turn)
             self._turn()
 
     def _turn(self) -> None:
@@ -168,16 +174,25 @@ class TaskPool(BasePool):
         supervisor = self._supervisor
         if supervisor is None or self._stopping:
             return
-        fd = supervisor.fileno()
-        delay = supervisor.turn()
+        self._in_turn = True
+        try:
+            delay = supervisor.turn()
+        finally:
+            self._in_turn = False
         if delay is None:  # it stopped by itself (_Watch has told the worker to stop)
-            self._hub.remove_reader(fd)
+            self._unwatch()
             return
         due = time.monotonic() + delay
         if self._timer is None or due < self._timer_due:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer, self._timer_due = self._hub.call_later(delay, self._on_timer), due
+
+    def _unwatch(self) -> None:
+        """The hub stops watching the supervisor (whose descriptor may be closed)."""
+        if self._watched_fd is not None:
+            self._hub.remove_reader(self._watched_fd)
+            self._watched_fd = None
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -363,15 +378,23 @@ class TaskPool(BasePool):
         self._stopping = True
 
     def _stop(self, immediate: bool) -> None:
+        """Stop the supervisor and its children. Celery's second Ctrl-C (its cold
+        shutdown) calls ``pool.stop()`` from a signal handler, which may interrupt
+        a pass of the supervisor or the stop under way: then the stop is only made
+        immediate, and the stop under way (or Celery's ``terminate``) does it."""
         supervisor, dispatcher = self._supervisor, self._dispatcher
         if supervisor is None or dispatcher is None:
             return
-        self._stopping = True
+        immediate = immediate or bool(worker_state.should_terminate)
+        if self._stop_under_way or self._in_turn:
+            supervisor.stop(immediate=immediate)  # inside a pass: it only marks
+            return
+        self._stopping = self._stop_under_way = True
         hosted = not self._blocking and self._hub is not None
         if hosted:
             if self._timer is not None:
                 self._timer.cancel()
-            self._hub.remove_reader(supervisor.fileno())
+            self._unwatch()
         # the hub does not turn while the worker stops: keep its timers (broker
         # heartbeats) firing while children finish, as prefork does while it joins;
         # hosted, the last results are delivered here
