@@ -127,6 +127,13 @@ class Child:
         return self.phase in (Phase.RETIRING, Phase.STOPPING)
 
     @property
+    def killed_from_outside(self) -> bool:
+        """It died of a signal the supervisor did not send (the OOM killer, a
+        SIGTERM to the whole process group): a death, even when it was asked to go."""
+        exitcode = self.process.exitcode
+        return exitcode is not None and exitcode < 0 and -exitcode not in self.signals_sent
+
+    @property
     def idle(self) -> bool:
         """Ready for a pushed call: serving, holding none, not retiring at a limit or at once."""
         retirement = self.retirement

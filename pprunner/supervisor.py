@@ -674,7 +674,7 @@ class Supervisor:
             error: ErrorInfo | None
             if child.kill is not None:
                 error = child.kill.error
-            elif child.requested_stop:
+            elif child.requested_stop and not child.killed_from_outside:
                 error = None
             else:
                 error = ErrorInfo("WorkerDied", f"{child.who} {description} while running "

@@ -506,6 +506,28 @@ def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_sigterm_to_the_process_group_fails_running_tasks_as_prefork(tmp_path: Path) -> None:
+    """supervisord's and systemd's stop: every child gets SIGTERM with the worker, dies
+    of it as prefork's do, and its early-acked task ends FAILURE with prefork's error
+    (it would stay STARTED forever otherwise)."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        results = [worker.send("t.sleep", 60) for _ in range(2)]
+        for result in results:
+            started_pid(result)
+        os.killpg(worker.process.pid, signal.SIGTERM)
+        for result in results:
+            wait_until(result.ready, RESULT_TIMEOUT, "the task's failure")
+            assert result.state == "FAILURE"
+            assert re.fullmatch(r"Worker exited prematurely: signal 15 \(SIGTERM\) Job: \d+\.",
+                                str(result.result)), result.result
+        assert worker.process.wait(timeout=30) == 0, worker.output()
+        assert "killed by SIGTERM" in worker.output()
+    finally:
+        worker.stop()
+
+
 @pytest.mark.parametrize("busy", [True, False], ids=["busy", "idle"])
 def test_ctrl_c_twice_is_a_quiet_cold_shutdown(tmp_path: Path, busy: bool) -> None:
     """The second Ctrl-C is Celery's cold shutdown, which stops the pool from its

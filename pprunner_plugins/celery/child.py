@@ -14,6 +14,7 @@ import functools
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -151,10 +152,23 @@ def run_traced(target: Callable[..., Any], task_module: str | None,
     child booted) is imported from its module first, and gets its tracer as
     Celery's initializer gives every task.
     """
+    _die_of_sigterm()
     name = args[0] if args else None
     if _app is not None and isinstance(name, str) and name not in _app.tasks and task_module:
         _learn_tasks(task_module)
     return target(*args, **kwargs)
+
+
+def _die_of_sigterm() -> None:
+    """A child dies of SIGTERM, as prefork's do (the default action), instead of
+    handing its task back: a SIGTERM to the whole process group (supervisord's
+    and systemd's stop) or ``revoke(terminate=True)`` then ends the task as
+    prefork ends it (``WorkerLostError ... signal 15``, or ``Terminated``), which
+    settles an early-acked task too. Set before the first task, once pprunner's
+    worker has installed its own handler; the pool stops children by message,
+    never by SIGTERM, so a warm shutdown still lets tasks finish."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _learn_tasks(module: str) -> None:
