@@ -466,6 +466,21 @@ def test_max_memory_per_child_recycles_a_child_over_it(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_max_memory_per_child_is_the_peak_after_a_task_as_with_prefork(tmp_path: Path) -> None:
+    """A task that allocates 150 MiB and frees them under a 100 MiB limit: its child's
+    peak is over the limit, so the next task runs in another child."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, f"--max-memory-per-child={100 * 1024}", concurrency=1)
+    try:
+        first, second = (worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) for _ in range(2))
+        assert first == second  # below the limit, the child stays
+        assert worker.send("t.allocate", 150).get(timeout=RESULT_TIMEOUT) == first
+        assert worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) != first
+        assert "exceeds --max-memory-per-child (102400 KiB)" in worker.output()
+    finally:
+        worker.stop()
+
+
 def test_autoscale_grows_the_pool_under_load(tmp_path: Path) -> None:
     _reachable(REDIS, 6379)
     worker = Worker(tmp_path, REDIS, "--autoscale=3,1", concurrency=1)

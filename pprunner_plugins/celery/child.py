@@ -22,12 +22,15 @@ from typing import Any
 import attrs
 
 import pprunner
+from pprunner.channel import peak_rss
 
 logger = logging.getLogger("pprunner.celery")
 
 #: the worker's app in this child, set by :func:`boot`
 _app: Any = None
 _hostname: str | None = None
+#: Celery's --max-memory-per-child (KiB) in this child, 0: none
+_max_memory_kib = 0
 
 
 @attrs.frozen
@@ -77,21 +80,23 @@ def _found_on(module: str) -> str | None:
     return os.path.dirname(os.path.abspath(location)) if location else None
 
 
-def boot(app: Any, hostname: str, spawned: bool) -> None:
+def boot(app: Any, hostname: str, spawned: bool, max_memory_kib: int = 0) -> None:
     """The child's initializer: Celery's own ``process_initializer`` with the app.
 
     ``app`` is an :class:`AppRef` (imported here) or, for a forked child, the
     app itself. A spawned child is a fresh interpreter, and Celery sets itself
     up for one when ``FORKED_BY_MULTIPROCESSING`` is set (as billiard's spawn
-    does); it has to be set before the initializer runs.
+    does); it has to be set before the initializer runs. ``max_memory_kib`` is
+    Celery's ``--max-memory-per-child``, checked after each task (:func:`run_traced`).
     """
-    global _app, _hostname
+    global _app, _hostname, _max_memory_kib
     from celery.concurrency.prefork import process_initializer
 
     if spawned:
         os.environ["FORKED_BY_MULTIPROCESSING"] = "1"
     _app = app.load() if isinstance(app, AppRef) else app
     _hostname = hostname
+    _max_memory_kib = max_memory_kib
     process_initializer(_app, hostname)
     allow_joins()
 
@@ -156,7 +161,23 @@ def run_traced(target: Callable[..., Any], task_module: str | None,
     name = args[0] if args else None
     if _app is not None and isinstance(name, str) and name not in _app.tasks and task_module:
         _learn_tasks(task_module)
-    return target(*args, **kwargs)
+    try:
+        return target(*args, **kwargs)
+    finally:
+        _replace_if_over_memory()
+
+
+def _replace_if_over_memory() -> None:
+    """prefork's ``--max-memory-per-child``: the child's peak resident memory
+    (maxrss) after a task, so a task that allocated past the limit and freed it
+    again still gets its child replaced (pprunner's own setting reads the
+    current memory)."""
+    peak_kib = peak_rss() // 1024
+    if _max_memory_kib and peak_kib > _max_memory_kib:
+        context = pprunner.current_context()
+        if context is not None:
+            context.replace_after_job(f"peak memory {peak_kib} KiB exceeds "
+                                      f"--max-memory-per-child ({_max_memory_kib} KiB)")
 
 
 def _die_of_sigterm() -> None:

@@ -134,8 +134,10 @@ class TaskPool(BasePool):
         self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "supervisor",
                                       report_waits=True, calls_from_main=False)
         app, start_method = self._app_for_children()
-        config = attrs.evolve(self.config, start_method=start_method)
-        initializer = Call(child.boot, (app, self.hostname, start_method != "fork"),
+        # --max-memory-per-child is checked in the child against its peak, as prefork does
+        config = attrs.evolve(self.config, start_method=start_method, max_memory_per_child=0)
+        initializer = Call(child.boot, (app, self.hostname, start_method != "fork",
+                                        self.options.get("max_memory_per_child") or 0),
                            name="celery.concurrency.prefork.process_initializer")
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=initializer,
