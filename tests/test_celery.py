@@ -253,6 +253,27 @@ def test_pprunner_health_reads_the_workers_health_file(redis_worker: Worker) -> 
     assert json.loads(health_file.read_text())["pid"] == redis_worker.process.pid
 
 
+def test_children_are_named_and_titled_as_preforks_with_a_log_file_each(tmp_path: Path) -> None:
+    """``%(processName)s`` is ``ForkPoolWorker-N``, ``-f celery%I.log`` gives each child
+    its own file, and ``pgrep -f celery`` finds the children (Celery's title first)."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "-f", str(tmp_path / "celery%I.log"))
+    try:
+        assert [worker.send("t.add", i, i).get(timeout=RESULT_TIMEOUT) for i in range(6)] \
+            == [2 * i for i in range(6)]
+        for pid in worker.pool_info()["processes"]:
+            title = " ".join(psutil.Process(pid).cmdline()).strip()
+            assert re.fullmatch(r"\[celeryd: \S+:ForkPoolWorker-(\d)\] pprunner worker \1: idle",
+                                title), title
+        logs = {path.name: path.read_text() for path in tmp_path.glob("celery-*.log")}
+        assert sorted(logs) == ["celery-1.log", "celery-2.log"], logs
+        for index in (1, 2):
+            assert f"/ForkPoolWorker-{index}]" in logs[f"celery-{index}.log"], logs
+        assert re.search(r"INFO/ForkPoolWorker-\d\] Task t.add\[", "".join(logs.values()))
+    finally:
+        worker.stop()
+
+
 def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:
     result = redis_worker.send("t.sleep", 1)
     pid = started_pid(result)

@@ -20,9 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+from setproctitle import getproctitle
 
 import pprunner
 from pprunner.channel import peak_rss
+from pprunner.proctitle import keep_prefix
 
 logger = logging.getLogger("pprunner.celery")
 
@@ -97,8 +99,28 @@ def boot(app: Any, hostname: str, spawned: bool, max_memory_kib: int = 0) -> Non
     _app = app.load() if isinstance(app, AppRef) else app
     _hostname = hostname
     _max_memory_kib = max_memory_kib
+    context = pprunner.current_context()
+    if context is not None:
+        _name_like_prefork(context.slot)
     process_initializer(_app, hostname)
+    keep_prefix(f"{getproctitle()} ")  # Celery's "celeryd: <hostname>:ForkPoolWorker-N"
     allow_joins()
+
+
+def _name_like_prefork(slot: int) -> None:
+    """Name this child as billiard names prefork's (``ForkPoolWorker-N``, the log
+    format's ``%(processName)s``) and give it prefork's process index, which
+    Celery's ``%i``/``%I`` log file placeholders read; the slot's number, so a
+    replacement keeps its predecessor's name and log file."""
+    import multiprocessing
+
+    from billiard import process
+
+    name = f"ForkPoolWorker-{slot}"
+    multiprocessing.current_process().name = name
+    billiard_process = process.current_process()
+    billiard_process.name = name
+    billiard_process.index = slot - 1  # billiard's index counts from 0, %I from 1
 
 
 #: the blocking waits of Celery's result classes (``GroupResult`` inherits
