@@ -401,7 +401,28 @@ def test_tasks_that_wait_for_subtasks_lend_their_slots(tmp_path: Path) -> None:
                    "back to two children")
         assert worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
         assert "retires: its lent slot was given back" in worker.output()  # they existed
+        children = {c.pid for c in psutil.Process(worker.process.pid).children()}
+        assert set(worker.pool_info()["processes"]) == children  # the live children only
         del parents
+    finally:
+        worker.stop()
+
+
+def test_a_wait_past_the_lending_limit_fails_its_task_instead_of_hanging(tmp_path: Path) -> None:
+    """``-c 1``: one slot may be lent; a second task that waits while the first does
+    would leave no child for their subtasks. Its wait raises, naming the setting; the
+    other parent's subtask then runs."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, concurrency=1)
+    try:
+        parents = [worker.send("t.parent", x, timeout=600) for x in (1, 2, 3)]
+        for result in parents:
+            wait_until(result.ready, 60, "every parent to end")
+        outcomes = [r.result if r.successful() else type(r.result).__name__ for r in parents]
+        assert "LendingLimitReached" in outcomes and 2 in outcomes, outcomes
+        refused = next(r.result for r in parents if not r.successful())
+        assert "pprunner_max_lent_slots = -c" in str(refused), refused
+        assert "its wait is refused" in worker.output()
     finally:
         worker.stop()
 

@@ -136,12 +136,22 @@ def allow_joins() -> None:
     from celery import _state, result
 
     _state._set_task_join_will_block(False)
+    signal.signal(REFUSE_WAIT, signal.SIG_IGN)
     for class_name, methods in WAITS.items():
         cls = getattr(result, class_name)
         for name in methods:
             wait = cls.__dict__[name]
             if not getattr(wait, "lends_slot", False):
                 setattr(cls, name, _lending(wait))
+
+
+#: the signal the pool sends a child whose wait can never end (:func:`refuse_wait`)
+REFUSE_WAIT = signal.SIGUSR2
+
+
+class LendingLimitReached(RuntimeError):
+    """Raised in a task's ``result.get()`` when every child of the worker waits and
+    ``pprunner_max_lent_slots`` allows no more: the wait could never end."""
 
 
 def _lending(wait: Callable[..., Any]) -> Callable[..., Any]:
@@ -151,11 +161,25 @@ def _lending(wait: Callable[..., Any]) -> Callable[..., Any]:
         if context is None or context.job is None:  # not inside a task of this child
             return wait(self, *args, **kwargs)
         _refuse_waiting_for_itself(self)
-        with context.lend_slot():
-            return wait(self, *args, **kwargs)
+        signal.signal(REFUSE_WAIT, _refuse_wait)
+        try:
+            with context.lend_slot():
+                return wait(self, *args, **kwargs)
+        finally:
+            signal.signal(REFUSE_WAIT, signal.SIG_IGN)  # a late one finds no wait
 
     lending_wait.lends_slot = True  # type: ignore[attr-defined]
     return lending_wait
+
+
+def _refuse_wait(signum: int, frame: Any) -> None:
+    """The pool's word that this child's wait can never end: it raises in the wait."""
+    context = pprunner.current_context()
+    bound = context.config.max_lent_slots if context is not None else None
+    raise LendingLimitReached(
+        f"every child of this worker waits in result.get() and no more slots can be lent "
+        f"(pprunner_max_lent_slots = {'-c' if bound is None else bound}): this wait could "
+        f"never end; raise pprunner_max_lent_slots or -c, or wait with a timeout")
 
 
 def _refuse_waiting_for_itself(results: Any) -> None:

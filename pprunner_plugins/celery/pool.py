@@ -235,6 +235,8 @@ class TaskPool(BasePool):
             if job.waiting != event.waiting:
                 job.waiting = event.waiting
                 self._lend(1 if event.waiting else -1)
+                if event.waiting and self._waiting >= self._target + self._lent:
+                    self._refuse_wait(job)
             return
         if isinstance(event, Started) and event.call.soft_time_limit:
             job.cancel_soft_warning = self._later(event.call.soft_time_limit,
@@ -271,6 +273,19 @@ class TaskPool(BasePool):
         while self._lent > lent:
             self._lent -= 1
             self._remove_slot()
+
+    def _refuse_wait(self, job: Job) -> None:
+        """Every child waits in ``result.get()`` and no more slots may be lent, so no
+        child is left to run what they wait for: the newest wait raises
+        :class:`~.child.LendingLimitReached` in its task (which fails with it, and
+        frees its child for the others' subtasks) instead of a silent deadlock."""
+        logger.error("task %s waits in result.get() while every child of this worker waits "
+                     "and pprunner_max_lent_slots (%s) slots are lent: its wait is refused; "
+                     "raise pprunner_max_lent_slots or -c, or wait with a timeout",
+                     job.call.name, self._lent)
+        assert self._supervisor is not None and job.pid is not None
+        self._supervisor.signal_worker(job.pid, child.REFUSE_WAIT,
+                                       "its wait could never end (pprunner_max_lent_slots)")
 
     def _consumer_ready(self, sender: Any = None, **_: Any) -> None:
         """Celery's ``worker_ready``: the consumer that feeds this pool."""
