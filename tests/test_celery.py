@@ -40,12 +40,13 @@ else:
     pytest.importorskip("celery", reason="Celery is not installed (pip install -e '.[test]')")
 
 import redis  # noqa: E402
-from celery import Celery  # noqa: E402
+from celery import Celery, signals  # noqa: E402
 from celery.exceptions import TaskRevokedError  # noqa: E402
 
 from pprunner import ConfigError  # noqa: E402
 from pprunner.jobs import Call, Cancelled, Finished, Lost, Started, TimedOut  # noqa: E402
 from pprunner_plugins.celery import child, settings  # noqa: E402
+from pprunner_plugins.celery import pool as pool_module  # noqa: E402
 from pprunner_plugins.celery.jobs import Job  # noqa: E402
 from pprunner_plugins.celery.pool import TaskPool  # noqa: E402
 from tests import celery_app  # noqa: E402
@@ -813,6 +814,26 @@ def test_an_app_without_import_path_makes_children_fork(caplog: pytest.LogCaptur
         assert pool._app_for_children() == (app, "fork")
     assert "start with fork instead of spawn" in caplog.text
     app.close()
+
+
+def test_main_process_setup_receivers_get_one_warning_with_spawned_children(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``celeryd_init``/``worker_init`` run in the main process: with spawn, what they
+    set never reaches tasks; the pool says so, pointing at ``worker_process_init``."""
+    def setup(**_: Any) -> None:
+        pass
+
+    with caplog.at_level(logging.WARNING, "pprunner.celery"):
+        pool_module._warn_about_main_process_setup("spawn")
+        assert "worker_init" not in caplog.text  # Celery's own receivers do not count
+        signals.worker_init.connect(setup)
+        try:
+            pool_module._warn_about_main_process_setup("spawn")
+        finally:
+            signals.worker_init.disconnect(setup)
+    assert re.search(r"receivers of worker_init \(tests\.test_celery\.\S+setup\) run in the "
+                     r"worker's main process only; with spawn children .* worker_process_init",
+                     caplog.text), caplog.text
 
 
 def test_events_become_billiards_callbacks() -> None:

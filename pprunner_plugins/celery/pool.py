@@ -34,6 +34,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,31 @@ class _Watch:
         why = sup.failure if sup is not None and sup.failure else "it stopped by itself"
         logger.critical("the pprunner pool cannot run tasks: %s; stopping the worker", why)
         worker_state.should_stop = EX_FAILURE
+
+
+#: Celery's signals sent in the worker's main process only, before the pool starts
+MAIN_PROCESS_SIGNALS = ("celeryd_init", "worker_init")
+
+
+def _warn_about_main_process_setup(start_method: str) -> None:
+    """One warning at start when the app connects receivers (other than Celery's own)
+    to signals that run in the main process only: prefork's forked children inherit
+    what they set; spawned children do not, so tasks would not see it."""
+    found = [f"{name} ({_receiver_name(receiver)})" for name in MAIN_PROCESS_SIGNALS
+             for _, receiver in getattr(signals, name).receivers
+             if not _receiver_name(receiver).startswith(("celery.", "kombu.", "<dead"))]
+    if found:
+        logger.warning("receivers of %s run in the worker's main process only; with %s "
+                       "children (pprunner_start_method) tasks do not see what they set: "
+                       "do per-process setup in worker_process_init", ", ".join(found),
+                       start_method)
+
+
+def _receiver_name(receiver: Any) -> str:
+    function = receiver() if isinstance(receiver, weakref.ReferenceType) else receiver
+    if function is None:
+        return "<dead receiver>"
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', '?')}"
 
 
 class TaskPool(BasePool):
@@ -134,6 +160,8 @@ class TaskPool(BasePool):
         self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "supervisor",
                                       report_waits=True, calls_from_main=False)
         app, start_method = self._app_for_children()
+        if start_method != "fork":
+            _warn_about_main_process_setup(start_method)
         # --max-memory-per-child is checked in the child against its peak, as prefork does
         config = attrs.evolve(self.config, start_method=start_method, max_memory_per_child=0)
         initializer = Call(child.boot, (app, self.hostname, start_method != "fork",
