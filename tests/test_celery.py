@@ -863,10 +863,16 @@ def test_events_become_billiards_callbacks() -> None:
 # -- the example, with the README's commands ---------------------------------------------
 
 
+#: the example's default broker (read, not imported: importing it makes its app current)
+EXAMPLE_REDIS = re.findall(r'^REDIS = "(.+)"$', (REPO / "examples" / "celery_app" /
+                                                   "__init__.py").read_text(), re.M)[0]
+
+
 def test_the_example_runs_with_the_readmes_commands() -> None:
     _reachable(REDIS, 6379)
-    database = REDIS.rsplit("/", 1)[0] + "/6"
-    env = {**user_environ(), "CELERY_BROKER_URL": database, "CELERY_RESULT_BACKEND": database}
+    database = EXAMPLE_REDIS  # the README's commands, the example's own database
+    assert not database.endswith("/0")
+    env = user_environ()
     worker = subprocess.Popen(
         [CELERY, "-A", "examples.celery_app", "worker", "--pool",
          "pprunner", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
