@@ -12,6 +12,7 @@ missing Celery or broker skips with the reason, unless
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
 import json
 import logging
@@ -273,6 +274,18 @@ def test_children_are_named_and_titled_as_preforks_with_a_log_file_each(tmp_path
         assert re.search(r"INFO/ForkPoolWorker-\d\] Task t.add\[", "".join(logs.values()))
     finally:
         worker.stop()
+
+
+def test_ready_is_logged_once_every_child_has_booted(redis_worker: Worker) -> None:
+    """Celery's "ready." comes after the pool's start: spawned children have booted by
+    then, so the first task does not wait for them."""
+    stamp = re.search(rf"\[([\d-]+ [\d:]+,\d+): INFO/MainProcess\] {redis_worker.name} ready\.",
+                      redis_worker.output())
+    assert stamp is not None, redis_worker.output()
+    ready_at = datetime.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    # worker_process_init in the first two children (it runs before a child has booted)
+    inits = sorted(marker.stat().st_mtime for marker in redis_worker.markers.glob("init-*"))
+    assert len(inits) >= 2 and inits[1] <= ready_at + 0.001, (inits, ready_at)
 
 
 def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import signal
 import threading
 import time
@@ -171,6 +172,8 @@ class TaskPool(BasePool):
                                       initializer=initializer,
                                       plugins=[child, _Watch(self)]
                                       ).start(hosted=not self._blocking)
+        if self._blocking:  # a blocking consumer has no register_with_event_loop
+            self._wait_for_children()
 
     def _app_for_children(self) -> tuple[Any, str]:
         """What children get the app by, and the start method that allows it."""
@@ -189,10 +192,28 @@ class TaskPool(BasePool):
     def did_start_ok(self) -> bool:
         return self._supervisor is not None and self._supervisor.failure is None
 
+    def _wait_for_children(self) -> None:
+        """Wait until every child has booted (prefork's forked children are ready at
+        once; spawned ones import Celery and the app first), so that Celery's
+        "ready.", logged next, means a task runs at once; or until the supervisor
+        stopped because they could not boot (it logged why). The consumer connected
+        meanwhile: the children boot while it does."""
+        supervisor = self._supervisor
+        if supervisor is None:
+            return
+        if self._blocking:  # the supervisor has its own thread
+            supervisor.wait_until_ready()
+            return
+        delay: float | None = 0.0  # hosted, and the hub does not run yet: turn it here
+        while delay is not None and not supervisor.wait_until_ready(0):
+            select.select([supervisor.fileno()], [], [], delay)
+            delay = supervisor.turn()
+
     def register_with_event_loop(self, hub: Any) -> None:
         """Celery's event loop drives the supervisor: its callbacks run there."""
         self._hub = hub
-        if self._supervisor is not None and not self._blocking:
+        self._wait_for_children()
+        if self._supervisor is not None and self._supervisor.running and not self._blocking:
             self._watched_fd = self._supervisor.fileno()
             hub.add_reader(self._watched_fd, self._turn)
             self._turn()
