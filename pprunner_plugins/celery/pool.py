@@ -19,12 +19,13 @@ Where it differs from prefork, and why:
   and threaded libraries work in tasks; they import the app by its module;
 - a task waits in the parent until a child is idle (no per-child queue), so no
   ``-O fair`` is needed and a long task never holds up tasks queued behind it;
-- ``--max-memory-per-child`` is checked after each task, and a replacement is
-  started before the old child retires;
+- ``--max-memory-per-child`` is the child's peak after each task, as with
+  prefork, and a replacement is started before the old child retires;
 - ``task_join_will_block`` is False: ``result.get()`` inside a task is allowed,
   and while it waits the child lends its slot: the supervisor runs one more
   child and the consumer may hand the pool one more task, up to
-  ``pprunner_max_lent_slots`` (:meth:`_lend`).
+  ``pprunner_max_lent_slots`` (:meth:`_lend`); a wait that would leave no
+  child for what it waits for fails its task (:meth:`_refuse_wait`).
 """
 
 from __future__ import annotations
