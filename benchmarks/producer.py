@@ -2,7 +2,7 @@
 
 In this fresh process, on the store at URL: enqueue COUNT no-op tasks (after
 one that is not counted: it opens the store and configures the plugins), then
-run them all inline (``Supervisor(processes=0, burst=True)``: the worker's
+run them all inline (``InlineSupervisor(app, burst=True)``: the worker's
 loop, in this process). Prints JSON: the enqueues' wall time in seconds, and
 the CPU time per invocation (``time.process_time``, which other processes on a
 shared machine do not inflate as they do wall time) of enqueueing and of
@@ -29,7 +29,7 @@ def main(argv: Sequence[str]) -> int:
         raise SystemExit(f"unknown tracing mode {mode!r}; known: {', '.join(otel.MODES)}")
     if mode == "sdk":
         otel.install_sdk()
-    from pprunner import Supervisor
+    from pprunner import InlineSupervisor
 
     count = int(text)
     app.configure(source="benchmarks.producer", replace=True, backend=url,
@@ -40,7 +40,7 @@ def main(argv: Sequence[str]) -> int:
         noop.enqueue(x)
     enqueue_s, enqueue_cpu = time.perf_counter() - started, time.process_time() - cpu
     cpu = time.process_time()
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     drain_cpu = time.process_time() - cpu
     app.close()
     print(json.dumps({"enqueue_s": enqueue_s, "enqueue_cpu_us": 1e6 * enqueue_cpu / count,

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .exitcodes import ExitCode
     from .hookspecs import hookimpl
+    from .inline import InlineSupervisor
     from .invocation import ErrorInfo, Invocation, Returned, RunnerInfo, Status
     from .retries import Backoff
     from .supervisor import Supervisor
@@ -55,6 +56,7 @@ _HOMES = {
     "executor": ("Executor",),
     "exitcodes": ("ExitCode",),
     "hookspecs": ("hookimpl",),
+    "inline": ("InlineSupervisor",),
     "invocation": ("ErrorInfo", "Invocation", "Returned", "RunnerInfo", "Status"),
     "retries": ("Backoff",),
     "supervisor": ("Supervisor",),
@@ -99,6 +101,7 @@ __all__ = [
     "ExitCode",
     "Handle",
     "IllegalTransition",
+    "InlineSupervisor",
     "Invocation",
     "MissingCapability",
     "NotOwner",

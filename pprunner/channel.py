@@ -1,11 +1,16 @@
-"""The pipe between the supervisor and each worker: small tuples, both ways.
+"""The pipe between the supervisor and each worker: typed messages, both ways.
 
 Worker to supervisor: what the supervisor cannot see from outside — that
-the worker booted, which invocation it runs since when (for the hard time
-limit), its peak memory, that it wants to be recycled, and in push mode how
-each call it was handed ended. Supervisor to worker: a call to run (push
-mode) and permission to retire. Process death is never reported here; the
-process sentinel says that.
+the worker booted, which job it runs since when (for the hard time limit),
+its peak memory, that it wants to be recycled, that its job waits on other
+jobs, and in push mode how each call it was handed ended. Supervisor to
+worker: a call to run (push mode) and permission to retire. Process death is
+never reported here; the process sentinel says that.
+
+Each message is a small named tuple, and each has one receiver on the other
+end, a method named ``on_<kind>`` (:attr:`Message.kind`). On the pipe a
+message travels as a plain tuple, its type's number first: pickling the class
+itself would cost several times the round trip of a pushed call.
 """
 
 from __future__ import annotations
@@ -17,54 +22,135 @@ import select
 import sys
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import PprunnerError
+from .jobs import Call
 
-#: worker -> supervisor: ("ready", peak_rss_bytes)
-READY = "ready"
-#: worker -> supervisor: ("boot-failed", message) just before exiting
-BOOT_FAILED = "boot-failed"
-#: worker -> supervisor: ("started", invocation_id, task_name, hard_time_limit,
-#: retry_on_time_limit), sent only for invocations with a hard time limit; the last
-#: field carries the task's policy, so the supervisor needs no task registry
-STARTED = "started"
-#: worker -> supervisor: ("finished", invocation_id, peak_rss_bytes), after a reported
-#: invocation, or after any invocation that raised the peak memory
-FINISHED = "finished"
-#: worker -> supervisor: ("recycle", reason[, at_once]): replace me when you can; with
-#: ``at_once`` true, hand me nothing more and replace me now
-RECYCLE = "recycle"
-#: worker -> supervisor: ("done", call_id, returned, value_or_error, peak_rss_bytes) at
-#: the end of a pushed call; ``value_or_error`` is the value when ``returned``, else a
-#: :class:`~pprunner.jobs.RemoteError`
-DONE = "done"
-#: worker -> supervisor: ("note", call_id, data): the running pushed call tells its
-#: sender something (:class:`~pprunner.jobs.Noted`); ``data`` must pickle
-NOTE = "note"
-#: worker -> supervisor: ("waiting", bool): the job this worker runs started (True) or
-#: stopped (False) blocking on work other workers do (``WorkerContext.lend_slot``)
-WAITING = "waiting"
-#: worker -> supervisor: ("cache", request): a ``runner_cache`` operation, pickled by
-#: :class:`~pprunner.cache.RunnerCache` (pull mode)
-CACHE = "cache"
-#: supervisor -> worker: ("cache-answer", ok, result): the answer to the last ``cache``
-CACHE_ANSWER = "cache-answer"
-#: supervisor -> worker: ("retire",): finish the current invocation, then exit
-RETIRE = "retire"
-#: supervisor -> worker: ("run", call): run this :class:`~pprunner.jobs.Call` (push mode)
-RUN = "run"
+# -- worker -> supervisor: the worker's life -------------------------------------------
+
+class Ready(NamedTuple):
+    """The worker booted (the handshake); its peak memory so far, in bytes."""
+
+    peak_memory: int
+
+
+class BootFailed(NamedTuple):
+    """The worker could not boot, sent just before it exits."""
+
+    error: str
+
+
+class Started(NamedTuple):
+    """A pulled invocation with a hard time limit started: the supervisor enforces
+    the limit and needs the task's policy, so it needs no task registry."""
+
+    job_id: str
+    task: str
+    hard_limit: float
+    retry_on_limit: bool
+
+
+class Finished(NamedTuple):
+    """A reported invocation ended, or any one that raised the peak memory."""
+
+    job_id: str
+    peak_memory: int
+
+
+class Recycle(NamedTuple):
+    """Replace me when you can (a limit reached); with ``at_once``, hand me nothing
+    more and replace me now (``replace_after_job``)."""
+
+    reason: str
+    at_once: bool = False
+
+
+class Waiting(NamedTuple):
+    """The job this worker runs starts (True) or stops (False) blocking on work
+    other workers do (``WorkerContext.lend_slot``): its slot is lent meanwhile."""
+
+    waiting: bool
+
+
+# -- worker -> supervisor: about the job it runs -------------------------------------
+
+class Done(NamedTuple):
+    """A pushed call ended: ``value`` is what it returned when ``returned``, else a
+    :class:`~pprunner.jobs.RemoteError`."""
+
+    call_id: str
+    returned: bool
+    value: Any
+    peak_memory: int
+
+
+class Note(NamedTuple):
+    """The running pushed call tells its sender something
+    (:class:`~pprunner.jobs.Noted`); ``data`` must pickle."""
+
+    call_id: str
+    data: Any
+
+
+class CacheRequest(NamedTuple):
+    """A ``runner_cache`` operation, pickled by :class:`~pprunner.cache.RunnerCache`."""
+
+    request: bytes
+
+
+# -- supervisor -> worker --------------------------------------------------------------
+
+class CacheAnswer(NamedTuple):
+    """The answer to the worker's last :class:`CacheRequest`."""
+
+    ok: bool
+    result: Any
+
+
+class Retire(NamedTuple):
+    """Finish the current job, then exit."""
+
+
+class Run(NamedTuple):
+    """Run this call (push mode)."""
+
+    call: Call
+
+
+Message = (Ready | BootFailed | Started | Finished | Recycle | Waiting | Done | Note
+           | CacheRequest | CacheAnswer | Retire | Run)
+
+#: every message type; its place here is its number on the pipe
+MESSAGES: tuple[type[Any], ...] = (Ready, BootFailed, Started, Finished, Recycle, Waiting,
+                                   Done, Note, CacheRequest, CacheAnswer, Retire, Run)
+_NUMBERS = {kind: number for number, kind in enumerate(MESSAGES)}
+#: each message type's name in its receiver's ``on_<kind>`` method
+KINDS = {kind: "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__)[1:]
+         for kind in MESSAGES}
 
 logger = logging.getLogger("pprunner.channel")
 
 
-def encode(message: tuple[Any, ...]) -> bytes:
+def kind(message: Message) -> str:
+    """The message's kind, as in its receiver's method name: ``boot_failed``."""
+    return KINDS[type(message)]
+
+
+def encode(message: Message) -> bytes:
     """A message as the pipe carries it. Plain pickle, not multiprocessing's
     ForkingPickler (which copies its reducer table for every message): nothing on
     this pipe is a process handle or a connection, and a busy push-mode pool
     sends two messages per call. Raises before anything is written when a value
     does not pickle."""
-    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((_NUMBERS[type(message)], *message), pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> Message:
+    """The message ``encode`` wrote; raises when a value does not unpickle here."""
+    number, *fields = pickle.loads(data)
+    message: Message = MESSAGES[number](*fields)
+    return message
 
 
 class Readiness:
@@ -99,31 +185,30 @@ class WorkerChannel:
         self.connection = connection
         self._readiness = Readiness(connection)
         #: what the supervisor sent while a request waited for its answer
-        self._early: deque[tuple[Any, ...]] = deque()
+        self._early: deque[Message] = deque()
         #: one request at a time, and no read in between (a task may use several threads)
         self._lock = threading.Lock()
 
-    def send(self, *message: Any) -> None:
+    def send(self, message: Message) -> None:
         """Report to the supervisor; a value that does not pickle raises, a gone
         supervisor does not."""
         data = encode(message)
         try:
             self.connection.send_bytes(data)
         except (OSError, EOFError) as exc:
-            logger.debug("cannot report %s to the supervisor: %s", message[0], exc)
+            logger.debug("cannot report %s to the supervisor: %s", kind(message), exc)
 
-    def receive(self, timeout: float = 0.0) -> tuple[Any, ...] | None:
+    def receive(self, timeout: float = 0.0) -> Message | None:
         """The supervisor's next message, waiting up to ``timeout``; None when none
-        came. A closed pipe reads as ``retire``: the supervisor is gone."""
+        came. A closed pipe reads as :class:`Retire`: the supervisor is gone."""
         with self._lock:
             if self._early:
                 return self._early.popleft()
             try:
                 if self._readiness.wait(timeout):
-                    message: tuple[Any, ...] = pickle.loads(self.connection.recv_bytes())
-                    return message
+                    return decode(self.connection.recv_bytes())
             except (OSError, EOFError):
-                return (RETIRE,)
+                return Retire()
             return None
 
     def ask_cache(self, request: bytes) -> tuple[bool, Any]:
@@ -131,11 +216,11 @@ class WorkerChannel:
         supervisor sends meanwhile is kept for :meth:`receive`, in order."""
         with self._lock:
             try:
-                self.connection.send_bytes(encode((CACHE, request)))
+                self.connection.send_bytes(encode(CacheRequest(request)))
                 while True:
-                    message = pickle.loads(self.connection.recv_bytes())
-                    if message[0] == CACHE_ANSWER:
-                        return message[1], message[2]
+                    message = decode(self.connection.recv_bytes())
+                    if isinstance(message, CacheAnswer):
+                        return message.ok, message.result
                     self._early.append(message)
             except (OSError, EOFError) as exc:
                 raise PprunnerError("runner_cache: the supervisor is gone") from exc

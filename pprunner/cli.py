@@ -249,8 +249,8 @@ def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
     if args.inline:
         args.processes = 0
     app = _app(args, parser, creates_store=True)
-    supervisor = Supervisor(app, burst=args.burst, progress=args.burst and sys.stderr.isatty(),
-                            options=args)
+    supervisor = Supervisor.for_app(app, burst=args.burst,
+                                    progress=args.burst and sys.stderr.isatty(), options=args)
     log.setup(app.config.log_level, supervisor.id)
     code = supervisor.run()
     if supervisor.progress is not None and code == ExitCode.OK:

@@ -25,12 +25,13 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import attrs
 
 from . import channel
+from .child import Child, Kill
 from .errors import PprunnerError
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import (
@@ -47,7 +48,7 @@ from .jobs import (
     TimedOut,
     Waiting,
 )
-from .pool import Child, Kill
+from .pool import Pool
 from .spawn import describe_exit
 
 logger = logging.getLogger("pprunner.dispatch")
@@ -122,6 +123,8 @@ class Dispatcher:
         #: the supervisor's plugins (job started/finished hooks), set with ``wake``, and
         #: whether any implements those hooks
         self.plugins: Any = None
+        #: the supervisor's pool, set with ``wake``: told when a worker's call ends
+        self.pool: Pool | None = None
         self._observed = False
         self._thread: threading.Thread | None = None
         if deliver == "thread":
@@ -231,9 +234,9 @@ class Dispatcher:
     def app_path(self) -> None:
         """No app: workers run what they are handed."""
 
-    def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
+    def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Any) -> None:
-        self.wake, self.plugins = wake, plugins
+        self.pool, self.wake, self.plugins = pool, wake, plugins
         # a hook call costs microseconds even with no implementation: skip it then
         self._observed = bool(plugins.hook.pprunner_job_started.get_hookimpls()
                               or plugins.hook.pprunner_job_finished.get_hookimpls())
@@ -241,21 +244,17 @@ class Dispatcher:
     def heartbeat(self, plugins: Any, runners: Sequence[RunnerInfo]) -> None:
         plugins.hook.pprunner_heartbeat(backend=None, runners=runners, at=time.time())
 
-    def hand_out(self, children: Iterable[Child]) -> None:
-        """Carry out kills asked for; give queued calls to idle ones of ``children``
-        (every worker the supervisor has), oldest call first, one each; a call meant
-        for one worker (``Call.runner_id``) waits for that one, and is cancelled if
-        that worker is not among them."""
-        children = list(children)
+    def hand_out(self, pool: Pool) -> None:
+        """Carry out kills asked for; give queued calls to the pool's idle workers,
+        oldest call first, one each; a call meant for one worker (``Call.runner_id``)
+        waits for that one, and is cancelled if that worker is not in the pool."""
         if self._kills:
-            self._carry_out_kills(children)
+            self._carry_out_kills(pool)
         if not self._queued:
             return
         if self._meant_for_one:  # a call for a worker that is not (or no longer) there
-            self._cancel_meant_for_others({c.info.id for c in children})
-        for child in children:
-            if not child.idle:
-                continue
+            self._cancel_meant_for_others(set(pool.workers))
+        for child in list(pool.idle()):
             with self._lock:
                 job = self._take_for(child.info.id)
             if job is None:
@@ -263,7 +262,7 @@ class Dispatcher:
                     return
                 continue
             try:
-                sent = child.send(channel.RUN, job.call)
+                sent = child.send(channel.Run(job.call))
             except Exception as exc:  # pickling failed before a byte was written
                 self._unsendable(job, exc)
                 continue
@@ -271,20 +270,18 @@ class Dispatcher:
                 self._requeue(job)  # its sentinel will say it is gone
                 continue
             job.attempts += 1
-            child.call = job.call
-            if job.call.time_limit:
-                child.started(job.call.id, job.call.name, job.call.time_limit)
+            pool.assign(child, job.call)
             assert child.info.pid is not None
             if self._observed:
                 self.plugins.hook.pprunner_job_started(call=job.call, runner=child.info)
             self._emit(job, Started(job.call, child.info.pid, child.info.id, job.attempts))
 
-    def _carry_out_kills(self, children: Iterable[Child]) -> None:
+    def _carry_out_kills(self, pool: Pool) -> None:
         with self._lock:
             kills, self._kills = self._kills, {}
-        for child in children:
-            if child.call is not None and child.call.id in kills:
-                child.kill_for(Kill(ErrorInfo("Killed", kills[child.call.id]), retry=False))
+        for child in list(pool.holding(kills)):
+            assert child.call is not None
+            pool.kill(child, Kill(ErrorInfo("Killed", kills[child.call.id]), retry=False))
 
     def _take_for(self, runner_id: str) -> Job | None:
         """The oldest queued job this worker may run (under the lock). With no call
@@ -306,33 +303,37 @@ class Dispatcher:
                 return job
         return None
 
-    def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        """A worker's ``done``: the call it was handed returned or raised; its ``note``
-        about the call; or its ``waiting``: the call blocks, or stops blocking, in
-        ``lend_slot()``."""
-        if message[0] == channel.NOTE:
-            _, call_id, data = message
-            noted = self._by_id.get(call_id)
-            if noted is not None:
-                self._emit(noted, Noted(noted.call, data, child.info.pid or 0))
-            return
-        if message[0] == channel.WAITING:
-            if self._report_waits and child.call is not None:
-                with self._lock:
-                    job = self._by_id.get(child.call.id)
-                if job is not None:
-                    self._emit(job, Waiting(job.call, child.info.pid or 0, bool(message[1])))
-            return
-        _, call_id, returned, value, peak = message
-        child.call = None
-        child.finished(call_id, peak)
-        job = self._finish(call_id)
+    def on_note(self, child: Child, message: channel.Note) -> None:
+        """The running call tells its sender something."""
+        noted = self._by_id.get(message.call_id)
+        if noted is not None:
+            self._emit(noted, Noted(noted.call, message.data, child.info.pid or 0))
+
+    def job_waiting(self, child: Child, waiting: bool) -> None:
+        """The call ``child`` runs blocks, or stops blocking, in ``lend_slot()``: its
+        sender hears it when it asked to (``report_waits``)."""
+        if self._report_waits and child.call is not None:
+            with self._lock:
+                job = self._by_id.get(child.call.id)
+            if job is not None:
+                self._emit(job, Waiting(job.call, child.info.pid or 0, waiting))
+
+    def on_done(self, child: Child, message: channel.Done) -> None:
+        """The call ``child`` was handed returned or raised."""
+        assert self.pool is not None
+        self.pool.released(child, message.call_id, message.peak_memory)
+        job = self._finish(message.call_id)
         if job is None:
             return
         pid = child.info.pid or 0
-        ending: Ending = (Finished(job.call, value, pid) if returned
-                          else Failed(job.call, value, pid))
+        ending: Ending = (Finished(job.call, message.value, pid) if message.returned
+                          else Failed(job.call, message.value, pid))
         self._end(job, child, ending)
+
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
+        """``runner_cache`` is pull mode's (its store lives beside the backend feed)."""
+        child.send(channel.CacheAnswer(False, PprunnerError(
+            "runner_cache is only available to invocations pulled from a backend")))
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
         """A worker died or stopped holding a call: run it again, or tell its sender.

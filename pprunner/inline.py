@@ -18,19 +18,22 @@ from .errors import ConfigError
 from .exitcodes import ExitCode
 from .invocation import RunnerInfo, RunnerKind
 from .supervisor import Supervisor
+from .task import App
 from .worker import ClaimedInvocations, Worker, WorkerContext
 
 logger = logging.getLogger("pprunner.supervisor")
 
 
 class InlineSupervisor(Supervisor):
-    """``Supervisor(app, processes=0)``: the same public face, one in-process worker."""
+    """A supervisor with no worker processes: the same public face, and one worker
+    loop in this process (``pprunner run --inline``, ``Supervisor.for_app`` for an
+    app whose ``processes`` is 0)."""
 
     HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, *args: Any, **options: Any) -> None:
-        super().__init__(*args, **options)
-        assert self.app is not None, "inline mode pulls from an app's backend"
+    def __init__(self, app: App, **options: Any) -> None:
+        super().__init__(app, 0, **options)
+        assert self.app is not None
         context = WorkerContext(app=self.app, runner_id=self.id, slot=0, runner_cache={},
                                 stop_event=threading.Event(), supervisor_id=self.id)
         self._worker = Worker(context, ClaimedInvocations(context, burst=self.burst),
@@ -61,7 +64,7 @@ class InlineSupervisor(Supervisor):
         self.request_stop()
 
     def _boot(self) -> None:
-        self._prepare(0)
+        self._prepare()
         assert self.backend is not None
         logger.info("running inline (no worker processes), backend %s", self.backend.url)
         self.plugins.hook.pprunner_supervisor_started(supervisor=self.view,

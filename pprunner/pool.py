@@ -1,28 +1,30 @@
-"""What the supervisor knows of each worker, and when it may start another.
+"""The pool: the supervisor's worker table, and each worker's whole life.
 
-:class:`Child` follows one worker process through its life (:class:`Phase`)
-and its channel messages: booted or not, the job it runs and the hard
-deadline for it, its peak memory, whether it should retire and why the
-supervisor killed it if it did. :class:`CrashLoop` spaces out respawns of
-workers that die before they boot and says when to give up.
+The :class:`Pool` is the only owner of the workers (:class:`~pprunner.child.Child`
+records): it spawns them, counts them against the configured size plus the
+slots lent to waiting jobs, recycles them without a capacity gap, enforces
+boot timeouts and hard time limits, kills with a recorded reason and takes
+the dead out of the table. Feeds ask it for idle workers and tell it a job
+was assigned or released (:meth:`Pool.assign`, :meth:`Pool.released`);
+nothing else writes a worker's fields. :class:`CrashLoop` spaces out respawns
+of workers that die before they boot and says when to give up.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
-import pickle
 import signal
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 
-from . import channel
-from .invocation import ErrorInfo, RunnerInfo
-from .jobs import Call, RemoteError
-from .spawn import WorkerProcess
+from .child import Child, Kill, Phase, Retirement
+from .invocation import RunnerInfo, RunnerKind
+from .jobs import Call
+from .spawn import WorkerSpec
 
 logger = logging.getLogger("pprunner.supervisor")
 
@@ -32,272 +34,268 @@ RESPAWN_DELAY = 0.1
 RESPAWN_DELAY_MAX = 30.0
 
 
-class Phase(enum.Enum):
-    """Where a worker is in its life, as its supervisor sees it."""
-
-    #: spawned, loading the app; not ready yet
-    BOOTING = "booting"
-    #: ready: it runs jobs
-    SERVING = "serving"
-    #: told to finish its current job and exit (recycled, reloaded, scaled down)
-    RETIRING = "retiring"
-    #: the supervisor is stopping it (shutdown); what it holds is handed back
-    STOPPING = "stopping"
+def new_runner_id() -> str:
+    return os.urandom(6).hex()
 
 
-@attrs.frozen
-class Running:
-    """A job the supervisor knows a worker runs (reported, or handed out by it)."""
+class Pool:
+    """``processes`` workers, each in one slot, and what becomes of them.
 
-    job_id: str
-    name: str
-    started: float  #: ``time.monotonic()`` when it started
-    deadline: float | None  #: when the hard time limit runs out
-    #: retry rather than fail it if the hard limit kills the worker (the task's policy)
-    retry_on_limit: bool = False
+    :param spec_for: the spec a new worker starts from, given its runner id, its
+        slot and its end of the pipe (the supervisor's boot made the rest of it).
+    :param watch: called with each new worker, ``unwatch`` with each one taken
+        out: the supervisor's loop waits on their pipes and process sentinels.
+    """
 
+    def __init__(self, processes: int, *, supervisor_id: str, config: Any, plugins: Any,
+                 mp: Any, spec_for: Callable[[str, int, Any], WorkerSpec],
+                 watch: Callable[[Child], None], unwatch: Callable[[Child], None]) -> None:
+        self.processes = processes
+        self.supervisor_id = supervisor_id
+        self.config = config
+        self.plugins = plugins
+        self.crash_loop = CrashLoop(config.crash_loop_period)
+        self.workers: dict[str, Child] = {}
+        self._mp = mp
+        self._spec_for = spec_for
+        self._watch = watch
+        self._unwatch = unwatch
 
-@attrs.frozen
-class Kill:
-    """Why the supervisor killed a worker: the error its jobs end with."""
+    def __iter__(self) -> Iterator[Child]:
+        return iter(list(self.workers.values()))  # a copy: hosts ask from their own thread
 
-    error: ErrorInfo
-    #: whether what it held may be tried again
-    retry: bool = True
-    #: the job whose hard time limit ran out, if that was the reason
-    job_id: str | None = None
-    #: the worker's exit cause (:attr:`~pprunner.spawn.WorkerExit.cause`)
-    cause: str = "killed"
+    def __len__(self) -> int:
+        return len(self.workers)
 
+    # -- what feeds ask and tell -------------------------------------------------------
 
-@attrs.define
-class Retirement:
-    """Why a worker should be replaced, and by which worker."""
+    def idle(self) -> Iterator[Child]:
+        """Workers ready for a pushed call, in slot order of their spawning."""
+        return (c for c in self.workers.values() if c.idle)
 
-    reason: str
-    #: False for a scale-down: retire without a replacement
-    replace: bool = True
-    #: the runner id of the worker started to take its place
-    replacement: str | None = None
-    #: the worker asked for it (max_tasks_per_child or max_memory_per_child reached):
-    #: in push mode it is handed nothing more, so the limit holds as a host's pool
-    #: keeps it, while its replacement boots
-    at_limit: bool = False
-    #: the worker asked to go now (``replace_after_job``): it is handed nothing more,
-    #: and it is replaced without waiting for its replacement to boot
-    at_once: bool = False
+    def assign(self, child: Child, call: Call) -> None:
+        """``child`` was handed ``call``: it is busy, and the call's hard time limit runs."""
+        child.call = call
+        if call.time_limit:
+            child.started(call.id, call.name, call.time_limit)
 
+    def released(self, child: Child, call_id: str, peak_memory: int) -> None:
+        """The call ``child`` was handed ended: it is idle again (unless retiring)."""
+        child.call = None
+        child.finished(call_id, peak_memory)
 
-@attrs.define
-class Child:
-    """A worker process and what the supervisor knows of it."""
+    def kill(self, child: Child, kill: Kill) -> None:
+        """SIGKILL ``child``; what it holds ends with ``kill``'s error."""
+        child.kill_for(kill)
 
-    info: RunnerInfo
-    process: WorkerProcess
-    connection: Any
-    spawned: float = attrs.Factory(time.monotonic)
-    phase: Phase = Phase.BOOTING
-    boot_error: str | None = None
-    #: what it runs under a hard time limit, outermost first (more than one while a
-    #: task waits, nested): the deadlines the supervisor enforces
-    running: list[Running] = attrs.Factory(list)
-    #: push mode: the call it was handed (a worker holds at most one)
-    call: Call | None = None
-    peak_memory: int = 0
-    #: its job blocks in ``lend_slot()``: the supervisor runs another worker meanwhile
-    waiting: bool = False
-    retirement: Retirement | None = None
-    kill: Kill | None = None
-    _ready: channel.Readiness | None = None
-    #: each signal the supervisor sent it, with why: its death by one of them is
-    #: described as the supervisor's doing, never as "perhaps out of memory?"
-    signals_sent: dict[int, str] = attrs.Factory(dict)
+    def holding(self, call_ids: set[str] | dict[str, Any]) -> Iterator[Child]:
+        """Workers running one of ``call_ids``."""
+        return (c for c in self.workers.values() if c.call is not None and c.call.id in call_ids)
 
-    @property
-    def who(self) -> str:
-        return f"worker {self.info.slot} (runner {self.info.id}, pid {self.info.pid})"
+    # -- the workers' lives (the supervisor's loop) ------------------------------------
 
-    @property
-    def booted(self) -> bool:
-        return self.phase is not Phase.BOOTING
+    def spawn(self, slot: int) -> Child:
+        """Start a worker in ``slot``; it counts as booting until it reports ready."""
+        runner_id = new_runner_id()
+        ours, theirs = self._mp.Pipe()
+        process = self.plugins.hook.pprunner_spawn_worker(
+            spec=self._spec_for(runner_id, slot, theirs), start_method=self.config.start_method)
+        theirs.close()  # the child has its own copy now
+        info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
+                          supervisor=self.supervisor_id, slot=slot)
+        child = self.workers[runner_id] = Child(info, process, ours)
+        self._watch(child)
+        self.plugins.hook.pprunner_worker_started(runner=info)
+        logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
+        return child
 
-    @property
-    def requested_stop(self) -> bool:
-        """The supervisor asked it to go: what it held is handed back, not charged."""
-        return self.phase in (Phase.RETIRING, Phase.STOPPING)
+    def remove(self, child: Child) -> None:
+        """Take an exited worker out of the table and release what it used."""
+        del self.workers[child.info.id]
+        self._unwatch(child)
+        child.process.join()
+        child.connection.close()
 
-    @property
-    def killed_from_outside(self) -> bool:
-        """It died of a signal the supervisor did not send (the OOM killer, a
-        SIGTERM to the whole process group): a death, even when it was asked to go."""
-        exitcode = self.process.exitcode
-        return exitcode is not None and exitcode < 0 and -exitcode not in self.signals_sent
+    def exited(self) -> list[Child]:
+        """Workers whose process has ended and that are still in the table."""
+        return [c for c in self.workers.values() if c.process.exitcode is not None]
 
-    @property
-    def idle(self) -> bool:
-        """Ready for a pushed call: serving, holding none, not retiring at a limit or at once."""
-        retirement = self.retirement
-        return (self.phase is Phase.SERVING and self.call is None and self.kill is None
-                and not self.waiting
-                and (retirement is None or not (retirement.at_limit or retirement.at_once)))
+    def booted(self) -> int:
+        return sum(c.booted for c in self.workers.values())
 
-    @property
-    def holds_slot(self) -> bool:
-        """It counts towards the pool's size: alive and not on its way out for good (a
-        worker being replaced shares its slot with its replacement)."""
-        retirement = self.retirement
-        return (self.phase in (Phase.BOOTING, Phase.SERVING)
-                and (retirement is None or retirement.replace))
+    def serving(self) -> int:
+        return sum(c.phase is Phase.SERVING for c in self.workers.values())
 
-    def receive(self) -> list[tuple[Any, ...]]:
-        """Take in every message waiting on the channel; return those about pushed
-        calls (``done``, ``note``, ``waiting``) and ``runner_cache`` requests, which are
-        the feed's to handle."""
-        results = []
-        try:
-            while self._readiness().wait():
-                data = self.connection.recv_bytes()
-                try:
-                    message = pickle.loads(data)
-                except Exception as exc:
-                    message = self._undecodable(exc)
-                    if message is None:
-                        continue
-                if message[0] in (channel.DONE, channel.NOTE, channel.CACHE):
-                    results.append(message)
-                elif message[0] == channel.WAITING:
-                    self.waiting = bool(message[1])
-                    results.append(message)
-                else:
-                    self._handle(message)
-        except (EOFError, OSError):
-            pass  # it is exiting; the sentinel will say so
-        return results
+    def all_booted(self) -> bool:
+        """There are workers and every one has booted."""
+        return bool(self.workers) and all(c.booted for c in self.workers.values())
 
-    def _readiness(self) -> channel.Readiness:
-        if self._ready is None:
-            self._ready = channel.Readiness(self.connection)
-        return self._ready
+    def runners(self) -> list[RunnerInfo]:
+        """Each worker whose process is alive by OS-level check, with its phase (what
+        ``pprunner top`` shows as booting or retiring)."""
+        return [attrs.evolve(c.info, phase=c.phase.value) for c in self if c.process.is_alive()]
 
-    def _undecodable(self, error: Exception) -> tuple[Any, ...] | None:
-        """A message that pickled in the worker but does not unpickle here. Every
-        message but a pushed call's ``done`` is plain data, so it is the result of
-        the call this worker holds: that call fails with the error, rather than
-        the supervisor's loop (and every other call with it)."""
-        if self.call is None:
-            logger.error("%s sent a message that cannot be unpickled: %s", self.who, error)
-            return None
-        return (channel.DONE, self.call.id, False, RemoteError(
-            type(error).__name__, f"the result of {self.call.name} cannot be unpickled in "
-            f"the supervisor's process: {error}"), 0)
+    def next_moment(self) -> float | None:
+        """The next moment something must happen to a worker: a boot timeout, a hard
+        time limit, a respawn the crash-loop back-off holds."""
+        moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
+        if len(self.workers) < self.target():
+            moments.append(self.crash_loop.next_spawn)
+        return min((m for m in moments if m is not None), default=None)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == channel.READY:
-            if self.phase is Phase.BOOTING:
-                self.phase = Phase.SERVING
-            self.peak_memory = message[1]
-        elif kind == channel.BOOT_FAILED:
-            self.boot_error = message[1]
-        elif kind == channel.STARTED:
-            _, invocation_id, task, limit, retry_on_limit = message
-            self.started(invocation_id, task, limit, retry_on_limit)
-        elif kind == channel.FINISHED:
-            self.finished(message[1], message[2])
-        elif kind == channel.RECYCLE:
-            at_once = len(message) > 2 and bool(message[2])
-            if self.retirement is None:
-                self.retirement = Retirement(message[1], at_limit=True, at_once=at_once)
-            elif at_once:
-                self.retirement.at_once, self.retirement.reason = True, message[1]
-
-    def started(self, job_id: str, name: str, limit: float | None,
-                retry_on_limit: bool = False) -> None:
+    def enforce_limits(self) -> None:
+        """Kill workers past their boot timeout or their job's hard time limit."""
         now = time.monotonic()
-        self.running.append(Running(job_id, name, now, None if limit is None else now + limit,
-                                    retry_on_limit))
+        for child in self.workers.values():
+            kill = child.overdue(now, self.config.boot_timeout)
+            if kill is not None:
+                child.kill_for(kill)
+        if any(c.booted for c in self.workers.values()):  # the dead are reaped next
+            self.crash_loop.healthy()
 
-    def finished(self, job_id: str, peak_memory: int) -> None:
-        if self.running:
-            self.running = [r for r in self.running if r.job_id != job_id]
-        self.peak_memory = max(self.peak_memory, peak_memory)
+    def tend(self) -> None:
+        """After the dead are reaped: give lent slots back, recycle, respawn to size."""
+        self._take_back_lent()
+        self._recycle()
+        self._respawn()
 
-    def send(self, *message: Any) -> bool:
-        """Send on its channel; False when it is gone (its sentinel will say so). A
-        value that does not pickle raises, before anything is written."""
-        data = channel.encode(message)
-        try:
-            self.connection.send_bytes(data)
-        except (OSError, EOFError):
-            return False
-        return True
+    @property
+    def max_lent_slots(self) -> int:
+        """How many workers may run beyond ``processes`` while others wait."""
+        bound = self.config.max_lent_slots
+        return self.processes if bound is None else bound
 
-    def retire(self) -> None:
-        """Tell it to finish its current job and exit."""
-        self.phase = Phase.RETIRING
-        self.send(channel.RETIRE)
+    def target(self) -> int:
+        """How many workers should hold a slot: ``processes``, plus one for each
+        worker whose job waits in ``lend_slot()``, up to ``max_lent_slots``."""
+        waiting = sum(c.waiting for c in self.workers.values())
+        return self.processes + min(waiting, self.max_lent_slots)
 
-    def stop(self) -> None:
-        """Tell it to finish (or hand back) its current job and exit: a shutdown."""
-        if self.phase is not Phase.RETIRING:
-            self.send(channel.RETIRE)
-        self.phase = Phase.STOPPING
+    def _recycle(self) -> None:
+        """Replace workers that should retire, one at a time, without losing capacity.
 
-    def kill_for(self, kill: Kill) -> None:
-        """SIGKILL it, recording why for the jobs it holds."""
-        if self.kill is None:
-            self.kill = kill
-            logger.warning("%s: %s; killing it", self.who, kill.error.message)
-            self.signal(signal.SIGKILL, kill.error.message)
+        The replacement is started first; the old worker is told to retire
+        only once the new one has booted, and it finishes what it runs. One
+        replacement boots at a time; a retiring worker still busy with a long
+        job does not hold up the others, and idle workers go first. A worker
+        that asked to go at once (``replace_after_job``) goes without waiting.
+        """
+        self._retire_at_once()
+        if any(not c.booted for c in self.workers.values()):
+            return
+        candidates = [c for c in self.workers.values()
+                      if c.retirement is not None and c.phase is Phase.SERVING]
+        if not candidates:
+            return
+        child = min(candidates, key=lambda c: c.busy)
+        retirement = child.retirement
+        assert retirement is not None
+        if not retirement.replace:
+            logger.info("%s retires: %s", child.who, retirement.reason)
+            child.retire()
+        elif retirement.replacement is None or retirement.replacement not in self.workers:
+            if self.crash_loop.may_spawn():
+                retirement.replacement = self.spawn(child.info.slot).info.id
+        elif self.workers[retirement.replacement].booted:
+            logger.info("%s retires (%s); worker %s takes its place", child.who,
+                        retirement.reason, retirement.replacement)
+            child.retire()
 
-    def signal(self, signum: int, why: str) -> None:
-        """SIGTERM (it hands back what it runs and exits), SIGKILL, or any other
-        signal a host asks for (:meth:`Supervisor.signal_worker`); ``why``
-        describes its end. The only way the supervisor signals a worker."""
-        self.signals_sent.setdefault(signum, why)
-        if signum == signal.SIGKILL:
-            self.process.kill()
-        elif signum == signal.SIGTERM:
-            self.process.terminate()
-        elif self.process.pid is not None and self.process.exitcode is None:
-            os.kill(self.process.pid, signum)
+    def _retire_at_once(self) -> None:
+        """Retire every worker that asked to be replaced now, starting its replacement
+        in the same breath: it is handed nothing more, so its slot would stay empty
+        until the replacement boots either way."""
+        for child in list(self.workers.values()):
+            retirement = child.retirement
+            if retirement is None or not retirement.at_once or child.phase is not Phase.SERVING:
+                continue
+            if retirement.replace and self.crash_loop.may_spawn():
+                retirement.replacement = self.spawn(child.info.slot).info.id
+            logger.info("%s retires at once (%s)%s", child.who, retirement.reason,
+                        f"; worker {retirement.replacement} takes its place"
+                        if retirement.replacement else "")
+            child.retire()
 
-    def overdue(self, now: float, boot_timeout: float) -> Kill | None:
-        """Why it must be killed now (boot timeout, a job's hard limit), if it must."""
-        if self.phase is Phase.BOOTING and now - self.spawned > boot_timeout:
-            return Kill(ErrorInfo("BootTimeout", f"did not report ready within "
-                                  f"{boot_timeout:g} s"), cause="boot_timeout")
-        for running in self.running:
-            if running.deadline is not None and now > running.deadline:
-                limit = running.deadline - running.started
-                return Kill(ErrorInfo("TimeLimitExceeded", f"{running.name} exceeded its "
-                                      f"hard time limit of {limit:g} s"),
-                            retry=running.retry_on_limit, job_id=running.job_id,
-                            cause="time_limit")
-        return None
+    def _respawn(self) -> None:
+        """Start workers until as many hold a slot as the target, in the lowest free
+        slots (a worker being replaced shares its slot with its replacement)."""
+        target = self.target()
+        used = {c.info.slot for c in self.workers.values()}
+        held = len({c.info.slot for c in self.workers.values() if c.holds_slot})
+        slot = 0
+        while held < target and self.crash_loop.may_spawn():
+            slot += 1
+            if slot not in used:
+                self.spawn(slot)
+                held += 1
 
-    def exit_cause(self) -> str:
-        """Why it exited, once it has (see :attr:`~pprunner.spawn.WorkerExit.cause`)."""
-        exitcode = self.process.exitcode
-        if self.kill is not None:
-            return self.kill.cause
-        if exitcode is not None and exitcode < 0 and -exitcode in self.signals_sent:
-            return "stopped" if self.phase is Phase.STOPPING else "killed"
-        if exitcode:
-            return "signal" if exitcode < 0 else "exit_code"
-        if self.phase is Phase.STOPPING:
-            return "stopped"
-        if self.phase is Phase.RETIRING:
-            retirement = self.retirement
-            at_limit = retirement is not None and (retirement.at_limit or retirement.at_once)
-            return "recycled" if at_limit else "retired"
-        return "exit_code"
+    def _take_back_lent(self) -> None:
+        """Waits ended: retire the workers beyond the target, without replacement, as a
+        scale-down does (each finishes its job first; idle ones go first). A waiting
+        worker is never one of them."""
+        keep = [c for c in self.workers.values() if c.holds_slot]
+        excess = len({c.info.slot for c in keep}) - self.target()
+        if excess <= 0:
+            return
+        spare = sorted((c for c in keep if c.retirement is None and not c.waiting),
+                       key=lambda c: (c.busy, -c.info.slot))
+        for child in spare[:excess]:
+            child.retirement = Retirement("its lent slot was given back", replace=False)
 
-    def deadline(self, boot_timeout: float) -> float | None:
-        """The next moment something must happen to it (boot or time limit)."""
-        if self.phase is Phase.BOOTING:
-            return self.spawned + boot_timeout
-        return min((r.deadline for r in self.running if r.deadline is not None), default=None)
+    # -- commands ----------------------------------------------------------------------
+
+    def scale(self, processes: int) -> None:
+        """Grow or shrink to ``processes``; the workers beyond it retire gracefully."""
+        logger.info("scaling from %d to %d workers", self.processes, processes)
+        self.processes = processes
+        for child in self.workers.values():
+            if child.info.slot > processes and not child.requested_stop:
+                child.retirement = Retirement("scaled down", replace=False)
+
+    def reload(self) -> None:
+        """Replace every worker, one at a time (see :meth:`_recycle`)."""
+        logger.info("reloading: replacing %d workers one by one", len(self.workers))
+        for child in self.workers.values():
+            if not child.requested_stop and child.retirement is None:
+                child.retirement = Retirement("reload")
+
+    def signal_worker(self, pid: int, signum: int, why: str) -> None:
+        child = next((c for c in self.workers.values() if c.info.pid == pid), None)
+        if child is None:
+            logger.warning("no worker with pid %d to send %s to (%s)", pid,
+                           signal.Signals(signum).name, why)
+            return
+        logger.info("sending %s to %s: %s", signal.Signals(signum).name, child.who, why)
+        child.signal(signum, why)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def stop_all(self) -> None:
+        """Tell every worker to finish (or hand back) what it runs and exit; one still
+        booting holds nothing and cannot hear a SIGTERM, so it is killed."""
+        for child in self.workers.values():
+            if child.phase is Phase.BOOTING:
+                child.signal(signal.SIGKILL, "stopping while it was still booting")
+            child.stop()
+
+    def signal_all(self, signum: int, why: str) -> None:
+        for child in self.workers.values():
+            child.signal(signum, why)
+
+    def abandon(self, why: str, grace: float) -> None:
+        """End every worker without waiting for what it holds (the backend is gone):
+        SIGTERM, then SIGKILL after ``grace`` seconds; the table is emptied."""
+        children = list(self.workers.values())
+        for child in children:
+            child.phase = Phase.STOPPING
+            child.signal(signal.SIGTERM, why)
+        deadline = time.monotonic() + grace
+        for child in children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.exitcode is None:
+                child.signal(signal.SIGKILL, f"still running {grace:g} s after SIGTERM")
+                child.process.join()
+        self.workers.clear()
 
 
 @attrs.define

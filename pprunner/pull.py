@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import channel, runtime
 from .backend import Backend
 from .cache import CacheStore
+from .child import Child
 from .errors import BackendError, ConfigError, PprunnerError
 from .invocation import ErrorInfo, Invocation, RunnerInfo
-from .pool import Child
+from .pool import Pool
 from .progress import BurstProgress
 from .task import App
 from .upkeep import Upkeep
@@ -60,11 +61,11 @@ class BackendFeed:
         """Where workers find the app; fails early for an app they cannot import."""
         return self.app.locate()
 
-    def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
+    def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Any) -> None:
         """Check what would otherwise fail in every worker: the backend, the serializers."""
         backend = self.backend
-        if processes and not backend.supports_processes:
+        if pool.processes and not backend.supports_processes:
             raise ConfigError(
                 f"the backend {backend.url!r} keeps invocations inside one process and cannot "
                 "be shared with worker processes; use processes=0 (--inline) or a backend "
@@ -89,15 +90,19 @@ class BackendFeed:
         plugins.hook.pprunner_heartbeat(backend=self.backend, runners=runners, at=time.time())
         self._upkeep()
 
-    def received(self, child: Child, message: tuple[Any, ...]) -> None:
-        if message[0] == channel.CACHE:
-            child.send(channel.CACHE_ANSWER, *self.cache.answer(message[1]))
-            return
-        if message[0] == channel.WAITING:
-            return  # the supervisor lends the slot; nobody else needs to know
-        logger.warning("%s sent %r, which only push mode uses", child.who, message[0])
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
+        child.send(channel.CacheAnswer(*self.cache.answer(message.request)))
 
-    def hand_out(self, children: Iterable[Child]) -> None:
+    def on_done(self, child: Child, message: channel.Done | channel.Note) -> None:
+        logger.warning("%s reported a pushed call, which pull mode never hands out",
+                       child.who)
+
+    on_note = on_done
+
+    def job_waiting(self, child: Child, waiting: bool) -> None:
+        """Nothing to do: the supervisor lends the slot; nobody else needs to know."""
+
+    def hand_out(self, pool: Pool) -> None:
         """Nothing to hand out: workers claim for themselves."""
 
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Invocation, ...]:

@@ -36,9 +36,10 @@ from typing import Any, Protocol
 
 import attrs
 
+from . import channel, health
 from . import config as config_module
-from . import health
 from .backend import Backend
+from .child import Child, Phase
 from .config import Config
 from .control import ControlSocket
 from .dispatch import Dispatcher
@@ -47,7 +48,7 @@ from .exitcodes import ExitCode
 from .invocation import ErrorInfo, Invocation, RunnerInfo, RunnerKind
 from .jobs import Call
 from .plugins import Plugins, get_plugin_manager
-from .pool import Child, CrashLoop, Phase, Retirement
+from .pool import Pool, new_runner_id
 from .proctitle import set_title
 from .progress import BurstProgress
 from .pull import BackendFeed
@@ -65,10 +66,6 @@ TERMINATE_GRACE = 5.0
 _WAKEUP, _REPORTS, _EXITED = "wakeup", "reports", "exited"
 
 
-def new_runner_id() -> str:
-    return os.urandom(6).hex()
-
-
 class Feed(Protocol):
     """Where the supervisor's workers get their jobs (see the module docstring)."""
 
@@ -80,11 +77,14 @@ class Feed(Protocol):
     #: what workers run may name functions of the supervisor's __main__
     calls_from_main: bool
     def app_path(self) -> str | None: ...
-    def boot(self, processes: int, stopping: Callable[[], bool], wake: Callable[[], None],
+    def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Plugins) -> None: ...
     def heartbeat(self, plugins: Plugins, runners: Sequence[RunnerInfo]) -> None: ...
-    def received(self, child: Child, message: tuple[Any, ...]) -> None: ...
-    def hand_out(self, children: Iterable[Child]) -> None: ...
+    def on_done(self, child: Child, message: channel.Done) -> None: ...
+    def on_note(self, child: Child, message: channel.Note) -> None: ...
+    def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None: ...
+    def job_waiting(self, child: Child, waiting: bool) -> None: ...
+    def hand_out(self, pool: Pool) -> None: ...
     def worker_exited(self, child: Child,
                       error: ErrorInfo | None) -> tuple[Invocation | Call, ...]: ...
     def drained(self) -> bool: ...
@@ -104,8 +104,9 @@ class Supervisor:
     ``run()`` blocks and handles SIGTERM/SIGINT/SIGHUP/SIGTTIN/SIGTTOU itself
     (the CLI uses it); ``start()``/``stop()`` run the same loop in a
     background thread for embedding and tests; ``with Supervisor(app,
-    processes=2):`` does both. ``processes=0`` (pull mode only) runs tasks
-    inline, in this process (:class:`~pprunner.inline.InlineSupervisor`).
+    processes=2):`` does both. To run tasks in this process instead (pull mode
+    only), use :class:`~pprunner.inline.InlineSupervisor`, or :meth:`for_app`,
+    which picks it when the app's ``processes`` setting is 0.
 
     :param initializer: called in every worker before it reports ready (a
         host's bootstrap); if it raises, the supervisor stops with exit 4
@@ -116,14 +117,17 @@ class Supervisor:
         only here.
     """
 
-    def __new__(cls, app: App | None = None, processes: int | None = None,
-                **options: Any) -> Supervisor:
-        if cls is Supervisor and app is not None and \
-                (app.config.processes if processes is None else processes) == 0:
+    @classmethod
+    def for_app(cls, app: App, processes: int | None = None, **options: Any) -> Supervisor:
+        """The supervisor ``app``'s settings ask for: an
+        :class:`~pprunner.inline.InlineSupervisor` when ``processes`` (by default the
+        app's own setting) is 0, else one with that many worker processes."""
+        count = app.config.processes if processes is None else processes
+        if count == 0:
             from .inline import InlineSupervisor  # inline mode is its own, small class
 
-            return super().__new__(InlineSupervisor)
-        return super().__new__(cls)
+            return InlineSupervisor(app, **options)
+        return cls(app, count, **options)
 
     def __init__(self, app: App | None = None, processes: int | None = None, *,
                  dispatcher: Dispatcher | None = None, config: Config | None = None,
@@ -144,18 +148,29 @@ class Supervisor:
                 continue
             name = plugin.__name__ if isinstance(plugin, types.ModuleType) else None
             self.plugins.manager.register(plugin, name=name)
-        self.processes = self.config.processes if processes is None else processes
-        if self.processes < 1 and type(self) is Supervisor:
-            raise ConfigError(f"processes must be >= 1 (0 runs inline, which only pull mode "
-                              f"can), got {self.processes}")
+        processes = self.config.processes if processes is None else processes
+        if processes < 1 and type(self) is Supervisor:
+            raise ConfigError(
+                f"a Supervisor runs at least one worker process, got processes="
+                f"{processes}; to run tasks in this process use InlineSupervisor(app) "
+                f"(or Supervisor.for_app(app), which picks it for processes=0)")
         self.id = new_runner_id()
         self.burst = burst
         self.options = options
         self.initializer = initializer
         self.feed: Feed = (BackendFeed(app, self.id, burst=burst, progress=progress)
                            if app is not None else dispatcher)  # type: ignore[assignment]
-        self.workers: dict[str, Child] = {}
-        self.crash_loop = CrashLoop(self.config.crash_loop_period)
+        self._mp: Any = multiprocessing.get_context(self.config.start_method)
+        self.pool = Pool(processes, supervisor_id=self.id, config=self.config,
+                         plugins=self.plugins, mp=self._mp, spec_for=self._spec_for,
+                         watch=self._watch, unwatch=self._unwatch)
+        #: the one receiver of each message a worker sends (see :mod:`pprunner.channel`)
+        self._receivers: dict[type[Any], Callable[[Child, Any], None]] = {
+            channel.Ready: Child.on_ready, channel.BootFailed: Child.on_boot_failed,
+            channel.Started: Child.on_started, channel.Finished: Child.on_finished,
+            channel.Recycle: Child.on_recycle, channel.Waiting: self._on_waiting,
+            channel.Done: self.feed.on_done, channel.Note: self.feed.on_note,
+            channel.CacheRequest: self.feed.on_cache_request}
         self.exit_code = ExitCode.OK
         #: why it stopped by itself (no worker could start), for hosts to report
         self.failure: str | None = None
@@ -186,7 +201,6 @@ class Supervisor:
         self._in_pass = False
         self._while_stopping: Callable[[], None] | None = None
         self._next_beat = 0.0
-        self._mp: Any = multiprocessing.get_context(self.config.start_method)
         self.stop_event: StopFlag | None = None
         self._lifeline: tuple[Any, Any] | None = None
         self._control: ControlSocket | None = None
@@ -194,6 +208,16 @@ class Supervisor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.name} processes={self.processes}>"
+
+    @property
+    def processes(self) -> int:
+        """The configured worker count (what ``scale_to`` last set)."""
+        return self.pool.processes
+
+    @property
+    def workers(self) -> dict[str, Child]:
+        """The worker table, by runner id (the pool's; read, never change it)."""
+        return self.pool.workers
 
     @property
     def name(self) -> str:
@@ -321,7 +345,7 @@ class Supervisor:
     def reload(self) -> None:
         """Replace every worker, one at a time, by one that imports the code afresh.
         Safe from any thread: the loop carries it out."""
-        self._command(self._reload)
+        self._command(self.pool.reload)
 
     def signal_worker(self, pid: int, signum: int, why: str) -> None:
         """Send ``signum`` to the worker whose process is ``pid``, if it is one of
@@ -329,7 +353,7 @@ class Supervisor:
         ``revoke(terminate=True)``). Safe from any thread: the loop sends it,
         so the worker's end is described with ``why`` as the supervisor's doing,
         and the job it held ends as any job whose worker dies (``Lost``)."""
-        self._command(lambda: self._signal_worker(pid, signum, why))
+        self._command(lambda: self.pool.signal_worker(pid, signum, why))
 
     @property
     def running(self) -> bool:
@@ -368,28 +392,26 @@ class Supervisor:
         each worker with its phase (what ``pprunner top`` shows as booting or retiring)."""
         me = RunnerInfo(id=self.id, kind=RunnerKind.SUPERVISOR, pid=os.getpid(),
                         supervisor=self.id, started_at=self.started_at)
-        children = list(self.workers.values())  # a copy: hosts ask from their own thread
-        return [me] + [attrs.evolve(c.info, phase=c.phase.value)
-                       for c in children if c.process.is_alive()]
+        return [me, *self.pool.runners()]
 
     # -- boot ----------------------------------------------------------------------
 
-    def _prepare(self, processes: int) -> None:
+    def _prepare(self) -> None:
         """Tell the plugins a supervisor is booting, then ready the feed; if either
         fails, the plugins hear it stopped (nothing else was started yet)."""
         try:
             self.plugins.hook.pprunner_supervisor_booting(supervisor=self.view)
-            self.feed.boot(processes, self._stopping, self._work_came, self.plugins)
+            self.feed.boot(self.pool, self._stopping, self._work_came, self.plugins)
         except BaseException:
             self.plugins.hook.pprunner_supervisor_stopped(supervisor=self.view)
             raise
 
     def _boot(self) -> None:
-        self._prepare(self.processes)
+        self._prepare()
         try:
             self._start_helpers()
             for slot in range(1, self.processes + 1):
-                self._spawn(slot)
+                self.pool.spawn(slot)
         except BaseException:
             self._shutdown(immediate=True)
             self._close()
@@ -412,28 +434,25 @@ class Supervisor:
         self._control = ControlSocket(self.id)
         self._selector.register(self._control.socket, selectors.EVENT_READ, _WAKEUP)
 
-    def _spawn(self, slot: int) -> Child:
+    def _spec_for(self, runner_id: str, slot: int, channel_end: Any) -> WorkerSpec:
+        """What a new worker starts from (the pool spawns it)."""
         assert self._lifeline is not None
-        runner_id = new_runner_id()
-        ours, theirs = self._mp.Pipe()
-        spec = WorkerSpec(
+        return WorkerSpec(
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
             settings=self.config.to_dict(), stop_event=self.stop_event,
-            lifeline=self._lifeline[0],
-            lifeline_writer_fd=self._lifeline[1].fileno(), channel=theirs,
-            initializer=self.initializer, plugin_modules=self._plugin_modules,
-            plugin_entries=self.plugins.entries, calls_from_main=self.feed.calls_from_main)
-        process = self.plugins.hook.pprunner_spawn_worker(
-            spec=spec, start_method=self.config.start_method)
-        theirs.close()  # the child has its own copy now
-        info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
-                          supervisor=self.id, slot=slot)
-        child = self.workers[runner_id] = Child(info, process, ours)
-        self._selector.register(ours, selectors.EVENT_READ, (child, _REPORTS))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, (child, _EXITED))
-        self.plugins.hook.pprunner_worker_started(runner=info)
-        logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
-        return child
+            lifeline=self._lifeline[0], lifeline_writer_fd=self._lifeline[1].fileno(),
+            channel=channel_end, initializer=self.initializer,
+            plugin_modules=self._plugin_modules, plugin_entries=self.plugins.entries,
+            calls_from_main=self.feed.calls_from_main)
+
+    def _watch(self, child: Child) -> None:
+        self._selector.register(child.connection, selectors.EVENT_READ, (child, _REPORTS))
+        self._selector.register(child.process.sentinel, selectors.EVENT_READ,
+                                (child, _EXITED))
+
+    def _unwatch(self, child: Child) -> None:
+        self._selector.unregister(child.connection)
+        self._selector.unregister(child.process.sentinel)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -474,7 +493,7 @@ class Supervisor:
         if self.exit_code == ExitCode.CRASH_LOOP:  # the last line says why it stopped
             logger.error("no worker could be kept running for %.0f s; the last one died "
                          "before booting: %s", self.config.crash_loop_period,
-                         self.crash_loop.cause)
+                         self.pool.crash_loop.cause)
 
     def _pass(self, timeout: float) -> bool:
         """One pass of the loop: heartbeat when due, wait up to ``timeout`` for what
@@ -489,19 +508,17 @@ class Supervisor:
             self._stop_requested = True
             return False
         self._wait(timeout)
-        self._enforce_limits()
+        self.pool.enforce_limits()
         self._reap(self._exited)
         if self._stop_requested:
             return True  # the next pass stops, after a heartbeat if one is due
-        if self.crash_loop.given_up():
+        if self.pool.crash_loop.given_up():
             self.exit_code = ExitCode.CRASH_LOOP
-            self.failure = f"workers keep dying before they boot: {self.crash_loop.cause}"
+            self.failure = f"workers keep dying before they boot: {self.pool.crash_loop.cause}"
             self._stop_requested = True
             return True
-        self._take_back_lent()
-        self._recycle()
-        self._respawn()
-        self.feed.hand_out(self.workers.values())
+        self.pool.tend()
+        self.feed.hand_out(self.pool)
         return True
 
     def _drained(self) -> bool:
@@ -511,18 +528,14 @@ class Supervisor:
         goes on until that shows (an app that cannot load, a crash loop) and
         exits with that code, not 0.
         """
-        booted = [c.booted for c in self.workers.values()]
-        return bool(booted) and all(booted) and self.feed.drained()
+        return self.pool.all_booted() and self.feed.drained()
 
     def _next_tick(self) -> float:
         """Seconds until the loop must look again: a heartbeat, a deadline, a respawn."""
         now = time.monotonic()
         tick = min(self.config.heartbeat_interval, self.feed.tick or float("inf"))
-        moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
-        if len(self.workers) < self._target():
-            moments.append(self.crash_loop.next_spawn)
-        soonest = min((m for m in moments if m is not None), default=now + tick)
-        return max(0.0, min(tick, soonest - now))
+        soonest = self.pool.next_moment()
+        return max(0.0, min(tick, tick if soonest is None else soonest - now))
 
     def _wait(self, timeout: float | None) -> None:
         """Sleep until a worker exits or reports, a signal or command comes, or ``timeout``."""
@@ -540,135 +553,49 @@ class Supervisor:
         if woken or self._commands or self._signals:
             self._drain_wakeups()
             if not self._stop_requested:  # a submitted call goes out now, not after the pass
-                self.feed.hand_out(self.workers.values())
+                self.feed.hand_out(self.pool)
 
     def _receive(self, child: Child) -> None:
         """Take in a worker's reports; an idle one is handed its next call at once (push
         mode), before the rest of the pass, so a busy pool's workers barely wait."""
         booted = child.booted
         for message in child.receive():
-            self.feed.received(child, message)
+            receiver = self._receivers.get(type(message))
+            if receiver is None:
+                logger.warning("%s sent %s, which only a worker receives", child.who,
+                               channel.kind(message))
+            else:
+                receiver(child, message)
         if child.booted and not booted:
-            self.crash_loop.booted()
+            self.pool.crash_loop.booted()
             self.plugins.hook.pprunner_worker_ready(runner=child.info)
-            if sum(c.booted for c in self.workers.values()) >= self.processes:
+            if self.pool.booted() >= self.processes:
                 self._ready.set()
         if child.idle and not self._stop_requested:
-            self.feed.hand_out(self.workers.values())
+            self.feed.hand_out(self.pool)
 
-    def _enforce_limits(self) -> None:
-        """Kill workers past their boot timeout or their job's hard time limit."""
-        now = time.monotonic()
-        for child in self.workers.values():
-            kill = child.overdue(now, self.config.boot_timeout)
-            if kill is not None:
-                child.kill_for(kill)
-        if any(c.booted for c in self.workers.values()):  # the dead are reaped next
-            self.crash_loop.healthy()
-
-    def _recycle(self) -> None:
-        """Replace workers that should retire, one at a time, without losing capacity.
-
-        The replacement is started first; the old worker is told to retire
-        only once the new one has booted, and it finishes what it runs. One
-        replacement boots at a time; a retiring worker still busy with a long
-        job does not hold up the others, and idle workers go first. A worker
-        that asked to go at once (``replace_after_job``) goes without waiting.
-        """
-        self._retire_at_once()
-        if any(not c.booted for c in self.workers.values()):
-            return
-        candidates = [c for c in self.workers.values()
-                      if c.retirement is not None and c.phase is Phase.SERVING]
-        if not candidates:
-            return
-        child = min(candidates, key=lambda c: bool(c.running) or c.call is not None)
-        retirement = child.retirement
-        assert retirement is not None
-        if not retirement.replace:
-            logger.info("%s retires: %s", child.who, retirement.reason)
-            child.retire()
-        elif retirement.replacement is None or retirement.replacement not in self.workers:
-            if self.crash_loop.may_spawn():
-                retirement.replacement = self._spawn(child.info.slot).info.id
-        elif self.workers[retirement.replacement].booted:
-            logger.info("%s retires (%s); worker %s takes its place", child.who,
-                        retirement.reason, retirement.replacement)
-            child.retire()
-
-    def _retire_at_once(self) -> None:
-        """Retire every worker that asked to be replaced now, starting its replacement
-        in the same breath: it is handed nothing more, so its slot would stay empty
-        until the replacement boots either way."""
-        for child in list(self.workers.values()):
-            retirement = child.retirement
-            if retirement is None or not retirement.at_once or child.phase is not Phase.SERVING:
-                continue
-            if retirement.replace and self.crash_loop.may_spawn():
-                retirement.replacement = self._spawn(child.info.slot).info.id
-            logger.info("%s retires at once (%s)%s", child.who, retirement.reason,
-                        f"; worker {retirement.replacement} takes its place"
-                        if retirement.replacement else "")
-            child.retire()
+    def _on_waiting(self, child: Child, message: channel.Waiting) -> None:
+        """Its job blocks (or stops blocking) on other jobs: while it does, its slot
+        is lent (:meth:`_target`)."""
+        child.waiting = message.waiting
+        self.feed.job_waiting(child, message.waiting)
 
     def _heartbeat(self) -> None:
         self.feed.heartbeat(self.plugins, self.live_runners())
         if self.config.health_file:
-            booted = sum(c.phase is Phase.SERVING for c in self.workers.values())
+            booted = self.pool.serving()
             health.write(self.config.health_file, {
                 "pid": os.getpid(), "supervisor": self.id, "processes": self.processes,
                 "booted": booted, "ready": booted >= self.processes})
 
-    @property
-    def max_lent_slots(self) -> int:
-        """How many workers may run beyond ``processes`` while others wait."""
-        bound = self.config.max_lent_slots
-        return self.processes if bound is None else bound
-
-    def _target(self) -> int:
-        """How many workers should hold a slot: ``processes``, plus one for each
-        worker whose job waits in ``lend_slot()``, up to ``max_lent_slots``."""
-        waiting = sum(c.waiting for c in self.workers.values())
-        return self.processes + min(waiting, self.max_lent_slots)
-
-    def _respawn(self) -> None:
-        """Start workers until as many hold a slot as the target, in the lowest free
-        slots (a worker being replaced shares its slot with its replacement)."""
-        target = self._target()
-        used = {c.info.slot for c in self.workers.values()}
-        held = len({c.info.slot for c in self.workers.values() if c.holds_slot})
-        slot = 0
-        while held < target and self.crash_loop.may_spawn():
-            slot += 1
-            if slot not in used:
-                self._spawn(slot)
-                held += 1
-
-    def _take_back_lent(self) -> None:
-        """Waits ended: retire the workers beyond the target, without replacement, as a
-        scale-down does (each finishes its job first; idle ones go first). A waiting
-        worker is never one of them."""
-        keep = [c for c in self.workers.values() if c.holds_slot]
-        excess = len({c.info.slot for c in keep}) - self._target()
-        if excess <= 0:
-            return
-        spare = sorted((c for c in keep if c.retirement is None and not c.waiting),
-                       key=lambda c: (bool(c.running) or c.call is not None, -c.info.slot))
-        for child in spare[:excess]:
-            child.retirement = Retirement("its lent slot was given back", replace=False)
-
     def _reap(self, candidates: Iterable[Child] | None = None) -> None:
         """Handle every worker (of ``candidates``: those whose sentinel fired) that has
         exited: what it held goes back, tell the plugins."""
-        for child in list(self.workers.values() if candidates is None else candidates):
+        for child in list(self.pool if candidates is None else candidates):
             if child.process.exitcode is None:
                 continue
             self._receive(child)  # what it said just before it exited
-            del self.workers[child.info.id]
-            self._selector.unregister(child.connection)
-            self._selector.unregister(child.process.sentinel)
-            child.process.join()
-            child.connection.close()
+            self.pool.remove(child)
             exitcode = child.process.exitcode
             signame, description = describe_exit(exitcode, child.signals_sent)
             error: ErrorInfo | None
@@ -698,7 +625,7 @@ class Supervisor:
                 self.failure = child.boot_error or f"{child.who} {description}"
                 self._stop_requested = True
             elif not child.booted:
-                self.crash_loop.died_at_boot(
+                self.pool.crash_loop.died_at_boot(
                     child.boot_error or (child.kill and child.kill.error.message)
                     or f"{child.who} {description}")
 
@@ -721,27 +648,8 @@ class Supervisor:
     # -- scaling and reloading (in the loop) -------------------------------------------
 
     def _scale(self, processes: int) -> None:
-        logger.info("scaling from %d to %d workers", self.processes, processes)
-        self.processes = processes
-        for child in self.workers.values():
-            if child.info.slot > processes and not child.requested_stop:
-                child.retirement = Retirement("scaled down", replace=False)
+        self.pool.scale(processes)
         self._set_title()
-
-    def _signal_worker(self, pid: int, signum: int, why: str) -> None:
-        child = next((c for c in self.workers.values() if c.info.pid == pid), None)
-        if child is None:
-            logger.warning("no worker with pid %d to send %s to (%s)", pid,
-                           signal.Signals(signum).name, why)
-            return
-        logger.info("sending %s to %s: %s", signal.Signals(signum).name, child.who, why)
-        child.signal(signum, why)
-
-    def _reload(self) -> None:
-        logger.info("reloading: replacing %d workers one by one", len(self.workers))
-        for child in self.workers.values():
-            if not child.requested_stop and child.retirement is None:
-                child.retirement = Retirement("reload")
 
     def _set_title(self) -> None:
         if self._titled:
@@ -770,7 +678,7 @@ class Supervisor:
             return
         self._in_pass = True  # a call submitted by a callback of this hand-out wakes it
         try:
-            self.feed.hand_out(self.workers.values())
+            self.feed.hand_out(self.pool)
         finally:
             self._in_pass = False
 
@@ -787,8 +695,17 @@ class Supervisor:
         while self._commands:
             self._commands.popleft()()
         while self._signals:
-            signum = self._signals.popleft()
-            getattr(self, f"handle_{signal.Signals(signum).name.lower()}")()
+            self._handle_signal(self._signals.popleft())
+
+    def _handle_signal(self, signum: int) -> None:
+        """Call ``handle_<signal name>``; a signal a host routed here that has no such
+        method is logged and otherwise ignored."""
+        name = signal.Signals(signum).name
+        handler = getattr(self, f"handle_{name.lower()}", None)
+        if handler is None:
+            logger.warning("%s: the supervisor has no handler for it; ignored", name)
+        else:
+            handler()
 
     def handle_sigterm(self) -> None:
         logger.info("SIGTERM: stopping gracefully (shutdown_timeout %.0f s)",
@@ -805,7 +722,7 @@ class Supervisor:
         self.request_stop()
 
     def handle_sighup(self) -> None:
-        self._reload()
+        self.pool.reload()
 
     def handle_sigttin(self) -> None:
         self._scale(self.processes + 1)
@@ -837,10 +754,7 @@ class Supervisor:
             return
         if self.stop_event is not None:
             self.stop_event.set()
-        for child in self.workers.values():
-            if child.phase is Phase.BOOTING:  # it holds nothing, and cannot hear a SIGTERM
-                child.signal(signal.SIGKILL, "stopping while it was still booting")
-            child.stop()
+        self.pool.stop_all()
         deadline = time.monotonic() + self.config.shutdown_timeout
         graceful = not (immediate or self._immediate)
         if graceful:
@@ -850,15 +764,13 @@ class Supervisor:
             if graceful:
                 logger.warning("%d worker(s) still busy after %.1f s; sending SIGTERM",
                                len(self.workers), self.config.shutdown_timeout)
-            for child in self.workers.values():
-                child.signal(signal.SIGTERM,
-                             f"still busy after shutdown_timeout "
-                             f"({self.config.shutdown_timeout:g} s)" if graceful
-                             else "stopping after an error")
+            self.pool.signal_all(signal.SIGTERM,
+                                 f"still busy after shutdown_timeout "
+                                 f"({self.config.shutdown_timeout:g} s)" if graceful
+                                 else "stopping after an error")
             self._wait_for_exits(time.monotonic() + TERMINATE_GRACE)
             kill_why = f"still running {TERMINATE_GRACE:g} s after SIGTERM"
-        for child in self.workers.values():
-            child.signal(signal.SIGKILL, kill_why)
+        self.pool.signal_all(signal.SIGKILL, kill_why)
         self._wait_for_exits(None)
         if self._immediate and self.exit_code == ExitCode.OK:
             self.exit_code = ExitCode.INTERRUPTED
@@ -881,17 +793,7 @@ class Supervisor:
                      "(%.0f s)", error, len(self.workers), self.config.dead_after)
         self.exit_code = ExitCode.BACKEND_ERROR
         self._backend_lost = True
-        children = list(self.workers.values())
-        for child in children:
-            child.phase = Phase.STOPPING
-            child.signal(signal.SIGTERM, "stopping while the backend is unreachable")
-        deadline = time.monotonic() + TERMINATE_GRACE
-        for child in children:
-            child.process.join(max(0.0, deadline - time.monotonic()))
-            if child.process.exitcode is None:
-                child.signal(signal.SIGKILL, f"still running {TERMINATE_GRACE:g} s after SIGTERM")
-                child.process.join()
-        self.workers.clear()
+        self.pool.abandon("stopping while the backend is unreachable", TERMINATE_GRACE)
 
     def _wait_for_exits(self, deadline: float | None) -> None:
         while self.workers:
@@ -989,9 +891,8 @@ class SupervisorView:
 
     def workers(self) -> list[WorkerState]:
         """Its live worker processes, each with its phase and, in push mode, its call."""
-        children = list(self._supervisor.workers.values())  # a copy: asked from any thread
         return [WorkerState(c.info, c.phase, c.call, c.waiting)
-                for c in children if c.process.is_alive()]
+                for c in self._supervisor.pool if c.process.is_alive()]
 
     @property
     def queued_calls(self) -> int:

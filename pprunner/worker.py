@@ -147,7 +147,7 @@ class WorkerContext:
         outermost = self.stack[0] if self.stack else None
         if not isinstance(outermost, Call) or self.channel is None:
             raise PprunnerError("note() is for a pushed call running in a worker process")
-        self.channel.send(channel.NOTE, outermost.id, data)
+        self.channel.send(channel.Note(outermost.id, data))
 
     @contextlib.contextmanager
     def lend_slot(self) -> Iterator[None]:
@@ -255,9 +255,9 @@ class Supervision:
         per task would cost throughput."""
         report = bool(limits.hard) and isinstance(job, Invocation)
         if report:
-            assert isinstance(job, Invocation)
-            self.channel.send(channel.STARTED, job.id, job.task, limits.hard,
-                              limits.retry_on_hard)
+            assert isinstance(job, Invocation) and limits.hard is not None
+            self.channel.send(channel.Started(job.id, job.task, limits.hard,
+                                              limits.retry_on_hard))
         left = 0.0
         if limits.soft or self._timer_runs:  # set this one's, suspending an enclosing one's
             left, _ = signal.setitimer(signal.ITIMER_REAL, limits.soft or 0)
@@ -270,7 +270,7 @@ class Supervision:
         reported, left, suspended = self._frames.pop()
         peak = channel.peak_rss()
         if reported or (peak > self.reported_peak and isinstance(job, Invocation)):
-            self.channel.send(channel.FINISHED, job.id, peak)
+            self.channel.send(channel.Finished(job.id, peak))
             self.reported_peak = peak
         if left:  # an enclosing job's soft limit keeps running, minus the time spent
             signal.setitimer(signal.ITIMER_REAL,
@@ -282,14 +282,14 @@ class Supervision:
         self.done += 1
         if self.replace_now:  # before the job's report, so nothing more is handed to it
             logger.info("asking to be replaced at once: %s", self.replace_now)
-            self.channel.send(channel.RECYCLE, self.replace_now, True)
+            self.channel.send(channel.Recycle(self.replace_now, at_once=True))
             self.replace_now, self.asked = None, True
             return peak
         reason = None if self.asked else self._recycle_reason()
         if reason:
             self.asked = True
             logger.info("asking to be recycled: %s", reason)
-            self.channel.send(channel.RECYCLE, reason)
+            self.channel.send(channel.Recycle(reason))
         return peak
 
     def _recycle_reason(self) -> str | None:
@@ -355,7 +355,7 @@ class ClaimedInvocations:
         return self.context.app
 
     def next(self, timeout: float) -> Invocation | None:
-        if self.channel is not None and self.channel.receive() == (channel.RETIRE,):
+        if self.channel is not None and isinstance(self.channel.receive(), channel.Retire):
             logger.info("retiring as the supervisor asked")
             self._retired = True
             return None
@@ -425,10 +425,9 @@ class PushedCalls:
         message = self.channel.receive(timeout)
         if message is None:
             return None
-        if message[0] == channel.RUN:
-            call: Call = message[1]
-            return call
-        if message[0] == channel.RETIRE:
+        if isinstance(message, channel.Run):
+            return message.call
+        if isinstance(message, channel.Retire):
             self._retired = True
         return None
 
@@ -442,7 +441,7 @@ class PushedCalls:
         if ran.error is None:
             assert ran.returned is not None
             try:
-                self.channel.send(channel.DONE, job.id, True, ran.returned.value, peak)
+                self.channel.send(channel.Done(job.id, True, ran.returned.value, peak))
                 return "succeeded"
             except Exception as exc:  # the value does not pickle: the call fails
                 error = RemoteError(type(exc).__name__,
@@ -451,7 +450,7 @@ class PushedCalls:
             error = RemoteError(type(ran.error).__name__, str(ran.error))
         else:
             error = remote_error(ran.error)
-        self.channel.send(channel.DONE, job.id, False, error, peak)
+        self.channel.send(channel.Done(job.id, False, error, peak))
         return "failed"
 
 
@@ -487,7 +486,7 @@ class Worker:
 
     def _report_waiting(self, waiting: bool) -> None:
         if self.supervision is not None:
-            self.supervision.channel.send(channel.WAITING, waiting)
+            self.supervision.channel.send(channel.Waiting(waiting))
 
     def _replace_after_job(self, reason: str) -> None:
         if self.supervision is not None:
@@ -638,11 +637,11 @@ def main(spec: WorkerSpec) -> None:
         context = _boot(spec, reports)
     except AppLoadError as exc:
         logger.error("%s", exc)
-        reports.send(channel.BOOT_FAILED, str(exc))
+        reports.send(channel.BootFailed(str(exc)))
         sys.exit(ExitCode.APP_LOAD_ERROR)
     except Exception as exc:
         logger.exception("worker %d failed to boot", spec.slot)
-        reports.send(channel.BOOT_FAILED, f"{type(exc).__name__}: {exc}")
+        reports.send(channel.BootFailed(f"{type(exc).__name__}: {exc}"))
         sys.exit(ExitCode.INTERNAL_ERROR)
     context.channel = reports
     max_tasks = settings["max_tasks_per_child"]
@@ -655,7 +654,7 @@ def main(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGTERM, worker.terminate)
     signal.signal(signal.SIGALRM, worker.soft_limit_reached)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    reports.send(channel.READY, channel.peak_rss())
+    reports.send(channel.Ready(channel.peak_rss()))
     logger.info("worker %d ready (%s)", spec.slot,
                 f"app {spec.app_path}" if spec.app_path else "push mode")
     set_title(f"pprunner worker {spec.slot}: idle")

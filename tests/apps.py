@@ -11,6 +11,7 @@ from typing import Any
 from pprunner import App, Retry, current_context
 from pprunner.errors import SoftTimeLimitExceeded, TimeLimitExceeded
 from pprunner.plugins import CORE
+from tests.markers import announce
 
 app = App(name="tests", include=["tests.apps_waiting"])
 
@@ -48,7 +49,7 @@ def blocks_on_first_attempt(marker_dir: str) -> int:
     """Announces each attempt in a marker file; the first one then blocks
     until its worker is killed, later ones return their attempt number."""
     attempt = _context().invocation.attempts
-    Path(marker_dir, f"started-{attempt}").write_text(str(os.getpid()))
+    announce(Path(marker_dir, f"started-{attempt}"))
     if attempt == 1:
         time.sleep(120)
     return attempt
@@ -56,7 +57,7 @@ def blocks_on_first_attempt(marker_dir: str) -> int:
 
 @app.task
 def announce_then_sleep(marker_dir: str, seconds: float) -> str:
-    Path(marker_dir, "started").write_text(str(os.getpid()))
+    announce(Path(marker_dir, "started"))
     time.sleep(seconds)
     return "slept"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pprunner import SoftTimeLimitExceeded
+from tests.markers import announce
 
 #: set by :func:`remember`, the initializer the tests give workers
 STATE: Any = None
@@ -100,7 +101,7 @@ def write_marker(path: str) -> int:
 
 def hold(markers: str, name: str, value: Any = None) -> Any:
     """Say ``<name>.started``, wait for ``<name>.release``, return ``value``."""
-    Path(markers, f"{name}.started").write_text(str(os.getpid()))
+    announce(Path(markers, f"{name}.started"))
     wait_for(os.path.join(markers, f"{name}.release"))
     return value
 

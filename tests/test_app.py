@@ -69,7 +69,7 @@ def test_inline_results_and_failures(app: App) -> None:
         return x / y
 
     ok, bad = divide.enqueue(6, 3), divide.enqueue(1, 0)
-    assert pprunner.Supervisor(app, processes=0, burst=True).run() == pprunner.ExitCode.OK
+    assert pprunner.InlineSupervisor(app, burst=True).run() == pprunner.ExitCode.OK
     assert ok.result(timeout=1) == 2
     with pytest.raises(TaskFailed) as failure:
         bad.result(timeout=1)

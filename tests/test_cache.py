@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import pickle
 import threading
 
 import pytest
@@ -72,11 +71,11 @@ def test_what_the_supervisor_sends_during_a_request_is_kept_in_order() -> None:
     store = CacheStore()
 
     def supervisor() -> None:
-        message = pickle.loads(supervisor_end.recv_bytes())
-        assert message[0] == channel.CACHE
-        supervisor_end.send_bytes(channel.encode((channel.RETIRE,)))  # crosses the request
-        supervisor_end.send_bytes(channel.encode((channel.CACHE_ANSWER,
-                                                  *store.answer(message[1]))))
+        message = channel.decode(supervisor_end.recv_bytes())
+        assert isinstance(message, channel.CacheRequest)
+        supervisor_end.send_bytes(channel.encode(channel.Retire()))  # crosses the request
+        supervisor_end.send_bytes(channel.encode(
+            channel.CacheAnswer(*store.answer(message.request))))
 
     thread = threading.Thread(target=supervisor)
     thread.start()
@@ -84,7 +83,7 @@ def test_what_the_supervisor_sends_during_a_request_is_kept_in_order() -> None:
     try:
         RunnerCache(reports.ask_cache)["k"] = "v"
         thread.join(timeout=10)
-        assert reports.receive() == (channel.RETIRE,)
+        assert isinstance(reports.receive(), channel.Retire)
         assert reports.receive() is None
         assert RunnerCache(store.answer)["k"] == "v"
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pprunner.cli
-from pprunner import App, ExitCode, Status, Supervisor
+from pprunner import App, ExitCode, InlineSupervisor, Status
 from pprunner.backend import CAPABILITIES, Admin, Pausing, Recovery
 from pprunner.worker import ClaimedInvocations, Worker, WorkerContext
 from tests import core_backend
@@ -123,5 +123,5 @@ def test_a_task_that_waits_fails_in_one_line_without_the_pausing_capability(
 
 def test_a_supervisor_on_a_core_only_backend_skips_recovery_and_purging(core_app: App) -> None:
     handle = core_backend.double.enqueue(4)
-    assert Supervisor(core_app, processes=0, burst=True).run() == ExitCode.OK
+    assert InlineSupervisor(core_app, burst=True).run() == ExitCode.OK
     assert handle.result(timeout=1) == 8

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import pprunner
-from pprunner import App, PluginError, Returned, Status, Supervisor
+from pprunner import App, InlineSupervisor, PluginError, Returned, Status
 from pprunner import plugins as plugins_module
 from pprunner.invocation import MAX_HEADERS_SIZE, check_headers
 from pprunner.plugins import (
@@ -229,13 +229,13 @@ def test_execute_wrappers_and_replacements_take_part(db_url: str) -> None:
     wrapper = Wrapper()
     app.plugins.manager.register(wrapper)
     first = add.enqueue(1, 2)
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     assert first.result(timeout=1) == 3
     assert wrapper.seen == [("add", 3)]
 
     app.plugins.manager.register(Replacement())
     second = add.enqueue(1, 2)
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     assert second.result(timeout=1) == "replaced add(1, 2)"
 
 
@@ -274,7 +274,7 @@ def test_pprunner_enqueue_wrappers_add_headers_the_worker_reads() -> None:
     handle = headers.enqueue()
     assert tagger.sent == [handle.invocation()]  # the job as stored
     assert handle.invocation().headers == {"tenant": "acme"}
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     assert handle.result(timeout=1) == {"tenant": "acme"}
 
 
@@ -371,7 +371,7 @@ def test_attempt_and_enqueue_hooks_say_what_happened_to_each_job() -> None:
     app.plugins.manager.register(watcher)
     for task in (ok, retry_once, broken, unstorable):
         task.enqueue()
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     assert watcher.seen[:5] == [("enqueued", "ok"), ("enqueued", "retry_once"),
                                 ("enqueued", "broken"), ("enqueued", "unstorable"),
                                 ("booting", "0")]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pprunner import App, Supervisor, log
+from pprunner import App, InlineSupervisor, log
 from pprunner.progress import BurstProgress
 
 
@@ -20,7 +20,7 @@ def test_the_bar_counts_done_out_of_total_with_a_rate(capsys: pytest.CaptureFixt
         task.enqueue()
     progress = BurstProgress(app.backend, enabled=True)
     assert progress.update() == 3
-    Supervisor(app, processes=0, burst=True).run()
+    InlineSupervisor(app, burst=True).run()
     assert progress.update() == 0
     progress.close()
     drawn = capsys.readouterr().err

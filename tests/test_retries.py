@@ -7,7 +7,7 @@ import time
 import pytest
 
 import pprunner
-from pprunner import App, Backoff, ExitCode, Retry, Status, Supervisor, TaskFailed
+from pprunner import App, Backoff, ExitCode, InlineSupervisor, Retry, Status, TaskFailed
 from tests import apps
 from tests.conftest import cli_env, run_cli
 
@@ -20,7 +20,7 @@ def inline_app() -> App:
 
 
 def drain(app: App) -> None:
-    assert Supervisor(app, processes=0, burst=True).run() == ExitCode.OK
+    assert InlineSupervisor(app, burst=True).run() == ExitCode.OK
 
 
 def test_an_exception_in_retry_on_earns_another_attempt(inline_app: App) -> None:

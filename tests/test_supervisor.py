@@ -15,7 +15,15 @@ import psutil
 import pytest
 
 import pprunner
-from pprunner import App, ConfigError, Status, Supervisor, TaskFailed, UnknownInvocation
+from pprunner import (
+    App,
+    ConfigError,
+    InlineSupervisor,
+    Status,
+    Supervisor,
+    TaskFailed,
+    UnknownInvocation,
+)
 from tests import apps
 from tests.conftest import wait_until
 
@@ -232,9 +240,32 @@ def test_memory_backend_refuses_worker_processes(app: App) -> None:
 def test_inline_mode_runs_in_this_process(app: App) -> None:
     app.configure(source="the test", backend="memory://")
     handles = [apps.whoami.enqueue() for _ in range(3)]
-    supervisor = Supervisor(app, processes=0, burst=True)
+    supervisor = InlineSupervisor(app, burst=True)
     assert supervisor.run() == pprunner.ExitCode.OK
     assert {h.result(timeout=1)["pid"] for h in handles} == {os.getpid()}
+
+
+def test_a_routed_signal_without_a_handler_is_logged_and_ignored(
+        app: App, supervise, caplog: pytest.LogCaptureFixture) -> None:
+    supervisor = supervise(processes=1)
+    previous = supervisor.handle_signals([signal.SIGUSR1])
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        wait_until(lambda: "SIGUSR1: the supervisor has no handler" in caplog.text,
+                   what="the unhandled signal to be logged")
+    finally:
+        signal.signal(signal.SIGUSR1, previous[signal.SIGUSR1])
+    assert supervisor.running
+    assert apps.add.enqueue(2, 3).result(timeout=30) == 5
+
+
+def test_inline_mode_is_asked_for_by_name(app: App) -> None:
+    with pytest.raises(ConfigError, match=r"InlineSupervisor\(app\)"):
+        Supervisor(app, processes=0)
+    assert type(Supervisor.for_app(app, processes=0)) is InlineSupervisor
+    app.configure(source="the test", processes=0)
+    assert type(Supervisor.for_app(app)) is InlineSupervisor
+    assert type(Supervisor.for_app(app, processes=1)) is Supervisor
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
