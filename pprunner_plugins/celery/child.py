@@ -145,7 +145,7 @@ def allow_joins() -> None:
                 setattr(cls, name, _lending(wait))
 
 
-#: the signal the pool sends a child whose wait can never end (:func:`refuse_wait`)
+#: the signal the pool sends a child whose wait can never end (:func:`_refuse_wait`)
 REFUSE_WAIT = signal.SIGUSR2
 
 
@@ -232,8 +232,9 @@ def _die_of_sigterm() -> None:
     and systemd's stop) or ``revoke(terminate=True)`` then ends the task as
     prefork ends it (``WorkerLostError ... signal 15``, or ``Terminated``), which
     settles an early-acked task too. Set before the first task, once pprunner's
-    worker has installed its own handler; the pool stops children by message,
-    never by SIGTERM, so a warm shutdown still lets tasks finish."""
+    worker has installed its own handler; a warm shutdown still lets tasks
+    finish: the pool stops children by message (by SIGTERM only past
+    ``pprunner_shutdown_timeout``)."""
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

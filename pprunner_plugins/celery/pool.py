@@ -285,8 +285,8 @@ class TaskPool(BasePool):
             if job.waiting != event.waiting:
                 job.waiting = event.waiting
                 self._lend(1 if event.waiting else -1)
-                if event.waiting and self._waiting >= self._target + self._lent:
-                    self._refuse_wait(job)
+                if event.waiting and self._waiting >= self._target + self._max_lent:
+                    self._refuse_wait(job)  # every child waits, and none more may be lent
             return
         if isinstance(event, Started) and event.call.soft_time_limit:
             job.cancel_soft_warning = self._later(event.call.soft_time_limit,
@@ -312,8 +312,7 @@ class TaskPool(BasePool):
         it, as with ``pool_grow``, so an acks-late parent, unacknowledged while it
         waits, does not keep its subtask in the broker. Where callbacks run (the hub)."""
         self._waiting += change
-        bound = self.config.max_lent_slots
-        lent = min(self._waiting, self._target if bound is None else bound)
+        lent = min(self._waiting, self._max_lent)
         if self._slots is None or lent == self._lent:
             return
         self._widen_prefetch(lent - self._lent)
@@ -324,6 +323,12 @@ class TaskPool(BasePool):
             self._lent -= 1
             self._remove_slot()
 
+    @property
+    def _max_lent(self) -> int:
+        """``pprunner_max_lent_slots``, whose default is ``-c``."""
+        bound = self.config.max_lent_slots
+        return self._target if bound is None else bound
+
     def _refuse_wait(self, job: Job) -> None:
         """Every child waits in ``result.get()`` and no more slots may be lent, so no
         child is left to run what they wait for: the newest wait raises
@@ -332,7 +337,7 @@ class TaskPool(BasePool):
         logger.error("task %s waits in result.get() while every child of this worker waits "
                      "and pprunner_max_lent_slots (%s) slots are lent: its wait is refused; "
                      "raise pprunner_max_lent_slots or -c, or wait with a timeout",
-                     job.call.name, self._lent)
+                     job.call.name, self._max_lent)
         assert self._supervisor is not None and job.pid is not None
         self._supervisor.signal_worker(job.pid, child.REFUSE_WAIT,
                                        "its wait could never end (pprunner_max_lent_slots)")
@@ -454,7 +459,7 @@ class TaskPool(BasePool):
             return
         immediate = immediate or bool(worker_state.should_terminate)
         if self._stop_under_way or self._in_turn:
-            supervisor.stop(immediate=immediate)  # inside a pass: it only marks
+            supervisor.stop(immediate=immediate)  # inside a pass, this only marks it
             return
         self._stopping = self._stop_under_way = True
         hosted = not self._blocking and self._hub is not None
