@@ -471,9 +471,17 @@ class TaskPool(BasePool):
         # heartbeats) firing while children finish, as prefork does while it joins;
         # hosted, the last results are delivered here
         supervisor.stop(immediate=immediate,
-                        while_stopping=self._hub.fire_timers if hosted else None)
+                        while_stopping=self._while_stopping if hosted else None)
         dispatcher.shutdown()
         self._supervisor = None
+
+    def _while_stopping(self) -> None:
+        """Between the stop's waits for busy children: the hub's timers fire, and a
+        cold shutdown asked meanwhile (a second Ctrl-C, which older Celery (5.3) only
+        records in ``should_terminate``) makes the stop immediate."""
+        if worker_state.should_terminate and self._supervisor is not None:
+            self._supervisor.stop(immediate=True)  # inside the stop's pass: marks it
+        self._hub.fire_timers()
 
     # -- inspect stats -------------------------------------------------------------
 
