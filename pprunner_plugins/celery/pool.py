@@ -30,6 +30,7 @@ Where it differs from prefork, and why:
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import select
@@ -77,6 +78,14 @@ class _Watch:
         why = sup.failure if sup is not None and sup.failure else "it stopped by itself"
         logger.critical("the pprunner pool cannot run tasks: %s; stopping the worker", why)
         worker_state.should_stop = EX_FAILURE
+
+
+def _ignore_ctrl_c_while_exiting() -> None:
+    """The worker has stopped and the interpreter exits: Python puts SIGINT back to
+    its default action now, so a second Ctrl-C that comes this late (this pool
+    stops idle children in milliseconds) would kill the process by SIGINT
+    instead of letting it exit with Celery's status. Ignored instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 #: Celery's signals sent in the worker's main process only, before the pool starts
@@ -175,6 +184,8 @@ class TaskPool(BasePool):
                                       ).start(hosted=not self._blocking)
         if self._blocking:  # a blocking consumer has no register_with_event_loop
             self._wait_for_children()
+        atexit.unregister(_ignore_ctrl_c_while_exiting)  # once per process
+        atexit.register(_ignore_ctrl_c_while_exiting)
 
     def _app_for_children(self) -> tuple[Any, str]:
         """What children get the app by, and the start method that allows it."""
