@@ -118,12 +118,18 @@ class Run(NamedTuple):
     call: Call
 
 
+class Serve(NamedTuple):
+    """A spare worker (booted ahead, with no slot) takes ``slot``: it starts serving."""
+
+    slot: int
+
+
 Message = (Ready | BootFailed | Started | Finished | Recycle | Waiting | Done | Note
-           | CacheRequest | CacheAnswer | Retire | Run)
+           | CacheRequest | CacheAnswer | Retire | Run | Serve)
 
 #: every message type; its place here is its number on the pipe
 MESSAGES: tuple[type[Any], ...] = (Ready, BootFailed, Started, Finished, Recycle, Waiting,
-                                   Done, Note, CacheRequest, CacheAnswer, Retire, Run)
+                                   Done, Note, CacheRequest, CacheAnswer, Retire, Run, Serve)
 _NUMBERS = {kind: number for number, kind in enumerate(MESSAGES)}
 #: each message type's name in its receiver's ``on_<kind>`` method
 KINDS = {kind: "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__)[1:]
@@ -161,7 +167,7 @@ class Readiness:
         self._poller = select.poll()
         self._poller.register(connection.fileno(), select.POLLIN)
 
-    def wait(self, timeout: float = 0.0) -> bool:
+    def wait(self, timeout: float | None = 0.0) -> bool:
         return bool(self._poller.poll(None if timeout is None else timeout * 1000))
 
 
@@ -198,9 +204,10 @@ class WorkerChannel:
         except (OSError, EOFError) as exc:
             logger.debug("cannot report %s to the supervisor: %s", kind(message), exc)
 
-    def receive(self, timeout: float = 0.0) -> Message | None:
-        """The supervisor's next message, waiting up to ``timeout``; None when none
-        came. A closed pipe reads as :class:`Retire`: the supervisor is gone."""
+    def receive(self, timeout: float | None = 0.0) -> Message | None:
+        """The supervisor's next message, waiting up to ``timeout`` (None: until one
+        comes); None when none came. A closed pipe reads as :class:`Retire`: the
+        supervisor is gone."""
         with self._lock:
             if self._early:
                 return self._early.popleft()

@@ -21,7 +21,7 @@ import attrs
 from . import channel
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import Call, RemoteError
-from .spawn import WorkerProcess
+from .spawn import SPARE_SLOT, WorkerProcess
 
 logger = logging.getLogger("pprunner.supervisor")
 
@@ -31,6 +31,8 @@ class Phase(enum.Enum):
 
     #: spawned, loading the app; not ready yet
     BOOTING = "booting"
+    #: a spare: booted, holding no slot, waiting to take one (``spare_workers``)
+    SPARE = "spare"
     #: ready: it runs jobs
     SERVING = "serving"
     #: told to finish its current job and exit (recycled, reloaded, scaled down)
@@ -116,6 +118,11 @@ class Child:
         return self.phase is not Phase.BOOTING
 
     @property
+    def spare(self) -> bool:
+        """Spawned as a spare and not given a slot yet (booting or booted)."""
+        return self.info.slot == SPARE_SLOT
+
+    @property
     def requested_stop(self) -> bool:
         """The supervisor asked it to go: what it held is handed back, not charged."""
         return self.phase in (Phase.RETIRING, Phase.STOPPING)
@@ -145,7 +152,7 @@ class Child:
         """It counts towards the pool's size: alive and not on its way out for good (a
         worker being replaced shares its slot with its replacement)."""
         retirement = self.retirement
-        return (self.phase in (Phase.BOOTING, Phase.SERVING)
+        return (self.phase in (Phase.BOOTING, Phase.SERVING) and not self.spare
                 and (retirement is None or retirement.replace))
 
     def receive(self) -> list[channel.Message]:
@@ -186,7 +193,7 @@ class Child:
 
     def on_ready(self, message: channel.Ready) -> None:
         if self.phase is Phase.BOOTING:
-            self.phase = Phase.SERVING
+            self.phase = Phase.SPARE if self.spare else Phase.SERVING
         self.peak_memory = message.peak_memory
 
     def on_boot_failed(self, message: channel.BootFailed) -> None:
@@ -224,6 +231,12 @@ class Child:
         except (OSError, EOFError):
             return False
         return True
+
+    def serve(self, slot: int) -> None:
+        """A booted spare takes ``slot``: from now on it serves as any worker there."""
+        self.info = attrs.evolve(self.info, slot=slot)
+        self.phase = Phase.SERVING
+        self.send(channel.Serve(slot))
 
     def retire(self) -> None:
         """Tell it to finish its current job and exit."""

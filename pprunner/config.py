@@ -235,6 +235,9 @@ class Config:
         None, _optional(_number(int, 0)), "at most this many extra workers run while workers "
         "wait inside lend_slot() (a result.get() in a Celery task); default: as many as "
         "processes; 0: no lending")
+    spare_workers: int = _setting(
+        0, _number(int, 0), "workers booted ahead, with no slot, that take a dead, recycled "
+        "or lent worker's place at once; 0: a fresh worker boots instead")
     wait_strategy: str = _setting(
         "nested", _text, "what a worker does while its task waits for others: nested or poll")
     max_wait_depth: int = _setting(

@@ -24,7 +24,7 @@ import attrs
 from .child import Child, Kill, Phase, Retirement
 from .invocation import RunnerInfo, RunnerKind
 from .jobs import Call
-from .spawn import WorkerSpec
+from .spawn import SPARE_SLOT, WorkerSpec
 
 logger = logging.getLogger("pprunner.supervisor")
 
@@ -121,14 +121,16 @@ class Pool:
         return [c for c in self.workers.values() if c.process.exitcode is not None]
 
     def booted(self) -> int:
-        return sum(c.booted for c in self.workers.values())
+        """How many workers in a slot have booted (spares not counted)."""
+        return sum(c.booted and not c.spare for c in self.workers.values())
 
     def serving(self) -> int:
         return sum(c.phase is Phase.SERVING for c in self.workers.values())
 
     def all_booted(self) -> bool:
-        """There are workers and every one has booted."""
-        return bool(self.workers) and all(c.booted for c in self.workers.values())
+        """There are workers in slots and every one has booted (a spare may still boot)."""
+        in_slots = [c for c in self.workers.values() if not c.spare]
+        return bool(in_slots) and all(c.booted for c in in_slots)
 
     def runners(self) -> list[RunnerInfo]:
         """Each worker whose process is alive by OS-level check, with its phase (what
@@ -139,7 +141,7 @@ class Pool:
         """The next moment something must happen to a worker: a boot timeout, a hard
         time limit, a respawn the crash-loop back-off holds."""
         moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
-        if len(self.workers) < self.target():
+        if self._slots_held() < self.target() or self._spares() < self.config.spare_workers:
             moments.append(self.crash_loop.next_spawn)
         return min((m for m in moments if m is not None), default=None)
 
@@ -158,6 +160,7 @@ class Pool:
         self._take_back_lent()
         self._recycle()
         self._respawn()
+        self._keep_spares()
 
     @property
     def max_lent_slots(self) -> int:
@@ -181,7 +184,7 @@ class Pool:
         that asked to go at once (``replace_after_job``) goes without waiting.
         """
         self._retire_at_once()
-        if any(not c.booted for c in self.workers.values()):
+        if any(not c.booted for c in self.workers.values() if not c.spare):
             return
         candidates = [c for c in self.workers.values()
                       if c.retirement is not None and c.phase is Phase.SERVING]
@@ -193,10 +196,11 @@ class Pool:
         if not retirement.replace:
             logger.info("%s retires: %s", child.who, retirement.reason)
             child.retire()
-        elif retirement.replacement is None or retirement.replacement not in self.workers:
-            if self.crash_loop.may_spawn():
-                retirement.replacement = self.spawn(child.info.slot).info.id
-        elif self.workers[retirement.replacement].booted:
+            return
+        if retirement.replacement not in self.workers:
+            replacement = self._fill(child.info.slot)
+            retirement.replacement = None if replacement is None else replacement.info.id
+        if retirement.replacement is not None and self.workers[retirement.replacement].booted:
             logger.info("%s retires (%s); worker %s takes its place", child.who,
                         retirement.reason, retirement.replacement)
             child.retire()
@@ -209,8 +213,9 @@ class Pool:
             retirement = child.retirement
             if retirement is None or not retirement.at_once or child.phase is not Phase.SERVING:
                 continue
-            if retirement.replace and self.crash_loop.may_spawn():
-                retirement.replacement = self.spawn(child.info.slot).info.id
+            replacement = self._fill(child.info.slot) if retirement.replace else None
+            if replacement is not None:
+                retirement.replacement = replacement.info.id
             logger.info("%s retires at once (%s)%s", child.who, retirement.reason,
                         f"; worker {retirement.replacement} takes its place"
                         if retirement.replacement else "")
@@ -221,13 +226,44 @@ class Pool:
         slots (a worker being replaced shares its slot with its replacement)."""
         target = self.target()
         used = {c.info.slot for c in self.workers.values()}
-        held = len({c.info.slot for c in self.workers.values() if c.holds_slot})
-        slot = 0
-        while held < target and self.crash_loop.may_spawn():
+        held = self._slots_held()
+        slot = SPARE_SLOT
+        while held < target:
             slot += 1
-            if slot not in used:
-                self.spawn(slot)
-                held += 1
+            if slot in used:
+                continue
+            if self._fill(slot) is None:
+                return
+            held += 1
+
+    def _fill(self, slot: int) -> Child | None:
+        """A worker for ``slot``: a booted spare takes it at once, or a new worker is
+        spawned into it; None while the crash-loop back-off holds spawns."""
+        spare = next((c for c in self.workers.values() if c.phase is Phase.SPARE), None)
+        if spare is not None:
+            logger.info("%s takes slot %d", spare.who, slot)
+            spare.serve(slot)
+            return spare
+        return self.spawn(slot) if self.crash_loop.may_spawn() else None
+
+    def _keep_spares(self) -> None:
+        """Boot spares up to ``spare_workers``, once every worker in a slot has booted:
+        a spare must not slow the pool's own start."""
+        missing = self.config.spare_workers - self._spares()
+        if missing <= 0 or any(not c.booted for c in self.workers.values() if not c.spare):
+            return
+        for _ in range(missing):
+            if not self.crash_loop.may_spawn():
+                return
+            self.spawn(SPARE_SLOT)
+
+    def _slots_held(self) -> int:
+        return len({c.info.slot for c in self.workers.values() if c.holds_slot})
+
+    def _spares(self) -> int:
+        """Spares booting or waiting for a slot."""
+        return sum(c.spare and c.phase in (Phase.BOOTING, Phase.SPARE)
+                   for c in self.workers.values())
 
     def _take_back_lent(self) -> None:
         """Waits ended: retire the workers beyond the target, without replacement, as a

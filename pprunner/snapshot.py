@@ -20,7 +20,7 @@ from .liveness import lost_because
 #: seconds over which ``top`` counts endings for its rates
 RATE_WINDOW = 60.0
 #: worker phases (``RunnerInfo.phase``) that say more than what the worker holds
-_PHASES_SHOWN = frozenset({"booting", "retiring", "stopping"})
+_PHASES_SHOWN = frozenset({"booting", "spare", "retiring", "stopping"})
 
 
 @attrs.frozen

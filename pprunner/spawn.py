@@ -16,6 +16,9 @@ import attrs
 from .invocation import Invocation
 from .jobs import Call
 
+#: the slot of a spare worker (booted ahead, holding no slot) until the pool gives it one
+SPARE_SLOT = 0
+
 
 @attrs.frozen
 class WorkerSpec:
@@ -26,6 +29,7 @@ class WorkerSpec:
     """
 
     runner_id: str
+    #: its place in the pool, from 1; :data:`SPARE_SLOT` for a spare
     slot: int
     supervisor_id: str
     #: ``module:attribute`` of the App (pull mode); None in push mode, where the

@@ -49,7 +49,7 @@ from .jobs import Call, RemoteError, Runnable
 from .plugins import Plugins, announce, get_plugin_manager
 from .proctitle import set_title
 from .retries import retry_delay
-from .spawn import WorkerSpec, close_inherited_fd
+from .spawn import SPARE_SLOT, WorkerSpec, close_inherited_fd
 from .task import App, load_app
 
 logger = logging.getLogger("pprunner.worker")
@@ -657,14 +657,36 @@ def main(spec: WorkerSpec) -> None:
     reports.send(channel.Ready(channel.peak_rss()))
     logger.info("worker %d ready (%s)", spec.slot,
                 f"app {spec.app_path}" if spec.app_path else "push mode")
-    set_title(f"pprunner worker {spec.slot}: idle")
     try:
+        if spec.slot == SPARE_SLOT and not _take_a_slot(context, reports):
+            return
+        set_title(f"pprunner worker {context.slot}: idle")
         worker.run()
     finally:
         context.plugins.hook.pprunner_worker_exit(context=context)
         if context.app is not None:
             context.app.close()
-    logger.info("worker %d stopped", spec.slot)
+        logger.info("worker %d stopped", context.slot)
+
+
+def _take_a_slot(context: WorkerContext, reports: WorkerChannel) -> bool:
+    """A spare: booted, it waits, holding nothing, until the pool gives it a slot
+    (True) or retires it (False). A SIGTERM meanwhile ends it at once."""
+    set_title("pprunner worker spare: ready to take a slot")
+    serving = signal.signal(signal.SIGTERM, _exit_holding_nothing)
+    while True:
+        message = reports.receive(timeout=None)
+        if isinstance(message, channel.Serve):
+            context.slot = message.slot
+            signal.signal(signal.SIGTERM, serving)
+            logger.info("the spare takes slot %d", message.slot)
+            return True
+        if isinstance(message, channel.Retire):
+            return False
+
+
+def _exit_holding_nothing(signum: int, frame: types.FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:

@@ -18,10 +18,11 @@ SAMPLES: list[channel.Message] = [
     channel.Waiting(True), channel.Done("call1", False, RemoteError("E", "boom"), 0),
     channel.Note("call1", {"taken": ["a"]}), channel.CacheRequest(b"\x80"),
     channel.CacheAnswer(True, None), channel.Retire(), channel.Run(Call("c", print, (1,))),
+    channel.Serve(2),
 ]
 
 #: what only the supervisor sends; every other message is a worker's report
-TO_WORKERS = {channel.CacheAnswer, channel.Retire, channel.Run}
+TO_WORKERS = {channel.CacheAnswer, channel.Retire, channel.Run, channel.Serve}
 
 
 def test_samples_cover_every_message() -> None:

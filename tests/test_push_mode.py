@@ -421,6 +421,23 @@ def test_a_call_that_lends_its_slot_lets_the_call_it_waits_for_run() -> None:
         os.unlink(marker)
 
 
+def test_a_lent_slot_goes_to_the_spare_at_once() -> None:
+    """With a spare booted, the call waited for runs on it: no worker boots for it."""
+    from tests import executor_calls
+    from tests.test_spares import booted_spare
+
+    with Collector(processes=1, spare_workers=1) as pool:
+        spare = booted_spare(pool.supervisor)
+        marker = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"spare-{os.getpid()}-"
+                              f"{time.monotonic_ns()}")
+        waiter = pool.submit(Call(executor_calls.wait_lending, (marker,)))
+        writer = pool.submit(Call(executor_calls.write_marker, (marker,)))
+        waited, wrote = pool.ending(waiter), pool.ending(writer)
+        assert isinstance(waited, Finished) and isinstance(wrote, Finished), (waited, wrote)
+        assert wrote.value == spare
+        os.unlink(marker)
+
+
 def test_without_lending_the_waiting_call_keeps_the_only_slot() -> None:
     from tests import executor_calls
 

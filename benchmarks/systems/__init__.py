@@ -21,14 +21,19 @@ from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
 from .pprunner_redis import PprunnerRedis
-from .pprunner_sqlite import PprunnerSQLite, PprunnerSQLiteMetrics, PprunnerSQLiteMsgpack
+from .pprunner_sqlite import (
+    PprunnerSQLite,
+    PprunnerSQLiteMetrics,
+    PprunnerSQLiteMsgpack,
+    PprunnerSQLiteSpare,
+)
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
-                                     PprunnerSQLiteMetrics, PprunnerRedis,
+                                     PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,

@@ -86,11 +86,13 @@ class PprunnerSystem(System):
         return {r.id: r for r in self.apps.app.backend.runners() if r.kind == "worker"}
 
     def _ready(self, exclude: Collection[str] = ()) -> dict[str, Any]:
-        """Workers, not in ``exclude``, that have loaded the app: a worker retitles
-        itself "pprunner worker N: idle" just before its claim loop."""
+        """Workers in a slot, not in ``exclude``, that have loaded the app: a worker
+        retitles itself "pprunner worker N: idle" just before its claim loop (a spare
+        is "pprunner worker spare: ..." until it takes a slot)."""
         self.pool.alive()
         return {i: r for i, r in self._workers().items() if i not in exclude
                 and procs.title(r.pid).startswith("pprunner worker")
+                and not procs.title(r.pid).startswith("pprunner worker spare")
                 and not procs.title(r.pid).endswith(": starting")}
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -151,7 +153,7 @@ class PprunnerSystem(System):
         self._launch(PPRUNNER_HEARTBEAT_INTERVAL=CRASH_HEARTBEAT_INTERVAL)
         self._wait_ready()
         marker = self.workdir / "attempts.log"
-        before = set(self._workers())
+        before = set(self._ready())
         self.apps.announce_and_sleep.enqueue(str(marker), task_s)
         killed_at = system.start_and_kill(marker)
         return system.watch_recovery(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .. import procs
 from ..pools import free_port
 from .pprunner_common import PprunnerSystem
 
@@ -56,3 +57,22 @@ class PprunnerSQLiteMetrics(PprunnerSQLite):
     def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
         return super()._launch(burst=burst, PPRUNNER_METRICS_PORT=f"127.0.0.1:{free_port()}",
                                **env)
+
+
+class PprunnerSQLiteSpare(PprunnerSQLite):
+    """The same with one spare worker (``PPRUNNER_SPARE_WORKERS=1``): how soon a killed
+    worker's slot serves again when a booted spare takes it, and what the spare costs
+    an idle pool."""
+
+    name = "pprunner-sqlite-spare"
+    only_scenarios = ("crash_recovery", "idle_cost")
+
+    def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
+        return super()._launch(burst=burst, PPRUNNER_SPARE_WORKERS="1", **env)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Every slot's worker, and the spare, booted."""
+        super()._wait_ready(timeout)
+        procs.wait_until(lambda: any(procs.title(r.pid).startswith("pprunner worker spare: ")
+                                     for r in self._workers().values()),
+                         timeout, "the spare to boot")
