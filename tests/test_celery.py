@@ -114,7 +114,11 @@ class Worker:
             self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         if ready:
-            self.wait_ready(concurrency)
+            try:
+                self.wait_ready(concurrency)
+            except BaseException:  # the caller never gets the worker to stop: stop it here
+                self.stop()
+                raise
 
     def wait_ready(self, concurrency: int) -> None:
         def ready() -> bool:
