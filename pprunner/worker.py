@@ -765,12 +765,16 @@ def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
         if context.plugins.manager.get_plugin(name) is None:
             context.plugins.manager.register(importlib.import_module(name), name=name)
     if spec.initializer is not None:
+        global _current
+        _current = context  # the initializer may ask which worker it prepares (its slot)
         try:
             spec.initializer.function(*spec.initializer.args, **spec.initializer.kwargs)
         except Exception as exc:
             logger.exception("the initializer %s raised", spec.initializer.name)
             raise AppLoadError(f"the worker initializer {spec.initializer.name} raised "
                                f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            _current = None
     context.plugins.hook.pprunner_worker_init(context=context)
     return context
 
