@@ -67,6 +67,7 @@ from pprunner.invocation import (
     ended_template,
     sources_of,
 )
+from pprunner.plugins import install_extra
 from pprunner_plugins.sqlite import COLUMNS, _history, _invocation
 
 from .schema import ENDED, ENDING_LOCK, OWNED, SCHEMA_VERSION, in_list, steps_after
@@ -129,8 +130,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
         try:
             import psycopg
         except ImportError:
-            raise BackendError("the postgres backend needs psycopg 3: "
-                               "pip install 'pprunner[postgres]'") from None
+            raise BackendError(f"the postgres backend needs psycopg 3: "
+                               f"{install_extra('postgres')}") from None
         self._psycopg = psycopg
         self._conninfo, self.schema = split_url(url)
         #: the channel an idle claimer listens on
