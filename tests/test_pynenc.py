@@ -78,7 +78,7 @@ def runner(tmp_path: Path) -> Iterator[Any]:
     runner = tasks.app.runner
     thread = threading.Thread(target=runner.run, name="pynenc-runner", daemon=True)
     thread.start()
-    wait_until(lambda: runner.feeder is not None and len(runner.feeder.slots) == 2,
+    wait_until(lambda: len(runner.get_active_child_runner_ids()) == 2,
                timeout=30, what="two ready workers")
     yield runner
     runner.stop_runner_loop()
