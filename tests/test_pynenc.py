@@ -74,15 +74,28 @@ def result(invocation: Any, timeout: float = 30) -> Any:
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Any]:
     """A PprunnerRunner (2 workers) in a thread of this process, stopped afterwards."""
+    with threaded_runner(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def threaded_runner(tmp_path: Path, **settings: Any) -> Iterator[Any]:
+    """The app's runner in a thread of this process; with pynenc config ``settings``,
+    a new one of its class (the app's caches its configuration)."""
     use_database(tmp_path / "pynenc.db")
-    runner = tasks.app.runner
+    tasks.app.config_values = {**(tasks.app.config_values or {}), **settings}
+    runner = type(tasks.app.runner)(tasks.app) if settings else tasks.app.runner
     thread = threading.Thread(target=runner.run, name="pynenc-runner", daemon=True)
     thread.start()
     wait_until(lambda: len(runner.get_active_child_runner_ids()) == 2,
                timeout=30, what="two ready workers")
-    yield runner
-    runner.stop_runner_loop()
-    thread.join(30)
+    try:
+        yield runner
+    finally:
+        runner.stop_runner_loop()
+        thread.join(30)
+        for name in settings:
+            tasks.app.config_values.pop(name)
     assert not thread.is_alive()
 
 
@@ -223,6 +236,17 @@ def test_as_many_waiting_parents_as_workers_complete(runner: Any) -> None:
     for parent in parents:
         statuses = history(parent, until=S.SUCCESS)
         assert S.PAUSED in statuses and S.RESUMED in statuses
+
+
+def test_a_soft_time_limit_raises_in_the_task_and_its_worker_serves_on(
+        tmp_path: Path) -> None:
+    with threaded_runner(tmp_path, pprunner_soft_time_limit=0.5) as runner:
+        workers = set(runner.get_active_child_runner_ids())
+        sleeping = tasks.sleep(30)
+        with pytest.raises(Exception, match="soft time limit exceeded"):
+            result(sleeping)
+        assert result(tasks.add(1, 2)) == 3
+        assert set(runner.get_active_child_runner_ids()) == workers  # nobody was killed
 
 
 def test_started_with_pynenc_cli_time_limit_and_sigterm(cli_runner: Any) -> None:

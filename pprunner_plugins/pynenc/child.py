@@ -104,10 +104,11 @@ class InvocationConsumer:
     """pynenc's runner loop in one worker: claim in the worker's name, run, repeat;
     an empty broker is polled with a back-off up to ``idle_poll_max``."""
 
-    def __init__(self, identity: WorkerIdentity, time_limit: float | None,
+    def __init__(self, identity: WorkerIdentity, limits: dict[str, float | None],
                  idle_poll_max: float) -> None:
         self.identity = identity
-        self.time_limit = time_limit
+        #: ``time_limit`` and ``soft_time_limit``, as HostJobs.running takes them
+        self.limits = limits
         self.idle_poll_max = idle_poll_max
         #: what settle() needs to act as this worker: its pynenc context
         self._owner = identity.ctx.to_json()
@@ -125,7 +126,7 @@ class InvocationConsumer:
             pause = POLL_MIN
             invocation = claimed[0]
             with jobs.running(invocation.invocation_id, invocation.task.task_id.key,
-                              time_limit=self.time_limit, data=self._owner):
+                              data=self._owner, **self.limits):
                 try:
                     invocation.run(ctx)
                 except Exception:  # pynenc stored it (FAILED or RETRY) and logged it
@@ -171,5 +172,5 @@ def make_consumer() -> InvocationConsumer:
     if _identity is None:
         raise PprunnerError("this worker was not booted by the pynenc runner")
     settings = _boot["settings"]
-    return InvocationConsumer(_identity, settings["time_limit"],
-                              float(settings["idle_poll_max"]))
+    limits = {name: settings[name] for name in ("time_limit", "soft_time_limit")}
+    return InvocationConsumer(_identity, limits, float(settings["idle_poll_max"]))

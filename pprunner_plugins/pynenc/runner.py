@@ -101,7 +101,7 @@ class PprunnerRunner(BaseRunner):
         self.num_processes = config.processes
         settings = {name: runner_setting(self.conf, name)
                     for name in ("stop", "idle_poll_max", "max_wait_depth", "wait_timeout")}
-        settings["time_limit"] = config.time_limit
+        settings.update(time_limit=config.time_limit, soft_time_limit=config.soft_time_limit)
         self._stop_mode = settings["stop"]
         # the app is pickled once, now: a worker started later (a respawn) would be
         # pickled while this process's threads use the app, and a dict they change
