@@ -41,6 +41,8 @@ def die_once(marker: str) -> int:
     """SIGKILLs its worker the first time (a marker file remembers), then succeeds."""
     if not os.path.exists(marker):
         open(marker, "w").close()
+        # pynenc writes the RUNNING history record from a thread: let it land first
+        app.state_backend.wait_for_all_async_operations()
         os.kill(os.getpid(), signal.SIGKILL)
     return os.getpid()
 

@@ -125,12 +125,11 @@ class InvocationConsumer:
                 continue
             pause = POLL_MIN
             invocation = claimed[0]
+            # an exception of the task's: pynenc stored it (FAILED or RETRY) and logged it
             with jobs.running(invocation.invocation_id, invocation.task.task_id.key,
-                              data=self._owner, **self.limits):
-                try:
-                    invocation.run(ctx)
-                except Exception:  # pynenc stored it (FAILED or RETRY) and logged it
-                    pass
+                              data=self._owner, **self.limits), \
+                    contextlib.suppress(Exception):
+                invocation.run(ctx)
 
     def stop(self) -> None:
         self._stopped.set()
