@@ -52,7 +52,8 @@ RUNNER_SETTINGS: dict[str, Any] = {
     "stop": "reroute",
     # longest pause between two claims while the broker is empty (seconds)
     "idle_poll_max": 0.05,
-    # how deeply a waiting invocation's worker may run other invocations nested
+    # accepted for the configurations that set it, with no effect since a waiting
+    # invocation's worker runs nothing nested (it lends its slot instead)
     "max_wait_depth": 8,
     # seconds a waiting invocation may wait before WaitTimeout is raised in it; 0: never
     "wait_timeout": 0.0,

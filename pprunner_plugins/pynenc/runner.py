@@ -26,6 +26,7 @@ instead of holding it while it sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import sys
@@ -52,6 +53,20 @@ if TYPE_CHECKING:
 
 #: attributes that live in the runner's process only (never pickled with the app)
 _PARENT_ONLY = ("supervisor", "orphans")
+
+
+#: attempts at pickling the app while other threads may change it
+PICKLE_ATTEMPTS = 5
+
+
+def _pickled(app: Pynenc) -> bytes:
+    """The app, pickled; pynenc's threads (history writers, a runner that stops in
+    this process) can change one of its dicts meanwhile, which fails the pickling
+    ("dictionary changed size during iteration"): then it is tried again."""
+    for _ in range(PICKLE_ATTEMPTS - 1):
+        with contextlib.suppress(RuntimeError):
+            return pickle.dumps(app, pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(app, pickle.HIGHEST_PROTOCOL)
 
 
 class PprunnerRunner(BaseRunner):
@@ -100,13 +115,13 @@ class PprunnerRunner(BaseRunner):
         config = supervisor_config(self.conf)
         self.num_processes = config.processes
         settings = {name: runner_setting(self.conf, name)
-                    for name in ("stop", "idle_poll_max", "max_wait_depth", "wait_timeout")}
+                    for name in ("stop", "idle_poll_max", "wait_timeout")}
         settings.update(time_limit=config.time_limit, soft_time_limit=config.soft_time_limit)
         self._stop_mode = settings["stop"]
         # the app is pickled once, now: a worker started later (a respawn) would be
         # pickled while this process's threads use the app, and a dict they change
         # meanwhile fails the pickling ("dictionary changed size during iteration")
-        app = pickle.dumps(self.app, pickle.HIGHEST_PROTOCOL)
+        app = _pickled(self.app)
         settler = Settler(self, config.max_attempts)
         self.supervisor = Supervisor(
             feed=HostFeed(Call(child.make_consumer, name="pynenc runner loop"),
