@@ -14,9 +14,10 @@ worker holds (hard time limits, recycling, titles, deaths).
 
 While an invocation waits for others (:meth:`WorkerIdentity.wait`, called by
 the runner's ``_waiting_for_results``) it is ``PAUSED`` in pynenc's terms and
-its worker lends its slot (``WorkerContext.lend_slot``): the supervisor runs
-one more worker meanwhile, so as many waiting parents as workers cannot
-deadlock; it is ``RESUMED`` as soon as what it awaits is final.
+its worker lends its slot (``WorkerContext.lend_slot``) until the invocation
+ends: the supervisor runs one more worker meanwhile, so as many waiting
+parents as workers cannot deadlock; it is ``RESUMED`` as soon as what it
+awaits is final.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ class WorkerIdentity:
     worker: Any
     timeout: float
     poll: float
-    #: the open wait: the waiting invocation, when it began, and its slot loan
+    #: the open wait: the waiting invocation and when it began
     _waiter: str | None = None
     _since: float = 0.0
+    #: the slot loan, open from the invocation's first wait until it ends: a task that
+    #: waits for several results in turn would otherwise take a fresh worker for each
     _loan: contextlib.ExitStack = attrs.Factory(contextlib.ExitStack)
+    _lent: bool = False
 
     def wait(self, waiter: str, awaited: list[str]) -> None:
         """One step of a wait (pynenc calls it until a result is final)."""
@@ -71,7 +75,9 @@ class WorkerIdentity:
                 time.sleep(self.poll)
                 return
             self._waiter, self._since = waiter, time.monotonic()
-            self._loan.enter_context(self.worker.lend_slot())
+            if not self._lent:
+                self._loan.enter_context(self.worker.lend_slot())
+                self._lent = True
             logger.info("invocation:%s paused waiting for %s in worker %s; its slot is lent",
                         waiter, ",".join(awaited), self.ctx.runner_id)
         orchestrator = self.app.orchestrator
@@ -85,9 +91,13 @@ class WorkerIdentity:
             raise ResultTimeout(f"invocation:{waiter} waited {waited:.1f} s for "
                                 f"{','.join(awaited)} (pprunner_wait_timeout {self.timeout:g} s)")
 
+    def ended(self) -> None:
+        """The invocation this worker ran ended: give back the slot it lent, if any."""
+        self._loan.close()
+        self._lent = False
+
     def _resume(self) -> None:
         waiter, self._waiter = self._waiter, None
-        self._loan.close()
         assert waiter is not None
         self._transition(waiter, InvocationStatus.RESUMED)
 
@@ -129,7 +139,10 @@ class InvocationConsumer:
             with jobs.running(invocation.invocation_id, invocation.task.task_id.key,
                               data=self._owner, **self.limits), \
                     contextlib.suppress(Exception):
-                invocation.run(ctx)
+                try:
+                    invocation.run(ctx)
+                finally:
+                    self.identity.ended()
 
     def stop(self) -> None:
         self._stopped.set()
