@@ -46,7 +46,7 @@ logger = logging.getLogger("pprunner.pynenc")
 
 #: how a worker's pynenc runner context is named (PPR's are "PPRWorker")
 WORKER_CLS = "PprunnerWorker"
-#: first pause after an empty claim; it doubles up to pprunner_idle_poll_max
+#: first pause after an empty claim; it doubles up to the consumer's longest pause
 POLL_MIN = 0.002
 
 
@@ -112,14 +112,14 @@ class WorkerIdentity:
 
 class InvocationConsumer:
     """pynenc's runner loop in one worker: claim in the worker's name, run, repeat;
-    an empty broker is polled with a back-off up to ``idle_poll_max``."""
+    an empty broker is polled with a back-off up to ``longest_pause``."""
 
     def __init__(self, identity: WorkerIdentity, limits: dict[str, float | None],
-                 idle_poll_max: float) -> None:
+                 longest_pause: float) -> None:
         self.identity = identity
         #: ``time_limit`` and ``soft_time_limit``, as HostJobs.running takes them
         self.limits = limits
-        self.idle_poll_max = idle_poll_max
+        self.longest_pause = longest_pause
         #: what settle() needs to act as this worker: its pynenc context
         self._owner = identity.ctx.to_json()
         self._stopped = threading.Event()
@@ -131,7 +131,7 @@ class InvocationConsumer:
             claimed = list(app.orchestrator.get_invocations_to_run(1, ctx))
             if not claimed:
                 self._stopped.wait(pause)
-                pause = min(pause * 2, self.idle_poll_max)
+                pause = min(pause * 2, self.longest_pause)
                 continue
             pause = POLL_MIN
             invocation = claimed[0]
@@ -185,4 +185,9 @@ def make_consumer() -> InvocationConsumer:
         raise PprunnerError("this worker was not booted by the pynenc runner")
     settings = _boot["settings"]
     limits = {name: settings[name] for name in ("time_limit", "soft_time_limit")}
-    return InvocationConsumer(_identity, limits, float(settings["idle_poll_max"]))
+    # pprunner_idle_poll_max is the pool's pause between two claims on an empty broker
+    # (one thread claimed for every worker before): each of its workers, polling at
+    # its own moments, pauses that times the pool's size, so the broker is asked as
+    # often and the idle pool costs as little
+    longest_pause = float(settings["idle_poll_max"]) * settings["processes"]
+    return InvocationConsumer(_identity, limits, longest_pause)

@@ -12,9 +12,10 @@ waiting ten minutes for ``recover_running_invocations``; and the dead
 runner id leaves the heartbeat list in the same loop iteration. When the
 runner's own process dies, its workers exit with it, and the next runner on
 the host, or a peer there, takes back what they held within seconds
-(:mod:`.orphans`). Idle workers back off up to ``pprunner_idle_poll_max``
-between claims (never spin), and pprunner's time limits, recycling,
-crash-loop back-off, boot handshake and death diagnostics apply as they are.
+(:mod:`.orphans`). Idle workers back off between claims (never spin), so
+that the idle pool asks the broker about once per ``pprunner_idle_poll_max``;
+pprunner's time limits, recycling, crash-loop back-off, boot handshake and
+death diagnostics apply as they are.
 
 Differences from PPR, each on purpose: a stop SIGKILLs the workers and then
 marks what they ran ``KILLED`` and ``REROUTED`` from the parent (PPR asks
@@ -116,7 +117,8 @@ class PprunnerRunner(BaseRunner):
         self.num_processes = config.processes
         settings = {name: runner_setting(self.conf, name)
                     for name in ("stop", "idle_poll_max", "wait_timeout")}
-        settings.update(time_limit=config.time_limit, soft_time_limit=config.soft_time_limit)
+        settings.update(time_limit=config.time_limit, soft_time_limit=config.soft_time_limit,
+                        processes=config.processes)
         self._stop_mode = settings["stop"]
         # the app is pickled once, now: a worker started later (a respawn) would be
         # pickled while this process's threads use the app, and a dict they change
