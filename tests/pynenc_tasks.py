@@ -48,6 +48,13 @@ def die_once(marker: str) -> int:
 
 
 @app.task
+def always_die() -> None:
+    """SIGKILLs its worker every time (a poison invocation)."""
+    app.state_backend.wait_for_all_async_operations()  # its RUNNING record first
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task
 def spin() -> None:
     while True:
         pass

@@ -230,6 +230,19 @@ def test_a_sigkilled_workers_invocation_runs_again_within_a_second(runner: Any,
     assert survivor in {r.pid for r in runner.supervisor.live_runners()[1:]}
 
 
+def test_an_invocation_its_workers_keep_dying_under_fails_after_max_attempts(
+        tmp_path: Path) -> None:
+    """The deaths are counted from pynenc's own history: each one left a recovery
+    record there."""
+    with threaded_runner(tmp_path, pprunner_max_attempts=2):
+        poison = tasks.always_die()
+        with pytest.raises(Exception, match="died twice under it"):
+            result(poison)
+        statuses = history(poison, until=S.FAILED)
+        assert statuses.count(S.RUNNING_RECOVERY) == 1 and statuses.count(S.RUNNING) == 2
+        assert result(tasks.add(2, 2)) == 4  # the pool serves on
+
+
 def test_as_many_waiting_parents_as_workers_complete(runner: Any) -> None:
     parents = [tasks.parent_of(4), tasks.parent_of(3)]  # two workers, two waiting parents
     assert [result(p, timeout=60) for p in parents] == [6, 3]
