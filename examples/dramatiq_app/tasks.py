@@ -1,0 +1,61 @@
+"""A Dramatiq app, unchanged for pprunner: run it with either command.
+
+    dramatiq tasks --processes 2 --threads 1            # Dramatiq's own
+    pprunner dramatiq tasks --processes 2 --threads 1   # on pprunner's supervisor
+
+Redis at $DRAMATIQ_APP_REDIS (default redis://127.0.0.1:6379/0), keys under
+$DRAMATIQ_APP_NAMESPACE (default "dramatiq").
+"""
+
+import os
+import time
+from pathlib import Path
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import CurrentMessage
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
+
+REDIS = os.environ.get("DRAMATIQ_APP_REDIS", "redis://127.0.0.1:6379/0")
+NAMESPACE = os.environ.get("DRAMATIQ_APP_NAMESPACE", "dramatiq")
+
+broker = RedisBroker(url=REDIS, namespace=NAMESPACE)
+results = RedisBackend(url=REDIS, namespace=f"{NAMESPACE}-results")
+broker.add_middleware(Results(backend=results))
+broker.add_middleware(CurrentMessage())
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(store_results=True)
+def add(a, b):
+    return a + b
+
+
+@dramatiq.actor(store_results=True)
+def pid(seconds=0.0):
+    """Which worker process ran it (after ``seconds`` of work)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@dramatiq.actor(store_results=True, max_retries=3, min_backoff=100, max_backoff=200)
+def crash_once(marker_dir):
+    """The first attempt writes its pid to ``marker_dir``/first and waits to be killed;
+    the retry returns its pid and the attempt number Dramatiq's Retries counted."""
+    first = Path(marker_dir, "first")
+    if not first.exists():
+        partial = Path(marker_dir, "first.partial")
+        partial.write_text(str(os.getpid()))
+        partial.replace(first)
+        time.sleep(120)
+    message = CurrentMessage.get_current_message()
+    return [os.getpid(), message.options.get("retries", 0)]
+
+
+@dramatiq.actor(store_results=True, time_limit=500, max_retries=0)
+def blocks(seconds):
+    """A blocking call Dramatiq's TimeLimit cannot interrupt (its exception waits for
+    the call to return); pprunner's hard limit kills the worker."""
+    time.sleep(seconds)
+    return os.getpid()
