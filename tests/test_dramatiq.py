@@ -1,0 +1,177 @@
+"""``pprunner dramatiq``: the command users type, run from ``examples/dramatiq_app``
+(no PYTHONPATH) against a real Redis (database 9 of the tests' server, keys under a
+namespace of the module's own); messages sent and results read with Dramatiq's API.
+
+dramatiq missing: a skip here, a failure in CI (``PPRUNNER_REQUIRE_DRAMATIQ=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+if importlib.util.find_spec("dramatiq") is None:
+    if os.environ.get("PPRUNNER_REQUIRE_DRAMATIQ", "") not in ("", "0"):
+        raise RuntimeError("PPRUNNER_REQUIRE_DRAMATIQ is set but dramatiq is not installed: "
+                           "pip install -e '.[test]'")
+    pytest.skip("dramatiq is not installed (pip install 'pprunner[dramatiq]')",
+                allow_module_level=True)
+
+import psutil
+import redis
+from dramatiq.results import ResultFailure
+
+from tests.conftest import REPO, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
+
+APP = REPO / "examples" / "dramatiq_app"
+
+
+@pytest.fixture(scope="module")
+def app(redis_base: str) -> Iterator[ModuleType]:
+    """The example's tasks module as the producer imports it, on database 9 under a
+    namespace of this module's own (deleted afterwards)."""
+    url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/9"
+    namespace = f"pprunner-test-{uuid.uuid4().hex[:8]}"
+    saved = {name: os.environ.get(name) for name in ("DRAMATIQ_APP_REDIS",
+                                                     "DRAMATIQ_APP_NAMESPACE")}
+    os.environ.update(DRAMATIQ_APP_REDIS=url, DRAMATIQ_APP_NAMESPACE=namespace)
+    sys.path.insert(0, str(APP))
+    try:
+        yield importlib.import_module("tasks")
+    finally:
+        sys.path.remove(str(APP))
+        sys.modules.pop("tasks", None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(f"{namespace}*"):
+            client.delete(key)
+        client.close()
+
+
+class Command:
+    """``pprunner dramatiq tasks ...`` started from the example's folder, in a session
+    of its own; it and its workers are killed in teardown."""
+
+    def __init__(self, args: tuple[str, ...], env: dict[str, str]) -> None:
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("pprunner")), "dramatiq", "tasks", *args],
+            cwd=APP, start_new_session=True, env={**environ, **env})
+
+    def workers(self) -> set[int]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return {c.pid for c in psutil.Process(self.process.pid).children()
+                    if "pprunner worker" in " ".join(c.cmdline())}
+        return set()
+
+    def close(self) -> None:
+        family = [self.process.pid]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def command(app: ModuleType) -> Iterator[Any]:
+    started: list[Command] = []
+
+    def start(*args: str, **env: str) -> Command:
+        running = Command(args, env)
+        started.append(running)
+        assert result(app, app.add.send(1, 2), timeout=60) == 3  # booted and consuming
+        return running
+
+    yield start
+    for running in started:
+        running.close()
+
+
+def result(app: ModuleType, message: Any, timeout: float = 20) -> Any:
+    return message.get_result(backend=app.results, block=True, timeout=int(timeout * 1000))
+
+
+def test_the_documented_command_runs_the_example(app, command) -> None:
+    running = command("--processes", "2", "--threads", "1")
+    messages = [app.pid.send(0.2) for _ in range(6)]
+    pids = {result(app, m) for m in messages}
+    assert pids == running.workers() and len(pids) == 2  # both consumed, in parallel
+
+
+def test_a_killed_worker_is_replaced_alone_and_its_message_retried(app, command,
+                                                                  tmp_path: Path) -> None:
+    running = command("--processes", "2", "--threads", "1")
+    message = app.crash_once.send(str(tmp_path))
+    wait_until((tmp_path / "first").exists, what="the first attempt")
+    victim = int((tmp_path / "first").read_text())
+    survivor = (running.workers() - {victim}).pop()
+
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    pid, retries = result(app, message)
+    assert time.monotonic() - killed_at < 5  # not the broker's 60 s heartbeat timeout
+    assert pid != victim and retries == 1  # Dramatiq's Retries counted the attempt
+    assert survivor in running.workers()  # the other worker was never stopped
+    wait_until(lambda: len(running.workers()) == 2, what="a replacement")
+    assert running.process.poll() is None
+
+
+def test_a_blocking_call_past_its_time_limit_is_killed_as_timelimitexceeded(app,
+                                                                           command) -> None:
+    running = command("--processes", "1", "--threads", "1")
+    (before,) = running.workers()
+    started = time.monotonic()
+    with pytest.raises(ResultFailure) as failure:
+        result(app, app.blocks.send(60))
+    assert failure.value.orig_exc_type == "TimeLimitExceeded"  # Dramatiq's own error
+    assert time.monotonic() - started < 20  # the 60 s sleep did not run out
+    assert result(app, app.pid.send()) != before  # replaced
+
+
+def test_workers_are_recycled_after_max_tasks_per_child(app, command) -> None:
+    """The worker at its limit serves on until its replacement booted (no capacity
+    gap), so the second pid shows after a few more messages."""
+    running = command("--processes", "1", "--threads", "1", PPRUNNER_MAX_TASKS_PER_CHILD="2")
+    pids: list[int] = []
+    for _ in range(100):
+        pids.append(result(app, app.pid.send(0.05)))
+        if len(set(pids)) == 2:
+            break
+    assert len(set(pids)) == 2, "never recycled"
+    assert running.process.poll() is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_lets_the_running_message_finish(app, command, signum) -> None:
+    running = command("--processes", "1", "--threads", "1")
+    queue = redis.Redis.from_url(os.environ["DRAMATIQ_APP_REDIS"])
+    message = app.pid.send(1.5)
+    wait_until(lambda: queue.llen(f"{app.NAMESPACE}:default") == 0, what="the message taken")
+    queue.close()
+
+    running.process.send_signal(signum)
+
+    assert running.process.wait(timeout=30) == 0
+    assert result(app, message, timeout=1) > 0  # it finished before the worker stopped
