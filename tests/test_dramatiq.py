@@ -175,3 +175,15 @@ def test_a_stop_signal_lets_the_running_message_finish(app, command, signum) -> 
 
     assert running.process.wait(timeout=30) == 0
     assert result(app, message, timeout=1) > 0  # it finished before the worker stopped
+
+
+def test_sighup_replaces_every_worker_and_keeps_consuming(app, command) -> None:
+    running = command("--processes", "2", "--threads", "1")
+    before = running.workers()
+
+    running.process.send_signal(signal.SIGHUP)
+
+    wait_until(lambda: len(running.workers() - before) == 2, timeout=60,
+               what="two new workers")
+    assert result(app, app.add.send(2, 3)) == 5
+    assert running.process.poll() is None
