@@ -123,8 +123,10 @@ def test_a_killed_worker_is_replaced_alone_and_its_message_retried(app, command,
                                                                   tmp_path: Path) -> None:
     running = command("--processes", "2", "--threads", "1")
     message = app.crash_once.send(str(tmp_path))
-    wait_until((tmp_path / "first").exists, what="the first attempt")
-    victim = int((tmp_path / "first").read_text())
+    marker = tmp_path / "first"
+    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
+               what="the first attempt")
+    victim = int(marker.read_text())
     survivor = (running.workers() - {victim}).pop()
 
     os.kill(victim, signal.SIGKILL)

@@ -41,16 +41,16 @@ def pid(seconds=0.0):
 
 @dramatiq.actor(store_results=True, max_retries=3, min_backoff=100, max_backoff=200)
 def crash_once(marker_dir):
-    """The first attempt writes its pid to ``marker_dir``/first and waits to be killed;
-    the retry returns its pid and the attempt number Dramatiq's Retries counted."""
-    first = Path(marker_dir, "first")
-    if not first.exists():
-        partial = Path(marker_dir, "first.partial")
-        partial.write_text(str(os.getpid()))
-        partial.replace(first)
-        time.sleep(120)
-    message = CurrentMessage.get_current_message()
-    return [os.getpid(), message.options.get("retries", 0)]
+    """The attempt that creates ``marker_dir``/first writes its pid there and waits to
+    be killed; a retry returns its pid and the attempt number Dramatiq's Retries counted."""
+    try:
+        marker = os.open(Path(marker_dir, "first"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        message = CurrentMessage.get_current_message()
+        return [os.getpid(), message.options.get("retries", 0)]
+    os.write(marker, f"{os.getpid()}\n".encode())
+    os.close(marker)
+    time.sleep(120)
 
 
 @dramatiq.actor(store_results=True, time_limit=500, max_retries=0)

@@ -79,7 +79,7 @@ class DramatiqConsumer:
         reports = Reports(jobs, getattr(self.broker, "broker_id", None))
         first = self.broker.middleware[0] if self.broker.middleware else None
         self.broker.add_middleware(reports, before=None if first is None else type(first))
-        worker = Worker(self.broker, queues=self.queues and set(self.queues),
+        worker = Worker(self.broker, queues=set(self.queues) if self.queues else None,
                         worker_threads=self.threads)
         worker.start()
         self._stopped.wait()
