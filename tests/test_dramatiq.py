@@ -189,3 +189,19 @@ def test_sighup_replaces_every_worker_and_keeps_consuming(app, command) -> None:
                what="two new workers")
     assert result(app, app.add.send(2, 3)) == 5
     assert running.process.poll() is None
+
+
+def test_past_the_shutdown_timeout_the_message_is_requeued_without_an_attempt(
+        app, command, tmp_path: Path) -> None:
+    running = command("--processes", "1", "--threads", "1", "--worker-shutdown-timeout", "500")
+    message = app.crash_once.send(str(tmp_path))
+    marker = tmp_path / "first"
+    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
+               what="the first attempt")
+
+    running.process.send_signal(signal.SIGTERM)
+    running.process.wait(timeout=30)
+
+    command("--processes", "1", "--threads", "1")
+    pid, retries = result(app, message)
+    assert pid != int(marker.read_text()) and retries == 0  # handed back, not charged
