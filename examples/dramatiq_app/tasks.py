@@ -33,8 +33,11 @@ def add(a, b):
 
 
 @dramatiq.actor(store_results=True)
-def pid(seconds=0.0):
-    """Which worker process ran it (after ``seconds`` of work)."""
+def pid(seconds=0.0, started=None):
+    """Which worker process ran it, after ``seconds`` of work (first creating the file
+    ``started``, if given)."""
+    if started:
+        Path(started).touch()
     time.sleep(seconds)
     return os.getpid()
 

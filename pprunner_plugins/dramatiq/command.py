@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name, option in REFUSED.items():
-        if getattr(args, name):
+        if getattr(args, name, None):  # Dramatiq before 2.0 has --watch with watchdog only
             parser.error(f"{option} is not offered by pprunner dramatiq")
     settings = config.load({}, {"shutdown_timeout": args.worker_shutdown_timeout / 1000,
                                 "log_level": "DEBUG" if args.verbose else None})
