@@ -42,29 +42,43 @@ APP = REPO / "examples" / "dramatiq_app"
 
 
 @pytest.fixture(scope="module")
-def app(redis_base: str) -> Iterator[ModuleType]:
-    """The example's tasks module as the producer imports it, on database 9 under a
-    namespace of this module's own (deleted afterwards)."""
-    url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/9"
+def redis_url(redis_base: str) -> str:
+    return redis_base.split("?")[0].rsplit("/", 1)[0] + "/9"
+
+
+@contextlib.contextmanager
+def example(redis_url: str, **settings: str) -> Iterator[ModuleType]:
+    """The example's tasks module as the producer imports it (a copy of its own for
+    each use), on database 9 under a namespace and queue of its own, in the
+    environment the command inherits; its keys are deleted afterwards."""
     namespace = f"pprunner-test-{uuid.uuid4().hex[:8]}"
-    saved = {name: os.environ.get(name) for name in ("DRAMATIQ_APP_REDIS",
-                                                     "DRAMATIQ_APP_NAMESPACE")}
-    os.environ.update(DRAMATIQ_APP_REDIS=url, DRAMATIQ_APP_NAMESPACE=namespace)
-    sys.path.insert(0, str(APP))
+    settings = {"DRAMATIQ_APP_REDIS": redis_url, "DRAMATIQ_APP_NAMESPACE": namespace,
+                "DRAMATIQ_APP_QUEUE": namespace, **settings}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
-        yield importlib.import_module("tasks")
+        spec = importlib.util.spec_from_file_location(f"tasks_{namespace}", APP / "tasks.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+        module.broker.close()
     finally:
-        sys.path.remove(str(APP))
-        sys.modules.pop("tasks", None)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"{namespace}*"):
             client.delete(key)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def app(redis_url: str) -> Iterator[ModuleType]:
+    with example(redis_url) as module:
+        yield module
 
 
 class Command:
@@ -78,10 +92,14 @@ class Command:
             cwd=APP, start_new_session=True, env={**environ, **env})
 
     def workers(self) -> set[int]:
+        """The worker processes alive now (one that just died is left out)."""
+        alive = set()
         with contextlib.suppress(psutil.NoSuchProcess):
-            return {c.pid for c in psutil.Process(self.process.pid).children()
-                    if "pprunner worker" in " ".join(c.cmdline())}
-        return set()
+            for child in psutil.Process(self.process.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if "pprunner worker" in " ".join(child.cmdline()):
+                        alive.add(child.pid)
+        return alive
 
     def close(self) -> None:
         family = [self.process.pid]
@@ -97,14 +115,19 @@ class Command:
 def command(app: ModuleType) -> Iterator[Any]:
     started: list[Command] = []
 
-    def start(*args: str, **env: str) -> Command:
-        running = Command(args, env)
+    def start(*args: str, app: ModuleType = app, **env: str) -> Command:
+        running = Command(args, {**env, "DRAMATIQ_APP_QUEUE": app.QUEUE,
+                                 "DRAMATIQ_APP_NAMESPACE": app.NAMESPACE,
+                                 **({"DRAMATIQ_APP_RABBITMQ": app.RABBITMQ}
+                                    if app.RABBITMQ else {})})
         started.append(running)
+        processes = int(args[args.index("--processes") + 1])
         probe = app.add.send(1, 2)
         deadline = time.monotonic() + 60
         while running.process.poll() is None and time.monotonic() < deadline:
             with contextlib.suppress(ResultTimeout):
                 assert result(app, probe, timeout=1) == 3  # booted and consuming
+                wait_until(lambda: len(running.workers()) == processes, what="every worker")
                 return running
         pytest.fail(f"pprunner dramatiq did not consume (exit code {running.process.poll()})")
 
@@ -209,3 +232,26 @@ def test_past_the_shutdown_timeout_the_message_is_requeued_without_an_attempt(
     command("--processes", "1", "--threads", "1")
     pid, retries = result(app, message)
     assert pid != int(marker.read_text()) and retries == 0  # handed back, not charged
+
+
+def test_on_rabbitmq_a_killed_workers_message_is_redelivered_by_the_broker(
+        redis_url, command, tmp_path: Path) -> None:
+    """RabbitMQ requeues a dead connection's unacked messages itself: the message runs
+    again (no attempt counted, as with ``dramatiq``) and the other worker went on."""
+    amqp = os.environ.get("PPRUNNER_DRAMATIQ_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    with example(redis_url, DRAMATIQ_APP_RABBITMQ=amqp) as rabbit:
+        running = command("--processes", "2", "--threads", "1", app=rabbit)
+        message = rabbit.crash_once.send(str(tmp_path))
+        marker = tmp_path / "first"
+        wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
+                   what="the first attempt")
+        victim = int(marker.read_text())
+        survivor = (running.workers() - {victim}).pop()
+
+        os.kill(victim, signal.SIGKILL)
+
+        pid, retries = result(rabbit, message)
+        assert pid != victim and retries == 0
+        assert survivor in running.workers()
+        running.close()
+        rabbit.broker.channel.queue_delete(rabbit.QUEUE)

@@ -13,6 +13,7 @@ per message.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -24,6 +25,8 @@ from dramatiq.cli import import_broker
 from dramatiq.middleware import Middleware, TimeLimit
 
 from pprunner.consuming import HostJobs
+
+from .settle import settles_in_flight
 
 #: seconds past Dramatiq's own time limit before the worker is killed: TimeLimit checks
 #: once a second and raises TimeLimitExceeded in the thread, which gets this long to
@@ -54,9 +57,11 @@ class Reports(Middleware):
 def hard_limit(broker: Any, message: Any) -> float | None:
     """Seconds the message may run before its worker is killed: Dramatiq's own time
     limit (message, actor, TimeLimit middleware, in that order) plus the grace; none
-    without the TimeLimit middleware."""
+    without the TimeLimit middleware, nor on a broker that redelivers a dead worker's
+    messages itself (RabbitMQ), which would run a message killed at its limit again
+    and again."""
     time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
-    if time_limit is None:
+    if time_limit is None or not settles_in_flight(broker):
         return None
     actor = broker.get_actor(message.actor_name)
     limit = message.options.get("time_limit") or actor.options.get("time_limit",
@@ -76,7 +81,8 @@ class DramatiqConsumer:
         self._stopped = threading.Event()
 
     def consume(self, jobs: HostJobs) -> None:
-        reports = Reports(jobs, getattr(self.broker, "broker_id", None))
+        reports = Reports(jobs, self.broker.broker_id if settles_in_flight(self.broker)
+                          else None)
         first = self.broker.middleware[0] if self.broker.middleware else None
         self.broker.add_middleware(reports, before=None if first is None else type(first))
         worker = Worker(self.broker, queues=set(self.queues) if self.queues else None,
@@ -91,7 +97,9 @@ class DramatiqConsumer:
 
 
 def load_broker(broker: str, path: Sequence[str]) -> Any:
-    """The broker, imported as ``dramatiq`` imports it (``--path`` first)."""
+    """The broker, imported as ``dramatiq`` imports it (``--path`` first; pika's
+    logging as quiet as ``dramatiq`` makes it)."""
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     for folder in reversed([os.path.abspath(p) for p in path]):
         if folder not in sys.path:
             sys.path.insert(0, folder)

@@ -22,6 +22,7 @@ from typing import Any
 
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import DramatiqError
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
@@ -29,6 +30,13 @@ from pprunner.consuming import HostJob
 from pprunner.invocation import ErrorInfo
 
 logger = logging.getLogger("pprunner.dramatiq")
+
+
+def settles_in_flight(broker: Any) -> bool:
+    """Whether pprunner settles a dead worker's messages on this broker: the Redis
+    broker keeps them in the dead consumer's in-flight set; RabbitMQ requeues a dead
+    connection's unacked messages itself, and another connection cannot ack them."""
+    return isinstance(broker, RedisBroker)
 
 
 class WorkerDied(DramatiqError):
@@ -69,7 +77,7 @@ class Settler:
     def _dead_consumers_broker(self, broker_id: str | None) -> Any:
         """The Redis broker as the dead worker's consumer (its in-flight set is keyed by
         its ``broker_id``); None for a broker that redelivers by itself (RabbitMQ)."""
-        if broker_id is None or not hasattr(self.broker, "broker_id"):
+        if broker_id is None or not settles_in_flight(self.broker):
             return None
         dead = copy.copy(self.broker)
         dead.broker_id = broker_id
