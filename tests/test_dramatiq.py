@@ -140,6 +140,14 @@ def result(app: ModuleType, message: Any, timeout: float = 20) -> Any:
     return message.get_result(backend=app.results, block=True, timeout=int(timeout * 1000))
 
 
+def first_attempts_pid(marker_dir: Path) -> int:
+    """The pid of the worker running ``crash_once``'s first attempt, once it runs."""
+    marker = marker_dir / "first"
+    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
+               what="the first attempt")
+    return int(marker.read_text())
+
+
 def test_the_documented_command_runs_the_example(app, command) -> None:
     running = command("--processes", "2", "--threads", "1")
     messages = [app.pid.send(0.2) for _ in range(6)]
@@ -151,10 +159,7 @@ def test_a_killed_worker_is_replaced_alone_and_its_message_retried(app, command,
                                                                   tmp_path: Path) -> None:
     running = command("--processes", "2", "--threads", "1")
     message = app.crash_once.send(str(tmp_path))
-    marker = tmp_path / "first"
-    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
-               what="the first attempt")
-    victim = int(marker.read_text())
+    victim = first_attempts_pid(tmp_path)
     survivor = (running.workers() - {victim}).pop()
 
     os.kill(victim, signal.SIGKILL)
@@ -222,16 +227,14 @@ def test_past_the_shutdown_timeout_the_message_is_requeued_without_an_attempt(
         app, command, tmp_path: Path) -> None:
     running = command("--processes", "1", "--threads", "1", "--worker-shutdown-timeout", "500")
     message = app.crash_once.send(str(tmp_path))
-    marker = tmp_path / "first"
-    wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
-               what="the first attempt")
+    first = first_attempts_pid(tmp_path)
 
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(timeout=30)
 
     command("--processes", "1", "--threads", "1")
     pid, retries = result(app, message)
-    assert pid != int(marker.read_text()) and retries == 0  # handed back, not charged
+    assert pid != first and retries == 0  # handed back, not charged
 
 
 def test_on_rabbitmq_a_killed_workers_message_is_redelivered_by_the_broker(
@@ -242,10 +245,7 @@ def test_on_rabbitmq_a_killed_workers_message_is_redelivered_by_the_broker(
     with example(redis_url, DRAMATIQ_APP_RABBITMQ=amqp) as rabbit:
         running = command("--processes", "2", "--threads", "1", app=rabbit)
         message = rabbit.crash_once.send(str(tmp_path))
-        marker = tmp_path / "first"
-        wait_until(lambda: marker.exists() and marker.read_text().endswith("\n"),
-                   what="the first attempt")
-        victim = int(marker.read_text())
+        victim = first_attempts_pid(tmp_path)
         survivor = (running.workers() - {victim}).pop()
 
         os.kill(victim, signal.SIGKILL)
