@@ -2,16 +2,16 @@
 
 Dramatiq itself leaves the message a killed worker held in that worker's
 in-flight set until the Redis broker's heartbeat timeout (and then runs it
-again whatever ``max_retries`` says), or RabbitMQ redelivers it when the
-connection drops. Here the supervisor settles it at once, as the worker would
+again whatever ``max_retries`` says). Here the supervisor settles it at once, as the worker would
 have, had the actor raised :class:`WorkerDied` (or Dramatiq's own
 ``TimeLimitExceeded`` at a hard time limit): the broker's middleware sees
 ``after_process_message`` with that exception, so ``Retries`` counts the
-attempt against ``max_retries`` and enqueues it again after its backoff, or
-fails it (``Results`` then stores the error, ``on_failure`` callbacks run);
-then the original is acked or nacked in the dead worker's in-flight set. A
-worker the supervisor stopped (past the shutdown timeout) has its message
-requeued without an attempt charged.
+attempt against ``max_retries`` and enqueues it again (at once after a death,
+after its backoff after a time limit), or fails it (``Results`` then stores
+the error, ``on_failure`` callbacks run); then the original is acked or
+nacked in the dead worker's in-flight set (Redis; RabbitMQ redelivers it by
+itself, uncounted). A worker the supervisor stopped (past the shutdown
+timeout) has its message requeued without an attempt charged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.errors import DramatiqError
+from dramatiq.errors import Retry
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from pprunner.consuming import HostJob
@@ -39,8 +39,16 @@ def settles_in_flight(broker: Any) -> bool:
     return isinstance(broker, RedisBroker)
 
 
-class WorkerDied(DramatiqError):
-    """The worker process running the message died (SIGKILL, out of memory, a crash)."""
+class WorkerDied(Retry):
+    """The worker process running the message died (SIGKILL, out of memory, a crash).
+
+    A :class:`dramatiq.Retry` with no delay: ``Retries`` counts the attempt against
+    ``max_retries`` (or ``retry_when``) as for any error, but the message runs again
+    at once rather than after ``min_backoff`` (15 s by default), as a redelivery
+    would, and no traceback is logged for it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, delay=0)
 
 
 class Settler:
