@@ -255,3 +255,14 @@ def test_on_rabbitmq_a_killed_workers_message_is_redelivered_by_the_broker(
         assert survivor in running.workers()
         running.close()
         rabbit.broker.channel.queue_delete(rabbit.QUEUE)
+
+
+def test_workers_do_not_outlive_a_sigkilled_command(app, command) -> None:
+    running = command("--processes", "2", "--threads", "1")
+    workers = [psutil.Process(pid) for pid in running.workers()]
+
+    running.process.kill()
+    running.process.wait(timeout=10)
+
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == [] and len(gone) == 2
