@@ -266,3 +266,15 @@ def test_workers_do_not_outlive_a_sigkilled_command(app, command) -> None:
 
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert alive == [] and len(gone) == 2
+
+
+def test_without_dramatiq_the_command_says_how_to_install_it(monkeypatch, capsys) -> None:
+    import pprunner_plugins.dramatiq as plugin
+    from pprunner import cli
+    from pprunner_plugins._optional import OptionalLibrary
+
+    monkeypatch.setattr(plugin, "DRAMATIQ", OptionalLibrary("no_such_dramatiq", "dramatiq"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dramatiq", "tasks", "--processes", "2"])
+    assert exited.value.code == 2
+    assert "[dramatiq]'" in capsys.readouterr().err
