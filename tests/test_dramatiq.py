@@ -278,3 +278,18 @@ def test_without_dramatiq_the_command_says_how_to_install_it(monkeypatch, capsys
         cli.main(["dramatiq", "tasks", "--processes", "2"])
     assert exited.value.code == 2
     assert "[dramatiq]'" in capsys.readouterr().err
+
+
+def test_with_prefetch_at_threads_a_killed_worker_holds_nothing_more(app, command,
+                                                                    tmp_path: Path) -> None:
+    """Dramatiq's ``dramatiq_queue_prefetch`` set to ``--threads``: the messages queued
+    behind the one a worker was killed under wait for no broker heartbeat timeout."""
+    command("--processes", "1", "--threads", "1", dramatiq_queue_prefetch="1")
+    first = app.crash_once.send(str(tmp_path))
+    behind = app.add.send(20, 22)
+    victim = first_attempts_pid(tmp_path)
+
+    os.kill(victim, signal.SIGKILL)
+
+    assert result(app, behind, timeout=10) == 42
+    assert result(app, first)[0] != victim
