@@ -17,7 +17,7 @@ from .celery import (
     CeleryRedisPprunnerAcksLate,
 )
 from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
-from .dramatiq import DramatiqRedis
+from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis
 from .pgqueuer import Pgqueuer
@@ -40,7 +40,8 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
-                                     DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
+                                     DramatiqRedis, DramatiqRedisPprunner,
+                                     PynencSQLite, PynencSQLitePprunner,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
                                      HueyRedis)
 #: ratios in the tables compare every system with this one
