@@ -202,6 +202,14 @@ def test_pprunner_metrics_port_is_read_from_pynenc_s_config(
     assert supervisor_config(ConfigPprunnerRunner(config_values={})).metrics_port == "9101"
 
 
+def test_pprunner_spare_workers_is_read_from_pynenc_s_config() -> None:
+    from pprunner_plugins.pynenc.config import ConfigPprunnerRunner, supervisor_config
+
+    assert supervisor_config(ConfigPprunnerRunner(config_values={})).spare_workers == 0
+    chosen = ConfigPprunnerRunner(config_values={"pprunner_spare_workers": 1})
+    assert supervisor_config(chosen).spare_workers == 1
+
+
 def test_fan_out_runs_on_every_worker(runner: Any) -> None:
     invocations = [tasks.add(n, 1) for n in range(40)]
     assert [result(i) for i in invocations] == [n + 1 for n in range(40)]

@@ -41,6 +41,7 @@ SUPERVISOR_SETTINGS: dict[str, Any] = {
     "start_method": "spawn",
     "log_level": "INFO",
     "max_attempts": 3,  # deaths of a worker under one invocation before it fails
+    "spare_workers": 0,  # workers booted ahead: a dead or lent slot is served at once
     "metrics_port": "",  # [HOST:]PORT of the Prometheus endpoint (pprunner[prometheus])
 }
 
