@@ -84,7 +84,9 @@ def main(argv: list[str]) -> int:
     arguments = [a for a in argv if a != "--rq-worker"]
     folder = cache_folder()
     fetch_tests(folder)
-    shutil.copy(HERE / "conftest.py", folder / "conftest.py")
+    # RQ's tests' conftest.py: not named so here, or pytest would load its hooks
+    # (which deselect every test that builds no RQ worker) for our own suite too
+    shutil.copy(HERE / "swapped_worker.py", folder / "conftest.py")
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow\n    ssl_test\n")
     # RQ's slow tests too: one of them is a horse's death under a job
     environment = dict(os.environ, PPRUNNER_RQ_SUITE_WORKER="pprunner" if ours else "rq",
