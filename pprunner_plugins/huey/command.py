@@ -1,0 +1,125 @@
+"""``pprunner huey path.to.huey [huey_consumer's options]``.
+
+The options are ``huey_consumer``'s own, read from Huey's own option table
+(names, letters, types, choices, help), so a start command changes only in
+its first word. What they mean under pprunner:
+
+- ``-w/--workers``: worker processes (each runs one Huey worker);
+  ``-k/--worker-type`` is accepted and ignored (they are always processes);
+- ``-M/--max-tasks``: pprunner's ``max_tasks_per_child`` (no health check needed);
+- ``-c``/``-C`` (health checks): accepted, not needed: a death is seen at once;
+- ``-t/--shutdown-timeout``: pprunner's ``shutdown_timeout``;
+- ``-g/--graceful-signal``: which of SIGINT/SIGTERM stops gracefully; the other
+  stops at once (the tasks that run are handed back to the queue, not lost);
+- scheduler, periodic tasks, ``-f``/``-L`` lock flushing and logging: as Huey's,
+  in the supervisor process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+from typing import Any
+
+from huey.consumer_options import ConsumerConfig, OptionParserHandler
+
+from pprunner import Supervisor, config, log
+from pprunner.hostfeed import HostFeed
+from pprunner.jobs import Call
+
+from . import consumer
+
+logger = logging.getLogger("pprunner.huey")
+
+#: huey_consumer's options that only its own process model needs, or that pprunner's
+#: settings carry out; a worker's consumer is built without them
+SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
+                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout",
+                   "graceful_signal")
+_TYPES = {"int": int, "float": float}
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """huey_consumer's options, taken from Huey's own option table."""
+    parser.add_argument("huey_path", metavar="path.to.huey_instance")
+    handler = OptionParserHandler()
+    for options in (handler.get_logging_options(), handler.get_worker_options(),
+                    handler.get_scheduler_options()):
+        for short, long, settings in options:
+            settings = dict(settings, default=None)
+            if "type" in settings:
+                settings["type"] = _TYPES[settings["type"]]
+            parser.add_argument(short, long, **settings)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    given = {name: getattr(args, name) for name in ConsumerConfig._fields
+             if getattr(args, name, None) is not None}
+    options = ConsumerConfig(**given)
+    try:
+        options.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    huey = consumer.load_huey(args.huey_path)
+    # one worker unless told, as huey_consumer; pyproject and PPRUNNER_* may say more
+    settings = config.load({"processes": 1}, {"processes": given.get("workers"),
+                                              "max_tasks_per_child": given.get("max_tasks"),
+                                              "shutdown_timeout": given.get("shutdown_timeout")},
+                           overrides_source="huey_consumer's options")
+    values = options.values
+    # Huey's consumer in the supervisor: its lock flushing and its scheduler thread
+    scheduling = huey.create_consumer(**{**values, "workers": 0, "worker_type": "thread",
+                                         "max_tasks": None})
+    worker_options = {k: v for k, v in values.items() if k not in SUPERVISOR_ONLY}
+    feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
+                                                  settings.time_limit)),
+                    functools.partial(consumer.settle, huey))
+    supervisor = HueySupervisor(feed=feed, config=settings,
+                                graceful_signal=options.graceful_signal)
+    log.setup(settings.log_level, supervisor.id)
+    _huey_logging(options)
+    scheduling.scheduler.start()
+    try:
+        return supervisor.run()
+    finally:
+        scheduling.stop_flag.set()
+        scheduling.scheduler.join()
+        huey.notify_interrupted_tasks()
+
+
+def _huey_logging(options: ConsumerConfig) -> None:
+    """Huey's -v/-q levels; its lines go where pprunner's go, or to -l's file only."""
+    huey_logger = logging.getLogger("huey")
+    huey_logger.setLevel(options.loglevel)
+    if options.logfile:
+        options.setup_logger(huey_logger)
+        huey_logger.propagate = False
+
+
+class HueySupervisor(Supervisor):
+    """Signals as ``huey_consumer`` treats them: its graceful signal (SIGINT unless
+    ``-g TERM``) stops after what runs; the other stops at once. SIGHUP, Huey's
+    restart, is pprunner's reload: each worker is replaced, the pool never empty."""
+
+    def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._interrupt_signal = signal.SIGTERM if graceful_signal == "INT" else signal.SIGINT
+
+    def handle_sigterm(self) -> None:
+        self._stop_on(signal.SIGTERM)
+
+    def handle_sigint(self) -> None:
+        self._stop_on(signal.SIGINT)
+
+    def _stop_on(self, signum: signal.Signals) -> None:
+        if signum == self._interrupt_signal or self._stop_requested:
+            logger.warning("%s: stopping at once; running tasks go back to the queue",
+                           signum.name)
+            self._immediate = True
+        else:
+            logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", signum.name,
+                        self.config.shutdown_timeout)
+        self.request_stop()
+

@@ -1,0 +1,115 @@
+"""Huey's own worker loop in each pprunner worker, and its tasks settled in Huey's terms.
+
+Each worker process builds the consumer the way ``huey_consumer`` does
+(``huey.create_consumer(...)``, so a project's own ``create_consumer`` or
+``Consumer.worker_class`` is honoured) with one worker of the ``process``
+type: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre- and
+post-execute hooks, signals, result storage, retries and Huey's ``timeout``
+(SIGALRM, as with ``-k process``). Around each task pprunner is told which
+one runs (its serialized message is what :func:`settle` needs), so a task
+whose worker died is back in Huey's queue at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from huey import Huey
+from huey.exceptions import TaskTimeout
+from huey.signals import SIGNAL_TIMEOUT
+from huey.utils import Error, load_class
+
+from pprunner.consuming import HostJob, HostJobs
+from pprunner.invocation import ErrorInfo
+
+logger = logging.getLogger("pprunner.huey")
+
+#: seconds past a task's own ``timeout`` (Huey's SIGALRM) before pprunner kills its worker:
+#: the alarm ends Python code; the kill ends what the alarm cannot (native code, masked
+#: signals)
+HARD_LIMIT_GRACE = 1.0
+
+
+def load_huey(path: str) -> Huey:
+    """The Huey instance at ``path`` (``module.attribute``), importable from the current
+    folder as ``huey_consumer`` makes it."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    huey = load_class(path)
+    if not isinstance(huey, Huey):
+        raise TypeError(f"{path} is a {type(huey).__name__}, not a Huey instance")
+    return huey
+
+
+def hard_limit(task: Any, default: float | None) -> float | None:
+    """When pprunner kills a task's worker: a little after the task's own ``timeout``,
+    else after the ``time_limit`` setting (None: never)."""
+    return task.timeout + HARD_LIMIT_GRACE if task.timeout else default
+
+
+class HueyConsumer:
+    """Huey's worker loop, as ``huey_consumer`` runs it in one worker process."""
+
+    def __init__(self, huey: Huey, options: dict[str, Any], time_limit: float | None) -> None:
+        self.huey = huey
+        self.time_limit = time_limit
+        consumer = huey.create_consumer(**{**options, "workers": 1, "worker_type": "process"})
+        ((self.worker, _process),) = consumer.worker_threads
+        self._stop_flag = consumer.stop_flag
+
+    def consume(self, jobs: HostJobs) -> None:
+        self.huey.execute = self._reporting(jobs, self.huey.execute)  # type: ignore[method-assign]
+        self.worker.initialize()
+        try:
+            while not self._stop_flag.is_set():
+                self.worker.loop()
+        finally:
+            self.worker.shutdown()
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+
+    def _reporting(self, jobs: HostJobs, execute: Any) -> Any:
+        """Huey's ``execute``, told to pprunner (the one call Huey's Worker makes per task)."""
+        huey, default = self.huey, self.time_limit
+
+        def execute_reported(task: Any, timestamp: Any = None) -> Any:
+            with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
+                              data=huey.serialize_task(task)):
+                return execute(task, timestamp)
+
+        return execute_reported
+
+
+def make_consumer(path: str, options: dict[str, Any], time_limit: float | None) -> HueyConsumer:
+    """In each worker: the consumer of the Huey instance at ``path`` (``huey_consumer``'s
+    options, ``time_limit``: the setting's default hard limit)."""
+    return HueyConsumer(load_huey(path), options, time_limit)
+
+
+def settle(huey: Huey, job: HostJob, error: ErrorInfo | None, retry: bool) -> None:
+    """In the supervisor: a task whose worker died goes back to Huey's queue (stopped,
+    or died under it: at-least-once); one killed at its hard limit ends as Huey ends a
+    task that raised ``TaskTimeout``."""
+    if error is None or retry:
+        logger.warning("task %s (%s) re-enqueued: %s", job.id, job.name,
+                       "its worker was stopped" if error is None else error.message)
+        task = huey.deserialize_task(job.data)
+        huey.storage.enqueue(job.data, task.priority)
+        return
+    timed_out(huey, huey.deserialize_task(job.data), error)
+
+
+def timed_out(huey: Huey, task: Any, error: ErrorInfo) -> None:
+    """Huey's own ending of a timed-out task: a retry while it has retries left, else
+    the ``TaskTimeout`` error as its result; ``SIGNAL_TIMEOUT`` either way."""
+    exception = TaskTimeout(error.message)
+    huey._emit(SIGNAL_TIMEOUT, task)
+    if task.retries:
+        huey._requeue_task(task, huey._get_timestamp())
+        return
+    if huey.results:
+        huey.put_result(task.id, Error(huey.build_error_result(task, exception)))
