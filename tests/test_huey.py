@@ -1,0 +1,190 @@
+"""``pprunner huey``: the real command, started from a Huey project folder
+(``tests/huey_project``, no PYTHONPATH) against a real Redis (database 13 of the
+tests' server); tasks enqueued and results read with Huey's own API.
+
+huey missing: a skip here, a failure in CI (``PPRUNNER_REQUIRE_HUEY=1``); Redis
+missing: see ``tests/redis_server.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if importlib.util.find_spec("huey") is None:
+    if os.environ.get("PPRUNNER_REQUIRE_HUEY", "") not in ("", "0"):
+        raise RuntimeError("PPRUNNER_REQUIRE_HUEY is set but huey is not installed: "
+                           "pip install -e '.[test]'")
+    pytest.skip("huey is not installed (pip install 'pprunner[huey]')", allow_module_level=True)
+
+import psutil
+import redis
+from huey.exceptions import TaskException
+
+from tests.conftest import REPO, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
+
+PROJECT = REPO / "tests" / "huey_project"
+sys.path.insert(0, str(PROJECT))
+import huey_tasks  # noqa: E402  (the project's module, as its producers import it)
+
+sys.path.remove(str(PROJECT))
+
+
+@pytest.fixture(scope="module")
+def huey_url(redis_base: str) -> Iterator[str]:
+    """Database 13 of the tests' Redis."""
+    url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/13"
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def huey(huey_url: str) -> Any:
+    """The project's Huey, on the tests' Redis, with an empty queue."""
+    redis.Redis.from_url(huey_url).flushdb()
+    instance = huey_tasks.huey
+    instance.storage_kwargs["url"] = huey_url
+    instance.storage = instance.create_storage()
+    return instance
+
+
+class Command:
+    """``pprunner huey ...`` started in a project folder, in a session of its own."""
+
+    def __init__(self, url: str, folder: Path, *arguments: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["HUEY_TEST_REDIS_URL"] = url
+        script = Path(sys.executable).parent / "pprunner"
+        self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
+                                        start_new_session=True, stderr=subprocess.PIPE)
+
+    def workers(self, count: int) -> list[int]:
+        """The worker processes' pids, once there are ``count`` of them."""
+        return wait_until(lambda: len(pids := self._workers()) == count and pids,
+                          30, f"{count} worker processes")
+
+    def _workers(self) -> list[int]:
+        """Booted workers: their process titles say so."""
+        found = []
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if " ".join(child.cmdline()).startswith("pprunner worker"):
+                    found.append(child.pid)
+        return sorted(found)
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> tuple[int, str]:
+        _out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, err.decode()
+
+    def close(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            family = [psutil.Process(self.process.pid),
+                      *psutil.Process(self.process.pid).children(recursive=True)]
+            for member in family:
+                member.kill()
+            psutil.wait_procs(family, timeout=10)
+        self.process.communicate(timeout=10)
+
+
+@pytest.fixture
+def command(huey: Any, huey_url: str) -> Iterator[Any]:
+    started: list[Command] = []
+
+    def start(*arguments: str, folder: Path = PROJECT) -> Command:
+        running = Command(huey_url, folder, *arguments)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.close()
+
+
+def test_each_worker_process_runs_hueys_own_worker(huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "2")
+    workers = running.workers(2)
+    results = [huey_tasks.sleep(0.3) for _ in range(6)]
+    assert {r.get(blocking=True, timeout=30) for r in results} == set(workers)
+
+
+def test_a_killed_worker_is_replaced_alone_and_its_task_runs_again(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    running = command("huey_tasks.huey", "--workers", "2")
+    workers = running.workers(2)
+    result = huey_tasks.block_first(str(tmp_path))
+    victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
+                 and (tmp_path / "first").read_text())
+    (other,) = set(workers) - {victim}
+
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    again = result.get(blocking=True, timeout=30, backoff=1.0)
+    rerun_after = time.monotonic() - killed_at
+
+    assert again == other  # re-enqueued at once and taken by the worker that kept going
+    assert rerun_after < 5, f"the task ran again {rerun_after:.2f} s after the kill"
+    replaced = running.workers(2)
+    assert other in replaced and victim not in replaced
+
+
+def test_a_task_stuck_past_its_timeout_is_killed_and_fails_with_task_timeout(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    running = command("huey_tasks.huey", "--workers", "1")
+    (worker,) = running.workers(1)
+    result = huey_tasks.stuck_in_native_code(str(tmp_path))
+    with pytest.raises(TaskException) as raised:
+        result.get(blocking=True, timeout=30)
+    assert "TaskTimeout" in raised.value.metadata["error"]
+    assert huey_tasks.pid().get(blocking=True, timeout=30) != worker  # replaced
+
+
+def test_max_tasks_recycles_a_worker_without_losing_a_task(huey: Any, command: Any) -> None:
+    """pprunner's max_tasks_per_child: a worker at its limit serves on until its
+    replacement booted (no capacity gap), so it may run a few more tasks first."""
+    running = command("huey_tasks.huey", "--workers", "1", "--max-tasks", "2")
+    running.workers(1)
+    results = [huey_tasks.sleep(0.3) for _ in range(10)]
+    pids = [r.get(blocking=True, timeout=30) for r in results]
+    assert len(set(pids)) >= 2
+
+
+def test_sigint_stops_gracefully_after_the_running_task(
+        huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "1")
+    running.workers(1)
+    result = huey_tasks.sleep(1.5)
+    wait_until(lambda: huey.pending_count() == 0, what="the task to be taken")
+    running.signal(signal.SIGINT)
+    code, _err = running.wait()
+    assert code == 0
+    assert result.get() is not None  # finished, its result stored
+
+
+def test_sigterm_stops_at_once_and_hands_the_running_task_back(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    """Huey's interrupt signal (SIGTERM unless ``-g TERM``): its own consumer
+    interrupts the task and loses it; pprunner puts it back in the queue."""
+    running = command("huey_tasks.huey", "--workers", "1")
+    running.workers(1)
+    huey_tasks.block_first(str(tmp_path))
+    wait_until((tmp_path / "first").exists, what="the task to start")
+    started = time.monotonic()
+    running.signal(signal.SIGTERM)
+    running.wait()
+    assert time.monotonic() - started < 10
+    assert huey.pending_count() == 1
