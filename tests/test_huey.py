@@ -36,6 +36,7 @@ from tests.conftest import REPO, wait_until
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 PROJECT = REPO / "tests" / "huey_project"
+EXAMPLE = REPO / "examples" / "huey_app"
 sys.path.insert(0, str(PROJECT))
 import huey_tasks  # noqa: E402  (the project's module, as its producers import it)
 
@@ -65,7 +66,7 @@ class Command:
 
     def __init__(self, url: str, folder: Path, *arguments: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["HUEY_TEST_REDIS_URL"] = url
+        env["HUEY_TEST_REDIS_URL"] = env["HUEY_REDIS_URL"] = url  # tests', example's
         script = Path(sys.executable).parent / "pprunner"
         self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
                                         start_new_session=True, stderr=subprocess.PIPE)
@@ -188,3 +189,19 @@ def test_sigterm_stops_at_once_and_hands_the_running_task_back(
     running.wait()
     assert time.monotonic() - started < 10
     assert huey.pending_count() == 1
+
+
+def test_the_example_runs_with_its_documented_commands(command: Any, huey_url: str) -> None:
+    running = command("tasks.huey", "--workers", "2", folder=EXAMPLE)
+    running.workers(2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    printed = subprocess.run([sys.executable, "enqueue.py"], cwd=EXAMPLE, check=True,
+                             env={**env, "HUEY_REDIS_URL": huey_url}, timeout=60,
+                             capture_output=True, text=True).stdout.splitlines()
+    *whereami, add, slow, crash = printed
+    assert len(whereami) == 3 and all(line.startswith("whereami: worker pid")
+                                      for line in whereami)
+    assert (add, slow) == ("add: 5", "slow: failed: TaskTimeout('timeout (1s)')")
+    assert crash.startswith("crash: ran again in worker pid")
+    running.signal(signal.SIGINT)
+    assert running.wait()[0] == 0
