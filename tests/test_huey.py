@@ -78,6 +78,8 @@ class Command:
 
     def _workers(self) -> list[int]:
         """Booted workers: their process titles say so."""
+        if self.process.poll() is not None:
+            pytest.fail(f"pprunner huey exited: {self.wait()[1]}")
         found = []
         for child in psutil.Process(self.process.pid).children():
             with contextlib.suppress(psutil.Error):
@@ -157,7 +159,7 @@ def test_a_task_stuck_past_its_timeout_is_killed_and_fails_with_task_timeout(
 def test_max_tasks_recycles_a_worker_without_losing_a_task(huey: Any, command: Any) -> None:
     """pprunner's max_tasks_per_child: a worker at its limit serves on until its
     replacement booted (no capacity gap), so it may run a few more tasks first."""
-    running = command("huey_tasks.huey", "--workers", "1", "--max-tasks", "2")
+    running = command("huey_tasks.huey", "--workers", "1", "-M", "2")
     running.workers(1)
     results = [huey_tasks.sleep(0.3) for _ in range(10)]
     pids = [r.get(blocking=True, timeout=30) for r in results]

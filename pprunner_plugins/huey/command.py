@@ -70,14 +70,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                            overrides_source="huey_consumer's options")
     values = options.values
     # Huey's consumer in the supervisor: its lock flushing and its scheduler thread
-    scheduling = huey.create_consumer(**{**values, "workers": 0, "worker_type": "thread",
-                                         "max_tasks": None})
     worker_options = {k: v for k, v in values.items() if k not in SUPERVISOR_ONLY}
+    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
+                                      flush_locks=options.flush_locks,
+                                      extra_locks=options.extra_locks)
     feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
                                                   settings.time_limit)),
                     functools.partial(consumer.settle, huey))
     supervisor = HueySupervisor(feed=feed, config=settings,
-                                graceful_signal=options.graceful_signal)
+                                # -g is Huey 3.5's; before, SIGINT was the graceful one
+                                graceful_signal=getattr(options, "graceful_signal", "INT"))
     log.setup(settings.log_level, supervisor.id)
     _huey_logging(options)
     scheduling.scheduler.start()
