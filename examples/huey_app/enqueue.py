@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-from huey.exceptions import TaskException
-
 import tasks
+from huey.exceptions import TaskException
 
 
 def main() -> None:

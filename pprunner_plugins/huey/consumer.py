@@ -61,7 +61,7 @@ class HueyConsumer:
         self._stop_flag = consumer.stop_flag
 
     def consume(self, jobs: HostJobs) -> None:
-        self.huey.execute = self._reporting(jobs, self.huey.execute)  # type: ignore[method-assign]
+        self.huey.execute = self._reporting(jobs, self.huey.execute)
         self.worker.initialize()
         try:
             while not self._stop_flag.is_set():
