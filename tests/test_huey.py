@@ -73,10 +73,10 @@ class Command:
 
     def workers(self, count: int) -> list[int]:
         """The worker processes' pids, once there are ``count`` of them."""
-        return wait_until(lambda: len(pids := self._workers()) == count and pids,
+        return wait_until(lambda: len(pids := self.current()) == count and pids,
                           30, f"{count} worker processes")
 
-    def _workers(self) -> list[int]:
+    def current(self) -> list[int]:
         """Booted workers: their process titles say so."""
         if self.process.poll() is not None:
             pytest.fail(f"pprunner huey exited: {self.wait()[1]}")
@@ -207,3 +207,23 @@ def test_the_example_runs_with_its_documented_commands(command: Any, huey_url: s
     assert crash.startswith("crash: ran again in worker pid")
     running.signal(signal.SIGINT)
     assert running.wait()[0] == 0
+
+
+def test_a_delayed_task_is_enqueued_by_hueys_scheduler_in_the_supervisor(
+        huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "1")
+    (worker,) = running.workers(1)
+    result = huey_tasks.pid.schedule(delay=1)
+    assert huey.scheduled_count() == 1
+    assert result.get(blocking=True, timeout=30) == worker
+
+
+def test_sighup_replaces_every_worker_and_the_command_keeps_serving(
+        huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "2")
+    before = set(running.workers(2))
+    running.signal(signal.SIGHUP)
+    wait_until(lambda: not before & set(running.current()) and len(running.current()) == 2,
+               30, "every worker replaced")
+    assert huey_tasks.pid().get(blocking=True, timeout=30) not in before
+    assert running.process.poll() is None
