@@ -227,3 +227,17 @@ def test_sighup_replaces_every_worker_and_the_command_keeps_serving(
                30, "every worker replaced")
     assert huey_tasks.pid().get(blocking=True, timeout=30) not in before
     assert running.process.poll() is None
+
+
+def test_at_most_once_leaves_a_killed_workers_task_interrupted(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    running = command("huey_tasks.huey", "--workers", "1", "--at-most-once")
+    running.workers(1)
+    result = huey_tasks.block_first(str(tmp_path))
+    os.kill(int(wait_until((tmp_path / "first").exists, what="the task to start")
+                and (tmp_path / "first").read_text()), signal.SIGKILL)
+    running.workers(1)
+    assert huey_tasks.pid().get(blocking=True, timeout=30) > 0  # served after it
+    assert result.get() is None and huey.pending_count() == 0  # not run again
+    running.signal(signal.SIGINT)
+    assert "did not finish (at most once)" in running.wait()[1]

@@ -11,6 +11,8 @@ its first word. What they mean under pprunner:
 - ``-t/--shutdown-timeout``: pprunner's ``shutdown_timeout``;
 - ``-g/--graceful-signal``: which of SIGINT/SIGTERM stops gracefully; the other
   stops at once (the tasks that run are handed back to the queue, not lost);
+- ``--at-most-once`` (pprunner's): a dead worker's task is not run again, as with
+  Huey's own consumer; by default it is re-enqueued at once;
 - scheduler, periodic tasks, ``-f``/``-L`` lock flushing and logging: as Huey's,
   in the supervisor process.
 """
@@ -52,6 +54,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
             if "type" in settings:
                 settings["type"] = _TYPES[settings["type"]]
             parser.add_argument(short, long, **settings)
+    parser.add_argument("--at-most-once", action="store_true",
+                        help="pprunner: a task whose worker died or was stopped under it is "
+                             "not run again (Huey's own consumer's way), instead of re-enqueued")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                       extra_locks=options.extra_locks)
     feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
                                                   settings.time_limit)),
-                    functools.partial(consumer.settle, huey))
+                    functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
     supervisor = HueySupervisor(feed=feed, config=settings,
                                 # -g is Huey 3.5's; before, SIGINT was the graceful one
                                 graceful_signal=getattr(options, "graceful_signal", "INT"))

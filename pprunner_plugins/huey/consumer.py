@@ -19,7 +19,7 @@ from typing import Any
 
 from huey import Huey
 from huey.exceptions import TaskTimeout
-from huey.signals import SIGNAL_TIMEOUT
+from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
 from huey.utils import Error, load_class
 
 from pprunner.consuming import HostJob, HostJobs
@@ -90,17 +90,22 @@ def make_consumer(path: str, options: dict[str, Any], time_limit: float | None) 
     return HueyConsumer(load_huey(path), options, time_limit)
 
 
-def settle(huey: Huey, job: HostJob, error: ErrorInfo | None, retry: bool) -> None:
-    """In the supervisor: a task whose worker died goes back to Huey's queue (stopped,
-    or died under it: at-least-once); one killed at its hard limit ends as Huey ends a
-    task that raised ``TaskTimeout``."""
-    if error is None or retry:
-        logger.warning("task %s (%s) re-enqueued: %s", job.id, job.name,
-                       "its worker was stopped" if error is None else error.message)
-        task = huey.deserialize_task(job.data)
+def settle(huey: Huey, job: HostJob, error: ErrorInfo | None, retry: bool, *,
+           at_most_once: bool = False) -> None:
+    """In the supervisor: a task whose worker was stopped or died under it goes back to
+    Huey's queue (at-least-once), or with ``at_most_once`` ends as Huey's own consumer
+    ends an interrupted task (``SIGNAL_INTERRUPTED``, not run again); one killed at its
+    hard limit ends as Huey ends a task that raised ``TaskTimeout``."""
+    task = huey.deserialize_task(job.data)
+    why = "its worker was stopped" if error is None else error.message
+    if not (error is None or retry):
+        timed_out(huey, task, error)
+    elif at_most_once:
+        logger.warning("task %s (%s) did not finish (at most once): %s", job.id, job.name, why)
+        huey._emit(SIGNAL_INTERRUPTED, task)
+    else:
+        logger.warning("task %s (%s) re-enqueued: %s", job.id, job.name, why)
         huey.storage.enqueue(job.data, task.priority)
-        return
-    timed_out(huey, huey.deserialize_task(job.data), error)
 
 
 def timed_out(huey: Huey, task: Any, error: ErrorInfo) -> None:
