@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 PROJECT = REPO / "tests" / "huey_project"
 EXAMPLE = REPO / "examples" / "huey_app"
 sys.path.insert(0, str(PROJECT))
-import huey_tasks  # noqa: E402  (the project's module, as its producers import it)
+import huey_sqlite_tasks  # noqa: E402  (the project's modules, as its producers import them)
+import huey_tasks  # noqa: E402
 
 sys.path.remove(str(PROJECT))
 
@@ -64,9 +65,10 @@ def huey(huey_url: str) -> Any:
 class Command:
     """``pprunner huey ...`` started in a project folder, in a session of its own."""
 
-    def __init__(self, url: str, folder: Path, *arguments: str) -> None:
+    def __init__(self, url: str, folder: Path, *arguments: str, **env_vars: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["HUEY_TEST_REDIS_URL"] = env["HUEY_REDIS_URL"] = url  # tests', example's
+        env.update(env_vars)
         script = Path(sys.executable).parent / "pprunner"
         self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
                                         start_new_session=True, stderr=subprocess.PIPE)
@@ -108,8 +110,8 @@ class Command:
 def command(huey: Any, huey_url: str) -> Iterator[Any]:
     started: list[Command] = []
 
-    def start(*arguments: str, folder: Path = PROJECT) -> Command:
-        running = Command(huey_url, folder, *arguments)
+    def start(*arguments: str, folder: Path = PROJECT, **env_vars: str) -> Command:
+        running = Command(huey_url, folder, *arguments, **env_vars)
         started.append(running)
         return running
 
@@ -241,3 +243,18 @@ def test_at_most_once_leaves_a_killed_workers_task_interrupted(
     assert result.get() is None and huey.pending_count() == 0  # not run again
     running.signal(signal.SIGINT)
     assert "did not finish (at most once)" in running.wait()[1]
+
+
+def test_sqlite_huey_runs_tasks_and_gets_a_killed_workers_task_back(
+        command: Any, tmp_path: Path) -> None:
+    database = str(tmp_path / "huey.db")
+    huey_sqlite_tasks.huey.storage_kwargs["filename"] = database
+    huey_sqlite_tasks.huey.storage = huey_sqlite_tasks.huey.create_storage()
+    running = command("huey_sqlite_tasks.huey", "--workers", "2", HUEY_TEST_SQLITE=database)
+    workers = running.workers(2)
+    assert huey_sqlite_tasks.pid().get(blocking=True, timeout=30) in workers
+    result = huey_sqlite_tasks.block_first(str(tmp_path))
+    victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
+                 and (tmp_path / "first").read_text())
+    os.kill(victim, signal.SIGKILL)
+    assert result.get(blocking=True, timeout=30) not in (victim, None)
