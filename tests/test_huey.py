@@ -215,8 +215,8 @@ def test_a_delayed_task_is_enqueued_by_hueys_scheduler_in_the_supervisor(
         huey: Any, command: Any) -> None:
     running = command("huey_tasks.huey", "--workers", "1")
     (worker,) = running.workers(1)
-    result = huey_tasks.pid.schedule(delay=1)
-    assert huey.scheduled_count() == 1
+    result = huey_tasks.pid.schedule(delay=2)
+    wait_until(lambda: huey.scheduled_count() == 1, what="the worker to put it in the schedule")
     assert result.get(blocking=True, timeout=30) == worker
 
 
