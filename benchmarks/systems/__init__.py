@@ -19,7 +19,7 @@ from .celery import (
 from .drain_floor import DrainFloorRedis, DrainFloorSQLite
 from .dramatiq import DramatiqRedis
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
-from .huey import HueyRedis
+from .huey import HueyRedis, HueyRedisPprunner
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -39,7 +39,7 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
-                                     HueyRedis)
+                                     HueyRedis, HueyRedisPprunner)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name
 

@@ -40,6 +40,9 @@ logger = logging.getLogger("pprunner.huey")
 SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
                    "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout",
                    "graceful_signal")
+#: huey_consumer's logging options (``values`` leaves them out): the supervisor and each
+#: worker set Huey's logger up from them
+LOGGING = ("logfile", "verbose", "simple_log")
 _TYPES = {"int": int, "float": float}
 
 
@@ -76,17 +79,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     values = options.values
     # Huey's consumer in the supervisor: its lock flushing and its scheduler thread
     worker_options = {k: v for k, v in values.items() if k not in SUPERVISOR_ONLY}
+    logging_options = {k: getattr(options, k) for k in LOGGING}
     scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
                                       flush_locks=options.flush_locks,
                                       extra_locks=options.extra_locks)
     feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
-                                                  settings.time_limit)),
+                                                  logging_options, settings.time_limit)),
                     functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
     supervisor = HueySupervisor(feed=feed, config=settings,
                                 # -g is Huey 3.5's; before, SIGINT was the graceful one
                                 graceful_signal=getattr(options, "graceful_signal", "INT"))
     log.setup(settings.log_level, supervisor.id)
-    _huey_logging(options)
+    consumer.huey_logging(logging_options)
     scheduling.scheduler.start()
     try:
         return supervisor.run()
@@ -94,15 +98,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         scheduling.stop_flag.set()
         scheduling.scheduler.join()
         huey.notify_interrupted_tasks()
-
-
-def _huey_logging(options: ConsumerConfig) -> None:
-    """Huey's -v/-q levels; its lines go where pprunner's go, or to -l's file only."""
-    huey_logger = logging.getLogger("huey")
-    huey_logger.setLevel(options.loglevel)
-    if options.logfile:
-        options.setup_logger(huey_logger)
-        huey_logger.propagate = False
 
 
 class HueySupervisor(Supervisor):

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from huey import Huey
+from huey.consumer_options import ConsumerConfig
 from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
 from huey.utils import Error, load_class
@@ -84,10 +85,22 @@ class HueyConsumer:
         return execute_reported
 
 
-def make_consumer(path: str, options: dict[str, Any], time_limit: float | None) -> HueyConsumer:
+def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
+                  time_limit: float | None) -> HueyConsumer:
     """In each worker: the consumer of the Huey instance at ``path`` (``huey_consumer``'s
-    options, ``time_limit``: the setting's default hard limit)."""
+    options; ``time_limit``: the setting's default hard limit)."""
+    huey_logging(logging_options)
     return HueyConsumer(load_huey(path), options, time_limit)
+
+
+def huey_logging(logging_options: dict[str, Any]) -> None:
+    """Huey's -v/-q levels; its lines go where pprunner's go, or to -l's file only."""
+    options = ConsumerConfig(**logging_options)
+    huey_logger = logging.getLogger("huey")
+    huey_logger.setLevel(options.loglevel)
+    if options.logfile:
+        options.setup_logger(huey_logger)
+        huey_logger.propagate = False
 
 
 def settle(huey: Huey, job: HostJob, error: ErrorInfo | None, retry: bool, *,
