@@ -43,6 +43,8 @@ SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
 #: huey_consumer's logging options (``values`` leaves them out): the supervisor and each
 #: worker set Huey's logger up from them
 LOGGING = ("logfile", "verbose", "simple_log")
+#: help for the options Huey gives none
+MISSING_HELP = {"--logfile": "Huey's log lines go to FILE only (pprunner's stay on stderr)"}
 _TYPES = {"int": int, "float": float}
 
 
@@ -54,6 +56,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                     handler.get_scheduler_options()):
         for short, long, settings in options:
             settings = dict(settings, default=None)
+            settings.setdefault("help", MISSING_HELP.get(long, "as huey_consumer's"))
             if "type" in settings:
                 settings["type"] = _TYPES[settings["type"]]
             parser.add_argument(short, long, **settings)
