@@ -258,3 +258,29 @@ def test_sqlite_huey_runs_tasks_and_gets_a_killed_workers_task_back(
                  and (tmp_path / "first").read_text())
     os.kill(victim, signal.SIGKILL)
     assert result.get(blocking=True, timeout=30) not in (victim, None)
+
+
+def test_the_time_limit_setting_bounds_a_task_without_a_timeout(
+        huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "1", PPRUNNER_TIME_LIMIT="0.5")
+    (worker,) = running.workers(1)
+    with pytest.raises(TaskException) as raised:
+        huey_tasks.sleep(60).get(blocking=True, timeout=30)
+    assert "TaskTimeout" in raised.value.metadata["error"]
+    assert huey_tasks.pid().get(blocking=True, timeout=30) != worker
+
+
+def test_max_memory_per_child_recycles_workers_without_losing_a_task(
+        huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "1", PPRUNNER_MAX_MEMORY_PER_CHILD="1")
+    running.workers(1)
+    results = [huey_tasks.sleep(0.3) for _ in range(8)]
+    assert len({r.get(blocking=True, timeout=30) for r in results}) >= 2
+
+
+def test_workers_do_not_outlive_a_sigkilled_command(huey: Any, command: Any) -> None:
+    running = command("huey_tasks.huey", "--workers", "2")
+    workers = [psutil.Process(pid) for pid in running.workers(2)]
+    running.signal(signal.SIGKILL)
+    _gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []
