@@ -284,3 +284,13 @@ def test_workers_do_not_outlive_a_sigkilled_command(huey: Any, command: Any) -> 
     running.signal(signal.SIGKILL)
     _gone, alive = psutil.wait_procs(workers, timeout=15)
     assert alive == []
+
+
+def test_parents_waiting_on_children_do_not_deadlock_a_fixed_pool(
+        huey: Any, command: Any) -> None:
+    """Both workers hold a parent blocked in ``result.get(blocking=True)``: with
+    Huey's own consumer nothing is left to run the children."""
+    running = command("huey_tasks.huey", "--workers", "2")
+    running.workers(2)
+    parents = [huey_tasks.parent(3) for _ in range(2)]
+    assert all(p.get(blocking=True, timeout=30) >= 1 for p in parents)

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from huey import Huey
+from huey.api import Result
 from huey.consumer_options import ConsumerConfig
 from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
@@ -60,9 +61,12 @@ class HueyConsumer:
         consumer = huey.create_consumer(**{**options, "workers": 1, "worker_type": "process"})
         ((self.worker, _process),) = consumer.worker_threads
         self._stop_flag = consumer.stop_flag
+        #: a task runs now (Huey's worker runs one at a time)
+        self._in_task = False
 
     def consume(self, jobs: HostJobs) -> None:
         self.huey.execute = self._reporting(jobs, self.huey.execute)
+        self._lend_slot_while_waiting(jobs)
         self.worker.initialize()
         try:
             while not self._stop_flag.is_set():
@@ -80,9 +84,28 @@ class HueyConsumer:
         def execute_reported(task: Any, timestamp: Any = None) -> Any:
             with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
                               data=huey.serialize_task(task)):
-                return execute(task, timestamp)
+                self._in_task = True
+                try:
+                    return execute(task, timestamp)
+                finally:
+                    self._in_task = False
 
         return execute_reported
+
+    def _lend_slot_while_waiting(self, jobs: HostJobs) -> None:
+        """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
+        task) lends this worker's slot while it blocks, so a pool whose every worker
+        waits cannot deadlock. Huey's ``Result`` class is this worker process's own."""
+        wait = Result.get_raw_result
+
+        def get_raw_result_lending(result: Result, blocking: bool = False,
+                                   *args: Any, **kwargs: Any) -> Any:
+            if not (blocking and self._in_task):
+                return wait(result, blocking, *args, **kwargs)
+            with jobs.lend_slot():
+                return wait(result, blocking, *args, **kwargs)
+
+        Result.get_raw_result = get_raw_result_lending
 
 
 def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],

@@ -47,3 +47,10 @@ def stuck_in_native_code(marker_dir: str) -> int:
     Path(marker_dir, "stuck").write_text(str(os.getpid()))
     time.sleep(60)
     return os.getpid()
+
+
+@huey.task()
+def parent(children: int) -> int:
+    """Waits for its children as Huey's docs show: result.get(blocking=True)."""
+    results = [pid() for _ in range(children)]
+    return len({r.get(blocking=True, timeout=30) for r in results})
