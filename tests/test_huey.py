@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ import psutil
 import redis
 from huey.exceptions import TaskException
 
+from pprunner import ExitCode
 from tests.conftest import REPO, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
@@ -70,8 +72,10 @@ class Command:
         env["HUEY_TEST_REDIS_URL"] = env["HUEY_REDIS_URL"] = url  # tests', example's
         env.update(env_vars)
         script = Path(sys.executable).parent / "pprunner"
+        # read while the command runs and after it exited; closed in close()
+        self.log = tempfile.NamedTemporaryFile(prefix="pprunner-huey-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
-                                        start_new_session=True, stderr=subprocess.PIPE)
+                                        start_new_session=True, stderr=self.log)
 
     def workers(self, count: int) -> list[int]:
         """The worker processes' pids, once there are ``count`` of them."""
@@ -93,8 +97,11 @@ class Command:
         self.process.send_signal(signum)
 
     def wait(self, timeout: float = 30) -> tuple[int, str]:
-        _out, err = self.process.communicate(timeout=timeout)
-        return self.process.returncode, err.decode()
+        """Its exit status and everything it logged."""
+        return self.process.wait(timeout=timeout), self.logged()
+
+    def logged(self) -> str:
+        return Path(self.log.name).read_text()
 
     def close(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -103,7 +110,8 @@ class Command:
             for member in family:
                 member.kill()
             psutil.wait_procs(family, timeout=10)
-        self.process.communicate(timeout=10)
+        self.process.wait(timeout=10)
+        self.log.close()
 
 
 @pytest.fixture
@@ -294,3 +302,18 @@ def test_parents_waiting_on_children_do_not_deadlock_a_fixed_pool(
     running.workers(2)
     parents = [huey_tasks.parent(3) for _ in range(2)]
     assert all(p.get(blocking=True, timeout=30) >= 1 for p in parents)
+
+
+def test_a_second_sigint_stops_at_once_and_hands_the_running_task_back(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    running = command("huey_tasks.huey", "--workers", "1")
+    running.workers(1)
+    huey_tasks.block_first(str(tmp_path))
+    wait_until((tmp_path / "first").exists, what="the task to start")
+    running.signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT: stopping gracefully" in running.logged(),
+               what="the graceful stop to begin")
+    running.signal(signal.SIGINT)
+    code, err = running.wait()
+    assert code == ExitCode.INTERRUPTED and "SIGINT: stopping at once" in err
+    assert huey.pending_count() == 1
