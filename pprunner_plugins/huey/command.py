@@ -74,18 +74,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     huey = consumer.load_huey(args.huey_path)
-    # one worker unless told, as huey_consumer; pyproject and PPRUNNER_* may say more
-    settings = config.load({"processes": 1}, {"processes": given.get("workers"),
-                                              "max_tasks_per_child": given.get("max_tasks"),
-                                              "shutdown_timeout": given.get("shutdown_timeout")},
-                           overrides_source="huey_consumer's options")
-    values = options.values
-    # Huey's consumer in the supervisor: its lock flushing and its scheduler thread
-    worker_options = {k: v for k, v in values.items() if k not in SUPERVISOR_ONLY}
+    settings = _settings(given)
+    worker_options = {k: v for k, v in options.values.items() if k not in SUPERVISOR_ONLY}
     logging_options = {k: getattr(options, k) for k in LOGGING}
-    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
-                                      flush_locks=options.flush_locks,
-                                      extra_locks=options.extra_locks)
     feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
                                                   logging_options, settings.time_limit)),
                     functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
@@ -94,13 +85,27 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                 graceful_signal=getattr(options, "graceful_signal", "INT"))
     log.setup(settings.log_level, supervisor.id)
     consumer.huey_logging(logging_options)
+    if given.get("worker_type", "process") != "process":
+        logger.info("-k %s: each of pprunner's workers is a process", given["worker_type"])
+    # Huey's consumer in the supervisor, without workers: its lock flushing and scheduler
+    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
+                                      flush_locks=options.flush_locks,
+                                      extra_locks=options.extra_locks)
     scheduling.scheduler.start()
     try:
         return supervisor.run()
     finally:
         scheduling.stop_flag.set()
         scheduling.scheduler.join()
-        huey.notify_interrupted_tasks()
+
+
+def _settings(given: dict[str, Any]) -> config.Config:
+    """pprunner's settings, huey_consumer's options among them: one worker unless told,
+    as huey_consumer; pyproject and ``PPRUNNER_*`` may say more."""
+    return config.load({"processes": 1}, {"processes": given.get("workers"),
+                                          "max_tasks_per_child": given.get("max_tasks"),
+                                          "shutdown_timeout": given.get("shutdown_timeout")},
+                       overrides_source="huey_consumer's options")
 
 
 class HueySupervisor(Supervisor):
