@@ -75,9 +75,6 @@ class HostJobs:
         self._counting = threading.Lock()
         #: set once the supervisor retired this worker, or it got a SIGTERM
         self.stopping = threading.Event()
-        #: how many ``lend_slot()`` blocks are open (only the outermost one reports)
-        self._lending = 0
-        self._lending_lock = threading.Lock()
 
     @contextlib.contextmanager
     def running(self, job_id: str, name: str, *, time_limit: float | None = None,
@@ -99,24 +96,6 @@ class HostJobs:
         middleware's before and after); each ``started`` needs its ``finished``."""
         self._supervision.channel.send(channel.Started(job_id, name, time_limit, False, data))
         set_title(f"pprunner worker {self.slot}: {name}")
-
-    @contextlib.contextmanager
-    def lend_slot(self) -> Iterator[None]:
-        """Around a blocking wait, inside a job, for jobs other workers run (a host's
-        documented ``result.get(blocking=True)``): the supervisor runs one more worker
-        meanwhile, as for :meth:`pprunner.WorkerContext.lend_slot`, so a fixed pool
-        whose every worker waits does not deadlock. Nested blocks lend once."""
-        with self._lending_lock:
-            self._lending += 1
-            if self._lending == 1:
-                self._supervision.channel.send(channel.Waiting(True))
-        try:
-            yield
-        finally:
-            with self._lending_lock:
-                self._lending -= 1
-                if self._lending == 0:
-                    self._supervision.channel.send(channel.Waiting(False))
 
     def finished(self, job_id: str) -> None:
         """:meth:`running`'s end: the job is no longer the worker's."""

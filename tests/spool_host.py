@@ -43,22 +43,8 @@ def _sleep(seconds: float) -> int:
     return os.getpid()
 
 
-def _wait_for_child(folder: str) -> int:
-    """Enqueue a child and block until its result is there, lending the slot meanwhile
-    (as a host's blocking ``result.get`` would); returns the child's pid."""
-    spool = Spool(Path(folder))
-    child = spool.enqueue("pid")
-    assert JOBS is not None
-    with JOBS.lend_slot():
-        while (result := spool.result(child)) is None:
-            time.sleep(0.01)
-    return int(result["value"])
-
-
 TASKS: dict[str, Callable[..., Any]] = {"pid": _pid, "block_first": _block_first,
-                                        "sleep": _sleep, "wait_for_child": _wait_for_child}
-#: this worker's line to its supervisor, for tasks that wait (set by the consumer)
-JOBS: HostJobs | None = None
+                                        "sleep": _sleep}
 
 
 class Spool:
@@ -91,8 +77,6 @@ class SpoolConsumer:
         self._stopped = threading.Event()
 
     def consume(self, jobs: HostJobs) -> None:
-        global JOBS
-        JOBS = jobs
         pause = 0.005
         while not self._stopped.is_set():
             claimed = self._claim()

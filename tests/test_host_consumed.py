@@ -123,14 +123,6 @@ def test_workers_are_recycled_after_max_tasks_without_losing_a_job(host) -> None
     assert recycled and all(e.exitcode == 0 for e in recycled)
 
 
-def test_a_job_that_lends_its_slot_lets_another_worker_run_what_it_waits_for(host) -> None:
-    """One worker, whose job waits for a child: without the lent slot, nobody runs it."""
-    running = host(processes=1)
-    (waiter,) = [w.runner.pid for w in running.supervisor.view.workers()]
-    job_id = running.spool.enqueue("wait_for_child", str(running.spool.folder))
-    assert running.result(job_id)["value"] != waiter  # the child ran on the lent slot
-
-
 def test_a_graceful_stop_lets_the_running_job_finish(host) -> None:
     running = host(processes=1)
     job_id = running.spool.enqueue("sleep", 1.0)
