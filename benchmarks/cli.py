@@ -1,4 +1,5 @@
-"""``python -m benchmarks run|executors|tracing|floor [--quick] [--only SCENARIO,...] ...``
+"""``python -m benchmarks run|executors|tracing|floor [--quick] [--only SCENARIO,...] ...``,
+``python -m benchmarks redis_cost|hosts [...]``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
 ``pprunner.Executor`` against the pools without a queue, ``tracing`` pprunner
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import procs, report, runner, system
 from .runner import Result
@@ -116,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: measurements of one thing, each a module with its own options and ``main(argv)``
+TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        tool: Any = importlib.import_module(TOOLS[argv[0]])
+        return int(tool.main(argv[1:]))
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     settings = Settings.make(quick=args.quick, rounds=args.rounds, interleave=args.interleave)

@@ -27,7 +27,7 @@ from .system import ROOT, Value
 CELL_LIMIT = 60
 #: the libraries whose versions decide the numbers, printed with the machine
 VERSIONED = ("redis", "hiredis", "msgpack", "celery", "kombu", "rq", "dramatiq", "huey",
-             "pynenc", "loky")
+             "pynenc", "loky", "psycopg", "pgqueuer", "asyncpg")
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -41,7 +41,8 @@ def machine() -> dict[str, Any]:
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "pprunner": pprunner, "platform": platform.platform(), "git": _git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(), "redis_server": _redis_server()}
+            "versions": _versions(), "redis_server": _redis_server(),
+            "postgres_server": _postgres_server()}
 
 
 def _versions() -> dict[str, str]:
@@ -56,6 +57,13 @@ def _versions() -> dict[str, str]:
 def _redis_server() -> str:
     """The version of the Redis server the Redis systems use, or why there is none."""
     from .systems.pprunner_redis import server_version
+
+    return server_version()
+
+
+def _postgres_server() -> str:
+    """The version of the PostgreSQL server the PostgreSQL systems use, or why there is none."""
+    from .systems.pprunner_postgres import server_version
 
     return server_version()
 
@@ -93,7 +101,8 @@ def header_lines(info: dict[str, Any], settings: Settings) -> list[str]:
             f"python {info['python']}, pprunner {info['pprunner']} (git {info['git']}), "
             f"{info['date']}",
             "libraries: " + (", ".join(f"{k} {v}" for k, v in info["versions"].items())
-                             or "none of the peers") + f"; Redis server {info['redis_server']}",
+                             or "none of the peers") + f"; Redis server {info['redis_server']}"
+            + f"; PostgreSQL server {info.get('postgres_server', 'unknown')}",
             f"{settings.rounds} round(s) per system and scenario"
             + ("" if settings.rounds_forced else
                " (latency and idle cost: 1, each already a statistic over many samples)")

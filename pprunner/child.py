@@ -134,6 +134,13 @@ class Child:
         return self.phase in (Phase.RETIRING, Phase.STOPPING)
 
     @property
+    def killed_from_outside(self) -> bool:
+        """It died of a signal the supervisor did not send (the OOM killer, a
+        SIGTERM to the whole process group): a death, even when it was asked to go."""
+        exitcode = self.process.exitcode
+        return exitcode is not None and exitcode < 0 and -exitcode not in self.signals_sent
+
+    @property
     def busy(self) -> bool:
         """It runs a job: one it reported, or a call it was handed."""
         return bool(self.running) or self.call is not None

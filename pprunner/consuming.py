@@ -21,12 +21,14 @@ import contextlib
 import logging
 import signal
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from . import channel, log
+from .errors import SoftTimeLimitExceeded
 from .proctitle import set_title
 
 if TYPE_CHECKING:
@@ -75,15 +77,22 @@ class HostJobs:
         self._counting = threading.Lock()
         #: set once the supervisor retired this worker, or it got a SIGTERM
         self.stopping = threading.Event()
+        #: the job whose soft time limit runs now (one at a time: a SIGALRM timer)
+        self._soft_limited: str | None = None
 
     @contextlib.contextmanager
     def running(self, job_id: str, name: str, *, time_limit: float | None = None,
-                data: Any = None) -> Iterator[None]:
+                soft_time_limit: float | None = None, data: Any = None) -> Iterator[None]:
         """Around one job the consumer runs (from any of its threads): the supervisor
         learns the worker holds it, kills the worker past ``time_limit`` seconds and,
         if the worker dies meanwhile, settles the job with ``data`` (which must
-        pickle). After it, the worker asks to be recycled when a limit is reached."""
-        self.started(job_id, name, time_limit=time_limit, data=data)
+        pickle). After it, the worker asks to be recycled when a limit is reached.
+
+        ``soft_time_limit``: :class:`~pprunner.errors.SoftTimeLimitExceeded` is
+        raised in the job after that many seconds; only for a job run in the thread
+        that called ``consume()`` (signals reach no other), one at a time."""
+        self.started(job_id, name, time_limit=time_limit, soft_time_limit=soft_time_limit,
+                     data=data)
         try:
             with log.invocation_scope(job_id):
                 yield
@@ -91,18 +100,30 @@ class HostJobs:
             self.finished(job_id)
 
     def started(self, job_id: str, name: str, *, time_limit: float | None = None,
-                data: Any = None) -> None:
+                soft_time_limit: float | None = None, data: Any = None) -> None:
         """:meth:`running`'s start, for a host whose hooks split it in two (a
         middleware's before and after); each ``started`` needs its ``finished``."""
         self._supervision.channel.send(channel.Started(job_id, name, time_limit, False, data))
+        if soft_time_limit:
+            self._soft_limited = name
+            signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
         set_title(f"pprunner worker {self.slot}: {name}")
 
     def finished(self, job_id: str) -> None:
         """:meth:`running`'s end: the job is no longer the worker's."""
+        if self._soft_limited is not None:  # cleared first: a late SIGALRM does nothing
+            self._soft_limited = None
+            signal.setitimer(signal.ITIMER_REAL, 0)
         self._supervision.channel.send(channel.Finished(job_id, channel.peak_rss()))
         with self._counting:
             self._supervision.ended()
         set_title(f"pprunner worker {self.slot}: idle")
+
+    def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
+        """SIGALRM handler: the running job's soft time limit ran out."""
+        name, self._soft_limited = self._soft_limited, None
+        if name is not None:
+            raise SoftTimeLimitExceeded(f"soft time limit exceeded by {name}")
 
 
 def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) -> None:
@@ -125,5 +146,6 @@ def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) ->
     # interrupted in this thread, holds
     signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(
         target=stop, name="pprunner-sigterm", daemon=True).start())
+    signal.signal(signal.SIGALRM, jobs.soft_limit_reached)
     set_title(f"pprunner worker {jobs.slot}: idle")
     consumer.consume(jobs)

@@ -300,7 +300,9 @@ class Supervisor:
     def stop(self, *, immediate: bool = False, timeout: float | None = None,
              while_stopping: Callable[[], None] | None = None) -> ExitCode:
         """Ask for a stop (graceful unless ``immediate``) and wait until it is done
-        (or ``timeout`` passed; hosted, it is always done).
+        (or ``timeout`` passed; hosted, it is always done). Called from inside a
+        pass (a signal handler that interrupted one), it only marks an immediate
+        stop as asked for, and returns at once.
 
         :param while_stopping: hosted only (the stop then runs in this thread, and
             the last events are delivered here): called about every
@@ -308,6 +310,8 @@ class Supervisor:
             host keeps its own timers (broker heartbeats) going.
         """
         self._immediate = self._immediate or immediate
+        if self._in_pass:  # a host's signal handler interrupted a pass (Celery's second
+            return self.exit_code  # Ctrl-C): that stop, or the host's next call, does it
         if self._host_thread is not None:
             self._while_stopping = while_stopping
             self._stop_requested = True
@@ -612,7 +616,7 @@ class Supervisor:
             error: ErrorInfo | None
             if child.kill is not None:
                 error = child.kill.error
-            elif child.requested_stop:
+            elif child.requested_stop and not child.killed_from_outside:
                 error = None
             else:
                 error = ErrorInfo("WorkerDied", f"{child.who} {description} while running "

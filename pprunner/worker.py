@@ -197,6 +197,43 @@ def current_context() -> WorkerContext | None:
     return _current
 
 
+@attrs.define
+class _Orphaning:
+    """What this worker does when its supervisor dies (:func:`finish_jobs_when_orphaned`)."""
+
+    finish_job: bool = False
+    on_orphaned: Callable[[], None] | None = None
+    #: set while no job runs (between jobs, and before the first)
+    idle: threading.Event = attrs.Factory(threading.Event)
+
+
+_orphaning = _Orphaning()
+_orphaning.idle.set()
+
+
+def finish_jobs_when_orphaned(on_orphaned: Callable[[], None] | None = None) -> None:
+    """Called in a worker process (a host's initializer): when the supervisor dies,
+    the job that runs goes on to its end (within its ``time_limit``) and the worker
+    then exits without taking another, instead of being interrupted at once. For a
+    host whose job records its own outcome, as RQ's forked horse does when its
+    worker is killed. ``on_orphaned`` runs (in a thread) as the job is left to end:
+    the host may keep the signs of life its peers watch for that long."""
+    _orphaning.finish_job = True
+    _orphaning.on_orphaned = on_orphaned
+
+
+def _finish_orphaned_job() -> None:
+    """The supervisor is gone: with :func:`finish_jobs_when_orphaned`, wait for the
+    running job to end, at most its time limit."""
+    job = _current.job if _current is not None else None
+    if not _orphaning.finish_job or job is None:
+        return
+    logger.warning("the supervisor is gone; finishing %s before stopping", job.id)
+    if _orphaning.on_orphaned is not None:
+        _orphaning.on_orphaned()
+    _orphaning.idle.wait(getattr(job, "time_limit", None))
+
+
 @attrs.frozen
 class Retrying:
     """An attempt that failed but earned another one after ``delay`` seconds."""
@@ -541,6 +578,7 @@ class Worker:
         outer_in_task = self._in_task
         name = job.task if isinstance(job, Invocation) else job.name
         set_title(f"pprunner worker {context.slot}: {name}")
+        _orphaning.idle.clear()
         peak = 0
         hook = context.plugins.hook
         try:
@@ -567,6 +605,8 @@ class Worker:
             context.stack.pop()
             outer = context.job
             _current = context if outer else None
+            if outer is None:
+                _orphaning.idle.set()
             title = "idle" if outer is None else (
                 outer.task if isinstance(outer, Invocation) else outer.name)
             set_title(f"pprunner worker {context.slot}: {title}")
@@ -725,12 +765,16 @@ def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
         if context.plugins.manager.get_plugin(name) is None:
             context.plugins.manager.register(importlib.import_module(name), name=name)
     if spec.initializer is not None:
+        global _current
+        _current = context  # the initializer may ask which worker it prepares (its slot)
         try:
             spec.initializer.function(*spec.initializer.args, **spec.initializer.kwargs)
         except Exception as exc:
             logger.exception("the initializer %s raised", spec.initializer.name)
             raise AppLoadError(f"the worker initializer {spec.initializer.name} raised "
                                f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            _current = None
     context.plugins.hook.pprunner_worker_init(context=context)
     return context
 
@@ -752,11 +796,13 @@ def watch_lifeline(lifeline: Any) -> None:
 
     A blocking read in a daemon thread: no polling, and it works whatever
     killed the supervisor, SIGKILL included. The worker gets SIGTERM, hands
-    back what it runs, and is forced out after :data:`ORPHAN_GRACE` seconds.
+    back what it runs, and is forced out after :data:`ORPHAN_GRACE` seconds
+    (after its job's end, with :func:`finish_jobs_when_orphaned`).
     """
     def wait_for_eof() -> None:
         with contextlib.suppress(EOFError, OSError):
             lifeline.recv_bytes()
+        _finish_orphaned_job()
         logger.warning("the supervisor is gone; stopping")
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE)

@@ -22,6 +22,7 @@ import pytest
 import pprunner
 from pprunner import App, Supervisor
 from tests import apps
+from tests.postgres_server import postgres_url  # noqa: F401 - a fixture for every test
 from tests.redis_server import redis_base, redis_url  # noqa: F401 - fixtures for every test
 
 REPO = Path(__file__).resolve().parent.parent

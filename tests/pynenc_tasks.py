@@ -41,8 +41,17 @@ def die_once(marker: str) -> int:
     """SIGKILLs its worker the first time (a marker file remembers), then succeeds."""
     if not os.path.exists(marker):
         open(marker, "w").close()
+        # pynenc writes the RUNNING history record from a thread: let it land first
+        app.state_backend.wait_for_all_async_operations()
         os.kill(os.getpid(), signal.SIGKILL)
     return os.getpid()
+
+
+@app.task
+def always_die() -> None:
+    """SIGKILLs its worker every time (a poison invocation)."""
+    app.state_backend.wait_for_all_async_operations()  # its RUNNING record first
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task

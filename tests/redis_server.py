@@ -6,59 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A ``redis-server`` on a free loopback port, with append-only persistence in
-    ``folder`` so a test can stop and start it without losing what was written.
-
-    ``also_bind``: more local addresses to listen on (the root side of test hosts'
-    links); ``url`` stays on loopback. Protected mode is off because it would
-    refuse every client not on loopback, and the server listens only where told.
-    """
-
-    def __init__(self, folder: Path, also_bind: Sequence[str] = ()) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.addresses = ("127.0.0.1", *also_bind)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", *self.addresses,
-             "--protected-mode", "no",
-             "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+from pprunner.testing.redis_servers import (  # noqa: F401 - the tests import them from here
+    ClusterGroup,
+    PrivateRedis,
+    SentinelGroup,
+    free_port,
+)
 
 
 def skip_or_fail(reason: str) -> None:

@@ -55,9 +55,11 @@ class Spool:
         for name in ("queue", "claimed", "results"):
             (folder / name).mkdir(parents=True, exist_ok=True)
 
-    def enqueue(self, task: str, *args: Any, time_limit: float | None = None) -> str:
+    def enqueue(self, task: str, *args: Any, time_limit: float | None = None,
+                soft_time_limit: float | None = None) -> str:
         job_id = os.urandom(6).hex()
-        body = json.dumps({"id": job_id, "task": task, "args": args, "time_limit": time_limit})
+        body = json.dumps({"id": job_id, "task": task, "args": args, "time_limit": time_limit,
+                           "soft_time_limit": soft_time_limit})
         partial = self.folder / f"{job_id}.partial"
         partial.write_text(body)
         partial.replace(self.folder / "queue" / f"{time.time_ns()}-{job_id}.json")
@@ -87,8 +89,11 @@ class SpoolConsumer:
             pause = 0.005
             job = json.loads(claimed.read_text())
             with jobs.running(job["id"], job["task"], time_limit=job["time_limit"],
-                              data=claimed.name):
-                result = {"value": TASKS[job["task"]](*job["args"])}
+                              soft_time_limit=job["soft_time_limit"], data=claimed.name):
+                try:
+                    result = {"value": TASKS[job["task"]](*job["args"])}
+                except Exception as exc:  # the task's own error is its result
+                    result = {"error": type(exc).__name__, "message": str(exc)}
             _write_result(self.folder, job["id"], result)
             claimed.unlink()
 

@@ -196,20 +196,27 @@ class TestSQLiteBackend(BackendContract):
     def test_an_ending_wakes_a_waiter_in_another_instance_and_leaves_nothing_behind(
             self, monkeypatch: pytest.MonkeyPatch,
             open_backend: Callable[[], SQLiteBackend]) -> None:
-        # waiters block 5 s between looks here, so one that sees the ending within 2 s was woken
-        monkeypatch.setattr(pprunner.backend, "NOTIFIED_RECHECK", 5.0)
         owner, watcher = open_backend(), open_backend()
-        owner.enqueue(invocation := make_invocation())
-        assert owner.claim("owner", 0.05) is not None
-        waiters = [Background(lambda: watcher.wait(invocation.id, timeout=30), name=f"waiter {n}")
-                   for n in range(2)]
-        wait_until(lambda: owner._execute("SELECT COUNT(*) FROM waiters") == [(2,)],
-                   what="both waiters to block")
-        owner.complete(invocation.id, "owner", b"1")
-        for waiter in waiters:
-            assert waiter.join(timeout=2).status is Status.SUCCESS
-        assert owner._execute("SELECT COUNT(*) FROM waiters") == [(0,)]
+        assert_waiters_told_at_once(monkeypatch, owner, watcher, lambda: owner._execute(
+            "SELECT COUNT(*) FROM waiters")[0][0])
         assert list(watcher.endings.folder.glob("waiter-*")) == []  # sockets released
+
+
+def assert_waiters_told_at_once(monkeypatch: pytest.MonkeyPatch, owner: Backend,
+                                watcher: Backend, waiters_recorded: Callable[[], int]) -> None:
+    """Two callers wait (on ``watcher``) for an invocation that ``owner`` completes:
+    both see it at once, and ``waiters_recorded`` (the store's count of them) is 0 after."""
+    # waiters block 5 s between looks here, so one that sees the ending within 2 s was woken
+    monkeypatch.setattr(pprunner.backend, "NOTIFIED_RECHECK", 5.0)
+    owner.enqueue(invocation := make_invocation())
+    assert owner.claim("owner", 0.05) is not None
+    waiters = [Background(lambda: watcher.wait(invocation.id, timeout=30), name=f"waiter {n}")
+               for n in range(2)]
+    wait_until(lambda: waiters_recorded() == 2, what="both waiters to block")
+    owner.complete(invocation.id, "owner", b"1")
+    for waiter in waiters:
+        assert waiter.join(timeout=2).status is Status.SUCCESS
+    assert waiters_recorded() == 0
 
 
 def test_an_older_sqlite_file_is_migrated(tmp_path: Path) -> None:
@@ -249,6 +256,17 @@ class TestRedisBackend(BackendContract):
         from pprunner_plugins.redis import RedisBackend
 
         backend = RedisBackend(redis_url)
+        yield backend
+        backend.close()
+
+
+@pytest.mark.postgres
+class TestPostgresBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, postgres_url: str) -> Iterator[Backend]:
+        from pprunner_plugins.postgres import PostgresBackend
+
+        backend = PostgresBackend(postgres_url)
         yield backend
         backend.close()
 

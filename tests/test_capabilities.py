@@ -39,10 +39,11 @@ def core_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
 
 def test_the_built_in_backends_declare_every_capability() -> None:
     from pprunner_plugins.memory import MemoryBackend
+    from pprunner_plugins.postgres import PostgresBackend
     from pprunner_plugins.redis import RedisBackend
     from pprunner_plugins.sqlite import SQLiteBackend
 
-    for backend in (MemoryBackend, SQLiteBackend, RedisBackend):
+    for backend in (MemoryBackend, SQLiteBackend, RedisBackend, PostgresBackend):
         assert all(issubclass(backend, capability) for capability in CAPABILITIES), backend
     assert not any(issubclass(core_backend.CoreOnlyBackend, c) for c in CAPABILITIES)
 

@@ -12,6 +12,7 @@ missing Celery or broker skips with the reason, unless
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
 import json
 import logging
@@ -40,12 +41,13 @@ else:
     pytest.importorskip("celery", reason="Celery is not installed (pip install -e '.[test]')")
 
 import redis  # noqa: E402
-from celery import Celery  # noqa: E402
+from celery import Celery, signals  # noqa: E402
 from celery.exceptions import TaskRevokedError  # noqa: E402
 
 from pprunner import ConfigError  # noqa: E402
 from pprunner.jobs import Call, Cancelled, Finished, Lost, Started, TimedOut  # noqa: E402
 from pprunner_plugins.celery import child, settings  # noqa: E402
+from pprunner_plugins.celery import pool as pool_module  # noqa: E402
 from pprunner_plugins.celery.jobs import Job  # noqa: E402
 from pprunner_plugins.celery.pool import TaskPool  # noqa: E402
 from tests import celery_app  # noqa: E402
@@ -71,6 +73,16 @@ def _reachable(url: str, default_port: int) -> None:
         pytest.skip(message)
 
 
+#: the ``celery`` script of this environment: workers start the way users start them
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def user_environ() -> dict[str, str]:
+    """This environment without ``PYTHONPATH``: what a user's shell gives the ``celery``
+    script, which finds ``-A`` from its working directory."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 class Worker:
     """A ``celery worker`` subprocess in its own process group, always reaped."""
 
@@ -83,7 +95,7 @@ class Worker:
         self.markers.mkdir()
         self.log = tmp / "worker.log"
         self.app = celery_app.make_app(broker, REDIS, self.queue)
-        env = {**os.environ, "PYTHONPATH": str(REPO),
+        env = {**user_environ(),
                celery_app.BROKER_ENV: broker, celery_app.BACKEND_ENV: REDIS,
                celery_app.QUEUE_ENV: self.queue, celery_app.MARKERS_ENV: str(self.markers),
                **env}
@@ -95,14 +107,18 @@ class Worker:
             pool = []
         else:
             env["CELERY_CUSTOM_WORKER_POOL"] = celery_app.POOL
-        argv = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", *pool,
+        argv = [CELERY, "-A", "tests.celery_app", "worker", *pool,
                 "-c", str(concurrency), "-n", self.name, "-l", "INFO", "--without-mingle",
                 "--without-gossip", *options]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         if ready:
-            self.wait_ready(concurrency)
+            try:
+                self.wait_ready(concurrency)
+            except BaseException:  # the caller never gets the worker to stop: stop it here
+                self.stop()
+                raise
 
     def wait_ready(self, concurrency: int) -> None:
         def ready() -> bool:
@@ -138,16 +154,21 @@ class Worker:
             if self.app.conf.broker_url.startswith("amqp"):
                 with self.app.connection_for_write() as connection:
                     connection.default_channel.queue_delete(self.queue)
-        backend = self.app.backend  # older Celery leaves its connections open at close()
-        for close in (backend.result_consumer.stop, backend.client.connection_pool.disconnect):
-            with contextlib.suppress(Exception):
-                close()
-        self.app.close()
-        # what Celery and redis-py still hold in reference cycles goes now, not in
-        # whichever later test the collector happens to run in
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
+        close_app(self.app)
+
+
+def close_app(app: Celery) -> None:
+    """Close a client app and the Redis connections its result backend holds."""
+    backend = app.backend  # older Celery leaves its connections open at close()
+    for close in (backend.result_consumer.stop, backend.client.connection_pool.disconnect):
+        with contextlib.suppress(Exception):
+            close()
+    app.close()
+    # what Celery and redis-py still hold in reference cycles goes now, not in
+    # whichever later test the collector happens to run in
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _flush_redis() -> None:
@@ -236,6 +257,39 @@ def test_pprunner_health_reads_the_workers_health_file(redis_worker: Worker) -> 
     wait_until(lambda: check().returncode == 0, 30, "a ready health file")
     assert check().stdout.strip() == "ready"
     assert json.loads(health_file.read_text())["pid"] == redis_worker.process.pid
+
+
+def test_children_are_named_and_titled_as_preforks_with_a_log_file_each(tmp_path: Path) -> None:
+    """``%(processName)s`` is ``ForkPoolWorker-N``, ``-f celery%I.log`` gives each child
+    its own file, and ``pgrep -f celery`` finds the children (Celery's title first)."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, "-f", str(tmp_path / "celery%I.log"))
+    try:
+        assert [worker.send("t.add", i, i).get(timeout=RESULT_TIMEOUT) for i in range(6)] \
+            == [2 * i for i in range(6)]
+        for pid in worker.pool_info()["processes"]:
+            title = " ".join(psutil.Process(pid).cmdline()).strip()
+            assert re.fullmatch(r"\[celeryd: \S+:ForkPoolWorker-(\d)\] pprunner worker \1: idle",
+                                title), title
+        logs = {path.name: path.read_text() for path in tmp_path.glob("celery-*.log")}
+        assert sorted(logs) == ["celery-1.log", "celery-2.log"], logs
+        for index in (1, 2):
+            assert f"/ForkPoolWorker-{index}]" in logs[f"celery-{index}.log"], logs
+        assert re.search(r"INFO/ForkPoolWorker-\d\] Task t.add\[", "".join(logs.values()))
+    finally:
+        worker.stop()
+
+
+def test_ready_is_logged_once_every_child_has_booted(redis_worker: Worker) -> None:
+    """Celery's "ready." comes after the pool's start: spawned children have booted by
+    then, so the first task does not wait for them."""
+    stamp = re.search(rf"\[([\d-]+ [\d:]+,\d+): INFO/MainProcess\] {redis_worker.name} ready\.",
+                      redis_worker.output())
+    assert stamp is not None, redis_worker.output()
+    ready_at = datetime.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    # worker_process_init in the first two children (it runs before a child has booted)
+    inits = sorted(marker.stat().st_mtime for marker in redis_worker.markers.glob("init-*"))
+    assert len(inits) >= 2 and inits[1] <= ready_at + 0.001, (inits, ready_at)
 
 
 def test_the_started_state_carries_the_childs_pid(redis_worker: Worker) -> None:
@@ -365,7 +419,30 @@ def test_tasks_that_wait_for_subtasks_lend_their_slots(tmp_path: Path) -> None:
                    "back to two children")
         assert worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
         assert "retires: its lent slot was given back" in worker.output()  # they existed
+        children = {c.pid for c in psutil.Process(worker.process.pid).children()}
+        assert set(worker.pool_info()["processes"]) == children  # the live children only
         del parents
+    finally:
+        worker.stop()
+
+
+def test_a_wait_past_the_lending_limit_fails_its_task_instead_of_hanging(tmp_path: Path) -> None:
+    """``-c 1``: one slot may be lent; a second task that waits while the first does
+    would leave no child for their subtasks. Its wait raises, naming the setting; the
+    other parent's subtask then runs."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, concurrency=1)
+    try:
+        # each waits up to 600 s for its subtask (x, no tag, no siblings, timeout)
+        parents = [worker.send("t.parent", x, "", 1, 600) for x in (1, 2)]
+        for result in parents:
+            wait_until(result.ready, 60, "every parent to end")
+        outcomes = sorted((r.result if r.successful() else type(r.result).__name__
+                           for r in parents), key=str)
+        assert outcomes in ([2, "LendingLimitReached"], [4, "LendingLimitReached"]), outcomes
+        refused = next(r.result for r in parents if not r.successful())
+        assert "pprunner_max_lent_slots = -c" in str(refused), refused
+        assert "its wait is refused" in worker.output()
     finally:
         worker.stop()
 
@@ -451,6 +528,21 @@ def test_max_memory_per_child_recycles_a_child_over_it(tmp_path: Path) -> None:
         worker.stop()
 
 
+def test_max_memory_per_child_is_the_peak_after_a_task_as_with_prefork(tmp_path: Path) -> None:
+    """A task that allocates 150 MiB and frees them under a 100 MiB limit: its child's
+    peak is over the limit, so the next task runs in another child."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS, f"--max-memory-per-child={100 * 1024}", concurrency=1)
+    try:
+        first, second = (worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) for _ in range(2))
+        assert first == second  # below the limit, the child stays
+        assert worker.send("t.allocate", 150).get(timeout=RESULT_TIMEOUT) == first
+        assert worker.send("t.whoami").get(timeout=RESULT_TIMEOUT) != first
+        assert "exceeds --max-memory-per-child (102400 KiB)" in worker.output()
+    finally:
+        worker.stop()
+
+
 def test_autoscale_grows_the_pool_under_load(tmp_path: Path) -> None:
     _reachable(REDIS, 6379)
     worker = Worker(tmp_path, REDIS, "--autoscale=3,1", concurrency=1)
@@ -487,6 +579,48 @@ def test_warm_shutdown_finishes_the_running_task(tmp_path: Path) -> None:
         assert worker.process.wait(timeout=60) == 0, worker.output()
         assert result.get(timeout=RESULT_TIMEOUT) == "slept 2"
         assert (worker.markers / f"shutdown-{pid}").exists()  # worker_process_shutdown
+    finally:
+        worker.stop()
+
+
+def test_sigterm_to_the_process_group_fails_running_tasks_as_prefork(tmp_path: Path) -> None:
+    """supervisord's and systemd's stop: every child gets SIGTERM with the worker, dies
+    of it as prefork's do, and its early-acked task ends FAILURE with prefork's error
+    (it would stay STARTED forever otherwise)."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        results = [worker.send("t.sleep", 60) for _ in range(2)]
+        for result in results:
+            started_pid(result)
+        os.killpg(worker.process.pid, signal.SIGTERM)
+        for result in results:
+            wait_until(result.ready, RESULT_TIMEOUT, "the task's failure")
+            assert result.state == "FAILURE"
+            assert re.fullmatch(r"Worker exited prematurely: signal 15 \(SIGTERM\) Job: \d+\.",
+                                str(result.result)), result.result
+        assert worker.process.wait(timeout=30) == 0, worker.output()
+        assert "killed by SIGTERM" in worker.output()
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("busy", [True, False], ids=["busy", "idle"])
+def test_ctrl_c_twice_is_a_quiet_cold_shutdown(tmp_path: Path, busy: bool) -> None:
+    """The second Ctrl-C is Celery's cold shutdown, which stops the pool from its
+    signal handler, in the middle of the warm one: no traceback, no death by SIGINT."""
+    _reachable(REDIS, 6379)
+    worker = Worker(tmp_path, REDIS)
+    try:
+        pids = [started_pid(worker.send("t.sleep", 60)) for _ in range(2 if busy else 0)]
+        worker.process.send_signal(signal.SIGINT)
+        # the remote control stops before the pool: the warm shutdown is under way
+        wait_until(lambda: not worker.app.control.ping([worker.name], timeout=0.2), 30,
+                   "the worker to stop answering")
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=30) >= 0, worker.output()  # long before 60 s
+        assert "Traceback" not in worker.output() and "Error" not in worker.output()
+        assert not any(psutil.pid_exists(pid) for pid in pids)
     finally:
         worker.stop()
 
@@ -530,6 +664,99 @@ def test_children_that_cannot_boot_stop_the_worker_with_the_cause(tmp_path: Path
         assert "exited with code 3" in output
     finally:
         worker.stop()
+
+
+# -- started the way users start it: a project folder, the celery script ------------------
+
+#: Celery's tutorial layout (``proj/celery.py`` with ``include``, ``proj/tasks.py``) and
+#: an app in the script run as ``__main__`` (it calls ``worker_main``)
+PROJECT = {
+    "proj/__init__.py": "",
+    "proj/celery.py": """
+import os
+from celery import Celery
+app = Celery("proj", broker=os.environ["PROJ_BROKER"], backend=os.environ["PROJ_BROKER"],
+             include=["proj.tasks"])
+app.conf.task_default_queue = os.environ["PROJ_QUEUE"]
+""",
+    "proj/tasks.py": """
+import os
+from .celery import app
+@app.task
+def add(x, y):
+    return x + y
+""",
+    "myapp.py": """
+import os, sys
+from celery import Celery
+app = Celery("myapp", broker=os.environ["PROJ_BROKER"], backend=os.environ["PROJ_BROKER"])
+app.conf.task_default_queue = os.environ["PROJ_QUEUE"]
+@app.task(name="proj.tasks.add")
+def add(x, y):
+    return x + y
+if __name__ == "__main__":
+    app.worker_main(sys.argv[1:])
+""",
+}
+
+
+@contextlib.contextmanager
+def project_worker(tmp_path: Path, argv: list[str], cwd: Path) -> Iterator[Any]:
+    """A worker started by ``argv`` in ``cwd`` with no ``PYTHONPATH``, on the
+    project in ``tmp_path/project``; yields a function that runs ``proj.tasks.add``
+    through it. The process group is reaped whatever happens."""
+    _reachable(REDIS, 6379)
+    folder = tmp_path / "project"
+    for name, text in PROJECT.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    queue = f"pprunner-project-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    env = {**user_environ(), "PROJ_BROKER": REDIS, "PROJ_QUEUE": queue}
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    client = Celery("client", broker=REDIS, backend=REDIS, set_as_current=False)
+
+    def add(x: int, y: int) -> int:
+        result = client.send_task("proj.tasks.add", (x, y), queue=queue)
+        wait_until(lambda: result.ready() or process.poll() is not None, 60, "the result")
+        assert result.ready(), log.read_text(errors="replace")
+        return int(result.get(timeout=1))
+
+    try:
+        yield add
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        close_app(client)
+
+
+@pytest.mark.parametrize("how", ["project folder", "--workdir"])
+def test_the_celery_script_from_a_project_folder_gives_children_its_path(
+        tmp_path: Path, how: str) -> None:
+    """Celery puts the working directory (or ``--workdir``) on ``sys.path`` only
+    while it imports ``-A``: spawned children still find ``proj``."""
+    folder = tmp_path / "project"
+    argv = [CELERY, "-A", "proj", "worker", "--pool", "pprunner", "-c", "2", "-l", "INFO"]
+    cwd = folder
+    if how == "--workdir":
+        argv, cwd = [CELERY, "--workdir", str(folder), *argv[1:]], tmp_path
+    folder.mkdir()
+    with project_worker(tmp_path, argv, cwd) as add:
+        assert [add(i, i) for i in range(4)] == [0, 2, 4, 6]
+
+
+def test_an_app_in_the_script_run_as_main_makes_children_fork(tmp_path: Path) -> None:
+    """``python myapp.py worker``: the app lives in ``__main__`` (billiard also
+    calls it ``__mp_main__``), which a spawned child cannot import: children fork."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    argv = [sys.executable, "myapp.py", "worker", "--pool", "pprunner", "-c", "1", "-l", "INFO"]
+    with project_worker(tmp_path, argv, folder) as add:
+        assert add(2, 3) == 5
+    assert "children start with fork instead of spawn" in (tmp_path / "worker.log").read_text()
 
 
 # -- the parts, without a broker -------------------------------------------------------------
@@ -608,6 +835,26 @@ def test_an_app_without_import_path_makes_children_fork(caplog: pytest.LogCaptur
     app.close()
 
 
+def test_main_process_setup_receivers_get_one_warning_with_spawned_children(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``celeryd_init``/``worker_init`` run in the main process: with spawn, what they
+    set never reaches tasks; the pool says so, pointing at ``worker_process_init``."""
+    def setup(**_: Any) -> None:
+        pass
+
+    with caplog.at_level(logging.WARNING, "pprunner.celery"):
+        pool_module._warn_about_main_process_setup("spawn")
+        assert "worker_init" not in caplog.text  # Celery's own receivers do not count
+        signals.worker_init.connect(setup)
+        try:
+            pool_module._warn_about_main_process_setup("spawn")
+        finally:
+            signals.worker_init.disconnect(setup)
+    assert re.search(r"receivers of worker_init \(tests\.test_celery\.\S+setup\) run in the "
+                     r"worker's main process only; with spawn children .* worker_process_init",
+                     caplog.text), caplog.text
+
+
 def test_events_become_billiards_callbacks() -> None:
     seen: list[tuple[str, Any]] = []
 
@@ -635,13 +882,18 @@ def test_events_become_billiards_callbacks() -> None:
 # -- the example, with the README's commands ---------------------------------------------
 
 
+#: the example's default broker (read, not imported: importing it makes its app current)
+EXAMPLE_REDIS = re.findall(r'^REDIS = "(.+)"$', (REPO / "examples" / "celery_app" /
+                                                   "__init__.py").read_text(), re.M)[0]
+
+
 def test_the_example_runs_with_the_readmes_commands() -> None:
     _reachable(REDIS, 6379)
-    database = REDIS.rsplit("/", 1)[0] + "/6"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CELERY_BROKER_URL": database,
-           "CELERY_RESULT_BACKEND": database}
+    database = EXAMPLE_REDIS  # the README's commands, the example's own database
+    assert not database.endswith("/0")
+    env = user_environ()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "examples.celery_app", "worker", "--pool",
+        [CELERY, "-A", "examples.celery_app", "worker", "--pool",
          "pprunner", "-c", "2", "-l", "INFO", "-n", f"example-{uuid.uuid4().hex[:8]}@%h"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)

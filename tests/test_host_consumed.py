@@ -111,6 +111,15 @@ def test_a_job_past_its_hard_limit_is_killed_and_failed_by_the_host(host) -> Non
     assert running.result(running.spool.enqueue("pid"))["value"] > 0  # replaced
 
 
+def test_a_job_past_its_soft_limit_gets_the_error_and_its_worker_serves_on(host) -> None:
+    running = host(processes=1)
+    job_id = running.spool.enqueue("sleep", 60, soft_time_limit=0.2)
+    result = running.result(job_id)
+    assert result["error"] == "SoftTimeLimitExceeded" and "sleep" in result["message"]
+    assert running.settled == [] and running.exits.seen == []  # the worker was not killed
+    assert running.result(running.spool.enqueue("sleep", 0.3, soft_time_limit=5))["value"] > 0
+
+
 def test_workers_are_recycled_after_max_tasks_without_losing_a_job(host) -> None:
     """As in pull mode, a worker at its limit serves on until its replacement has
     booted (no capacity gap), so it may run a few more jobs first."""

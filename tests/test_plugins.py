@@ -152,7 +152,8 @@ def test_disabled_plugins_are_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PPRUNNER_DISABLED_PLUGINS", "pickle, memory")
     registry = get_plugin_manager().registry
     assert "pickle" not in registry.serializers and "memory" not in registry.backends
-    with pytest.raises(PluginError, match=r"unknown backend 'memory://'.*known schemes: redis"):
+    with pytest.raises(PluginError, match=r"unknown backend 'memory://'.*known schemes: postgres, "
+                                          r"postgresql, redis"):
         registry.backend_for("memory://")
 
 

@@ -74,15 +74,28 @@ def result(invocation: Any, timeout: float = 30) -> Any:
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Any]:
     """A PprunnerRunner (2 workers) in a thread of this process, stopped afterwards."""
+    with threaded_runner(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def threaded_runner(tmp_path: Path, **settings: Any) -> Iterator[Any]:
+    """The app's runner in a thread of this process; with pynenc config ``settings``,
+    a new one of its class (the app's caches its configuration)."""
     use_database(tmp_path / "pynenc.db")
-    runner = tasks.app.runner
+    tasks.app.config_values = {**(tasks.app.config_values or {}), **settings}
+    runner = type(tasks.app.runner)(tasks.app) if settings else tasks.app.runner
     thread = threading.Thread(target=runner.run, name="pynenc-runner", daemon=True)
     thread.start()
-    wait_until(lambda: runner.feeder is not None and len(runner.feeder.slots) == 2,
+    wait_until(lambda: len(runner.get_active_child_runner_ids()) == 2,
                timeout=30, what="two ready workers")
-    yield runner
-    runner.stop_runner_loop()
-    thread.join(30)
+    try:
+        yield runner
+    finally:
+        runner.stop_runner_loop()
+        thread.join(30)
+        for name in settings:
+            tasks.app.config_values.pop(name)
     assert not thread.is_alive()
 
 
@@ -189,6 +202,14 @@ def test_pprunner_metrics_port_is_read_from_pynenc_s_config(
     assert supervisor_config(ConfigPprunnerRunner(config_values={})).metrics_port == "9101"
 
 
+def test_pprunner_spare_workers_is_read_from_pynenc_s_config() -> None:
+    from pprunner_plugins.pynenc.config import ConfigPprunnerRunner, supervisor_config
+
+    assert supervisor_config(ConfigPprunnerRunner(config_values={})).spare_workers == 0
+    chosen = ConfigPprunnerRunner(config_values={"pprunner_spare_workers": 1})
+    assert supervisor_config(chosen).spare_workers == 1
+
+
 def test_fan_out_runs_on_every_worker(runner: Any) -> None:
     invocations = [tasks.add(n, 1) for n in range(40)]
     assert [result(i) for i in invocations] == [n + 1 for n in range(40)]
@@ -217,12 +238,36 @@ def test_a_sigkilled_workers_invocation_runs_again_within_a_second(runner: Any,
     assert survivor in {r.pid for r in runner.supervisor.live_runners()[1:]}
 
 
+def test_an_invocation_its_workers_keep_dying_under_fails_after_max_attempts(
+        tmp_path: Path) -> None:
+    """The deaths are counted from pynenc's own history: each one left a recovery
+    record there."""
+    with threaded_runner(tmp_path, pprunner_max_attempts=2):
+        poison = tasks.always_die()
+        with pytest.raises(Exception, match="died twice under it"):
+            result(poison)
+        statuses = history(poison, until=S.FAILED)
+        assert statuses.count(S.RUNNING_RECOVERY) == 1 and statuses.count(S.RUNNING) == 2
+        assert result(tasks.add(2, 2)) == 4  # the pool serves on
+
+
 def test_as_many_waiting_parents_as_workers_complete(runner: Any) -> None:
     parents = [tasks.parent_of(4), tasks.parent_of(3)]  # two workers, two waiting parents
     assert [result(p, timeout=60) for p in parents] == [6, 3]
     for parent in parents:
         statuses = history(parent, until=S.SUCCESS)
         assert S.PAUSED in statuses and S.RESUMED in statuses
+
+
+def test_a_soft_time_limit_raises_in_the_task_and_its_worker_serves_on(
+        tmp_path: Path) -> None:
+    with threaded_runner(tmp_path, pprunner_soft_time_limit=0.5) as runner:
+        workers = set(runner.get_active_child_runner_ids())
+        sleeping = tasks.sleep(30)
+        with pytest.raises(Exception, match="soft time limit exceeded"):
+            result(sleeping)
+        assert result(tasks.add(1, 2)) == 3
+        assert set(runner.get_active_child_runner_ids()) == workers  # nobody was killed
 
 
 def test_started_with_pynenc_cli_time_limit_and_sigterm(cli_runner: Any) -> None:

@@ -58,6 +58,7 @@ def test_tasks_that_wait_for_tasks_do_not_deadlock(redis_app: App, supervise) ->
 @pytest.mark.parametrize(("url", "message"), [
     ("redis://127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
     ("redis://127.0.0.1:6379/0?prefix=has space", "bad Redis key prefix"),
+    ("redis+cluster://127.0.0.1:1", "cannot reach Redis at redis+cluster://127.0.0.1:1"),
 ])
 def test_an_unreachable_or_bad_redis_is_one_line_at_start(db_url: str, url: str,
                                                           message: str) -> None:
@@ -163,17 +164,17 @@ def lose_the_first_reply(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch,
                          script: str) -> None:
     """The first run of ``script`` happens on the server but its reply is lost, as when
     the connection drops after the command went out: the backend has to send it again."""
-    command, sha = backend._command, backend._scripts[script][0]
+    send, sha = backend._commands, backend._scripts[script][0]
     lost: list[object] = []
 
-    def losing(*args: object) -> object:
-        reply = command(*args)
-        if args[:2] == ("EVALSHA", sha) and not lost:
-            lost.append(reply)
+    def losing(*commands: tuple[object, ...]) -> list[object]:
+        replies = send(*commands)
+        if tuple(commands[0][:2]) == ("EVALSHA", sha) and not lost:
+            lost.append(replies)
             raise redis.ConnectionError("the reply was lost (test)")
-        return reply
+        return replies
 
-    monkeypatch.setattr(backend, "_command", losing)
+    monkeypatch.setattr(backend, "_commands", losing)
 
 
 def test_an_enqueue_hands_the_invocation_to_a_blocked_claim(backend: RedisBackend) -> None:
@@ -353,3 +354,24 @@ def test_what_a_dead_runner_held_goes_to_an_idle_one_at_once(
     claimed = claimer.join()
     assert time.monotonic() - rerouted < 5, "the idle runner waited for its block to run out"
     assert claimed is not None and claimed.id == held.id
+
+
+def test_a_change_waits_for_replicas_and_counts_without_them_when_none_answers(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``wait_replicas=1`` on a server without replicas: the first change waits out
+    its WAIT, says so once, and the next ones count without waiting."""
+    monkeypatch.setattr(pprunner_plugins.redis, "REPLICA_WAIT_MS", 300)
+    backend = RedisBackend(f"{redis_url}&wait_replicas=1")
+    try:
+        with caplog.at_level(logging.WARNING, logger="pprunner.redis"):
+            started = time.monotonic()
+            backend.enqueue(first := make_invocation())
+            waited = time.monotonic() - started
+            backend.enqueue(second := make_invocation())
+        assert waited >= 0.3
+        assert time.monotonic() - started - waited < 0.3  # counted without waiting
+        assert caplog.text.count("0 of 1 replicas acknowledged a change within 300 ms") == 1
+        assert {backend.get(i.id).status for i in (first, second)} == {Status.PENDING}
+    finally:
+        backend.close()

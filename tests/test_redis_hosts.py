@@ -10,7 +10,6 @@ unless ``PPRUNNER_REQUIRE_NETNS=1`` (set by CI), which makes that a failure.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -20,95 +19,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 import redis
 
 from pprunner import App, Invocation, Status, gather
 from pprunner.invocation import RunnerKind
+from pprunner.testing import netns
+from pprunner.testing.netns import IP, Host, NetnsUnavailable, ip
 from tests import apps
 from tests.conftest import REPO, RUN, children_of, cli_env, wait_until
 from tests.redis_server import PrivateRedis, skip_or_fail
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-IP = shutil.which("ip", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "ip"
 PREFIX = "hosts"
 #: the hosts' settings: a host silent for 2 s is lost
 HOST_SETTINGS = {"PPRUNNER_DEAD_AFTER": "2", "PPRUNNER_HEARTBEAT_INTERVAL": "0.2"}
-#: test hosts' links are /30s of this range (not the machine's own network)
-LINK_RANGE = ipaddress.ip_network("10.64.0.0/10")
-
-
-class NetnsUnavailable(Exception):
-    """An ``ip`` command that builds the test network failed."""
-
-
-@attrs.frozen
-class Host:
-    """A test host: a network namespace with one veth link to the root namespace."""
-
-    #: its PPRUNNER_HOST
-    name: str
-    netns: str
-    #: the root namespace's end of the link: down means this host is cut off
-    link: str
-    #: the host's own address, inside its namespace
-    address: str
-    #: the root end's address, where Redis listens for this host
-    gateway: str
-
-
-def ip(*args: str) -> str:
-    done = subprocess.run([IP, *args], capture_output=True, text=True, timeout=30)
-    if done.returncode:
-        raise NetnsUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def free_block() -> ipaddress.IPv4Network:
-    """A /29 (two /30 links) of LINK_RANGE that no address of the root namespace is in;
-    the search starts at one the pid picks, so parallel runs do not collide."""
-    used = [ipaddress.ip_interface(line.split()[3]).network
-            for line in ip("-4", "-o", "addr", "show").splitlines()]
-    blocks = LINK_RANGE.num_addresses // 8
-    for offset in range(blocks):
-        index = (os.getpid() + offset) % blocks
-        block = ipaddress.ip_network((int(LINK_RANGE.network_address) + 8 * index, 29))
-        if not any(block.overlaps(network) for network in used):
-            return block
-    raise NetnsUnavailable(f"no free /29 left in {LINK_RANGE}")
-
-
-def add_host(host: Host) -> None:
-    ip("netns", "add", host.netns)
-    peer = f"{host.link[:-1]}h"
-    ip("link", "add", host.link, "type", "veth", "peer", "name", peer, "netns", host.netns)
-    ip("addr", "add", f"{host.gateway}/30", "dev", host.link)
-    ip("link", "set", host.link, "up")
-    ip("-n", host.netns, "addr", "add", f"{host.address}/30", "dev", peer)
-    ip("-n", host.netns, "link", "set", peer, "up")
-    ip("-n", host.netns, "link", "set", "lo", "up")
-
-
-def remove_host(host: Host) -> None:
-    """Kill whatever still runs in the namespace, then delete it and the link, each
-    step even if the one before failed.
-
-    A namespace outlives ``ip netns del`` while a process is in it, and takes its
-    end of the veth pair along only when it goes, hence the kill first.
-    """
-    try:
-        with contextlib.suppress(NetnsUnavailable):
-            for pid in ip("netns", "pids", host.netns).split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            wait_until(lambda: not ip("netns", "pids", host.netns).split(), timeout=10,
-                       what=f"the processes in {host.netns} to die")
-    finally:
-        for command in (("netns", "del", host.netns), ("link", "del", host.link)):
-            with contextlib.suppress(NetnsUnavailable):
-                ip(*command)
 
 
 def netns_unavailable(reason: str) -> None:
@@ -120,26 +46,13 @@ def netns_unavailable(reason: str) -> None:
 @pytest.fixture
 def network() -> Iterator[tuple[Host, Host]]:
     """Hosts A and B, each a namespace on a /30 link of its own; always deleted after."""
-    if os.geteuid() != 0:
-        netns_unavailable("network namespaces need root")
     tag = f"pp{os.getpid():x}"  # at most 8 characters: link names end in "a-r" (15 max)
-    hosts: list[Host] = []
-    try:
-        links = list(free_block().subnets(new_prefix=30))
-        for letter, link in zip("ab", links, strict=True):
-            hosts.append(Host(name=f"host-{letter}", netns=f"{tag}{letter}",
-                              link=f"{tag}{letter}-r", address=str(link[2]),
-                              gateway=str(link[1])))
-            add_host(hosts[-1])
-    except (NetnsUnavailable, OSError) as exc:
-        for host in hosts:
-            remove_host(host)
-        netns_unavailable(f"cannot build network namespaces: {exc}")
-    try:
-        yield hosts[0], hosts[1]
-    finally:
-        for host in hosts:
-            remove_host(host)
+    with contextlib.ExitStack() as built:
+        try:
+            a, b = built.enter_context(netns.hosts(2, tag))
+        except (NetnsUnavailable, OSError) as exc:
+            netns_unavailable(f"cannot build network namespaces: {exc}")
+        yield a, b
 
 
 @pytest.fixture
@@ -164,29 +77,40 @@ def hosts_app(app: App, hosts_redis: PrivateRedis) -> App:
 @pytest.fixture
 def start_host(hosts_redis: PrivateRedis,
                tmp_path: Path) -> Iterator[Callable[[Host], subprocess.Popen[str]]]:
-    """Start a two-worker supervisor inside a host's namespace, in a process group of
-    its own, logging to ``tmp_path/<host>.log``; every group is SIGKILLed after, and
-    the logs are printed (pytest shows them when the test failed)."""
+    with supervisors_on_hosts(
+            lambda host: f"redis://{host.gateway}:{hosts_redis.port}/0?prefix={PREFIX}",
+            tmp_path) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def supervisors_on_hosts(url_of: Callable[[Host], str], tmp_path: Path
+                         ) -> Iterator[Callable[[Host], subprocess.Popen[str]]]:
+    """Start a two-worker supervisor inside a host's namespace, on the backend
+    ``url_of(host)``, in a process group of its own, logging to ``tmp_path/<host>.log``;
+    every group is SIGKILLed after, and the logs are printed (pytest shows them when
+    the test failed)."""
     groups: dict[Host, subprocess.Popen[str]] = {}
 
     def start(host: Host) -> subprocess.Popen[str]:
-        url = f"redis://{host.gateway}:{hosts_redis.port}/0?prefix={PREFIX}"
         with (tmp_path / f"{host.name}.log").open("w") as log:
             process = subprocess.Popen(
                 [IP, "netns", "exec", host.netns, sys.executable, "-m", "pprunner", *RUN,
                  "--processes", "2"],
-                cwd=REPO, env=cli_env(url, PPRUNNER_HOST=host.name, **HOST_SETTINGS),
+                cwd=REPO, env=cli_env(url_of(host), PPRUNNER_HOST=host.name, **HOST_SETTINGS),
                 stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
         groups[host] = process
         return process
 
-    yield start
-    for process in groups.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    for host, process in groups.items():
-        process.wait(timeout=10)
-        print(f"--- {host.name} ---\n{log_of(host, tmp_path)}")
+    try:
+        yield start
+    finally:
+        for process in groups.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for host, process in groups.items():
+            process.wait(timeout=10)
+            print(f"--- {host.name} ---\n{log_of(host, tmp_path)}")
 
 
 def log_of(host: Host, tmp_path: Path) -> str:

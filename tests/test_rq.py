@@ -14,7 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from rq import Callback, Queue, Retry
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 
+from pprunner_plugins.rq import Worker
 from tests import rq_jobs
 from tests.conftest import REPO, wait_until
 from tests.metrics_scrape import free_port, scraped_until
@@ -69,18 +72,26 @@ def queue(connection: redis.Redis, request: pytest.FixtureRequest) -> Queue:
 
 class Workers:
     """Starts ``rq`` CLI processes in sessions of their own; ends them (and their
-    horses, which leave the session's process group) in teardown."""
+    horses, which leave the session's process group) in teardown.
+
+    They run as users run them: the ``rq`` script, in a project folder (this
+    repository, or ``folder``), with no ``PYTHONPATH``."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, command: str, queue: Queue, *extra: str,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rq.cli", command, "-w", WORKER_CLASS, "--url", self.url,
-             *extra, queue.name], cwd=REPO, start_new_session=True,
-            env={**os.environ, "RQ_DEAD_WORKER_AFTER": DEAD_AFTER, **(env or {})})
+    def start(self, command: str, queue: Queue, *extra: str, env: dict[str, str] | None = None,
+              folder: Path = REPO, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """``log``: a file for what the worker and its horse print (else the test's own)."""
+        environment = {**os.environ, "RQ_DEAD_WORKER_AFTER": DEAD_AFTER, **(env or {})}
+        environment.pop("PYTHONPATH", None)
+        with contextlib.ExitStack() as stack:
+            output = None if log is None else stack.enter_context(log.open("wb"))
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "rq"), command, "-w", WORKER_CLASS,
+                 "--url", self.url, *extra, queue.name], cwd=folder, start_new_session=True,
+                env=environment, stdout=output, stderr=output)
         self.processes.append(process)
         return process
 
@@ -151,8 +162,35 @@ def test_jobs_run_one_after_another_in_the_same_horse(workers: Workers, queue: Q
     (horse,) = pids
     assert horse != worker.pid and psutil.Process(horse).ppid() == worker.pid
     # `ps` tells the horse for what it is, between jobs too
-    wait_until(lambda: " ".join(psutil.Process(horse).cmdline()).startswith(
-        "pprunner worker 1: idle"), 10, "the idle horse's process title")
+    wait_until(lambda: _title(horse).startswith("pprunner worker 1: idle"), 10,
+               "the idle horse's process title")
+
+
+def _title(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline())
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project folder: its job module ``jobs`` (``tests/rq_jobs.py``)."""
+    (tmp_path / "jobs.py").write_text((REPO / "tests" / "rq_jobs.py").read_text())
+    return tmp_path
+
+
+def test_sighup_rolls_edited_job_code_out_and_loses_no_job(
+        workers: Workers, queue: Queue, connection: redis.Redis, project: Path) -> None:
+    worker = workers.start("worker", queue, folder=project)
+    assert result(queue.enqueue("jobs.add", 2, 3)) == 5
+    slow = queue.enqueue("jobs.sleep", 1)
+    horse = running(connection, slow)
+    # a busy horse shows RQ's own process title, as RQ's horse does
+    assert _title(horse).startswith(f"rq:worker:{_name(slow)}: Processing jobs.sleep from")
+    jobs = project / "jobs.py"
+    jobs.write_text(jobs.read_text().replace("return x + y", "return (x + y) * 100"))
+    os.kill(worker.pid, signal.SIGHUP)
+    assert result(slow) == horse  # the running job ended where it began
+    assert result(queue.enqueue("jobs.add", 2, 3)) == 500  # the new code, on a new horse
+    assert worker.poll() is None
 
 
 def test_exceptions_retry_meta_callbacks_and_dependents_are_rqs(
@@ -263,6 +301,26 @@ def test_a_bad_worker_setting_fails_with_a_one_line_error(rq_url: str, queue: Qu
     assert "RQ_MAX_JOBS_PER_HORSE='many' is not a valid int" in done.stderr
 
 
+def test_the_horse_logs_with_the_worker_s_log_and_date_format(
+        workers: Workers, queue: Queue, tmp_path: Path) -> None:
+    """RQ's ``--log-format``/``--date-format`` reach the horse: its lines (RQ's job
+    outcomes and tracebacks, pprunner's own) are formatted as the worker's."""
+    log = tmp_path / "worker.log"
+    worker = workers.start("worker", queue, "--log-format", "RQLOG %(asctime)s %(message)s",
+                           "--date-format", "DATE%Y", log=log)
+    ok, failing = queue.enqueue(rq_jobs.add, 1, 2), queue.enqueue(rq_jobs.boom, "traceback")
+    assert result(ok) == 3
+    assert ended(failing, JobStatus.FAILED) == JobStatus.FAILED
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    lines = log.read_text().splitlines()
+    horse = [line for line in lines if "ready (push mode)" in line or "Successfully" in line
+             or f"Job OK ({ok.id})" in line or "exception raised while executing" in line]
+    assert len(horse) == 4, lines
+    assert all(line.startswith(f"RQLOG DATE{time.strftime('%Y')} ") for line in horse), horse
+    assert not [line for line in lines if " pid=" in line], "a line in pprunner's own format"
+
+
 # -- shutdown and deaths -----------------------------------------------------------------
 
 
@@ -292,6 +350,76 @@ def test_a_second_signal_is_a_cold_shutdown_and_the_job_is_handed_back_at_once(
     assert ended(slow, JobStatus.FAILED) == JobStatus.FAILED
     assert "AbandonedJobError" in failure(slow)
     assert not psutil.pid_exists(horse)
+
+
+def _listening(connection: redis.Redis, name: str) -> bool:
+    """Whether the worker ``name`` waits for jobs: subscribed to its pubsub channel
+    (RQ's commands), its signal handlers in place (RQ then records it idle)."""
+    return (connection.hget(f"rq:worker:{name}", "state") == b"idle"
+            and bool(connection.pubsub_numsub(f"rq:pubsub:{name}")[0][1]))
+
+
+def test_unsubscribing_does_not_wait_for_the_pubsub_thread_s_next_message(
+        queue: Queue, connection: redis.Redis) -> None:
+    """The race made certain: the pubsub thread already read the unsubscribe reply
+    and is back in its 60 s wait when the worker stops it."""
+    worker = Worker([queue], connection=connection)
+    worker.subscribe()
+    assert worker.pubsub is not None
+    wait_until(lambda: worker.pubsub.subscribed, 10, "the subscription")
+    worker.pubsub.unsubscribe()
+    wait_until(lambda: not worker.pubsub.subscribed, 10, "the unsubscribe reply to be read")
+    stopping = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - stopping < 5
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_sigterm_of_an_idle_worker_never_waits_out_the_pubsub_thread_s_sleep(
+        workers: Workers, queue: Queue, connection: redis.Redis, attempt: int) -> None:
+    """RQ stops redis-py's pubsub thread, which waits for messages 60 s at a time,
+    with a join that redis-py 8.2 does not bound: a thread back in its wait held the
+    exit for up to a minute (several of the attempts did)."""
+    name = f"{queue.name}-{attempt}"
+    worker = workers.start("worker", queue, "--name", name)
+    wait_until(lambda: _listening(connection, name), 20, "the worker to wait for jobs")
+    stopping = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert time.monotonic() - stopping < 5
+
+
+@pytest.mark.parametrize("attempt", range(4))
+def test_a_burst_ends_without_waiting_out_the_pubsub_thread_s_sleep(
+        workers: Workers, queue: Queue, attempt: int) -> None:
+    """The same teardown ends a burst: it must not take the pubsub thread's minute."""
+    jobs = [queue.enqueue(rq_jobs.pid) for _ in range(2)]
+    starting = time.monotonic()
+    worker = workers.start("worker", queue, "--burst")
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - starting < 10
+    assert all(job.get_status(refresh=True) == JobStatus.FINISHED for job in jobs)
+
+
+def test_a_sigkilled_worker_s_horse_finishes_its_job_records_it_and_starts_nothing_else(
+        workers: Workers, queue: Queue, connection: redis.Redis) -> None:
+    """As RQ's forked horse: the job ends and is recorded the RQ way; it is not cut
+    off, nor handed back as abandoned by a peer (one watches, on a queue of its own)."""
+    workers.start("worker", Queue(f"{queue.name}-peer", connection=connection))
+    worker = workers.start("worker", queue)
+    slow = queue.enqueue(rq_jobs.sleep, 3)
+    horse = running(connection, slow)
+    waiting = queue.enqueue(rq_jobs.pid)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    try:
+        assert result(slow, timeout=20) == horse
+        assert slow.get_status(refresh=True) == JobStatus.FINISHED
+        wait_until(lambda: not psutil.pid_exists(horse), 10, "the orphaned horse to exit")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(horse).kill()
+    assert waiting.get_status(refresh=True) == JobStatus.QUEUED
 
 
 def _name(job: Job) -> str:

@@ -16,10 +16,12 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorRedis, DrainFloorSQLite
-from .dramatiq import DramatiqRedis
+from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
+from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
+from .pgqueuer import Pgqueuer
+from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -34,10 +36,12 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
+                                     PprunnerPostgres, PprunnerPostgresAsyncCommit, Pgqueuer,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
-                                     DramatiqRedis, PynencSQLite, PynencSQLitePprunner,
+                                     DramatiqRedis, DramatiqRedisPprunner,
+                                     PynencSQLite, PynencSQLitePprunner,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
                                      HueyRedis, HueyRedisPprunner)
 #: ratios in the tables compare every system with this one
@@ -54,6 +58,8 @@ EXECUTOR_BASELINE = ProcessPoolExecutorSystem.name
 TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTracingApi,
                                              PprunnerSQLiteTracingSdk)
 
-#: pprunner's drain next to its store operations alone, and Huey's (issue 17's goals)
+#: pprunner's drain next to its store operations alone (issue 17's goals; issue 29's
+#: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
-                                           DrainFloorRedis, HueyRedis)
+                                           DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
+                                           HueyRedis)

@@ -6,10 +6,10 @@ system queues the same 10,000 invocations as its ``pprunner`` twin, through the
 same app and backend, and drains them with two processes that do nothing but
 those operations, through pprunner's own backend code: one ``claim``, then
 ``complete_and_claim`` (the completion and the next claim in one transaction,
-or one Lua script on Redis) per task, with a fixed result. No supervisor, no
-payload decode, no task call, no hooks, no heartbeats, no time limits, no
-memory checks. The drain rate is read the same way as pprunner's
-(:meth:`~.pprunner_common.PprunnerSystem._drain_s`: the stored ``started_at``
+or one Lua script on Redis, or one statement on PostgreSQL) per task, with a
+fixed result. No supervisor, no payload decode, no task call, no hooks, no
+heartbeats, no time limits, no memory checks. The drain rate is read the same way
+as pprunner's (:meth:`~.pprunner_common.PprunnerSystem._drain_s`: the stored ``started_at``
 and ``finished_at`` of the invocations).
 """
 
@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from .. import system
 from ..pool_process import LoggedPool
+from .pprunner_postgres import PprunnerPostgres
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite
 
@@ -44,3 +45,7 @@ class DrainFloorSQLite(_Floor, PprunnerSQLite):
 class DrainFloorRedis(_Floor, PprunnerRedis):
     name = "floor-redis"
 
+
+
+class DrainFloorPostgres(_Floor, PprunnerPostgres):
+    name = "floor-postgres"

@@ -90,3 +90,16 @@ class DramatiqRedis(OwnRedisDatabase, LogReadySystem):
                 started, _, finished = self.result(message, until - time.monotonic())
                 times.append((started, finished))
         return times
+
+
+class DramatiqRedisPprunner(DramatiqRedis):
+    """The same app, broker and arguments under ``pprunner dramatiq``: Dramatiq's own
+    Worker in each of pprunner's supervised worker processes."""
+
+    name = "dramatiq-redis-pprunner"
+    requires = ("dramatiq", "redis", "pprunner_plugins.dramatiq")
+    #: "[runner pid=123 inv=-] pprunner.worker: worker 1 ready (host consumer)"
+    ready_line = re.compile(r"pid=(\d+) [^\n]*pprunner\.worker: worker \d+ ready")
+
+    def command(self) -> list[str]:
+        return [console_script("pprunner"), "dramatiq", *super().command()[1:]]

@@ -8,8 +8,8 @@ send it tasks::
     python -m examples.celery_app
 
 Broker and result backend: ``$CELERY_BROKER_URL`` and
-``$CELERY_RESULT_BACKEND`` (Celery reads both), default Redis database 0 on
-localhost.
+``$CELERY_RESULT_BACKEND`` (Celery reads both), default Redis database 11 on
+localhost: a database of its own, not the default 0 other applications use.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = "redis://127.0.0.1:6379/11"
 
 app = Celery("examples.celery_app",
              broker=os.environ.get("CELERY_BROKER_URL", REDIS),

@@ -1,6 +1,6 @@
 """pprunner as a Celery worker pool, a drop-in for prefork.
 
-Install ``pip install 'pprunner[celery]'`` and start the worker with::
+Install ``python -m pip install -e '.[celery]'`` in the clone and start the worker with::
 
     CELERY_CUSTOM_WORKER_POOL=pprunner_plugins.celery:TaskPool \\
         celery -A proj worker --pool custom -c 4

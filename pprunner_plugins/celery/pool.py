@@ -19,21 +19,25 @@ Where it differs from prefork, and why:
   and threaded libraries work in tasks; they import the app by its module;
 - a task waits in the parent until a child is idle (no per-child queue), so no
   ``-O fair`` is needed and a long task never holds up tasks queued behind it;
-- ``--max-memory-per-child`` is checked after each task, and a replacement is
-  started before the old child retires;
+- ``--max-memory-per-child`` is the child's peak after each task, as with
+  prefork, and a replacement is started before the old child retires;
 - ``task_join_will_block`` is False: ``result.get()`` inside a task is allowed,
   and while it waits the child lends its slot: the supervisor runs one more
   child and the consumer may hand the pool one more task, up to
-  ``pprunner_max_lent_slots`` (:meth:`_lend`).
+  ``pprunner_max_lent_slots`` (:meth:`_lend`); a wait that would leave no
+  child for what it waits for fails its task (:meth:`_refuse_wait`).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
+import select
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +80,39 @@ class _Watch:
         worker_state.should_stop = EX_FAILURE
 
 
+def _ignore_ctrl_c_while_exiting() -> None:
+    """The worker has stopped and the interpreter exits: Python puts SIGINT back to
+    its default action now, so a second Ctrl-C that comes this late (this pool
+    stops idle children in milliseconds) would kill the process by SIGINT
+    instead of letting it exit with Celery's status. Ignored instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: Celery's signals sent in the worker's main process only, before the pool starts
+MAIN_PROCESS_SIGNALS = ("celeryd_init", "worker_init")
+
+
+def _warn_about_main_process_setup(start_method: str) -> None:
+    """One warning at start when the app connects receivers (other than Celery's own)
+    to signals that run in the main process only: prefork's forked children inherit
+    what they set; spawned children do not, so tasks would not see it."""
+    found = [f"{name} ({_receiver_name(receiver)})" for name in MAIN_PROCESS_SIGNALS
+             for _, receiver in getattr(signals, name).receivers
+             if not _receiver_name(receiver).startswith(("celery.", "kombu.", "<dead"))]
+    if found:
+        logger.warning("receivers of %s run in the worker's main process only; with %s "
+                       "children (pprunner_start_method) tasks do not see what they set: "
+                       "do per-process setup in worker_process_init", ", ".join(found),
+                       start_method)
+
+
+def _receiver_name(receiver: Any) -> str:
+    function = receiver() if isinstance(receiver, weakref.ReferenceType) else receiver
+    if function is None:
+        return "<dead receiver>"
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', '?')}"
+
+
 class TaskPool(BasePool):
     """pprunner's supervisor as a Celery pool (module docstring)."""
 
@@ -106,6 +143,11 @@ class TaskPool(BasePool):
         self._timer: Any = None
         self._timer_due = 0.0
         self._stopping = False
+        #: a stop runs (a second one, from a signal handler, only makes it immediate)
+        self._stop_under_way = False
+        #: a pass of the hosted supervisor runs, and the descriptor the hub watches
+        self._in_turn = False
+        self._watched_fd: int | None = None
         #: tasks that wait in a child now, and slots lent to the consumer for them
         self._waiting = 0
         self._lent = 0
@@ -129,13 +171,21 @@ class TaskPool(BasePool):
         self._dispatcher = Dispatcher(deliver="thread" if self._blocking else "supervisor",
                                       report_waits=True, calls_from_main=False)
         app, start_method = self._app_for_children()
-        config = attrs.evolve(self.config, start_method=start_method)
-        initializer = Call(child.boot, (app, self.hostname, start_method != "fork"),
+        if start_method != "fork":
+            _warn_about_main_process_setup(start_method)
+        # --max-memory-per-child is checked in the child against its peak, as prefork does
+        config = attrs.evolve(self.config, start_method=start_method, max_memory_per_child=0)
+        initializer = Call(child.boot, (app, self.hostname, start_method != "fork",
+                                        self.options.get("max_memory_per_child") or 0),
                            name="celery.concurrency.prefork.process_initializer")
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=initializer,
                                       plugins=[child, _Watch(self)]
                                       ).start(hosted=not self._blocking)
+        if self._blocking:  # a blocking consumer has no register_with_event_loop
+            self._wait_for_children()
+        atexit.unregister(_ignore_ctrl_c_while_exiting)  # once per process
+        atexit.register(_ignore_ctrl_c_while_exiting)
 
     def _app_for_children(self) -> tuple[Any, str]:
         """What children get the app by, and the start method that allows it."""
@@ -154,11 +204,30 @@ class TaskPool(BasePool):
     def did_start_ok(self) -> bool:
         return self._supervisor is not None and self._supervisor.failure is None
 
+    def _wait_for_children(self) -> None:
+        """Wait until every child has booted (prefork's forked children are ready at
+        once; spawned ones import Celery and the app first), so that Celery's
+        "ready.", logged next, means a task runs at once; or until the supervisor
+        stopped because they could not boot (it logged why). The consumer connected
+        meanwhile: the children boot while it does."""
+        supervisor = self._supervisor
+        if supervisor is None:
+            return
+        if self._blocking:  # the supervisor has its own thread
+            supervisor.wait_until_ready()
+            return
+        delay: float | None = 0.0  # hosted, and the hub does not run yet: turn it here
+        while delay is not None and not supervisor.wait_until_ready(0):
+            select.select([supervisor.fileno()], [], [], delay)
+            delay = supervisor.turn()
+
     def register_with_event_loop(self, hub: Any) -> None:
         """Celery's event loop drives the supervisor: its callbacks run there."""
         self._hub = hub
-        if self._supervisor is not None and not self._blocking:
-            hub.add_reader(self._supervisor.fileno(), self._turn)
+        self._wait_for_children()
+        if self._supervisor is not None and self._supervisor.running and not self._blocking:
+            self._watched_fd = self._supervisor.fileno()
+            hub.add_reader(self._watched_fd, self._turn)
             self._turn()
 
     def _turn(self) -> None:
@@ -168,16 +237,25 @@ class TaskPool(BasePool):
         supervisor = self._supervisor
         if supervisor is None or self._stopping:
             return
-        fd = supervisor.fileno()
-        delay = supervisor.turn()
+        self._in_turn = True
+        try:
+            delay = supervisor.turn()
+        finally:
+            self._in_turn = False
         if delay is None:  # it stopped by itself (_Watch has told the worker to stop)
-            self._hub.remove_reader(fd)
+            self._unwatch()
             return
         due = time.monotonic() + delay
         if self._timer is None or due < self._timer_due:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer, self._timer_due = self._hub.call_later(delay, self._on_timer), due
+
+    def _unwatch(self) -> None:
+        """The hub stops watching the supervisor (whose descriptor may be closed)."""
+        if self._watched_fd is not None:
+            self._hub.remove_reader(self._watched_fd)
+            self._watched_fd = None
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -218,6 +296,8 @@ class TaskPool(BasePool):
             if job.waiting != event.waiting:
                 job.waiting = event.waiting
                 self._lend(1 if event.waiting else -1)
+                if event.waiting and self._waiting >= self._target + self._max_lent:
+                    self._refuse_wait(job)  # every child waits, and none more may be lent
             return
         if isinstance(event, Started) and event.call.soft_time_limit:
             job.cancel_soft_warning = self._later(event.call.soft_time_limit,
@@ -243,8 +323,7 @@ class TaskPool(BasePool):
         it, as with ``pool_grow``, so an acks-late parent, unacknowledged while it
         waits, does not keep its subtask in the broker. Where callbacks run (the hub)."""
         self._waiting += change
-        bound = self.config.max_lent_slots
-        lent = min(self._waiting, self._target if bound is None else bound)
+        lent = min(self._waiting, self._max_lent)
         if self._slots is None or lent == self._lent:
             return
         self._widen_prefetch(lent - self._lent)
@@ -254,6 +333,25 @@ class TaskPool(BasePool):
         while self._lent > lent:
             self._lent -= 1
             self._remove_slot()
+
+    @property
+    def _max_lent(self) -> int:
+        """``pprunner_max_lent_slots``, whose default is ``-c``."""
+        bound = self.config.max_lent_slots
+        return self._target if bound is None else bound
+
+    def _refuse_wait(self, job: Job) -> None:
+        """Every child waits in ``result.get()`` and no more slots may be lent, so no
+        child is left to run what they wait for: the newest wait raises
+        :class:`~.child.LendingLimitReached` in its task (which fails with it, and
+        frees its child for the others' subtasks) instead of a silent deadlock."""
+        logger.error("task %s waits in result.get() while every child of this worker waits "
+                     "and pprunner_max_lent_slots (%s) slots are lent: its wait is refused; "
+                     "raise pprunner_max_lent_slots or -c, or wait with a timeout",
+                     job.call.name, self._max_lent)
+        assert self._supervisor is not None and job.pid is not None
+        self._supervisor.signal_worker(job.pid, child.REFUSE_WAIT,
+                                       "its wait could never end (pprunner_max_lent_slots)")
 
     def _consumer_ready(self, sender: Any = None, **_: Any) -> None:
         """Celery's ``worker_ready``: the consumer that feeds this pool."""
@@ -363,22 +461,38 @@ class TaskPool(BasePool):
         self._stopping = True
 
     def _stop(self, immediate: bool) -> None:
+        """Stop the supervisor and its children. Celery's second Ctrl-C (its cold
+        shutdown) calls ``pool.stop()`` from a signal handler, which may interrupt
+        a pass of the supervisor or the stop under way: then the stop is only made
+        immediate, and the stop under way (or Celery's ``terminate``) does it."""
         supervisor, dispatcher = self._supervisor, self._dispatcher
         if supervisor is None or dispatcher is None:
             return
-        self._stopping = True
+        immediate = immediate or bool(worker_state.should_terminate)
+        if self._stop_under_way or self._in_turn:
+            supervisor.stop(immediate=immediate)  # inside a pass, this only marks it
+            return
+        self._stopping = self._stop_under_way = True
         hosted = not self._blocking and self._hub is not None
         if hosted:
             if self._timer is not None:
                 self._timer.cancel()
-            self._hub.remove_reader(supervisor.fileno())
+            self._unwatch()
         # the hub does not turn while the worker stops: keep its timers (broker
         # heartbeats) firing while children finish, as prefork does while it joins;
         # hosted, the last results are delivered here
         supervisor.stop(immediate=immediate,
-                        while_stopping=self._hub.fire_timers if hosted else None)
+                        while_stopping=self._while_stopping if hosted else None)
         dispatcher.shutdown()
         self._supervisor = None
+
+    def _while_stopping(self) -> None:
+        """Between the stop's waits for busy children: the hub's timers fire, and a
+        cold shutdown asked meanwhile (a second Ctrl-C, which older Celery (5.3) only
+        records in ``should_terminate``) makes the stop immediate."""
+        if worker_state.should_terminate and self._supervisor is not None:
+            self._supervisor.stop(immediate=True)  # inside the stop's pass: marks it
+        self._hub.fire_timers()
 
     # -- inspect stats -------------------------------------------------------------
 

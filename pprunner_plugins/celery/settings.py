@@ -35,7 +35,8 @@ SETTINGS = {
     "max_tasks_jitter": "add 0..N to --max-tasks-per-child per child, so children do not "
                         "all recycle at once",
     "max_lent_slots": "at most this many extra children run while tasks wait in "
-                      "result.get() (default: -c; 0: none, such waits just block)",
+                      "result.get() (default: -c; 0: none); a wait past it while every child "
+                      "waits fails its task",
     "heartbeat_interval": "seconds between supervisor iterations when nothing happens",
     "metrics_port": "serve Prometheus metrics of the pool (the worker's supervisor and its "
                     "children) on this port (pprunner[prometheus])",

@@ -1,28 +1,31 @@
-"""The worker side: what a pprunner worker does for a pynenc runner.
+"""The worker side: each pprunner worker runs pynenc's runner loop itself.
 
 Registered in every worker (the runner passes this module in
-``Supervisor(plugins=...)``). The initializer hands over the app and the
-parent's runner context; :func:`pprunner_worker_init` then gives the worker
-its pynenc identity — a child :class:`RunnerContext` whose ``runner_id`` is
-the pprunner worker's, stored and heartbeaten before the worker reports
-ready, as PPR's children register themselves. :func:`run_invocation` runs
-one invocation the parent claimed in this worker's name, through pynenc's
-own ``DistributedInvocation.run`` (statuses, results, retries).
+``Supervisor(plugins=...)``). The consumer's maker, :func:`make_consumer`,
+hands over the app and the parent's runner context; the worker's pynenc
+identity is made in :func:`pprunner_worker_init` — a child
+:class:`RunnerContext` whose ``runner_id`` is the pprunner worker's, stored
+and heartbeaten before the worker reports ready, as PPR's children register
+themselves. :class:`InvocationConsumer` then claims in that name, as PPR's
+children do (so every worker claims in parallel), and runs each invocation
+through pynenc's own ``DistributedInvocation.run`` (statuses, results,
+retries) inside ``HostJobs.running``, so the supervisor knows what each
+worker holds (hard time limits, recycling, titles, deaths).
 
-While an invocation waits for others (:meth:`Waiting.wait`, called by the
-runner's ``_waiting_for_results``), it is ``PAUSED`` in pynenc's terms and
-the worker runs what the orchestrator lets it claim — the invocations
-others wait for come first (pynenc's blocking control) — nested under it,
-then ``RESUMED`` as soon as one awaited result is final. Every invocation
-claimed that way is noted to the parent (``WorkerContext.note``), which
-takes it back at once if the worker dies.
+While an invocation waits for others (:meth:`WorkerIdentity.wait`, called by
+the runner's ``_waiting_for_results``) it is ``PAUSED`` in pynenc's terms and
+its worker lends its slot (``WorkerContext.lend_slot``) until the invocation
+ends: the supervisor runs one more worker meanwhile, so as many waiting
+parents as workers cannot deadlock; it is ``RESUMED`` as soon as what it
+awaits is final.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import pickle
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +36,8 @@ from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
 
 import pprunner
-from pprunner.errors import PprunnerError
+from pprunner.consuming import HostJobs
+from pprunner.errors import PprunnerError, ResultTimeout
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -42,85 +46,59 @@ logger = logging.getLogger("pprunner.pynenc")
 
 #: how a worker's pynenc runner context is named (PPR's are "PPRWorker")
 WORKER_CLS = "PprunnerWorker"
-
-
-class WaitCycle(PprunnerError):
-    """An invocation waits for one that waits for it, in this very worker: neither
-    could ever finish. Raised in the innermost one, which fails with it."""
-
-
-class WaitTimeout(PprunnerError):
-    """An invocation waited longer than ``pprunner_wait_timeout``."""
+#: first pause after an empty claim; it doubles up to the consumer's longest pause
+POLL_MIN = 0.002
 
 
 @attrs.define
-class Waiting:
-    """One worker's pynenc state: its identity and the invocations it runs."""
+class WorkerIdentity:
+    """One worker's pynenc identity, and the waits of the invocation it runs."""
 
     app: Pynenc
     ctx: RunnerContext
-    max_depth: int
+    #: the pprunner worker's context, whose slot a waiting invocation lends
+    worker: Any
     timeout: float
     poll: float
-    #: invocations running in this worker, outermost first
-    stack: list[str] = attrs.Factory(list)
-    #: paused invocations and when they began waiting
-    paused: dict[str, float] = attrs.Factory(dict)
-
-    def run(self, invocation: Any) -> None:
-        self.stack.append(invocation.invocation_id)
-        try:
-            invocation.run(self.ctx)
-        except Exception:  # pynenc stored it (FAILED or RETRY) and logged it
-            pass
-        finally:
-            self.stack.pop()
+    #: the open wait: the waiting invocation and when it began
+    _waiter: str | None = None
+    _since: float = 0.0
+    #: the slot loan, open from the invocation's first wait until it ends: a task that
+    #: waits for several results in turn would otherwise take a fresh worker for each
+    _loan: contextlib.ExitStack = attrs.Factory(contextlib.ExitStack)
+    _lent: bool = False
 
     def wait(self, waiter: str, awaited: list[str]) -> None:
         """One step of a wait (pynenc calls it until a result is final)."""
-        orchestrator = self.app.orchestrator
-        cycle = [a for a in awaited if a in self.stack]
-        if cycle:
-            raise WaitCycle(f"invocation:{waiter} waits for invocation:{cycle[0]}, which "
-                            f"waits (paused) for it in worker {self.ctx.runner_id}")
-        if waiter not in self.paused:
+        if self._waiter is None:
             if not self._transition(waiter, InvocationStatus.PAUSED):
                 time.sleep(self.poll)
                 return
-            self.paused[waiter] = time.monotonic()
-            logger.info("invocation:%s paused waiting for %s in worker %s; it runs other "
-                        "invocations meanwhile", waiter, ",".join(awaited), self.ctx.runner_id)
-        if not orchestrator.filter_final(awaited) and not self._run_one_more():
+            self._waiter, self._since = waiter, time.monotonic()
+            if not self._lent:
+                self._loan.enter_context(self.worker.lend_slot())
+                self._lent = True
+            logger.info("invocation:%s paused waiting for %s in worker %s; its slot is lent",
+                        waiter, ",".join(awaited), self.ctx.runner_id)
+        orchestrator = self.app.orchestrator
+        if not orchestrator.filter_final(awaited):
             time.sleep(self.poll)
-        waited = time.monotonic() - self.paused[waiter]
+        waited = time.monotonic() - self._since
         if orchestrator.filter_final(awaited):
-            self._resume(waiter)
+            self._resume()
         elif self.timeout and waited > self.timeout:
-            self._resume(waiter)
-            raise WaitTimeout(f"invocation:{waiter} waited {waited:.1f} s for "
-                              f"{','.join(awaited)} (pprunner_wait_timeout {self.timeout:g} s)")
+            self._resume()
+            raise ResultTimeout(f"invocation:{waiter} waited {waited:.1f} s for "
+                                f"{','.join(awaited)} (pprunner_wait_timeout {self.timeout:g} s)")
 
-    def _run_one_more(self) -> bool:
-        """Run one invocation the orchestrator gives this worker, nested; False if none.
+    def ended(self) -> None:
+        """The invocation this worker ran ended: give back the slot it lent, if any."""
+        self._loan.close()
+        self._lent = False
 
-        Not from an async task's wait (``await invocation.async_result()``): pynenc
-        runs a task with ``asyncio.run``, which cannot start inside a running loop,
-        so that wait only pauses and polls, as PersistentProcessRunner's does."""
-        if len(self.stack) > self.max_depth or _in_event_loop():
-            return False
-        claimed = list(self.app.orchestrator.get_invocations_to_run(1, self.ctx))
-        if not claimed:
-            return False
-        context = pprunner.current_context()
-        assert context is not None
-        invocation_id = claimed[0].invocation_id
-        context.note(("took", invocation_id))  # before it runs: a death must find it
-        self.run(claimed[0])
-        context.note(("done", invocation_id))
-        return True
-
-    def _resume(self, waiter: str) -> None:
-        del self.paused[waiter]
+    def _resume(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        assert waiter is not None
         self._transition(waiter, InvocationStatus.RESUMED)
 
     def _transition(self, invocation_id: str, status: InvocationStatus) -> bool:
@@ -132,17 +110,47 @@ class Waiting:
         return True
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+class InvocationConsumer:
+    """pynenc's runner loop in one worker: claim in the worker's name, run, repeat;
+    an empty broker is polled with a back-off up to ``longest_pause``."""
+
+    def __init__(self, identity: WorkerIdentity, limits: dict[str, float | None],
+                 longest_pause: float) -> None:
+        self.identity = identity
+        #: ``time_limit`` and ``soft_time_limit``, as HostJobs.running takes them
+        self.limits = limits
+        self.longest_pause = longest_pause
+        #: what settle() needs to act as this worker: its pynenc context
+        self._owner = identity.ctx.to_json()
+        self._stopped = threading.Event()
+
+    def consume(self, jobs: HostJobs) -> None:
+        app, ctx = self.identity.app, self.identity.ctx
+        pause = POLL_MIN
+        while not self._stopped.is_set():
+            claimed = list(app.orchestrator.get_invocations_to_run(1, ctx))
+            if not claimed:
+                self._stopped.wait(pause)
+                pause = min(pause * 2, self.longest_pause)
+                continue
+            pause = POLL_MIN
+            invocation = claimed[0]
+            # an exception of the task's: pynenc stored it (FAILED or RETRY) and logged it
+            with jobs.running(invocation.invocation_id, invocation.task.task_id.key,
+                              data=self._owner, **self.limits), \
+                    contextlib.suppress(Exception):
+                try:
+                    invocation.run(ctx)
+                finally:
+                    self.identity.ended()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
-#: set in the worker by the initializer, then by pprunner_worker_init
+#: set in the worker by make_consumer's caller chain: the boot data, then the identity
 _boot: dict[str, Any] = {}
-_waiting: Waiting | None = None
+_identity: WorkerIdentity | None = None
 
 
 def boot(app: bytes, parent_ctx_json: str, settings: dict[str, Any]) -> None:
@@ -153,7 +161,7 @@ def boot(app: bytes, parent_ctx_json: str, settings: dict[str, Any]) -> None:
 
 @pprunner.hookimpl
 def pprunner_worker_init(context: Any) -> None:
-    global _waiting
+    global _identity
     if not _boot:
         return
     from .runner import PprunnerRunner
@@ -162,10 +170,8 @@ def pprunner_worker_init(context: Any) -> None:
     ctx = RunnerContext.from_json(_boot["parent"]).new_child_context(
         WORKER_CLS, runner_id=context.runner_id)
     runner = PprunnerRunner(app, runner_context=ctx)  # the app's runner in this process
-    settings = _boot["settings"]
-    _waiting = runner.waiting = Waiting(
-        app, ctx, max_depth=int(settings["max_wait_depth"]),
-        timeout=float(settings["wait_timeout"]),
+    _identity = runner.identity = WorkerIdentity(
+        app, ctx, context, timeout=float(_boot["settings"]["wait_timeout"]),
         poll=float(runner.conf.invocation_wait_results_sleep_time_sec))
     pynenc_context.set_runner_context(app.app_id, ctx)
     pynenc_context.set_current_runner(app.app_id, runner)
@@ -173,8 +179,15 @@ def pprunner_worker_init(context: Any) -> None:
     app.logger.info(f"pprunner worker {context.runner_id} ready (pid {ctx.pid})")
 
 
-def run_invocation(invocation: Any) -> None:
-    """Run one invocation claimed in this worker's name (pynenc records the outcome)."""
-    if _waiting is None:
+def make_consumer() -> InvocationConsumer:
+    """The consumer's maker, in each worker after its boot."""
+    if _identity is None:
         raise PprunnerError("this worker was not booted by the pynenc runner")
-    _waiting.run(invocation)
+    settings = _boot["settings"]
+    limits = {name: settings[name] for name in ("time_limit", "soft_time_limit")}
+    # pprunner_idle_poll_max is the pool's pause between two claims on an empty broker
+    # (one thread claimed for every worker before): each of its workers, polling at
+    # its own moments, pauses that times the pool's size, so the broker is asked as
+    # often and the idle pool costs as little
+    longest_pause = float(settings["idle_poll_max"]) * settings["processes"]
+    return InvocationConsumer(_identity, limits, longest_pause)

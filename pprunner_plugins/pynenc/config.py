@@ -41,6 +41,7 @@ SUPERVISOR_SETTINGS: dict[str, Any] = {
     "start_method": "spawn",
     "log_level": "INFO",
     "max_attempts": 3,  # deaths of a worker under one invocation before it fails
+    "spare_workers": 0,  # workers booted ahead: a dead or lent slot is served at once
     "metrics_port": "",  # [HOST:]PORT of the Prometheus endpoint (pprunner[prometheus])
 }
 
@@ -50,9 +51,11 @@ RUNNER_SETTINGS: dict[str, Any] = {
     # workers now, KILLED then REROUTED) or "drain" (let them finish within
     # pprunner_shutdown_timeout, then reroute what is left)
     "stop": "reroute",
-    # longest pause between two claims while the broker is empty (seconds)
+    # longest pause between two claims of the pool while the broker is empty (seconds;
+    # each worker pauses up to this times the pool's size)
     "idle_poll_max": 0.05,
-    # how deeply a waiting invocation's worker may run other invocations nested
+    # accepted for the configurations that set it, with no effect since a waiting
+    # invocation's worker runs nothing nested (it lends its slot instead)
     "max_wait_depth": 8,
     # seconds a waiting invocation may wait before WaitTimeout is raised in it; 0: never
     "wait_timeout": 0.0,

@@ -1,10 +1,10 @@
 """Invocations left behind by a runner that died on this host, taken back now.
 
-The feeder settles a worker's death at once, but nothing settles the runner's
-own: when its process is SIGKILLed (``kill -9``, the OOM killer, a crashed
-interpreter) its workers exit, as workers never outlive their supervisor, and
-what they held stays ``RUNNING`` (or ``PENDING``, ``PAUSED``, ``RESUMED``)
-under runner ids nobody heartbeats any more. pynenc takes those back only once
+The supervisor settles a worker's death at once (:mod:`.settle`), but nothing
+settles the runner's own: when its process is SIGKILLed (``kill -9``, the OOM
+killer, a crashed interpreter) its workers exit, as workers never outlive their
+supervisor, and what they held stays ``RUNNING`` (or ``PENDING``, ``PAUSED``,
+``RESUMED``) under runner ids nobody heartbeats any more. pynenc takes those back only once
 a runner has been silent for ``runner_considered_dead_after_minutes`` (10) and
 its recovery task comes round (every 15 minutes).
 
@@ -18,7 +18,7 @@ one cannot see. Every ``PprunnerRunner`` sweeps at its start and then every
 :data:`SWEEP_INTERVAL` seconds, so the next runner, or a peer on the same host,
 reroutes a dead runner's invocations within seconds, by the paths a worker's
 death takes (:func:`.recovery.after_death`). Runners of other hosts, and this
-runner's own workers (the feeder's), are left alone.
+runner's own workers (settled by its supervisor), are left alone.
 """
 
 from __future__ import annotations

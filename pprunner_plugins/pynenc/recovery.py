@@ -15,6 +15,9 @@ own recovery would have left it, only minutes earlier:
 - an invocation that *failed for pprunner's reasons* (its hard time limit,
   its worker died ``max_attempts`` times under it) fails, or retries when
   the task's ``retry_for`` covers the error, as if the task had raised it.
+
+How often an invocation's workers died under it is read from pynenc's own
+history (:func:`deaths`): each death left a recovery record there.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 _RECOVERY = {InvocationStatus.RUNNING: InvocationStatus.RUNNING_RECOVERY,
              InvocationStatus.PENDING: InvocationStatus.PENDING_RECOVERY}
 _WAITING = (InvocationStatus.PAUSED, InvocationStatus.RESUMED)
+_RECOVERED = frozenset(_RECOVERY.values())
 
 
 def after_death(runner: Any, invocation_id: str, owner: RunnerContext) -> str:
@@ -46,6 +50,14 @@ def after_death(runner: Any, invocation_id: str, owner: RunnerContext) -> str:
     elif status in _WAITING:
         runner._kill_and_reroute(invocation_id, runner_ctx=owner)
     return status.value
+
+
+def deaths(runner: Any, invocation_id: str) -> int:
+    """How many times the invocation was recovered from a dead runner, by its history
+    (records this process wrote from other threads are waited for first)."""
+    state = runner.app.state_backend
+    state.wait_for_all_async_operations()
+    return sum(h.status_record.status in _RECOVERED for h in state.get_history(invocation_id))
 
 
 def fail(runner: Any, invocation_id: str, error: Exception, owner: RunnerContext) -> None:

@@ -1,9 +1,11 @@
 """The ``redis://`` backend: many supervisors on many hosts share one queue.
 
-``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS) or
-``unix:///path/to/redis.sock?db=0&prefix=NAME``. Needs the ``redis`` client
-(``pip install -e '.[redis]'`` in the clone). ``prefix`` (default ``pprunner``)
-starts every key, so several apps can share one server.
+``redis://[:password@]host:6379/0?prefix=NAME``, ``rediss://...`` (TLS),
+``unix:///path/to/redis.sock?db=0&prefix=NAME``, a master under Sentinel
+(``redis+sentinel://s1:26379,s2:26379/mymaster/0``) or a client the user
+built (``redis+client://package.module:name``); see :mod:`.connect`. Needs
+the ``redis`` client (``pip install -e '.[redis]'`` in the clone). ``prefix``
+(default ``pprunner``) starts every key, so several apps can share one server.
 
 Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
 the oldest due id from ``p:queue`` into the runner's own
@@ -36,8 +38,9 @@ operation is sent again at once, then retried with a growing pause (0.1 s
 up to 5 s) and one log line per outage, so nothing crashes or spins, and
 work resumes when Redis returns; for how long is ``keep_waiting``'s to say
 (a producer: ``outage_timeout``). A Redis that cannot be reached at start is
-an error at once. Redis Cluster is not supported (the scripts build their
-own keys).
+an error at once. On a Redis Cluster (``redis+cluster://``) the prefix is the
+hash tag of every key, so a namespace is one slot: its scripts run on the node
+that serves it, and a failover that moves the slot is an outage like any other.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ import json
 import logging
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -69,6 +71,7 @@ from pprunner.invocation import (
 from pprunner.plugins import install_extra
 
 from . import scripts
+from .connect import CLIENT_SCHEME, CLUSTER_SCHEMES, SENTINEL_SCHEMES, connect
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
 
 logger = logging.getLogger("pprunner.redis")
@@ -91,21 +94,15 @@ MIN_SERVER = (6, 2)
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
+#: how long a change waits for its replicas (``wait_replicas``) before it counts anyway
+REPLICA_WAIT_MS = 1000
+#: after a WAIT that timed out (the replicas are gone, as after a failover that left the
+#: new master alone), changes count without waiting for this many seconds, then try again
+REPLICA_RECHECK = 10
 
 def _with_sha(script: str) -> tuple[str, str]:
     """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
     return hashlib.sha1(script.encode()).hexdigest(), script
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(the URL redis-py understands, the key prefix)."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parts.query)
-    prefix = query.pop("prefix", ["pprunner"])[0]
-    if not prefix or any(c in prefix for c in " {}"):
-        raise BackendError(f"bad Redis key prefix {prefix!r} in {url!r}")
-    rest = urllib.parse.urlencode({k: v[0] for k, v in query.items()})
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix
 
 
 class RedisBackend(Pausing, Admin, Recovery):
@@ -120,13 +117,24 @@ class RedisBackend(Pausing, Admin, Recovery):
             raise BackendError(f"the redis backend needs the redis client: "
                                f"{install_extra('redis')}") from None
         self._redis = redis
-        address, self.prefix = split_url(url)
-        try:
-            # Any: redis-py's annotations do not know this client returns bytes
-            self.client: Any = redis.Redis.from_url(
-                address, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0)
-        except ValueError as exc:
-            raise BackendError(f"bad Redis URL {url!r}: {exc}") from None
+        #: what means Redis is away for now (waited out, not an error): a lost
+        #: connection, and a cluster's slot between masters
+        self._outages: tuple[type[BaseException], ...] = (
+            redis.ConnectionError, redis.TimeoutError, redis.exceptions.MovedError,
+            redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+            redis.exceptions.RedisClusterException)
+        connection = connect(url, redis, socket_timeout=SOCKET_TIMEOUT,
+                             socket_connect_timeout=5.0)
+        # Any: redis-py's annotations do not know this client returns bytes
+        self.client: Any = connection.client
+        self.prefix = connection.prefix
+        #: a cluster's client: the backend's own connections go to the node of the
+        #: namespace's slot, and are dropped when a failover moves it
+        self._cluster = connection.cluster
+        #: how many replicas must have a script's changes before its reply counts
+        self.wait_replicas = connection.wait_replicas
+        #: until when changes count without replicas, after a WAIT that timed out
+        self._unreplicated_until = 0.0
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
@@ -152,30 +160,97 @@ class RedisBackend(Pausing, Admin, Recovery):
         """EVALSHA of one of ``scripts``, loaded first if the server does not have it
         (a server restarted without persistence, or a SCRIPT FLUSH)."""
         sha, text = self._scripts[name]
+        # the prefix is the one key declared: it routes the script to the namespace's
+        # node in a cluster, where every key the script touches carries it as hash tag
         try:
-            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
         except self._redis.exceptions.NoScriptError:
             self._command("SCRIPT", "LOAD", text)
-            return self._command("EVALSHA", sha, 0, self.prefix, *args)
+            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
+
+    def _durably(self, *args: Any) -> Any:
+        """A command whose reply counts only once ``wait_replicas`` replicas have its
+        writes: a WAIT goes right behind it, and a reply is handed on only with
+        WAIT's. Replication is asynchronous, so without it a failover could lose a
+        claim a worker has started on (it would run twice) or an acknowledged
+        enqueue (lost). A reply lost with the master is sent again, as any other."""
+        wanted = self.wait_replicas
+        if not wanted or time.monotonic() < self._unreplicated_until:
+            return self._command(*args)
+        reply, acknowledged = self._commands(args, ("WAIT", wanted, REPLICA_WAIT_MS))
+        if acknowledged < wanted:
+            self._unreplicated_until = time.monotonic() + REPLICA_RECHECK
+            logger.warning("Redis at %s: %d of %d replicas acknowledged a change within "
+                           "%d ms; changes count without them for the next %d s", self.url,
+                           acknowledged, wanted, REPLICA_WAIT_MS, REPLICA_RECHECK)
+        return reply
 
     def _command(self, *args: Any) -> Any:
-        """One command and its raw reply, on a connection of the backend's own.
+        """One command and its raw reply, on a connection of the backend's own."""
+        return self._commands(args)[0]
+
+    def _commands(self, *commands: Sequence[Any]) -> list[Any]:
+        """Commands sent together, and their raw replies, on a connection of the
+        backend's own.
 
         Connections are made like the client's and kept in ``_spare`` while
         unused; popping and appending a list is atomic, so threads need no lock.
         A connection that fails is closed by redis-py and reconnects when next
-        used; every reply is read before the connection goes back, so none is
-        left for the next command.
+        used; every reply is read before the connection goes back (an error
+        reply is raised only then), so none is left for the next command.
         """
         try:
             connection = self._spare.pop()
         except IndexError:
-            connection = self.client.connection_pool.make_connection()
+            connection = self._new_connection()
         try:
-            connection.send_command(*args)
+            # connect() first: redis-py's send would connect on its own but skip the
+            # override by which a Sentinel connection asks the sentinels for the master
+            connection.connect()
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = [self._reply(connection) for _ in commands]
+        except (self._redis.ConnectionError, self._redis.TimeoutError):
+            self._moved(connection)
+            raise
+        self._spare.append(connection)
+        for reply in replies:
+            if isinstance(reply, self._redis.exceptions.ResponseError):
+                if self._cluster and isinstance(reply, self._outages):
+                    self._moved(connection)
+                    raise self._redis.ConnectionError(f"the namespace moved: {reply}")
+                raise reply
+        return replies
+
+    def _new_connection(self) -> Any:
+        """A connection made like the client's: to the one server (or the master
+        Sentinel names), or to the cluster node that serves the namespace's slot."""
+        if self._cluster:
+            node = self.client.get_node_from_key(self.prefix)
+            return node.redis_connection.connection_pool.make_connection()
+        return self.client.connection_pool.make_connection()
+
+    def _moved(self, connection: Any) -> None:
+        """After a failure: with a cluster, the namespace's slot may have another
+        master now (a failover), so the spare connections go and the client reads
+        the cluster's slots again; the caller's retry then reaches the new master."""
+        if not self._cluster:
+            return
+        connection.disconnect()
+        if connection in self._spare:
+            self._spare.remove(connection)
+        for spare in self._spare:
+            spare.disconnect()
+        self._spare = []
+        with contextlib.suppress(self._redis.RedisError,
+                                 self._redis.exceptions.RedisClusterException):
+            self.client.nodes_manager.initialize()
+
+    def _reply(self, connection: Any) -> Any:
+        """The next reply on ``connection``; an error reply is returned, not raised."""
+        try:
             return connection.read_response()
-        finally:
-            self._spare.append(connection)
+        except self._redis.exceptions.ResponseError as exc:
+            return exc
 
     def _do(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """One Redis command, retried while Redis is away."""
@@ -189,7 +264,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         is no outage. ``_retried`` then tells the caller its reply may be lost.
         """
         if self._pid != os.getpid():  # a forked child must not share the parent's sockets
-            self.client.connection_pool.reset()
+            if not self._cluster:  # a cluster's node pools reset themselves in a child
+                self.client.connection_pool.reset()
             self._spare = []
             self._pid = os.getpid()
         pause, outage, failures = 0.1, 0.0, 0
@@ -198,7 +274,7 @@ class RedisBackend(Pausing, Admin, Recovery):
                 if not self._connected:
                     self._check_server()
                 result = operation()
-            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            except self._outages as exc:
                 if not self._connected:
                     raise BackendError(f"cannot reach Redis at {self.url}: {exc}") from None
                 failures += 1
@@ -230,12 +306,19 @@ class RedisBackend(Pausing, Admin, Recovery):
         error at start, not an unknown command in the middle of a claim. A user whose
         ACL forbids INFO (a @dangerous command) is not held up: the scripts speak then."""
         try:
-            version = str(self.client.info("server").get("redis_version", "0"))
+            version = str(self._info_server().get("redis_version", "0"))
         except self._redis.exceptions.ResponseError:
             return
         if tuple(int(part) for part in version.split(".")[:2]) < MIN_SERVER:
             raise BackendError(f"Redis at {self.url} is version {version}; pprunner needs "
                                f"{'.'.join(map(str, MIN_SERVER))} or newer")
+
+    def _info_server(self) -> dict[str, Any]:
+        """INFO server of the server that holds the namespace."""
+        if self._cluster:
+            return dict(self.client.info("server", target_nodes=self.client.get_node_from_key(
+                self.prefix)))
+        return dict(self.client.info("server"))
 
     # -- producers and workers -------------------------------------------------------
 
@@ -325,8 +408,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         """The completion and the next claim in one script, one round trip."""
         change = self._change_args(invocation_id, Status.SUCCESS, release=True,
                                    values={"result": result, "finished_at": repr(time.time())})
-        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()),
-                                    self._last_entry.get(runner_id, b"0-0"), *change)
+        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()), *change)
         if answer is None:
             retried = self._retried
             if retried:  # the send whose reply was lost may have claimed: hand that back
@@ -406,7 +488,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         def attempt(pipe: Any) -> list[Invocation] | None:
             if lost:
                 beat = pipe.zscore(self._key("runners"), runner_id)
-                if beat is None or beat >= self._server_time(pipe) - older_than:
+                if beat is None or beat >= self._server_time() - older_than:
                     return None
             ids = [raw.decode() for raw in pipe.lrange(owned_key, 0, -1)]
             for invocation_id in ids:
@@ -427,6 +509,8 @@ class RedisBackend(Pausing, Admin, Recovery):
 
         moved: list[Invocation] | None = self._retrying(lambda: self.client.transaction(
             attempt, owned_key, runner_key, self._key("runners"), value_from_callable=True))
+        if moved is not None and self.wait_replicas:
+            self._replicated()
         ended = [i.id for i in moved or () if i.status is Status.FAILED]
         if ended:  # what the Lua scripts do for the endings they write
             self._run_retrying("ANNOUNCE", *ended)
@@ -435,6 +519,13 @@ class RedisBackend(Pausing, Admin, Recovery):
                          for i in moved):
             self.wakeup()  # idle runners block on their inboxes: tell them to look again
         return moved
+
+    def _replicated(self) -> None:
+        """Wait until the replicas have what this process wrote through redis-py's
+        client (a transaction): WAIT counts a connection's own writes, so this one
+        writes a key of its own first, which comes after them in the replication
+        stream."""
+        self._retrying(lambda: self._durably("INCR", self._key("replicated")))
 
     def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
         raw = pipe.hgetall(self._key("inv", invocation_id))
@@ -478,10 +569,11 @@ class RedisBackend(Pausing, Admin, Recovery):
         age = repr(time.time() - at)
         self._run_retrying("HEARTBEAT", RUNNER_RECORD_TTL, age, *itertools.chain(*records))
 
-    def _server_time(self, source: Any = None) -> float:
-        """The server's clock, which heartbeats are written and judged by."""
-        seconds, micros = (self.client if source is None else source).time()
-        return float(seconds) + micros / 1e6
+    def _server_time(self) -> float:
+        """The clock of the server that holds the namespace, which heartbeats are
+        written and judged by."""
+        seconds, micros = self._command("TIME")
+        return float(seconds) + int(micros) / 1e6
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         ids = list(runner_ids)
@@ -580,5 +672,6 @@ class RedisBackend(Pausing, Admin, Recovery):
 
 @pprunner.hookimpl
 def pprunner_register_backends(register: Callable[..., None]) -> None:
-    for scheme in ("redis", "rediss", "unix"):
+    for scheme in ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES,
+                   CLIENT_SCHEME):
         register(scheme, RedisBackend)

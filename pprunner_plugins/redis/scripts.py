@@ -1,10 +1,14 @@
 """The Lua scripts that make each Redis status change atomic.
 
-Keys are built inside the scripts from the prefix (ARGV[1]), so the backend
-works on a single Redis server or a replicated one, not on Redis Cluster.
-Layout, for prefix ``p``:
+Keys are built inside the scripts from the prefix, declared as the script's
+one key (KEYS[1]) and passed again as ARGV[1]. On a Redis Cluster the prefix is
+a hash tag (``{name}``), so every key a script builds is in the slot of the key
+it declared: the script runs on that slot's node, as Cluster requires. The ids
+a script finds (in a queue, an idle list) are why the keys cannot all be
+declared beforehand. Layout, for prefix ``p``:
 
-``p:inv:<id>``       hash: the invocation's fields (absent field = None)
+``p:inv:<id>``       hash: the invocation's fields (absent field = None); ``watched``: a
+                     caller once waited for its ending (see WATCH_ENDING)
 ``p:seq``            counter: enqueue order
 ``p:queue``          list: PENDING invocations that are due, oldest first
 ``p:delayed``        sorted set: PENDING retries, by ``not_before``
@@ -28,50 +32,70 @@ next runs the very same rules as the scripts that do one of the two.
 from __future__ import annotations
 
 #: take the PENDING invocation ``id``, already in ``runner``'s owned list, for ``runner``
-#: -> its hash as a flat list, or false when it is not PENDING (and leaves the list)
+#: -> its hash as a flat list, or false when it is not PENDING (and leaves the list).
+#: The hash is read once, and the reply is that reading with the claim's changes made.
 _MARK = """
 local function mark(p, id, runner, now)
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'attempts')
-  if current[1] == 'RUNNING' and current[2] == runner then
-    return redis.call('HGETALL', key)  -- ours already: a retry after a lost reply
+  local fields = redis.call('HGETALL', key)
+  local at = {}
+  for i = 1, #fields, 2 do at[fields[i]] = i + 1 end
+  local status = at.status and fields[at.status]
+  if status == 'RUNNING' and at.owner and fields[at.owner] == runner then
+    return fields  -- ours already: a retry after a lost reply
   end
-  if current[1] ~= 'PENDING' then
+  if status ~= 'PENDING' then
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     return false
   end
-  redis.call('HSET', key, 'status', 'RUNNING', 'owner', runner, 'started_at', now,
-             'attempts', tonumber(current[4]) + 1)
+  local changes = {'status', 'RUNNING', 'owner', runner, 'started_at', now,
+                   'attempts', tostring(tonumber(fields[at.attempts]) + 1)}
+  redis.call('HSET', key, unpack(changes))
   redis.call('ZREM', p .. ':status:PENDING', id)
-  redis.call('ZADD', p .. ':status:RUNNING', current[3], id)
-  return redis.call('HGETALL', key)
+  redis.call('ZADD', p .. ':status:RUNNING', fields[at.seq], id)
+  for i = 1, #changes, 2 do
+    local where = at[changes[i]]
+    if where then
+      fields[where] = changes[i + 1]
+    else
+      table.insert(fields, changes[i]); table.insert(fields, changes[i + 1])
+    end
+  end
+  return fields
 end
 """
 
 #: the next invocation for ``runner``: what an enqueue handed to its inbox after the entry
 #: ``last``, else the oldest due one -> {inbox entry id or '', field, value, ...}, or nil.
 #: ``resent`` ('1' when this is a retry after a dropped connection): an invocation it
-#: already claimed for this runner is that claim, whose reply was lost.
+#: already claimed for this runner is that claim, whose reply was lost. ``last`` nil: the
+#: runner comes from a completion (the busy path), so it was in no idle list (CLAIM takes
+#: it off before it claims) and nothing was handed to its inbox, nor left in its owned
+#: list by a claim whose reply was lost: neither is looked at, two commands a task fewer.
 _CLAIM = _MARK + """
 local function claim(p, runner, now, resent, last)
-  local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
-  if #handed > 0 then
-    local entry = handed[1]
-    local reply = {entry[1]}
-    for _, v in ipairs(entry[2]) do table.insert(reply, v) end
-    return reply
+  if last then
+    local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
+    if #handed > 0 then
+      local entry = handed[1]
+      local reply = {entry[1]}
+      for _, v in ipairs(entry[2]) do table.insert(reply, v) end
+      return reply
+    end
   end
   local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
   for _, id in ipairs(due) do
     redis.call('ZREM', p .. ':delayed', id)
     redis.call('RPUSH', p .. ':queue', id)
   end
-  for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
-    local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
-    -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
-    if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
-      local claimed = mark(p, id, runner, now)
-      if claimed then table.insert(claimed, 1, ''); return claimed end
+  if last then
+    for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
+      local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
+      -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
+      if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
+        local claimed = mark(p, id, runner, now)
+        if claimed then table.insert(claimed, 1, ''); return claimed end
+      end
     end
   end
   while true do
@@ -83,8 +107,7 @@ local function claim(p, runner, now, resent, last)
 end
 """
 
-#: tell every caller blocked until invocation ``id`` ends (see WATCH_ENDING) that it has;
-#: one SMEMBERS when nobody waits
+#: tell every caller blocked until invocation ``id`` ends (see WATCH_ENDING) that it has
 _ANNOUNCE = """
 local function announce(p, id)
   local key = p .. ':waiters:' .. id
@@ -107,7 +130,7 @@ _CHANGE = _ANNOUNCE + """
 local function change(p, runner, at)
   local id, new = ARGV[at], ARGV[at + 1]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'watched')
   local status = current[1]
   if not status or current[2] ~= runner then return 0 end
   if not string.find(',' .. ARGV[at + 2] .. ',', ',' .. status .. ',', 1, true) then
@@ -133,7 +156,7 @@ local function change(p, runner, at)
   if new == 'SUCCESS' or new == 'FAILED' then
     redis.call('ZADD', p .. ':ended', finished, id)
     if new == 'FAILED' then redis.call('ZADD', p .. ':failed', finished, id) end
-    announce(p, id)
+    if current[4] then announce(p, id) end  -- someone registered to wait for it
   end
   return 1
 end
@@ -170,10 +193,10 @@ return nil
 CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
+redis.call('LREM', p .. ':idle', 0, runner)
 local claimed = claim(p, runner, now, resent, last)
 if claimed then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
-redis.call('LREM', p .. ':idle', 0, runner)
 if ARGV[7] == '1' and (seen == '' or tonumber(seen) == wakeups) then
   redis.call('RPUSH', p .. ':idle', runner)
 end
@@ -186,14 +209,14 @@ return change(ARGV[1], ARGV[2], 3)
 """
 
 #: The completion of a successful invocation and the claim of the runner's next one.
-#: ARGV: prefix, runner, now, last inbox entry read, then change's arguments ->
+#: ARGV: prefix, runner, now, then change's arguments ->
 #: nil when the completion is refused (nothing is claimed then); else the claimed
 #: invocation as ``claim`` gives it, or 0 when nothing is due. A resend after a lost
 #: reply needs no care here: the completion it repeats is refused.
 COMPLETE_AND_CLAIM = _CHANGE + _CLAIM + """
 local p, runner = ARGV[1], ARGV[2]
-if change(p, runner, 5) == 0 then return nil end
-return claim(p, runner, ARGV[3], '0', ARGV[4]) or 0
+if change(p, runner, 4) == 0 then return nil end
+return claim(p, runner, ARGV[3], '0', nil) or 0
 """
 
 #: ARGV: prefix, id, now, field, value, ... (all but status and attempts, which the script
@@ -237,6 +260,8 @@ for i = 4, #ARGV do
   local key = p .. ':waiters:' .. ARGV[i]
   redis.call('SADD', key, token)
   redis.call('EXPIRE', key, ttl)
+  -- the ending reads this with the status: only a watched one looks for waiters
+  redis.call('HSET', p .. ':inv:' .. ARGV[i], 'watched', '1')
 end
 return 0
 """

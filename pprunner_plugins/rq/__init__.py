@@ -1,6 +1,6 @@
 """RQ with persistent work horses: ``rq worker -w pprunner_plugins.rq.Worker``.
 
-Install with ``pip install 'pprunner[rq]'``; nothing else in an RQ project
+Install with ``python -m pip install -e '.[rq]'`` in the clone; nothing else in an RQ project
 changes. See :class:`~pprunner_plugins.rq.worker.Worker` and the README's
 "RQ" section for what is the same as RQ's forking worker and what differs.
 """

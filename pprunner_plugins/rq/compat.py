@@ -5,6 +5,9 @@ RQ 3.0 passes the job's ``Execution`` to ``perform_job``,
 and keeps a worker's executions in a dict; 2.x keeps one in
 ``worker.execution``. RQ 3.0 also split the end of ``perform_job`` into
 ``_finalize_success``/``_finalize_failure``; 2.x inlines it.
+
+redis-py 8.2's ``PubSubWorkerThread.stop`` joins the thread (``timeout`` bounds
+it); earlier ones only clear its flag.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import sys
 import traceback
 from typing import Any
 
+from redis.client import PubSubWorkerThread
 from rq.job import JobStatus
 from rq.worker import BaseWorker
 
+#: redis-py 8.2 and later: PubSubWorkerThread.stop(timeout) joins the thread
+_STOP_JOINS = "timeout" in inspect.signature(PubSubWorkerThread.stop).parameters
 #: RQ 3.0 and later: perform_job(job, queue, execution)
 PASSES_EXECUTION = "execution" in inspect.signature(BaseWorker.perform_job).parameters
 
@@ -47,3 +53,11 @@ def finalize_failure(worker: Any, job: Any, queue: Any, execution: Any,
     worker.handle_exception(job, *exc_info)
     worker.handle_job_failure(job=job, queue=queue, started_job_registry=queue.started_job_registry,
                               exc_string="".join(traceback.format_exception(*exc_info)))
+
+
+def stop_without_join(thread: PubSubWorkerThread) -> None:
+    """Tell redis-py's pubsub thread to end after its current wait, without waiting."""
+    if _STOP_JOINS:
+        thread.stop(timeout=0)
+    else:
+        thread.stop()

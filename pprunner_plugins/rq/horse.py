@@ -24,8 +24,10 @@ from rq.logutils import setup_loghandlers
 from rq.timeouts import BaseTimeoutException
 
 import pprunner
+from pprunner.worker import finish_jobs_when_orphaned
 
 from . import compat
+from .peers import Peers
 
 logger = logging.getLogger("pprunner.rq")
 
@@ -66,8 +68,7 @@ def boot(settings: HorseSettings) -> None:
     """
     os.setpgrp()
     random.seed()
-    level, date_format, log_format = settings.logging
-    setup_loghandlers(level, date_format, log_format, name="rq.worker")
+    _log_as_the_worker(*settings.logging)
     connection_class, pool_class, pool_kwargs = settings.connection
     connection = connection_class(connection_pool=ConnectionPool(connection_class=pool_class,
                                                                  **pool_kwargs))
@@ -81,8 +82,27 @@ def boot(settings: HorseSettings) -> None:
     worker.death_penalty_class = _tracked(worker.death_penalty_class)
     worker._is_horse = True
     worker.log = logging.getLogger("rq.worker")
+    # as a forked horse whose worker is SIGKILLed: the job ends and is recorded as RQ does
+    finish_jobs_when_orphaned(on_orphaned=Peers(worker, worker.dead_after).stand_in)
     _Horse.worker = worker
     _Horse.queues = {}
+
+
+def use_rq_logging(level: str | None, date_format: str, log_format: str) -> None:
+    """RQ's log handlers, with the worker's ``--log-format`` and ``--date-format``,
+    for RQ's loggers and pprunner's (a line of pprunner's reads as one of RQ's)."""
+    for name in ("rq.worker", "rq.job", "pprunner"):
+        setup_loghandlers(level, date_format, log_format, name=name)
+
+
+def _log_as_the_worker(level: str | None, date_format: str, log_format: str) -> None:
+    """Every line the horse logs is formatted as its worker's, as a forked horse's
+    is: pprunner's handler on the root logger (set up before the initializer runs)
+    gives way to the worker's setup, where a job's own loggers have none either."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    use_rq_logging(level, date_format, log_format)
 
 
 def run_job(job_id: str, queue_name: str, execution_id: str, execution_started: float) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from rq.executions import Execution
@@ -61,6 +62,23 @@ class Peers:
             pipeline.hdel(self.members_key, self.worker.name)
             pipeline.delete(self.alive_key(self.worker.name))
             pipeline.execute()
+
+    def stand_in(self) -> None:
+        """Renew this worker's sign of life from here on, without watching the others:
+        a horse whose worker died keeps it while it finishes its job, so that no peer
+        hands the job back as abandoned meanwhile; it lapses when the horse exits."""
+        threading.Thread(target=self._renew_until_exit, daemon=True,
+                         name=f"pprunner-rq-stand-in {self.worker.name}").start()
+
+    def _renew_until_exit(self) -> None:
+        while True:
+            try:
+                self.worker.connection.set(self.alive_key(self.worker.name), 1,
+                                           px=int(self.dead_after * 1000))
+            except Exception as exc:  # Redis away for a moment: the next renewal may do
+                logger.warning("Worker %s: could not renew its sign of life: %s",
+                               self.worker.name, exc)
+            time.sleep(self.dead_after / 3)
 
     def _watch(self) -> None:
         while not self._stopped.wait(self.dead_after / 3):

@@ -25,7 +25,6 @@ from typing import Any
 
 from rq.connections import parse_connection
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.logutils import setup_loghandlers
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker as RQWorker
 
@@ -39,10 +38,15 @@ from .peers import Peers
 
 logger = logging.getLogger("pprunner.rq")
 
-#: what ``SpawnWorker`` hands its horses, read from the worker
+#: what ``SpawnWorker`` hands its horses, read from the worker; and ``dead_after``, for
+#: a horse that keeps its dead worker's sign of life while it finishes its job
 HORSE_ATTRIBUTES = ("job_class", "queue_class", "death_penalty_class", "_exc_handlers",
                     "default_result_ttl", "job_monitoring_interval", "log_job_description",
-                    "log_result_lifespan", "disable_default_exception_handler")
+                    "log_result_lifespan", "disable_default_exception_handler", "dead_after")
+
+
+#: seconds between looks at a kill asked for while the horse boots
+BOOT_POLL = 0.05
 
 
 class HorseUnavailable(Exception):
@@ -109,6 +113,10 @@ class Worker(RQWorker):
         self._call: Call | None = None
         self._events: list[Event] = []
         self._running: tuple[Any, Any, Any] | None = None
+        #: why the horse running the job is to be killed (RQ's kill_horse), until it is
+        self._kill_reason: str | None = None
+        #: the horse booted (the handshake is done)
+        self._booted = False
         #: a cold shutdown is under way: later signals must not cut its hand-back short
         self._cold = False
 
@@ -117,15 +125,17 @@ class Worker(RQWorker):
     def bootstrap(self, logging_level: str | None = "INFO",
                   date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
                   log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
-        """Start the horse (and wait for it to boot) before RQ registers the worker:
-        a horse that cannot start fails the worker here, registered nowhere."""
-        self._start_horse((logging_level, date_format, log_format))
+        """RQ's bootstrap, then the horse is started: the worker registers and listens
+        for commands as soon as RQ's does, and the horse boots while the worker waits
+        for a job. The first job waits for the boot (:meth:`_handshake`), as it would
+        wait for RQ's fork."""
+        super().bootstrap(logging_level, date_format, log_format)
         try:
-            super().bootstrap(logging_level, date_format, log_format)
+            self._start_horse((logging_level, date_format, log_format))
             self._peers = Peers(self, self.dead_after)
             self._peers.join()
         except BaseException:
-            self._stop_horse()
+            self.teardown()
             raise
 
     def teardown(self) -> None:
@@ -146,8 +156,36 @@ class Worker(RQWorker):
             self._cold = True
             raise
 
+    def unsubscribe(self) -> None:
+        """RQ's, without waiting out redis-py's pubsub thread, which waits for a
+        message 60 s at a time. RQ unsubscribes, then stops the thread with a join
+        that redis-py 8.2 does not bound: a thread that read the reply and went back
+        to its wait before the stop held the worker's exit for up to a minute. Here
+        the thread is told to stop first, so the reply ends it, and the join is
+        bounded (it is a daemon thread: one still waiting does not hold the exit)."""
+        if self.pubsub_thread is None or self.pubsub is None:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name,
+                      self.pubsub_channel_name)
+        compat.stop_without_join(self.pubsub_thread)
+        self.pubsub.unsubscribe()
+        self.pubsub_thread.join(timeout=1)
+        self.pubsub.close()
+
+    def _install_signal_handlers(self) -> None:
+        """RQ's (SIGINT, SIGTERM), and SIGHUP: a rolling reload, as ``pprunner run``'s.
+        RQ's forked horse imports edited job code on the next job; a persistent one
+        keeps what it imported, so a new horse boots (importing the code afresh)
+        while the old one finishes its job, and takes the jobs after it."""
+        super()._install_signal_handlers()
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self, signum: int, frame: Any) -> None:
+        if self._supervisor is not None:
+            self._supervisor.reload()
+
     def _start_horse(self, logging: tuple[str | None, str, str]) -> None:
-        setup_loghandlers(logging[0], logging[1], logging[2], name="pprunner")
+        horse.use_rq_logging(*logging)
         settings = horse.HorseSettings(
             worker_class=type(self), name=self.name, queues=tuple(self.queue_names()),
             connection=parse_connection(self.connection), serializer=self._serializer_arg,
@@ -170,21 +208,29 @@ class Worker(RQWorker):
                                       initializer=Call(horse.boot, (settings,),
                                                        name="pprunner_plugins.rq.horse.boot"))
         self._supervisor.start()
-        self._handshake()
+        # RQ acts on a horse while it exists (kill-horse): this one does, booting
+        self._horse_pid = self._horse_pids()[0]
 
-    def _handshake(self) -> None:
-        """Wait for the first horse to boot: the boot handshake. A horse that cannot
+    def _handshake(self) -> bool:
+        """Wait for the horse to boot, once: the boot handshake. A horse that cannot
         boot is retried with back-off until pprunner gives up (``crash_loop_period``),
-        then the worker fails with the reason."""
+        then the worker fails with the reason (its job is handed back). RQ's signal
+        handlers stay in place meanwhile: a stop is RQ's, as during a fork. False:
+        the job was killed meanwhile (:meth:`kill_horse`), and is not to run."""
         assert self._supervisor is not None
-        with _signals_held():
-            ready = self._supervisor.wait_until_ready()
-        if not ready:
-            raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
-                                   f"{self._supervisor.failure or 'the supervisor stopped'}")
-        pids = [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
-        self.log.info("Worker %s: work horse pid %s ready", self.name,
-                      ", ".join(map(str, pids)))
+        while not self._booted and self._kill_reason is None:
+            if self._supervisor.wait_until_ready(timeout=BOOT_POLL):
+                self._booted = True
+                self.log.info("Worker %s: work horse pid %s ready", self.name,
+                              ", ".join(map(str, self._horse_pids())))
+            elif not self._supervisor.running:
+                raise HorseUnavailable(f"worker {self.name}: no work horse could boot: "
+                                       f"{self._supervisor.failure or 'the supervisor stopped'}")
+        return self._kill_reason is None
+
+    def _horse_pids(self) -> list[int]:
+        assert self._supervisor is not None
+        return [r.pid for r in self._supervisor.live_runners() if r.kind == "worker"]
 
     def _stop_horse(self) -> None:
         """Stop the horse: at once if a job is still out (a cold shutdown: the job is
@@ -192,6 +238,7 @@ class Worker(RQWorker):
         if self._supervisor is not None:
             self._supervisor.stop(immediate=self._call is not None)
             self._supervisor = None
+            self._booted = False
         if self._dispatcher is not None:
             self._dispatcher.shutdown()
             self._dispatcher = None
@@ -199,12 +246,17 @@ class Worker(RQWorker):
     # -- RQ's horse interface -------------------------------------------------------------
 
     def fork_work_horse(self, job: Any, queue: Any) -> None:
-        """Hand the job to the horse (RQ forks a new one here)."""
-        assert self._dispatcher is not None
-        execution = self.execution  # the one prepare_execution() just created
-        assert execution is not None
-        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        """Hand the job to the horse (RQ forks a new one here). A worker used without
+        its ``work()`` loop (RQ's tests do) starts its horse here, and a job without
+        an execution (RQ's fork needs none) gets one."""
+        if self._supervisor is None:
+            self._start_horse((None, DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT))
+        execution = self.execution or self.prepare_execution(job)
         self._running = (job, queue, execution)
+        if not self._handshake():
+            return  # killed before it ran: see wait_for_horse
+        assert self._dispatcher is not None
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         self._call, self._events = Call(
             horse.run_job, (job.id, queue.name, execution.id, execution.created_at.timestamp()),
             time_limit=None if timeout == -1 else timeout + self.horse_kill_grace,
@@ -214,10 +266,13 @@ class Worker(RQWorker):
     def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
         """Wait until the horse ends the job: ``(pid, exit status, None)`` as
         ``os.wait4`` would give for a forked horse (no rusage). A horse that
-        reported the job's end stands for status 0; a dead one for its own."""
-        assert self._dispatcher is not None
-        if self._call is None:
+        reported the job's end stands for status 0; a dead one for its own, and a
+        job killed before the horse (still booting) was handed it for SIGKILL."""
+        if self._running is None or self._dispatcher is None:
             return None, None, None
+        if self._call is None:
+            self._running = self._kill_reason = None
+            return self.horse_pid, signal.SIGKILL, None
         while True:
             ending = self._take_ending()
             if ending is not None:
@@ -226,19 +281,40 @@ class Worker(RQWorker):
             with _signals_held():
                 self._dispatcher.drain()
         self._call = None
-        return self._status(ending)
+        try:
+            return self._status(ending)
+        finally:
+            self._running = self._kill_reason = None
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """SIGKILL the horse running the job (stop-job, cold shutdown); the supervisor
-        replaces it. Another signal is sent as it is (``HerokuWorker``'s SIGRTMIN)."""
-        if self._call is None or self._dispatcher is None:
+        """SIGKILL the horse running the job, and its process group (what the job
+        started), as RQ does (stop-job, kill-horse, cold shutdown); the supervisor
+        replaces it. A job handed over but not started yet (the horse still boots)
+        is killed as it starts. Another signal is sent as it is (``HerokuWorker``'s
+        SIGRTMIN)."""
+        if self._running is None or self._dispatcher is None:
             return
-        if sig != signal.SIGKILL and self.horse_pid:
+        if sig != signal.SIGKILL:
+            if self._call is not None and self.horse_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.horse_pid, sig)
+            return
+        job = self._running[0]
+        self._kill_reason = (f"RQ worker {self.name} killed the horse running rq job {job.id} "
+                             f"({signal.Signals(sig).name})")
+        self._kill_started()
+
+    def _kill_started(self) -> None:
+        """Carry out a kill asked for, once the horse has started the job."""
+        assert self._dispatcher is not None
+        if self._call is None or self._kill_reason is None:
+            return
+        if not self._dispatcher.kill(self._call.id, self._kill_reason):
+            return  # not started yet
+        self._kill_reason = None
+        if self.horse_pid:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.horse_pid, sig)
-            return
-        self._dispatcher.kill(self._call.id, f"RQ worker {self.name} killed the horse running "
-                                             f"{self._call.name} ({signal.Signals(sig).name})")
+                os.killpg(self.horse_pid, signal.SIGKILL)  # the horse leads its own group
 
     # -- internals ------------------------------------------------------------------
 
@@ -248,6 +324,7 @@ class Worker(RQWorker):
             if isinstance(event, Started):
                 self._horse_pid = event.pid
                 self.procline(f"Horse {event.pid} runs {event.call.name}")
+                self._kill_started()
                 continue
             return event
         return None

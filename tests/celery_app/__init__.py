@@ -84,6 +84,14 @@ def whoami() -> int:
     return os.getpid()
 
 
+@app.task(name="t.allocate")
+def allocate(mib: int) -> int:
+    """Takes ``mib`` MiB and gives them back: the child's peak grows, not its memory."""
+    data = b"x" * (mib * 2**20)
+    del data
+    return os.getpid()
+
+
 @app.task(name="t.sleep")
 def sleep(seconds: float) -> str:
     time.sleep(seconds)

@@ -1,0 +1,159 @@
+"""``python -m benchmarks redis_cost [--tasks N]``: what one task costs Redis.
+
+A private ``redis-server`` (a free loopback port, no persistence) so that its
+``INFO commandstats`` counts pprunner alone: N no-op tasks are enqueued by
+this process, then run by ``pprunner run --processes 2``; the statistics are
+reset before each phase and read when it ends. Printed per task and phase:
+
+- commands: every command the server ran, those run by Lua scripts included
+  (an EVALSHA whose script makes six calls counts 7);
+- server time: the CPU the Redis process used (``INFO cpu``, user + system),
+  which is what saturates one Redis core; and the ``usec`` of the commands
+  clients sent (EVALSHA's includes its script's calls, so those are not added
+  again);
+- the commands one by one, so a change to the scripts shows where it went.
+
+Progress is watched by one ZCARD every 0.2 s, subtracted from the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pprunner.testing.redis_servers import PrivateRedis
+
+from . import report
+
+TASKS = 10_000
+WORKERS = 2
+PREFIX = "cost"
+POLL_S = 0.2
+#: what the measured servers write to disk: nothing
+NO_PERSISTENCE = ("--appendonly", "no")
+#: commands only Lua scripts send here: their time is already in EVALSHA's
+SCRIPT_ONLY = frozenset({"exists", "incr", "lpop", "hset", "zadd", "rpush", "hmget", "hgetall",
+                         "zrem", "lrem", "xrange", "zrangebyscore", "lrange", "lmove", "smembers",
+                         "get", "xtrim", "xadd", "hget", "expire", "sadd",
+                         "srem", "hdel", "zrange"})
+REPO = Path(__file__).resolve().parent.parent
+
+
+def snapshot(client: Any) -> tuple[dict[str, tuple[int, int]], float]:
+    """({command: (calls, usec)}, the server's CPU seconds so far)."""
+    stats = {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+             for name, v in client.info("commandstats").items()}
+    cpu = client.info("cpu")
+    return stats, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def reset(client: Any) -> float:
+    client.config_resetstat()
+    return snapshot(client)[1]
+
+
+def enqueue_phase(url: str, tasks: int) -> None:
+    from .apps import app, noop
+
+    app.configure(source="benchmarks.redis_cost", replace=True, backend=url)
+    try:
+        for n in range(tasks):
+            noop.enqueue(n)
+    finally:
+        app.close()
+
+
+def run_phase(url: str, client: Any, tasks: int) -> int:
+    """Run the queue dry with ``pprunner run``; how many polls it took to see it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPRUNNER_")}
+    env.update(PPRUNNER_BACKEND=url, PYTHONPATH=str(REPO))
+    pool = subprocess.Popen([sys.executable, "-m", "pprunner", "run", "--app",
+                             "benchmarks.apps:app", "--processes", str(WORKERS)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    polls = 0
+    try:
+        while client.zcard(f"{PREFIX}:status:SUCCESS") < tasks:
+            polls += 1
+            if pool.poll() is not None:
+                raise RuntimeError(f"pprunner run exited with {pool.returncode}")
+            time.sleep(POLL_S)
+        return polls + 1
+    finally:
+        pool.terminate()
+        pool.wait(timeout=60)
+
+
+def phase_rows(name: str, stats: dict[str, tuple[int, int]], cpu_s: float,
+               tasks: int) -> list[tuple[str, ...]]:
+    calls = sum(c for c, _ in stats.values())
+    sent_usec = sum(u for command, (_, u) in stats.items() if command not in SCRIPT_ONLY)
+    return [(name, f"{calls / tasks:.1f}", f"{1e6 * cpu_s / tasks:.1f}",
+             f"{sent_usec / tasks:.1f}")]
+
+
+def breakdown(stats: dict[str, tuple[int, int]], tasks: int) -> str:
+    return ", ".join(f"{command} {calls / tasks:.2f}" for command, (calls, _) in
+                     sorted(stats.items(), key=lambda item: -item[1][0]) if calls)
+
+
+def measure(tasks: int) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="pprunner-redis-cost-") as folder:
+        server = PrivateRedis(Path(folder), options=NO_PERSISTENCE)
+        server.start()
+        try:
+            return measure_on(server, tasks)
+        finally:
+            server.kill()
+
+
+def measure_on(server: PrivateRedis, tasks: int) -> list[str]:
+    """The table and the breakdown, from ``tasks`` enqueued and run on ``server``."""
+    url = f"{server.url}?prefix={PREFIX}"
+    client = server.client()
+    try:
+        cpu_before = reset(client)
+        enqueue_phase(url, tasks)
+        enqueued, cpu_after = snapshot(client)
+        enqueue_cpu = cpu_after - cpu_before
+        cpu_before = reset(client)
+        polls = run_phase(url, client, tasks)
+        ran, cpu_after = snapshot(client)
+    finally:
+        client.close()
+    calls, usec = ran["zcard"]
+    ran["zcard"] = (calls - polls, usec - usec * polls // max(calls, 1))
+    run_cpu = cpu_after - cpu_before
+    rows: list[tuple[str, ...]] = [
+        ("phase", "commands/task", "Redis CPU us/task", "sent commands' usec/task")]
+    rows += phase_rows("enqueue", enqueued, enqueue_cpu, tasks)
+    rows += phase_rows("run", ran, run_cpu, tasks)
+    total = {k: (enqueued.get(k, (0, 0))[0] + ran.get(k, (0, 0))[0],
+                 enqueued.get(k, (0, 0))[1] + ran.get(k, (0, 0))[1])
+             for k in {*enqueued, *ran}}
+    rows += phase_rows("total", total, enqueue_cpu + run_cpu, tasks)
+    return [*report.aligned(rows), "", f"enqueue, per task: {breakdown(enqueued, tasks)}",
+            f"run, per task: {breakdown(ran, tasks)}"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks redis_cost",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=TASKS, help=f"default {TASKS:,}")
+    args = parser.parse_args(argv)
+    print(report.machine_line(report.machine()))
+    print(f"{args.tasks:,} no-op tasks, {WORKERS} workers, a private redis-server")
+    print("\n".join(measure(args.tasks)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

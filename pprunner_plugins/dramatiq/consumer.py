@@ -1,0 +1,122 @@
+"""The worker's side: Dramatiq's own Worker in a pprunner worker process.
+
+:func:`make_consumer` runs in each worker (a :class:`~pprunner.jobs.Call`) and
+boots Dramatiq as ``dramatiq``'s ``worker_process`` does: import the broker,
+``process_boot``, import the modules. :class:`DramatiqConsumer` then starts a
+:class:`dramatiq.Worker` and stops it gracefully (``worker_shutdown`` and all)
+when the supervisor retires the worker. :class:`Reports` is the one
+middleware pprunner adds: around each message it tells the supervisor which
+one the worker holds, so a death, a hard time limit or recycling is handled
+per message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from dramatiq import Worker
+from dramatiq.cli import import_broker
+from dramatiq.middleware import Middleware, TimeLimit
+
+from pprunner.consuming import HostJobs
+
+from .settle import settles_in_flight
+
+#: seconds past Dramatiq's own time limit before the worker is killed: TimeLimit checks
+#: once a second and raises TimeLimitExceeded in the thread, which gets this long to
+#: end; what it cannot interrupt (a blocking call, C code) is ended by the kill
+HARD_LIMIT_GRACE = 2.0
+
+
+class Reports(Middleware):
+    """Tells the supervisor which message each worker thread runs (first in the
+    broker's middleware, so a message another middleware skips was reported)."""
+
+    def __init__(self, jobs: HostJobs, broker_id: str | None) -> None:
+        self.jobs = jobs
+        self.broker_id = broker_id
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        self.jobs.started(message.message_id, message.actor_name,
+                          time_limit=hard_limit(broker, message),
+                          data={"message": message.encode(), "broker_id": self.broker_id})
+
+    def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
+                              exception: BaseException | None = None) -> None:
+        self.jobs.finished(message.message_id)
+
+    after_skip_message = after_process_message
+
+
+def hard_limit(broker: Any, message: Any) -> float | None:
+    """Seconds the message may run before its worker is killed: Dramatiq's own time
+    limit (message, actor, TimeLimit middleware, in that order) plus the grace; none
+    without the TimeLimit middleware, nor on a broker that redelivers a dead worker's
+    messages itself (RabbitMQ), which would run a message killed at its limit again
+    and again."""
+    time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
+    if time_limit is None or not settles_in_flight(broker):
+        return None
+    actor = broker.get_actor(message.actor_name)
+    limit = message.options.get("time_limit") or actor.options.get("time_limit",
+                                                                   time_limit.time_limit)
+    return limit / 1000 + HARD_LIMIT_GRACE
+
+
+class DramatiqConsumer:
+    """One worker process's Dramatiq :class:`~dramatiq.Worker` (the Consumer seam)."""
+
+    def __init__(self, broker: Any, queues: Sequence[str] | None, threads: int,
+                 shutdown_timeout_ms: int) -> None:
+        self.broker = broker
+        self.queues = queues
+        self.threads = threads
+        self.shutdown_timeout_ms = shutdown_timeout_ms
+        self._stopped = threading.Event()
+
+    def consume(self, jobs: HostJobs) -> None:
+        reports = Reports(jobs, self.broker.broker_id if settles_in_flight(self.broker)
+                          else None)
+        first = self.broker.middleware[0] if self.broker.middleware else None
+        self.broker.add_middleware(reports, before=None if first is None else type(first))
+        worker = Worker(self.broker, queues=set(self.queues) if self.queues else None,
+                        worker_threads=self.threads)
+        worker.start()
+        self._stopped.wait()
+        worker.stop(timeout=self.shutdown_timeout_ms)
+        self.broker.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def load_broker(broker: str, path: Sequence[str]) -> Any:
+    """The broker, imported as ``dramatiq`` imports it (``--path`` first; pika's
+    logging as quiet as ``dramatiq`` makes it)."""
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    for folder in reversed([os.path.abspath(p) for p in path]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    return import_broker(broker)[1]
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """The modules named after the broker (their actors)."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def make_consumer(broker: str, modules: Sequence[str], path: Sequence[str],
+                  queues: Sequence[str] | None, threads: int,
+                  shutdown_timeout_ms: int) -> DramatiqConsumer:
+    """In each worker: boot Dramatiq as its own worker process does."""
+    loaded = load_broker(broker, path)
+    loaded.emit_after("process_boot")
+    import_modules(modules)
+    return DramatiqConsumer(loaded, queues, threads, shutdown_timeout_ms)
