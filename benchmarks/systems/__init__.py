@@ -19,7 +19,7 @@ from .celery import (
 from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
 from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
-from .huey import HueyRedis
+from .huey import HueyRedis, HueyRedisPprunner
 from .pgqueuer import Pgqueuer
 from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
 from .pprunner_redis import PprunnerRedis
@@ -43,7 +43,7 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      DramatiqRedis, DramatiqRedisPprunner,
                                      PynencSQLite, PynencSQLitePprunner,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
-                                     HueyRedis)
+                                     HueyRedis, HueyRedisPprunner)
 #: ratios in the tables compare every system with this one
 BASELINE = PprunnerSQLite.name
 

@@ -22,6 +22,9 @@ from .redis_peer import RedisPeer
 THROUGHPUT_S_PER_TASK = 1 / 100
 #: a task's start ("Executing ...") and finish ("... executed in ...") in the consumer's log
 LOG_LINE = re.compile(r"^\[(?P<at>[^\]]+)\] INFO:huey:\d+:(?P<what>Executing |.* executed in )")
+#: the same lines in pprunner's log format, as ``pprunner huey`` writes them
+PPRUNNER_LOG_LINE = re.compile(r"^(?P<at>\S+ \S+) INFO +\[[^\]]*\] huey: "
+                               r"(?P<what>Executing |.* executed in )")
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
@@ -30,6 +33,7 @@ class HueyRedis(RedisPeer):
     requires = ("huey", "redis")
     app_module = "benchmarks.peer_apps.huey_app"
     dequeue_command = "brpop"
+    log_line: re.Pattern[str] = LOG_LINE
 
     def command(self) -> list[str]:
         return system.python("-m", "huey.bin.huey_consumer", "benchmarks.peer_apps.huey_app.huey",
@@ -69,10 +73,23 @@ class HueyRedis(RedisPeer):
         starts: list[datetime] = []
         ends: list[datetime] = []
         for line in self.pool.text().splitlines():
-            if match := LOG_LINE.match(line):
+            if match := self.log_line.match(line):
                 at = datetime.strptime(match["at"], LOG_TIME)
                 (starts if match["what"] == "Executing " else ends).append(at)
         if len(starts) != count or len(ends) != count:
             raise RuntimeError(f"the log shows {len(starts)} starts and {len(ends)} finishes "
                                f"of {count} tasks")
         return (max(ends) - min(starts)).total_seconds()
+
+
+class HueyRedisPprunner(HueyRedis):
+    """The same app and options under ``pprunner huey``: Huey's worker loop in each of
+    pprunner's supervised workers, Huey's scheduler in the supervisor."""
+
+    name = "huey-redis-pprunner"
+    requires = ("huey", "redis", "pprunner_plugins.huey")
+    log_line = PPRUNNER_LOG_LINE
+
+    def command(self) -> list[str]:
+        return system.python("-m", "pprunner", "huey", "benchmarks.peer_apps.huey_app.huey",
+                             "--workers", str(WORKERS))

@@ -1,0 +1,135 @@
+"""``pprunner huey path.to.huey [huey_consumer's options]``.
+
+The options are ``huey_consumer``'s own, read from Huey's own option table
+(names, letters, types, choices, help), so a start command changes only in
+its first word. What they mean under pprunner:
+
+- ``-w/--workers``: worker processes (each runs one Huey worker);
+  ``-k/--worker-type`` is accepted and ignored (they are always processes);
+- ``-M/--max-tasks``: pprunner's ``max_tasks_per_child`` (no health check needed);
+- ``-c``/``-C`` (health checks): accepted, not needed: a death is seen at once;
+- ``-t/--shutdown-timeout``: pprunner's ``shutdown_timeout``;
+- ``-g/--graceful-signal``: which of SIGINT/SIGTERM stops gracefully; the other
+  stops at once (the tasks that run are handed back to the queue, not lost);
+- ``--at-most-once`` (pprunner's): a dead worker's task is not run again, as with
+  Huey's own consumer; by default it is re-enqueued at once;
+- scheduler, periodic tasks, ``-f``/``-L`` lock flushing and logging: as Huey's,
+  in the supervisor process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+from typing import Any
+
+from huey.consumer_options import ConsumerConfig, OptionParserHandler
+
+from pprunner import Supervisor, config, log
+from pprunner.hostfeed import HostFeed
+from pprunner.jobs import Call
+
+from . import consumer
+
+logger = logging.getLogger("pprunner.huey")
+
+#: huey_consumer's options that only its own process model needs, or that pprunner's
+#: settings carry out; a worker's consumer is built without them
+SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
+                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout",
+                   "graceful_signal")
+#: huey_consumer's logging options (``values`` leaves them out): the supervisor and each
+#: worker set Huey's logger up from them
+LOGGING = ("logfile", "verbose", "simple_log")
+#: help for the options Huey gives none
+MISSING_HELP = {"--logfile": "Huey's log lines go to FILE only (pprunner's stay on stderr)"}
+_TYPES = {"int": int, "float": float}
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """huey_consumer's options, taken from Huey's own option table."""
+    parser.add_argument("huey_path", metavar="path.to.huey_instance")
+    handler = OptionParserHandler()
+    for options in (handler.get_logging_options(), handler.get_worker_options(),
+                    handler.get_scheduler_options()):
+        for short, long, settings in options:
+            settings = dict(settings, default=None)
+            settings.setdefault("help", MISSING_HELP.get(long, "as huey_consumer's"))
+            if "type" in settings:
+                settings["type"] = _TYPES[settings["type"]]
+            parser.add_argument(short, long, **settings)
+    parser.add_argument("--at-most-once", action="store_true",
+                        help="pprunner: a task whose worker died or was stopped under it is "
+                             "not run again (Huey's own consumer's way), instead of re-enqueued")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    given = {name: getattr(args, name) for name in ConsumerConfig._fields
+             if getattr(args, name, None) is not None}
+    options = ConsumerConfig(**given)
+    try:
+        options.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    huey = consumer.load_huey(args.huey_path)
+    settings = _settings(given)
+    worker_options = {k: v for k, v in options.values.items() if k not in SUPERVISOR_ONLY}
+    logging_options = {k: getattr(options, k) for k in LOGGING}
+    feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
+                                                  logging_options, settings.time_limit)),
+                    functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
+    supervisor = HueySupervisor(feed=feed, config=settings, plugins=[consumer],
+                                # -g is Huey 3.5's; before, SIGINT was the graceful one
+                                graceful_signal=getattr(options, "graceful_signal", "INT"))
+    log.setup(settings.log_level, supervisor.id)
+    consumer.huey_logging(logging_options)
+    if given.get("worker_type", "process") != "process":
+        logger.info("-k %s: each of pprunner's workers is a process", given["worker_type"])
+    # Huey's consumer in the supervisor, without workers: its lock flushing and scheduler
+    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
+                                      flush_locks=options.flush_locks,
+                                      extra_locks=options.extra_locks)
+    scheduling.scheduler.start()
+    try:
+        return supervisor.run()
+    finally:
+        scheduling.stop_flag.set()
+        scheduling.scheduler.join()
+
+
+def _settings(given: dict[str, Any]) -> config.Config:
+    """pprunner's settings, huey_consumer's options among them: one worker unless told,
+    as huey_consumer; pyproject and ``PPRUNNER_*`` may say more."""
+    return config.load({"processes": 1}, {"processes": given.get("workers"),
+                                          "max_tasks_per_child": given.get("max_tasks"),
+                                          "shutdown_timeout": given.get("shutdown_timeout")},
+                       overrides_source="huey_consumer's options")
+
+
+class HueySupervisor(Supervisor):
+    """Signals as ``huey_consumer`` treats them: its graceful signal (SIGINT unless
+    ``-g TERM``) stops after what runs; the other stops at once. SIGHUP, Huey's
+    restart, is pprunner's reload: each worker is replaced, the pool never empty."""
+
+    def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._interrupt_signal = signal.SIGTERM if graceful_signal == "INT" else signal.SIGINT
+
+    def handle_sigterm(self) -> None:
+        self._stop_on(signal.SIGTERM)
+
+    def handle_sigint(self) -> None:
+        self._stop_on(signal.SIGINT)
+
+    def _stop_on(self, signum: signal.Signals) -> None:
+        if signum == self._interrupt_signal or self._stop_requested:
+            logger.warning("%s: stopping at once; running tasks go back to the queue",
+                           signum.name)
+            self._immediate = True
+        else:
+            logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", signum.name,
+                        self.config.shutdown_timeout)
+        self.request_stop()
+

@@ -1,0 +1,168 @@
+"""Huey's own worker loop in each pprunner worker, and its tasks settled in Huey's terms.
+
+Each worker process builds the consumer the way ``huey_consumer`` does
+(``huey.create_consumer(...)``, so a project's own ``create_consumer`` or
+``Consumer.worker_class`` is honoured) with one worker of the ``process``
+type: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre- and
+post-execute hooks, signals, result storage, retries and Huey's ``timeout``
+(SIGALRM, as with ``-k process``). Around each task pprunner is told which
+one runs (its serialized message is what :func:`settle` needs), so a task
+whose worker died is back in Huey's queue at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from huey import Huey
+from huey.api import Result
+from huey.consumer_options import ConsumerConfig
+from huey.exceptions import TaskTimeout
+from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
+from huey.utils import Error, load_class
+
+import pprunner
+from pprunner.consuming import HostJob, HostJobs
+from pprunner.invocation import ErrorInfo
+
+logger = logging.getLogger("pprunner.huey")
+
+#: seconds past a task's own ``timeout`` (Huey's SIGALRM) before pprunner kills its worker:
+#: the alarm ends Python code; the kill ends what the alarm cannot (native code, masked
+#: signals)
+HARD_LIMIT_GRACE = 1.0
+
+
+def load_huey(path: str) -> Huey:
+    """The Huey instance at ``path`` (``module.attribute``), importable from the current
+    folder as ``huey_consumer`` makes it."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    huey = load_class(path)
+    if not isinstance(huey, Huey):
+        raise TypeError(f"{path} is a {type(huey).__name__}, not a Huey instance")
+    return huey
+
+
+def hard_limit(task: Any, default: float | None) -> float | None:
+    """When pprunner kills a task's worker: a little after the task's own ``timeout``,
+    else after the ``time_limit`` setting (None: never)."""
+    return task.timeout + HARD_LIMIT_GRACE if task.timeout else default
+
+
+class HueyConsumer:
+    """Huey's worker loop, as ``huey_consumer`` runs it in one worker process."""
+
+    def __init__(self, huey: Huey, options: dict[str, Any], time_limit: float | None) -> None:
+        self.huey = huey
+        self.time_limit = time_limit
+        consumer = huey.create_consumer(**{**options, "workers": 1, "worker_type": "process"})
+        ((self.worker, _process),) = consumer.worker_threads
+        self._stop_flag = consumer.stop_flag
+        #: a task runs now (Huey's worker runs one at a time)
+        self._in_task = False
+
+    def consume(self, jobs: HostJobs) -> None:
+        self.huey.execute = self._reporting(jobs, self.huey.execute)
+        self._lend_slot_while_waiting()
+        self.worker.initialize()
+        try:
+            while not self._stop_flag.is_set():
+                self.worker.loop()
+        finally:
+            self.worker.shutdown()
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+
+    def _reporting(self, jobs: HostJobs, execute: Any) -> Any:
+        """Huey's ``execute``, told to pprunner (the one call Huey's Worker makes per task)."""
+        huey, default = self.huey, self.time_limit
+
+        def execute_reported(task: Any, timestamp: Any = None) -> Any:
+            with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
+                              data=huey.serialize_task(task)):
+                self._in_task = True
+                try:
+                    return execute(task, timestamp)
+                finally:
+                    self._in_task = False
+
+        return execute_reported
+
+    def _lend_slot_while_waiting(self) -> None:
+        """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
+        task) lends this worker's slot while it blocks, so a pool whose every worker
+        waits cannot deadlock. Huey's ``Result`` class is this worker process's own."""
+        wait = Result.get_raw_result
+
+        def get_raw_result_lending(result: Result, blocking: bool = False,
+                                   *args: Any, **kwargs: Any) -> Any:
+            if not (blocking and self._in_task):
+                return wait(result, blocking, *args, **kwargs)
+            with _worker.lend_slot():
+                return wait(result, blocking, *args, **kwargs)
+
+        Result.get_raw_result = get_raw_result_lending
+
+
+#: this worker's context (from :func:`pprunner_worker_init`), whose slot a waiting task lends
+_worker: Any = None
+
+
+@pprunner.hookimpl
+def pprunner_worker_init(context: Any) -> None:
+    """In each worker (this module is one of the supervisor's plugins): keep its context."""
+    global _worker
+    _worker = context
+
+
+def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
+                  time_limit: float | None) -> HueyConsumer:
+    """In each worker: the consumer of the Huey instance at ``path`` (``huey_consumer``'s
+    options; ``time_limit``: the setting's default hard limit)."""
+    huey_logging(logging_options)
+    return HueyConsumer(load_huey(path), options, time_limit)
+
+
+def huey_logging(logging_options: dict[str, Any]) -> None:
+    """Huey's -v/-q levels; its lines go where pprunner's go, or to -l's file only."""
+    options = ConsumerConfig(**logging_options)
+    huey_logger = logging.getLogger("huey")
+    huey_logger.setLevel(options.loglevel)
+    if options.logfile:
+        options.setup_logger(huey_logger)
+        huey_logger.propagate = False
+
+
+def settle(huey: Huey, job: HostJob, error: ErrorInfo | None, retry: bool, *,
+           at_most_once: bool = False) -> None:
+    """In the supervisor: a task whose worker was stopped or died under it goes back to
+    Huey's queue (at-least-once), or with ``at_most_once`` ends as Huey's own consumer
+    ends an interrupted task (``SIGNAL_INTERRUPTED``, not run again); one killed at its
+    hard limit ends as Huey ends a task that raised ``TaskTimeout``."""
+    task = huey.deserialize_task(job.data)
+    why = "its worker was stopped" if error is None else error.message
+    if not (error is None or retry):
+        timed_out(huey, task, error)
+    elif at_most_once:
+        logger.warning("task %s (%s) did not finish (at most once): %s", job.id, job.name, why)
+        huey._emit(SIGNAL_INTERRUPTED, task)
+    else:
+        logger.warning("task %s (%s) re-enqueued: %s", job.id, job.name, why)
+        huey.storage.enqueue(job.data, task.priority)
+
+
+def timed_out(huey: Huey, task: Any, error: ErrorInfo) -> None:
+    """Huey's own ending of a timed-out task: a retry while it has retries left, else
+    the ``TaskTimeout`` error as its result; ``SIGNAL_TIMEOUT`` either way."""
+    exception = TaskTimeout(error.message)
+    huey._emit(SIGNAL_TIMEOUT, task)
+    if task.retries:
+        huey._requeue_task(task, huey._get_timestamp())
+        return
+    if huey.results:
+        huey.put_result(task.id, Error(huey.build_error_result(task, exception)))
