@@ -87,13 +87,12 @@ def _read(path: str, including_page: str) -> str:
 def _section(text: str, slug: str, under: int, path: str) -> str:
     """The body of the section headed ``slug``, its sub-headings placed under level ``under``."""
     lines = text.splitlines()
-    for start, line in enumerate(lines):
-        heading = HEADING.match(line)
-        if heading and slugify(heading.group(2).replace("`", ""), "-") == slug:
-            own = len(heading.group(1))
-            break
-    else:
+    headings = [(number, HEADING.match(line)) for number, line in enumerate(lines)]
+    found = [(number, heading) for number, heading in headings
+             if heading and slugify(heading.group(2).replace("`", ""), "-") == slug]
+    if not found:
         raise IncludeError(f"include of {path}#{slug}: no heading has that anchor")
+    start, own = found[0][0], len(found[0][1].group(1))
     body: list[str] = []
     for line in lines[start + 1:]:
         heading = HEADING.match(line)
