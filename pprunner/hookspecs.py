@@ -197,7 +197,7 @@ def pprunner_supervisor_booting(supervisor: SupervisorView) -> None:
 
     Once per supervisor, in the thread that starts it. A plugin that watches
     workers and jobs from the very first (metrics) sets up here, and may
-    register more implementations with ``supervisor.plugins``: they take part
+    register more implementations with ``supervisor.plugins.manager``: they take part
     in everything that follows, the push-mode job hooks included. An
     exception stops the supervisor before any worker starts (a
     ``pprunner.errors.ConfigError`` is one line and exit 3 for
@@ -302,7 +302,7 @@ def pprunner_heartbeat(backend: Backend | None, runners: Sequence[RunnerInfo],
     """Report the runners that are alive by OS-level check, each supervisor iteration.
 
     :param backend: the app's backend; None in push mode.
-    :param runners: the supervisor itself and its live workers.
+    :param runners: the supervisor itself (first) and its live workers.
     :param at: the time of the check (``time.time()``).
 
     The built-in implementation records them in the backend; other plugins
