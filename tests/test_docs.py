@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -140,3 +142,41 @@ def test_every_complete_program_in_the_docs_runs(page: str, program: str, tmp_pa
             os.killpg(process.pid, signal.SIGKILL)  # its workers too, whatever happened
         process.wait()
     assert process.returncode == 0, f"{page}: {program} exited {process.returncode}:\n{output}"
+
+
+def _include_hook() -> Any:
+    _mkdocs_or_skip()
+    spec = importlib.util.spec_from_file_location("docs_include", DOCS / "_hooks" / "include.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_include_of_a_missing_section_fails_the_build() -> None:
+    include = _include_hook()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="hosts/rq.md"))
+    with pytest.raises(include.IncludeError, match="no-such-section"):
+        include.on_page_markdown("<!-- include BENCHMARKS.md#no-such-section -->", page=page)
+    with pytest.raises(include.IncludeError, match=r"NOPE\.md"):
+        include.on_page_markdown("<!-- include NOPE.md -->", page=page)
+
+
+def test_an_include_keeps_the_rows_of_the_systems_named() -> None:
+    """A host page shows its own rows of the full run's tables, each metric named once,
+    and the links between included files point at the pages that show them."""
+    include = _include_hook()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="hosts/huey.md"))
+    shown = include.on_page_markdown(
+        "## Benchmarks\n<!-- include BENCHMARKS.md#results systems=pprunner-sqlite,huey-redis -->",
+        page=page)
+    rows = [line for line in shown.splitlines() if line.startswith("| ")]
+    systems = {line.split("|")[2].strip().split(" (")[0] for line in rows
+               if not line.startswith("| metric")}
+    assert systems == {"pprunner-sqlite", "huey-redis"}
+    assert "| drain rate, excl. boot | pprunner-sqlite |" in shown
+    assert "| | huey-redis |" in shown.replace("|  |", "| |")
+    assert "### throughput" in shown  # the section's sub-headings, under the page's heading
+    whole = include.on_page_markdown("<!-- include BENCHMARKS.md -->",
+                                     page=SimpleNamespace(file=SimpleNamespace(src_uri="x.md")))
+    assert "](benchmarks-method.md)" in whole and "](benchmarks/README.md" not in whole
