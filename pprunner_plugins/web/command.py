@@ -115,6 +115,6 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.listen(128)
     except OSError as exc:
         listener.close()
-        raise ConfigError(f"pprunner web: cannot listen on {host}:{port}: "
+        raise ConfigError(f"pprunner web cannot listen on {host}:{port}: "
                           f"{exc.strerror or exc}") from None
     return listener
