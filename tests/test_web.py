@@ -15,6 +15,7 @@ import base64
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -295,6 +296,20 @@ def test_the_command_s_mistakes_are_one_line_each(db_url: str, app: App) -> None
     [line] = busy.stderr.splitlines()
     assert line == f"pprunner: error: pprunner web cannot listen on 127.0.0.1:{port}: " \
                    "Address already in use"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_it_serves_until_a_signal_stops_it_with_0(
+        app: App, db_url: str, cli_process, stop: signal.Signals) -> None:
+    apps.add.enqueue(1, 2)
+    web = cli_process("web", "--app", "tests.apps:app", "--port", str(port := free_port()),
+                      env=cli_env(db_url))
+    banner = web.stdout.readline()
+    assert banner.startswith(f"pprunner web: tests, {db_url}: serving on "
+                             f"http://127.0.0.1:{port}/"), web.communicate()
+    assert status_of(f"http://127.0.0.1:{port}/") == 200  # loopback: no token asked
+    web.send_signal(stop)
+    assert web.wait(timeout=30) == ExitCode.OK, web.communicate()
 
 
 def test_a_missing_web_extra_names_the_command_that_installs_it(db_url: str) -> None:

@@ -9,6 +9,7 @@ that cannot be bound.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -96,8 +97,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           + (" (token required)" if token else "")
           + (" (read-only)" if args.read_only else ""), flush=True)
     config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="off")
-    uvicorn.Server(config).run(sockets=[listener])
+    # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again for the
+    # handler it found: these two end the command with 0, as ``q`` ends ``top``
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return ExitCode.OK
+
+
+class _Stopped(Exception):
+    """SIGTERM, after uvicorn's graceful stop."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def _listen(host: str, port: int) -> socket.socket:
