@@ -84,7 +84,7 @@ def _duration_argument(text: str) -> float:
     return seconds
 
 
-def _number_argument(kind: Callable[[str], float], unit: str, least: float,
+def number_argument(kind: Callable[[str], float], unit: str, least: float,
                      *, above: bool = False) -> Callable[[str], float]:
     """An argument parser for a number of ``unit``: ``least`` or more (with ``above``:
     more than ``least``); anything else, nan included, is refused with what was given."""
@@ -104,11 +104,11 @@ def _number_argument(kind: Callable[[str], float], unit: str, least: float,
 
 
 #: a wait: a negative one has no meaning, so it is refused
-_seconds_argument = _number_argument(float, "seconds", 0)
+_seconds_argument = number_argument(float, "seconds", 0)
 #: seconds between refreshes
-_interval_argument = _number_argument(float, "seconds", 0, above=True)
-_refreshes_argument = _number_argument(int, "refreshes", 1)
-_failures_argument = _number_argument(int, "failures", 1)
+_interval_argument = number_argument(float, "seconds", 0, above=True)
+_refreshes_argument = number_argument(int, "refreshes", 1)
+_failures_argument = number_argument(int, "failures", 1)
 
 
 def _setting_help(name: str) -> str:

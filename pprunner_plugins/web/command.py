@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
-from collections.abc import Callable
-from typing import Any
 
-from pprunner.cli import add_app_options, admin_backend, app_from_args
+from pprunner.cli import add_app_options, admin_backend, app_from_args, number_argument
 from pprunner.errors import ConfigError
 from pprunner.exitcodes import ExitCode
 
@@ -31,24 +29,12 @@ DEFAULT_INTERVAL = 2.0
 DEFAULT_FAILURES = 20
 
 
-def _positive(kind: Callable[[str], Any], unit: str) -> Callable[[str], Any]:
-    """An argument parser for a number of ``unit`` above 0 (nan refused too)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}"
-                                             ) from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected more than 0 {unit}, got {text!r}")
-        return value
-
-    parse.__name__ = unit
-    return parse
+#: the port to listen on: an argument parser
+_port_number = number_argument(int, "port", 1)
 
 
 def _port(text: str) -> int:
-    port: int = _positive(int, "port")(text)
+    port = int(_port_number(text))
     if port > 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
     return port
@@ -65,11 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         f"${access.TOKEN_VARIABLE}; at least 16 characters)")
     parser.add_argument("--read-only", action="store_true",
                         help="show no buttons and refuse retry, purge and scale")
-    parser.add_argument("--interval", type=_positive(float, "seconds"),
+    parser.add_argument("--interval", type=number_argument(float, "seconds", 0, above=True),
                         default=DEFAULT_INTERVAL, metavar="SECONDS",
                         help=f"seconds between looks at the store and page refreshes "
                              f"(default {DEFAULT_INTERVAL:g})")
-    parser.add_argument("--failures", type=_positive(int, "failures"),
+    parser.add_argument("--failures", type=number_argument(int, "failures", 1),
                         default=DEFAULT_FAILURES, metavar="N",
                         help=f"how many of the latest failures to list (default "
                              f"{DEFAULT_FAILURES})")
