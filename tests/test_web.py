@@ -55,15 +55,15 @@ except ImportError as exc:
     skip_or_fail(f"the web extra is not installed ({exc}): {install_extra('web')}")
 
 TOKEN = "a-test-token-that-is-long-enough"
-#: the Host the TestClient sends, and so the Origin its own pages would send
-ORIGIN = "http://testserver"
+#: where the TestClient sends its requests, and so the Origin the dashboard's own pages have
+ORIGIN = "http://localhost:8420"
 
 
 def client_for(backend: Any, *, token: str | None = None, read_only: bool = False,
                dead_after: float = 30.0) -> TestClient:
     watch = Watch(backend, dead_after, interval=0.0, failures=10)
     return TestClient(create_app(watch, title="test", token=token, read_only=read_only),
-                      follow_redirects=False)
+                      base_url=ORIGIN, follow_redirects=False)
 
 
 def csrf_of(html: str) -> str:
@@ -246,6 +246,18 @@ def test_with_a_token_every_request_must_carry_it() -> None:
     assert client.get("/").status_code == 200  # the cookie now
     client.cookies.clear()
     assert client.get("/").status_code == 401
+
+
+def test_without_a_token_only_requests_addressed_to_loopback_are_answered() -> None:
+    client = client_for(MemoryBackend("memory://"))
+    for host in ("localhost:8420", "127.0.0.1:8420", "[::1]:8420", "localhost"):
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    for host in ("rebound.example:8420", "192.168.1.20:8420", ""):
+        refused = client.get("/", headers={"Host": host})
+        assert refused.status_code == 403 and "loopback" in refused.text, host
+    with_token = client_for(MemoryBackend("memory://"), token=TOKEN)
+    assert with_token.get("/", headers={"Host": "dashboard.example:8420",
+                                        "Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
 def test_the_token_rules_for_each_address(monkeypatch: pytest.MonkeyPatch) -> None:

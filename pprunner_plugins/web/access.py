@@ -8,6 +8,10 @@ an HttpOnly, SameSite=Strict cookie; a script sends ``Authorization: Bearer
 ...``; a browser's own login prompt (Basic, any user name, the token as the
 password) works too.
 
+Without a token it answers only requests whose ``Host`` is a loopback name or
+address: another site's page cannot reach it by pointing a name of its own
+at 127.0.0.1 (DNS rebinding) and reading it as its own.
+
 A POST must carry the form field ``csrf``, a secret drawn at start and only
 found in the dashboard's own pages, which another site's page cannot read;
 an ``Origin`` that is not the dashboard's is refused as well.
@@ -45,6 +49,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def loopback_host(host_header: str) -> bool:
+    """Whether a request's ``Host`` (``name:port``, ``[::1]:port``) names loopback."""
+    hostname = urllib.parse.urlsplit(f"//{host_header}").hostname
+    return hostname is not None and is_loopback(hostname)
 
 
 def required_token(host: str, given: str | None) -> str | None:

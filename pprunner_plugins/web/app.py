@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from pprunner import control
 from pprunner.config import parse_duration
-from pprunner.display import counts_text, duration_text, shown_url
+from pprunner.display import duration_text, shown_url
 from pprunner.errors import PprunnerError
 from pprunner.invocation import Status, this_host
 from pprunner.top import failure_row, sections, summary
@@ -82,9 +82,16 @@ class Dashboard:
 
     async def guard(self, request: Request,
                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """The token (when there is one) on every request, the CSRF secret and the
-        origin on every POST, and nothing that writes in read-only mode."""
-        if self.token is not None:
+        """The token (when there is one) on every request, else a loopback ``Host``;
+        the CSRF secret and the origin on every POST; nothing that writes in
+        read-only mode."""
+        if self.token is None:
+            if not access.loopback_host(request.headers.get("host", "")):
+                return PlainTextResponse(
+                    "403 Forbidden: this dashboard has no token, so it answers only "
+                    "requests addressed to this host's loopback (localhost, 127.0.0.1)",
+                    status_code=403)
+        else:
             if access.matches(request.query_params.get("token"), self.token):
                 return self._keep_token(request)
             if not access.matches(access.presented_token(dict(request.headers),
@@ -125,7 +132,6 @@ class Dashboard:
         local = {v.runner.id for v in snapshot.supervisors
                  if v.runner.host == this_host() and not v.lost_because}
         return self._page(request, "overview", snapshot=snapshot, summary=summary(snapshot),
-                          counts_line=counts_text(snapshot.counts),
                           supervisors=supervisors, workers=workers, latest=latest,
                           scalable=local, succeeded=chart_points(history, "succeeded"),
                           failed=chart_points(history, "failed"),
