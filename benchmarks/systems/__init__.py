@@ -21,7 +21,11 @@ from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
 from .pgqueuer import Pgqueuer
-from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
+from .pprunner_postgres import (
+    PprunnerPostgres,
+    PprunnerPostgresAsyncCommit,
+    PprunnerPostgresBatch,
+)
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -36,7 +40,8 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
-                                     PprunnerPostgres, PprunnerPostgresAsyncCommit, Pgqueuer,
+                                     PprunnerPostgres, PprunnerPostgresAsyncCommit,
+                                     PprunnerPostgresBatch, Pgqueuer,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
