@@ -29,8 +29,8 @@ def batched(open_backend: Callable[..., PostgresBackend],  # noqa: F811
     return open_backend(f"{postgres_url}&batch=4")
 
 
-def queue(backend: PostgresBackend, count: int, **kwargs: int) -> list[Invocation]:
-    invocations = [make_invocation(**kwargs) for _ in range(count)]
+def queue(backend: PostgresBackend, count: int, max_attempts: int = 3) -> list[Invocation]:
+    invocations = [make_invocation(max_attempts=max_attempts) for _ in range(count)]
     for invocation in invocations:
         backend.enqueue(invocation)
     return invocations
@@ -127,3 +127,20 @@ def test_a_pool_drains_in_batches_each_task_once(app: App, postgres_url: str) ->
     assert {(i.status, i.attempts) for i in invocations} == {(Status.SUCCESS, 1)}
     assert all(i.started_at is not None and i.finished_at is not None
                and i.started_at <= i.finished_at for i in invocations)
+
+
+def test_a_batch_of_slow_tasks_gives_back_what_is_ahead_and_starts_over(
+        batched: PostgresBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = queue(batched, 4)
+    batched._batch("w").size = 4
+    assert batched.claim("w", 0).id == queued[0].id  # type: ignore[union-attr]
+    monkeypatch.setattr(pprunner_plugins.postgres.batch, "GROW_WITHIN", 0.0)  # now: slow
+    claimed = batched.complete_and_claim(queued[0].id, "w", RESULT)
+    assert claimed is not None and claimed.id == queued[1].id  # given back, claimed alone
+    assert statuses(batched, queued) == [Status.SUCCESS, Status.RUNNING, Status.PENDING,
+                                         Status.PENDING]
+    assert {batched.get(i.id).attempts for i in queued[2:]} == {0}
+    assert batched.claim("idle", 0) is not None and batched.claim("idle", 0) is not None
+    batched._batch("idle").size = 4
+    assert batched.claim("idle", 0) is None
+    assert batched._batch("idle").size == 1, "an idle worker's batches start over"

@@ -369,7 +369,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
         return batch.claimed(self._run(claim))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
-        ahead = self._batch(runner_id).take()
+        batch = self._batch(runner_id)
+        ahead = batch.take()
         if ahead is not None:
             return ahead
         self._settle(runner_id)
@@ -380,6 +381,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
             claimed = self._claim_where(runner_id)
             if claimed is not None:
                 return claimed
+            batch.size = 1  # idle: what comes next may be slow, so batches start over
             left = deadline - time.monotonic()
             if left <= 0 or STOP in self._wait_for_work(runner_id, min(left, POLL_FALLBACK)):
                 return None
@@ -470,6 +472,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
         then every completion kept meanwhile written with the next claim."""
         batch = self._batch(runner_id)
         batch.finish(invocation_id, result)
+        if batch.overdue():  # slow tasks: let other workers have what is ahead
+            self._give_back(runner_id)
         ahead = batch.take()
         if ahead is not None:
             return ahead
@@ -527,30 +531,35 @@ class PostgresBackend(Pausing, Admin, Recovery):
                 logger.warning("outcome refused, this runner no longer owns it: %s", exc)
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
-        """Write ``runner_id``'s completions kept for its batch, and with ``give_back``
-        return what it claimed ahead to the queue as never started (see :mod:`.batch`)."""
+        """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then
+        return what it claimed ahead to the queue (:meth:`_give_back`)."""
         batch = self._batches.get(runner_id)
-        if batch is None:
-            return
-        finished = batch.written()
-        ahead = batch.given_back() if give_back else []
-        if not finished and not ahead:
-            return
-        sql = (f"WITH {self._done_cte()}, back AS (UPDATE {self._table} SET status = "
-               "'PENDING', owner = NULL, attempts = attempts - 1, started_at = NULL WHERE id = "
-               "ANY(%(ahead)s) AND owner = %(owner)s AND status = 'RUNNING' RETURNING 1) "
-               "SELECT (SELECT array_agg(id) FROM done), EXISTS (SELECT 1 FROM back)")
-        parameters = {**self._done_parameters(runner_id, finished), "ahead": ahead}
+        finished = [] if batch is None else batch.written()
+        if finished:
+            sql = f"WITH {self._done_cte()} SELECT array_agg(id) FROM done"
+            parameters = self._done_parameters(runner_id, finished)
+            done, resent = self._run_noting_resends(
+                lambda db, _resent: set(db.execute(sql, parameters).fetchone()[0] or ()))
+            self._log_refused(finished, done, runner_id, resent)
+        if give_back:
+            self._give_back(runner_id)
 
-        def settle(db: Any, _resent: bool) -> set[str]:
+    def _give_back(self, runner_id: str) -> None:
+        """Return what ``runner_id`` claimed ahead to the queue as never started (its
+        attempt taken back), and tell idle claimers."""
+        batch = self._batches.get(runner_id)
+        ahead = [] if batch is None else batch.given_back()
+        if not ahead:
+            return
+
+        def give_back(db: Any, _resent: bool) -> None:
             with db.transaction():
-                done, back = db.execute(sql, parameters).fetchone()
-                if back:
-                    self._notify(db)
-            return set(done or ())
+                db.execute(f"UPDATE {self._table} SET status = 'PENDING', owner = NULL, "
+                           "attempts = attempts - 1, started_at = NULL WHERE id = ANY(%s) "
+                           "AND owner = %s AND status = 'RUNNING'", (ahead, runner_id))
+                self._notify(db)
 
-        done, resent = self._run_noting_resends(settle)
-        self._log_refused(finished, done, runner_id, resent)
+        self._run(give_back)
 
     def _run_noting_resends(self, operation: Callable[[Any, bool], T]) -> tuple[T, bool]:
         """:meth:`_run`, and whether the operation had to be sent again."""

@@ -6,13 +6,17 @@ per task. With ``batch=N`` (N > 1) a worker that keeps finishing tasks quickly
 claims several at once and writes their completions together, with the next
 claim, in one flushed commit: one flush per batch. The batch starts at one
 task and doubles while batches end within :data:`GROW_WITHIN` seconds, up to
-N; one that takes longer sets it back to one, so slow tasks run as without it.
+N. A batch still running past that gives back what it holds ahead, after the
+task that ran past it, and the next is one again; so does a worker that had
+to wait for work. Slow tasks run as without it.
 
 What it trades, and only for those who ask for it (see the docs page):
 
 - a completion is written with its batch's last one: until then its
-  invocation reads RUNNING and its waiters wait;
-- tasks claimed ahead are RUNNING, owned by the worker, before they start;
+  invocation reads RUNNING and its waiters wait (about :data:`GROW_WITHIN`,
+  and the task that ran past it);
+- tasks claimed ahead are RUNNING, owned by the worker, before they start (as
+  long);
 - a worker's death reruns what it had finished but not written, and counts
   an attempt (``RunnerLost``) against what it had claimed ahead. Only tasks
   never attempted before, and allowed more than one attempt, are claimed
@@ -86,6 +90,11 @@ class Batch:
         now = time.time()
         self.finished.append(Finished(invocation_id, result, started or now, now))
         self.running = None
+
+    def overdue(self) -> bool:
+        """Invocations wait ahead, and the batch has run longer than :data:`GROW_WITHIN`:
+        its tasks are not quick, and they should be given back for others to take."""
+        return bool(self.ahead) and time.monotonic() - self.claimed_at >= GROW_WITHIN
 
     def ended(self) -> None:
         """The batch ended (its completions are being written): size the next one."""
