@@ -144,3 +144,16 @@ def test_a_batch_of_slow_tasks_gives_back_what_is_ahead_and_starts_over(
     batched._batch("idle").size = 4
     assert batched.claim("idle", 0) is None
     assert batched._batch("idle").size == 1, "an idle worker's batches start over"
+
+
+def test_a_parent_that_ran_its_child_keeps_its_own_start(batched: PostgresBackend) -> None:
+    parent, = queue(batched, 1)
+    claimed = batched.claim("w", 0)
+    assert claimed is not None and claimed.started_at is not None
+    child, = queue(batched, 1)
+    batched.pause(parent.id, "w", [child.id])
+    assert batched.claim_one_of("w", [child.id]) is not None  # run nested, by the parent
+    batched.complete(child.id, "w", RESULT)
+    batched.resume(parent.id, "w")
+    batched.complete_and_claim(parent.id, "w", RESULT)
+    assert batched.get(parent.id).started_at == claimed.started_at

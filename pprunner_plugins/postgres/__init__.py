@@ -512,7 +512,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
         the owner and the statuses a completion may come from (RETURNING their ids)."""
         allowed = in_list(sources_of(Status.SUCCESS) & OWNED_STATUSES)
         return (f"done AS (UPDATE {self._table} AS t SET status = 'SUCCESS', result = "
-                "f.result, started_at = f.started_at, finished_at = f.finished_at FROM "
+                "f.result, started_at = coalesce(f.started_at, t.started_at), finished_at = "
+                "f.finished_at FROM "
                 "unnest(%(done_ids)s::text[], %(results)s::bytea[], %(starts)s::float8[], "
                 "%(ends)s::float8[]) AS f(id, result, started_at, finished_at) WHERE t.id = "
                 f"f.id AND t.owner = %(owner)s AND t.status IN {allowed} RETURNING t.id)")

@@ -47,7 +47,8 @@ class Finished:
 
     invocation_id: str
     result: bytes
-    started_at: float
+    #: when it was handed out from the batch; None: as its claim recorded it
+    started_at: float | None
     finished_at: float
 
 
@@ -85,10 +86,9 @@ class Batch:
 
     def finish(self, invocation_id: str, result: bytes) -> None:
         """Keep a completion to write with the batch's last one."""
-        started = self.running.started_at if self.running is not None and \
-            self.running.id == invocation_id else None
-        now = time.time()
-        self.finished.append(Finished(invocation_id, result, started or now, now))
+        running = self.running
+        started = running.started_at if running and running.id == invocation_id else None
+        self.finished.append(Finished(invocation_id, result, started, time.time()))
         self.running = None
 
     def overdue(self) -> bool:
