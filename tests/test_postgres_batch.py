@@ -12,7 +12,7 @@ from pprunner import App, Status, Supervisor, gather
 from pprunner.invocation import ErrorInfo, Invocation
 from pprunner.testing.backend_contract import make_invocation
 from pprunner_plugins.postgres import PostgresBackend
-from tests import apps
+from tests import apps, apps_waiting
 from tests.test_postgres import open_backend  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.postgres]
@@ -157,3 +157,13 @@ def test_a_parent_that_ran_its_child_keeps_its_own_start(batched: PostgresBacken
     batched.resume(parent.id, "w")
     batched.complete_and_claim(parent.id, "w", RESULT)
     assert batched.get(parent.id).started_at == claimed.started_at
+
+
+@pytest.mark.slow
+def test_tasks_that_wait_for_tasks_do_not_deadlock_in_batches(
+        app: App, postgres_url: str, supervise: Callable[..., Supervisor]) -> None:
+    """Children enqueued together are claimed in batches; a parent that waits gives
+    back what its worker holds ahead, so no child waits behind its own parent."""
+    app.configure(source="the test", backend=f"{postgres_url}&batch=16")
+    supervise(processes=2)
+    assert apps_waiting.fan_out.enqueue(4, "nested").result(timeout=60) == 31
