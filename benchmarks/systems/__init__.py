@@ -16,7 +16,12 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
+from .drain_floor import (
+    DrainFloorPostgres,
+    DrainFloorPostgresBatch,
+    DrainFloorRedis,
+    DrainFloorSQLite,
+)
 from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
@@ -67,4 +72,5 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
                                            DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
+                                           PprunnerPostgresBatch, DrainFloorPostgresBatch,
                                            HueyRedis)
