@@ -1,11 +1,15 @@
-"""``python -m benchmarks.top_cost``: what ``pprunner top`` watching a store costs the work.
+"""``python -m benchmarks.top_cost``: what ``pprunner top`` or ``pprunner web``
+watching a store costs the work.
 
 Each round fills a fresh SQLite store with ``--history`` finished invocations
 (what a busy day leaves under ``keep_finished``) and ``--tasks`` queued no-op
 tasks, then drains them with ``pprunner run --processes 2 --burst``: with
 nothing watching, with ``pprunner top`` piped (plain text, the same reads),
-and with ``pprunner top`` on its screen in a tmux session (Textual drawing
-too), each refreshing every ``--interval`` seconds. The variants take turns
+with ``pprunner top`` on its screen in a tmux session (Textual drawing
+too), and with ``pprunner web`` serving one page that refreshes its live part
+(what ``live.js`` asks, each ``--interval``, here from a thread of this
+process: a browser's own cost is the browser's), each refreshing every
+``--interval`` seconds. The variants take turns
 round after round, so a machine that gets busier or quieter weighs on all of
 them alike. The drain is timed from the store's own stamps: the first start
 to the last finish of the queued tasks, so the supervisor's boot is not in it.
@@ -13,8 +17,8 @@ to the last finish of the queued tasks, so the supervisor's boot is not in it.
 Printed: per variant, the median drain and throughput over the rounds (and
 each round's drain), the change against nothing watching, the CPU the
 supervisor and its workers used per task (less sensitive than time to what
-else the machine runs) and the share of one core ``top`` used; then the time
-one refresh's reads take on such a store.
+else the machine runs) and the share of one core the watcher used; then the
+time one refresh's reads take on such a store, and one page of the dashboard.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,9 +48,13 @@ from pprunner.snapshot import look
 
 from . import report
 from .apps import app, noop
+from .pools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("nothing watching", "top piped", "top on a screen (tmux)")
+VARIANTS = ("nothing watching", "top piped", "top on a screen (tmux)",
+            "web, a page refreshing")
+#: the variants that need a program this machine may lack, and that program
+NEEDS = {VARIANTS[2]: "tmux"}
 
 
 def fill(url: str, database: Path, history: int, tasks: int) -> None:
@@ -77,19 +87,61 @@ def drain_seconds(database: Path) -> float:
     return float(last - first)
 
 
+class Page:
+    """A dashboard page refreshing as live.js does: a GET of its live part every
+    ``interval`` seconds, from a thread, until :meth:`close`."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self.url, self.interval = url, interval
+        self._stop = threading.Event()
+        deadline = time.monotonic() + 30
+        while not self.get():  # the dashboard's first look at the store comes first
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pprunner web did not answer at {url}")
+            time.sleep(0.05)
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+        self._thread.start()
+
+    def get(self) -> bool:
+        request = urllib.request.Request(self.url, headers={"X-Pprunner-Live": "1"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+                return True
+        except OSError:
+            return False
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Watcher:
-    """``pprunner top`` in one of the variants' ways, stopped with ``stop()``."""
+    """``pprunner top`` or ``pprunner web`` in one of the variants' ways, stopped
+    with ``stop()``."""
 
     def __init__(self, variant: str, env: dict[str, str], interval: float) -> None:
         self.variant = variant
-        top = [sys.executable, "-m", "pprunner", "top", "--app", "benchmarks.apps:app",
-               "--interval", str(interval)]
+        command = [sys.executable, "-m", "pprunner"]
+        top = [*command, "top", "--app", "benchmarks.apps:app", "--interval", str(interval)]
         self.socket = f"pprunner-top-cost-{os.getpid()}"
         self.process: psutil.Process | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._page: Page | None = None
         if variant == VARIANTS[1]:
             self._popen = subprocess.Popen(top, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
             self.process = psutil.Process(self._popen.pid)
+        elif variant == VARIANTS[3]:
+            port = free_port()
+            self._popen = subprocess.Popen(
+                [*command, "web", "--app", "benchmarks.apps:app", "--port", str(port),
+                 "--interval", str(interval)], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+            self.process = psutil.Process(self._popen.pid)
+            self._page = Page(f"http://127.0.0.1:{port}/", interval)
         elif variant == VARIANTS[2]:
             subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d",
                             "-x", "200", "-y", "50", "-c", str(REPO), shlex.join(top)],
@@ -102,6 +154,8 @@ class Watcher:
         """Stop it: (CPU seconds it used, seconds it ran)."""
         if self.process is None:
             return 0.0, 0.0
+        if self._page is not None:
+            self._page.close()
         times = self.process.cpu_times()
         ran = time.time() - self.process.create_time()
         if self._popen is not None:
@@ -156,6 +210,31 @@ def refresh_ms(folder: Path, history: int, tasks: int) -> float:
         app.close()
 
 
+def web_page_ms(folder: Path, history: int, tasks: int, interval: float) -> float:
+    """The median time of one live refresh of ``pprunner web``'s overview on such a
+    store, over HTTP (with ``--interval`` 0.001 every request looks at the store)."""
+    database = folder / "web.db"
+    url = f"sqlite:///{database}"
+    fill(url, database, history, tasks)
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "pprunner", "web", "--app",
+                            "benchmarks.apps:app", "--port", str(port), "--interval", "0.001"],
+                           cwd=REPO, env={**os.environ, "PPRUNNER_BACKEND": url,
+                                          "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+    try:
+        page = Page(f"http://127.0.0.1:{port}/", interval)
+        page.close()
+        samples = []
+        for _ in range(20):
+            started = time.perf_counter()
+            page.get()
+            samples.append(1e3 * (time.perf_counter() - started))
+        return statistics.median(samples)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.top_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,10 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=200_000,
                         help="finished invocations already in the store")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant")
-    parser.add_argument("--interval", type=float, default=1.0, help="top's refresh interval")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="top's and the web page's refresh interval")
     parser.add_argument("--json", metavar="PATH", help="also write every round as JSON")
     args = parser.parse_args(argv)
-    variants = VARIANTS if shutil.which("tmux") else VARIANTS[:2]
+    variants = [v for v in VARIANTS if v not in NEEDS or shutil.which(NEEDS[v])]
     runs: dict[str, list[tuple[float, float, float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="pprunner-top-cost-") as folder:
         for round_number in range(args.rounds):
@@ -177,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"round {round_number + 1}, {variant}: drain {result[0]:.2f} s",
                       file=sys.stderr)
         look_ms = refresh_ms(Path(folder), args.history, args.tasks)
+        page_ms = web_page_ms(Path(folder), args.history, args.tasks, args.interval)
     base = statistics.median(r[0] for r in runs[variants[0]])
     rows = [("watching", "drain s (median)", "each round", "tasks/s", "vs nothing",
-             "run's CPU ms/task", "top's CPU (of one core)")]
+             "run's CPU ms/task", "watcher's CPU (of one core)")]
     for variant, results in runs.items():
         drain = statistics.median(r[0] for r in results)
         ran = sum(r[3] for r in results)
@@ -189,13 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{100 * sum(r[2] for r in results) / ran:.0f} %" if ran else "-"))
     print(report.machine_line(report.machine()))
     print(f"{args.tasks:,} no-op tasks, 2 workers, SQLite store holding {args.history:,} "
-          f"finished invocations; top every {args.interval:g} s; {args.rounds} rounds, "
-          "variants interleaved")
+          f"finished invocations; top and the web page every {args.interval:g} s; "
+          f"{args.rounds} rounds, variants interleaved")
     print("\n".join(table_lines(rows)))
     print(f"one refresh's reads on such a store: {look_ms:.1f} ms (median of 20)")
+    print(f"one live refresh of pprunner web's overview over HTTP: {page_ms:.1f} ms "
+              "(median of 20)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs,
-                                               "refresh_ms": look_ms}, indent=2))
+                                               "refresh_ms": look_ms, "web_page_ms": page_ms},
+                                              indent=2))
     return 0
 
 

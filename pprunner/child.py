@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from . import channel
+from . import channel, process_group
 from .errors import PprunnerError
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import Call, RemoteError
@@ -114,6 +114,8 @@ class Child:
     #: each signal the supervisor sent it, with why: its death by one of them is
     #: described as the supervisor's doing, never as "perhaps out of memory?"
     signals_sent: dict[int, str] = attrs.Factory(dict)
+    #: the process group it led, SIGKILLed with it: what is left of it is reaped
+    killed_group: int | None = None
 
     @property
     def who(self) -> str:
@@ -282,14 +284,30 @@ class Child:
     def signal(self, signum: int, why: str) -> None:
         """SIGTERM (it hands back what it runs and exits), SIGKILL, or any other
         signal a host asks for (:meth:`Supervisor.signal_worker`); ``why``
-        describes its end. The only way the supervisor signals a worker."""
+        describes its end. The only way the supervisor signals a worker.
+
+        A worker that leads its own process group (an RQ horse does, as RQ's forked
+        ones do) is SIGKILLed with its group: what its task started dies with it, at
+        the same moment, rather than being orphaned first and killed after."""
         self.signals_sent.setdefault(signum, why)
         if signum == signal.SIGKILL:
-            self.process.kill()
+            if not self._kill_own_group():
+                self.process.kill()
         elif signum == signal.SIGTERM:
             self.process.terminate()
         elif self.process.pid is not None and self.process.exitcode is None:
             os.kill(self.process.pid, signum)
+
+    def _kill_own_group(self) -> bool:
+        """SIGKILL the worker's process group if the worker leads one; False if not."""
+        pid = self.process.pid
+        if self.process.exitcode is not None or pid is None:
+            return False
+        if not process_group.leads_own_group(pid):
+            return False
+        if process_group.kill_group(pid):
+            self.killed_group = pid
+        return self.killed_group is not None
 
     def overdue(self, now: float, boot_timeout: float) -> Kill | None:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""

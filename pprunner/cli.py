@@ -30,8 +30,7 @@ from .errors import (
     UnknownInvocation,
 )
 from .exitcodes import ExitCode
-from .invocation import RunnerInfo, RunnerKind, Status, this_host
-from .liveness import lost_because
+from .invocation import Status
 from .plugins import (
     Command,
     Plugins,
@@ -85,7 +84,7 @@ def _duration_argument(text: str) -> float:
     return seconds
 
 
-def _number_argument(kind: Callable[[str], float], unit: str, least: float,
+def number_argument(kind: Callable[[str], float], unit: str, least: float,
                      *, above: bool = False) -> Callable[[str], float]:
     """An argument parser for a number of ``unit``: ``least`` or more (with ``above``:
     more than ``least``); anything else, nan included, is refused with what was given."""
@@ -105,11 +104,11 @@ def _number_argument(kind: Callable[[str], float], unit: str, least: float,
 
 
 #: a wait: a negative one has no meaning, so it is refused
-_seconds_argument = _number_argument(float, "seconds", 0)
+_seconds_argument = number_argument(float, "seconds", 0)
 #: seconds between refreshes
-_interval_argument = _number_argument(float, "seconds", 0, above=True)
-_refreshes_argument = _number_argument(int, "refreshes", 1)
-_failures_argument = _number_argument(int, "failures", 1)
+_interval_argument = number_argument(float, "seconds", 0, above=True)
+_refreshes_argument = number_argument(int, "refreshes", 1)
+_failures_argument = number_argument(int, "failures", 1)
 
 
 def _setting_help(name: str) -> str:
@@ -120,7 +119,7 @@ def _setting_help(name: str) -> str:
     return f"{doc}; default: the {name} setting ({default})"
 
 
-def _add_app_options(parser: argparse.ArgumentParser) -> None:
+def add_app_options(parser: argparse.ArgumentParser) -> None:
     """--app and --backend, which every command that works on an app's store takes."""
     parser.add_argument("--app", default=os.environ.get("PPRUNNER_APP"),
                         help="the App as module:attribute (default: $PPRUNNER_APP)")
@@ -150,7 +149,7 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a supervisor and its worker processes")
-    _add_app_options(run)
+    add_app_options(run)
     run.add_argument("--processes", "-p", type=int, metavar="N",
                      help="worker processes (default: the processes setting); 0 runs inline")
     run.add_argument("--inline", action="store_true",
@@ -165,7 +164,7 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     run.add_argument("--log-level", metavar="LEVEL", help=_setting_help("log_level"))
 
     enqueue = commands.add_parser("enqueue", help="enqueue one invocation of a registered task")
-    _add_app_options(enqueue)
+    add_app_options(enqueue)
     enqueue.add_argument("task", metavar="TASK_NAME")
     enqueue.add_argument("--args", type=_json_value(list), default=[], metavar="JSON",
                          help="positional arguments as a JSON list")
@@ -177,7 +176,7 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
                               "(exit 124 if it has not ended by then)")
 
     status = commands.add_parser("status", help="runners and invocation counts")
-    _add_app_options(status)
+    add_app_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", type=_interval_argument, nargs="?", const=DEFAULT_INTERVAL,
                         metavar="SECONDS", help="the live view of `pprunner top`, refreshed "
@@ -185,7 +184,7 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
 
     top = commands.add_parser("top", help="live view: supervisors, workers, queue, rates, "
                                           "latest failures")
-    _add_app_options(top)
+    add_app_options(top)
     top.add_argument("--interval", type=_interval_argument, default=DEFAULT_INTERVAL,
                      metavar="SECONDS",
                      help=f"seconds between refreshes (default {DEFAULT_INTERVAL:g})")
@@ -198,30 +197,30 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
                           f"{DEFAULT_FAILURES})")
 
     show = commands.add_parser("show", help="one invocation: status, attempts and their errors")
-    _add_app_options(show)
+    add_app_options(show)
     show.add_argument("id", metavar="ID")
     show.add_argument("--traceback", action="store_true", help="the last error's traceback")
 
     failed = commands.add_parser("failed", help="list failed invocations with their errors")
-    _add_app_options(failed)
+    add_app_options(failed)
     failed.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     failed.add_argument("--history", action="store_true", help="every attempt's error")
 
     retry = commands.add_parser("retry", help="put failed invocations back in the queue")
-    _add_app_options(retry)
+    add_app_options(retry)
     retry.add_argument("ids", nargs="*", metavar="ID")
     retry.add_argument("--all", action="store_true", help="every failed invocation")
 
     purge = commands.add_parser("purge", help="delete invocations that finished (SUCCESS or "
                                               "FAILED) long enough ago")
-    _add_app_options(purge)
+    add_app_options(purge)
     purge.add_argument("--older-than", type=_duration_argument, metavar="DURATION",
                        help="finished longer ago than this: seconds, or e.g. 15m, 12h, 7d "
                             "(default: the keep_finished setting)")
 
     scale = commands.add_parser("scale", help="set the worker count of running supervisors "
                                               "on this host")
-    _add_app_options(scale)
+    add_app_options(scale)
     scale.add_argument("processes", type=int, metavar="N")
     scale.add_argument("--supervisor", metavar="ID", help="only this one (default: every "
                                                            "supervisor of the app on this host)")
@@ -248,8 +247,8 @@ def build_parser(plugins: Plugins) -> argparse.ArgumentParser:
     return parser
 
 
-def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
-         creates_store: bool = False) -> App:
+def app_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
+                  creates_store: bool = False) -> App:
     """The app with the command line's settings: every option named like a setting
     overrides it, a plugin's too (``--metrics-port``). Only commands that put work in
     the store (``run``, ``enqueue``) may create it; the others would only make a
@@ -271,7 +270,7 @@ def _app(args: argparse.Namespace, parser: argparse.ArgumentParser, *,
 def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.inline:
         args.processes = 0
-    app = _app(args, parser, creates_store=True)
+    app = app_from_args(args, parser, creates_store=True)
     supervisor = Supervisor.for_app(app, burst=args.burst,
                                     progress=args.burst and sys.stderr.isatty(), options=args)
     log.setup(app.config.log_level, supervisor.id)
@@ -286,7 +285,7 @@ def command_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
 
 
 def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    app = _app(args, parser, creates_store=True)
+    app = app_from_args(args, parser, creates_store=True)
     task = app.tasks.get(args.task)
     if task is None:
         parser.error(f"unknown task {args.task!r}; registered tasks: "
@@ -298,7 +297,7 @@ def command_enqueue(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return ExitCode.OK
 
 
-def _admin(app: App, args: argparse.Namespace) -> Admin:
+def admin_backend(app: App, args: argparse.Namespace) -> Admin:
     """The app's backend for an operator's command (status, failed, retry, purge,
     scale): one with the Admin capability, else MissingCapability (one line, exit 3)."""
     backend = app.backend
@@ -314,8 +313,8 @@ def command_status(args: argparse.Namespace,
             parser.error("--watch shows the live view; it has no --json")
         args.interval, args.iterations, args.failures = args.watch, None, DEFAULT_FAILURES
         return command_top(args, parser)
-    app = _app(args, parser)
-    snapshot = look(_admin(app, args), app.config.dead_after)
+    app = app_from_args(args, parser)
+    snapshot = look(admin_backend(app, args), app.config.dead_after)
     now = snapshot.taken_at
     if args.json:
         print(json.dumps({
@@ -352,8 +351,8 @@ def command_top(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
     """The live view (``top``, ``status --watch``). The store is read once before
     anything is drawn, so a store that is missing or unreachable is one line and an
     exit code, never an empty screen."""
-    app = _app(args, parser)
-    backend = _admin(app, args)
+    app = app_from_args(args, parser)
+    backend = admin_backend(app, args)
     dead_after = app.config.dead_after
 
     def read() -> Snapshot:
@@ -375,7 +374,7 @@ def command_top(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Ex
 
 
 def command_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    app = _app(args, parser)
+    app = app_from_args(args, parser)
     i = app.backend.get(args.id)
     when = {name: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
             for name, value in (("enqueued", i.enqueued_at), ("started", i.started_at),
@@ -395,7 +394,7 @@ def command_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> E
 
 
 def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    backend = _admin(_app(args, parser), args)
+    backend = admin_backend(app_from_args(args, parser), args)
     failed = backend.invocations(Status.FAILED, args.limit)
     print(f"failed: {backend.counts()[Status.FAILED]} (newest {len(failed)} shown)")
     for invocation in failed:
@@ -412,7 +411,7 @@ def command_failed(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if bool(args.ids) == args.all:
         parser.error("give invocation ids or --all (not both)")
-    backend = _admin(_app(args, parser), args)
+    backend = admin_backend(app_from_args(args, parser), args)
     requeued = backend.requeue(None if args.all else args.ids)
     missed = set(args.ids) - {i.id for i in requeued}
     print(f"requeued {len(requeued)} invocation(s)")
@@ -424,11 +423,11 @@ def command_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
-    app = _app(args, parser)
+    app = app_from_args(args, parser)
     older_than = app.config.keep_finished if args.older_than is None else args.older_than
     if args.older_than is None and not older_than:
         parser.error("keep_finished is 0 (keep every invocation); give --older-than")
-    backend = _admin(app, args)
+    backend = admin_backend(app, args)
     cutoff = time.time() - older_than
     purged = 0
     while True:
@@ -446,43 +445,18 @@ def command_purge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def command_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:
     if args.processes < 1:
         parser.error("N must be at least 1")
-    app = _app(args, parser)
-    here, now = this_host(), time.time()
-    supervisors = [r for r in _admin(app, args).runners()
-                   if r.kind is RunnerKind.SUPERVISOR and r.host == here
-                   and args.supervisor in (None, r.id)]
-    alive = []
-    for runner in supervisors:
-        if lost_because(runner, now=now, dead_after=app.config.dead_after) is None:
-            alive.append(runner)
-        elif args.supervisor:  # the one asked for
-            print(f"pprunner: error: {_gone(runner, now)}", file=sys.stderr)
-            return ExitCode.USAGE_ERROR
-        else:
-            print(f"pprunner: skipped: {_gone(runner, now)}", file=sys.stderr)
-    if not alive:
-        print(f"pprunner: error: no running supervisor of this app on {here}"
-              + (f" with id {args.supervisor}" if args.supervisor else ""), file=sys.stderr)
-        return ExitCode.USAGE_ERROR
+    app = app_from_args(args, parser)
     code = ExitCode.OK
-    for runner in alive:
-        try:
-            control.send(runner.id, f"scale {args.processes}")
-        except (FileNotFoundError, ConnectionRefusedError):  # died since its last heartbeat
-            print(f"pprunner: error: {_gone(runner, now)}", file=sys.stderr)
-            code = ExitCode.USAGE_ERROR
-        except OSError as exc:
-            print(f"pprunner: error: supervisor {runner.id} (pid {runner.pid}) did not take "
-                  f"the command: {exc}", file=sys.stderr)
-            code = ExitCode.USAGE_ERROR
+    for notice in control.scale(admin_backend(app, args), args.processes,
+                                dead_after=app.config.dead_after,
+                                supervisor_id=args.supervisor):
+        if notice.outcome is control.Outcome.SENT:
+            print(notice.text)
         else:
-            print(f"supervisor {runner.id} (pid {runner.pid}): scaling to {args.processes}")
+            print(f"pprunner: {notice.outcome.value}: {notice.text}", file=sys.stderr)
+        if notice.outcome is control.Outcome.ERROR:
+            code = ExitCode.USAGE_ERROR
     return code
-
-
-def _gone(supervisor: RunnerInfo, now: float) -> str:
-    return (f"supervisor {supervisor.id} (pid {supervisor.pid}) is not running any more "
-            f"(last heartbeat {now - supervisor.heartbeat_at:.0f} s ago)")
 
 
 def command_health(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ExitCode:

@@ -184,7 +184,7 @@ def _setting(default: Any, parse: Callable[[Any], Any], doc: str, *,
 
 @attrs.frozen
 class Config:
-    """The effective settings of an app. See the README's configuration table."""
+    """The effective settings of an app. See docs/configuration.md's table."""
 
     backend: str = _setting(DEFAULT_BACKEND, _text,
                             "backend URL; its scheme picks the backend plugin")

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from . import process_group
 from .child import Child, Kill, Phase, Retirement
 from .invocation import RunnerInfo, RunnerKind
 from .jobs import Call
@@ -115,6 +116,8 @@ class Pool:
         self._unwatch(child)
         child.process.join()
         child.connection.close()
+        if child.killed_group is not None:
+            process_group.reap_group(child.killed_group)
 
     def exited(self) -> list[Child]:
         """Workers whose process has ended and that are still in the table."""

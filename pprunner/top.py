@@ -64,7 +64,7 @@ def sections(snapshot: Snapshot) -> list[Section]:
         Section(f"latest failures: {len(snapshot.failures)} of "
                 f"{snapshot.counts[Status.FAILED]} failed",
                 ("FAILED AT", "TASK", "INVOCATION", "ERROR"),
-                tuple(_failure_row(i, now) for i in snapshot.failures)),
+                tuple(failure_row(i, now) for i in snapshot.failures)),
     ]
 
 
@@ -92,7 +92,8 @@ def _worker_row(view: RunnerView, now: float) -> tuple[str, ...]:
             memory_text(view.memory), task, invocation, runner.id)
 
 
-def _failure_row(invocation: Invocation, now: float) -> tuple[str, ...]:
+def failure_row(invocation: Invocation, now: float) -> tuple[str, ...]:
+    """A failure as the latest failures' table shows it (the web dashboard's too)."""
     error = invocation.error
     message = f"{error.type}: {error.message}" if error else "?"
     message = message.splitlines()[0] if message else message

@@ -17,5 +17,5 @@ declared in its package's ``pyproject.toml``::
     [project.entry-points.pprunner]
     mystore = "myplugin"
 
-See the README's plugin authoring guide for every hook.
+See docs/plugins/index.md for the plugin authoring guide and every hook.
 """

@@ -162,6 +162,17 @@ def retries_once() -> int:
     return attempt
 
 
+@app.task(max_attempts=1)
+def fails_first_time(marker_dir: str) -> str:
+    """Fails while ``marker_dir`` holds no ``failed-once`` file, which its first run
+    leaves: an operator's retry then succeeds (the dashboard's browser test)."""
+    marker = Path(marker_dir, "failed-once")
+    if not marker.exists():
+        announce(marker)
+        raise RuntimeError("the first run fails; a retry succeeds")
+    return "succeeded on retry"
+
+
 @app.task
 def held(marker_dir: str) -> str:
     """Says ``held.started``, then returns once the test writes ``held.release``."""

@@ -139,15 +139,20 @@ def cli_process() -> Iterator[Callable[..., subprocess.Popen[str]]]:
 
     yield start
     for process in processes:
-        try:
-            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-        except psutil.NoSuchProcess:
-            family = []
-        for member in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(family, timeout=10)
-        process.communicate(timeout=10)
+        reap(process)
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` and every process under it, and wait for them."""
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(family, timeout=10)
+    process.communicate(timeout=10)
 
 
 def children_of(pid: int) -> list[psutil.Process]:

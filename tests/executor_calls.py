@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -104,6 +105,20 @@ def hold(markers: str, name: str, value: Any = None) -> Any:
     announce(Path(markers, f"{name}.started"))
     wait_for(os.path.join(markers, f"{name}.release"))
     return value
+
+
+def lead_own_group() -> None:
+    """An initializer: the worker leads its own process group, as an RQ horse does."""
+    os.setpgrp()
+
+
+def run_a_subprocess(marker: str) -> None:
+    """Start ``sleep`` and wait for it, having written its pid to ``marker``."""
+    sleeper = subprocess.Popen(["sleep", "100"])
+    partial = Path(f"{marker}.partial")
+    partial.write_text(str(sleeper.pid))
+    partial.replace(marker)
+    sleeper.wait()
 
 
 def kill_self(signum: int = signal.SIGKILL) -> None:

@@ -59,11 +59,12 @@ def distribution_of(module: str) -> str:
     return normalized(DISTRIBUTION_OF.get(module, module.partition(".")[0]))
 
 
-def test_readme_installs_from_the_clone() -> None:
-    """Every ``pip install`` in the README names the clone (``.``, ``-e .``, a path),
-    never ``pprunner[...]`` on an index, where pprunner is not."""
-    readme = (REPO / "README.md").read_text()
-    commands = re.findall(r"pip install ([^`]*)", readme)
+def test_the_docs_install_from_the_clone() -> None:
+    """Every ``pip install`` in the README and on the site's pages names the clone
+    (``.``, ``-e .``, a path), never ``pprunner[...]`` on an index, where pprunner is not."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    commands = [command for page in pages
+                for command in re.findall(r"pip install\s+([^`]*)", page.read_text())]
     assert len(commands) > 10
     by_name = [c for c in commands if re.search(r"(?<![/\w.])pprunner\[", c)]
     assert by_name == []

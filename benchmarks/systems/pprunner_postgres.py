@@ -78,7 +78,7 @@ class PprunnerPostgres(PprunnerSystem):
 class PprunnerPostgresAsyncCommit(PprunnerPostgres):
     """The same with ``synchronous_commit=off`` for every connection, the producer's and
     the workers': a commit returns before its WAL reaches the disk. What one durable
-    commit per task costs, and what a user trades for it (README, "PostgreSQL")."""
+    commit per task costs, and what a user trades for it (docs/backends/postgres.md)."""
 
     name = "pprunner-postgres-async-commit"
 

@@ -29,7 +29,7 @@ app = Celery("examples.celery_app",
              backend=os.environ.get("CELERY_RESULT_BACKEND", REDIS))
 app.conf.update(
     task_track_started=True,
-    # pprunner's own settings, with a pprunner_ prefix (README, "Celery")
+    # pprunner's own settings, with a pprunner_ prefix (docs/hosts/celery.md)
     pprunner_start_method="spawn",
     pprunner_boot_timeout=30,
 )

@@ -9,8 +9,8 @@ or set ``worker_pool = "pprunner_plugins.celery:TaskPool"`` in the Celery
 config and leave ``--pool`` out. Nothing in the tasks, the broker or the
 result backend changes. pprunner's own settings come from ``pprunner_*`` keys
 in the Celery config or ``PPRUNNER_*`` environment variables
-(:mod:`.settings`); the README's "Celery" section has the table and what
-differs from prefork.
+(:mod:`.settings`); docs/hosts/celery.md has the table and what differs
+from prefork.
 
 With the package installed, ``--pool pprunner`` names the pool too, from
 Celery's command line (:mod:`.command`).

@@ -1,9 +1,9 @@
 """Huey's consumer on pprunner's supervised workers: ``pprunner huey path.to.huey ...``.
 
-Install with ``pip install 'pprunner[huey]'``. The command takes
+Install with ``python -m pip install -e '.[huey]'`` in the clone. The command takes
 ``huey_consumer``'s own arguments (:mod:`.command`); each worker process runs
-Huey's own worker loop (:mod:`.consumer`). The README's "Huey" section puts
-the two commands side by side.
+Huey's own worker loop (:mod:`.consumer`). docs/hosts/huey.md puts the two
+commands side by side.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ that are off cost nothing. When it is on, the switch registers:
   counts that worker's attempts into a file of its own (:mod:`.tally`) that
   the supervisor reads when scraped.
 
-The README's "Prometheus metrics" section lists every metric and what it counts.
+docs/operating/metrics.md lists every metric and what it counts.
 """
 
 from __future__ import annotations

@@ -311,10 +311,7 @@ class Worker(RQWorker):
             return
         if not self._dispatcher.kill(self._call.id, self._kill_reason):
             return  # not started yet
-        self._kill_reason = None
-        if self.horse_pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.horse_pid, signal.SIGKILL)  # the horse leads its own group
+        self._kill_reason = None  # the horse leads its own group: the job's children die too
 
     # -- internals ------------------------------------------------------------------
 

@@ -43,11 +43,6 @@ EXCLUDED: dict[str, str] = {
     "tests/test_intermediate_queue.py::TestIntermediateQueue::test_no_cleanup_while_in_started_queue":
         _FORK_INHERITS_PATCH,
     "tests/test_cli.py::TestRQCli::test_cli_enqueue_with_job_class": _FORK_INHERITS_PATCH,
-    # not a test of forking: excluded only until it is understood (issue 24 stays open)
-    "tests/test_worker.py::WorkerShutdownTestCase::test_work_horse_force_death":
-        "NOT UNDERSTOOD YET: the job's own subprocess is still visible right after the "
-        "horse is killed, in CI's fresh environment (twice, also when run alone); it "
-        "passes in developer environments",
     "tests/test_worker.py::TestWorker::test_custom_exc_handling":
         "its exception handlers are functions local to the test, which a forked horse "
         "inherits; a spawned horse gets the worker's settings by pickle (names only)",
