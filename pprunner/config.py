@@ -239,7 +239,7 @@ class Config:
         0, _number(int, 0), "workers booted ahead, with no slot, that take a dead, recycled "
         "or lent worker's place at once; 0: a fresh worker boots instead")
     wait_strategy: str = _setting(
-        "nested", _text, "what a worker does while its task waits for others: nested or poll")
+        "nested", _text, "what a worker does while its task waits for others: nested, lend or poll")
     max_wait_depth: int = _setting(
         32, _number(int, 1), "how deeply the nested strategy may run awaited invocations")
     dead_after: float = _setting(

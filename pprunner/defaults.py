@@ -82,7 +82,8 @@ def pprunner_execute(function: Callable[..., Any], args: list[Any],
 
 
 @hookimpl(trylast=True)
-def pprunner_pause_on_wait(context: Any, waiter: Invocation, invocation_ids: Sequence[str],
-                           timeout: float | None, strategy: str) -> list[Invocation]:
+def pprunner_pause_on_wait(context: Any, waiter: Any, invocation_ids: Sequence[str],
+                           timeout: float | None, strategy: str,
+                           pending: Callable[[], Sequence[str]] | None) -> Sequence[Any]:
     """The built-in strategies (:mod:`pprunner.waiting`), chosen by name."""
-    return strategy_named(strategy)(context, waiter, invocation_ids, timeout)
+    return strategy_named(strategy)(context, waiter, invocation_ids, timeout, pending)

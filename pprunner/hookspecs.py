@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from .backend import Backend
     from .config import Config
+    from .consuming import HostJob
     from .invocation import Invocation, RunnerInfo
     from .jobs import Call, Ending, Runnable
     from .plugins import Command, Plugins
@@ -413,22 +414,30 @@ def pprunner_execute(
 
 @hookspec(firstresult=True)
 def pprunner_pause_on_wait(
-    context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
-    timeout: float | None, strategy: str,
-) -> list[Invocation] | None:
-    """Wait, inside a running task, until the given invocations are final: called
-    when a task waits for others (``handle.result()``, ``wait()``, ``gather()``).
+    context: WorkerContext, waiter: Invocation | HostJob | Call, invocation_ids: Sequence[str],
+    timeout: float | None, strategy: str, pending: Callable[[], Sequence[str]] | None,
+) -> Sequence[Any] | None:
+    """Wait, inside a running job, until the jobs it waits for are final: called
+    for every job source alike. A pulled invocation waits for invocations
+    (``handle.result()``, ``wait()``, ``gather()``: ``waiter`` is the
+    ``pprunner.invocation.Invocation`` and ``pending`` is None); a host's job
+    waits for the host's own jobs (a plugin calls ``context.wait_for_host``:
+    ``waiter`` is the ``pprunner.consuming.HostJob`` or the pushed
+    ``pprunner.jobs.Call``, ``invocation_ids`` are the host's ids, and
+    ``pending()`` says which of them are not final yet, from the host's store).
 
-    Stops at first non-None result: the awaited invocations, final, in the
-    order asked. Raise ``pprunner.errors.ResultTimeout`` when ``timeout`` runs
-    out and ``pprunner.errors.WaitCycle`` for a wait that could never end.
+    Stops at first non-None result: for invocations, the awaited invocations,
+    final, in the order asked; for a host's jobs, their ids. Raise
+    ``pprunner.errors.ResultTimeout`` when ``timeout`` runs out and
+    ``pprunner.errors.WaitCycle`` for a wait that could never end.
     ``strategy`` is the name asked for (the call's, or the ``wait_strategy``
     setting); return None for names you do not implement, so the built-in
-    ``nested`` and ``poll`` strategies (``pprunner.waiting``) still answer
-    theirs. ``context.run_nested(invocation)`` runs a claimed invocation inside
+    ``nested``, ``lend`` and ``poll`` strategies (``pprunner.waiting``) still
+    answer theirs. ``context.lend_slot()`` lends the worker's slot until the job
+    ends, ``context.run_nested(invocation)`` runs a claimed invocation inside
     the waiting one, and ``backend.claim_one_of(runner_id, ids)`` claims one of
-    the awaited invocations if it is still queued. The built-in strategies mark
-    the waiter PAUSED meanwhile, so they need a backend with the
+    the awaited invocations if it is still queued. For invocations the built-in
+    strategies mark the waiter PAUSED meanwhile, so they need a backend with the
     ``pprunner.backend.Pausing`` capability and raise
     ``pprunner.errors.MissingCapability`` without it.
     """

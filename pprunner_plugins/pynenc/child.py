@@ -14,10 +14,10 @@ worker holds (hard time limits, recycling, titles, deaths).
 
 While an invocation waits for others (:meth:`WorkerIdentity.wait`, called by
 the runner's ``_waiting_for_results``) it is ``PAUSED`` in pynenc's terms and
-its worker lends its slot (``WorkerContext.lend_slot``) until the invocation
-ends: the supervisor runs one more worker meanwhile, so as many waiting
-parents as workers cannot deadlock; it is ``RESUMED`` as soon as what it
-awaits is final.
+waits the core's way (``WorkerContext.wait_for_host``): its worker's slot is
+lent until the invocation ends, so the supervisor runs one more worker and as
+many waiting parents as workers cannot deadlock; it is ``RESUMED`` as soon as
+what it awaits is final.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
 
 import pprunner
-from pprunner.consuming import HostJobs
-from pprunner.errors import PprunnerError, ResultTimeout
+from pprunner.consuming import HostJob, HostJobs
+from pprunner.errors import PprunnerError
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -56,50 +56,34 @@ class WorkerIdentity:
 
     app: Pynenc
     ctx: RunnerContext
-    #: the pprunner worker's context, whose slot a waiting invocation lends
+    #: the pprunner worker's context: its wait lends the slot
     worker: Any
+    #: seconds a wait may last (``pprunner_wait_timeout``); 0: no limit
     timeout: float
     poll: float
-    #: the open wait: the waiting invocation and when it began
-    _waiter: str | None = None
-    _since: float = 0.0
-    #: the slot loan, open from the invocation's first wait until it ends: a task that
-    #: waits for several results in turn would otherwise take a fresh worker for each
-    _loan: contextlib.ExitStack = attrs.Factory(contextlib.ExitStack)
-    _lent: bool = False
 
     def wait(self, waiter: str, awaited: list[str]) -> None:
-        """One step of a wait (pynenc calls it until a result is final)."""
-        if self._waiter is None:
-            if not self._transition(waiter, InvocationStatus.PAUSED):
-                time.sleep(self.poll)
-                return
-            self._waiter, self._since = waiter, time.monotonic()
-            if not self._lent:
-                self._loan.enter_context(self.worker.lend_slot())
-                self._lent = True
-            logger.info("invocation:%s paused waiting for %s in worker %s; its slot is lent",
-                        waiter, ",".join(awaited), self.ctx.runner_id)
-        orchestrator = self.app.orchestrator
-        if not orchestrator.filter_final(awaited):
+        """pynenc's wait for results, which it calls until they are final: the
+        invocation is PAUSED in pynenc's terms, waits the core's way (the worker's
+        slot is lent until the invocation ends; pprunner.waiting), then is RESUMED.
+        Awaited invocations already final cost one look, no transitions: pynenc asks
+        again as long as its own look lags behind."""
+        if not self._pending(awaited):
+            return
+        if not self._transition(waiter, InvocationStatus.PAUSED):
             time.sleep(self.poll)
-        waited = time.monotonic() - self._since
-        if orchestrator.filter_final(awaited):
-            self._resume()
-        elif self.timeout and waited > self.timeout:
-            self._resume()
-            raise ResultTimeout(f"invocation:{waiter} waited {waited:.1f} s for "
-                                f"{','.join(awaited)} (pprunner_wait_timeout {self.timeout:g} s)")
+            return
+        logger.info("invocation:%s paused waiting for %s in worker %s; its slot is lent",
+                    waiter, ",".join(awaited), self.ctx.runner_id)
+        try:
+            self.worker.wait_for_host(HostJob(waiter, waiter), awaited,
+                                      lambda: self._pending(awaited), self.timeout or None)
+        finally:
+            self._transition(waiter, InvocationStatus.RESUMED)
 
-    def ended(self) -> None:
-        """The invocation this worker ran ended: give back the slot it lent, if any."""
-        self._loan.close()
-        self._lent = False
-
-    def _resume(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        assert waiter is not None
-        self._transition(waiter, InvocationStatus.RESUMED)
+    def _pending(self, awaited: list[str]) -> list[str]:
+        final = set(self.app.orchestrator.filter_final(awaited))
+        return [i for i in awaited if i not in final]
 
     def _transition(self, invocation_id: str, status: InvocationStatus) -> bool:
         try:
@@ -139,10 +123,7 @@ class InvocationConsumer:
             with jobs.running(invocation.invocation_id, invocation.task.task_id.key,
                               data=self._owner, **self.limits), \
                     contextlib.suppress(Exception):
-                try:
-                    invocation.run(ctx)
-                finally:
-                    self.identity.ended()
+                invocation.run(ctx)
 
     def stop(self) -> None:
         self._stopped.set()
