@@ -1,10 +1,12 @@
 """The ``postgresql://`` backend: many supervisors on many hosts share one PostgreSQL.
 
-``postgresql://user:password@host:5432/db?schema=NAME`` (``postgres://`` too; any
-other query parameter is libpq's, ``sslmode`` say). Needs psycopg 3 (``pip install
-'pprunner[postgres]'``). ``schema`` (default ``pprunner``) is the PostgreSQL schema
-that holds the app's tables, made on first use and migrated when pprunner's tables
-change (:mod:`.schema`), so several apps share one database without sharing a queue.
+``postgresql://user:password@host:5432/db?schema=NAME&batch=N`` (``postgres://``
+too; any other query parameter is libpq's, ``sslmode`` say). Needs psycopg 3 (``pip
+install 'pprunner[postgres]'``). ``schema`` (default ``pprunner``) is the PostgreSQL
+schema that holds the app's tables, made on first use and migrated when pprunner's
+tables change (:mod:`.schema`), so several apps share one database without sharing a
+queue. ``batch`` (default 1) lets a worker claim up to N invocations at once and write
+their completions together, an opt-in trade (:mod:`.batch`).
 
 A claim is one ``UPDATE`` of the oldest due PENDING row that a subquery picks
 ``FOR UPDATE SKIP LOCKED``: claimers never wait for each other's rows, and a
