@@ -16,12 +16,21 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
+from .drain_floor import (
+    DrainFloorPostgres,
+    DrainFloorPostgresBatch,
+    DrainFloorRedis,
+    DrainFloorSQLite,
+)
 from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
 from .pgqueuer import Pgqueuer
-from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
+from .pprunner_postgres import (
+    PprunnerPostgres,
+    PprunnerPostgresAsyncCommit,
+    PprunnerPostgresBatch,
+)
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -36,7 +45,8 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
-                                     PprunnerPostgres, PprunnerPostgresAsyncCommit, Pgqueuer,
+                                     PprunnerPostgres, PprunnerPostgresAsyncCommit,
+                                     PprunnerPostgresBatch, Pgqueuer,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
@@ -62,4 +72,5 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
                                            DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
+                                           PprunnerPostgresBatch, DrainFloorPostgresBatch,
                                            HueyRedis)

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from .. import system
 from ..pool_process import LoggedPool
-from .pprunner_postgres import PprunnerPostgres
+from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresBatch
 from .pprunner_redis import PprunnerRedis
 from .pprunner_sqlite import PprunnerSQLite
 
@@ -46,6 +46,9 @@ class DrainFloorRedis(_Floor, PprunnerRedis):
     name = "floor-redis"
 
 
-
 class DrainFloorPostgres(_Floor, PprunnerPostgres):
     name = "floor-postgres"
+
+
+class DrainFloorPostgresBatch(_Floor, PprunnerPostgresBatch):
+    name = "floor-postgres-batch"
