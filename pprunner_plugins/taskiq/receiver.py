@@ -76,6 +76,8 @@ class WorkerLostRequeued(NoResultError):
     """The task's worker died and its message was sent again: this run stores no result
     (a :class:`taskiq.exceptions.NoResultError`), the next run will."""
 
+    __template__ = "its worker died; the message was sent again"
+
 
 class Receiver(receiver.Receiver):
     """taskiq's ``Receiver``; sync tasks run on pprunner's workers (the module docstring).
@@ -109,7 +111,10 @@ class Receiver(receiver.Receiver):
         return await super().run_task(target, message, *args, **kwargs)
 
     async def listen(self, finish_event: asyncio.Event) -> None:
+        """taskiq's, once the workers have booted (a task's ``timeout`` runs from when it
+        is received), and the workers stopped after it."""
         try:
+            await asyncio.wrap_future(self.pool.submit(os.getpid))
             await super().listen(finish_event)
         finally:
             await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
@@ -128,8 +133,8 @@ class Receiver(receiver.Receiver):
             except WorkerLost as lost:
                 if not self._sends_again(message):
                     raise
-                await self._send_again(message)
-                raise WorkerLostRequeued(f"{lost}; its message was sent again") from lost
+                await self._send_again(message, lost)
+                raise WorkerLostRequeued() from lost
 
         return on_a_worker
 
@@ -141,12 +146,12 @@ class Receiver(receiver.Receiver):
         return (_ackable.get() and ack_type in LATE_ACKS
                 and runs < self.settings.max_attempts)
 
-    async def _send_again(self, message: TaskiqMessage) -> None:
+    async def _send_again(self, message: TaskiqMessage, lost: WorkerLost) -> None:
         """The message again, through the broker, before taskiq acks the original."""
         message.labels[DEATHS_LABEL] = int(message.labels.get(DEATHS_LABEL, 0)) + 1
-        logger.warning("task %s (%s): its worker died; sent again (%d of at most %d runs)",
-                       message.task_id, message.task_name, message.labels[DEATHS_LABEL] + 1,
-                       self.settings.max_attempts)
+        logger.warning("task %s (%s): %s; sent again (run %d of at most %d)",
+                       message.task_id, message.task_name, lost,
+                       message.labels[DEATHS_LABEL] + 1, self.settings.max_attempts)
         await self.broker.kick(self.broker.formatter.dumps(message))
 
 

@@ -15,15 +15,21 @@ from typing import Any
 
 from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend, RedisStreamBroker
 
-URL = os.environ.get("TASKIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
-QUEUE = os.environ.get("TASKIQ_TEST_QUEUE", "pprunner-taskiq")
 
-if os.environ.get("TASKIQ_TEST_BROKER", "list") == "stream":
-    broker: Any = RedisStreamBroker(URL, queue_name=QUEUE, consumer_group_name=QUEUE,
-                                    consumer_id="0")  # messages sent before it started too
-else:
-    broker = ListQueueBroker(URL, queue_name=QUEUE)
-broker = broker.with_result_backend(RedisAsyncResultBackend(URL, prefix_str=QUEUE))
+def make_broker(url: str, queue: str, kind: str) -> Any:
+    """taskiq-redis's broker of ``kind`` on ``url``, with its result backend; a producer
+    makes its own (``task.kicker().with_broker(...)``)."""
+    if kind == "stream":  # consumer_id 0: messages sent before the worker started count
+        broker: Any = RedisStreamBroker(url, queue_name=queue, consumer_group_name=queue,
+                                        consumer_id="0")
+    else:
+        broker = ListQueueBroker(url, queue_name=queue)
+    return broker.with_result_backend(RedisAsyncResultBackend(url, prefix_str=queue))
+
+
+broker = make_broker(os.environ.get("TASKIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/12"),
+                     os.environ.get("TASKIQ_TEST_QUEUE", "pprunner-taskiq"),
+                     os.environ.get("TASKIQ_TEST_BROKER", "list"))
 
 
 @broker.task
@@ -50,13 +56,20 @@ def hold(folder: str, name: str) -> str:
     its worker is killed); a second run of the same message returns at once."""
     marker, again = Path(folder, name), Path(folder, f"{name}.again")
     if marker.exists():
-        again.write_text(str(os.getpid()))
+        announce(again)
         return "ran again"
-    marker.write_text(str(os.getpid()))
+    announce(marker)
     deadline = time.monotonic() + 60
     while not Path(folder, f"{name}.go").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return "released"
+
+
+def announce(marker: Path) -> None:
+    """This process's pid into ``marker`` in one step: a reader never sees half of it."""
+    partial = marker.with_name(f"{marker.name}.partial")
+    partial.write_text(str(os.getpid()))
+    partial.replace(marker)
 
 
 @broker.task
@@ -98,7 +111,7 @@ def wait_for_child() -> tuple[int, int]:
     """A sync task that waits for another sync task's result: (its pid, the child's)."""
 
     async def kick_and_wait() -> int:
-        await broker.startup()
+        await broker.startup()  # this process's own connections, on this loop
         try:
             child = await pid.kiq()
             return (await child.wait_result(timeout=30)).return_value
