@@ -38,7 +38,7 @@ import redis
 from pprunner.errors import WorkerLost
 from tests.conftest import REPO, wait_until
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.taskiq, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 PROJECT = REPO / "tests" / "taskiq_project"
 RECEIVER = "pprunner_plugins.taskiq:Receiver"

@@ -40,4 +40,4 @@ def lend_slot_while_waiting() -> None:
         with context.lend_slot():
             return await wait(task, *args, **kwargs)
 
-    AsyncTaskiqTask.wait_result = wait_result_lending  # type: ignore[method-assign]
+    AsyncTaskiqTask.wait_result = wait_result_lending  # type: ignore[method-assign,assignment]
