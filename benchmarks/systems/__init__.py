@@ -33,6 +33,7 @@ from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
+from .taskiq import TaskiqPprunner, TaskiqProcessPool, TaskiqThreads
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
@@ -63,3 +64,7 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
                                            DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
                                            HueyRedis)
+
+#: ``taskiq worker``'s default (threads, the baseline), its process pool, pprunner's receiver
+TASKIQ_SYSTEMS: tuple[type[System], ...] = (TaskiqThreads, TaskiqProcessPool, TaskiqPprunner)
+TASKIQ_BASELINE = TaskiqThreads.name

@@ -1,0 +1,128 @@
+"""taskiq 0.13 on taskiq-redis's ``ListQueueBroker``: ``taskiq worker`` three ways.
+
+The pool is ``taskiq worker benchmarks.peer_apps.taskiq_app:broker`` with two
+processes doing the sync work, each way as taskiq's docs give it:
+
+- ``taskiq-threads``: taskiq's default, ``--workers 2`` (two worker processes,
+  each running sync tasks in its thread pool);
+- ``taskiq-process-pool``: ``--workers 1 --use-process-pool
+  --max-process-pool-processes 2`` (a ``ProcessPoolExecutor``);
+- ``taskiq-pprunner``: ``--workers 1 --receiver pprunner_plugins.taskiq:Receiver
+  --receiver_arg processes=2`` (pprunner's supervised workers).
+
+taskiq says nothing of its workers' readiness: a pool is ready once two tasks
+sent at once have come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+from .. import system
+from ..system import WORKERS, AnsweredRun, Value
+from .cli_pool import BOOT_TIMEOUT_S, CliPoolSystem, console_script
+from .redis_database import OwnRedisDatabase
+
+APP = "benchmarks.peer_apps.taskiq_app"
+#: how often the producer looks for a result (taskiq's default is every 0.2 s)
+CHECK_INTERVAL_S = 0.005
+#: a CPU-bound task's loop: about 25 ms of pure Python here
+BURN_ITERATIONS = 250_000
+
+
+class TaskiqThreads(OwnRedisDatabase, CliPoolSystem):
+    name = "taskiq-threads"
+    requires = ("taskiq", "taskiq_redis")
+    #: ``taskiq worker``'s options beyond the broker
+    options: ClassVar[tuple[str, ...]] = ("--workers", str(WORKERS))
+
+    @classmethod
+    def app(cls) -> ModuleType:
+        return importlib.import_module(APP)
+
+    @classmethod
+    def url(cls) -> str:
+        return str(cls.app().URL)
+
+    def setup(self, workdir: Path) -> None:
+        super().setup(workdir)
+        self.tasks = self.app()
+        self.loop = asyncio.new_event_loop()
+        self.cleanup.callback(self.loop.close)
+        self.loop.run_until_complete(self.tasks.broker.startup())
+        self.cleanup.callback(self.loop.run_until_complete, self.tasks.broker.shutdown())
+
+    def command(self) -> list[str]:
+        return [console_script("taskiq"), "worker", f"{APP}:broker", *self.options]
+
+    def send(self, task: str, *args: Any) -> Any:
+        return self.loop.run_until_complete(getattr(self.tasks, task).kiq(*args))
+
+    def answer(self, handle: Any, timeout: float) -> Any:
+        """The task's ``TaskiqResult``; TimeoutError without one within ``timeout``."""
+        from taskiq.exceptions import TaskiqResultTimeoutError
+
+        self.pool.alive()
+        try:
+            return self.loop.run_until_complete(handle.wait_result(
+                check_interval=CHECK_INTERVAL_S, timeout=max(timeout, CHECK_INTERVAL_S)))
+        except TaskiqResultTimeoutError:
+            raise TimeoutError(f"no result for task {handle.task_id} within {timeout:g} s") \
+                from None
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        answered = self.answer(handle, timeout)
+        if answered.is_err:
+            raise RuntimeError(f"task {handle.task_id} failed: {answered.error!r}")
+        return answered.return_value
+
+    def _wait_ready(self) -> None:
+        for handle in [self.send("stamp") for _ in range(WORKERS)]:
+            self.result(handle, BOOT_TIMEOUT_S)
+
+    def cpu_throughput(self, count: int) -> float:
+        self._start()
+        started = time.perf_counter()
+        handles = [self.send("burn", BURN_ITERATIONS) for _ in range(count)]
+        for handle in handles:
+            self.result(handle, BOOT_TIMEOUT_S + count)
+        return time.perf_counter() - started
+
+    def kill_answered(self, task_s: float, bound_s: float) -> AnsweredRun:
+        self._start()
+        marker = self.workdir / "attempts.log"
+        killed = self.send("announce_and_sleep", str(marker), task_s)
+        killed_at = system.start_and_kill(marker)
+        after = self.send("stamp")
+        never = f"never (> {bound_s:g} s)"
+        try:
+            answer = self.answer(killed, bound_s - (time.time() - killed_at))
+            answered: Value = time.time() - killed_at
+            said = type(answer.error).__name__ if answer.is_err else "ran again"
+        except TimeoutError:
+            answered, said = never, "none"
+        try:
+            served = self.answer(after, bound_s - (time.time() - killed_at))
+            serving: Value = (f"never ({type(served.error).__name__})" if served.is_err
+                              else float(served.return_value) - killed_at)
+        except TimeoutError:
+            serving = never
+        return AnsweredRun(answered_s=answered, answer=said, serving_s=serving)
+
+
+class TaskiqProcessPool(TaskiqThreads):
+    name = "taskiq-process-pool"
+    options = ("--workers", "1", "--use-process-pool", "--max-process-pool-processes",
+               str(WORKERS))
+
+
+class TaskiqPprunner(TaskiqThreads):
+    name = "taskiq-pprunner"
+    requires = ("taskiq", "taskiq_redis", "pprunner_plugins.taskiq")
+    options = ("--workers", "1", "--receiver", "pprunner_plugins.taskiq:Receiver",
+               "--receiver_arg", f"processes={WORKERS}")
