@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -25,33 +24,29 @@ from typing import Any
 
 import pytest
 
-if importlib.util.find_spec("taskiq") is None or importlib.util.find_spec("taskiq_redis") is None:
-    if os.environ.get("PPRUNNER_REQUIRE_TASKIQ", "") not in ("", "0"):
-        raise RuntimeError("PPRUNNER_REQUIRE_TASKIQ is set but taskiq or taskiq-redis is not "
-                           "installed: pip install -e '.[test]'")
-    pytest.skip("taskiq or taskiq-redis is not installed (pip install 'pprunner[taskiq]' "
-                "taskiq-redis)", allow_module_level=True)
+from tests.optional import require
 
-import psutil
-import redis
+require(("taskiq", "taskiq_redis"), "PPRUNNER_REQUIRE_TASKIQ",
+        "pip install 'pprunner[taskiq]' taskiq-redis")
 
-from pprunner.errors import WorkerLost
-from tests.conftest import REPO, wait_until
+import psutil  # noqa: E402
+import redis  # noqa: E402
+
+from pprunner.errors import WorkerLost  # noqa: E402
+from tests.conftest import REPO, kill_tree, project_module, wait_until  # noqa: E402
+from tests.redis_server import database_url  # noqa: E402
 
 pytestmark = [pytest.mark.taskiq, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 PROJECT = REPO / "tests" / "taskiq_project"
 RECEIVER = "pprunner_plugins.taskiq:Receiver"
-sys.path.insert(0, str(PROJECT))
-import taskiq_tasks  # noqa: E402  (the project's module, as its producers import it)
-
-sys.path.remove(str(PROJECT))
+taskiq_tasks = project_module(PROJECT, "taskiq_tasks")
 
 
 @pytest.fixture(scope="module")
 def taskiq_url(redis_base: str) -> Iterator[str]:
     """Database 12 of the tests' Redis, emptied after the module."""
-    url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/12"
+    url = database_url(redis_base, 12)
     yield url
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -126,13 +121,7 @@ class Worker:
         return self.process.wait(timeout=timeout), Path(self.log.name).read_text()
 
     def close(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            family = [psutil.Process(self.process.pid),
-                      *psutil.Process(self.process.pid).children(recursive=True)]
-            for member in family:
-                member.kill()
-            psutil.wait_procs(family, timeout=10)
-        self.process.wait(timeout=10)
+        kill_tree(self.process)
         self.log.close()
 
 
@@ -190,6 +179,15 @@ def has_exited(pid: int) -> bool:
         return True
 
 
+def kill_while_held(project: Project, folder: Path) -> tuple[Any, int]:
+    """Send a task that holds its worker, SIGKILL that worker: the task's handle, the pid."""
+    sent = project.producer.send(taskiq_tasks.hold, str(folder), "held")
+    victim = int(wait_until((folder / "held").exists, 30, "the task to start")
+                 and (folder / "held").read_text())
+    os.kill(victim, signal.SIGKILL)
+    return sent, victim
+
+
 def test_sync_tasks_run_on_pprunner_workers_and_async_tasks_on_the_loop(
         project: Project) -> None:
     worker = project.worker("--receiver_arg", "processes=2")
@@ -218,10 +216,7 @@ def test_a_sync_task_past_its_timeout_is_answered_and_its_worker_killed(
 def test_a_killed_worker_s_task_fails_at_once_where_the_broker_does_not_ack(
         list_project: Project, tmp_path: Path) -> None:
     worker = list_project.worker("--receiver_arg", "processes=2")
-    sent = list_project.producer.send(taskiq_tasks.hold, str(tmp_path), "held")
-    victim = int(wait_until((tmp_path / "held").exists, 30, "the task to start")
-                 and (tmp_path / "held").read_text())
-    os.kill(victim, signal.SIGKILL)
+    sent, victim = kill_while_held(list_project, tmp_path)
     result = list_project.producer.result(sent, timeout=10)
     assert result.is_err and isinstance(result.error, WorkerLost)
     assert "SIGKILL" in str(result.error)
@@ -232,10 +227,7 @@ def test_a_killed_worker_s_task_fails_at_once_where_the_broker_does_not_ack(
 def test_a_killed_worker_s_message_acked_late_is_sent_again_at_once(
         stream_project: Project, tmp_path: Path) -> None:
     worker = stream_project.worker("--receiver_arg", "processes=2")
-    sent = stream_project.producer.send(taskiq_tasks.hold, str(tmp_path), "held")
-    victim = int(wait_until((tmp_path / "held").exists, 30, "the task to start")
-                 and (tmp_path / "held").read_text())
-    os.kill(victim, signal.SIGKILL)
+    sent, victim = kill_while_held(stream_project, tmp_path)
     assert stream_project.producer.result(sent, timeout=10).return_value == "ran again"
     again = int((tmp_path / "held.again").read_text())
     assert again != victim and again in worker.pprunner_workers(2)

@@ -1,53 +1,35 @@
-"""pprunner's taskiq receiver on taskiq's ``InMemoryBroker``, in this process (as a taskiq
-project's own tests run their tasks): sync tasks on pprunner's workers, async ones here.
+"""pprunner's taskiq receiver on taskiq's ``InMemoryBroker``, where a taskiq project's
+own tests run their tasks: ``tests/taskiq_project/in_memory.py``, started in the project
+folder with no PYTHONPATH, runs the project's tasks in its own process.
 
 taskiq missing: a skip here, a failure in CI (``PPRUNNER_REQUIRE_TASKIQ=1``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
+import json
 import os
-from typing import Any
+import subprocess
+import sys
 
 import pytest
 
-if importlib.util.find_spec("taskiq") is None:
-    if os.environ.get("PPRUNNER_REQUIRE_TASKIQ", "") not in ("", "0"):
-        raise RuntimeError("PPRUNNER_REQUIRE_TASKIQ is set but taskiq is not installed: "
-                           "pip install -e '.[test]'")
-    pytest.skip("taskiq is not installed (pip install 'pprunner[taskiq]')",
-                allow_module_level=True)
+from tests.conftest import REPO
+from tests.optional import require
 
-from pprunner_plugins.taskiq import Receiver
-from tests import taskiq_memory_tasks as tasks
+require(("taskiq", "taskiq_redis"), "PPRUNNER_REQUIRE_TASKIQ",
+        "pip install 'pprunner[taskiq]' taskiq-redis")
 
 pytestmark = [pytest.mark.taskiq, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
-async def results(*sent: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> list[Any]:
-    """Send each ``(task, args, labels)`` in turn and wait for its result."""
-    await tasks.broker.startup()
-    try:
-        answers = []
-        for task, args, labels in sent:
-            handle = await task.kicker().with_labels(**labels).kiq(*args)
-            answers.append(await handle.wait_result(timeout=30))
-        return answers
-    finally:
-        await tasks.broker.shutdown()
-
-
 def test_sync_tasks_run_on_pprunner_workers_and_stop_at_their_timeout() -> None:
-    receiver = tasks.broker.receiver = Receiver(tasks.broker, processes=1)
-    try:
-        on_worker, on_loop, timed_out, after = asyncio.run(results(
-            (tasks.pid, (), {}), (tasks.loop_pid, (), {}),
-            (tasks.sleep, (30,), {"timeout": 1}), (tasks.pid, (), {})))
-    finally:
-        receiver.pool.shutdown()
-    assert on_worker.return_value != os.getpid()
-    assert on_loop.return_value == os.getpid()
-    assert timed_out.is_err and isinstance(timed_out.error, TimeoutError)
-    assert after.return_value not in (os.getpid(), on_worker.return_value)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([sys.executable, "in_memory.py"], cwd=REPO / "tests" / "taskiq_project",
+                         env={**env, "TASKIQ_TEST_BROKER": "memory"}, capture_output=True,
+                         text=True, timeout=50, check=False)
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen["on_loop"] == seen["pid"] != seen["on_worker"]
+    assert seen["timed_out"] == "TimeoutError"
+    assert seen["after"] not in (seen["pid"], seen["on_worker"])  # the timed-out one's replacement

@@ -10,55 +10,47 @@ processes doing the sync work, each way as taskiq's docs give it:
 - ``taskiq-pprunner``: ``--workers 1 --receiver pprunner_plugins.taskiq:Receiver
   --receiver_arg processes=2`` (pprunner's supervised workers).
 
-taskiq says nothing of its workers' readiness: a pool is ready once two tasks
-sent at once have come back.
+A pool is ready once two tasks sent at once have come back (a taskiq worker
+process with a pool of its own has one connection waiting on Redis, not two).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 from .. import system
 from ..system import WORKERS, AnsweredRun, Value
-from .cli_pool import BOOT_TIMEOUT_S, CliPoolSystem, console_script
-from .redis_database import OwnRedisDatabase
+from .cli_pool import BOOT_TIMEOUT_S, console_script
+from .redis_peer import RedisPeer
 
-APP = "benchmarks.peer_apps.taskiq_app"
 #: how often the producer looks for a result (taskiq's default is every 0.2 s)
 CHECK_INTERVAL_S = 0.005
 #: a CPU-bound task's loop: about 25 ms of pure Python here
 BURN_ITERATIONS = 250_000
 
 
-class TaskiqThreads(OwnRedisDatabase, CliPoolSystem):
+class TaskiqThreads(RedisPeer):
     name = "taskiq-threads"
     requires = ("taskiq", "taskiq_redis")
+    app_module = "benchmarks.peer_apps.taskiq_app"
+    dequeue_command = "brpop"
+    #: taskiq's SIGTERM: its workers stop theirs (pprunner's workers among them)
+    graceful_stop = True
     #: ``taskiq worker``'s options beyond the broker
     options: ClassVar[tuple[str, ...]] = ("--workers", str(WORKERS))
 
-    @classmethod
-    def app(cls) -> ModuleType:
-        return importlib.import_module(APP)
-
-    @classmethod
-    def url(cls) -> str:
-        return str(cls.app().URL)
-
     def setup(self, workdir: Path) -> None:
         super().setup(workdir)
-        self.tasks = self.app()
         self.loop = asyncio.new_event_loop()
         self.cleanup.callback(self.loop.close)
         self.loop.run_until_complete(self.tasks.broker.startup())
         self.cleanup.callback(self.loop.run_until_complete, self.tasks.broker.shutdown())
 
     def command(self) -> list[str]:
-        return [console_script("taskiq"), "worker", f"{APP}:broker", *self.options]
+        return [console_script("taskiq"), "worker", f"{self.app_module}:broker", *self.options]
 
     def send(self, task: str, *args: Any) -> Any:
         return self.loop.run_until_complete(getattr(self.tasks, task).kiq(*args))

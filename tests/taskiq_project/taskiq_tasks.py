@@ -1,8 +1,8 @@
 """A taskiq project for the tests: ``taskiq worker taskiq_tasks:broker`` is started in
 this folder. ``TASKIQ_TEST_BROKER`` picks taskiq-redis's broker (``list``:
 ListQueueBroker, no acks; ``stream``: RedisStreamBroker, acked when saved) on
-``TASKIQ_TEST_REDIS_URL`` (a database of the tests' own); the keys are prefixed by
-``TASKIQ_TEST_QUEUE``."""
+``TASKIQ_TEST_REDIS_URL`` (a database of the tests' own; the keys are prefixed by
+``TASKIQ_TEST_QUEUE``), or taskiq's ``InMemoryBroker`` (``memory``)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from taskiq import InMemoryBroker
 from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend, RedisStreamBroker
 
 
 def make_broker(url: str, queue: str, kind: str) -> Any:
     """taskiq-redis's broker of ``kind`` on ``url``, with its result backend; a producer
-    makes its own (``task.kicker().with_broker(...)``)."""
+    makes its own (``task.kicker().with_broker(...)``). ``memory``: taskiq's in-memory
+    broker (``in_memory.py``)."""
+    if kind == "memory":
+        return InMemoryBroker()
     if kind == "stream":  # consumer_id 0: messages sent before the worker started count
         broker: Any = RedisStreamBroker(url, queue_name=queue, consumer_group_name=queue,
                                         consumer_id="0")
