@@ -210,7 +210,7 @@ def cpu_throughput(system: System, settings: Settings) -> dict[str, Value]:
                     f"(waits bounded at {s.crash_bound_s:g} s)",
           Metric("answered", "kill -> its result", "s"),
           Metric("answer", "its result", ""),
-          Metric("serving", "kill -> a task sent after it starts", "s"),
+          Metric("serving", "kill -> a task sent 0.5 s later starts", "s"),
           commands=(TASKIQ_SCENARIOS,))
 def kill_answered(system: System, settings: Settings) -> dict[str, Value]:
     run = system.kill_answered(settings.crash_task_s, settings.crash_bound_s)

@@ -28,6 +28,9 @@ from .redis_peer import RedisPeer
 
 #: how often the producer looks for a result (taskiq's default is every 0.2 s)
 CHECK_INTERVAL_S = 0.005
+#: kill_answered: the task that tells whether the pool serves on is sent this long after
+#: the kill
+AFTER_KILL_S = 0.5
 #: a CPU-bound task's loop: about 25 ms of pure Python here
 BURN_ITERATIONS = 250_000
 
@@ -57,15 +60,11 @@ class TaskiqThreads(RedisPeer):
 
     def answer(self, handle: Any, timeout: float) -> Any:
         """The task's ``TaskiqResult``; TimeoutError without one within ``timeout``."""
-        from taskiq.exceptions import TaskiqResultTimeoutError
-
         self.pool.alive()
-        try:
-            return self.loop.run_until_complete(handle.wait_result(
-                check_interval=CHECK_INTERVAL_S, timeout=max(timeout, CHECK_INTERVAL_S)))
-        except TaskiqResultTimeoutError:
-            raise TimeoutError(f"no result for task {handle.task_id} within {timeout:g} s") \
-                from None
+        answered, _ = self.loop.run_until_complete(arrival(handle, timeout))
+        if answered is None:
+            raise TimeoutError(f"no result for task {handle.task_id} within {timeout:g} s")
+        return answered
 
     def result(self, handle: Any, timeout: float) -> Any:
         answered = self.answer(handle, timeout)
@@ -90,21 +89,42 @@ class TaskiqThreads(RedisPeer):
         marker = self.workdir / "attempts.log"
         killed = self.send("announce_and_sleep", str(marker), task_s)
         killed_at = system.start_and_kill(marker)
+        time.sleep(AFTER_KILL_S)  # a pool the death broke has heard of it by then
         after = self.send("stamp")
+        left = bound_s - (time.time() - killed_at)
+        (answer, answered_at), (served, _) = self.loop.run_until_complete(
+            arrivals(killed, after, timeout=left))
         never = f"never (> {bound_s:g} s)"
-        try:
-            answer = self.answer(killed, bound_s - (time.time() - killed_at))
-            answered: Value = time.time() - killed_at
+        if answer is None:
+            answered: Value = never
+            said = "none"
+        else:
+            answered = answered_at - killed_at
             said = type(answer.error).__name__ if answer.is_err else "ran again"
-        except TimeoutError:
-            answered, said = never, "none"
-        try:
-            served = self.answer(after, bound_s - (time.time() - killed_at))
-            serving: Value = (f"never ({type(served.error).__name__})" if served.is_err
-                              else float(served.return_value) - killed_at)
-        except TimeoutError:
-            serving = never
+        if served is None:
+            serving: Value = never
+        elif served.is_err:
+            serving = f"never ({type(served.error).__name__})"
+        else:
+            serving = float(served.return_value) - killed_at
         return AnsweredRun(answered_s=answered, answer=said, serving_s=serving)
+
+
+async def arrivals(*handles: Any, timeout: float) -> list[tuple[Any, float]]:
+    """:func:`arrival` of each of ``handles``, waited for together."""
+    return list(await asyncio.gather(*(arrival(handle, timeout) for handle in handles)))
+
+
+async def arrival(handle: Any, timeout: float) -> tuple[Any, float]:
+    """The task's ``TaskiqResult`` and when it was seen, or ``(None, 0)`` after ``timeout``."""
+    from taskiq.exceptions import TaskiqResultTimeoutError
+
+    try:
+        answered = await handle.wait_result(check_interval=CHECK_INTERVAL_S,
+                                            timeout=max(timeout, CHECK_INTERVAL_S))
+    except TaskiqResultTimeoutError:
+        return None, 0.0
+    return answered, time.time()
 
 
 class TaskiqProcessPool(TaskiqThreads):
