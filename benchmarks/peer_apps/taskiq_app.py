@@ -15,8 +15,10 @@ from . import redis_db
 
 URL = redis_db.url(7)
 
-broker = ListQueueBroker(URL, queue_name="benchmarks-taskiq").with_result_backend(
-    RedisAsyncResultBackend(URL))
+# BRPOP blocks until a message comes: with redis-py 8's default 5 s socket timeout it fails
+# after 5 idle seconds, and takes the taskiq worker process with it (restarted a second later)
+broker = ListQueueBroker(URL, queue_name="benchmarks-taskiq", socket_timeout=None
+                         ).with_result_backend(RedisAsyncResultBackend(URL))
 
 
 

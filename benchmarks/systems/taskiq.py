@@ -89,11 +89,8 @@ class TaskiqThreads(RedisPeer):
         marker = self.workdir / "attempts.log"
         killed = self.send("announce_and_sleep", str(marker), task_s)
         killed_at = system.start_and_kill(marker)
-        time.sleep(AFTER_KILL_S)  # a pool the death broke has heard of it by then
-        after = self.send("stamp")
-        left = bound_s - (time.time() - killed_at)
         (answer, answered_at), (served, _) = self.loop.run_until_complete(
-            arrivals(killed, after, timeout=left))
+            self._killed_and_after(killed, killed_at + bound_s))
         never = f"never (> {bound_s:g} s)"
         if answer is None:
             answered: Value = never
@@ -109,10 +106,16 @@ class TaskiqThreads(RedisPeer):
             serving = float(served.return_value) - killed_at
         return AnsweredRun(answered_s=answered, answer=said, serving_s=serving)
 
-
-async def arrivals(*handles: Any, timeout: float) -> list[tuple[Any, float]]:
-    """:func:`arrival` of each of ``handles``, waited for together."""
-    return list(await asyncio.gather(*(arrival(handle, timeout) for handle in handles)))
+    async def _killed_and_after(self, killed: Any, deadline: float
+                                ) -> tuple[tuple[Any, float], tuple[Any, float]]:
+        """The killed task's result and when it came, and that of a stamp sent
+        :data:`AFTER_KILL_S` after the kill (a pool the death broke has heard of it by
+        then), both by ``deadline`` (``time.time()``)."""
+        answer = asyncio.ensure_future(arrival(killed, deadline - time.time()))
+        await asyncio.sleep(AFTER_KILL_S)
+        after = await self.tasks.stamp.kiq()
+        served = await arrival(after, deadline - time.time())
+        return await answer, served
 
 
 async def arrival(handle: Any, timeout: float) -> tuple[Any, float]:

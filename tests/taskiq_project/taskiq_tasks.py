@@ -27,7 +27,9 @@ def make_broker(url: str, queue: str, kind: str) -> Any:
         broker: Any = RedisStreamBroker(url, queue_name=queue, consumer_group_name=queue,
                                         consumer_id="0")
     else:
-        broker = ListQueueBroker(url, queue_name=queue)
+        # BRPOP blocks until a message comes: without socket_timeout=None, redis-py 8's 5 s
+        # default ends it (and the idle taskiq worker process with it) every 5 s
+        broker = ListQueueBroker(url, queue_name=queue, socket_timeout=None)
     return broker.with_result_backend(RedisAsyncResultBackend(url, prefix_str=queue))
 
 
