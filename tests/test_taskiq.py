@@ -1,7 +1,7 @@
 """``taskiq worker ... --receiver pprunner_plugins.taskiq:Receiver``: the real command,
 started from a taskiq project folder (``tests/taskiq_project``, no PYTHONPATH) against
 taskiq-redis's ListQueueBroker (no acks) and RedisStreamBroker (acked when the result is
-saved) on database 12 of the tests' Redis, each test on a queue of its own; tasks sent
+saved) on database 5 of the tests' Redis, each test on a queue of its own; tasks sent
 and results read with taskiq's own API.
 
 taskiq or taskiq-redis missing: a skip here, a failure in CI
@@ -45,8 +45,8 @@ taskiq_tasks = project_module(PROJECT, "taskiq_tasks")
 
 @pytest.fixture(scope="module")
 def taskiq_url(redis_base: str) -> Iterator[str]:
-    """Database 12 of the tests' Redis, emptied after the module."""
-    url = database_url(redis_base, 12)
+    """Database 5 of the tests' Redis, emptied after the module."""
+    url = database_url(redis_base, 5)
     yield url
     client = redis.Redis.from_url(url)
     client.flushdb()
