@@ -67,6 +67,8 @@ LATE_ACKS = (AcknowledgeType.WHEN_EXECUTED, AcknowledgeType.WHEN_SAVED)
 EXECUTOR_ARGUMENTS = ("processes", "max_tasks_per_child", "max_memory_per_child",
                       "time_limit", "soft_time_limit", "max_attempts", "start_method")
 
+#: what taskiq's own receiver takes (``taskiq worker`` passes them; the rest are settings)
+TASKIQ_ARGUMENTS = frozenset(inspect.signature(receiver.Receiver).parameters)
 #: whether the message the current callback handles can be acked (a broker that acks)
 _ackable: contextvars.ContextVar[bool] = contextvars.ContextVar("pprunner_taskiq_ackable",
                                                                  default=False)
@@ -90,7 +92,7 @@ class Receiver(receiver.Receiver):
     def __init__(self, broker: AsyncBroker, executor: Any = None, *,
                  max_tasks_to_execute: int | None = None, **settings: Any) -> None:
         taskiq_arguments = {name: settings.pop(name) for name in list(settings)
-                            if name in inspect.signature(receiver.Receiver).parameters}
+                            if name in TASKIQ_ARGUMENTS}
         self.settings = config.load(
             {"processes": os.cpu_count() or 1, "log_level": "WARNING"},
             {**settings, "max_tasks_per_child": max_tasks_to_execute},
