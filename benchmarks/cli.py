@@ -1,4 +1,4 @@
-"""``python -m benchmarks run|executors|tracing|floor [--quick] [--only SCENARIO,...] ...``,
+"""``python -m benchmarks run|executors|tracing|floor|taskiq [--quick] [--only SCENARIO,...] ...``,
 ``python -m benchmarks redis_cost|hosts [...]``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
@@ -29,6 +29,7 @@ from .scenarios import (
     EXECUTOR_SCENARIOS,
     FLOOR_SCENARIOS,
     SCENARIOS,
+    TASKIQ_SCENARIOS,
     TRACING_SCENARIOS,
     Scenario,
     Settings,
@@ -40,6 +41,8 @@ from .systems import (
     EXECUTORS,
     FLOOR_SYSTEMS,
     SYSTEMS,
+    TASKIQ_BASELINE,
+    TASKIQ_SYSTEMS,
     TRACING_SYSTEMS,
 )
 
@@ -74,6 +77,10 @@ COMMANDS = {command.name: command for command in (
             "operations with the worker removed (systems/drain_floor.py), and Huey's",
             "pprunner's drain against its store's floor", FLOOR_SCENARIOS, FLOOR_SYSTEMS,
             BASELINE, round_budget_s=180.0),
+    Command("taskiq", "taskiq worker's thread pool (its default) and process pool against "
+            "pprunner's receiver: CPU-bound throughput, a killed worker's task, idle cost",
+            "taskiq worker's pools and pprunner's receiver", TASKIQ_SCENARIOS,
+            TASKIQ_SYSTEMS, TASKIQ_BASELINE),
 )}
 
 

@@ -42,6 +42,7 @@ from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
+from .taskiq import TaskiqPprunner, TaskiqProcessPool, TaskiqThreads
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
@@ -74,3 +75,7 @@ FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, Ppr
                                            DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
                                            PprunnerPostgresBatch, DrainFloorPostgresBatch,
                                            HueyRedis)
+
+#: ``taskiq worker``'s default (threads, the baseline), its process pool, pprunner's receiver
+TASKIQ_SYSTEMS: tuple[type[System], ...] = (TaskiqThreads, TaskiqProcessPool, TaskiqPprunner)
+TASKIQ_BASELINE = TaskiqThreads.name
