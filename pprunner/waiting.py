@@ -35,8 +35,9 @@ no cycle can be seen. A plugin's own strategy may do without it.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .backend import Backend, Pausing, final_pauses, missing_capability
@@ -95,19 +96,14 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
 
     ``help_with(backend, pending)`` may run some of the pending ones and says
     whether it did; otherwise the loop waits for one of them to end
-    (:func:`final_pauses`). The capability is checked before anything is read, so
-    a backend without it fails every wait alike, not only those that would block.
+    (:func:`final_pauses`).
     """
-    backend = context.backend
-    if not isinstance(backend, Pausing):
-        raise missing_capability(backend, Pausing, "a task waiting for other invocations")
-    already = [backend.get(i) for i in invocation_ids]
-    if all(invocation.status.is_final for invocation in already):
-        return already  # nothing to wait for: no pause, no writes
+    backend = pausing_backend(context)
+    already = ended_already(backend, invocation_ids)
+    if already is not None:
+        return already
     deadline = None if timeout is None else time.monotonic() + timeout
-    backend.pause(waiter.id, context.runner_id, invocation_ids)
-    try:
-        refuse_cycles(backend, waiter.id, invocation_ids)
+    with paused(backend, context, waiter, invocation_ids):
         pauses = final_pauses(backend, first=FIRST_PAUSE)
         while True:
             current = {i: backend.get(i) for i in invocation_ids}
@@ -124,6 +120,36 @@ def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence
             if deadline is not None:
                 pause = min(pause, max(deadline - time.monotonic(), 0))
             backend.wait_any(pending, pause)
+
+
+def pausing_backend(context: WorkerContext) -> Pausing:
+    """The worker's backend, which must be able to pause a waiting task.
+
+    Checked before anything is read, so a backend without the capability fails
+    every wait alike, not only those that would block.
+    """
+    backend = context.backend
+    if not isinstance(backend, Pausing):
+        raise missing_capability(backend, Pausing, "a task waiting for other invocations")
+    return backend
+
+
+def ended_already(backend: Backend, invocation_ids: Sequence[str]) -> list[Invocation] | None:
+    """The invocations when every one has ended (nothing to wait for: no pause, no
+    writes, one read each), else None."""
+    already = [backend.get(i) for i in invocation_ids]
+    return already if all(invocation.status.is_final for invocation in already) else None
+
+
+@contextlib.contextmanager
+def paused(backend: Pausing, context: WorkerContext, waiter: Invocation,
+           invocation_ids: Sequence[str]) -> Iterator[None]:
+    """The waiter is PAUSED, waiting for ``invocation_ids``, for the block's length;
+    WaitCycle (after resuming it) when one of them waits for it."""
+    backend.pause(waiter.id, context.runner_id, invocation_ids)
+    try:
+        refuse_cycles(backend, waiter.id, invocation_ids)
+        yield
     finally:
         backend.resume(waiter.id, context.runner_id)
 
