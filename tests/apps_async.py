@@ -1,0 +1,56 @@
+"""Coroutine tasks the asyncio tests run in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pprunner import App, ResultTimeout
+
+app = App(name="async-tests")
+
+
+@app.task
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+@app.task
+async def where_am_i() -> list[int]:
+    """The worker's pid and the id of the loop running this task."""
+    return [os.getpid(), id(asyncio.get_running_loop())]
+
+
+@app.task
+async def sum_of_doubles(n: int, together: bool) -> int:
+    """Awaits n children: one after another, or all at once (asyncio.gather)."""
+    handles = [await double.enqueue_async(i) for i in range(n)]
+    if together:
+        return sum(await asyncio.gather(*handles))
+    return sum([await handle for handle in handles])
+
+
+@app.task
+def blocks_until(path: str, seconds: float) -> None:
+    """A sync child that runs until ``path`` exists (a bounded poll: ``seconds`` at most)."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@app.task
+async def impatient(path: str) -> str:
+    """Awaits a child that does not end in time; says what the await raised."""
+    child = await blocks_until.enqueue_async(path, 30)
+    try:
+        await child.result_async(timeout=0.2)
+    except ResultTimeout as exc:
+        return f"{type(exc).__name__} is TimeoutError: {isinstance(exc, asyncio.TimeoutError)}"
+    return "no timeout"
+
+
+@app.task
+async def fails() -> None:
+    raise ValueError("the coroutine broke")
