@@ -45,8 +45,11 @@ class Doorbell:
 
     def wait(self, name: str, timeout: float) -> bytes:
         """Block until a ring for ``name`` or ``timeout``; returns what was rung."""
-        sock = self._sockets[name]
-        readable, _, _ = select.select([sock], [], [], timeout)
+        # poll, not select: select() refuses a descriptor past 1023, which a process
+        # with a thousand open sockets (a thousand waiting threads) has
+        poller = select.poll()
+        poller.register(self._sockets[name], select.POLLIN)
+        readable = poller.poll(max(timeout, 0.0) * 1000)
         return b"".join(self.drain(name, 64)) if readable else b""
 
     def drain(self, name: str, size: int = 65536) -> list[bytes]:
