@@ -378,7 +378,7 @@ class Handle:
         handle`` is ``await handle.result_async()``.
 
         Raises TaskFailed and ResultTimeout as :meth:`result` does (ResultTimeout
-        is a ``TimeoutError``, which is ``asyncio.TimeoutError``). Inside an
+        is a ``TimeoutError``: ``asyncio.TimeoutError`` on 3.11+). Inside an
         ``async def`` task it pauses the task and lends the worker's slot while
         it awaits, so a fixed pool cannot deadlock on it.
         """

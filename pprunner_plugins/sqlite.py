@@ -440,7 +440,8 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         with self._transaction() as db:
             for chunk in _chunks(invocation_ids):
                 marks = ", ".join("?" * len(chunk))
-                for row in db.execute(f"SELECT {COLUMNS} FROM invocations WHERE id IN ({marks})", chunk):
+                sql = f"SELECT {COLUMNS} FROM invocations WHERE id IN ({marks})"
+                for row in db.execute(sql, chunk):
                     invocation = _invocation(row)
                     found[invocation.id] = invocation
             unknown = [i for i in invocation_ids if i not in found]

@@ -47,7 +47,7 @@ async def impatient(path: str) -> str:
     try:
         await child.result_async(timeout=0.2)
     except ResultTimeout as exc:
-        return f"{type(exc).__name__} is TimeoutError: {isinstance(exc, asyncio.TimeoutError)}"
+        return f"{type(exc).__name__} is TimeoutError: {isinstance(exc, TimeoutError)}"
     return "no timeout"
 
 

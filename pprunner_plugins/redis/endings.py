@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pprunner.awaiting import EndingsWatcher
 from pprunner.backend import missing
 
-from . import BLOCK_MAX, WAITER_TTL, scripts
+from . import BLOCK_MAX, WAITER_TTL
 from .records import invocation_from
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class RedisEndingsWatcher(EndingsWatcher):
             watch, self._to_watch = self._to_watch, []
             unwatch, self._to_unwatch = self._to_unwatch, []
             prefix = self.backend.prefix
-            commands = [("SCRIPT", "LOAD", self._script)] if watch else []
+            commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", self._script)] if watch else []
             commands += [("EVALSHA", self._script_sha, 1, prefix, prefix, self.token,
                           WAITER_TTL, invocation_id) for invocation_id in watch]
             commands += [("SREM", self.backend._key("waiters", invocation_id), self.token)
