@@ -77,6 +77,8 @@ class SQLiteEndingsWatcher(EndingsWatcher):
 
     def _register(self) -> None:
         ids, self._to_register = self._to_register, []
+        if not ids:  # every one of them was left before its turn came
+            return
         try:
             self.ended(self.backend.record_waiter(self.name, ids))
         except UnknownInvocation:  # some id is not stored: tell each waiter what it awaits
