@@ -12,15 +12,19 @@ those.
 A ring can be dropped: a UNIX datagram socket keeps only a few messages
 (``net.unix.max_dgram_qlen``, 10 by default on Linux) and the sender does not
 wait. Since only the loop reads its socket, the queue only grows between two
-reads, so a drop is possible only when a read finds it full: then every
-awaited id is looked at. Once a second (``NOTIFIED_RECHECK``) they are all
-looked at anyway, as a synchronous waiter looks again.
+reads, so a drop is possible only when a read finds it full: then the loop
+reads which invocations ended since its previous read (less ``RING_MARGIN``:
+an ending is stamped just before its transaction commits), a range of the
+store's index of endings, as long as what ended meanwhile, not as long as what
+it awaits. Once a second (``NOTIFIED_RECHECK``) every awaited id is looked at
+anyway, as a synchronous waiter looks again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +35,9 @@ from pprunner.errors import UnknownInvocation
 if TYPE_CHECKING:
     from .sqlite import SQLiteBackend
 
+#: seconds before its previous look from which a loop whose socket overflowed reads the
+#: endings again: longer than a commit takes after the ending's ``finished_at`` stamp
+RING_MARGIN = 1.0
 #: how many messages a UNIX datagram socket queues before rings are dropped
 QUEUE_LIMIT_FILE = Path("/proc/sys/net/unix/max_dgram_qlen")
 
@@ -57,6 +64,8 @@ class SQLiteEndingsWatcher(EndingsWatcher):
         #: ids awaited since the loop's last turn, registered together on the next
         self._to_register: list[str] = []
         self._recheck = loop.call_later(NOTIFIED_RECHECK, self._look_again)
+        #: when the loop last read what ended (wall time: endings are stamped in it)
+        self._looked_at = time.time()
 
     def watch(self, invocation_id: str) -> None:
         if not self._to_register:
@@ -95,13 +104,15 @@ class SQLiteEndingsWatcher(EndingsWatcher):
             self.failed(invocation_id, exc)
 
     def _rung(self) -> None:
+        looked_at, self._looked_at = self._looked_at, time.time()
         rings = self.backend.endings.drain(self.name)
-        if len(rings) >= self._queue_limit:  # full: some rings may be lost
-            self._look_at(self.awaited)
+        if len(rings) >= self._queue_limit:  # full: rings of endings since may be lost
+            self._look_at(self.backend.ids_ended_since(looked_at - RING_MARGIN))
         else:
             self._look_at([i.decode() for ring in rings for i in ring.split()])
 
     def _look_again(self) -> None:
+        self._looked_at = time.time()
         self._look_at(self.awaited)
         self._recheck = self.loop.call_later(NOTIFIED_RECHECK, self._look_again)
 

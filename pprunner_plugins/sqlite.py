@@ -462,6 +462,14 @@ class SQLiteBackend(Pausing, Admin, Recovery):
                 chunk)]
         return ended
 
+    def ids_ended_since(self, since: float) -> list[str]:
+        """The ids of every invocation that ended with ``finished_at`` at or after
+        ``since``: a range read of the index of endings, proportional to what ended
+        since, whoever waits for it."""
+        return [invocation_id for (invocation_id,) in self._execute(
+            f"SELECT id FROM invocations INDEXED BY invocations_finished "
+            f"WHERE status IN {ENDED} AND finished_at >= ?", (since,))]
+
     def forget_waiter(self, waiter: str, invocation_ids: Sequence[str] | None = None) -> None:
         """Remove ``waiter``'s registrations (for ``invocation_ids``, or all of them)."""
         if invocation_ids is None:
