@@ -194,11 +194,11 @@ class ThreadedEndingsWatcher(EndingsWatcher):
             self._stop.set()
 
 
-async def wait_async(app: App, invocation_ids: Sequence[str],
-                     timeout: float | None = None) -> list[Invocation]:
+async def wait_async(app: App, invocation_ids: Sequence[str], timeout: float | None = None,
+                     strategy: str | None = None) -> list[Invocation]:
     """Await until every one of ``invocation_ids`` has ended; return them, in order.
 
-    Inside a running task this lends the worker's slot while it awaits (see
+    Inside a running task this goes through the pause-on-wait hook (see
     :func:`pprunner.worker_loop.wait_in_task`); outside, it awaits the loop's
     watcher. Raises ResultTimeout when ``timeout`` runs out first.
     """
@@ -208,7 +208,7 @@ async def wait_async(app: App, invocation_ids: Sequence[str],
     if context is not None and context.invocation is not None:
         from .worker_loop import wait_in_task
 
-        return await wait_in_task(context, invocation_ids, timeout)
+        return await wait_in_task(context, invocation_ids, timeout, strategy)
     return await awaited(app.backend, invocation_ids, timeout)
 
 

@@ -372,19 +372,20 @@ class Handle:
         (invocation,) = wait([self], timeout, strategy=strategy)
         return outcome_of(self.app, invocation)
 
-    async def result_async(self, timeout: float | None = None) -> Any:
+    async def result_async(self, timeout: float | None = None, *,
+                           strategy: str | None = None) -> Any:
         """:meth:`result` from a coroutine, with no thread per wait: every coroutine
         of the loop shares one watcher (see :mod:`pprunner.awaiting`). ``await
         handle`` is ``await handle.result_async()``.
 
         Raises TaskFailed and ResultTimeout as :meth:`result` does (ResultTimeout
         is a ``TimeoutError``: ``asyncio.TimeoutError`` on 3.11+). Inside an
-        ``async def`` task it pauses the task and lends the worker's slot while
-        it awaits, so a fixed pool cannot deadlock on it.
+        ``async def`` task it waits as :meth:`result` does there, through the
+        pause-on-wait hook (``strategy``), so a fixed pool cannot deadlock on it.
         """
         from .awaiting import wait_async  # asyncio is imported by those who await
 
-        (invocation,) = await wait_async(self.app, [self.id], timeout)
+        (invocation,) = await wait_async(self.app, [self.id], timeout, strategy)
         return outcome_of(self.app, invocation)
 
     def __await__(self) -> Generator[Any, None, Any]:

@@ -8,31 +8,30 @@ one; what a task leaves running on it (a task it created and never awaited)
 is cancelled when the task ends, as ``asyncio.run`` would, so nothing of one
 job runs during the next.
 
-A coroutine task that awaits other invocations (``await handle``) pauses
-(PAUSED, waiting for them, cycles refused) and lends its worker's slot
-while it awaits, so the supervisor runs another worker meanwhile and a fixed
-pool cannot deadlock. It does not run what it awaits nested, as the sync
-``nested`` strategy does: a coroutine cannot run another on the loop that is
-running it.
+A coroutine task that awaits other invocations (``await handle``) waits as a
+synchronous task does, through the ``pprunner_pause_on_wait`` hook
+(:mod:`pprunner.waiting`): it is PAUSED, and with the ``nested`` strategy its
+worker runs the awaited invocations itself while they are queued, which is
+what keeps a fixed pool from deadlocking. The wait holds the task's loop (the
+worker has no other job to run meanwhile). An awaited ``async def``
+invocation run nested that way cannot run on the loop that is busy awaiting
+it: it runs on a loop of its own in a helper thread, while the worker's
+thread waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .awaiting import awaited
 from .invocation import Invocation
-from .waiting import ended_already, paused, pausing_backend
 
 if TYPE_CHECKING:
     from .worker import WorkerContext
 
 _loop: asyncio.AbstractEventLoop | None = None
-#: how many awaits of the running task are under way (it is PAUSED while any is)
-_awaiting = 0
 
 
 def worker_loop() -> asyncio.AbstractEventLoop:
@@ -52,6 +51,8 @@ def run_coroutine(coroutine: Coroutine[Any, Any, Any]) -> Any:
     limit, a stop) cancels the task too before it goes on up.
     """
     loop = worker_loop()
+    if loop.is_running():  # nested in a coroutine task's wait: the loop is awaiting it
+        return _run_beside(coroutine)
     task = loop.create_task(coroutine)
     try:
         return loop.run_until_complete(task)
@@ -68,22 +69,26 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
 
 
+def _run_beside(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run(coroutine)`` in a helper thread, this one waiting for it."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=run, name="pprunner-nested-coroutine")
+    helper.start()
+    helper.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 async def wait_in_task(context: WorkerContext, invocation_ids: Sequence[str],
-                       timeout: float | None) -> list[Invocation]:
-    """Await other invocations from inside a running coroutine task: pause it and
-    lend the worker's slot while the loop awaits them (no thread, no nesting)."""
-    global _awaiting
-    assert context.invocation is not None
-    backend = pausing_backend(context)
-    already = ended_already(backend, invocation_ids)
-    if already is not None:
-        return already
-    # concurrent awaits of one task (asyncio.gather over handles): the first pauses it
-    pause = (paused(backend, context, context.invocation, invocation_ids) if not _awaiting
-             else contextlib.nullcontext())
-    _awaiting += 1
-    try:
-        with pause, context.lend_slot():
-            return await awaited(backend, invocation_ids, timeout)
-    finally:
-        _awaiting -= 1
+                       timeout: float | None, strategy: str | None) -> list[Invocation]:
+    """Await other invocations from inside a running coroutine task: the
+    pause-on-wait hook, as a synchronous task's wait (see the module's docstring)."""
+    return context.wait_for(invocation_ids, timeout, strategy)

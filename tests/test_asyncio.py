@@ -77,8 +77,11 @@ def test_one_event_loop_per_worker_serves_every_async_task(app: App, supervise) 
 @pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "gather"])
 def test_an_async_task_awaiting_others_on_one_worker_does_not_deadlock(
         app: App, supervise, together: bool) -> None:
+    """Three parents on one worker: the nested strategy runs the awaited coroutine
+    children inside the waiting one, so no parent holds the only slot forever."""
     supervise(processes=1)
-    assert apps_async.sum_of_doubles.enqueue(6, together).result(timeout=60) == 30
+    parents = [apps_async.sum_of_doubles.enqueue(6, together) for _ in range(3)]
+    assert pprunner.gather(parents, timeout=60) == [30, 30, 30]
     assert app.backend.counts()[Status.PAUSED] == 0
 
 
@@ -217,3 +220,31 @@ def test_the_executor_under_run_in_executor(new_executor: Callable[..., Any]) ->
 def test_the_public_names() -> None:
     assert callable(pprunner.Handle.result_async)
     assert callable(pprunner.Task.enqueue_async)
+
+
+def test_a_loop_whose_socket_overflowed_still_hears_every_ending(
+        app: App, backend_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More endings than a datagram socket queues, while the loop is busy: the rings
+    past the queue's length are dropped, and the loop reads what ended instead."""
+    if not backend_url.startswith("sqlite"):
+        pytest.skip("the doorbell socket is SQLite's")
+    from pprunner_plugins import _sqlite_endings
+
+    monkeypatch.setattr(_sqlite_endings, "NOTIFIED_RECHECK", 3600.0)  # no periodic look
+    backend: Any = app.backend
+    reads_of_endings = []
+    monkeypatch.setattr(backend, "ids_ended_since",
+                        lambda since: reads_of_endings.append(since)
+                        or type(backend).ids_ended_since(backend, since))
+    many = 4 * max(_sqlite_endings.queue_limit(), 10)
+
+    async def main() -> list[int]:
+        handles = [await apps_async.double.enqueue_async(i) for i in range(many)]
+        results = asyncio.gather(*handles)
+        await wait_until_async(lambda: sqlite_registrations(app) == many)
+        for value in range(many):  # the loop reads nothing meanwhile: its socket fills
+            complete(app, value)
+        return list(await results)
+
+    assert sorted(asyncio.run(main())) == list(range(many))
+    assert reads_of_endings
