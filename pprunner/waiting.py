@@ -1,10 +1,8 @@
-"""Pause-on-wait: what a worker does while its job waits for other jobs.
+"""Pause-on-wait: what a worker does while its task waits for other invocations.
 
 Every fixed pool deadlocks when all its workers hold parents that wait for
-children nobody is free to run. Whatever the job source, a waiting job goes
-through the ``pprunner_pause_on_wait`` hook (``WorkerContext.wait_for`` for a
-pulled invocation, ``WorkerContext.wait_for_host`` for a host's job), and
-these strategies ship behind it:
+children nobody is free to run. Two strategies ship behind the
+``pprunner_pause_on_wait`` hook:
 
 ``nested`` (the default) — the waiting worker runs the awaited invocations
 itself, nested inside the waiting task, whenever they are still queued;
@@ -16,60 +14,49 @@ the deepest waiting invocation at the top of any worker's stack — what it
 waits for is either queued (so it runs it) or running at the top of another
 stack (so it makes progress), because anything above an invocation on a
 stack is its own descendant, deeper than the one we took. Nesting is bounded by
-``max_wait_depth``; past it, the worker just waits. A host's jobs cannot be run
-nested (the host's consumer claims them), so for them ``nested`` lends the slot.
+``max_wait_depth``; past it, the worker just waits.
 
-``lend`` — the worker lends its slot (``WorkerContext.lend_slot``) while it
-waits: the supervisor runs one more worker, a booted spare at once if there is
-one, until the waiting job ends.
-
-``poll`` — pynenc's own behaviour: the worker only waits, its slot stays taken,
+``poll`` — pynenc's behaviour: the worker only waits, its slot stays taken,
 and as many waiting parents as workers hang forever. Kept for compatibility
 and to show the difference.
 
-A pulled invocation's wait costs one read per invocation and changes nothing
-when everything awaited is already final. Otherwise the waiter is marked
-PAUSED with the ids it waits for, then the wait graph is searched for a cycle
-(recording first and looking second means two invocations that start waiting
-on each other at the same moment cannot both miss it). That needs a backend
-with the :class:`~pprunner.backend.Pausing` capability; without it the waiting
-task fails with one clear line (MissingCapability) instead of holding its slot
-unmarked. A plugin's own strategy may do without it. A host's job is marked in
-the host's own terms by its plugin (pynenc's PAUSED), before it asks to wait.
+When everything awaited is already final, a wait costs one read per
+invocation and changes nothing. Otherwise both strategies mark the waiter
+PAUSED with the ids it waits for, then look for a cycle in that wait graph
+(recording first and looking second means two invocations that start
+waiting on each other at the same moment cannot both miss it).
+
+Both need a backend with the :class:`~pprunner.backend.Pausing` capability
+and otherwise raise MissingCapability, so the waiting task fails with one
+clear line instead of holding its slot unmarked: a plain blocking wait is
+exactly how a fixed pool deadlocks on a fan-out, and without PAUSED records
+no cycle can be seen. A plugin's own strategy may do without it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .backend import POLL_MAX, Backend, Pausing, final_pauses, missing_capability
+from .backend import Backend, Pausing, final_pauses, missing_capability
 from .errors import PluginError, ResultTimeout, WaitCycle
 from .invocation import Invocation, Status
 
 if TYPE_CHECKING:
-    from .consuming import HostJob
-    from .jobs import Call
     from .worker import WorkerContext
 
 #: the first pause before looking again at invocations running elsewhere, on a store
 #: that does not notify (half the default: a task that waits is often waiting for short ones)
 FIRST_PAUSE = 0.0005
 
-#: ``pending()``: which awaited host jobs are not final yet (None: pulled invocations)
-Pending = Callable[[], Sequence[str]] | None
-Strategy = Callable[["WorkerContext", "Invocation | HostJob | Call", Sequence[str],
-                     "float | None", Pending], Sequence[Any]]
+Strategy = Callable[["WorkerContext", Invocation, Sequence[str], "float | None"],
+                    list[Invocation]]
 
 
-def wait_nested(context: WorkerContext, waiter: Invocation | HostJob | Call,
-                invocation_ids: Sequence[str], timeout: float | None,
-                pending: Pending = None) -> Sequence[Any]:
-    """Run the awaited invocations here while they are queued; poll while they run
-    elsewhere. A host's jobs are not ours to run: lend the slot while they run."""
-    if pending is not None or not isinstance(waiter, Invocation):
-        return wait_lending(context, waiter, invocation_ids, timeout, pending)
+def wait_nested(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
+                timeout: float | None) -> list[Invocation]:
+    """Run the awaited invocations here while they are queued; poll while they run elsewhere."""
     deep_enough = context.depth >= context.config.max_wait_depth
 
     def help_with(backend: Pausing, pending: list[str]) -> bool:
@@ -84,26 +71,13 @@ def wait_nested(context: WorkerContext, waiter: Invocation | HostJob | Call,
     return _paused(context, waiter, invocation_ids, timeout, help_with)
 
 
-def wait_lending(context: WorkerContext, waiter: Invocation | HostJob | Call,
-                 invocation_ids: Sequence[str], timeout: float | None,
-                 pending: Pending = None) -> Sequence[Any]:
-    """Lend the slot, then wait."""
-    with context.lend_slot():
-        return wait_polling(context, waiter, invocation_ids, timeout, pending)
-
-
-def wait_polling(context: WorkerContext, waiter: Invocation | HostJob | Call,
-                 invocation_ids: Sequence[str], timeout: float | None,
-                 pending: Pending = None) -> Sequence[Any]:
-    """Only wait; the worker's slot stays taken meanwhile (unless lent already)."""
-    if pending is not None:
-        return _until_final(invocation_ids, pending, timeout)
-    assert isinstance(waiter, Invocation)
+def wait_polling(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
+                 timeout: float | None) -> list[Invocation]:
+    """Only wait; the worker's slot stays taken meanwhile."""
     return _paused(context, waiter, invocation_ids, timeout, lambda backend, pending: False)
 
 
-STRATEGIES: dict[str, Strategy] = {"nested": wait_nested, "lend": wait_lending,
-                                   "poll": wait_polling}
+STRATEGIES: dict[str, Strategy] = {"nested": wait_nested, "poll": wait_polling}
 
 
 def strategy_named(name: str) -> Strategy:
@@ -112,23 +86,6 @@ def strategy_named(name: str) -> Strategy:
     except KeyError:
         raise PluginError(f"unknown wait strategy {name!r}; known: "
                           f"{', '.join(sorted(STRATEGIES))} (or one a plugin provides)") from None
-
-
-def _until_final(job_ids: Sequence[str], pending: Callable[[], Sequence[str]],
-                 timeout: float | None) -> list[str]:
-    """Ask the host's store until none of ``job_ids`` is pending, pausing half a
-    millisecond first and twice as long each time after, up to ``POLL_MAX``: a wait
-    for quick jobs ends within a millisecond or two of them, a long one costs the
-    store twenty looks a second."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pause = FIRST_PAUSE
-    while left := pending():
-        if deadline is not None and time.monotonic() >= deadline:
-            raise ResultTimeout(f"waited {timeout} s for {len(left)} job(s); still not "
-                                f"final: {', '.join(left)}")
-        time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
-        pause = min(pause * 2, POLL_MAX)
-    return list(job_ids)
 
 
 def _paused(context: WorkerContext, waiter: Invocation, invocation_ids: Sequence[str],
