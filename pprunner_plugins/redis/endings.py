@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pprunner.awaiting import EndingsWatcher
@@ -80,18 +81,9 @@ class RedisEndingsWatcher(EndingsWatcher):
             self._flushing = self.loop.create_task(self._flush())
 
     async def _send(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Commands sent together on the commands connection; their replies, in order
-        (an error reply is returned, not raised)."""
+        """Commands sent together on the commands connection (one batch at a time)."""
         async with self._commands_lock:
-            connection = self._commands
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except self.backend._redis.ResponseError as exc:
-                    replies.append(exc)
-            return replies
+            return await _exchange(self._commands, commands, self.backend._redis.ResponseError)
 
     async def _flush(self) -> None:
         """Send the registrations (and removals) asked for since the last flush."""
@@ -115,29 +107,46 @@ class RedisEndingsWatcher(EndingsWatcher):
 
     async def _deliver(self, invocation_ids: list[str]) -> None:
         """Read the awaited ones of these (ended or unknown) and resolve their waiters."""
-        awaited = [i for i in dict.fromkeys(invocation_ids) if i in self._futures]
-        if not awaited:
-            return
-        records = await self._send(*(("HGETALL", self.backend._key("inv", invocation_id))
-                                     for invocation_id in awaited))
-        for invocation_id, raw in zip(awaited, records, strict=True):
+        awaited = self._awaited_among(invocation_ids)
+        if awaited:
+            self._resolve(awaited, await self._send(*map(self._read, awaited)))
+
+    def _awaited_among(self, invocation_ids: list[str]) -> list[str]:
+        return [i for i in dict.fromkeys(invocation_ids) if i in self._futures]
+
+    def _read(self, invocation_id: str) -> tuple[Any, ...]:
+        return ("HGETALL", self.backend._key("inv", invocation_id))
+
+    def _resolve(self, invocation_ids: list[str], records: list[Any]) -> None:
+        for invocation_id, raw in zip(invocation_ids, records, strict=True):
             if raw:
                 self.ended([invocation_from(_as_dict(raw))])
             else:
                 self.failed(invocation_id, missing(invocation_id))
 
     async def _serve(self) -> None:
-        """Block on the token's list for the loop's life; renew its registrations."""
+        """Block on the token's list for the loop's life; renew its registrations.
+
+        What ended is read on this connection too, free once woken, so a renewal
+        under way on the other never holds a result up: the first id's record
+        comes in the round trip that takes whatever else is queued.
+        """
         renew_at = time.monotonic() + RENEW
-        listener = self._listener
+        listener, refused = self._listener, self.backend._redis.ResponseError
         try:
             while True:
-                await listener.send_command("BLPOP", self._wake, BLOCK_MAX)
-                popped = await listener.read_response()
+                (popped,) = await _exchange(listener, [("BLPOP", self._wake, BLOCK_MAX)],
+                                            refused)
                 if popped is not None:
-                    await listener.send_command("LPOP", self._wake, DRAIN)
-                    more = await listener.read_response() or []
-                    await self._deliver([raw.decode() for raw in (popped[1], *more)])
+                    first = popped[1].decode()
+                    more, record = await _exchange(
+                        listener, [("LPOP", self._wake, DRAIN), self._read(first)], refused)
+                    if first in self._futures:
+                        self._resolve([first], [record])
+                    rest = self._awaited_among([raw.decode() for raw in more or ()])
+                    if rest:
+                        self._resolve(rest, await _exchange(
+                            listener, list(map(self._read, rest)), refused))
                 if time.monotonic() >= renew_at:
                     renew_at = time.monotonic() + RENEW
                     self._to_watch.extend(self.awaited)
@@ -158,6 +167,20 @@ class RedisEndingsWatcher(EndingsWatcher):
             await self._flushing
         except BaseException:
             self._flushing.cancel()
+
+
+async def _exchange(connection: Any, commands: Sequence[tuple[Any, ...]],
+                    refused: type[Exception]) -> list[Any]:
+    """Commands sent together on ``connection``, as the backend sends its own (packed
+    in one write); their replies in order, an error reply returned, not raised."""
+    await connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except refused as exc:
+            replies.append(exc)
+    return replies
 
 
 def _as_dict(raw: Any) -> dict[bytes, bytes]:
