@@ -55,3 +55,26 @@ async def impatient(path: str) -> str:
 @app.task
 async def fails() -> None:
     raise ValueError("the coroutine broke")
+
+
+@app.task(soft_time_limit=0.3)
+async def oversleeps() -> str:
+    """Awaits longer than its soft time limit allows."""
+    await asyncio.sleep(60)
+    return "slept"
+
+
+@app.task
+async def leaves_a_task_behind(marker: str) -> str:
+    """Starts a task it never awaits; that task notes its cancellation in ``marker``."""
+    async def lingers() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            with open(marker, "w") as file:
+                file.write("cancelled")
+            raise
+
+    asyncio.get_running_loop().create_task(lingers())
+    await asyncio.sleep(0)  # let it start
+    return "returned"

@@ -248,3 +248,22 @@ def test_a_loop_whose_socket_overflowed_still_hears_every_ending(
 
     assert sorted(asyncio.run(main())) == list(range(many))
     assert reads_of_endings
+
+
+@pytest.mark.slow
+def test_a_soft_time_limit_ends_an_awaiting_coroutine_task(app: App, supervise) -> None:
+    supervise(processes=1)
+    with pytest.raises(TaskFailed) as failure:
+        apps_async.oversleeps.enqueue().result(timeout=30)
+    assert failure.value.remote_type.endswith("SoftTimeLimitExceeded")
+    # the worker's loop is reused afterwards: nothing of the cancelled task is left on it
+    assert apps_async.double.enqueue(4).result(timeout=30) == 8
+
+
+@pytest.mark.slow
+def test_what_a_coroutine_task_leaves_running_is_cancelled_before_its_end_is_told(
+        app: App, supervise, tmp_path: Path) -> None:
+    supervise(processes=1)
+    marker = tmp_path / "lingering"
+    assert apps_async.leaves_a_task_behind.enqueue(str(marker)).result(timeout=30) == "returned"
+    assert marker.read_text() == "cancelled"
