@@ -222,13 +222,19 @@ def test_the_public_names() -> None:
     assert callable(pprunner.Task.enqueue_async)
 
 
+@pytest.fixture
+def sqlite_app(db_url: str) -> Iterator[App]:
+    with on_fresh_store(apps_async.app, db_url):
+        yield apps_async.app
+
+
 def test_a_loop_whose_socket_overflowed_still_hears_every_ending(
-        app: App, backend_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     """More endings than a datagram socket queues, while the loop is busy: the rings
     past the queue's length are dropped, and the loop reads what ended instead."""
-    if not backend_url.startswith("sqlite"):
-        pytest.skip("the doorbell socket is SQLite's")
     from pprunner_plugins import _sqlite_endings
+
+    app = sqlite_app
 
     monkeypatch.setattr(_sqlite_endings, "NOTIFIED_RECHECK", 3600.0)  # no periodic look
     backend: Any = app.backend
