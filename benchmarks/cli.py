@@ -1,5 +1,5 @@
 """``python -m benchmarks run|executors|tracing|floor|taskiq [--quick] [--only SCENARIO,...] ...``,
-``python -m benchmarks redis_cost|hosts [...]``
+``python -m benchmarks redis_cost|hosts|async_waiters [...]``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
 ``pprunner.Executor`` against the pools without a queue, ``tracing`` pprunner
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: measurements of one thing, each a module with its own options and ``main(argv)``
-TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts"}
+TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts",
+         "async_waiters": "benchmarks.async_waiters"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
