@@ -156,6 +156,14 @@ class RedisBackend(Pausing, Admin, Recovery):
         """A Lua script, retried while Redis is away (see ``scripts`` for each one)."""
         return self._retrying(lambda: self._script(script, *args))
 
+    def _run_telling_resends(self, script: str, first: Sequence[Any], *rest: Any) -> Any:
+        """A Lua script, retried while Redis is away, whose argument after ``first`` is
+        '1' on a resend (its first send may have been carried out, its reply lost), so
+        the script can stay idempotent and skip those checks on a first send."""
+        sends = itertools.count()
+        return self._retrying(lambda: self._script(
+            script, *first, "1" if next(sends) else "0", *rest))
+
     def _script(self, name: str, *args: Any) -> Any:
         """EVALSHA of one of ``scripts``, loaded first if the server does not have it
         (a server restarted without persistence, or a SCRIPT FLUSH)."""
@@ -325,7 +333,8 @@ class RedisBackend(Pausing, Admin, Recovery):
     def enqueue(self, invocation: Invocation) -> None:
         fields = fields_of(invocation)
         del fields["status"], fields["attempts"]  # a new one: the script sets both
-        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *flat(fields))
+        self._run_telling_resends("ENQUEUE", (invocation.id, repr(time.time())),
+                                  *flat(fields))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
@@ -354,11 +363,10 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool) -> list[bytes] | int:
         """CLAIM; a resend after a dropped connection says so (see the script)."""
-        sends, now = itertools.count(), repr(time.time())
-        args = (self._last_entry.get(runner_id, b"0-0"), "" if wakeups is None else wakeups,
-                "1" if wait else "0")
-        return self._retrying(lambda: self._script(
-            "CLAIM", runner_id, now, "1" if next(sends) else "0", *args))
+        answer: list[bytes] | int = self._run_telling_resends(
+            "CLAIM", (runner_id, repr(time.time())), self._last_entry.get(runner_id, b"0-0"),
+            "" if wakeups is None else wakeups, "1" if wait else "0")
+        return answer
 
     def _read_inbox(self, runner_id: str, block: float) -> list[bytes] | None:
         """The runner's next inbox entry, blocking up to ``block`` seconds on the

@@ -219,25 +219,28 @@ if change(p, runner, 4) == 0 then return nil end
 return claim(p, runner, ARGV[3], '0', nil) or 0
 """
 
-#: ARGV: prefix, id, now, field, value, ... (all but status and attempts, which the script
-#: sets) -> 1, or 0 when the id exists already. When a runner waits idle, the invocation
-#: is claimed for it right here, written once as RUNNING, and the same fields added to
-#: that runner's inbox stream: the worker starts after one hop. This is the idle-latency
-#: path, so it makes the claim ``mark`` would make without reading anything back.
+#: ARGV: prefix, id, now, resent, field, value, ... (all but status and attempts, which the
+#: script sets) -> 1, or 0 when the id exists already. Ids are new (``Task.enqueue`` makes
+#: them), so only a resend after a lost reply (``resent`` '1') can find its own first send
+#: done: only then is the existence looked at, a command a task fewer. When a runner waits
+#: idle, the invocation is claimed for it right here, written once as RUNNING, and the
+#: same fields added to that runner's inbox stream: the worker starts after one hop. This
+#: is the idle-latency path, so it makes the claim ``mark`` would make without reading
+#: anything back.
 ENQUEUE = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
-if redis.call('EXISTS', key) == 1 then return 0 end
+if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
 local seq = redis.call('INCR', p .. ':seq')
 local runner = redis.call('LPOP', p .. ':idle')
 if not runner then
-  redis.call('HSET', key, 'seq', seq, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 4))
+  redis.call('HSET', key, 'seq', seq, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 5))
   redis.call('ZADD', p .. ':status:PENDING', seq, id)
   redis.call('RPUSH', p .. ':queue', id)
   return 1
 end
 local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
-                 unpack(ARGV, 4)}
+                 unpack(ARGV, 5)}
 redis.call('HSET', key, 'seq', seq, unpack(claimed))
 redis.call('ZADD', p .. ':status:RUNNING', seq, id)
 redis.call('RPUSH', p .. ':owned:' .. runner, id)
