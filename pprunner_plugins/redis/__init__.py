@@ -59,6 +59,7 @@ import attrs
 
 import pprunner
 from pprunner.backend import Admin, Pausing, Recovery, check_owner_change, missing, rerouted
+from pprunner.batching import Batch, Finished
 from pprunner.errors import BackendError, IllegalTransition, UnknownInvocation
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -133,11 +134,16 @@ class RedisBackend(Pausing, Admin, Recovery):
         self._cluster = connection.cluster
         #: how many replicas must have a script's changes before its reply counts
         self.wait_replicas = connection.wait_replicas
+        #: the most invocations a worker claims at once (``batch=N``, :mod:`pprunner.batching`)
+        self.batch = connection.batch
+        #: per runner claiming here: what it claimed ahead and finished unwritten
+        self._batches: dict[str, Batch] = {}
         #: until when changes count without replicas, after a WAIT that timed out
         self._unreplicated_until = 0.0
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
+                                      "GIVE_BACK",
                                       "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
                                       "UNWATCH_ENDING", "ANNOUNCE", "PURGE")}
         #: the backend's own connections not in use now (see ``_command``)
@@ -274,7 +280,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         if self._pid != os.getpid():  # a forked child must not share the parent's sockets
             if not self._cluster:  # a cluster's node pools reset themselves in a child
                 self.client.connection_pool.reset()
-            self._spare = []
+            self._spare, self._batches = [], {}
             self._pid = os.getpid()
         pause, outage, failures = 0.1, 0.0, 0
         while True:
@@ -340,32 +346,44 @@ class RedisBackend(Pausing, Admin, Recovery):
         """One script round trip when work is waiting. When none is, the same
         script registers the runner as idle and it blocks on its inbox stream,
         where an enqueue hands it the invocation it has already claimed for it:
-        one hop, no polling."""
+        one hop, no polling. With ``batch``, the next invocation claimed ahead
+        instead while there is one."""
+        batch = self._batch(runner_id)
+        ahead = batch.take()
+        if ahead is not None:
+            return ahead
+        self._settle(runner_id)
         deadline = time.monotonic() + timeout
         wakeups: int | None = None
         while True:
             wait = time.monotonic() < deadline
-            answer = self._try_claim(runner_id, wakeups, wait)
+            answer = self._try_claim(runner_id, wakeups, wait, batch.size)
             if isinstance(answer, list):
-                claimed = self._received(runner_id, answer)
+                claimed = batch.claimed(self._received(runner_id, answer))
                 if claimed is not None:
                     return claimed
                 continue  # a wake-up sentinel: the counter says whether it was for us
+            batch.size = 1  # idle: what comes next may be slow, so batches start over
             if not wait or (wakeups is not None and answer != wakeups):
                 return None  # out of time, or woken: the script did not register it idle
             wakeups = answer
             entry = self._read_inbox(runner_id, min(deadline - time.monotonic(), BLOCK_MAX))
             if entry:
-                claimed = self._received(runner_id, entry)
+                claimed = batch.claimed(self._received(runner_id, [entry]))
                 if claimed is not None:
                     return claimed  # the enqueue took this runner off the idle list
             # timed out or woken: the next CLAIM registers it again, or takes it off
 
-    def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool) -> list[bytes] | int:
+    def _batch(self, runner_id: str) -> Batch:
+        """``runner_id``'s batch (made on its first claim here)."""
+        return self._batches.setdefault(runner_id, Batch(self.batch))
+
+    def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool,
+                   size: int) -> list[list[bytes]] | int:
         """CLAIM; a resend after a dropped connection says so (see the script)."""
-        answer: list[bytes] | int = self._run_telling_resends(
+        answer: list[list[bytes]] | int = self._run_telling_resends(
             "CLAIM", (runner_id, repr(time.time())), self._last_entry.get(runner_id, b"0-0"),
-            "" if wakeups is None else wakeups, "1" if wait else "0")
+            "" if wakeups is None else wakeups, "1" if wait else "0", size)
         return answer
 
     def _read_inbox(self, runner_id: str, block: float) -> list[bytes] | None:
@@ -376,13 +394,17 @@ class RedisBackend(Pausing, Admin, Recovery):
         return inbox_entry(self._retrying(lambda: self._command(
             "XREAD", "COUNT", 1, "BLOCK", milliseconds, "STREAMS", inbox, last)))
 
-    def _received(self, runner_id: str, answer: list[bytes]) -> Invocation | None:
-        """A claim as the scripts give it, [inbox entry id or b'', field, value, ...]:
-        the invocation, or None for a wake-up sentinel."""
-        if answer[0]:
-            self._last_entry[runner_id] = answer[0]
-        fields = pairs(answer, 1)
-        return None if b"wakeup" in fields else invocation_from(fields)
+    def _received(self, runner_id: str, answer: Sequence[list[bytes]]) -> list[Invocation]:
+        """Claims as the scripts give them, each [inbox entry id or b'', field, value,
+        ...]: the invocations, in queue order, wake-up sentinels left out."""
+        claimed = []
+        for record in answer:
+            if record[0]:
+                self._last_entry[runner_id] = record[0]
+            fields = pairs(record, 1)
+            if b"wakeup" not in fields:
+                claimed.append(invocation_from(fields))
+        return claimed
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
@@ -413,17 +435,69 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:
-        """The completion and the next claim in one script, one round trip."""
-        change = self._change_args(invocation_id, Status.SUCCESS, release=True,
-                                   values={"result": result, "finished_at": repr(time.time())})
-        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()), *change)
-        if answer is None:
-            retried = self._retried
+        """The completion and the next claim in one script, one round trip; with
+        ``batch``, the next invocation claimed ahead instead while there is one, and
+        then every completion kept meanwhile written with the next claim."""
+        batch = self._batch(runner_id)
+        batch.finish(invocation_id, result)
+        if batch.overdue():  # slow tasks: let other workers have what is ahead
+            self._give_back(runner_id)
+        ahead = batch.take()
+        if ahead is not None:
+            return ahead
+        batch.ended()
+        finished = batch.written()
+        written, claimed = self._complete(runner_id, finished, batch.size)
+        retried = self._retried
+        self._log_refused(finished[:-1], written[:-1], runner_id, retried)
+        if not written[-1]:
             if retried:  # the send whose reply was lost may have claimed: hand that back
                 self.reroute(runner_id, None)
             self._refused(invocation_id, runner_id, Status.SUCCESS, retried)
             return None
-        return self._received(runner_id, answer) if answer else None
+        return batch.claimed(self._received(runner_id, claimed))
+
+    def _complete(self, runner_id: str, finished: Sequence[Finished],
+                  size: int) -> tuple[list[int], list[list[bytes]]]:
+        """COMPLETE_AND_CLAIM: write ``finished`` and claim up to ``size`` -> (1 or 0
+        per completion: written or refused, the claims)."""
+        completions = itertools.chain.from_iterable(
+            (f.invocation_id, f.result, "" if f.started_at is None else repr(f.started_at),
+             repr(f.finished_at)) for f in finished)
+        written, *claimed = self._run_retrying("COMPLETE_AND_CLAIM", runner_id,
+                                               repr(time.time()), size, len(finished),
+                                               *completions)
+        return written, claimed
+
+    def _log_refused(self, finished: Sequence[Finished], written: Sequence[int],
+                     runner_id: str, retried: bool) -> None:
+        """Completions kept for a batch and refused when written: the worker has moved
+        on, so they are only logged, as the worker logs a refusal."""
+        for kept, done in zip(finished, written, strict=True):
+            if not done:
+                try:
+                    self._refused(kept.invocation_id, runner_id, Status.SUCCESS, retried)
+                except IllegalTransition as exc:
+                    logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+
+    def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
+        """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then
+        return what it claimed ahead to the queue (:meth:`_give_back`)."""
+        batch = self._batches.get(runner_id)
+        finished = [] if batch is None else batch.written()
+        if finished:
+            written, _ = self._complete(runner_id, finished, 0)
+            self._log_refused(finished, written, runner_id, self._retried)
+        if give_back:
+            self._give_back(runner_id)
+
+    def _give_back(self, runner_id: str) -> None:
+        """Return what ``runner_id`` claimed ahead to the head of the queue as never
+        started (its attempt taken back), and tell idle claimers."""
+        batch = self._batches.get(runner_id)
+        ahead = [] if batch is None else batch.given_back()
+        if ahead and self._run_retrying("GIVE_BACK", runner_id, *ahead):
+            self.wakeup()
 
     def _change_args(self, invocation_id: str, new: Status, *, release: bool,
                      values: dict[str, Any] | None = None, clear: Sequence[str] = (),
@@ -437,7 +511,10 @@ class RedisBackend(Pausing, Admin, Recovery):
                 len(sets) // 2, *sets, len(clear), *clear]
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, **options: Any) -> None:
-        """One owner-only status change (see ``scripts.CHANGE``)."""
+        """One owner-only status change (see ``scripts.CHANGE``), after the completions
+        kept for the runner's batch; a task that pauses to wait first gives back what
+        its worker claimed ahead, which it may be waiting for."""
+        self._settle(runner_id, give_back=new is Status.PAUSED)
         if not self._run_retrying("CHANGE", runner_id,
                                   *self._change_args(invocation_id, new, **options)):
             self._refused(invocation_id, runner_id, new, self._retried)
@@ -477,6 +554,8 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
                 retry: bool = True) -> list[Invocation]:
+        self._settle(runner_id)  # (claimed ahead: rerouted below, as never started)
+        self._batches.pop(runner_id, None)
         return self._reroute(runner_id, error, retry, lost=False) or []
 
     def recover(self, runner_id: str, older_than: float,
