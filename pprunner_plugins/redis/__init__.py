@@ -340,7 +340,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         fields = fields_of(invocation)
         del fields["status"], fields["attempts"]  # a new one: the script sets both
         self._run_telling_resends("ENQUEUE", (invocation.id, repr(time.time())),
-                                  *flat(fields))
+                                  fields["enqueued_at"], *flat(fields))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
@@ -628,10 +628,9 @@ class RedisBackend(Pausing, Admin, Recovery):
         gone = [f for f in fields_of(before) if f not in fields]
         if gone:
             pipe.hdel(key, *gone)
-        seq = self.client.hget(key, "seq")
         if before.status is not after.status:
             pipe.zrem(self._key("status", before.status.value), after.id)
-            pipe.zadd(self._key("status", after.status.value), {after.id: float(seq or 0)})
+            pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
             pipe.lpush(self._key("queue"), after.id)

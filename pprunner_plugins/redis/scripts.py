@@ -9,14 +9,13 @@ declared beforehand. Layout, for prefix ``p``:
 
 ``p:inv:<id>``       hash: the invocation's fields (absent field = None); ``watched``: a
                      caller once waited for its ending (see WATCH_ENDING)
-``p:seq``            counter: enqueue order
 ``p:queue``          list: PENDING invocations that are due, oldest first
 ``p:delayed``        sorted set: PENDING retries, by ``not_before``
 ``p:owned:<runner>`` list: what a runner claimed and has not finished
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
+``p:status:<S>``     sorted set per status, by ``enqueued_at`` (counts, listings)
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -76,7 +75,7 @@ local function mark(p, id, runner, now)
     return false
   end
   redis.call('ZREM', p .. ':status:PENDING', id)
-  redis.call('ZADD', p .. ':status:RUNNING', fields[at.seq], id)
+  redis.call('ZADD', p .. ':status:RUNNING', fields[at.enqueued_at], id)
   return claimed_as(key, fields, at, runner, now)
 end
 """
@@ -102,7 +101,7 @@ local function ahead(p, runner, now, size, claimed)
     if fields[at.status] == 'PENDING' then
       if fields[at.attempts] ~= '0' or tonumber(fields[at.max_attempts]) < 2 then break end
       table.insert(taken, id)
-      table.insert(running, fields[at.seq]); table.insert(running, id)
+      table.insert(running, fields[at.enqueued_at]); table.insert(running, id)
       local record = claimed_as(key, fields, at, runner, now)
       table.insert(record, 1, '')
       table.insert(claimed, record)
@@ -184,7 +183,7 @@ _CHANGE = _ANNOUNCE + """
 local function change(p, runner, at)
   local id, new = ARGV[at], ARGV[at + 1]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'watched')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
   local status = current[1]
   if not status or current[2] ~= runner then return 0 end
   if not string.find(',' .. ARGV[at + 2] .. ',', ',' .. status .. ',', 1, true) then
@@ -279,7 +278,7 @@ for n = 0, count - 1 do
   local id, result, started, finished = ARGV[6 + 4 * n], ARGV[7 + 4 * n], ARGV[8 + 4 * n],
     ARGV[9 + 4 * n]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'watched')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
   if current[1] == 'RUNNING' and current[2] == runner then
     if started == '' then
       redis.call('HSET', key, 'status', 'SUCCESS', 'result', result, 'finished_at', finished)
@@ -324,7 +323,7 @@ local back, pending = {}, {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'attempts')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'attempts')
   if current[1] == 'RUNNING' and current[2] == runner then
     redis.call('HSET', key, 'status', 'PENDING', 'attempts', math.max(tonumber(current[4]) - 1, 0))
     redis.call('HDEL', key, 'owner', 'started_at')
@@ -340,8 +339,10 @@ redis.call('ZADD', p .. ':status:PENDING', unpack(pending))
 return #back
 """
 
-#: ARGV: prefix, id, now, resent, field, value, ... (all but status and attempts, which the
-#: script sets) -> 1, or 0 when the id exists already. Ids are new (``Task.enqueue`` makes
+#: ARGV: prefix, id, now, resent, enqueued_at, field, value, ... (all but status and
+#: attempts, which the script sets) -> 1, or 0 when the id exists already. The sorted sets
+#: of statuses are ordered by ``enqueued_at``, the producer's clock: a counter of the
+#: server's would cost a command a task. Ids are new (``Task.enqueue`` makes
 #: them), so only a resend after a lost reply (``resent`` '1') can find its own first send
 #: done: only then is the existence looked at, a command a task fewer. When a runner waits
 #: idle, the invocation is claimed for it right here, written once as RUNNING, and the
@@ -352,18 +353,18 @@ ENQUEUE = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
 if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
-local seq = redis.call('INCR', p .. ':seq')
+local enqueued = ARGV[5]
 local runner = redis.call('LPOP', p .. ':idle')
 if not runner then
-  redis.call('HSET', key, 'seq', seq, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 5))
-  redis.call('ZADD', p .. ':status:PENDING', seq, id)
+  redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
+  redis.call('ZADD', p .. ':status:PENDING', enqueued, id)
   redis.call('RPUSH', p .. ':queue', id)
   return 1
 end
 local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
-                 unpack(ARGV, 5)}
-redis.call('HSET', key, 'seq', seq, unpack(claimed))
-redis.call('ZADD', p .. ':status:RUNNING', seq, id)
+                 unpack(ARGV, 6)}
+redis.call('HSET', key, unpack(claimed))
+redis.call('ZADD', p .. ':status:RUNNING', enqueued, id)
 redis.call('RPUSH', p .. ':owned:' .. runner, id)
 redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
 return 1
@@ -412,11 +413,11 @@ local key = p .. ':inv:' .. id
 if redis.call('HGET', key, 'status') ~= 'FAILED' then return 0 end
 redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0)
 redis.call('HDEL', key, 'owner', 'started_at', 'finished_at', 'not_before')
-local seq = redis.call('HGET', key, 'seq')
+local enqueued = redis.call('HGET', key, 'enqueued_at')
 redis.call('ZREM', p .. ':status:FAILED', id)
 redis.call('ZREM', p .. ':ended', id)
 redis.call('ZREM', p .. ':failed', id)
-redis.call('ZADD', p .. ':status:PENDING', seq, id)
+redis.call('ZADD', p .. ':status:PENDING', enqueued, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
 """
