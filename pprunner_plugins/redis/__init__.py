@@ -628,9 +628,10 @@ class RedisBackend(Pausing, Admin, Recovery):
         gone = [f for f in fields_of(before) if f not in fields]
         if gone:
             pipe.hdel(key, *gone)
-        if before.status is not after.status:
+        if before.status is not after.status:  # (PENDING: the queue below, not a set)
             pipe.zrem(self._key("status", before.status.value), after.id)
-            pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
+            if after.status is not Status.PENDING:
+                pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
             pipe.lpush(self._key("queue"), after.id)
@@ -718,8 +719,20 @@ class RedisBackend(Pausing, Admin, Recovery):
         return purged
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
-        ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
-        return [self.get(raw.decode()) for raw in ids]
+        """PENDING ones are the newest ``limit`` of the queue and every retry waiting in
+        ``p:delayed`` (a sorted set of statuses would cost every task two commands),
+        sorted by ``enqueued_at``."""
+        if status is not Status.PENDING:
+            ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
+            return [self.get(raw.decode()) for raw in ids]
+        ids = [*self._do("lrange", self._key("queue"), -limit, -1),
+               *self._do("zrange", self._key("delayed"), 0, -1)]
+        found = []
+        for raw in dict.fromkeys(ids):
+            with contextlib.suppress(UnknownInvocation):  # ended and purged since
+                found.append(self.get(raw.decode()))
+        found = [i for i in found if i.status is Status.PENDING]
+        return sorted(found, key=lambda i: i.enqueued_at, reverse=True)[:limit]
 
     def ended_since(self, since: float) -> dict[Status, int]:
         """Two ZCOUNTs in one MULTI: every ending is in ``p:ended``, a failure also in
@@ -741,13 +754,20 @@ class RedisBackend(Pausing, Admin, Recovery):
         return found
 
     def counts(self) -> dict[Status, int]:
+        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``
+        (see ``invocations``), each other status a sorted set."""
+        others = [s for s in Status if s is not Status.PENDING]
+
         def count() -> list[int]:
-            pipe = self.client.pipeline(transaction=False)
-            for status in Status:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(self._key("queue"))
+            pipe.zcard(self._key("delayed"))
+            for status in others:
                 pipe.zcard(self._key("status", status.value))
             return list(pipe.execute())
 
-        return dict(zip(Status, self._retrying(count), strict=True))
+        queued, delayed, *rest = self._retrying(count)
+        return {Status.PENDING: queued + delayed, **dict(zip(others, rest, strict=True))}
 
     def close(self) -> None:
         for connection in self._spare:

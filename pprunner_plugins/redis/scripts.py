@@ -15,7 +15,8 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status, by ``enqueued_at`` (counts, listings)
+``p:status:<S>``     sorted set per status but PENDING, by ``enqueued_at`` (counts,
+                     listings); the PENDING ones are ``p:queue`` and ``p:delayed``
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -74,7 +75,6 @@ local function mark(p, id, runner, now)
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     return false
   end
-  redis.call('ZREM', p .. ':status:PENDING', id)
   redis.call('ZADD', p .. ':status:RUNNING', fields[at.enqueued_at], id)
   return claimed_as(key, fields, at, runner, now)
 end
@@ -111,7 +111,6 @@ local function ahead(p, runner, now, size, claimed)
   if looked > 0 then redis.call('LTRIM', p .. ':queue', looked, -1) end
   if #taken > 0 then
     redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken))
-    redis.call('ZREM', p .. ':status:PENDING', unpack(taken))
     redis.call('ZADD', p .. ':status:RUNNING', unpack(running))
   end
 end
@@ -203,7 +202,7 @@ local function change(p, runner, at)
     redis.call('HSET', key, 'history', cjson.encode(history))
   end
   redis.call('ZREM', p .. ':status:' .. status, id)
-  redis.call('ZADD', p .. ':status:' .. new, current[3], id)
+  if new ~= 'PENDING' then redis.call('ZADD', p .. ':status:' .. new, current[3], id) end
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
   if new == 'SUCCESS' or new == 'FAILED' then
@@ -319,23 +318,21 @@ return claimed
 #: as never attempted. ARGV: prefix, runner, id... (in queue order) -> how many went back
 GIVE_BACK = """
 local p, runner = ARGV[1], ARGV[2]
-local back, pending = {}, {}
+local back = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'attempts')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'attempts')
   if current[1] == 'RUNNING' and current[2] == runner then
-    redis.call('HSET', key, 'status', 'PENDING', 'attempts', math.max(tonumber(current[4]) - 1, 0))
+    redis.call('HSET', key, 'status', 'PENDING', 'attempts', math.max(tonumber(current[3]) - 1, 0))
     redis.call('HDEL', key, 'owner', 'started_at')
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     table.insert(back, 1, id)  -- reversed: LPUSH puts the last one first
-    table.insert(pending, current[3]); table.insert(pending, id)
   end
 end
 if #back == 0 then return 0 end
 redis.call('LPUSH', p .. ':queue', unpack(back))
 redis.call('ZREM', p .. ':status:RUNNING', unpack(back))
-redis.call('ZADD', p .. ':status:PENDING', unpack(pending))
 return #back
 """
 
@@ -357,7 +354,6 @@ local enqueued = ARGV[5]
 local runner = redis.call('LPOP', p .. ':idle')
 if not runner then
   redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
-  redis.call('ZADD', p .. ':status:PENDING', enqueued, id)
   redis.call('RPUSH', p .. ':queue', id)
   return 1
 end
@@ -413,11 +409,9 @@ local key = p .. ':inv:' .. id
 if redis.call('HGET', key, 'status') ~= 'FAILED' then return 0 end
 redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0)
 redis.call('HDEL', key, 'owner', 'started_at', 'finished_at', 'not_before')
-local enqueued = redis.call('HGET', key, 'enqueued_at')
 redis.call('ZREM', p .. ':status:FAILED', id)
 redis.call('ZREM', p .. ':ended', id)
 redis.call('ZREM', p .. ':failed', id)
-redis.call('ZADD', p .. ':status:PENDING', enqueued, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
 """
