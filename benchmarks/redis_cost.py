@@ -45,7 +45,7 @@ NO_PERSISTENCE = ("--appendonly", "no")
 SCRIPT_ONLY = frozenset({"exists", "incr", "lpop", "hset", "zadd", "rpush", "hmget", "hgetall",
                          "zrem", "lrem", "xrange", "zrangebyscore", "lrange", "lmove", "smembers",
                          "get", "xtrim", "xadd", "hget", "expire", "sadd",
-                         "srem", "hdel", "zrange", "ltrim", "lpush"})
+                         "srem", "hdel", "zrange", "ltrim", "lpush", "rpop"})
 #: the ``batch`` measured beside the default (pgqueuer's default batch size is 10)
 BATCH = 16
 REPO = Path(__file__).resolve().parent.parent

@@ -345,22 +345,24 @@ return #back
 #: idle, the invocation is claimed for it right here, written once as RUNNING, and the
 #: same fields added to that runner's inbox stream: the worker starts after one hop. This
 #: is the idle-latency path, so it makes the claim ``mark`` would make without reading
-#: anything back.
+#: anything back. A runner registers idle only when it found the queue empty (CLAIM), and
+#: the first enqueue after that hands it work, so only an enqueue that finds the queue
+#: empty (its RPUSH makes the queue one long) looks for an idle runner, and takes the id
+#: back off the queue to hand it over: a backlog costs no LPOP a task.
 ENQUEUE = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
 if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
-local enqueued = ARGV[5]
-local runner = redis.call('LPOP', p .. ':idle')
+local runner = redis.call('RPUSH', p .. ':queue', id) == 1 and redis.call('LPOP', p .. ':idle')
 if not runner then
   redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
-  redis.call('RPUSH', p .. ':queue', id)
   return 1
 end
+redis.call('RPOP', p .. ':queue')
 local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
                  unpack(ARGV, 6)}
 redis.call('HSET', key, unpack(claimed))
-redis.call('ZADD', p .. ':status:RUNNING', enqueued, id)
+redis.call('ZADD', p .. ':status:RUNNING', ARGV[5], id)
 redis.call('RPUSH', p .. ':owned:' .. runner, id)
 redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
 return 1
