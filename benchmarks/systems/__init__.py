@@ -16,13 +16,18 @@ from .celery import (
     CeleryRedisPprunner,
     CeleryRedisPprunnerAcksLate,
 )
-from .drain_floor import DrainFloorPostgres, DrainFloorRedis, DrainFloorSQLite
+from .drain_floor import (
+    DrainFloorPostgres,
+    DrainFloorRedis,
+    DrainFloorRedisBatch,
+    DrainFloorSQLite,
+)
 from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
 from .pgqueuer import Pgqueuer
 from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
-from .pprunner_redis import PprunnerRedis
+from .pprunner_redis import PprunnerRedis, PprunnerRedisBatch
 from .pprunner_sqlite import (
     PprunnerSQLite,
     PprunnerSQLiteMetrics,
@@ -36,8 +41,8 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
-                                     PprunnerPostgres, PprunnerPostgresAsyncCommit, Pgqueuer,
-                                     MultiprocessingPool,
+                                     PprunnerRedisBatch, PprunnerPostgres,
+                                     PprunnerPostgresAsyncCommit, Pgqueuer, MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, DramatiqRedisPprunner,
@@ -61,5 +66,6 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: pprunner's drain next to its store operations alone (issue 17's goals; issue 29's
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
-                                           DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
-                                           HueyRedis)
+                                           DrainFloorRedis, PprunnerRedisBatch,
+                                           DrainFloorRedisBatch, PprunnerPostgres,
+                                           DrainFloorPostgres, HueyRedis)
