@@ -3,6 +3,7 @@ and what it gives back (pprunner/batching.py, pprunner_plugins/redis/scripts.py)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,15 +24,9 @@ RESULT = b"1"
 @pytest.fixture
 def open_backend(redis_url: str) -> Iterator[Callable[..., RedisBackend]]:
     """Backends on this test's prefix (``query`` added to the URL), closed after."""
-    opened: list[RedisBackend] = []
-
-    def open_one(query: str = "") -> RedisBackend:
-        opened.append(RedisBackend(f"{redis_url}{query}"))
-        return opened[-1]
-
-    yield open_one
-    for backend in opened:
-        backend.close()
+    with contextlib.ExitStack() as opened:
+        yield lambda query="": opened.enter_context(
+            contextlib.closing(RedisBackend(f"{redis_url}{query}")))
 
 
 @pytest.fixture
