@@ -18,7 +18,10 @@ claims the invocation for it in the same script and adds the whole record to
 that stream, so the idle worker starts after a single hop. Every owner-only
 change is one Lua script that checks the owner first, so a late completion
 from a runner that lost the invocation is refused; a worker's completion and
-its next claim are one script, one round trip. Reroute and recovery use the
+its next claim are one script, one round trip. With ``?batch=N`` a worker that
+keeps finishing tasks quickly claims up to N at once and writes their
+completions together with its next claim (:mod:`pprunner.batching`, the
+trade it makes). Reroute and recovery use the
 core's one rule (:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI
 transaction; the recovery watches the lost runner's record, so of several
 supervisors that try at once exactly one succeeds.

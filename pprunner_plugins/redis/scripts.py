@@ -24,9 +24,12 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
 ``p:wake:<token>``   list: ids that ended, pushed for the caller blocked on it (BLPOP)
 
-The scripts share Lua functions (``mark``, ``claim``, ``change``,
+The scripts share Lua functions (``mark``, ``claim``, ``ahead``, ``change``,
 ``announce``), so the script that completes an invocation and claims the
-next runs the very same rules as the scripts that do one of the two.
+next runs the very same rules as the scripts that do one of the two. With
+``batch=N`` a claim takes up to N (``ahead``) and a completion script writes
+several completions: the sorted sets, the queue and the owned list are then
+written once for all of them.
 """
 
 from __future__ import annotations
