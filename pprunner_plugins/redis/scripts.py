@@ -152,12 +152,13 @@ local function claim(p, runner, now, resent, last, size)
     local fields = mark(p, id, runner, now)
     if fields then table.insert(fields, 1, ''); table.insert(claimed, fields) end
   end
+  if size < 2 then return claimed end
   local first = claimed[1]
   for i = 2, #first, 2 do
     if first[i] == 'attempts' and first[i + 1] ~= '1' then return claimed end
     if first[i] == 'max_attempts' and tonumber(first[i + 1]) < 2 then return claimed end
   end
-  if size > 1 then ahead(p, runner, now, size, claimed) end
+  ahead(p, runner, now, size, claimed)
   return claimed
 end
 """
