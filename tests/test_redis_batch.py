@@ -14,7 +14,8 @@ from pprunner.invocation import ErrorInfo, Invocation
 from pprunner.testing.backend_contract import make_invocation
 from pprunner_plugins.redis import RedisBackend
 from tests import apps, apps_waiting
-from tests.test_redis import lose_the_first_reply
+from tests.redis_server import PrivateRedis
+from tests.test_redis import lose_the_first_reply, own_redis  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.redis]
 
@@ -192,6 +193,35 @@ def test_a_parent_that_ran_its_child_keeps_its_own_start(batched: RedisBackend) 
     batched.resume(parent.id, "w")
     batched.complete_and_claim(parent.id, "w", RESULT)
     assert batched.get(parent.id).started_at == claimed.started_at
+
+
+@pytest.mark.parametrize(("query", "most"), [("", 15.0), ("&batch=16", 8.0)])
+def test_what_a_task_costs_redis_in_commands(own_redis: PrivateRedis,  # noqa: F811
+                                             monkeypatch: pytest.MonkeyPatch, query: str,
+                                             most: float) -> None:
+    """Issue 28's budget, as ``python -m benchmarks redis_cost`` counts it (every command
+    the server runs, the scripts' own included), for 1,000 tasks enqueued, then drained
+    by one runner: a guard against a change that adds a command to every task."""
+    monkeypatch.setattr(pprunner.batching, "GROW_WITHIN", 3600.0)  # batches always grow
+    tasks = 1_000
+    backend = RedisBackend(f"{own_redis.url}?prefix=cost{query}")
+    client = own_redis.client()
+    try:
+        backend.enqueue(first := make_invocation())  # the server checked, scripts loaded
+        backend.claim("w", 0)
+        assert backend.complete_and_claim(first.id, "w", RESULT) is None
+        client.config_resetstat()
+        for _ in range(tasks):
+            backend.enqueue(make_invocation())
+        claimed = backend.claim("w", 0)
+        while claimed is not None:
+            claimed = backend.complete_and_claim(claimed.id, "w", RESULT)
+        commands = sum(stats["calls"] for stats in client.info("commandstats").values())
+        assert backend.counts()[Status.SUCCESS] == tasks + 1
+    finally:
+        backend.close()
+        client.close()
+    assert round(commands / tasks, 1) <= most  # to a tenth, as the benchmark prints it
 
 
 @pytest.mark.slow
