@@ -1,5 +1,5 @@
-"""``python -m benchmarks run|executors|tracing|floor [--quick] [--only SCENARIO,...] ...``,
-``python -m benchmarks redis_cost|hosts [...]``
+"""``python -m benchmarks run|executors|tracing|floor|taskiq [--quick] [--only SCENARIO,...] ...``,
+``python -m benchmarks redis_cost|hosts|async_waiters [...]``
 
 ``run`` measures pprunner's pull mode against queues and pools, ``executors``
 ``pprunner.Executor`` against the pools without a queue, ``tracing`` pprunner
@@ -29,6 +29,7 @@ from .scenarios import (
     EXECUTOR_SCENARIOS,
     FLOOR_SCENARIOS,
     SCENARIOS,
+    TASKIQ_SCENARIOS,
     TRACING_SCENARIOS,
     Scenario,
     Settings,
@@ -40,6 +41,8 @@ from .systems import (
     EXECUTORS,
     FLOOR_SYSTEMS,
     SYSTEMS,
+    TASKIQ_BASELINE,
+    TASKIQ_SYSTEMS,
     TRACING_SYSTEMS,
 )
 
@@ -74,6 +77,10 @@ COMMANDS = {command.name: command for command in (
             "operations with the worker removed (systems/drain_floor.py), and Huey's",
             "pprunner's drain against its store's floor", FLOOR_SCENARIOS, FLOOR_SYSTEMS,
             BASELINE, round_budget_s=180.0),
+    Command("taskiq", "taskiq worker's thread pool (its default) and process pool against "
+            "pprunner's receiver: CPU-bound throughput, a killed worker's task, idle cost",
+            "taskiq worker's pools and pprunner's receiver", TASKIQ_SCENARIOS,
+            TASKIQ_SYSTEMS, TASKIQ_BASELINE),
 )}
 
 
@@ -121,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: measurements of one thing, each a module with its own options and ``main(argv)``
-TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts"}
+TOOLS = {"redis_cost": "benchmarks.redis_cost", "hosts": "benchmarks.hosts",
+         "async_waiters": "benchmarks.async_waiters"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

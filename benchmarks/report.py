@@ -27,7 +27,7 @@ from .system import ROOT, Value
 CELL_LIMIT = 60
 #: the libraries whose versions decide the numbers, printed with the machine
 VERSIONED = ("redis", "hiredis", "msgpack", "celery", "kombu", "rq", "dramatiq", "huey",
-             "pynenc", "loky", "psycopg", "pgqueuer", "asyncpg")
+             "pynenc", "loky", "psycopg", "pgqueuer", "asyncpg", "taskiq", "taskiq-redis")
 
 Table = tuple[list[str], list[list[str]]]
 

@@ -45,6 +45,8 @@ class Settings:
     map_chunksize: int = 64
     #: executor_kill: calls queued behind the two running ones when a worker is killed
     kill_queued: int = 4
+    #: cpu_throughput: CPU-bound tasks sent to a warm pool
+    cpu_tasks: int = 200
     #: no further round of a system in a scenario that would end past this many seconds
     #: after its first began, judging by its last (a slow peer's 10,000 tasks would
     #: otherwise take most of the run)
@@ -59,7 +61,7 @@ class Settings:
             return cls(rounds=rounds or 1, rounds_forced=rounds is not None,
                        throughput_tasks=1_000, latency_tasks=50, idle_window_s=1.0,
                        crash_bound_s=3.0, wait_bound_s=3.0, throughput_cap_s=10.0,
-                       interleave=interleave)
+                       cpu_tasks=40, interleave=interleave)
         return cls(rounds=rounds or 3, rounds_forced=rounds is not None,
                    throughput_tasks=10_000, latency_tasks=500, idle_window_s=10.0,
                    interleave=interleave)
@@ -102,6 +104,8 @@ EXECUTOR_SCENARIOS: dict[str, Scenario] = {}
 TRACING_SCENARIOS: dict[str, Scenario] = {}
 #: ``python -m benchmarks floor``: pprunner's drain against its store operations alone
 FLOOR_SCENARIOS: dict[str, Scenario] = {}
+#: ``python -m benchmarks taskiq``: ``taskiq worker``'s pools and pprunner's receiver
+TASKIQ_SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(title: Callable[[Settings], str], *metrics: Metric, single_round: bool = False,
@@ -194,13 +198,32 @@ def executor_kill(system: System, settings: Settings) -> dict[str, Value]:
     return {"killed": run.killed, "others": run.others, "serving": run.serving_s}
 
 
+@scenario(lambda s: f"{s.cpu_tasks} CPU-bound tasks (~25 ms of pure Python each) sent to a "
+                    f"warm pool of {WORKERS} processes",
+          Metric("rate", "send -> last result", "tasks/s", higher_is_better=True),
+          commands=(TASKIQ_SCENARIOS,))
+def cpu_throughput(system: System, settings: Settings) -> dict[str, Value]:
+    return {"rate": settings.cpu_tasks / system.cpu_throughput(settings.cpu_tasks)}
+
+
+@scenario(lambda s: f"SIGKILL the process running a {s.crash_task_s:g} s sync task "
+                    f"(waits bounded at {s.crash_bound_s:g} s)",
+          Metric("answered", "kill -> its result", "s"),
+          Metric("answer", "its result", ""),
+          Metric("serving", "kill -> a task sent 0.5 s later starts", "s"),
+          commands=(TASKIQ_SCENARIOS,))
+def kill_answered(system: System, settings: Settings) -> dict[str, Value]:
+    run = system.kill_answered(settings.crash_task_s, settings.crash_bound_s)
+    return {"answered": run.answered_s, "answer": run.answer, "serving": run.serving_s}
+
+
 @scenario(lambda s: f"a pool of {WORKERS} workers launched, then idle for "
                     f"{s.idle_window_s:g} s (parent and workers)",
           Metric("first_task", "launch -> first task start", "s"),
           Metric("cpu", "idle CPU", "% of a core", words=("less", "more")),
           Metric("rss", "memory (RSS sum)", "MiB", words=("less", "more")),
           Metric("processes", "processes", "", words=("fewer", "more")), single_round=True,
-          commands=(SCENARIOS, EXECUTOR_SCENARIOS))
+          commands=(SCENARIOS, EXECUTOR_SCENARIOS, TASKIQ_SCENARIOS))
 def idle_cost(system: System, settings: Settings) -> dict[str, Value]:
     run = system.idle_cost(settings.idle_window_s)
     return {"first_task": run.first_task_s, "cpu": 100 * run.cpu_s / run.window_s,

@@ -94,6 +94,18 @@ class KillRun:
     serving_s: Value
 
 
+@dataclass(frozen=True)
+class AnsweredRun:
+    """A worker SIGKILLed while it runs a task whose sender waits for its result."""
+
+    #: from the SIGKILL to the task's result (an error, or its value after a rerun)
+    answered_s: Value
+    #: what the result said: the error's type, "ran again", or "none"
+    answer: str
+    #: from the SIGKILL to a task sent after it starting, or why it never did
+    serving_s: Value
+
+
 class System:
     """One way of running tasks on two worker processes."""
 
@@ -173,6 +185,16 @@ class System:
     def executor_kill(self, task_s: float, queued: int, bound_s: float) -> KillRun:
         """SIGKILL the worker running a ``task_s``-second call while the other worker
         runs another and ``queued`` more wait; each wait bounded at ``bound_s``."""
+        raise NotImplementedError
+
+    def cpu_throughput(self, count: int) -> float:
+        """Seconds from sending ``count`` CPU-bound tasks to a warm pool to their last
+        result (``python -m benchmarks taskiq``)."""
+        raise NotImplementedError
+
+    def kill_answered(self, task_s: float, bound_s: float) -> AnsweredRun:
+        """SIGKILL the process running a ``task_s``-second task, then wait (``bound_s``)
+        for its result and for a task sent after the kill (``python -m benchmarks taskiq``)."""
         raise NotImplementedError
 
     def wait_on_subtask(self, parents: int, children: int, bound_s: float) -> Value:

@@ -45,3 +45,11 @@ def attempts(marker: Path) -> list[tuple[int, float]]:
         return []
     lines = text.split("\n")[:-1]  # a line without its newline is still being written
     return [(int(pid), float(started)) for pid, started in (line.split() for line in lines)]
+
+
+def burn(iterations: int) -> int:
+    """CPU-bound pure-Python work (no I/O, the GIL held throughout): a sum of squares."""
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return total

@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
@@ -38,6 +38,11 @@ from .invocation import (
     Status,
     check_transition,
 )
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .awaiting import EndingsWatcher
 
 #: polling for invocations to end starts with this pause and doubles it up to POLL_MAX,
 #: so a short task's end is seen within milliseconds while a long wait costs little
@@ -227,6 +232,30 @@ class Backend(abc.ABC):
         so a long wait costs it nothing until something ends.
         """
         time.sleep(timeout)
+
+    # -- asyncio ---------------------------------------------------------------------
+
+    def watch_endings(self, loop: asyncio.AbstractEventLoop) -> EndingsWatcher:
+        """What follows the invocations awaited on ``loop`` (``await handle``), one
+        per loop, shared by all its waiters: see :mod:`pprunner.awaiting`.
+
+        The default is one helper thread per loop blocking in :meth:`wait_any`; a
+        store with an asynchronous route (a socket the loop can read) overrides it.
+        """
+        from .awaiting import ThreadedEndingsWatcher
+
+        return ThreadedEndingsWatcher(self, loop)
+
+    async def enqueue_async(self, invocation: Invocation) -> None:
+        """:meth:`enqueue` from a coroutine (``await task.enqueue_async(...)``).
+
+        The default runs :meth:`enqueue` in the loop's default executor, so a store
+        across the network never blocks the loop; a store with an asynchronous
+        client, or a local one whose write is short, overrides it.
+        """
+        import asyncio  # only coroutines need it: a worker's start does without
+
+        await asyncio.get_running_loop().run_in_executor(None, self.enqueue, invocation)
 
     def close(self) -> None:
         """Release connections and files. The instance is not used afterwards."""

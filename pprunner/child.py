@@ -85,6 +85,9 @@ class Retirement:
     #: the worker asked to go now (``replace_after_job``): it is handed nothing more,
     #: and it is replaced without waiting for its replacement to boot
     at_once: bool = False
+    #: a reload: it runs the code it imported before, so in push mode it is handed
+    #: nothing more, and the first call after the reload runs the new code
+    stale: bool = False
 
 
 @attrs.define
@@ -153,7 +156,8 @@ class Child:
         retirement = self.retirement
         return (self.phase is Phase.SERVING and self.call is None and self.kill is None
                 and not self.waiting
-                and (retirement is None or not (retirement.at_limit or retirement.at_once)))
+                and (retirement is None
+                     or not (retirement.at_limit or retirement.at_once or retirement.stale)))
 
     @property
     def holds_slot(self) -> bool:

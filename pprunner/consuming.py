@@ -1,7 +1,7 @@
 """The third job source: a host's own consumer runs inside each worker.
 
 Some hosts' worker processes consume from the host's broker themselves
-(Dramatiq, Huey, taskiq, pynenc's runner loop). For them neither pull mode
+(Dramatiq, Huey, pynenc's runner loop). For them neither pull mode
 (a pprunner backend) nor push mode (the parent hands over one call at a
 time) fits: the host plugin gives pprunner a :class:`Consumer`, made in each
 worker by a :class:`~pprunner.jobs.Call` (as an initializer is), which runs

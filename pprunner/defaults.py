@@ -7,6 +7,7 @@ implementation of a firstresult hook always takes precedence.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -78,7 +79,13 @@ def pprunner_resolve_job(job: Invocation | Call, context: WorkerContext) -> Runn
 @hookimpl(trylast=True)
 def pprunner_execute(function: Callable[..., Any], args: list[Any],
                      kwargs: dict[str, Any]) -> Returned:
-    return Returned(function(*args, **kwargs))
+    """Calls the function; an ``async def`` one runs on the worker's one event loop."""
+    value = function(*args, **kwargs)
+    if inspect.iscoroutine(value):
+        from .worker_loop import run_coroutine  # asyncio only for those who use it
+
+        value = run_coroutine(value)
+    return Returned(value)
 
 
 @hookimpl(trylast=True)

@@ -193,6 +193,14 @@ class Executor(futures.Executor):
     # -- concurrent.futures.Executor ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        return self.submit_limited(fn, args, kwargs)
+
+    def submit_limited(self, fn: Callable[..., Any], args: tuple[Any, ...] = (),
+                       kwargs: dict[str, Any] | None = None, *, time_limit: float | None = None,
+                       soft_time_limit: float | None = None) -> futures.Future[Any]:
+        """``submit(fn, *args, **kwargs)`` with this call's own time limits (None: the
+        executor's), for a host whose every task carries its own timeout (taskiq's
+        ``timeout`` label)."""
         with self._lock:
             if self._broken:
                 raise BrokenExecutor(self._broken)
@@ -204,7 +212,8 @@ class Executor(futures.Executor):
                 self._supervisor = Supervisor(dispatcher=self._dispatcher, config=self._config,
                                               initializer=self._initializer).start()
                 _running.add(self)
-            call = self._call(fn, args, kwargs)
+            call = self._call(fn, args, kwargs or {}, time_limit or self._time_limit,
+                              soft_time_limit or self._soft_time_limit)
             future = self._futures[call.id] = _Future(self, call.id)
         self._dispatcher.submit(call, self._notify)
         return future
@@ -235,15 +244,15 @@ class Executor(futures.Executor):
 
     # -- internals ------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> Call:
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              time_limit: float | None, soft_time_limit: float | None) -> Call:
         name = _name(fn)
         if self._cloudpickle:
             import cloudpickle
 
             fn, args, kwargs = _run_cloudpickled, (cloudpickle.dumps((fn, args, kwargs)),), {}
-        return Call(fn, args, kwargs, time_limit=self._time_limit,
-                    soft_time_limit=self._soft_time_limit, max_attempts=self._max_attempts,
+        return Call(fn, args, kwargs, time_limit=time_limit,
+                    soft_time_limit=soft_time_limit, max_attempts=self._max_attempts,
                     name=name)
 
     def _close(self) -> None:

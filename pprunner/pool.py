@@ -311,7 +311,7 @@ class Pool:
         logger.info("reloading: replacing %d workers one by one", len(self.workers))
         for child in self.workers.values():
             if not child.requested_stop and child.retirement is None:
-                child.retirement = Retirement("reload")
+                child.retirement = Retirement("reload", stale=True)
 
     def signal_worker(self, pid: int, signum: int, why: str) -> None:
         child = next((c for c in self.workers.values() if c.info.pid == pid), None)

@@ -8,7 +8,9 @@ else to PID 1, which reaps them when it gets to it. Where PID 1 reaps late
 the killed task's subprocesses linger as zombies, still listed by ``ps`` and
 ``psutil.pid_exists``, after the host was told the job is dead. So before the
 kill the supervisor's process becomes a subreaper (Linux only), and after the
-worker is gone it reaps the group's members itself.
+worker is gone it reaps the group's members itself, then stops being one once
+no killed group is left to reap: a process that stays a subreaper would inherit
+every orphan of its descendants, reap none of them, and keep them as zombies.
 """
 
 from __future__ import annotations
@@ -35,13 +37,21 @@ def leads_own_group(pid: int) -> bool:
         return False
 
 
+#: killed groups not reaped yet: while there are any, this process is a subreaper
+_unreaped: set[int] = set()
+
+
 def kill_group(pgid: int) -> bool:
     """SIGKILL every process in group ``pgid``, having made this process their
-    subreaper (see the module's docstring); False if the group is gone."""
-    _become_subreaper()
+    subreaper (see the module's docstring); False if the group is gone. Each
+    group killed is to be reaped with :func:`reap_group`."""
+    if not _unreaped:
+        _set_subreaper(True)
+    _unreaped.add(pgid)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
+        _reaped(pgid)
         return False
     return True
 
@@ -51,22 +61,31 @@ def reap_group(pgid: int, within: float = REAP_WITHIN) -> int:
     ``within`` seconds; returns how many were reaped. Only that group's processes
     are waited for: the host's own children are not touched."""
     reaped, deadline = 0, time.monotonic() + within
-    while True:
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-        except ChildProcessError:
-            return reaped  # no member of the group is our child any more
-        if pid:
-            reaped += 1
-        elif time.monotonic() >= deadline:
-            return reaped
-        else:
-            time.sleep(0.001)  # SIGKILLed members are dying: a millisecond or two
+    try:
+        while True:
+            try:
+                pid, _ = os.waitpid(-pgid, os.WNOHANG)
+            except ChildProcessError:
+                return reaped  # no member of the group is our child any more
+            if pid:
+                reaped += 1
+            elif time.monotonic() >= deadline:
+                return reaped
+            else:
+                time.sleep(0.001)  # SIGKILLed members are dying: a millisecond or two
+    finally:
+        _reaped(pgid)
 
 
-def _become_subreaper() -> None:
+def _reaped(pgid: int) -> None:
+    _unreaped.discard(pgid)
+    if not _unreaped:
+        _set_subreaper(False)
+
+
+def _set_subreaper(on: bool) -> None:
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -262,6 +262,22 @@ class Task(Generic[P, R]):
         Refuses a task named after ``__main__`` (see :func:`default_task_name`):
         workers import modules by name, never as ``__main__``, so none could run it.
         """
+        invocation = self._invocation(args, kwargs)
+        self.app.plugins.send_new(invocation, self.app.backend.enqueue)
+        return Handle(self.app, invocation.id)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Handle:
+        """:meth:`enqueue` from a coroutine: the backend's own asynchronous route
+        (``Backend.enqueue_async``) stores it, so the loop is not blocked meanwhile.
+        ``pprunner_enqueue`` hooks see the invocation before it is stored."""
+        outgoing: list[Invocation] = []
+        self.app.plugins.send_new(self._invocation(args, kwargs), outgoing.append)
+        (invocation,) = outgoing
+        await self.app.backend.enqueue_async(invocation)
+        return Handle(self.app, invocation.id)
+
+    def _invocation(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Invocation:
+        """A new invocation of this task with these arguments, encoded."""
         if self.name.startswith("__main__."):
             raise AppLoadError(f"task {self.name!r} is defined in {UNIMPORTABLE_SCRIPT}, so "
                                f"no worker could run it; {MAKE_IT_IMPORTABLE}")
@@ -272,8 +288,7 @@ class Task(Generic[P, R]):
                                                list(args), dict(kwargs)),
             max_attempts=self.max_attempts,
         )
-        self.app.plugins.send_new(invocation, self.app.backend.enqueue)
-        return Handle(self.app, invocation.id)
+        return invocation
 
 
 #: where an app or task is that no worker can import, and what to do about it
@@ -356,6 +371,25 @@ class Handle:
         """
         (invocation,) = wait([self], timeout, strategy=strategy)
         return outcome_of(self.app, invocation)
+
+    async def result_async(self, timeout: float | None = None, *,
+                           strategy: str | None = None) -> Any:
+        """:meth:`result` from a coroutine, with no thread per wait: every coroutine
+        of the loop shares one watcher (see :mod:`pprunner.awaiting`). ``await
+        handle`` is ``await handle.result_async()``.
+
+        Raises TaskFailed and ResultTimeout as :meth:`result` does (ResultTimeout
+        is a ``TimeoutError``: ``asyncio.TimeoutError`` on 3.11+). Inside an
+        ``async def`` task it waits as :meth:`result` does there, through the
+        pause-on-wait hook (``strategy``), so a fixed pool cannot deadlock on it.
+        """
+        from .awaiting import wait_async  # asyncio is imported by those who await
+
+        (invocation,) = await wait_async(self.app, [self.id], timeout, strategy)
+        return outcome_of(self.app, invocation)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result_async().__await__()
 
 
 def wait(handles: Sequence[Handle], timeout: float | None = None, *,

@@ -10,7 +10,8 @@ the runtime folder (:mod:`pprunner.runtime`), which is this user's alone. A
 socket left by a killed process refuses the datagram and is removed by the
 next ring (or, with its folder once empty, when a supervisor starts). Callers
 waiting for invocations to end use a second folder, rung by name: only the
-waiters of the invocation that ended.
+waiters of the invocation that ended, each told the ids that ended (an event
+loop's one socket serves all its waiters).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 import os
 import select
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pprunner import runtime
 
@@ -36,20 +37,28 @@ class Doorbell:
         self.folder = runtime.folder() / self._name
         self._sockets: dict[str, socket.socket] = {}
 
-    def listen(self, name: str) -> None:
+    def listen(self, name: str) -> socket.socket:
         """Bind ``name``'s socket (once) so rings from now on are kept for it."""
         if name not in self._sockets:
             self._sockets[name] = runtime.bind(self._name, name)
+        return self._sockets[name]
 
     def wait(self, name: str, timeout: float) -> bytes:
         """Block until a ring for ``name`` or ``timeout``; returns what was rung."""
-        sock = self._sockets[name]
-        readable, _, _ = select.select([sock], [], [], timeout)
-        received = b""
-        if readable:
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    received += sock.recv(64)
+        # poll, not select: select() refuses a descriptor past 1023, which a process
+        # with a thousand open sockets (a thousand waiting threads) has
+        poller = select.poll()
+        poller.register(self._sockets[name], select.POLLIN)
+        readable = poller.poll(max(timeout, 0.0) * 1000)
+        return b"".join(self.drain(name, 64)) if readable else b""
+
+    def drain(self, name: str, size: int = 65536) -> list[bytes]:
+        """Every ring kept for ``name`` so far, one message each (cut at ``size`` bytes),
+        without blocking."""
+        sock, received = self._sockets[name], []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(sock.recv(size))
         return received
 
     def ring(self, message: bytes = WORK, names: Iterable[str] | None = None) -> None:
@@ -61,10 +70,17 @@ class Doorbell:
                 return
         else:
             paths = [str(self.folder / name) for name in names]
+        self._send((path, message) for path in paths)
+
+    def ring_each(self, messages: Mapping[str, bytes]) -> None:
+        """Ring each named listener with its own message (what ended, for a waiter)."""
+        self._send((str(self.folder / name), message) for name, message in messages.items())
+
+    def _send(self, rings: Iterable[tuple[str, bytes]]) -> None:
         sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sender.setblocking(False)
         try:
-            for path in paths:
+            for path, message in rings:
                 try:
                     sender.sendto(message, path)
                 except FileNotFoundError:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -55,6 +55,11 @@ from pprunner.invocation import (
 )
 
 from ._doorbell import STOP, Doorbell
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from pprunner.awaiting import EndingsWatcher
 
 logger = logging.getLogger("pprunner.sqlite")
 T = TypeVar("T")
@@ -185,15 +190,32 @@ def _change_sql(invocation_id: str, runner_id: str, new: Status,
             (new.value, *values.values(), *history, invocation_id, runner_id))
 
 
-def _take_waiters(db: sqlite3.Connection, ended_ids: Sequence[str]) -> list[str]:
+#: waiter -> the ids that ended for it, space-separated (what its ring says)
+Waiters = dict[str, bytes]
+
+
+def _take_waiters(db: sqlite3.Connection, ended_ids: Sequence[str]) -> Waiters:
     """Inside the transaction that ended ``ended_ids``: remove their waiters' rows and
     return the waiters, to ring once it is committed. A waiter records itself only while
     none of its invocations has ended, so no waiter can come too late for this."""
     if not ended_ids:
-        return []
+        return {}
     marks = ", ".join("?" * len(ended_ids))
-    return [waiter for (waiter,) in db.execute(
-        f"DELETE FROM waiters WHERE invocation_id IN ({marks}) RETURNING waiter", ended_ids)]
+    waiters: dict[str, list[str]] = {}
+    for waiter, invocation_id in db.execute(
+            f"DELETE FROM waiters WHERE invocation_id IN ({marks}) "
+            f"RETURNING waiter, invocation_id", ended_ids):
+        waiters.setdefault(waiter, []).append(invocation_id)
+    return {waiter: " ".join(ids).encode() for waiter, ids in waiters.items()}
+
+
+#: the most ids one statement binds (well under SQLite's variable limit)
+CHUNK = 500
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start:start + CHUNK]
 
 
 def path_of(url: str) -> Path:
@@ -393,10 +415,70 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         finally:
             self.endings.release(name)
 
-    def _announce(self, waiters: list[str]) -> None:
+    def _announce(self, waiters: Waiters) -> None:
         """Ring the waiters a committed transaction took (``_take_waiters``)."""
         if waiters:
-            self.endings.ring(names=set(waiters))
+            self.endings.ring_each(waiters)
+
+    # -- asyncio (see pprunner_plugins._sqlite_endings) ----------------------------------
+
+    def watch_endings(self, loop: asyncio.AbstractEventLoop) -> EndingsWatcher:
+        """The loop reads one doorbell socket of its own for all its waiters."""
+        from ._sqlite_endings import SQLiteEndingsWatcher
+
+        return SQLiteEndingsWatcher(self, loop)
+
+    async def enqueue_async(self, invocation: Invocation) -> None:
+        """On the loop's thread: a local commit is shorter than a hand-over to a thread."""
+        self.enqueue(invocation)
+
+    def record_waiter(self, waiter: str, invocation_ids: Sequence[str]) -> list[Invocation]:
+        """Register ``waiter`` for those of ``invocation_ids`` that have not ended, in
+        the transaction that reads them; returns those that have ended (and raises
+        UnknownInvocation for an id that is not stored)."""
+        found: dict[str, Invocation] = {}
+        with self._transaction() as db:
+            for chunk in _chunks(invocation_ids):
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {COLUMNS} FROM invocations WHERE id IN ({marks})"
+                for row in db.execute(sql, chunk):
+                    invocation = _invocation(row)
+                    found[invocation.id] = invocation
+            unknown = [i for i in invocation_ids if i not in found]
+            if unknown:
+                raise missing(unknown[0])
+            db.executemany("INSERT OR IGNORE INTO waiters (invocation_id, waiter) VALUES (?, ?)",
+                           [(i, waiter) for i, invocation in found.items()
+                            if not invocation.status.is_final])
+        return [invocation for invocation in found.values() if invocation.status.is_final]
+
+    def ended_among(self, invocation_ids: Sequence[str]) -> list[Invocation]:
+        """Those of ``invocation_ids`` that have ended."""
+        ended = []
+        for chunk in _chunks(invocation_ids):
+            marks = ", ".join("?" * len(chunk))
+            ended += [_invocation(row) for row in self._execute(
+                f"SELECT {COLUMNS} FROM invocations WHERE id IN ({marks}) AND status IN {ENDED}",
+                chunk)]
+        return ended
+
+    def ids_ended_since(self, since: float) -> list[str]:
+        """The ids of every invocation that ended with ``finished_at`` at or after
+        ``since``: a range read of the index of endings, proportional to what ended
+        since, whoever waits for it."""
+        return [invocation_id for (invocation_id,) in self._execute(
+            f"SELECT id FROM invocations INDEXED BY invocations_finished "
+            f"WHERE status IN {ENDED} AND finished_at >= ?", (since,))]
+
+    def forget_waiter(self, waiter: str, invocation_ids: Sequence[str] | None = None) -> None:
+        """Remove ``waiter``'s registrations (for ``invocation_ids``, or all of them)."""
+        if invocation_ids is None:
+            self._execute("DELETE FROM waiters WHERE waiter = ?", (waiter,))
+            return
+        for chunk in _chunks(invocation_ids):
+            marks = ", ".join("?" * len(chunk))
+            self._execute(f"DELETE FROM waiters WHERE invocation_id IN ({marks}) "
+                          f"AND waiter = ?", (*chunk, waiter))
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, **values: Any) -> None:
         """An owner-only status change as one guarded UPDATE (and, when it ends the
@@ -477,7 +559,7 @@ class SQLiteBackend(Pausing, Admin, Recovery):
         return after
 
     def _reroute_in(self, db: sqlite3.Connection, runner_id: str, error: ErrorInfo | None,
-                    retry: bool) -> tuple[list[Invocation], list[str]]:
+                    retry: bool) -> tuple[list[Invocation], Waiters]:
         """The reroute's writes; (the invocations after it, the waiters of those it ended)."""
         owned = [_invocation(row) for row in db.execute(
             f"SELECT {COLUMNS} FROM invocations WHERE owner = ? AND status IN "

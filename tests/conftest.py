@@ -5,6 +5,7 @@ bounded waits."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -28,6 +30,27 @@ from tests.redis_server import redis_base, redis_url  # noqa: F401 - fixtures fo
 REPO = Path(__file__).resolve().parent.parent
 #: ``pprunner run`` for the tests' app
 RUN = ("run", "--app", "tests.apps:app")
+
+
+def kill_tree(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL a command the test started and every process under it, and reap them."""
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(process.pid)
+        family = [root, *root.children(recursive=True)]
+        for member in family:
+            member.kill()
+        psutil.wait_procs(family, timeout=10)
+    process.wait(timeout=10)
+
+
+def project_module(folder: Path, name: str) -> ModuleType:
+    """Module ``name`` of a project folder, imported as the project's producers import it
+    (from the folder, which is taken off ``sys.path`` again)."""
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:

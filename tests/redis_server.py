@@ -50,3 +50,8 @@ def redis_url(redis_base: str, request: pytest.FixtureRequest) -> Iterator[str]:
     for key in client.scan_iter(f"{prefix}:*", count=500):
         client.delete(key)
     client.close()
+
+
+def database_url(base: str, number: int) -> str:
+    """Database ``number`` of the server at ``base`` (a URL of :func:`redis_base`)."""
+    return base.split("?")[0].rsplit("/", 1)[0] + f"/{number}"

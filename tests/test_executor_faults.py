@@ -161,6 +161,14 @@ def test_soft_time_limit_is_raised_in_the_call(limited: Executor) -> None:
     assert caught == "caught: soft time limit exceeded by catch_soft_limit"
 
 
+def test_a_call_s_own_time_limit_replaces_the_executor_s(new_executor: Any) -> None:
+    executor = new_executor(max_workers=1)
+    future = executor.submit_limited(calls.run_past, (30,), time_limit=0.5)
+    with pytest.raises(TimeLimitExceeded, match=r"hard time limit of 0\.5 s"):
+        future.result(timeout=TIMEOUT)
+    assert executor.submit_limited(calls.mul, (6,), {"y": 7}).result(timeout=TIMEOUT) == 42
+
+
 # ---------------------------------------------------------------------------
 # recycling and initializers
 # ---------------------------------------------------------------------------

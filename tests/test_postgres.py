@@ -62,11 +62,19 @@ def test_a_bad_schema_is_a_config_error(url: str) -> None:
         PostgresBackend(url)
 
 
-def test_the_url_keeps_libpq_parameters_and_drops_the_schema() -> None:
-    url, schema = split_url("postgres://u:p@h:5433/db?sslmode=require&schema=app_one")
-    assert schema == "app_one"
+def test_the_url_keeps_libpq_parameters_and_drops_pprunners_own() -> None:
+    url, schema, batch = split_url(
+        "postgres://u:p@h:5433/db?sslmode=require&schema=app_one&batch=8")
+    assert (schema, batch) == ("app_one", 8)
     assert url.startswith("postgresql://u:p@h:5433/db?")
-    assert "sslmode=require" in url and "schema" not in url
+    assert "sslmode=require" in url and "schema" not in url and "batch" not in url
+    assert split_url("postgresql://h/db").batch == 1
+
+
+@pytest.mark.parametrize("batch", ["0", "-1", "two", "1001"])
+def test_a_bad_batch_is_a_config_error(batch: str) -> None:
+    with pytest.raises(ConfigError, match="bad batch"):
+        PostgresBackend(f"postgresql://h/db?batch={batch}")
 
 
 def test_libpq_options_in_the_url_reach_the_server(
@@ -262,13 +270,16 @@ def test_a_connection_the_server_closed_while_unused_is_no_outage(
 
 
 @pytest.mark.slow
-def test_500_tasks_survive_terminated_connections(app: App, postgres_url: str) -> None:
+@pytest.mark.parametrize("batch", [1, 16])
+def test_500_tasks_survive_terminated_connections(app: App, postgres_url: str,
+                                                  batch: int) -> None:
     """Every connection of the run (workers', supervisor's, producer's, listeners) is
     terminated by the server four times while 500 tasks run: each runs once, SUCCESS.
     A reply lost with its connection is found by the resend (a claim by its start time,
-    a completion by its owner), so none is run twice."""
+    a completion by its owner), so none is run twice; with batches too."""
     name = f"run-{schema_of(postgres_url)}"
-    app.configure(source="the test", backend=f"{postgres_url}&application_name={name}")
+    app.configure(source="the test",
+                  backend=f"{postgres_url}&application_name={name}&batch={batch}")
     handles = [apps.add.enqueue(n, 1) for n in range(500)]
     terminated = []
     with Supervisor(app, processes=2):

@@ -63,3 +63,21 @@ def test_a_killed_group_leader_takes_its_tasks_subprocess_with_it(
     # reaped, not left to PID 1 as a zombie, by the time the kill is reported
     assert not psutil.pid_exists(sleeper)
     assert not psutil.pid_exists(events[0].pid)
+
+
+def test_the_supervisor_is_a_subreaper_only_while_a_killed_group_is_reaped(
+        group_leaders: Dispatcher, tmp_path: Path) -> None:
+    """A process left a subreaper would inherit, and never reap, the orphans of
+    everything it started (a host's other children's, a test run's)."""
+    test_a_killed_group_leader_takes_its_tasks_subprocess_with_it(group_leaders, tmp_path)
+    assert not _is_subreaper()
+
+
+def _is_subreaper() -> bool:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    flag = ctypes.c_int(0)
+    assert libc.prctl(37, ctypes.byref(flag), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    return bool(flag.value)

@@ -1,5 +1,5 @@
 """The Redis URL of a database a peer's app owns (Celery: 10 and 11, Celery on
-pprunner's pool: 15 and 9, RQ: 12, Huey: 13, Dramatiq: 14).
+pprunner's pool: 15 and 9, RQ: 12, Huey: 13, Dramatiq: 14, taskiq: 7).
 
 The server is the benchmarks' one: ``BENCHMARKS_REDIS_URL`` if set, else the
 local server; only the database number is the app's. A database of its own

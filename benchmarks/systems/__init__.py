@@ -18,6 +18,7 @@ from .celery import (
 )
 from .drain_floor import (
     DrainFloorPostgres,
+    DrainFloorPostgresBatch,
     DrainFloorRedis,
     DrainFloorRedisBatch,
     DrainFloorSQLite,
@@ -26,7 +27,11 @@ from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
 from .executors import LokyExecutor, PprunnerExecutor, PprunnerExecutorMetrics
 from .huey import HueyRedis, HueyRedisPprunner
 from .pgqueuer import Pgqueuer
-from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresAsyncCommit
+from .pprunner_postgres import (
+    PprunnerPostgres,
+    PprunnerPostgresAsyncCommit,
+    PprunnerPostgresBatch,
+)
 from .pprunner_redis import PprunnerRedis, PprunnerRedisBatch
 from .pprunner_sqlite import (
     PprunnerSQLite,
@@ -35,18 +40,20 @@ from .pprunner_sqlite import (
     PprunnerSQLiteSpare,
 )
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
-from .pynenc import PynencSQLite, PynencSQLitePprunner
+from .pynenc import PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare
 from .rq import RQSimpleWorkerPool, RQWorkerPool, RQWorkerPoolPprunner
 from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
+from .taskiq import TaskiqPprunner, TaskiqProcessPool, TaskiqThreads
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
                                      PprunnerRedisBatch, PprunnerPostgres,
-                                     PprunnerPostgresAsyncCommit, Pgqueuer, MultiprocessingPool,
+                                     PprunnerPostgresAsyncCommit, PprunnerPostgresBatch, Pgqueuer,
+                                     MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
                                      DramatiqRedis, DramatiqRedisPprunner,
-                                     PynencSQLite, PynencSQLitePprunner,
+                                     PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare,
                                      RQWorkerPool, RQSimpleWorkerPool, RQWorkerPoolPprunner,
                                      HueyRedis, HueyRedisPprunner)
 #: ratios in the tables compare every system with this one
@@ -67,5 +74,10 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
                                            DrainFloorRedis, PprunnerRedisBatch,
-                                           DrainFloorRedisBatch, PprunnerPostgres,
-                                           DrainFloorPostgres, HueyRedis)
+                                           DrainFloorRedisBatch, PprunnerPostgres, DrainFloorPostgres,
+                                           PprunnerPostgresBatch, DrainFloorPostgresBatch,
+                                           HueyRedis)
+
+#: ``taskiq worker``'s default (threads, the baseline), its process pool, pprunner's receiver
+TASKIQ_SYSTEMS: tuple[type[System], ...] = (TaskiqThreads, TaskiqProcessPool, TaskiqPprunner)
+TASKIQ_BASELINE = TaskiqThreads.name

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from .. import system
 from ..pool_process import LoggedPool
-from .pprunner_postgres import PprunnerPostgres
+from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresBatch
 from .pprunner_redis import PprunnerRedis, PprunnerRedisBatch
 from .pprunner_sqlite import PprunnerSQLite
 
@@ -52,3 +52,7 @@ class DrainFloorRedisBatch(_Floor, PprunnerRedisBatch):
 
 class DrainFloorPostgres(_Floor, PprunnerPostgres):
     name = "floor-postgres"
+
+
+class DrainFloorPostgresBatch(_Floor, PprunnerPostgresBatch):
+    name = "floor-postgres-batch"

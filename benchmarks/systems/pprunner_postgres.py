@@ -84,3 +84,14 @@ class PprunnerPostgresAsyncCommit(PprunnerPostgres):
 
     def fresh_backend(self, workdir: Path) -> str:
         return f"{super().fresh_backend(workdir)}&options=-c%20synchronous_commit%3Doff"
+
+
+class PprunnerPostgresBatch(PprunnerPostgres):
+    """The same with ``batch=10`` in the URL (pgqueuer's default batch): a worker that
+    keeps finishing tasks quickly claims up to ten at once and writes their completions
+    together, one flushed commit a batch; durable, with the trades the docs page lists."""
+
+    name = "pprunner-postgres-batch"
+
+    def fresh_backend(self, workdir: Path) -> str:
+        return f"{super().fresh_backend(workdir)}&batch=10"

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import procs
-from .cli_pool import LogReadySystem, console_script
+from ..system import WORKERS
+from .cli_pool import BOOT_TIMEOUT_S, LogReadySystem, console_script
 
 #: the producer only: no status cache (pynenc keeps a non-final status 0.1 s,
 #: which would make noticing a result up to 0.1 s late) and no INFO line per
@@ -148,3 +149,23 @@ class PynencSQLitePprunner(PynencSQLite):
 
     def pool_env(self) -> dict[str, str]:
         return {**super().pool_env(), "PYNENC__RUNNER_CLS": "PprunnerRunner"}
+
+
+class PynencSQLitePprunnerSpare(PynencSQLitePprunner):
+    """The same with one spare worker (``PYNENC__PPRUNNER_SPARE_WORKERS=1``): a
+    waiting invocation's lent slot, or a killed worker's, is served by a booted
+    worker at once instead of one that boots then."""
+
+    name = "pynenc-sqlite-pprunner-spare"
+    only_scenarios = ("crash_recovery", "idle_cost", "wait_on_subtask")
+
+    def pool_env(self) -> dict[str, str]:
+        return {**super().pool_env(), "PYNENC__PPRUNNER_SPARE_WORKERS": "1"}
+
+    def _wait_ready(self) -> None:
+        """Every slot's worker, and the spare, booted (each says so in the log)."""
+        def ready() -> bool:
+            self.pool.alive()
+            return len(self.ready_workers()) >= WORKERS + 1
+        procs.wait_until(ready, BOOT_TIMEOUT_S, f"{WORKERS} workers and a spare to be ready",
+                         poll=self.ready_poll_s)

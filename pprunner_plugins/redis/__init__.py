@@ -56,7 +56,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -75,8 +75,13 @@ from pprunner.invocation import (
 from pprunner.plugins import install_extra
 
 from . import scripts
-from .connect import CLIENT_SCHEME, CLUSTER_SCHEMES, SENTINEL_SCHEMES, connect
+from .connect import CLIENT_SCHEME, CLUSTER_SCHEMES, SENTINEL_SCHEMES, async_connection, connect
 from .records import ALLOWED, fields_of, flat, inbox_entry, invocation_from, pairs
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from pprunner.awaiting import EndingsWatcher
 
 logger = logging.getLogger("pprunner.redis")
 T = TypeVar("T")
@@ -435,6 +440,21 @@ class RedisBackend(Pausing, Admin, Recovery):
             self._retrying(lambda: self._command("BLPOP", self._key("wake", token), block))
         finally:
             self._run_retrying("UNWATCH_ENDING", token, *invocation_ids)
+
+    def watch_endings(self, loop: asyncio.AbstractEventLoop) -> EndingsWatcher:
+        """The loop's waiters share one ``redis.asyncio`` connection blocked on the
+        server, and one for their registrations (see :mod:`.endings`); a Sentinel,
+        Cluster or user-built client's waiters get the core's helper thread."""
+        def connection() -> Any:
+            return async_connection(self.url, socket_timeout=SOCKET_TIMEOUT,
+                                    socket_connect_timeout=5.0)
+
+        listener = connection()
+        if listener is None:
+            return super().watch_endings(loop)
+        from .endings import RedisEndingsWatcher
+
+        return RedisEndingsWatcher(self, loop, listener, connection())
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:

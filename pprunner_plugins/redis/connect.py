@@ -92,6 +92,23 @@ def connect(url: str, redis: Any, **timeouts: float) -> Connection:
     return Connection(client, prefix, replicas, batch=batch)
 
 
+def async_connection(url: str, **timeouts: float) -> Any:
+    """A ``redis.asyncio`` connection (not yet connected) to the server of a
+    ``redis://``, ``rediss://`` or ``unix://`` URL; None for the other deployments
+    (their waiters fall back to the core's helper thread)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss", "unix"):
+        return None
+    import redis.asyncio
+
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    for name in OWN_OPTIONS:
+        query.pop(name, None)
+    rest = parts._replace(query=urllib.parse.urlencode(query))
+    return redis.asyncio.ConnectionPool.from_url(urllib.parse.urlunsplit(rest),
+                                                 **timeouts).make_connection()
+
+
 def _sentinel_master(parts: urllib.parse.SplitResult, own: dict[str, str], redis: Any,
                      timeouts: dict[str, float]) -> Any:
     """A client of the master the sentinels in ``parts`` name; redis-py's
