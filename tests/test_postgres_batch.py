@@ -1,5 +1,5 @@
 """The PostgreSQL backend's ``batch=N``: claims ahead and completions written together,
-and what it gives back (pprunner_plugins/postgres/batch.py)."""
+and what it gives back (pprunner/batching.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-import pprunner_plugins.postgres.batch
+import pprunner.batching
 from pprunner import App, Status, Supervisor, gather
 from pprunner.invocation import ErrorInfo, Invocation
 from pprunner.testing.backend_contract import make_invocation
@@ -25,7 +25,7 @@ def batched(open_backend: Callable[..., PostgresBackend],  # noqa: F811
             postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> PostgresBackend:
     """A worker's backend with ``batch=4`` whose batches always count as quick, so they
     grow 1, 2, 4 whatever the machine's load."""
-    monkeypatch.setattr(pprunner_plugins.postgres.batch, "GROW_WITHIN", 3600.0)
+    monkeypatch.setattr(pprunner.batching, "GROW_WITHIN", 3600.0)
     return open_backend(f"{postgres_url}&batch=4")
 
 
@@ -134,7 +134,7 @@ def test_a_batch_of_slow_tasks_gives_back_what_is_ahead_and_starts_over(
     queued = queue(batched, 4)
     batched._batch("w").size = 4
     assert batched.claim("w", 0).id == queued[0].id  # type: ignore[union-attr]
-    monkeypatch.setattr(pprunner_plugins.postgres.batch, "GROW_WITHIN", 0.0)  # now: slow
+    monkeypatch.setattr(pprunner.batching, "GROW_WITHIN", 0.0)  # now: slow
     claimed = batched.complete_and_claim(queued[0].id, "w", RESULT)
     assert claimed is not None and claimed.id == queued[1].id  # given back, claimed alone
     assert statuses(batched, queued) == [Status.SUCCESS, Status.RUNNING, Status.PENDING,

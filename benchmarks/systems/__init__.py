@@ -74,9 +74,9 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
                                            DrainFloorRedis, PprunnerRedisBatch,
-                                           DrainFloorRedisBatch, PprunnerPostgres, DrainFloorPostgres,
-                                           PprunnerPostgresBatch, DrainFloorPostgresBatch,
-                                           HueyRedis)
+                                           DrainFloorRedisBatch, PprunnerPostgres,
+                                           DrainFloorPostgres, PprunnerPostgresBatch,
+                                           DrainFloorPostgresBatch, HueyRedis)
 
 #: ``taskiq worker``'s default (threads, the baseline), its process pool, pprunner's receiver
 TASKIQ_SYSTEMS: tuple[type[System], ...] = (TaskiqThreads, TaskiqProcessPool, TaskiqPprunner)
