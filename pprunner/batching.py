@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 
 import attrs
 
@@ -87,6 +88,20 @@ class Batch:
             return None
         self.running = attrs.evolve(self.ahead.popleft(), started_at=time.time())
         return self.running
+
+    def finish_and_take(self, invocation_id: str, result: bytes,
+                        give_back: Callable[[], object]) -> Invocation | None:
+        """Keep a completion, then hand out the next invocation claimed ahead; None when
+        there is none: the batch has ended, and its completions (:meth:`written`) are
+        to be written with the next claim. ``give_back`` runs first when the batch is
+        :meth:`overdue` (the backend returns :meth:`given_back` to the queue)."""
+        self.finish(invocation_id, result)
+        if self.overdue():  # slow tasks: let other workers have what is ahead
+            give_back()
+        ahead = self.take()
+        if ahead is None:
+            self.ended()
+        return ahead
 
     def finish(self, invocation_id: str, result: bytes) -> None:
         """Keep a completion to write with the batch's last one."""

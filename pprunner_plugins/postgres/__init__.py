@@ -477,13 +477,9 @@ class PostgresBackend(Pausing, Admin, Recovery):
         ``batch``, the next invocation claimed ahead instead while there is one, and
         then every completion kept meanwhile written with the next claim."""
         batch = self._batch(runner_id)
-        batch.finish(invocation_id, result)
-        if batch.overdue():  # slow tasks: let other workers have what is ahead
-            self._give_back(runner_id)
-        ahead = batch.take()
+        ahead = batch.finish_and_take(invocation_id, result, lambda: self._give_back(runner_id))
         if ahead is not None:
             return ahead
-        batch.ended()
         finished = batch.written()
         now = time.time()
         claim = self._claim_ctes("", "EXISTS (SELECT 1 FROM done WHERE id = %(id)s)",
