@@ -34,13 +34,16 @@ them in its own terms.
 from __future__ import annotations
 
 import collections
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 
 import attrs
 
-from pprunner.errors import ConfigError
+from pprunner.errors import ConfigError, IllegalTransition
 from pprunner.invocation import Invocation
+
+logger = logging.getLogger("pprunner.batching")
 
 #: a batch that ends within this many seconds of its claim lets the next one double
 GROW_WITHIN = 0.05
@@ -143,3 +146,16 @@ def batch_limit(value: str, url: str) -> int:
         raise ConfigError(f"bad batch {value!r} in {url!r}: a whole number from 1 to "
                           f"{BATCH_MAX}")
     return int(value)
+
+
+def log_refused(finished: Iterable[Finished], done: Collection[str],
+                refused: Callable[[str], None]) -> None:
+    """Completions kept for a batch that were refused when written (their ids not in
+    ``done``): the worker has moved on, so each is only logged, as the worker logs a
+    refusal. ``refused(id)`` is the backend's check, which raises why (or returns: the
+    worker's own write, whose reply was lost)."""
+    for invocation_id in (f.invocation_id for f in finished if f.invocation_id not in done):
+        try:
+            refused(invocation_id)
+        except IllegalTransition as exc:
+            logger.warning("outcome refused, this runner no longer owns it: %s", exc)

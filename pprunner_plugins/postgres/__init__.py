@@ -57,7 +57,7 @@ from pprunner.backend import (
     requeued,
     rerouted,
 )
-from pprunner.batching import Batch, Finished, batch_limit
+from pprunner.batching import Batch, Finished, batch_limit, log_refused
 from pprunner.errors import BackendError, ConfigError, IllegalTransition
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -530,13 +530,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
 
     def _log_refused(self, finished: Sequence[Finished], done: set[str], runner_id: str,
                      resent: bool) -> None:
-        """Completions kept for a batch and refused when written: the worker has moved
-        on, so they are only logged, as the worker logs a refusal."""
-        for refused in (f.invocation_id for f in finished if f.invocation_id not in done):
-            try:
-                self._refused(refused, runner_id, Status.SUCCESS, resent)
-            except IllegalTransition as exc:
-                logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+        """(see :func:`pprunner.batching.log_refused`)"""
+        log_refused(finished, done, lambda i: self._refused(i, runner_id, Status.SUCCESS, resent))
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
         """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then

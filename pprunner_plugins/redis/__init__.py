@@ -62,7 +62,7 @@ import attrs
 
 import pprunner
 from pprunner.backend import Admin, Pausing, Recovery, check_owner_change, missing, rerouted
-from pprunner.batching import Batch, Finished
+from pprunner.batching import Batch, Finished, log_refused
 from pprunner.errors import BackendError, IllegalTransition, UnknownInvocation
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -466,10 +466,10 @@ class RedisBackend(Pausing, Admin, Recovery):
         if ahead is not None:
             return ahead
         finished = batch.written()
-        written, claimed = self._complete(runner_id, finished, batch.size)
+        done, claimed = self._complete(runner_id, finished, batch.size)
         retried = self._retried
-        self._log_refused(finished[:-1], written[:-1], runner_id, retried)
-        if not written[-1]:
+        self._log_refused(finished[:-1], done, runner_id, retried)
+        if invocation_id not in done:
             if retried:  # the send whose reply was lost may have claimed: hand that back
                 self.reroute(runner_id, None)
             self._refused(invocation_id, runner_id, Status.SUCCESS, retried)
@@ -477,27 +477,21 @@ class RedisBackend(Pausing, Admin, Recovery):
         return batch.claimed(self._received(runner_id, claimed))
 
     def _complete(self, runner_id: str, finished: Sequence[Finished],
-                  size: int) -> tuple[list[int], list[list[bytes]]]:
-        """COMPLETE_AND_CLAIM: write ``finished`` and claim up to ``size`` -> (1 or 0
-        per completion: written or refused, the claims)."""
+                  size: int) -> tuple[set[str], list[list[bytes]]]:
+        """COMPLETE_AND_CLAIM: write ``finished`` and claim up to ``size`` -> (the ids
+        written, the claims)."""
         completions = itertools.chain.from_iterable(
             (f.invocation_id, f.result, "" if f.started_at is None else repr(f.started_at),
              repr(f.finished_at)) for f in finished)
         written, *claimed = self._run_retrying("COMPLETE_AND_CLAIM", runner_id,
                                                repr(time.time()), size, len(finished),
                                                *completions)
-        return written, claimed
+        return {f.invocation_id for f, ok in zip(finished, written, strict=True) if ok}, claimed
 
-    def _log_refused(self, finished: Sequence[Finished], written: Sequence[int],
-                     runner_id: str, retried: bool) -> None:
-        """Completions kept for a batch and refused when written: the worker has moved
-        on, so they are only logged, as the worker logs a refusal."""
-        for kept, done in zip(finished, written, strict=True):
-            if not done:
-                try:
-                    self._refused(kept.invocation_id, runner_id, Status.SUCCESS, retried)
-                except IllegalTransition as exc:
-                    logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+    def _log_refused(self, finished: Sequence[Finished], done: set[str], runner_id: str,
+                     retried: bool) -> None:
+        """(see :func:`pprunner.batching.log_refused`)"""
+        log_refused(finished, done, lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
         """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then
@@ -505,8 +499,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         batch = self._batches.get(runner_id)
         finished = [] if batch is None else batch.written()
         if finished:
-            written, _ = self._complete(runner_id, finished, 0)
-            self._log_refused(finished, written, runner_id, self._retried)
+            done, _ = self._complete(runner_id, finished, 0)
+            self._log_refused(finished, done, runner_id, self._retried)
         if give_back:
             self._give_back(runner_id)
 
