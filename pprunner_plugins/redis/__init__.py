@@ -458,9 +458,9 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:
-        """The completion and the next claim in one script, one round trip; with
-        ``batch``, the next invocation claimed ahead instead while there is one, and
-        then every completion kept meanwhile written with the next claim."""
+        """One script (COMPLETE_AND_CLAIM), one round trip. With ``batch``: while the
+        worker holds invocations claimed ahead, the next of them and no round trip;
+        after the last, the completions kept meanwhile go in that one script."""
         batch = self._batch(runner_id)
         ahead = batch.finish_and_take(invocation_id, result, lambda: self._give_back(runner_id))
         if ahead is not None:
@@ -468,7 +468,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         finished = batch.written()
         done, claimed = self._complete(runner_id, finished, batch.size)
         retried = self._retried
-        self._log_refused(finished[:-1], done, runner_id, retried)
+        log_refused(finished[:-1], done,
+                    lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
         if invocation_id not in done:
             if retried:  # the send whose reply was lost may have claimed: hand that back
                 self.reroute(runner_id, None)
@@ -488,19 +489,15 @@ class RedisBackend(Pausing, Admin, Recovery):
                                                *completions)
         return {f.invocation_id for f, ok in zip(finished, written, strict=True) if ok}, claimed
 
-    def _log_refused(self, finished: Sequence[Finished], done: set[str], runner_id: str,
-                     retried: bool) -> None:
-        """(see :func:`pprunner.batching.log_refused`)"""
-        log_refused(finished, done, lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
-
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
         """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then
         return what it claimed ahead to the queue (:meth:`_give_back`)."""
-        batch = self._batches.get(runner_id)
-        finished = [] if batch is None else batch.written()
+        finished = self._batches[runner_id].written() if runner_id in self._batches else []
         if finished:
             done, _ = self._complete(runner_id, finished, 0)
-            self._log_refused(finished, done, runner_id, self._retried)
+            retried = self._retried
+            log_refused(finished, done,
+                        lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
         if give_back:
             self._give_back(runner_id)
 
