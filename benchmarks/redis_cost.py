@@ -1,9 +1,12 @@
-"""``python -m benchmarks redis_cost [--tasks N]``: what one task costs Redis.
+"""``python -m benchmarks redis_cost [--tasks N] [--batch B]``: what one task costs Redis.
 
 A private ``redis-server`` (a free loopback port, no persistence) so that its
 ``INFO commandstats`` counts pprunner alone: N no-op tasks are enqueued by
 this process, then run by ``pprunner run --processes 2``; the statistics are
-reset before each phase and read when it ends. Printed per task and phase:
+reset before each phase and read when it ends. This is done for the default
+backend URL and for one with ``batch=B`` (a worker claims up to B at once and
+writes their completions together), alternately, in the same run. Printed per
+configuration, phase and task:
 
 - commands: every command the server ran, those run by Lua scripts included
   (an EVALSHA whose script makes six calls counts 7);
@@ -42,7 +45,9 @@ NO_PERSISTENCE = ("--appendonly", "no")
 SCRIPT_ONLY = frozenset({"exists", "incr", "lpop", "hset", "zadd", "rpush", "hmget", "hgetall",
                          "zrem", "lrem", "xrange", "zrangebyscore", "lrange", "lmove", "smembers",
                          "get", "xtrim", "xadd", "hget", "expire", "sadd",
-                         "srem", "hdel", "zrange"})
+                         "srem", "hdel", "zrange", "ltrim", "lpush", "rpop"})
+#: the ``batch`` measured beside the default (pgqueuer's default batch size is 10)
+BATCH = 16
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -104,19 +109,20 @@ def breakdown(stats: dict[str, tuple[int, int]], tasks: int) -> str:
                      sorted(stats.items(), key=lambda item: -item[1][0]) if calls)
 
 
-def measure(tasks: int) -> list[str]:
+def measure(tasks: int, query: str = "") -> list[str]:
+    """The table and the breakdown for a backend URL ending in ``query``."""
     with tempfile.TemporaryDirectory(prefix="pprunner-redis-cost-") as folder:
         server = PrivateRedis(Path(folder), options=NO_PERSISTENCE)
         server.start()
         try:
-            return measure_on(server, tasks)
+            return measure_on(server, tasks, query)
         finally:
             server.kill()
 
 
-def measure_on(server: PrivateRedis, tasks: int) -> list[str]:
+def measure_on(server: PrivateRedis, tasks: int, query: str = "") -> list[str]:
     """The table and the breakdown, from ``tasks`` enqueued and run on ``server``."""
-    url = f"{server.url}?prefix={PREFIX}"
+    url = f"{server.url}?prefix={PREFIX}{query}"
     client = server.client()
     try:
         cpu_before = reset(client)
@@ -148,10 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=TASKS, help=f"default {TASKS:,}")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"the batch= measured beside the default (default {BATCH})")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of each, alternating (default 1); every round printed")
     args = parser.parse_args(argv)
     print(report.machine_line(report.machine()))
     print(f"{args.tasks:,} no-op tasks, {WORKERS} workers, a private redis-server")
-    print("\n".join(measure(args.tasks)))
+    for round_number in range(1, args.rounds + 1):
+        for title, query in (("default", ""), (f"batch={args.batch}", f"&batch={args.batch}")):
+            print(f"\nround {round_number}, {title}:")
+            print("\n".join(measure(args.tasks, query)))
     return 0
 
 

@@ -20,6 +20,7 @@ from .drain_floor import (
     DrainFloorPostgres,
     DrainFloorPostgresBatch,
     DrainFloorRedis,
+    DrainFloorRedisBatch,
     DrainFloorSQLite,
 )
 from .dramatiq import DramatiqRedis, DramatiqRedisPprunner
@@ -31,7 +32,7 @@ from .pprunner_postgres import (
     PprunnerPostgresAsyncCommit,
     PprunnerPostgresBatch,
 )
-from .pprunner_redis import PprunnerRedis
+from .pprunner_redis import PprunnerRedis, PprunnerRedisBatch
 from .pprunner_sqlite import (
     PprunnerSQLite,
     PprunnerSQLiteMetrics,
@@ -46,8 +47,8 @@ from .taskiq import TaskiqPprunner, TaskiqProcessPool, TaskiqThreads
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
                                      PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
-                                     PprunnerPostgres, PprunnerPostgresAsyncCommit,
-                                     PprunnerPostgresBatch, Pgqueuer,
+                                     PprunnerRedisBatch, PprunnerPostgres,
+                                     PprunnerPostgresAsyncCommit, PprunnerPostgresBatch, Pgqueuer,
                                      MultiprocessingPool,
                                      ProcessPoolExecutorSystem, CeleryRedis, CeleryRedisAcksLate,
                                      CeleryRedisPprunner, CeleryRedisPprunnerAcksLate,
@@ -72,9 +73,10 @@ TRACING_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteTraci
 #: pprunner's drain next to its store operations alone (issue 17's goals; issue 29's
 #: for PostgreSQL), and Huey's
 FLOOR_SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, DrainFloorSQLite, PprunnerRedis,
-                                           DrainFloorRedis, PprunnerPostgres, DrainFloorPostgres,
-                                           PprunnerPostgresBatch, DrainFloorPostgresBatch,
-                                           HueyRedis)
+                                           DrainFloorRedis, PprunnerRedisBatch,
+                                           DrainFloorRedisBatch, PprunnerPostgres,
+                                           DrainFloorPostgres, PprunnerPostgresBatch,
+                                           DrainFloorPostgresBatch, HueyRedis)
 
 #: ``taskiq worker``'s default (threads, the baseline), its process pool, pprunner's receiver
 TASKIQ_SYSTEMS: tuple[type[System], ...] = (TaskiqThreads, TaskiqProcessPool, TaskiqPprunner)

@@ -21,7 +21,7 @@ from typing import ClassVar
 from .. import system
 from ..pool_process import LoggedPool
 from .pprunner_postgres import PprunnerPostgres, PprunnerPostgresBatch
-from .pprunner_redis import PprunnerRedis
+from .pprunner_redis import PprunnerRedis, PprunnerRedisBatch
 from .pprunner_sqlite import PprunnerSQLite
 
 
@@ -44,6 +44,10 @@ class DrainFloorSQLite(_Floor, PprunnerSQLite):
 
 class DrainFloorRedis(_Floor, PprunnerRedis):
     name = "floor-redis"
+
+
+class DrainFloorRedisBatch(_Floor, PprunnerRedisBatch):
+    name = "floor-redis-batch"
 
 
 class DrainFloorPostgres(_Floor, PprunnerPostgres):

@@ -71,6 +71,17 @@ class PprunnerRedis(PprunnerSystem):
         return f"{REDIS_URL}{separator}prefix={self.prefix}"
 
 
+class PprunnerRedisBatch(PprunnerRedis):
+    """The same with ``batch=16`` in the URL: a worker that keeps finishing tasks quickly
+    claims up to 16 at once and writes their completions together, with its next
+    claim, in one script (:mod:`pprunner.batching`)."""
+
+    name = "pprunner-redis-batch"
+
+    def fresh_backend(self, workdir: Path) -> str:
+        return f"{super().fresh_backend(workdir)}&batch=16"
+
+
 def delete_keys(prefix: str) -> None:
     """Delete the keys under ``prefix`` (a round's, or a probe's), and only those."""
     client = _client()

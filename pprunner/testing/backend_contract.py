@@ -644,6 +644,19 @@ class BackendContract:
         admin.enqueue(make_invocation())
         assert [i.id for i in admin.invocations(Status.FAILED, 2)] == ids[::-1][:2]
 
+    def test_pending_ones_are_listed_and_counted_waiting_retries_included(
+            self, admin: Admin) -> None:
+        retried = enqueue_claimed(admin, "r")
+        admin.retry(retried.id, "r", CRASH, time.time() + 3_600)
+        queued = [make_invocation() for _ in range(3)]
+        for invocation in queued:
+            admin.enqueue(invocation)
+        admin.claim("r", 0)  # the oldest queued one
+        assert admin.counts()[Status.PENDING] == 3
+        listed = [i.id for i in admin.invocations(Status.PENDING, 10)]
+        assert listed == [queued[2].id, queued[1].id, retried.id]
+        assert [i.id for i in admin.invocations(Status.PENDING, 1)] == [queued[2].id]
+
     # -- recent endings (pprunner top) --------------------------------------------------
 
     def test_ended_since_counts_what_ended_from_then_on_by_status(self, admin: Admin) -> None:

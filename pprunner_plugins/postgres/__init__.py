@@ -6,7 +6,7 @@ install 'pprunner[postgres]'``). ``schema`` (default ``pprunner``) is the Postgr
 schema that holds the app's tables, made on first use and migrated when pprunner's
 tables change (:mod:`.schema`), so several apps share one database without sharing a
 queue. ``batch`` (default 1) lets a worker claim up to N invocations at once and write
-their completions together, an opt-in trade (:mod:`.batch`).
+their completions together, an opt-in trade (:mod:`pprunner.batching`).
 
 A claim is one ``UPDATE`` of the oldest due PENDING row that a subquery picks
 ``FOR UPDATE SKIP LOCKED``: claimers never wait for each other's rows, and a
@@ -57,6 +57,7 @@ from pprunner.backend import (
     requeued,
     rerouted,
 )
+from pprunner.batching import Batch, Finished, batch_limit, log_refused
 from pprunner.errors import BackendError, ConfigError, IllegalTransition
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -72,7 +73,6 @@ from pprunner.invocation import (
 from pprunner.plugins import install_extra
 from pprunner_plugins.sqlite import COLUMNS, _history, _invocation
 
-from .batch import Batch, Finished
 from .schema import ENDED, ENDING_LOCK, OWNED, SCHEMA_VERSION, in_list, steps_after
 
 logger = logging.getLogger("pprunner.postgres")
@@ -99,8 +99,6 @@ SERVER_NOW = "extract(epoch FROM clock_timestamp())::float8"
 #: host cut off) is dropped rather than waited on for the kernel's minutes
 CONNECT_DEFAULTS = {"connect_timeout": "5", "tcp_user_timeout": "10000"}
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
-#: the largest ``batch`` a URL may ask for
-BATCH_MAX = 1000
 
 
 class Location(NamedTuple):
@@ -109,7 +107,7 @@ class Location(NamedTuple):
     #: the URL libpq understands (pprunner's parameters taken out)
     conninfo: str
     schema: str
-    #: the most invocations a worker claims at once (:mod:`.batch`); 1: one at a time
+    #: the most invocations a worker claims at once (:mod:`pprunner.batching`); 1: one at a time
     batch: int
 
 
@@ -121,15 +119,12 @@ def split_url(url: str) -> Location:
     if not SCHEMA_NAME.fullmatch(schema):
         raise ConfigError(f"bad schema {schema!r} in {url!r}: a lower-case name of letters, "
                           "digits and _, at most 41 characters")
-    batch = query.pop("batch", "1")
-    if not batch.isdigit() or not 1 <= int(batch) <= BATCH_MAX:
-        raise ConfigError(f"bad batch {batch!r} in {url!r}: a whole number from 1 to "
-                          f"{BATCH_MAX}")
+    batch = batch_limit(query.pop("batch", "1"), url)
     query = {**CONNECT_DEFAULTS, **query}
     # quote, not quote_plus: libpq reads %20 as a space but not +
     encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
     return Location(urllib.parse.urlunsplit(parts._replace(scheme="postgresql", query=encoded)),
-                    schema, int(batch))
+                    schema, batch)
 
 
 def _row_values(invocation: Invocation) -> tuple[Any, ...]:
@@ -328,7 +323,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
         ``seq``): the ``size`` oldest due PENDING rows (``among`` narrows them),
         skipping rows other claimers have locked, where ``condition`` holds. Of
         several, the first is taken, and the others only if it and they have never
-        been attempted and may be attempted again (see :mod:`.batch`).
+        been attempted and may be attempted again (see :mod:`pprunner.batching`).
 
         ``size`` is written into the statement, not passed: psycopg prepares a
         statement after five runs, and the server's generic plan for ``LIMIT $1``
@@ -482,13 +477,9 @@ class PostgresBackend(Pausing, Admin, Recovery):
         ``batch``, the next invocation claimed ahead instead while there is one, and
         then every completion kept meanwhile written with the next claim."""
         batch = self._batch(runner_id)
-        batch.finish(invocation_id, result)
-        if batch.overdue():  # slow tasks: let other workers have what is ahead
-            self._give_back(runner_id)
-        ahead = batch.take()
+        ahead = batch.finish_and_take(invocation_id, result, lambda: self._give_back(runner_id))
         if ahead is not None:
             return ahead
-        batch.ended()
         finished = batch.written()
         now = time.time()
         claim = self._claim_ctes("", "EXISTS (SELECT 1 FROM done WHERE id = %(id)s)",
@@ -539,13 +530,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
 
     def _log_refused(self, finished: Sequence[Finished], done: set[str], runner_id: str,
                      resent: bool) -> None:
-        """Completions kept for a batch and refused when written: the worker has moved
-        on, so they are only logged, as the worker logs a refusal."""
-        for refused in (f.invocation_id for f in finished if f.invocation_id not in done):
-            try:
-                self._refused(refused, runner_id, Status.SUCCESS, resent)
-            except IllegalTransition as exc:
-                logger.warning("outcome refused, this runner no longer owns it: %s", exc)
+        """(see :func:`pprunner.batching.log_refused`)"""
+        log_refused(finished, done, lambda i: self._refused(i, runner_id, Status.SUCCESS, resent))
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
         """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then

@@ -18,7 +18,10 @@ claims the invocation for it in the same script and adds the whole record to
 that stream, so the idle worker starts after a single hop. Every owner-only
 change is one Lua script that checks the owner first, so a late completion
 from a runner that lost the invocation is refused; a worker's completion and
-its next claim are one script, one round trip. Reroute and recovery use the
+its next claim are one script, one round trip. With ``?batch=N`` a worker that
+keeps finishing tasks quickly claims up to N at once and writes their
+completions together with its next claim (:mod:`pprunner.batching`, the
+trade it makes). Reroute and recovery use the
 core's one rule (:func:`pprunner.backend.rerouted`) inside a WATCH/MULTI
 transaction; the recovery watches the lost runner's record, so of several
 supervisors that try at once exactly one succeeds.
@@ -59,6 +62,7 @@ import attrs
 
 import pprunner
 from pprunner.backend import Admin, Pausing, Recovery, check_owner_change, missing, rerouted
+from pprunner.batching import Batch, Finished, log_refused
 from pprunner.errors import BackendError, IllegalTransition, UnknownInvocation
 from pprunner.invocation import (
     OWNED_STATUSES,
@@ -138,11 +142,16 @@ class RedisBackend(Pausing, Admin, Recovery):
         self._cluster = connection.cluster
         #: how many replicas must have a script's changes before its reply counts
         self.wait_replicas = connection.wait_replicas
+        #: the most invocations a worker claims at once (``batch=N``, :mod:`pprunner.batching`)
+        self.batch = connection.batch
+        #: per runner claiming here: what it claimed ahead and finished unwritten
+        self._batches: dict[str, Batch] = {}
         #: until when changes count without replicas, after a WAIT that timed out
         self._unreplicated_until = 0.0
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
+                                      "GIVE_BACK",
                                       "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
                                       "UNWATCH_ENDING", "ANNOUNCE", "PURGE")}
         #: the backend's own connections not in use now (see ``_command``)
@@ -160,6 +169,14 @@ class RedisBackend(Pausing, Admin, Recovery):
     def _run_retrying(self, script: str, *args: Any) -> Any:
         """A Lua script, retried while Redis is away (see ``scripts`` for each one)."""
         return self._retrying(lambda: self._script(script, *args))
+
+    def _run_telling_resends(self, script: str, first: Sequence[Any], *rest: Any) -> Any:
+        """A Lua script, retried while Redis is away, whose argument after ``first`` is
+        '1' on a resend (its first send may have been carried out, its reply lost), so
+        the script can stay idempotent and skip those checks on a first send."""
+        sends = itertools.count()
+        return self._retrying(lambda: self._script(
+            script, *first, "1" if next(sends) else "0", *rest))
 
     def _script(self, name: str, *args: Any) -> Any:
         """EVALSHA of one of ``scripts``, loaded first if the server does not have it
@@ -271,7 +288,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         if self._pid != os.getpid():  # a forked child must not share the parent's sockets
             if not self._cluster:  # a cluster's node pools reset themselves in a child
                 self.client.connection_pool.reset()
-            self._spare = []
+            self._spare, self._batches = [], {}
             self._pid = os.getpid()
         pause, outage, failures = 0.1, 0.0, 0
         while True:
@@ -330,40 +347,52 @@ class RedisBackend(Pausing, Admin, Recovery):
     def enqueue(self, invocation: Invocation) -> None:
         fields = fields_of(invocation)
         del fields["status"], fields["attempts"]  # a new one: the script sets both
-        self._run_retrying("ENQUEUE", invocation.id, repr(time.time()), *flat(fields))
+        self._run_telling_resends("ENQUEUE", (invocation.id, repr(time.time())),
+                                  fields["enqueued_at"], *flat(fields))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
         script registers the runner as idle and it blocks on its inbox stream,
         where an enqueue hands it the invocation it has already claimed for it:
-        one hop, no polling."""
+        one hop, no polling. With ``batch``, the next invocation claimed ahead
+        instead while there is one."""
+        batch = self._batch(runner_id)
+        ahead = batch.take()
+        if ahead is not None:
+            return ahead
+        self._settle(runner_id)
         deadline = time.monotonic() + timeout
         wakeups: int | None = None
         while True:
             wait = time.monotonic() < deadline
-            answer = self._try_claim(runner_id, wakeups, wait)
+            answer = self._try_claim(runner_id, wakeups, wait, batch.size)
             if isinstance(answer, list):
-                claimed = self._received(runner_id, answer)
+                claimed = batch.claimed(self._received(runner_id, answer))
                 if claimed is not None:
                     return claimed
                 continue  # a wake-up sentinel: the counter says whether it was for us
+            batch.size = 1  # idle: what comes next may be slow, so batches start over
             if not wait or (wakeups is not None and answer != wakeups):
                 return None  # out of time, or woken: the script did not register it idle
             wakeups = answer
             entry = self._read_inbox(runner_id, min(deadline - time.monotonic(), BLOCK_MAX))
             if entry:
-                claimed = self._received(runner_id, entry)
+                claimed = batch.claimed(self._received(runner_id, [entry]))
                 if claimed is not None:
                     return claimed  # the enqueue took this runner off the idle list
             # timed out or woken: the next CLAIM registers it again, or takes it off
 
-    def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool) -> list[bytes] | int:
+    def _batch(self, runner_id: str) -> Batch:
+        """``runner_id``'s batch (made on its first claim here)."""
+        return self._batches.setdefault(runner_id, Batch(self.batch))
+
+    def _try_claim(self, runner_id: str, wakeups: int | None, wait: bool,
+                   size: int) -> list[list[bytes]] | int:
         """CLAIM; a resend after a dropped connection says so (see the script)."""
-        sends, now = itertools.count(), repr(time.time())
-        args = (self._last_entry.get(runner_id, b"0-0"), "" if wakeups is None else wakeups,
-                "1" if wait else "0")
-        return self._retrying(lambda: self._script(
-            "CLAIM", runner_id, now, "1" if next(sends) else "0", *args))
+        answer: list[list[bytes]] | int = self._run_telling_resends(
+            "CLAIM", (runner_id, repr(time.time())), self._last_entry.get(runner_id, b"0-0"),
+            "" if wakeups is None else wakeups, "1" if wait else "0", size)
+        return answer
 
     def _read_inbox(self, runner_id: str, block: float) -> list[bytes] | None:
         """The runner's next inbox entry, blocking up to ``block`` seconds on the
@@ -373,13 +402,17 @@ class RedisBackend(Pausing, Admin, Recovery):
         return inbox_entry(self._retrying(lambda: self._command(
             "XREAD", "COUNT", 1, "BLOCK", milliseconds, "STREAMS", inbox, last)))
 
-    def _received(self, runner_id: str, answer: list[bytes]) -> Invocation | None:
-        """A claim as the scripts give it, [inbox entry id or b'', field, value, ...]:
-        the invocation, or None for a wake-up sentinel."""
-        if answer[0]:
-            self._last_entry[runner_id] = answer[0]
-        fields = pairs(answer, 1)
-        return None if b"wakeup" in fields else invocation_from(fields)
+    def _received(self, runner_id: str, answer: Sequence[list[bytes]]) -> list[Invocation]:
+        """Claims as the scripts give them, each [inbox entry id or b'', field, value,
+        ...]: the invocations, in queue order, wake-up sentinels left out."""
+        claimed = []
+        for record in answer:
+            if record[0]:
+                self._last_entry[runner_id] = record[0]
+            fields = pairs(record, 1)
+            if b"wakeup" not in fields:
+                claimed.append(invocation_from(fields))
+        return claimed
 
     def claim_one_of(self, runner_id: str, invocation_ids: Sequence[str]) -> Invocation | None:
         if not invocation_ids:
@@ -425,17 +458,56 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def complete_and_claim(self, invocation_id: str, runner_id: str,
                            result: bytes) -> Invocation | None:
-        """The completion and the next claim in one script, one round trip."""
-        change = self._change_args(invocation_id, Status.SUCCESS, release=True,
-                                   values={"result": result, "finished_at": repr(time.time())})
-        answer = self._run_retrying("COMPLETE_AND_CLAIM", runner_id, repr(time.time()), *change)
-        if answer is None:
-            retried = self._retried
+        """One script (COMPLETE_AND_CLAIM), one round trip. With ``batch``: while the
+        worker holds invocations claimed ahead, the next of them and no round trip;
+        after the last, the completions kept meanwhile go in that one script."""
+        batch = self._batch(runner_id)
+        ahead = batch.finish_and_take(invocation_id, result, lambda: self._give_back(runner_id))
+        if ahead is not None:
+            return ahead
+        finished = batch.written()
+        done, claimed = self._complete(runner_id, finished, batch.size)
+        retried = self._retried
+        log_refused(finished[:-1], done,
+                    lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
+        if invocation_id not in done:
             if retried:  # the send whose reply was lost may have claimed: hand that back
                 self.reroute(runner_id, None)
             self._refused(invocation_id, runner_id, Status.SUCCESS, retried)
             return None
-        return self._received(runner_id, answer) if answer else None
+        return batch.claimed(self._received(runner_id, claimed))
+
+    def _complete(self, runner_id: str, finished: Sequence[Finished],
+                  size: int) -> tuple[set[str], list[list[bytes]]]:
+        """COMPLETE_AND_CLAIM: write ``finished`` and claim up to ``size`` -> (the ids
+        written, the claims)."""
+        completions = itertools.chain.from_iterable(
+            (f.invocation_id, f.result, "" if f.started_at is None else repr(f.started_at),
+             repr(f.finished_at)) for f in finished)
+        written, *claimed = self._run_retrying("COMPLETE_AND_CLAIM", runner_id,
+                                               repr(time.time()), size, len(finished),
+                                               *completions)
+        return {f.invocation_id for f, ok in zip(finished, written, strict=True) if ok}, claimed
+
+    def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
+        """Write ``runner_id``'s completions kept for its batch; with ``give_back``, then
+        return what it claimed ahead to the queue (:meth:`_give_back`)."""
+        finished = self._batches[runner_id].written() if runner_id in self._batches else []
+        if finished:
+            done, _ = self._complete(runner_id, finished, 0)
+            retried = self._retried
+            log_refused(finished, done,
+                        lambda i: self._refused(i, runner_id, Status.SUCCESS, retried))
+        if give_back:
+            self._give_back(runner_id)
+
+    def _give_back(self, runner_id: str) -> None:
+        """Return what ``runner_id`` claimed ahead to the head of the queue as never
+        started (its attempt taken back), and tell idle claimers."""
+        batch = self._batches.get(runner_id)
+        ahead = [] if batch is None else batch.given_back()
+        if ahead and self._run_retrying("GIVE_BACK", runner_id, *ahead):
+            self.wakeup()
 
     def _change_args(self, invocation_id: str, new: Status, *, release: bool,
                      values: dict[str, Any] | None = None, clear: Sequence[str] = (),
@@ -449,7 +521,10 @@ class RedisBackend(Pausing, Admin, Recovery):
                 len(sets) // 2, *sets, len(clear), *clear]
 
     def _change(self, invocation_id: str, runner_id: str, new: Status, **options: Any) -> None:
-        """One owner-only status change (see ``scripts.CHANGE``)."""
+        """One owner-only status change (see ``scripts.CHANGE``), after the completions
+        kept for the runner's batch; a task that pauses to wait first gives back what
+        its worker claimed ahead, which it may be waiting for."""
+        self._settle(runner_id, give_back=new is Status.PAUSED)
         if not self._run_retrying("CHANGE", runner_id,
                                   *self._change_args(invocation_id, new, **options)):
             self._refused(invocation_id, runner_id, new, self._retried)
@@ -489,6 +564,8 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def reroute(self, runner_id: str, error: ErrorInfo | None, *,
                 retry: bool = True) -> list[Invocation]:
+        self._settle(runner_id)  # (claimed ahead: rerouted below, as never started)
+        self._batches.pop(runner_id, None)
         return self._reroute(runner_id, error, retry, lost=False) or []
 
     def recover(self, runner_id: str, older_than: float,
@@ -561,10 +638,10 @@ class RedisBackend(Pausing, Admin, Recovery):
         gone = [f for f in fields_of(before) if f not in fields]
         if gone:
             pipe.hdel(key, *gone)
-        seq = self.client.hget(key, "seq")
-        if before.status is not after.status:
+        if before.status is not after.status:  # (PENDING: the queue below, not a set)
             pipe.zrem(self._key("status", before.status.value), after.id)
-            pipe.zadd(self._key("status", after.status.value), {after.id: float(seq or 0)})
+            if after.status is not Status.PENDING:
+                pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
             pipe.lpush(self._key("queue"), after.id)
@@ -652,8 +729,20 @@ class RedisBackend(Pausing, Admin, Recovery):
         return purged
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
-        ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
-        return [self.get(raw.decode()) for raw in ids]
+        """PENDING ones are the newest ``limit`` of the queue and every retry waiting in
+        ``p:delayed`` (a sorted set of statuses would cost every task two commands),
+        sorted by ``enqueued_at``."""
+        if status is not Status.PENDING:
+            ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
+            return [self.get(raw.decode()) for raw in ids]
+        ids = [*self._do("lrange", self._key("queue"), -limit, -1),
+               *self._do("zrange", self._key("delayed"), 0, -1)]
+        found = []
+        for raw in dict.fromkeys(ids):
+            with contextlib.suppress(UnknownInvocation):  # ended and purged since
+                found.append(self.get(raw.decode()))
+        found = [i for i in found if i.status is Status.PENDING]
+        return sorted(found, key=lambda i: i.enqueued_at, reverse=True)[:limit]
 
     def ended_since(self, since: float) -> dict[Status, int]:
         """Two ZCOUNTs in one MULTI: every ending is in ``p:ended``, a failure also in
@@ -675,13 +764,20 @@ class RedisBackend(Pausing, Admin, Recovery):
         return found
 
     def counts(self) -> dict[Status, int]:
+        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``
+        (see ``invocations``), each other status a sorted set."""
+        others = [s for s in Status if s is not Status.PENDING]
+
         def count() -> list[int]:
-            pipe = self.client.pipeline(transaction=False)
-            for status in Status:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(self._key("queue"))
+            pipe.zcard(self._key("delayed"))
+            for status in others:
                 pipe.zcard(self._key("status", status.value))
             return list(pipe.execute())
 
-        return dict(zip(Status, self._retrying(count), strict=True))
+        queued, delayed, *rest = self._retrying(count)
+        return {Status.PENDING: queued + delayed, **dict(zip(others, rest, strict=True))}
 
     def close(self) -> None:
         for connection in self._spare:

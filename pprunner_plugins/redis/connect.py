@@ -21,7 +21,8 @@ user built (``redis.Redis``, ``ConnectionPool``, or a callable returning one),
 imported by every process that opens the backend, so each builds its own.
 
 Every URL may end in ``?prefix=NAME`` (default ``pprunner``), the start of
-every key. ``wait_replicas=N`` makes each change wait until N replicas have
+every key. ``batch=N`` lets a worker claim up to N at once (:mod:`pprunner.batching`).
+``wait_replicas=N`` makes each change wait until N replicas have
 it (``WAIT``) before it counts; a Sentinel or Cluster URL waits for 1 unless
 told 0.
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 import attrs
 
+from pprunner.batching import batch_limit
 from pprunner.errors import BackendError
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -42,7 +44,7 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 REPLICATED_SCHEMES = SENTINEL_SCHEMES + CLUSTER_SCHEMES
 CLIENT_SCHEME = "redis+client"
 #: the options of ours, taken out of the query before redis-py reads it
-OWN_OPTIONS = ("prefix", "wait_replicas", "sentinel_password", "sentinel_username")
+OWN_OPTIONS = ("prefix", "batch", "wait_replicas", "sentinel_password", "sentinel_username")
 
 
 @attrs.frozen
@@ -55,6 +57,8 @@ class Connection:
     prefix: str
     wait_replicas: int
     cluster: bool = False
+    #: the most invocations a worker claims at once (:mod:`pprunner.batching`)
+    batch: int = 1
 
 
 def connect(url: str, redis: Any, **timeouts: float) -> Connection:
@@ -82,9 +86,10 @@ def connect(url: str, redis: Any, **timeouts: float) -> Connection:
     except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         # a cluster client reads the cluster's slots as it is made
         raise BackendError(f"cannot reach Redis at {url}: {exc}") from None
+    batch = batch_limit(own.get("batch", "1"), url)
     if scheme in CLUSTER_SCHEMES:
-        return Connection(client, f"{{{prefix}}}", replicas, cluster=True)
-    return Connection(client, prefix, replicas)
+        return Connection(client, f"{{{prefix}}}", replicas, cluster=True, batch=batch)
+    return Connection(client, prefix, replicas, batch=batch)
 
 
 def async_connection(url: str, **timeouts: float) -> Any:

@@ -9,14 +9,14 @@ declared beforehand. Layout, for prefix ``p``:
 
 ``p:inv:<id>``       hash: the invocation's fields (absent field = None); ``watched``: a
                      caller once waited for its ending (see WATCH_ENDING)
-``p:seq``            counter: enqueue order
 ``p:queue``          list: PENDING invocations that are due, oldest first
 ``p:delayed``        sorted set: PENDING retries, by ``not_before``
 ``p:owned:<runner>`` list: what a runner claimed and has not finished
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status, by enqueue order (counts, listings)
+``p:status:<S>``     sorted set per status but PENDING, by ``enqueued_at`` (counts,
+                     listings); the PENDING ones are ``p:queue`` and ``p:delayed``
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -24,35 +24,33 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
 ``p:wake:<token>``   list: ids that ended, pushed for the caller blocked on it (BLPOP)
 
-The scripts share Lua functions (``mark``, ``claim``, ``change``,
+The scripts share Lua functions (``mark``, ``claim``, ``ahead``, ``change``,
 ``announce``), so the script that completes an invocation and claims the
-next runs the very same rules as the scripts that do one of the two.
+next runs the very same rules as the scripts that do one of the two. With
+``batch=N`` a claim takes up to N (``ahead``) and a completion script writes
+several completions: the sorted sets, the queue and the owned list are then
+written once for all of them.
 """
 
 from __future__ import annotations
 
-#: take the PENDING invocation ``id``, already in ``runner``'s owned list, for ``runner``
-#: -> its hash as a flat list, or false when it is not PENDING (and leaves the list).
-#: The hash is read once, and the reply is that reading with the claim's changes made.
-_MARK = """
-local function mark(p, id, runner, now)
-  local key = p .. ':inv:' .. id
+#: the hash of invocation ``key`` as a flat list, and where each field's value is in it
+_READ = """
+local function read(key)
   local fields = redis.call('HGETALL', key)
   local at = {}
   for i = 1, #fields, 2 do at[fields[i]] = i + 1 end
-  local status = at.status and fields[at.status]
-  if status == 'RUNNING' and at.owner and fields[at.owner] == runner then
-    return fields  -- ours already: a retry after a lost reply
-  end
-  if status ~= 'PENDING' then
-    redis.call('LREM', p .. ':owned:' .. runner, 0, id)
-    return false
-  end
+  return fields, at
+end
+"""
+
+#: write the claim of the PENDING invocation read as ``fields`` for ``runner`` into its hash
+#: and into ``fields`` (the reply is that reading with the claim's changes made)
+_CLAIMED = """
+local function claimed_as(key, fields, at, runner, now)
   local changes = {'status', 'RUNNING', 'owner', runner, 'started_at', now,
                    'attempts', tostring(tonumber(fields[at.attempts]) + 1)}
   redis.call('HSET', key, unpack(changes))
-  redis.call('ZREM', p .. ':status:PENDING', id)
-  redis.call('ZADD', p .. ':status:RUNNING', fields[at.seq], id)
   for i = 1, #changes, 2 do
     local where = at[changes[i]]
     if where then
@@ -65,22 +63,69 @@ local function mark(p, id, runner, now)
 end
 """
 
-#: the next invocation for ``runner``: what an enqueue handed to its inbox after the entry
-#: ``last``, else the oldest due one -> {inbox entry id or '', field, value, ...}, or nil.
-#: ``resent`` ('1' when this is a retry after a dropped connection): an invocation it
-#: already claimed for this runner is that claim, whose reply was lost. ``last`` nil: the
-#: runner comes from a completion (the busy path), so it was in no idle list (CLAIM takes
-#: it off before it claims) and nothing was handed to its inbox, nor left in its owned
-#: list by a claim whose reply was lost: neither is looked at, two commands a task fewer.
+#: take the PENDING invocation ``id``, already in ``runner``'s owned list, for ``runner``
+#: -> its hash as a flat list, or false when it is not PENDING (and leaves the list).
+#: The hash is read once, and the reply is that reading with the claim's changes made.
+_MARK = _READ + _CLAIMED + """
+local function mark(p, id, runner, now)
+  local key = p .. ':inv:' .. id
+  local fields, at = read(key)
+  local status = at.status and fields[at.status]
+  if status == 'RUNNING' and at.owner and fields[at.owner] == runner then
+    return fields  -- ours already: a retry after a lost reply
+  end
+  if status ~= 'PENDING' then
+    redis.call('LREM', p .. ':owned:' .. runner, 0, id)
+    return false
+  end
+  redis.call('ZADD', p .. ':status:RUNNING', fields[at.enqueued_at], id)
+  return claimed_as(key, fields, at, runner, now)
+end
+"""
+
+#: the next invocations for ``runner`` -> a list of {inbox entry id or '', field, value,
+#: ...}, empty when none is due: what an enqueue handed to its inbox after the entry
+#: ``last``, else the oldest due one and, when it was never attempted and may be
+#: attempted again, up to ``size`` in all (see ``ahead``). ``resent`` ('1' when this is a
+#: retry after a dropped connection): what it already claimed for this runner is that
+#: claim, whose reply was lost. ``last`` nil: the runner comes from a completion (the busy
+#: path), so it was in no idle list (CLAIM takes it off before it claims) and nothing was
+#: handed to its inbox, nor left in its owned list by a claim whose reply was lost:
+#: neither is looked at, two commands a task fewer.
 _CLAIM = _MARK + """
-local function claim(p, runner, now, resent, last)
+local function ahead(p, runner, now, size, claimed)
+  -- the queue's head, taken while never attempted and allowed another attempt: one
+  -- LRANGE, LTRIM, RPUSH and status move for all of them
+  local ids = redis.call('LRANGE', p .. ':queue', 0, size - #claimed - 1)
+  local taken, running, looked = {}, {}, 0
+  for _, id in ipairs(ids) do
+    local key = p .. ':inv:' .. id
+    local fields, at = read(key)
+    if fields[at.status] == 'PENDING' then
+      if fields[at.attempts] ~= '0' or tonumber(fields[at.max_attempts]) < 2 then break end
+      table.insert(taken, id)
+      table.insert(running, fields[at.enqueued_at]); table.insert(running, id)
+      local record = claimed_as(key, fields, at, runner, now)
+      table.insert(record, 1, '')
+      table.insert(claimed, record)
+    end  -- else a stale entry, dropped as ``mark`` drops it
+    looked = looked + 1
+  end
+  if looked > 0 then redis.call('LTRIM', p .. ':queue', looked, -1) end
+  if #taken > 0 then
+    redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken))
+    redis.call('ZADD', p .. ':status:RUNNING', unpack(running))
+  end
+end
+
+local function claim(p, runner, now, resent, last, size)
   if last then
     local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
     if #handed > 0 then
       local entry = handed[1]
       local reply = {entry[1]}
       for _, v in ipairs(entry[2]) do table.insert(reply, v) end
-      return reply
+      return {reply}
     end
   end
   local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
@@ -88,22 +133,33 @@ local function claim(p, runner, now, resent, last)
     redis.call('ZREM', p .. ':delayed', id)
     redis.call('RPUSH', p .. ':queue', id)
   end
+  local claimed = {}
   if last then
     for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
       local status = redis.call('HGET', p .. ':inv:' .. id, 'status')
       -- PENDING here: left by an older claim; RUNNING on a resend: ours, its reply lost
+      -- (all of them: a lost claim may have taken several)
       if status == 'PENDING' or (resent == '1' and status == 'RUNNING') then
-        local claimed = mark(p, id, runner, now)
-        if claimed then table.insert(claimed, 1, ''); return claimed end
+        local fields = mark(p, id, runner, now)
+        if fields then table.insert(fields, 1, ''); table.insert(claimed, fields) end
       end
     end
+    if #claimed > 0 then return claimed end
   end
-  while true do
+  while #claimed == 0 do
     local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
-    if not id then return nil end
-    local claimed = mark(p, id, runner, now)
-    if claimed then table.insert(claimed, 1, ''); return claimed end
+    if not id then return claimed end
+    local fields = mark(p, id, runner, now)
+    if fields then table.insert(fields, 1, ''); table.insert(claimed, fields) end
   end
+  if size < 2 then return claimed end
+  local first = claimed[1]
+  for i = 2, #first, 2 do
+    if first[i] == 'attempts' and first[i + 1] ~= '1' then return claimed end
+    if first[i] == 'max_attempts' and tonumber(first[i + 1]) < 2 then return claimed end
+  end
+  ahead(p, runner, now, size, claimed)
+  return claimed
 end
 """
 
@@ -130,7 +186,7 @@ _CHANGE = _ANNOUNCE + """
 local function change(p, runner, at)
   local id, new = ARGV[at], ARGV[at + 1]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'seq', 'watched')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
   local status = current[1]
   if not status or current[2] ~= runner then return 0 end
   if not string.find(',' .. ARGV[at + 2] .. ',', ',' .. status .. ',', 1, true) then
@@ -150,7 +206,7 @@ local function change(p, runner, at)
     redis.call('HSET', key, 'history', cjson.encode(history))
   end
   redis.call('ZREM', p .. ':status:' .. status, id)
-  redis.call('ZADD', p .. ':status:' .. new, current[3], id)
+  if new ~= 'PENDING' then redis.call('ZADD', p .. ':status:' .. new, current[3], id) end
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
   if new == 'SUCCESS' or new == 'FAILED' then
@@ -183,19 +239,20 @@ return nil
 
 #: One round trip for a claim, and for going idle when nothing is due. ARGV: prefix,
 #: runner, now, resent, last inbox entry read (see ``claim``), the wake-up counter the
-#: claim saw first ('' on its first try), wait ('1': it will block for work) ->
-#: {inbox entry id or '', field, value, ...} of the claimed invocation; or the wake-up
-#: counter, the runner registered in ``p:idle`` only when it waits and the counter is
-#: the one it saw first (an enqueue then hands it the next invocation through its inbox).
-#: Inbox entries before ``last`` have been read, so they go first: they copy whole records,
-#: payloads included, and only a runner that may register idle can be handed more, so
-#: this script is the one place to trim and the busy path (COMPLETE_AND_CLAIM) need not.
+#: claim saw first ('' on its first try), wait ('1': it will block for work), size (the
+#: most to claim) -> a list of the claimed invocations as ``claim`` gives them; or the
+#: wake-up counter, the runner registered in ``p:idle`` only when it waits and the counter
+#: is the one it saw first (an enqueue then hands it the next invocation through its
+#: inbox). Inbox entries before ``last`` have been read, so they go first: they copy whole
+#: records, payloads included, and only a runner that may register idle can be handed
+#: more, so this script is the one place to trim and the busy path (COMPLETE_AND_CLAIM)
+#: need not.
 CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
 redis.call('LREM', p .. ':idle', 0, runner)
-local claimed = claim(p, runner, now, resent, last)
-if claimed then return claimed end
+local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]))
+if #claimed > 0 then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
 if ARGV[7] == '1' and (seen == '' or tonumber(seen) == wakeups) then
   redis.call('RPUSH', p .. ':idle', runner)
@@ -208,38 +265,108 @@ CHANGE = _CHANGE + """
 return change(ARGV[1], ARGV[2], 3)
 """
 
-#: The completion of a successful invocation and the claim of the runner's next one.
-#: ARGV: prefix, runner, now, then change's arguments ->
-#: nil when the completion is refused (nothing is claimed then); else the claimed
-#: invocation as ``claim`` gives it, or 0 when nothing is due. A resend after a lost
-#: reply needs no care here: the completion it repeats is refused.
-COMPLETE_AND_CLAIM = _CHANGE + _CLAIM + """
-local p, runner = ARGV[1], ARGV[2]
-if change(p, runner, 4) == 0 then return nil end
-return claim(p, runner, ARGV[3], '0', nil) or 0
+#: Successful invocations' completions, and the claim of the runner's next ones.
+#: ARGV: prefix, runner, now, size (the most to claim; 0: none), the number of
+#: completions, then per completion: id, result, started_at ('': as claimed),
+#: finished_at -> {{1 or 0 per completion: written, or refused}, claimed...}, the claimed
+#: ones as ``claim`` gives them; none when the last completion is refused. Each
+#: completion is the owner-only change that ``change`` makes, with every sorted set and
+#: the owned list written once for all of them. A resend after a lost reply needs no care
+#: here: the completions it repeats are refused.
+COMPLETE_AND_CLAIM = _ANNOUNCE + _CLAIM + """
+local p, runner, now, size, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local written, ids, running, ended = {}, {}, {}, {}
+for n = 0, count - 1 do
+  local id, result, started, finished = ARGV[6 + 4 * n], ARGV[7 + 4 * n], ARGV[8 + 4 * n],
+    ARGV[9 + 4 * n]
+  local key = p .. ':inv:' .. id
+  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
+  if current[1] == 'RUNNING' and current[2] == runner then
+    if started == '' then
+      redis.call('HSET', key, 'status', 'SUCCESS', 'result', result, 'finished_at', finished)
+    else
+      redis.call('HSET', key, 'status', 'SUCCESS', 'result', result, 'finished_at', finished,
+                 'started_at', started)
+    end
+    table.insert(ids, id)
+    table.insert(running, current[3]); table.insert(running, id)
+    table.insert(ended, finished); table.insert(ended, id)
+    if current[4] then announce(p, id) end  -- someone registered to wait for it
+    table.insert(written, 1)
+  else
+    table.insert(written, 0)
+  end
+end
+if #ids > 0 then
+  local owned = p .. ':owned:' .. runner
+  local head = #ids > 1 and redis.call('LRANGE', owned, 0, #ids - 1) or {}
+  local in_order = #head == #ids
+  for i = 1, #head do in_order = in_order and head[i] == ids[i] end
+  if in_order then
+    redis.call('LTRIM', owned, #ids, -1)  -- a batch's, completed in the order claimed
+  else
+    for _, id in ipairs(ids) do redis.call('LREM', owned, 0, id) end
+  end
+  redis.call('ZREM', p .. ':status:RUNNING', unpack(ids))
+  redis.call('ZADD', p .. ':status:SUCCESS', unpack(running))
+  redis.call('ZADD', p .. ':ended', unpack(ended))
+end
+if size == 0 or written[count] == 0 then return {written} end
+local claimed = claim(p, runner, now, '0', nil, size)
+table.insert(claimed, 1, written)
+return claimed
 """
 
-#: ARGV: prefix, id, now, field, value, ... (all but status and attempts, which the script
-#: sets) -> 1, or 0 when the id exists already. When a runner waits idle, the invocation
-#: is claimed for it right here, written once as RUNNING, and the same fields added to
-#: that runner's inbox stream: the worker starts after one hop. This is the idle-latency
-#: path, so it makes the claim ``mark`` would make without reading anything back.
+#: Invocations a runner claimed ahead and will not start, back to the head of the queue
+#: as never attempted. ARGV: prefix, runner, id... (in queue order) -> how many went back
+GIVE_BACK = """
+local p, runner = ARGV[1], ARGV[2]
+local back = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = p .. ':inv:' .. id
+  local current = redis.call('HMGET', key, 'status', 'owner', 'attempts')
+  if current[1] == 'RUNNING' and current[2] == runner then
+    redis.call('HSET', key, 'status', 'PENDING', 'attempts', math.max(tonumber(current[3]) - 1, 0))
+    redis.call('HDEL', key, 'owner', 'started_at')
+    redis.call('LREM', p .. ':owned:' .. runner, 0, id)
+    table.insert(back, 1, id)  -- reversed: LPUSH puts the last one first
+  end
+end
+if #back == 0 then return 0 end
+redis.call('LPUSH', p .. ':queue', unpack(back))
+redis.call('ZREM', p .. ':status:RUNNING', unpack(back))
+return #back
+"""
+
+#: ARGV: prefix, id, now, resent, enqueued_at, field, value, ... (all but status and
+#: attempts, which the script sets) -> 1, or 0 when the id exists already. The sorted sets
+#: of statuses are ordered by ``enqueued_at``, the producer's clock: a counter of the
+#: server's would cost a command a task. Ids are new (``Task.enqueue`` makes
+#: them), so only a resend after a lost reply (``resent`` '1') can find its own first send
+#: done: only then is the existence looked at, a command a task fewer. When a runner waits
+#: idle, the invocation is claimed for it right here, written once as RUNNING, and the
+#: same fields added to that runner's inbox stream: the worker starts after one hop. This
+#: is the idle-latency path, so it makes the claim ``mark`` would make without reading
+#: anything back. A runner registers idle only when it found the queue empty (CLAIM), and
+#: the first enqueue after that hands it work, so only an enqueue that finds the queue
+#: empty (its RPUSH makes the queue one long) looks for an idle runner, and takes the id
+#: back off the queue to hand it over: a backlog costs no LPOP a task.
 ENQUEUE = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':inv:' .. id
-if redis.call('EXISTS', key) == 1 then return 0 end
-local seq = redis.call('INCR', p .. ':seq')
-local runner = redis.call('LPOP', p .. ':idle')
+if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
+local runner = redis.call('RPUSH', p .. ':queue', id) == 1 and redis.call('LPOP', p .. ':idle')
 if not runner then
-  redis.call('HSET', key, 'seq', seq, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 4))
-  redis.call('ZADD', p .. ':status:PENDING', seq, id)
-  redis.call('RPUSH', p .. ':queue', id)
+  redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
   return 1
 end
+redis.call('RPOP', p .. ':queue')
 local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
-                 unpack(ARGV, 4)}
-redis.call('HSET', key, 'seq', seq, unpack(claimed))
-redis.call('ZADD', p .. ':status:RUNNING', seq, id)
+                 unpack(ARGV, 6)}
+redis.call('HSET', key, unpack(claimed))
+redis.call('ZADD', p .. ':status:RUNNING', ARGV[5], id)
 redis.call('RPUSH', p .. ':owned:' .. runner, id)
 redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
 return 1
@@ -288,11 +415,9 @@ local key = p .. ':inv:' .. id
 if redis.call('HGET', key, 'status') ~= 'FAILED' then return 0 end
 redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0)
 redis.call('HDEL', key, 'owner', 'started_at', 'finished_at', 'not_before')
-local seq = redis.call('HGET', key, 'seq')
 redis.call('ZREM', p .. ':status:FAILED', id)
 redis.call('ZREM', p .. ':ended', id)
 redis.call('ZREM', p .. ':failed', id)
-redis.call('ZADD', p .. ':status:PENDING', seq, id)
 redis.call('RPUSH', p .. ':queue', id)
 return 1
 """

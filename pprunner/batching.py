@@ -1,16 +1,17 @@
-"""A worker's batches of claims and completions (``?batch=N``), an opt-in trade.
+"""A worker's batches of claims and completions, an opt-in trade for a store's
+round trips (``?batch=N`` in a backend's URL, where the backend offers it).
 
-By default a worker's completion and its next claim are one statement and one
-commit that waits for the disk: the drain is bound by the disk's flushes, one
-per task. With ``batch=N`` (N > 1) a worker that keeps finishing tasks quickly
-claims several at once and writes their completions together, with the next
-claim, in one flushed commit: one flush per batch. The batch starts at one
-task and doubles while batches end within :data:`GROW_WITHIN` seconds, up to
-N. A batch still running past that gives back what it holds ahead, after the
-task that ran past it, and the next is one again; so does a worker that had
-to wait for work. Slow tasks run as without it.
+By default a worker's completion and its next claim are one round trip to the
+store (and, for a store that commits to disk, one flush), per task. With
+``batch=N`` (N > 1) a worker that keeps finishing tasks quickly claims several
+at once and writes their completions together, with the next claim, in one
+round trip: one per batch. The batch starts at one task and doubles while
+batches end within :data:`GROW_WITHIN` seconds, up to N. A batch still running
+past that gives back what it holds ahead, after the task that ran past it,
+and the next is one again; so does a worker that had to wait for work. Slow
+tasks run as without it.
 
-What it trades, and only for those who ask for it (see the docs page):
+What it trades, and only for those who ask for it (see the backends' pages):
 
 - a completion is written with its batch's last one: until then its
   invocation reads RUNNING and its waiters wait (about :data:`GROW_WITHIN`,
@@ -26,16 +27,23 @@ Everything else is unchanged: owner-guarded writes (a late completion is
 refused), a worker's hand-back returns what it claimed ahead as never
 started, and a task that waits for others first writes what is finished and
 gives back what is ahead, so nothing it waits for is held by its own worker.
+This module only keeps the worker's side of the books; each backend writes
+them in its own terms.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
+from collections.abc import Callable, Collection, Iterable
 
 import attrs
 
+from pprunner.errors import ConfigError, IllegalTransition
 from pprunner.invocation import Invocation
+
+logger = logging.getLogger("pprunner.batching")
 
 #: a batch that ends within this many seconds of its claim lets the next one double
 GROW_WITHIN = 0.05
@@ -84,6 +92,20 @@ class Batch:
         self.running = attrs.evolve(self.ahead.popleft(), started_at=time.time())
         return self.running
 
+    def finish_and_take(self, invocation_id: str, result: bytes,
+                        give_back: Callable[[], object]) -> Invocation | None:
+        """Keep a completion, then hand out the next invocation claimed ahead; None when
+        there is none: the batch has ended, and its completions (:meth:`written`) are
+        to be written with the next claim. ``give_back`` runs first when the batch is
+        :meth:`overdue` (the backend returns :meth:`given_back` to the queue)."""
+        self.finish(invocation_id, result)
+        if self.overdue():  # slow tasks: let other workers have what is ahead
+            give_back()
+        ahead = self.take()
+        if ahead is None:
+            self.ended()
+        return ahead
+
     def finish(self, invocation_id: str, result: bytes) -> None:
         """Keep a completion to write with the batch's last one."""
         running = self.running
@@ -111,3 +133,29 @@ class Batch:
         ids = [invocation.id for invocation in self.ahead]
         self.ahead.clear()
         return ids
+
+
+#: the largest ``batch`` a backend URL may ask for
+BATCH_MAX = 1000
+
+
+def batch_limit(value: str, url: str) -> int:
+    """A URL's ``batch=`` -> the most invocations a worker claims at once (1: one at a
+    time, the default); a bad value is a :class:`~pprunner.errors.ConfigError`."""
+    if not value.isdigit() or not 1 <= int(value) <= BATCH_MAX:
+        raise ConfigError(f"bad batch {value!r} in {url!r}: a whole number from 1 to "
+                          f"{BATCH_MAX}")
+    return int(value)
+
+
+def log_refused(finished: Iterable[Finished], done: Collection[str],
+                refused: Callable[[str], None]) -> None:
+    """Completions kept for a batch that were refused when written (their ids not in
+    ``done``): the worker has moved on, so each is only logged, as the worker logs a
+    refusal. ``refused(id)`` is the backend's check, which raises why (or returns: the
+    worker's own write, whose reply was lost)."""
+    for invocation_id in (f.invocation_id for f in finished if f.invocation_id not in done):
+        try:
+            refused(invocation_id)
+        except IllegalTransition as exc:
+            logger.warning("outcome refused, this runner no longer owns it: %s", exc)
