@@ -238,7 +238,9 @@ class Supervisor:
 
     @property
     def name(self) -> str:
-        return self.app.name if self.app is not None else "push mode"
+        if self.app is not None:
+            return self.app.name
+        return "host consumer" if self.feed.consumer is not None else "push mode"
 
     @property
     def max_parallel_slots(self) -> int:

@@ -708,7 +708,8 @@ def main(spec: WorkerSpec) -> None:
         if spec.slot == SPARE_SLOT and not _take_a_slot(context, reports):
             return
         if consumer is not None:
-            consuming.serve(consumer, consuming.HostJobs(context.slot, supervision), reports)
+            consuming.serve(consumer, consuming.HostJobs(context.slot, supervision,
+                                                         context.lend_slot), reports)
             return
         set_title(f"pprunner worker {context.slot}: idle")
         worker.run()
