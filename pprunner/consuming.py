@@ -70,9 +70,16 @@ class Consumer(Protocol):
 class HostJobs:
     """A host consumer's line to its supervisor, in one worker process."""
 
-    def __init__(self, slot: int, supervision: Any) -> None:
+    def __init__(self, slot: int, supervision: Any,
+                 lend_slot: Callable[[], contextlib.AbstractContextManager[None]]
+                 = contextlib.nullcontext) -> None:
         self.slot = slot
         self._supervision = supervision
+        #: around a wait inside a job for work other workers do (a host's documented
+        #: blocking read of another job's result): this worker's slot is lent meanwhile,
+        #: so a pool whose every worker waits cannot deadlock
+        #: (:meth:`~pprunner.worker.WorkerContext.lend_slot`)
+        self.lend_slot = lend_slot
         #: the counts behind recycling, kept by one thread at a time
         self._counting = threading.Lock()
         #: set once the supervisor retired this worker, or it got a SIGTERM

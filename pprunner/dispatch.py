@@ -230,6 +230,8 @@ class Dispatcher:
 
     backend = None
     tick = None
+    #: a worker's report is the end of a call, whose sender waits for it: read at once
+    report_delay = 0.0
     #: workers run the calls handed to them, no host's consumer
     consumer = None
 

@@ -16,6 +16,11 @@ from .pool import Pool
 
 logger = logging.getLogger("pprunner.supervisor")
 
+#: seconds a host-consumed worker's reports may wait to be read: each of its jobs'
+#: start and end is reported, and the loop reads them in batches
+#: (:meth:`Supervisor._select <pprunner.supervisor.Supervisor._select>`)
+REPORT_DELAY = 0.01
+
 
 class HostFeed:
     """The supervisor's side of host-consumed workers: nothing to hand out; a dead
@@ -29,6 +34,7 @@ class HostFeed:
     tick = None
     #: the consumer is made by an importable function, never one of ``__main__``'s
     calls_from_main = False
+    report_delay = REPORT_DELAY
 
     def __init__(self, consumer: Call, settle: Settle) -> None:
         self.consumer = consumer

@@ -36,6 +36,8 @@ class BackendFeed:
     calls_from_main = False
     #: workers claim invocations, they run no host's consumer
     consumer = None
+    #: a worker reports only what the loop must act on (hard limits, memory): at once
+    report_delay = 0.0
 
     def __init__(self, app: App, supervisor_id: str, *, burst: bool, progress: bool) -> None:
         self.app = app

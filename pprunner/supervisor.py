@@ -81,6 +81,9 @@ class Feed(Protocol):
     calls_from_main: bool
     #: what each worker runs as its host's consumer (host-consumed mode), else None
     consumer: Call | None
+    #: seconds a worker's report may wait before the loop reads it, once one was read
+    #: (0: at once); deaths, signals and commands are seen at once all the same
+    report_delay: float
     def app_path(self) -> str | None: ...
     def boot(self, pool: Pool, stopping: Callable[[], bool], wake: Callable[[], None],
              plugins: Plugins) -> None: ...
@@ -193,6 +196,11 @@ class Supervisor:
         #: a fresh poll set per pass costs more than a call's round trip in push mode)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup_read, selectors.EVENT_READ, _WAKEUP)
+        #: the same but the workers' pipes: waited on while reports may wait
+        #: (:attr:`Feed.report_delay`), until ``_reports_wait_until``
+        self._urgent = selectors.DefaultSelector()
+        self._urgent.register(self._wakeup_read, selectors.EVENT_READ, _WAKEUP)
+        self._reports_wait_until = 0.0
         #: workers whose process sentinel became ready in the last wait
         self._exited: list[Child] = []
         self._stop_requested = False
@@ -230,7 +238,9 @@ class Supervisor:
 
     @property
     def name(self) -> str:
-        return self.app.name if self.app is not None else "push mode"
+        if self.app is not None:
+            return self.app.name
+        return "host consumer" if self.feed.consumer is not None else "push mode"
 
     @property
     def max_parallel_slots(self) -> int:
@@ -441,7 +451,8 @@ class Supervisor:
         if self.app is None:
             return
         self._control = ControlSocket(self.id)
-        self._selector.register(self._control.socket, selectors.EVENT_READ, _WAKEUP)
+        for selector in (self._selector, self._urgent):
+            selector.register(self._control.socket, selectors.EVENT_READ, _WAKEUP)
 
     def _spec_for(self, runner_id: str, slot: int, channel_end: Any) -> WorkerSpec:
         """What a new worker starts from (the pool spawns it)."""
@@ -456,12 +467,13 @@ class Supervisor:
 
     def _watch(self, child: Child) -> None:
         self._selector.register(child.connection, selectors.EVENT_READ, (child, _REPORTS))
-        self._selector.register(child.process.sentinel, selectors.EVENT_READ,
-                                (child, _EXITED))
+        for selector in (self._selector, self._urgent):
+            selector.register(child.process.sentinel, selectors.EVENT_READ, (child, _EXITED))
 
     def _unwatch(self, child: Child) -> None:
         self._selector.unregister(child.connection)
-        self._selector.unregister(child.process.sentinel)
+        for selector in (self._selector, self._urgent):
+            selector.unregister(child.process.sentinel)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -549,20 +561,40 @@ class Supervisor:
     def _wait(self, timeout: float | None) -> None:
         """Sleep until a worker exits or reports, a signal or command comes, or ``timeout``."""
         self._exited = []
-        woken = False
-        for key, _events in self._selector.select(timeout):
+        woken = reported = False
+        for key, _events in self._select(timeout):
             if key.data == _WAKEUP:
                 woken = True
                 continue
             child, what = key.data
             if what == _REPORTS:
                 self._receive(child)
+                reported = True
             else:
                 self._exited.append(child)
+        if reported and self.feed.report_delay:
+            self._reports_wait_until = time.monotonic() + self.feed.report_delay
         if woken or self._commands or self._signals:
             self._drain_wakeups()
             if not self._stop_requested:  # a submitted call goes out now, not after the pass
                 self.feed.hand_out(self.pool)
+
+    def _select(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        """What is ready within ``timeout``. While reports may wait, only a death, the
+        wake-up pipe or the timeout ends the wait; everything ready is returned then,
+        reports included. A host-consumed worker reports each job's start and end:
+        read in batches, they cost the loop a pass, and each worker a wake-up of the
+        supervisor, per batch rather than per report (a deadline ends the wait too, so
+        a worker's job is never killed at its limit for want of reading its end)."""
+        left = self._reports_wait_until - time.monotonic()
+        if left > 0:
+            if timeout is not None and timeout <= left:
+                self._urgent.select(timeout)
+                return self._selector.select(0)
+            if self._urgent.select(left):
+                return self._selector.select(0)
+            timeout = None if timeout is None else timeout - left
+        return self._selector.select(timeout)
 
     def _receive(self, child: Child) -> None:
         """Take in a worker's reports; an idle one is handed its next call at once (push
@@ -859,6 +891,7 @@ class Supervisor:
             self.stop_event.close()
             self.stop_event = None
         self._selector.close()
+        self._urgent.close()
         if self._control is not None:
             self._control.close()
             self._control = None

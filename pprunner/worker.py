@@ -728,7 +728,8 @@ def main(spec: WorkerSpec) -> None:
         if consumer is not None:
             global _current
             _current = context  # the host's jobs ask for it (to wait, to note)
-            consuming.serve(consumer, consuming.HostJobs(context.slot, supervision), reports)
+            consuming.serve(consumer, consuming.HostJobs(context.slot, supervision,
+                                                         context.lend_slot), reports)
             return
         set_title(f"pprunner worker {context.slot}: idle")
         worker.run()

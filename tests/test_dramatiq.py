@@ -198,6 +198,15 @@ def test_workers_are_recycled_after_max_tasks_per_child(app, command) -> None:
     assert running.process.poll() is None
 
 
+def test_an_actor_blocking_on_another_messages_result_lends_its_slot(app, command) -> None:
+    """One worker of one thread: the message it waits for runs only in the worker
+    started while its slot is lent (with ``dramatiq`` the wait fails). The waiting
+    worker must not have prefetched that message: ``dramatiq_queue_prefetch`` at
+    ``--threads``, as the docs say."""
+    command("--processes", "1", "--threads", "1", dramatiq_queue_prefetch="1")
+    assert result(app, app.add_and_wait.send(2, 3)) == 5
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_lets_the_running_message_finish(app, command, signum,
                                                        tmp_path: Path) -> None:

@@ -69,3 +69,12 @@ def blocks(seconds):
     the call to return); pprunner's hard limit kills the worker."""
     time.sleep(seconds)
     return os.getpid()
+
+
+@dramatiq.actor(queue_name=QUEUE, store_results=True)
+def add_and_wait(a, b):
+    """Sends ``add(a, b)`` and blocks on its result, as Dramatiq's docs show
+    (``get_result(block=True)``): with one worker of one thread, only a lent slot
+    (``pprunner dramatiq``, prefetch at ``--threads``) lets the child run; under
+    ``dramatiq`` the wait fails."""
+    return add.send(a, b).get_result(backend=results, block=True, timeout=20_000)

@@ -7,7 +7,7 @@ boots Dramatiq as ``dramatiq``'s ``worker_process`` does: import the broker,
 when the supervisor retires the worker. :class:`Reports` is the one
 middleware pprunner adds: around each message it tells the supervisor which
 one the worker holds, so a death, a hard time limit or recycling is handled
-per message.
+per message; an actor blocking on another message's result lends its slot.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from dramatiq import Worker
+from dramatiq import Message, Worker
 from dramatiq.cli import import_broker
 from dramatiq.middleware import Middleware, TimeLimit
 
@@ -41,15 +41,35 @@ class Reports(Middleware):
     def __init__(self, jobs: HostJobs, broker_id: str | None) -> None:
         self.jobs = jobs
         self.broker_id = broker_id
+        #: ``running``: whether this thread runs a message now
+        self._thread = threading.local()
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         self.jobs.started(message.message_id, message.actor_name,
                           time_limit=hard_limit(broker, message),
                           data={"message": message.encode(), "broker_id": self.broker_id})
+        self._thread.running = True
 
     def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
                               exception: BaseException | None = None) -> None:
+        self._thread.running = False
         self.jobs.finished(message.message_id)
+
+    def lend_slot_while_waiting(self) -> None:
+        """An actor's ``message.get_result(block=True)`` (Dramatiq's documented wait for
+        another message's result) lends this worker's slot while it blocks, so a fixed
+        pool whose every worker waits cannot deadlock. Dramatiq's ``Message`` class is
+        this worker process's own."""
+        get_result, thread, jobs = Message.get_result, self._thread, self.jobs
+
+        def get_result_lending(message: Message, *, block: bool = False,
+                               **options: Any) -> Any:
+            if not (block and getattr(thread, "running", False)):
+                return get_result(message, block=block, **options)
+            with jobs.lend_slot():
+                return get_result(message, block=block, **options)
+
+        Message.get_result = get_result_lending  # type: ignore[method-assign,assignment]
 
     after_skip_message = after_process_message
 
@@ -85,6 +105,7 @@ class DramatiqConsumer:
                           else None)
         first = self.broker.middleware[0] if self.broker.middleware else None
         self.broker.add_middleware(reports, before=None if first is None else type(first))
+        reports.lend_slot_while_waiting()
         worker = Worker(self.broker, queues=set(self.queues) if self.queues else None,
                         worker_threads=self.threads)
         worker.start()

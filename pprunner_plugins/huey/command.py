@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
                                                   logging_options, settings.time_limit)),
                     functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
-    supervisor = HueySupervisor(feed=feed, config=settings, plugins=[consumer],
+    supervisor = HueySupervisor(feed=feed, config=settings,
                                 # -g is Huey 3.5's; before, SIGINT was the graceful one
                                 graceful_signal=getattr(options, "graceful_signal", "INT"))
     log.setup(settings.log_level, supervisor.id)

@@ -24,7 +24,6 @@ from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
 from huey.utils import Error, load_class
 
-import pprunner
 from pprunner.consuming import HostJob, HostJobs
 from pprunner.invocation import ErrorInfo
 
@@ -67,7 +66,7 @@ class HueyConsumer:
 
     def consume(self, jobs: HostJobs) -> None:
         self.huey.execute = self._reporting(jobs, self.huey.execute)
-        self._lend_slot_while_waiting()
+        self._lend_slot_while_waiting(jobs)
         self.worker.initialize()
         try:
             while not self._stop_flag.is_set():
@@ -93,7 +92,7 @@ class HueyConsumer:
 
         return execute_reported
 
-    def _lend_slot_while_waiting(self) -> None:
+    def _lend_slot_while_waiting(self, jobs: HostJobs) -> None:
         """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
         task) lends this worker's slot while it blocks, so a pool whose every worker
         waits cannot deadlock. Huey's ``Result`` class is this worker process's own."""
@@ -103,21 +102,10 @@ class HueyConsumer:
                                    *args: Any, **kwargs: Any) -> Any:
             if not (blocking and self._in_task):
                 return wait(result, blocking, *args, **kwargs)
-            with _worker.lend_slot():
+            with jobs.lend_slot():
                 return wait(result, blocking, *args, **kwargs)
 
         Result.get_raw_result = get_raw_result_lending
-
-
-#: this worker's context (from :func:`pprunner_worker_init`), whose slot a waiting task lends
-_worker: Any = None
-
-
-@pprunner.hookimpl
-def pprunner_worker_init(context: Any) -> None:
-    """In each worker (this module is one of the supervisor's plugins): keep its context."""
-    global _worker
-    _worker = context
 
 
 def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
