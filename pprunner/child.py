@@ -309,9 +309,10 @@ class Child:
             return False
         if not process_group.leads_own_group(pid):
             return False
-        if process_group.kill_group(pid):
-            self.killed_group = pid
-        return self.killed_group is not None
+        if not process_group.kill_group(pid):
+            return False
+        self.killed_group = pid
+        return True
 
     def overdue(self, now: float, boot_timeout: float) -> Kill | None:
         """Why it must be killed now (boot timeout, a job's hard limit), if it must."""

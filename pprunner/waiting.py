@@ -68,8 +68,9 @@ def wait_nested(context: WorkerContext, waiter: Invocation | HostJob | Call,
                 pending: Pending = None) -> Sequence[Any]:
     """Run the awaited invocations here while they are queued; poll while they run
     elsewhere. A host's jobs are not ours to run: lend the slot while they run."""
-    if pending is not None or not isinstance(waiter, Invocation):
+    if pending is not None:
         return wait_lending(context, waiter, invocation_ids, timeout, pending)
+    assert isinstance(waiter, Invocation)
     deep_enough = context.depth >= context.config.max_wait_depth
 
     def help_with(backend: Pausing, pending: list[str]) -> bool:
