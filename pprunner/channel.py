@@ -118,6 +118,15 @@ class CacheRequest(NamedTuple):
     request: bytes
 
 
+class RedeliveryCheck(NamedTuple):
+    """The host's broker delivered ``job_id`` again by itself (RabbitMQ requeues a
+    dead connection's unacked messages): was it held by a worker that died, and
+    settled already? Answered by :class:`RedeliveryVerdict`
+    (:meth:`~pprunner.consuming.HostJobs.redelivery_settled`)."""
+
+    job_id: str
+
+
 # -- supervisor -> worker --------------------------------------------------------------
 
 class CacheAnswer(NamedTuple):
@@ -125,6 +134,14 @@ class CacheAnswer(NamedTuple):
 
     ok: bool
     result: Any
+
+
+class RedeliveryVerdict(NamedTuple):
+    """The answer to a :class:`RedeliveryCheck`: ``drop`` when the job's dead worker
+    was settled in the host's terms, so this delivery of it must not run."""
+
+    job_id: str
+    drop: bool
 
 
 class Retire(NamedTuple):
@@ -144,12 +161,13 @@ class Serve(NamedTuple):
 
 
 Message = (Hello | Ready | BootFailed | Started | Finished | Recycle | Waiting | Done
-           | Unreadable | Note | CacheRequest | CacheAnswer | Retire | Run | Serve)
+           | Unreadable | Note | CacheRequest | CacheAnswer | Retire | Run | Serve
+           | RedeliveryCheck | RedeliveryVerdict)
 
 #: every message type; its place here is its number on the pipe
 MESSAGES: tuple[type[Any], ...] = (Hello, Ready, BootFailed, Started, Finished, Recycle,
                                    Waiting, Done, Unreadable, Note, CacheRequest, CacheAnswer,
-                                   Retire, Run, Serve)
+                                   Retire, Run, Serve, RedeliveryCheck, RedeliveryVerdict)
 _NUMBERS = {kind: number for number, kind in enumerate(MESSAGES)}
 #: each message type's name in its receiver's ``on_<kind>`` method
 KINDS = {kind: "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__)[1:]

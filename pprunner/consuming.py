@@ -13,11 +13,20 @@ jobs, and when a worker dies hands each job it held to the plugin's
 which ends it in the host's terms at once (requeue, fail, retry). Claims
 happen in every worker in parallel, as with the host's own processes; idle
 workers wait on the host's broker.
+
+Some brokers deliver a dead worker's job again by themselves (RabbitMQ
+requeues a dropped connection's unacked messages), uncounted and beyond the
+plugin's reach. Such a plugin settles the job all the same and has ``settle``
+return :attr:`Redelivery.DROP`; its consumer, given a job the broker marks as
+redelivered, asks :meth:`HostJobs.redelivery_settled` and drops the job when
+the supervisor says it was settled, so the death counts once, in the host's
+terms, and the job does not also run again uncounted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import signal
 import threading
@@ -36,6 +45,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pprunner.worker")
 
+#: seconds a redelivered job waits for the supervisor's verdict before it runs anyway
+REDELIVERY_VERDICT_TIMEOUT = 10.0
+
 
 @attrs.frozen
 class HostJob:
@@ -47,11 +59,21 @@ class HostJob:
     data: Any = None
 
 
+class Redelivery(enum.Enum):
+    """What ``settle`` returns for a job the host's broker delivers again by itself."""
+
+    #: settled here: the broker's own redelivery of the job must not run (a worker's
+    #: :meth:`HostJobs.redelivery_settled` answers True for it, once)
+    DROP = "drop"
+
+
 #: ``settle(job, error, retry)``, in the supervisor: end ``job``, whose worker died, in
 #: the host's terms. ``error`` is None when the supervisor stopped the worker (hand the
 #: job back without charging an attempt); ``retry`` is False when a retry cannot help
-#: (the job was killed at its hard time limit, or on a host's request).
-Settle = Callable[[HostJob, "ErrorInfo | None", bool], None]
+#: (the job was killed at its hard time limit, or on a host's request). Returns None,
+#: or :attr:`Redelivery.DROP` when the broker will deliver the dead worker's job again
+#: by itself and that delivery must be dropped.
+Settle = Callable[[HostJob, "ErrorInfo | None", bool], "Redelivery | None"]
 
 
 class Consumer(Protocol):
@@ -86,6 +108,9 @@ class HostJobs:
         self.stopping = threading.Event()
         #: the job whose soft time limit runs now (one at a time: a SIGALRM timer)
         self._soft_limited: str | None = None
+        #: redelivered jobs waiting for the supervisor's verdict, and the verdicts
+        self._verdicts: dict[str, tuple[threading.Event, list[bool]]] = {}
+        self._asking = threading.Lock()
 
     @contextlib.contextmanager
     def running(self, job_id: str, name: str, *, time_limit: float | None = None,
@@ -126,6 +151,30 @@ class HostJobs:
             self._supervision.ended()
         set_title(f"pprunner worker {self.slot}: idle")
 
+    def redelivery_settled(self, job_id: str, timeout: float = REDELIVERY_VERDICT_TIMEOUT
+                           ) -> bool:
+        """For a job the host's broker delivered again by itself: True when a worker
+        that died holding it was settled already (``settle`` returned
+        :attr:`Redelivery.DROP`), so this delivery must be dropped unrun (acked, in the
+        host's terms). False otherwise (run it: a job the dead worker had only
+        prefetched, a stop, a broker's redelivery for another reason), and when no
+        answer came within ``timeout`` seconds."""
+        with self._asking:
+            pending = self._verdicts.setdefault(job_id, (threading.Event(), []))
+        self._supervision.channel.send(channel.RedeliveryCheck(job_id))
+        answered = pending[0].wait(timeout)
+        with self._asking:
+            self._verdicts.pop(job_id, None)
+        return answered and pending[1][0]
+
+    def on_redelivery_verdict(self, verdict: channel.RedeliveryVerdict) -> None:
+        """The supervisor's answer to :meth:`redelivery_settled` (the listener thread)."""
+        with self._asking:
+            pending = self._verdicts.get(verdict.job_id)
+        if pending is not None:
+            pending[1].append(verdict.drop)
+            pending[0].set()
+
     def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
         """SIGALRM handler: the running job's soft time limit ran out."""
         name, self._soft_limited = self._soft_limited, None
@@ -143,8 +192,9 @@ def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) ->
             consumer.stop()
 
     def listen() -> None:
-        while not isinstance(reports.receive(timeout=None), channel.Retire):
-            pass
+        while not isinstance(message := reports.receive(timeout=None), channel.Retire):
+            if isinstance(message, channel.RedeliveryVerdict):
+                jobs.on_redelivery_verdict(message)
         logger.info("retiring as the supervisor asked")
         stop()
 

@@ -337,6 +337,10 @@ class Dispatcher:
     def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None:
         child.refuse_cache_request()
 
+    def drop_redelivery(self, job_id: str) -> bool:
+        """Never: only host-consumed workers ask (a pushed call comes from here alone)."""
+        return False
+
     def worker_exited(self, child: Child, error: ErrorInfo | None) -> tuple[Call, ...]:
         """A worker died or stopped holding a call: run it again, or tell its sender.
         Calls queued for this worker alone can no longer start: they are cancelled."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import channel
 from .child import Child
-from .consuming import HostJob, Settle
+from .consuming import HostJob, Redelivery, Settle
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import Call
 from .pool import Pool
@@ -20,6 +21,9 @@ logger = logging.getLogger("pprunner.supervisor")
 #: start and end is reported, and the loop reads them in batches
 #: (:meth:`Supervisor._select <pprunner.supervisor.Supervisor._select>`)
 REPORT_DELAY = 0.01
+#: settled jobs whose redelivery by the host's broker is still to be dropped, at most:
+#: the oldest are forgotten (a redelivery that went to another machine's workers)
+SETTLED_REDELIVERIES = 10_000
 
 
 class HostFeed:
@@ -39,6 +43,9 @@ class HostFeed:
     def __init__(self, consumer: Call, settle: Settle) -> None:
         self.consumer = consumer
         self._settle = settle
+        #: ids of dead workers' jobs settled here that the host's broker delivers again
+        #: by itself (``settle`` returned ``Redelivery.DROP``): that delivery is dropped
+        self._settled_redeliveries: OrderedDict[str, None] = OrderedDict()
 
     def app_path(self) -> None:
         """No app: each worker runs the host's consumer."""
@@ -77,11 +84,25 @@ class HostFeed:
                 ending, retry = ErrorInfo("WorkerDied", f"{child.who} was killed while "
                                           f"running this job: {kill.error.message}"), True
             try:
-                self._settle(job, ending, retry)
+                if self._settle(job, ending, retry) is Redelivery.DROP:
+                    self._expect_redelivery(job.id)
             except Exception:
                 logger.exception("settling %s (%s) of %s failed", job.id, job.name, child.who)
             held.append(job)
         return tuple(held)
+
+    def drop_redelivery(self, job_id: str) -> bool:
+        """Whether the delivery of ``job_id`` a worker was just given by the host's
+        broker is the redelivery of a job settled here (answered True once)."""
+        if job_id in self._settled_redeliveries:
+            del self._settled_redeliveries[job_id]
+            return True
+        return False
+
+    def _expect_redelivery(self, job_id: str) -> None:
+        self._settled_redeliveries[job_id] = None
+        while len(self._settled_redeliveries) > SETTLED_REDELIVERIES:
+            self._settled_redeliveries.popitem(last=False)
 
     def drained(self) -> bool:
         return False

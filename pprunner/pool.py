@@ -97,6 +97,14 @@ class Pool:
         """Workers running one of ``call_ids``."""
         return (c for c in self.workers.values() if c.call is not None and c.call.id in call_ids)
 
+    def holding_job(self, job_id: str) -> Iterator[Child]:
+        """Workers that reported running ``job_id`` (host-consumed mode)."""
+        return (c for c in list(self.workers.values())
+                if any(r.job_id == job_id for r in c.running))
+
+    def __contains__(self, child: object) -> bool:
+        return isinstance(child, Child) and self.workers.get(child.info.id) is child
+
     # -- the workers' lives (the supervisor's loop) ------------------------------------
 
     def spawn(self, slot: int) -> Child:

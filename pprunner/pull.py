@@ -106,6 +106,11 @@ class BackendFeed:
     def job_waiting(self, child: Child, waiting: bool) -> None:
         """Nothing to do: the supervisor lends the slot; nobody else needs to know."""
 
+    def drop_redelivery(self, job_id: str) -> bool:
+        """Never: only host-consumed workers ask (a backend's claims are not redelivered
+        behind the supervisor's back)."""
+        return False
+
     def hand_out(self, pool: Pool) -> None:
         """Nothing to hand out: workers claim for themselves."""
 

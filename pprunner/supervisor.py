@@ -25,6 +25,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import select
 import selectors
 import signal
 import sys
@@ -64,6 +65,9 @@ logger = logging.getLogger("pprunner.supervisor")
 STOP_TICK = 0.5
 #: seconds a straggler gets between SIGTERM (hand back your invocation) and SIGKILL
 TERMINATE_GRACE = 5.0
+#: seconds to wait for the worker holding a job the host's broker redelivered to end
+#: (its connection closed as it died), so that its death is settled before the verdict
+REDELIVERY_GRACE = 1.0
 #: what the loop's selector says woke it: the wake-up pipe or the control socket, a
 #: worker's pipe (its reports), a worker's process sentinel (it exited)
 _WAKEUP, _REPORTS, _EXITED = "wakeup", "reports", "exited"
@@ -92,6 +96,7 @@ class Feed(Protocol):
     def on_note(self, child: Child, message: channel.Note) -> None: ...
     def on_cache_request(self, child: Child, message: channel.CacheRequest) -> None: ...
     def job_waiting(self, child: Child, waiting: bool) -> None: ...
+    def drop_redelivery(self, job_id: str) -> bool: ...
     def hand_out(self, pool: Pool) -> None: ...
     def worker_exited(self, child: Child,
                       error: ErrorInfo | None) -> tuple[Invocation | Call, ...]: ...
@@ -182,7 +187,8 @@ class Supervisor:
             channel.Started: Child.on_started, channel.Finished: Child.on_finished,
             channel.Recycle: Child.on_recycle, channel.Waiting: self._on_waiting,
             channel.Done: self.feed.on_done, channel.Note: self.feed.on_note,
-            channel.CacheRequest: self.feed.on_cache_request}
+            channel.CacheRequest: self.feed.on_cache_request,
+            channel.RedeliveryCheck: self._on_redelivery_check}
         self.exit_code = ExitCode.OK
         #: why it stopped by itself (no worker could start), for hosts to report
         self.failure: str | None = None
@@ -627,6 +633,20 @@ class Supervisor:
         child.waiting = message.waiting
         self.feed.job_waiting(child, message.waiting)
 
+    def _on_redelivery_check(self, child: Child, message: channel.RedeliveryCheck) -> None:
+        """The host's broker delivered a job to ``child`` again by itself: drop it if a
+        dead worker's settling already ended it. The broker redelivers once the dead
+        worker's connection closed, as its process ends: that worker is reaped (its
+        jobs settled) before the answer, waiting a moment for one whose end is not
+        visible yet."""
+        dying = [h.process.sentinel for h in self.pool.holding_job(message.job_id)
+                 if h is not child]
+        if dying:
+            select.select(dying, [], [], REDELIVERY_GRACE)
+        self._reap(self.pool.exited())
+        child.send(channel.RedeliveryVerdict(message.job_id,
+                                             self.feed.drop_redelivery(message.job_id)))
+
     def _heartbeat(self) -> None:
         self.feed.heartbeat(self.plugins, self.live_runners())
         if self.config.health_file:
@@ -639,8 +659,8 @@ class Supervisor:
         """Handle every worker (of ``candidates``: those whose sentinel fired) that has
         exited: what it held goes back, tell the plugins."""
         for child in list(self.pool if candidates is None else candidates):
-            if child.process.exitcode is None:
-                continue
+            if child.process.exitcode is None or child not in self.pool:
+                continue  # alive, or reaped already (before a redelivery's verdict)
             self._receive(child)  # what it said just before it exited
             self.pool.remove(child)
             exitcode = child.process.exitcode

@@ -5,7 +5,10 @@ consumer claims one by renaming it into ``claimed/`` (atomic: one claimer
 wins), runs the named function from :data:`TASKS` and writes
 ``results/<id>.json``. Like a real host it knows nothing of pprunner but the
 consumer seam: :func:`settle` puts a dead worker's job back in the queue, or
-fails it, as the supervisor says.
+fails it, as the supervisor says. A job enqueued as ``redelivered`` plays a
+broker's own redelivery of a dead worker's job (RabbitMQ's): the consumer asks
+the supervisor whether to drop it, and :func:`settle_redelivered` is the
+settling that goes with such a broker.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pprunner
-from pprunner.consuming import HostJob, HostJobs
+from pprunner.consuming import HostJob, HostJobs, Redelivery
 from pprunner.invocation import ErrorInfo
 
 
@@ -75,14 +78,15 @@ class Spool:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        for name in ("queue", "claimed", "results"):
+        for name in ("queue", "claimed", "results", "dropped"):
             (folder / name).mkdir(parents=True, exist_ok=True)
 
     def enqueue(self, task: str, *args: Any, time_limit: float | None = None,
-                soft_time_limit: float | None = None) -> str:
-        job_id = os.urandom(6).hex()
+                soft_time_limit: float | None = None, job_id: str | None = None,
+                redelivered: bool = False) -> str:
+        job_id = job_id or os.urandom(6).hex()
         body = json.dumps({"id": job_id, "task": task, "args": args, "time_limit": time_limit,
-                           "soft_time_limit": soft_time_limit})
+                           "soft_time_limit": soft_time_limit, "redelivered": redelivered})
         partial = self.folder / f"{job_id}.partial"
         partial.write_text(body)
         partial.replace(self.folder / "queue" / f"{time.time_ns()}-{job_id}.json")
@@ -91,6 +95,10 @@ class Spool:
     def result(self, job_id: str) -> dict[str, Any] | None:
         path = self.folder / "results" / f"{job_id}.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+    def dropped(self) -> list[str]:
+        """The ids of the redeliveries the consumers dropped unrun."""
+        return sorted(path.stem for path in (self.folder / "dropped").iterdir())
 
 
 class SpoolConsumer:
@@ -111,6 +119,9 @@ class SpoolConsumer:
                 continue
             pause = 0.005
             job = json.loads(claimed.read_text())
+            if job.get("redelivered") and jobs.redelivery_settled(job["id"]):
+                claimed.rename(self.folder / "dropped" / f"{job['id']}.json")
+                continue
             _running.folder, _running.job = self.folder, HostJob(job["id"], job["task"])
             with jobs.running(job["id"], job["task"], time_limit=job["time_limit"],
                               soft_time_limit=job["soft_time_limit"], data=claimed.name):
@@ -148,6 +159,18 @@ def settle(folder: str, job: HostJob, error: ErrorInfo | None, retry: bool) -> N
         return
     _write_result(Path(folder), job.id, {"error": error.type, "message": error.message})
     claimed.unlink()
+
+
+def settle_redelivered(folder: str, job: HostJob, error: ErrorInfo | None,
+                       retry: bool) -> Redelivery | None:
+    """:func:`settle` for a broker that delivers a dead worker's job again by itself
+    (the tests play that broker): a stopped worker's job is left to that
+    redelivery; a dead one's fails here, and its redelivery is to be dropped."""
+    if error is None:
+        return None
+    _write_result(Path(folder), job.id, {"error": error.type, "message": error.message})
+    Path(folder, "claimed", job.data).unlink()
+    return Redelivery.DROP
 
 
 def _write_result(folder: Path, job_id: str, result: dict[str, Any]) -> None:

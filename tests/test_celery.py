@@ -27,12 +27,12 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 import pytest
 
 from tests.conftest import REPO, wait_until
+from tests.optional import require_server
 
 REQUIRED = os.environ.get("PPRUNNER_REQUIRE_CELERY") == "1"
 if REQUIRED:
@@ -62,15 +62,7 @@ RESULT_TIMEOUT = 30
 
 def _reachable(url: str, default_port: int) -> None:
     """Skip (or, when required, fail) unless the broker at ``url`` answers."""
-    where = urlsplit(url)
-    try:
-        socket.create_connection((where.hostname or "127.0.0.1", where.port or default_port),
-                                 timeout=2).close()
-    except OSError as exc:
-        message = f"no broker at {url}: {exc}"
-        if REQUIRED or os.environ.get("PPRUNNER_REQUIRE_REDIS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_server(url, default_port, "PPRUNNER_REQUIRE_CELERY", "PPRUNNER_REQUIRE_REDIS")
 
 
 #: the ``celery`` script of this environment: workers start the way users start them

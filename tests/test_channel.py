@@ -19,11 +19,12 @@ SAMPLES: list[channel.Message] = [
     channel.Unreadable(RemoteError("AttributeError", "cannot import `sq` from `__main__`")),
     channel.Note("call1", {"taken": ["a"]}), channel.CacheRequest(b"\x80"),
     channel.CacheAnswer(True, None), channel.Retire(), channel.Run(Call("c", print, (1,))),
-    channel.Serve(2),
+    channel.Serve(2), channel.RedeliveryCheck("msg1"), channel.RedeliveryVerdict("msg1", True),
 ]
 
 #: what only the supervisor sends; every other message is a worker's report
-TO_WORKERS = {channel.CacheAnswer, channel.Retire, channel.Run, channel.Serve}
+TO_WORKERS = {channel.CacheAnswer, channel.Retire, channel.Run, channel.Serve,
+              channel.RedeliveryVerdict}
 
 
 def test_samples_cover_every_message() -> None:

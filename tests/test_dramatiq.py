@@ -32,9 +32,11 @@ if importlib.util.find_spec("dramatiq") is None:
 
 import psutil
 import redis
+from dramatiq.common import dq_name, xq_name
 from dramatiq.results import ResultFailure, ResultTimeout
 
 from tests.conftest import REPO, wait_until
+from tests.optional import require_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -85,11 +87,17 @@ class Command:
     """``pprunner dramatiq tasks ...`` started from the example's folder, in a session
     of its own; it and its workers are killed in teardown."""
 
-    def __init__(self, args: tuple[str, ...], env: dict[str, str]) -> None:
+    def __init__(self, args: tuple[str, ...], env: dict[str, str], log: Path) -> None:
         environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pprunner")), "dramatiq", "tasks", *args],
-            cwd=APP, start_new_session=True, env={**environ, **env})
+        self.log_path = log
+        with open(log, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("pprunner")), "dramatiq", "tasks", *args],
+                cwd=APP, start_new_session=True, env={**environ, **env}, stderr=stderr)
+
+    def log(self) -> str:
+        """What it logged so far (shown with a failed test's output once it is closed)."""
+        return self.log_path.read_text(errors="replace")
 
     def workers(self) -> set[int]:
         """The worker processes alive now (one that just died is left out)."""
@@ -109,17 +117,21 @@ class Command:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(timeout=10)
+        if self.log_path.exists():
+            sys.stderr.write(self.log())
+            self.log_path.unlink()
 
 
 @pytest.fixture
-def command(app: ModuleType) -> Iterator[Any]:
+def command(app: ModuleType, tmp_path: Path) -> Iterator[Any]:
     started: list[Command] = []
 
     def start(*args: str, app: ModuleType = app, **env: str) -> Command:
         running = Command(args, {**env, "DRAMATIQ_APP_QUEUE": app.QUEUE,
                                  "DRAMATIQ_APP_NAMESPACE": app.NAMESPACE,
                                  **({"DRAMATIQ_APP_RABBITMQ": app.RABBITMQ}
-                                    if app.RABBITMQ else {})})
+                                    if app.RABBITMQ else {})},
+                          tmp_path / f"command-{len(started)}.log")
         started.append(running)
         processes = int(args[args.index("--processes") + 1])
         probe = app.add.send(1, 2)
@@ -246,24 +258,76 @@ def test_past_the_shutdown_timeout_the_message_is_requeued_without_an_attempt(
     assert pid != first and retries == 0  # handed back, not charged
 
 
-def test_on_rabbitmq_a_killed_workers_message_is_redelivered_by_the_broker(
-        redis_url, command, tmp_path: Path) -> None:
-    """RabbitMQ requeues a dead connection's unacked messages itself: the message runs
-    again (no attempt counted, as with ``dramatiq``) and the other worker went on."""
-    amqp = os.environ.get("PPRUNNER_DRAMATIQ_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    with example(redis_url, DRAMATIQ_APP_RABBITMQ=amqp) as rabbit:
-        running = command("--processes", "2", "--threads", "1", app=rabbit)
-        message = rabbit.crash_once.send(str(tmp_path))
-        victim = first_attempts_pid(tmp_path)
-        survivor = (running.workers() - {victim}).pop()
+AMQP = os.environ.get("PPRUNNER_DRAMATIQ_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
-        os.kill(victim, signal.SIGKILL)
 
-        pid, retries = result(rabbit, message)
-        assert pid != victim and retries == 0
-        assert survivor in running.workers()
-        running.close()
-        rabbit.broker.channel.queue_delete(rabbit.QUEUE)
+@pytest.fixture
+def rabbit(redis_url: str) -> Iterator[ModuleType]:
+    """The example on RabbitMQ (results still in Redis), on a queue of its own, which is
+    deleted afterwards with its delay and dead-letter queues."""
+    require_server(AMQP, 5672, "PPRUNNER_REQUIRE_DRAMATIQ")
+    with example(redis_url, DRAMATIQ_APP_RABBITMQ=AMQP) as module:
+        try:
+            yield module
+        finally:
+            for name in (module.QUEUE, dq_name(module.QUEUE), xq_name(module.QUEUE)):
+                module.broker.channel.queue_delete(name)
+
+
+def queued(rabbit: ModuleType, queue: str) -> int:
+    """Messages waiting in ``queue`` (those of a closed connection included)."""
+    return rabbit.broker.channel.queue_declare(queue, passive=True).method.message_count
+
+
+def runs(marker_dir: Path, count: int) -> list[tuple[int, int]]:
+    """``hangs``' first ``count`` attempts (pid, retries), once they started."""
+    path = marker_dir / "runs"
+    lines = wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= count
+                       and path.read_text().splitlines(), what=f"{count} attempts")
+    return [tuple(map(int, line.split())) for line in lines]  # type: ignore[misc]
+
+
+def test_on_rabbitmq_each_killed_attempt_counts_and_the_last_is_dead_lettered(
+        rabbit, command, tmp_path: Path) -> None:
+    """``max_retries=1``: the first death is retried once, the second dead-letters the
+    message; RabbitMQ's own redeliveries of the killed attempts never run, and the
+    other worker went on."""
+    running = command("--processes", "2", "--threads", "1", app=rabbit)
+    message = rabbit.hangs.send(str(tmp_path))
+    ((victim, retries),) = runs(tmp_path, 1)
+    survivor = (running.workers() - {victim}).pop()
+    os.kill(victim, signal.SIGKILL)
+    second, again = runs(tmp_path, 2)[1]
+    os.kill(second, signal.SIGKILL)
+
+    with pytest.raises(ResultFailure) as failure:
+        result(rabbit, message)
+    assert failure.value.orig_exc_type == "WorkerDied"
+    assert (retries, again) == (0, 1)  # the second attempt was Retries' count of one
+    assert survivor in running.workers() or survivor == second
+    wait_until(lambda: running.log().count(f"dropped message {message.message_id}") == 2,
+               what="both redeliveries dropped")
+    running.close()  # what any worker still held would go back to the queue
+    assert [line for line in (tmp_path / "runs").read_text().splitlines()] == [
+        f"{victim} 0", f"{second} 1"]  # no third run: the redeliveries were dropped
+    assert queued(rabbit, rabbit.QUEUE) == 0  # nothing left behind...
+    assert queued(rabbit, xq_name(rabbit.QUEUE)) == 1  # ...but the dead-lettered message
+
+
+def test_on_rabbitmq_a_blocking_call_past_its_time_limit_fails_as_timelimitexceeded(
+        rabbit, command) -> None:
+    running = command("--processes", "1", "--threads", "1", app=rabbit)
+    (before,) = running.workers()
+    started = time.monotonic()
+    with pytest.raises(ResultFailure) as failure:
+        result(rabbit, rabbit.blocks.send(60))
+    assert failure.value.orig_exc_type == "TimeLimitExceeded"  # Dramatiq's own error
+    assert time.monotonic() - started < 20  # the 60 s sleep did not run out
+    assert result(rabbit, rabbit.pid.send()) != before  # replaced, and it serves on
+    wait_until(lambda: "dropped message" in running.log(), what="the redelivery dropped")
+    running.close()
+    assert queued(rabbit, rabbit.QUEUE) == 0  # the killed delivery was not run again
+    assert queued(rabbit, xq_name(rabbit.QUEUE)) == 1
 
 
 def test_workers_do_not_outlive_a_sigkilled_command(app, command) -> None:

@@ -39,18 +39,20 @@ class Exits:
 class Host:
     """A spool folder and a host-consumed supervisor running its consumer."""
 
-    def __init__(self, folder: Path, processes: int, **settings: Any) -> None:
+    def __init__(self, folder: Path, processes: int, settle: Any = spool_host.settle,
+                 **settings: Any) -> None:
         self.spool = spool_host.Spool(folder)
         self.exits = Exits()
         self.settled: list[tuple[HostJob, Any, bool]] = []
+        self.host_settle = settle
         feed = HostFeed(Call(spool_host.make_consumer, (str(folder),)), self._settle)
         self.supervisor = Supervisor(
             feed=feed, processes=processes, plugins=[self.exits],
             config=config.resolve([("the test", {"log_level": "WARNING", **settings})]))
 
-    def _settle(self, job: HostJob, error: Any, retry: bool) -> None:
+    def _settle(self, job: HostJob, error: Any, retry: bool) -> Any:
         self.settled.append((job, error, retry))
-        spool_host.settle(str(self.spool.folder), job, error, retry)
+        return self.host_settle(str(self.spool.folder), job, error, retry)
 
     def result(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
         return wait_until(functools.partial(self.spool.result, job_id), timeout,
@@ -61,8 +63,8 @@ class Host:
 def host(tmp_path: Path) -> Iterator[Any]:
     started: list[Host] = []
 
-    def start(processes: int = 2, **settings: Any) -> Host:
-        running = Host(tmp_path / "spool", processes, **settings)
+    def start(processes: int = 2, settle: Any = spool_host.settle, **settings: Any) -> Host:
+        running = Host(tmp_path / "spool", processes, settle, **settings)
         running.supervisor.start()
         started.append(running)
         assert running.supervisor.wait_until_ready(timeout=60)
@@ -119,6 +121,32 @@ def test_a_death_right_after_quick_jobs_settles_only_the_job_it_ran(host,
     (exit,) = wait_until(lambda: running.exits.seen, what="the exit hook")
     assert [j.id for j in exit.jobs] == [job_id]
     assert all(running.spool.result(i) is not None for i in quick)
+
+
+def test_a_brokers_own_redelivery_of_a_settled_job_is_dropped(host, tmp_path: Path) -> None:
+    """The broker (played here) hands the dead worker's job to the other worker, even
+    before the death shows; the supervisor reaps and settles first, then answers:
+    the job failed once, in the host's terms, and its redelivery never ran."""
+    running = host(processes=2, settle=spool_host.settle_redelivered)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    job_id = running.spool.enqueue("block_first", str(markers))
+    wait_until((markers / "first").exists, what="the first attempt")
+
+    running.spool.enqueue("block_first", str(markers), job_id=job_id, redelivered=True)
+    os.kill(int((markers / "first").read_text()), signal.SIGKILL)
+
+    wait_until(lambda: running.spool.dropped() == [job_id], what="the redelivery dropped")
+    assert running.spool.result(job_id)["error"] == "WorkerDied"  # settled, not run again
+    assert [job.id for job, _error, _retry in running.settled] == [job_id]
+
+
+def test_a_redelivery_of_a_job_nobody_settled_runs(host) -> None:
+    """What a dead worker had only prefetched, or a stopped worker's job: it runs."""
+    running = host(processes=1, settle=spool_host.settle_redelivered)
+    job_id = running.spool.enqueue("pid", redelivered=True)
+    assert running.result(job_id)["value"] > 0
+    assert running.spool.dropped() == []
 
 
 def test_a_job_past_its_hard_limit_is_killed_and_failed_by_the_host(host) -> None:

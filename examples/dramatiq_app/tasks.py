@@ -63,6 +63,18 @@ def crash_once(marker_dir):
     time.sleep(120)
 
 
+@dramatiq.actor(queue_name=QUEUE, store_results=True, max_retries=1, min_backoff=100,
+                max_backoff=200)
+def hangs(marker_dir):
+    """Each attempt adds a line to ``marker_dir``/runs (its pid and the attempt number
+    Dramatiq's Retries counted) and hangs until its worker is killed: after two
+    deaths Retries gives up and the message is dead-lettered."""
+    message = CurrentMessage.get_current_message()
+    with open(Path(marker_dir, "runs"), "a") as runs:
+        runs.write(f"{os.getpid()} {message.options.get('retries', 0)}\n")
+    time.sleep(120)
+
+
 @dramatiq.actor(queue_name=QUEUE, store_results=True, time_limit=500, max_retries=0)
 def blocks(seconds):
     """A blocking call Dramatiq's TimeLimit cannot interrupt (its exception waits for

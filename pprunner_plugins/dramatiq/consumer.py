@@ -8,6 +8,9 @@ when the supervisor retires the worker. :class:`Reports` is the one
 middleware pprunner adds: around each message it tells the supervisor which
 one the worker holds, so a death, a hard time limit or recycling is handled
 per message; an actor blocking on another message's result lends its slot.
+On a broker that delivers a dead worker's messages again by itself
+(RabbitMQ), :class:`DroppingSettled` drops such a redelivery when the
+supervisor settled the message already (:mod:`.settle`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from dramatiq.middleware import Middleware, TimeLimit
 
 from pprunner.consuming import HostJobs
 
-from .settle import settles_in_flight
+from .settle import redelivers_itself, settles_in_flight
+
+logger = logging.getLogger("pprunner.dramatiq")
 
 #: seconds past Dramatiq's own time limit before the worker is killed: TimeLimit checks
 #: once a second and raises TimeLimitExceeded in the thread, which gets this long to
@@ -77,11 +82,10 @@ class Reports(Middleware):
 def hard_limit(broker: Any, message: Any) -> float | None:
     """Seconds the message may run before its worker is killed: Dramatiq's own time
     limit (message, actor, TimeLimit middleware, in that order) plus the grace; none
-    without the TimeLimit middleware, nor on a broker that redelivers a dead worker's
-    messages itself (RabbitMQ), which would run a message killed at its limit again
-    and again."""
+    without the TimeLimit middleware, nor on a broker whose dead workers' messages
+    pprunner cannot settle (a message killed at its limit would run again and again)."""
     time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
-    if time_limit is None or not settles_in_flight(broker):
+    if time_limit is None or not (settles_in_flight(broker) or redelivers_itself(broker)):
         return None
     actor = broker.get_actor(message.actor_name)
     limit = message.options.get("time_limit") or actor.options.get("time_limit",
@@ -106,6 +110,10 @@ class DramatiqConsumer:
         first = self.broker.middleware[0] if self.broker.middleware else None
         self.broker.add_middleware(reports, before=None if first is None else type(first))
         reports.lend_slot_while_waiting()
+        if redelivers_itself(self.broker):
+            consume = self.broker.consume
+            self.broker.consume = lambda *args, **kwargs: DroppingSettled(
+                consume(*args, **kwargs), jobs)
         worker = Worker(self.broker, queues=set(self.queues) if self.queues else None,
                         worker_threads=self.threads)
         worker.start()
@@ -115,6 +123,33 @@ class DramatiqConsumer:
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+class DroppingSettled:
+    """A Dramatiq consumer (one queue's, in one worker) that drops the broker's own
+    redelivery of a message the supervisor settled after its worker died: acked
+    unrun, before any middleware sees it (``Retries`` counted that death, and sent
+    the message on or dead-lettered it, from the supervisor)."""
+
+    def __init__(self, consumer: Any, jobs: HostJobs) -> None:
+        self._consumer = consumer
+        self._jobs = jobs
+
+    def __iter__(self) -> DroppingSettled:
+        return self
+
+    def __next__(self) -> Any:
+        message = next(self._consumer)
+        if (message is not None and getattr(message, "redelivered", False)
+                and self._jobs.redelivery_settled(message.message_id)):
+            logger.info("dropped message %s (%s): its dead worker's attempt was settled",
+                        message.message_id, message.actor_name)
+            self._consumer.ack(message)
+            return None
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
 
 
 def load_broker(broker: str, path: Sequence[str]) -> Any:
