@@ -9,8 +9,10 @@ help as ``dramatiq --help`` shows them). What they mean here:
   (pprunner's ``shutdown_timeout``); past it a worker is killed and its
   messages requeued;
 - ``--verbose`` sets the log level to DEBUG, ``--pid-file`` is written;
+- ``--fork-function`` (and each middleware's ``forks``) run beside the workers
+  (:mod:`.forks`);
 - pprunner always spawns its workers, so ``--use-spawn`` changes nothing;
-  ``--fork-function``, ``--watch`` and ``--log-file`` are refused.
+  ``--watch`` and ``--log-file`` are refused.
 
 pprunner's own settings (``max_tasks_per_child``, ``max_memory_per_child``,
 ``start_method``, ...) come from ``[tool.pprunner]`` and ``PPRUNNER_*``
@@ -21,20 +23,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from dramatiq.cli import make_argument_parser, remove_pidfile, setup_pidfile
+from dramatiq.cli import (
+    RET_IMPORT,
+    RET_PIDFILE,
+    make_argument_parser,
+    remove_pidfile,
+    setup_pidfile,
+)
 
 from pprunner import Supervisor, config, log
 from pprunner.hostfeed import HostFeed
 from pprunner.jobs import Call
 
 from .consumer import import_modules, load_broker, make_consumer
+from .forks import ForkProcesses, fork_paths
 from .settle import Settler
 
 logger = logging.getLogger("pprunner.dramatiq")
 
 #: Dramatiq options whose feature pprunner's supervisor does not offer
-REFUSED = {"forks": "--fork-function", "watch": "--watch", "log_file": "--log-file"}
+REFUSED = {"watch": "--watch", "log_file": "--log-file"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +58,33 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name, option in REFUSED.items():
         if getattr(args, name, None):  # Dramatiq before 2.0 has --watch with watchdog only
             parser.error(f"{option} is not offered by pprunner dramatiq")
-    settings = config.load({}, {"shutdown_timeout": args.worker_shutdown_timeout / 1000,
-                                "log_level": "DEBUG" if args.verbose else None})
-    broker = load_broker(args.broker, args.path)
-    import_modules(args.modules)  # the settler looks actors up, as Retries does
-    consumer = Call(make_consumer, (args.broker, args.modules, args.path, args.queues,
-                                    args.threads, args.worker_shutdown_timeout))
-    supervisor = Supervisor(feed=HostFeed(consumer, Settler(broker)), config=settings,
-                            processes=args.processes)
-    log.setup(settings.log_level, supervisor.id)
-    if args.pid_file:
-        setup_pidfile(args.pid_file)
+    if args.pid_file:  # first, as dramatiq does: a process manager waits for it
+        try:
+            setup_pidfile(args.pid_file)
+        except RuntimeError as exc:
+            sys.stderr.write(f"pprunner dramatiq: {exc}\n")
+            return RET_PIDFILE
     try:
-        return supervisor.run()
+        return _supervise(args)
     finally:
         if args.pid_file:
             remove_pidfile(args.pid_file, logger)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    settings = config.load({}, {"shutdown_timeout": args.worker_shutdown_timeout / 1000,
+                                "log_level": "DEBUG" if args.verbose else None})
+    try:
+        broker = load_broker(args.broker, args.path)
+        import_modules(args.modules)  # the settler looks actors up, as Retries does
+    except ImportError as exc:  # as dramatiq says it, with its exit code
+        sys.stderr.write(f"pprunner dramatiq: {exc}\n")
+        return RET_IMPORT
+    consumer = Call(make_consumer, (args.broker, args.modules, args.path, args.queues,
+                                    args.threads, args.worker_shutdown_timeout))
+    forks = ForkProcesses(fork_paths(args.forks or [], broker), args.processes,
+                          settings.log_level)
+    supervisor = Supervisor(feed=HostFeed(consumer, Settler(broker)), config=settings,
+                            processes=args.processes, plugins=[forks])
+    log.setup(settings.log_level, supervisor.id)
+    return supervisor.run()

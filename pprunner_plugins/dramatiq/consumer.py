@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -171,7 +172,10 @@ def import_modules(modules: Sequence[str]) -> None:
 def make_consumer(broker: str, modules: Sequence[str], path: Sequence[str],
                   queues: Sequence[str] | None, threads: int,
                   shutdown_timeout_ms: int) -> DramatiqConsumer:
-    """In each worker: boot Dramatiq as its own worker process does."""
+    """In each worker: boot Dramatiq as its own worker process does, SIGINT and SIGTERM
+    unblocked first (pprunner blocks them while a worker starts), as Dramatiq's own
+    worker process has them for ``process_boot`` and what its middleware starts."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     loaded = load_broker(broker, path)
     loaded.emit_after("process_boot")
     import_modules(modules)
