@@ -185,16 +185,21 @@ def test_a_killed_worker_is_replaced_alone_and_its_message_retried(app, command,
     assert running.process.poll() is None
 
 
-def test_a_blocking_call_past_its_time_limit_is_killed_as_timelimitexceeded(app,
-                                                                           command) -> None:
-    running = command("--processes", "1", "--threads", "1")
+def assert_killed_at_its_time_limit(app: ModuleType, running: Command) -> None:
+    """``blocks(60)``, which Dramatiq's TimeLimit cannot interrupt, fails with Dramatiq's
+    own error well before the 60 s, and the one worker was replaced."""
     (before,) = running.workers()
     started = time.monotonic()
     with pytest.raises(ResultFailure) as failure:
         result(app, app.blocks.send(60))
     assert failure.value.orig_exc_type == "TimeLimitExceeded"  # Dramatiq's own error
     assert time.monotonic() - started < 20  # the 60 s sleep did not run out
-    assert result(app, app.pid.send()) != before  # replaced
+    assert result(app, app.pid.send()) != before  # replaced, and it serves on
+
+
+def test_a_blocking_call_past_its_time_limit_is_killed_as_timelimitexceeded(app,
+                                                                           command) -> None:
+    assert_killed_at_its_time_limit(app, command("--processes", "1", "--threads", "1"))
 
 
 def test_workers_are_recycled_after_max_tasks_per_child(app, command) -> None:
@@ -317,13 +322,7 @@ def test_on_rabbitmq_each_killed_attempt_counts_and_the_last_is_dead_lettered(
 def test_on_rabbitmq_a_blocking_call_past_its_time_limit_fails_as_timelimitexceeded(
         rabbit, command) -> None:
     running = command("--processes", "1", "--threads", "1", app=rabbit)
-    (before,) = running.workers()
-    started = time.monotonic()
-    with pytest.raises(ResultFailure) as failure:
-        result(rabbit, rabbit.blocks.send(60))
-    assert failure.value.orig_exc_type == "TimeLimitExceeded"  # Dramatiq's own error
-    assert time.monotonic() - started < 20  # the 60 s sleep did not run out
-    assert result(rabbit, rabbit.pid.send()) != before  # replaced, and it serves on
+    assert_killed_at_its_time_limit(rabbit, running)
     wait_until(lambda: "dropped message" in running.log(), what="the redelivery dropped")
     running.close()
     assert queued(rabbit, rabbit.QUEUE) == 0  # the killed delivery was not run again

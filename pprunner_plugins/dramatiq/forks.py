@@ -37,7 +37,7 @@ def fork_paths(forks: Sequence[str], broker: Any) -> list[str]:
                       for middleware in broker.middleware for fork in middleware.forks)]
 
 
-def run_fork(path: str, log_level: str | None) -> None:
+def run_fork(path: str, log_level: str) -> None:
     """A fork process: SIGTERM ends it; SIGINT is the supervisor's to handle."""
     log.setup(log_level, "fork")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -55,7 +55,7 @@ def _stop(signum: int, frame: types.FrameType | None) -> None:
 class ForkProcesses:
     """A supervisor plugin: the fork processes' lives (the module docstring)."""
 
-    def __init__(self, paths: Sequence[str], processes: int, log_level: str | None) -> None:
+    def __init__(self, paths: Sequence[str], processes: int, log_level: str) -> None:
         self.paths = list(paths)
         self.processes = processes
         self.log_level = log_level

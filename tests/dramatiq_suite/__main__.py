@@ -40,7 +40,7 @@ EXCLUDED: dict[str, str] = {
 }
 
 #: seconds a test may take (Dramatiq's wait for a queue to drain has no end of its own)
-TEST_TIMEOUT = 60
+TEST_TIMEOUT = 30
 
 HERE = Path(__file__).resolve().parent
 
