@@ -22,7 +22,7 @@ from .errors import ConfigError
 
 ENV_PREFIX = "PPRUNNER_"
 DEFAULT_BACKEND = "sqlite:///.pprunner/pprunner.db"
-START_METHODS = ("spawn", "forkserver", "fork")
+START_METHODS = ("spawn", "forkserver", "fork", "template")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -201,8 +201,9 @@ class Config:
         "10MiB); 0: no limit")
     processes: int = _setting(os.cpu_count() or 1, _number(int, 0),
                               "worker processes; 0 runs tasks inline in the supervisor")
-    start_method: str = _setting("spawn", _choice(*START_METHODS),
-                                 "how worker processes start (multiprocessing)")
+    start_method: str = _setting(
+        "template", _choice(*START_METHODS), "how worker processes start: template (forked "
+        "from a process that imported the app), spawn, forkserver or fork")
     shutdown_timeout: float = _setting(30.0, _number(float, 0),
                                        "seconds workers get to finish at a graceful stop")
     heartbeat_interval: float = _setting(1.0, _number(float, 0, strict=True),

@@ -38,8 +38,13 @@ def pprunner_enqueue(job: Invocation | Call, headers: dict[str, str],
 
 @hookimpl(trylast=True)
 def pprunner_spawn_worker(spec: WorkerSpec, start_method: str) -> WorkerProcess:
-    from . import launch, worker  # the child's side; importing it here keeps the core light
-
+    from . import launch, template, worker  # the child's side: importing it here keeps
+                                            # the core light
+    if start_method == "template":
+        forked = template.fork_for(spec)
+        if forked is not None:
+            return forked
+        start_method = "spawn"  # what a template cannot fork starts fresh
     if start_method == "spawn" and not spec.calls_from_main and launch.supported():
         return launch.start(spec)  # no resource tracker, no __main__ preparation
     context: Any = multiprocessing.get_context(start_method)

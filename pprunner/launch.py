@@ -27,6 +27,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
@@ -51,7 +52,7 @@ def supported() -> bool:
 
 
 class _SpecPickler(pickle.Pickler):
-    """Pickles a spec's connections as descriptor numbers the child inherits."""
+    """Pickles a spec's connections as places in a list of descriptors passed beside it."""
 
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
@@ -60,14 +61,37 @@ class _SpecPickler(pickle.Pickler):
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, Connection):
             self.descriptors.append(obj.fileno())
-            return ("connection", obj.fileno(), obj.readable, obj.writable)
+            return ("connection", len(self.descriptors) - 1, obj.readable, obj.writable)
         return None
 
 
 class _SpecUnpickler(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], descriptors: Sequence[int]) -> None:
+        super().__init__(file)
+        self.descriptors = descriptors
+        self.connections: list[Connection] = []
+
     def persistent_load(self, pid: Any) -> Any:
-        _, fd, readable, writable = pid
-        return Connection(fd, readable, writable)
+        _, place, readable, writable = pid
+        connection = Connection(self.descriptors[place], readable, writable)
+        self.connections.append(connection)
+        return connection
+
+
+def pickled_spec(spec: WorkerSpec) -> tuple[bytes, list[int]]:
+    """``spec`` as bytes, and the descriptors of its connections, to pass beside them."""
+    stream = io.BytesIO()
+    pickler = _SpecPickler(stream)
+    pickler.dump(spec)
+    return stream.getvalue(), pickler.descriptors
+
+
+def unpickled_spec(stream: IO[bytes],
+                   descriptors: Sequence[int]) -> tuple[WorkerSpec, list[Connection]]:
+    """The spec :func:`pickled_spec` made, its connections over ``descriptors`` (also
+    returned, for a process that hands them on and must close its own copies)."""
+    unpickler = _SpecUnpickler(stream, descriptors)
+    return unpickler.load(), unpickler.connections
 
 
 class LaunchedWorker:
@@ -110,10 +134,11 @@ class LaunchedWorker:
 
 def start(spec: WorkerSpec) -> LaunchedWorker:
     """Start a worker for ``spec`` in a fresh interpreter (see the module docstring)."""
-    stream = io.BytesIO()
+    data, descriptors = pickled_spec(spec)  # before anything starts: a spec that does not
+    stream = io.BytesIO()                   # pickle raises here
     pickle.dump(sys.path, stream, pickle.HIGHEST_PROTOCOL)
-    pickler = _SpecPickler(stream)
-    pickler.dump(spec)  # before anything starts: a spec that does not pickle raises here
+    pickle.dump(descriptors, stream, pickle.HIGHEST_PROTOCOL)
+    stream.write(data)
     reader, writer = os.pipe()
     try:
         # the interpreter's own flags (-O, -X dev, -W ...) carry over, as multiprocessing's
@@ -122,7 +147,7 @@ def start(spec: WorkerSpec) -> LaunchedWorker:
         with signals_blocked():  # the child unblocks them once its handlers are set
             process = subprocess.Popen(
                 [sys.executable, *flags, "-c", _BOOTSTRAP, str(reader)],
-                stdin=subprocess.DEVNULL, pass_fds=(reader, *pickler.descriptors))
+                stdin=subprocess.DEVNULL, pass_fds=(reader, *descriptors))
     except BaseException:
         os.close(writer)
         raise
@@ -143,7 +168,8 @@ def start(spec: WorkerSpec) -> LaunchedWorker:
 def run_worker(stream: IO[bytes]) -> None:
     """The child's side: read the spec, then be a worker (:func:`pprunner.worker.main`)."""
     with stream:
-        spec: WorkerSpec = _SpecUnpickler(stream).load()
+        descriptors = pickle.load(stream)  # inherited under the same numbers
+        spec, _ = unpickled_spec(stream, descriptors)
     from .worker import main
 
     main(spec)

@@ -52,6 +52,11 @@ class WorkerSpec:
     #: called in the worker before it reports ready (a host's own bootstrap, an
     #: Executor's ``initializer``); if it raises, no worker can serve
     initializer: Call | None = None
+    #: what every worker builds the same way before its initializer: importing the
+    #: host's app, say. Called once in the template (``start_method = "template"``),
+    #: whose forks inherit what it built, else in each worker; so it must start no
+    #: thread and open no connection (those belong in the initializer)
+    prepare: Call | None = None
     #: modules the worker imports and registers as plugins before it boots: a host
     #: adapter's worker-side hooks (its supervisor registered them too)
     plugin_modules: tuple[str, ...] = ()

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from . import channel, health
+from . import channel, health, template
 from . import config as config_module
 from .backend import Backend
 from .child import Child, Phase
@@ -126,6 +126,9 @@ class Supervisor:
     :param initializer: called in every worker before it reports ready (a
         host's bootstrap); if it raises, the supervisor stops with exit 4
         instead of respawning.
+    :param prepare: what every worker builds alike before its initializer (import
+        the host's app): once in the template the workers are forked from, so a new
+        worker starts with it built (:attr:`pprunner.spawn.WorkerSpec.prepare`).
     :param plugins: plugins to register besides the entry-point ones: a
         host adapter's own hook implementations. A module is registered here
         and, by name, in every worker (its worker-side hooks); any other object
@@ -147,7 +150,8 @@ class Supervisor:
     def __init__(self, app: App | None = None, processes: int | None = None, *,
                  dispatcher: Dispatcher | None = None, feed: HostFeed | None = None,
                  config: Config | None = None,
-                 initializer: Call | None = None, plugins: Sequence[object] = (),
+                 initializer: Call | None = None, prepare: Call | None = None,
+                 plugins: Sequence[object] = (),
                  burst: bool = False, progress: bool = False,
                  options: argparse.Namespace | None = None) -> None:
         if [app, dispatcher, feed].count(None) != 2:
@@ -174,9 +178,13 @@ class Supervisor:
         self.burst = burst
         self.options = options
         self.initializer = initializer
+        #: a host's preparation of every worker (:attr:`pprunner.spawn.WorkerSpec.prepare`)
+        self.prepare = prepare
         self.feed: Feed = (BackendFeed(app, self.id, burst=burst, progress=progress)
                            if app is not None else dispatcher or feed)  # type: ignore[assignment]
-        self._mp: Any = multiprocessing.get_context(self.config.start_method)
+        # a template's workers are passed their pipes as spawned ones are
+        self._mp: Any = multiprocessing.get_context(
+            "spawn" if self.config.start_method == "template" else self.config.start_method)
         self.pool = Pool(processes, supervisor_id=self.id, config=self.config,
                          plugins=self.plugins, mp=self._mp, spec_for=self._spec_for,
                          watch=self._watch, unwatch=self._unwatch)
@@ -370,7 +378,11 @@ class Supervisor:
     def reload(self) -> None:
         """Replace every worker, one at a time, by one that imports the code afresh.
         Safe from any thread: the loop carries it out."""
-        self._command(self.pool.reload)
+        self._command(self._reload)
+
+    def _reload(self) -> None:
+        template.retire(self.id)  # new workers fork from a template that imports afresh
+        self.pool.reload()
 
     def signal_worker(self, pid: int, signum: int, why: str) -> None:
         """Send ``signum`` to the worker whose process is ``pid``, if it is one of
@@ -467,7 +479,7 @@ class Supervisor:
             runner_id=runner_id, slot=slot, supervisor_id=self.id, app_path=self.app_path,
             settings=self.config.to_dict(), stop_event=self.stop_event,
             lifeline=self._lifeline[0], lifeline_writer_fd=self._lifeline[1].fileno(),
-            channel=channel_end, initializer=self.initializer,
+            channel=channel_end, initializer=self.initializer, prepare=self.prepare,
             plugin_modules=self._plugin_modules, plugin_entries=self.plugins.entries,
             calls_from_main=self.feed.calls_from_main, consumer=self.feed.consumer)
 
@@ -903,6 +915,7 @@ class Supervisor:
             with contextlib.suppress(OSError):  # a stopped supervisor is not alive
                 os.unlink(self.config.health_file)
         self.feed.close([self.id, *self.workers], self._backend_lost)
+        template.retire(self.id)
         if self._lifeline is not None:
             for end in self._lifeline:
                 end.close()

@@ -785,6 +785,13 @@ def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
     for name in spec.plugin_modules:
         if context.plugins.manager.get_plugin(name) is None:
             context.plugins.manager.register(importlib.import_module(name), name=name)
+    if spec.prepare is not None:
+        try:
+            prepare_once(spec.prepare)
+        except Exception as exc:
+            logger.exception("preparing with %s raised", spec.prepare.name)
+            raise AppLoadError(f"the worker preparation {spec.prepare.name} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
     if spec.initializer is not None:
         global _current
         _current = context  # the initializer may ask which worker it prepares (its slot)
@@ -798,6 +805,18 @@ def _boot(spec: WorkerSpec, reports: WorkerChannel) -> WorkerContext:
             _current = None
     context.plugins.hook.pprunner_worker_init(context=context)
     return context
+
+
+#: the ``prepare`` call this process (or the template it was forked from) has made
+_prepared: Call | None = None
+
+
+def prepare_once(prepare: Call) -> None:
+    """Call a spec's ``prepare`` unless this process already did, or inherited it done."""
+    global _prepared
+    if prepare != _prepared:
+        prepare.function(*prepare.args, **prepare.kwargs)
+        _prepared = prepare
 
 
 def _make_consumer(maker: Call) -> consuming.Consumer:

@@ -215,7 +215,7 @@ def busy(app: App, db_url: str, cli_process, marker_dir: Path, request) -> Busy:
     handle = apps.announce_then_sleep.enqueue(str(marker_dir), request.param)
     wait_until((marker_dir / "started").exists, what="the task to start")
     family = children_of(supervisor.pid)
-    assert len(family) == 2  # two workers, and no helper process
+    assert len(family) == 3  # two workers and the template they were forked from, no other
     return Busy(supervisor, handle, family)
 
 

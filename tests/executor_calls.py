@@ -195,3 +195,8 @@ class LoadsBadly:
 
 def return_loads_badly() -> LoadsBadly:
     return LoadsBadly()
+
+
+def note_preparing_pid(folder: str) -> None:
+    """A host's ``prepare``: leaves a file named after the process that ran it."""
+    Path(folder, str(os.getpid())).touch()

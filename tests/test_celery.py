@@ -216,13 +216,13 @@ def test_results_come_back_through_the_pprunner_pool(redis_worker: Worker) -> No
     assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [2 * i for i in range(20)]
     info = redis_worker.pool_info()
     assert info["implementation"] == "pprunner_plugins.celery.pool:TaskPool"
-    assert info["pprunner"]["start-method"] == "spawn"
+    assert info["pprunner"]["start-method"] == "template"
     assert info["pprunner"]["delivery"] == "hosted"  # on Celery's event loop
 
 
 def test_the_worker_is_its_main_process_and_its_children_only(redis_worker: Worker) -> None:
-    """As with prefork, 1 + N processes: the spawned children are started without
-    multiprocessing's resource tracker (their calls are importable, never __main__'s)."""
+    """1 + N processes as with prefork, and the template the children are forked from:
+    no resource tracker (their calls are importable, never __main__'s)."""
     main = psutil.Process(redis_worker.process.pid)
 
     def descendants_and_children() -> tuple[set[int], set[int]]:
@@ -230,11 +230,13 @@ def test_the_worker_is_its_main_process_and_its_children_only(redis_worker: Work
                 set(redis_worker.pool_info()["processes"]))
 
     # bounded poll: a child replaced by an earlier test may still be on its way out
-    wait_until(lambda: len(set.union(*descendants_and_children())) == 2, 30,
+    wait_until(lambda: len(set.union(*descendants_and_children())) == 3, 30,
                "the worker's descendants to settle")
     descendants, children = descendants_and_children()
     assert len(children) == 2
-    assert descendants == children
+    (template,) = [c for c in main.children() if c.pid not in children]
+    assert "pprunner template" in " ".join(template.cmdline())
+    assert descendants == children | {template.pid}
 
 
 def test_pprunner_health_reads_the_workers_health_file(redis_worker: Worker) -> None:
@@ -411,7 +413,8 @@ def test_tasks_that_wait_for_subtasks_lend_their_slots(tmp_path: Path) -> None:
                    "back to two children")
         assert worker.send("t.add", 5, 5).get(timeout=RESULT_TIMEOUT) == 10
         assert "retires: its lent slot was given back" in worker.output()  # they existed
-        children = {c.pid for c in psutil.Process(worker.process.pid).children()}
+        children = {c.pid for c in psutil.Process(worker.process.pid).children(recursive=True)
+                    if "pprunner template" not in " ".join(c.cmdline())}
         assert set(worker.pool_info()["processes"]) == children  # the live children only
         del parents
     finally:
@@ -749,7 +752,8 @@ def test_an_app_in_the_script_run_as_main_makes_children_fork(tmp_path: Path) ->
     argv = [sys.executable, "myapp.py", "worker", "--pool", "pprunner", "-c", "1", "-l", "INFO"]
     with project_worker(tmp_path, argv, folder) as add:
         assert add(2, 3) == 5
-    assert "children start with fork instead of spawn" in (tmp_path / "worker.log").read_text()
+    assert "children start with fork instead of template" in \
+        (tmp_path / "worker.log").read_text()
 
 
 # -- the parts, without a broker -------------------------------------------------------------
@@ -824,7 +828,7 @@ def test_an_app_without_import_path_makes_children_fork(caplog: pytest.LogCaptur
     pool = TaskPool(2, app=app)
     with caplog.at_level(logging.WARNING, "pprunner.celery"):
         assert pool._app_for_children() == (app, "fork")
-    assert "start with fork instead of spawn" in caplog.text
+    assert "start with fork instead of template" in caplog.text
     app.close()
 
 

@@ -20,7 +20,7 @@ def test_defaults_apply_when_nothing_is_set(tmp_path: Path) -> None:
     config = load({}, environ={}, cwd=tmp_path)
     assert config.backend == DEFAULT_BACKEND
     assert config.serializer == "json"
-    assert config.start_method == "spawn"
+    assert config.start_method == "template"
 
 
 def test_later_layers_win(tmp_path: Path) -> None:

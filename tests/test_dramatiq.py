@@ -103,7 +103,8 @@ class Command:
         """The worker processes alive now (one that just died is left out)."""
         alive = set()
         with contextlib.suppress(psutil.NoSuchProcess):
-            for child in psutil.Process(self.process.pid).children():
+            # forked by the template, a child of the command's process
+            for child in psutil.Process(self.process.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     if "pprunner worker" in " ".join(child.cmdline()):
                         alive.add(child.pid)

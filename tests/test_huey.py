@@ -87,7 +87,8 @@ class Command:
         if self.process.poll() is not None:
             pytest.fail(f"pprunner huey exited: {self.wait()[1]}")
         found = []
-        for child in psutil.Process(self.process.pid).children():
+        # forked by the template, a child of the command's process
+        for child in psutil.Process(self.process.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 if " ".join(child.cmdline()).startswith("pprunner worker"):
                     found.append(child.pid)

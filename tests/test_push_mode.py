@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import selectors
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pprunner import ConfigError, launch
+from pprunner import ConfigError, launch, template
 from pprunner.dispatch import Dispatcher
 from pprunner.jobs import (
     Call,
@@ -479,26 +480,30 @@ def test_withdrawn_calls_leave_the_queue_and_never_run() -> None:
     assert not any(call.id in events for call in waiting[:-1])  # no event, never run
 
 
-@pytest.mark.parametrize("calls_from_main", [True, False])
+@pytest.mark.parametrize(("calls_from_main", "start_method", "started_by"), [
+    (True, "template", None), (True, "spawn", None),
+    (False, "template", template.TemplateWorker), (False, "spawn", launch.LaunchedWorker)])
 def test_a_host_with_importable_calls_gets_workers_without_multiprocessing(
-        calls_from_main: bool) -> None:
+        calls_from_main: bool, start_method: str, started_by: type | None) -> None:
     """By default push-mode workers are multiprocessing's (a call may name a function
     of __main__); a host that says its calls are importable gets them started as
-    pull-mode workers are, without the resource tracker (Linux, spawn)."""
+    pull-mode workers are, without the resource tracker: forked from the template, or
+    fresh interpreters with spawn (Linux)."""
     if not launch.supported():
         pytest.skip("pprunner.launch needs pidfd_open (Linux 5.3 or later)")
     dispatcher = Dispatcher(deliver="thread", calls_from_main=calls_from_main)
-    config = host_adapter.config_module.resolve([("test", {"log_level": "WARNING"})])
+    config = host_adapter.config_module.resolve(
+        [("test", {"log_level": "WARNING", "start_method": start_method})])
     supervisor = Supervisor(dispatcher=dispatcher, processes=1, config=config).start()
     events: list[Event] = []
     try:
         assert supervisor.wait_until_ready(timeout=60)
         [child] = supervisor.workers.values()
-        launched = isinstance(child.process, launch.LaunchedWorker)
+        started = type(child.process)
         dispatcher.submit(Call(os.getpid), events.append)
         wait_until(lambda: any(isinstance(e, Finished) for e in events), what="the call's end")
     finally:
         supervisor.stop(timeout=30)
         dispatcher.shutdown()
-    assert launched is not calls_from_main
+    assert started is (started_by or multiprocessing.get_context("spawn").Process)
     assert [e.value for e in events if isinstance(e, Finished)] == [child.process.pid]

@@ -179,7 +179,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     try:
         return [p for p in psutil.Process(process.pid).children(recursive=True)
-                if "pprunner worker" in " ".join(p.cmdline()) or p.name().startswith("pprunner")]
+                if ("pprunner worker" in " ".join(p.cmdline()) or p.name().startswith("pprunner"))
+                and "pprunner template" not in " ".join(p.cmdline())]  # forked from it
     except psutil.NoSuchProcess:
         return []
 

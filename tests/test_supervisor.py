@@ -268,7 +268,7 @@ def test_inline_mode_is_asked_for_by_name(app: App) -> None:
     assert type(Supervisor.for_app(app, processes=1)) is Supervisor
 
 
-@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork", "template"])
 def test_every_start_method_runs_tasks(app: App, start_method: str) -> None:
     app.configure(source="the test", start_method=start_method)
     handles = [apps.add.enqueue(n, 1) for n in range(10)]

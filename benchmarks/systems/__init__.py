@@ -38,6 +38,7 @@ from .pprunner_sqlite import (
     PprunnerSQLiteMetrics,
     PprunnerSQLiteMsgpack,
     PprunnerSQLiteSpare,
+    PprunnerSQLiteSpawn,
 )
 from .pprunner_tracing import PprunnerSQLiteTracingApi, PprunnerSQLiteTracingSdk
 from .pynenc import PynencSQLite, PynencSQLitePprunner, PynencSQLitePprunnerSpare
@@ -46,7 +47,8 @@ from .stdlib_pools import MultiprocessingPool, ProcessPoolExecutorSystem
 from .taskiq import TaskiqPprunner, TaskiqProcessPool, TaskiqThreads
 
 SYSTEMS: tuple[type[System], ...] = (PprunnerSQLite, PprunnerSQLiteMsgpack,
-                                     PprunnerSQLiteMetrics, PprunnerSQLiteSpare, PprunnerRedis,
+                                     PprunnerSQLiteMetrics, PprunnerSQLiteSpawn,
+                                     PprunnerSQLiteSpare, PprunnerRedis,
                                      PprunnerRedisBatch, PprunnerPostgres,
                                      PprunnerPostgresAsyncCommit, PprunnerPostgresBatch, Pgqueuer,
                                      MultiprocessingPool,

@@ -59,6 +59,18 @@ class PprunnerSQLiteMetrics(PprunnerSQLite):
                                **env)
 
 
+class PprunnerSQLiteSpawn(PprunnerSQLite):
+    """The same with every worker a fresh interpreter (``PPRUNNER_START_METHOD=spawn``)
+    instead of a fork of the template (the default): what the template changes in how
+    soon a killed worker's slot serves again, in start-up and in an idle pool's cost."""
+
+    name = "pprunner-sqlite-spawn"
+    only_scenarios = ("throughput", "crash_recovery", "idle_cost")
+
+    def _launch(self, *, burst: bool = False, **env: str) -> subprocess.Popen[bytes]:
+        return super()._launch(burst=burst, PPRUNNER_START_METHOD="spawn", **env)
+
+
 class PprunnerSQLiteSpare(PprunnerSQLite):
     """The same with one spare worker (``PPRUNNER_SPARE_WORKERS=1``): how soon a killed
     worker's slot serves again when a booted spare takes it, and what the spare costs

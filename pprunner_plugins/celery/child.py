@@ -82,6 +82,12 @@ def _found_on(module: str) -> str | None:
     return os.path.dirname(os.path.abspath(location)) if location else None
 
 
+def prepare(app: AppRef) -> None:
+    """Import the app and finalize it (its tasks bound, as prefork's main process has
+    them before it forks): once, in the template the children are forked from."""
+    app.load().finalize(auto=True)
+
+
 def boot(app: Any, hostname: str, spawned: bool, max_memory_kib: int = 0) -> None:
     """The child's initializer: Celery's own ``process_initializer`` with the app.
 

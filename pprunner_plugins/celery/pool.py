@@ -180,6 +180,8 @@ class TaskPool(BasePool):
                            name="celery.concurrency.prefork.process_initializer")
         self._supervisor = Supervisor(dispatcher=self._dispatcher, config=config,
                                       initializer=initializer,
+                                      prepare=(Call(child.prepare, (app,))
+                                               if isinstance(app, child.AppRef) else None),
                                       plugins=[child, _Watch(self)]
                                       ).start(hosted=not self._blocking)
         if self._blocking:  # a blocking consumer has no register_with_event_loop

@@ -38,7 +38,7 @@ SUPERVISOR_SETTINGS: dict[str, Any] = {
     "crash_loop_period": 60.0,
     "shutdown_timeout": 30.0,  # the "drain" stop's grace
     "heartbeat_interval": 1.0,
-    "start_method": "spawn",
+    "start_method": "template",
     "log_level": "INFO",
     "max_attempts": 3,  # deaths of a worker under one invocation before it fails
     "spare_workers": 0,  # workers booted ahead: a dead or lent slot is served at once

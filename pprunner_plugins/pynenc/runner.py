@@ -131,6 +131,8 @@ class PprunnerRunner(BaseRunner):
             config=config,
             initializer=Call(child.boot, (app, self.runner_context.to_json(), settings),
                              name="pynenc worker boot"),
+            # unpickling the app imports pynenc and the app's modules: once, in the template
+            prepare=Call(pickle.loads, (app,), name="pynenc app import"),
             plugins=[sys.modules[child.__name__]])
         self.logger.info(f"runner:{self.runner_id} starting {config.processes} pprunner "
                          f"workers ({config.start_method}), stop mode {self._stop_mode}")
