@@ -250,16 +250,21 @@ def test_sighup_replaces_every_worker_and_keeps_consuming(app, command) -> None:
     assert running.process.poll() is None
 
 
+@pytest.mark.parametrize("on", ["app", "rabbit"])
 def test_past_the_shutdown_timeout_the_message_is_requeued_without_an_attempt(
-        app, command, tmp_path: Path) -> None:
-    running = command("--processes", "1", "--threads", "1", "--worker-shutdown-timeout", "500")
+        on, request, command, tmp_path: Path) -> None:
+    """On Redis the supervisor requeues it; on RabbitMQ the broker does, and the
+    supervisor neither charges an attempt nor dead-letters it."""
+    app = request.getfixturevalue(on)
+    running = command("--processes", "1", "--threads", "1", "--worker-shutdown-timeout", "500",
+                      app=app)
     message = app.crash_once.send(str(tmp_path))
     first = first_attempts_pid(tmp_path)
 
     running.process.send_signal(signal.SIGTERM)
     running.process.wait(timeout=30)
 
-    command("--processes", "1", "--threads", "1")
+    command("--processes", "1", "--threads", "1", app=app)
     pid, retries = result(app, message)
     assert pid != first and retries == 0  # handed back, not charged
 
