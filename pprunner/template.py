@@ -141,7 +141,9 @@ class Template:
     def fork(self, spec: WorkerSpec) -> TemplateWorker:
         """A worker for ``spec``, forked from the template."""
         data, descriptors = launch.pickled_spec(spec)
-        with self._lock:
+        # SIGINT and SIGTERM wait for the reply: a handler raising between the request
+        # and its reply would leave the next fork reading this one's worker
+        with self._lock, signals_blocked():
             try:
                 socket.send_fds(self._control, [data], descriptors)
                 while True:  # the first fork may import the app (the spec's prepare)
@@ -344,7 +346,10 @@ def serve(control: socket.socket, preload: list[str]) -> None:
             if key.fileobj is wakeup_reader:
                 os.read(wakeup_reader, 4096)
                 continue
-            data, fds, _, _ = socket.recv_fds(control, MESSAGE_SIZE, 16)
+            try:
+                data, fds, _, _ = socket.recv_fds(control, MESSAGE_SIZE, 16)
+            except ConnectionError:
+                data = b""
             if not data:
                 return  # the supervisor closed its end, or died: its workers see their lifelines
             _fork_worker(control, data, fds, leave_template)

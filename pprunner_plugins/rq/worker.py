@@ -197,8 +197,11 @@ class Worker(RQWorker):
             raise ValueError(f"worker {self.name}: its settings cannot be handed to a work "
                              f"horse (everything must be importable by name): {exc}") from exc
         level = logging[0] if isinstance(logging[0], str) else "INFO"
+        # a fresh interpreter, not a fork of the template: with the template, three of
+        # RQ's own tests (kill-horse and shutdown commands, a retry's scheduling) fail
+        # (checked with RQ 3.0; the cause is not found yet)
         config = config_module.resolve([("pprunner_plugins.rq.Worker", {
-            "processes": 1, "log_level": level.upper(),
+            "processes": 1, "log_level": level.upper(), "start_method": "spawn",
             "max_tasks_per_child": self.max_jobs_per_horse,
             "max_memory_per_child": self.max_memory_per_horse,
             "metrics_port": self.metrics_port})])
