@@ -105,7 +105,10 @@ def phase_rows(name: str, stats: dict[str, tuple[int, int]], cpu_s: float,
 
 
 def breakdown(stats: dict[str, tuple[int, int]], tasks: int) -> str:
-    return ", ".join(f"{command} {calls / tasks:.2f}" for command, (calls, _) in
+    """Per task, each command's calls and usec (a script's own calls' usec are also in
+    EVALSHA's; what EVALSHA has beyond them is the Lua interpreter's)."""
+    return ", ".join(f"{command} {calls / tasks:.2f} ({usec / tasks:.1f} us)"
+                     for command, (calls, usec) in
                      sorted(stats.items(), key=lambda item: -item[1][0]) if calls)
 
 

@@ -22,6 +22,7 @@ import pprunner_plugins.redis
 from pprunner import App, BackendError, ExitCode, Status, Supervisor, TaskFailed, gather
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
+from pprunner_plugins.redis.records import fields_of, flat, pairs
 from tests import apps, apps_waiting
 from tests.conftest import REPO, assert_all_gone, children_of, cli_env, run_cli, wait_until
 from tests.redis_server import PrivateRedis
@@ -264,6 +265,68 @@ def test_a_completion_sent_again_after_a_lost_reply_is_kept_and_strands_nothing(
     assert (done.status, done.result) == (Status.SUCCESS, b"done")
     again = backend.claim("r", 0)
     assert again is not None and (again.id, again.attempts) == (second.id, 1)
+
+
+def lose_the_first_enqueue(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch,
+                           carried_out: int) -> None:
+    """The first enqueue's HSET, RPUSH and LLEN go out, but only the first
+    ``carried_out`` of them reach the server, and no reply comes back."""
+    send = backend._commands
+    lost: list[object] = []
+
+    def losing(*commands: tuple[object, ...]) -> list[object]:
+        if commands[0][0] == "HSET" and not lost:
+            lost.append(send(*commands[:carried_out]))
+            raise redis.ConnectionError("the reply was lost (test)")
+        return send(*commands)
+
+    monkeypatch.setattr(backend, "_commands", losing)
+
+
+@pytest.mark.parametrize("carried_out", [1, 3], ids=["only-the-hset", "all-of-it"])
+def test_an_enqueue_sent_again_after_a_lost_reply_is_queued_once(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, carried_out: int) -> None:
+    invocation = make_invocation()
+    backend.counts()  # connected: a failure from now on is an outage, waited out
+    lose_the_first_enqueue(backend, monkeypatch, carried_out)
+    backend.enqueue(invocation)
+    assert backend.client.lrange(f"{backend.prefix}:queue", 0, -1) == [invocation.id.encode()]
+    assert backend.get(invocation.id) == invocation
+
+
+def test_an_enqueue_sent_again_leaves_what_the_first_send_became(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the lost reply and the resend, a runner claimed and finished it."""
+    invocation = make_invocation()
+    backend.enqueue(invocation)
+    assert backend.claim("r", 0) is not None
+    assert backend.complete_and_claim(invocation.id, "r", b"done") is None
+    backend._script("ENQUEUE_AGAIN", invocation.id,
+                    *flat(fields_of(invocation)))
+    done = backend.get(invocation.id)
+    assert (done.status, done.result) == (Status.SUCCESS, b"done")
+    assert backend.counts()[Status.PENDING] == 0
+
+
+def test_an_enqueue_that_finds_idle_runners_hands_each_one_invocation(
+        backend: RedisBackend) -> None:
+    """Two runners wait idle; two enqueues while the first hand-out is still to come
+    (another producer's) are both handed out, none left queued behind an idle runner."""
+    for runner in ("a", "b"):
+        assert backend._try_claim(runner, None, True, 1) == 0  # registered idle
+    queued = [make_invocation(), make_invocation()]
+    for invocation in queued:
+        backend.client.hset(f"{backend.prefix}:inv:{invocation.id}",
+                            mapping=fields_of(invocation))
+        backend.client.rpush(f"{backend.prefix}:queue", invocation.id)
+    assert backend._run_retrying("HAND_OUT", repr(time.time())) == 2
+    handed = {runner: backend._read_inbox(runner, 0.1) for runner in ("a", "b")}
+    assert [pairs(entry, 1)[b"id"].decode() for entry in handed.values()  # type: ignore[arg-type]
+            ] == [i.id for i in queued]
+    assert {(i.status, i.owner) for i in map(backend.get, (i.id for i in queued))} == {
+        (Status.RUNNING, "a"), (Status.RUNNING, "b")}
+    assert backend._run_retrying("HAND_OUT", repr(time.time())) == 0
+    assert backend.client.llen(f"{backend.prefix}:idle") == 0
 
 
 def test_a_connection_the_server_closed_while_unused_is_no_outage(

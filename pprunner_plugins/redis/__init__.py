@@ -151,9 +151,9 @@ class RedisBackend(Pausing, Admin, Recovery):
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
-                                      "GIVE_BACK",
-                                      "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
-                                      "UNWATCH_ENDING", "ANNOUNCE", "PURGE")}
+                                      "GIVE_BACK", "ENQUEUE_AGAIN", "HAND_OUT", "REQUEUE",
+                                      "HEARTBEAT", "WATCH_ENDING", "UNWATCH_ENDING", "ANNOUNCE",
+                                      "PURGE")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
@@ -184,28 +184,30 @@ class RedisBackend(Pausing, Admin, Recovery):
         sha, text = self._scripts[name]
         # the prefix is the one key declared: it routes the script to the namespace's
         # node in a cluster, where every key the script touches carries it as hash tag
+        evalsha = ("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
         try:
-            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
+            return self._durably(evalsha)[0]
         except self._redis.exceptions.NoScriptError:
             self._command("SCRIPT", "LOAD", text)
-            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
+            return self._durably(evalsha)[0]
 
-    def _durably(self, *args: Any) -> Any:
-        """A command whose reply counts only once ``wait_replicas`` replicas have its
-        writes: a WAIT goes right behind it, and a reply is handed on only with
-        WAIT's. Replication is asynchronous, so without it a failover could lose a
-        claim a worker has started on (it would run twice) or an acknowledged
-        enqueue (lost). A reply lost with the master is sent again, as any other."""
+    def _durably(self, *commands: Sequence[Any]) -> list[Any]:
+        """Commands sent together whose replies count only once ``wait_replicas``
+        replicas have their writes: a WAIT goes right behind them, and replies are
+        handed on only with WAIT's. Replication is asynchronous, so without it a
+        failover could lose a claim a worker has started on (it would run twice) or
+        an acknowledged enqueue (lost). A reply lost with the master is sent again,
+        as any other."""
         wanted = self.wait_replicas
         if not wanted or time.monotonic() < self._unreplicated_until:
-            return self._command(*args)
-        reply, acknowledged = self._commands(args, ("WAIT", wanted, REPLICA_WAIT_MS))
+            return self._commands(*commands)
+        *replies, acknowledged = self._commands(*commands, ("WAIT", wanted, REPLICA_WAIT_MS))
         if acknowledged < wanted:
             self._unreplicated_until = time.monotonic() + REPLICA_RECHECK
             logger.warning("Redis at %s: %d of %d replicas acknowledged a change within "
                            "%d ms; changes count without them for the next %d s", self.url,
                            acknowledged, wanted, REPLICA_WAIT_MS, REPLICA_RECHECK)
-        return reply
+        return replies
 
     def _command(self, *args: Any) -> Any:
         """One command and its raw reply, on a connection of the backend's own."""
@@ -345,10 +347,25 @@ class RedisBackend(Pausing, Admin, Recovery):
     # -- producers and workers -------------------------------------------------------
 
     def enqueue(self, invocation: Invocation) -> None:
-        fields = fields_of(invocation)
-        del fields["status"], fields["attempts"]  # a new one: the script sets both
-        self._run_telling_resends("ENQUEUE", (invocation.id, repr(time.time())),
-                                  fields["enqueued_at"], *flat(fields))
+        """HSET, RPUSH and LLEN of the idle list, sent together without a script (a
+        script's interpreter cost the server more than the two writes): ids are new
+        (``Task.enqueue`` makes them), so nothing needs looking at first, and the hash
+        is written before the id reaches the queue. When runners wait idle, a second
+        round trip (HAND_OUT) hands them what is queued. A resend after a lost reply
+        is ENQUEUE_AGAIN, which finds what the first send did."""
+        fields = flat({**fields_of(invocation), "status": Status.PENDING.value, "attempts": 0})
+        key, queue, idle = self._key("inv", invocation.id), self._key("queue"), self._key("idle")
+        sends = itertools.count()
+
+        def send() -> int:
+            if next(sends):
+                return int(self._script("ENQUEUE_AGAIN", invocation.id, *fields))
+            *_, waiting = self._durably(("HSET", key, *fields), ("RPUSH", queue, invocation.id),
+                                        ("LLEN", idle))
+            return int(waiting)
+
+        if self._retrying(send):
+            self._run_retrying("HAND_OUT", repr(time.time()))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
@@ -622,7 +639,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         client (a transaction): WAIT counts a connection's own writes, so this one
         writes a key of its own first, which comes after them in the replication
         stream."""
-        self._retrying(lambda: self._durably("INCR", self._key("replicated")))
+        self._retrying(lambda: self._durably(("INCR", self._key("replicated"))))
 
     def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
         raw = pipe.hgetall(self._key("inv", invocation_id))

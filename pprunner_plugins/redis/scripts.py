@@ -83,6 +83,19 @@ local function mark(p, id, runner, now)
 end
 """
 
+#: the oldest due invocation, moved into ``runner``'s owned list and claimed (``mark``)
+#: -> its hash as a flat list, or nil when the queue is empty (stale entries dropped)
+_TAKE = _MARK + """
+local function take(p, runner, now)
+  while true do
+    local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
+    if not id then return nil end
+    local fields = mark(p, id, runner, now)
+    if fields then return fields end
+  end
+end
+"""
+
 #: the next invocations for ``runner`` -> a list of {inbox entry id or '', field, value,
 #: ...}, empty when none is due: what an enqueue handed to its inbox after the entry
 #: ``last``, else the oldest due one and, when it was never attempted and may be
@@ -92,7 +105,7 @@ end
 #: path), so it was in no idle list (CLAIM takes it off before it claims) and nothing was
 #: handed to its inbox, nor left in its owned list by a claim whose reply was lost:
 #: neither is looked at, two commands a task fewer.
-_CLAIM = _MARK + """
+_CLAIM = _TAKE + """
 local function ahead(p, runner, now, size, claimed)
   -- the queue's head, taken while never attempted and allowed another attempt: one
   -- LRANGE, LTRIM, RPUSH and status move for all of them
@@ -146,12 +159,9 @@ local function claim(p, runner, now, resent, last, size)
     end
     if #claimed > 0 then return claimed end
   end
-  while #claimed == 0 do
-    local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
-    if not id then return claimed end
-    local fields = mark(p, id, runner, now)
-    if fields then table.insert(fields, 1, ''); table.insert(claimed, fields) end
-  end
+  local fields = take(p, runner, now)
+  if not fields then return claimed end
+  table.insert(fields, 1, ''); table.insert(claimed, fields)
   if size < 2 then return claimed end
   local first = claimed[1]
   for i = 2, #first, 2 do
@@ -340,36 +350,46 @@ redis.call('ZREM', p .. ':status:RUNNING', unpack(back))
 return #back
 """
 
-#: ARGV: prefix, id, now, resent, enqueued_at, field, value, ... (all but status and
-#: attempts, which the script sets) -> 1, or 0 when the id exists already. The sorted sets
-#: of statuses are ordered by ``enqueued_at``, the producer's clock: a counter of the
-#: server's would cost a command a task. Ids are new (``Task.enqueue`` makes
-#: them), so only a resend after a lost reply (``resent`` '1') can find its own first send
-#: done: only then is the existence looked at, a command a task fewer. When a runner waits
-#: idle, the invocation is claimed for it right here, written once as RUNNING, and the
-#: same fields added to that runner's inbox stream: the worker starts after one hop. This
-#: is the idle-latency path, so it makes the claim ``mark`` would make without reading
-#: anything back. A runner registers idle only when it found the queue empty (CLAIM), and
-#: the first enqueue after that hands it work, so only an enqueue that finds the queue
-#: empty (its RPUSH makes the queue one long) looks for an idle runner, and takes the id
-#: back off the queue to hand it over: a backlog costs no LPOP a task.
-ENQUEUE = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
-local key = p .. ':inv:' .. id
-if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
-local runner = redis.call('RPUSH', p .. ':queue', id) == 1 and redis.call('LPOP', p .. ':idle')
-if not runner then
-  redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
-  return 1
+#: An enqueue sent again after a lost reply (the first send, HSET, RPUSH and LLEN
+#: without a script, may have been carried out, or only its HSET). ARGV: prefix, id,
+#: field, value, ... (the whole new hash) -> how many runners wait idle (see
+#: HAND_OUT). A hash that exists is the first send's: it is left as it is (it may have
+#: been claimed since), and only queued if it is PENDING and in neither the queue nor
+#: ``p:delayed``, where the first send's RPUSH would have put it.
+ENQUEUE_AGAIN = """
+local p, id = ARGV[1], ARGV[2]
+local key, queue = p .. ':inv:' .. id, p .. ':queue'
+if redis.call('EXISTS', key) == 0 then
+  redis.call('HSET', key, unpack(ARGV, 3))
+  redis.call('RPUSH', queue, id)
+elseif redis.call('HGET', key, 'status') == 'PENDING' and not redis.call('LPOS', queue, id)
+    and not redis.call('ZSCORE', p .. ':delayed', id) then
+  redis.call('RPUSH', queue, id)
 end
-redis.call('RPOP', p .. ':queue')
-local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
-                 unpack(ARGV, 6)}
-redis.call('HSET', key, unpack(claimed))
-redis.call('ZADD', p .. ':status:RUNNING', ARGV[5], id)
-redis.call('RPUSH', p .. ':owned:' .. runner, id)
-redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
-return 1
+return redis.call('LLEN', p .. ':idle')
+"""
+
+#: Hand the queue's oldest invocations to runners blocked idle, one each, first come first
+#: served: each is claimed for its runner (``take``, as CLAIM would) and its whole record
+#: added to that runner's inbox stream, where the runner blocks (XREAD): the worker starts
+#: after one hop. Sent by an enqueue that saw idle runners, and by nothing else on the busy
+#: path. A runner registers idle only when it found the queue empty (CLAIM), so when the
+#: queue is empty again here it goes back to the head of the idle list. ARGV: prefix, now
+#: -> how many were handed out.
+HAND_OUT = _TAKE + """
+local p, now = ARGV[1], ARGV[2]
+local handed = 0
+while true do
+  local runner = redis.call('LPOP', p .. ':idle')
+  if not runner then return handed end
+  local fields = take(p, runner, now)
+  if not fields then
+    redis.call('LPUSH', p .. ':idle', runner)
+    return handed
+  end
+  redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(fields))
+  handed = handed + 1
+end
 """
 
 #: Before a caller blocks until one of some invocations ends. ARGV: prefix, the caller's
