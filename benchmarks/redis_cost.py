@@ -85,7 +85,7 @@ def run_phase(url: str, client: Any, tasks: int) -> int:
                             stderr=subprocess.DEVNULL)
     polls = 0
     try:
-        while client.zcard(f"{PREFIX}:status:SUCCESS") < tasks:
+        while client.zcard(f"{PREFIX}:ended") < tasks:
             polls += 1
             if pool.poll() is not None:
                 raise RuntimeError(f"pprunner run exited with {pool.returncode}")

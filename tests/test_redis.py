@@ -20,6 +20,7 @@ import redis
 import pprunner.backend
 import pprunner_plugins.redis
 from pprunner import App, BackendError, ExitCode, Status, Supervisor, TaskFailed, gather
+from pprunner.invocation import ErrorInfo
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
 from pprunner_plugins.redis.records import fields_of, flat, pairs
@@ -327,6 +328,29 @@ def test_an_enqueue_that_finds_idle_runners_hands_each_one_invocation(
         (Status.RUNNING, "a"), (Status.RUNNING, "b")}
     assert backend._run_retrying("HAND_OUT", repr(time.time())) == 0
     assert backend.client.llen(f"{backend.prefix}:idle") == 0
+
+
+def test_successes_are_counted_and_listed_from_the_endings_less_the_failures(
+        backend: RedisBackend) -> None:
+    """SUCCESS has no sorted set of its own (a command a task fewer): ``p:ended`` less
+    ``p:failed`` counts them, and the listing skips the failures among the endings."""
+    ended = {}
+    for outcome in ("SUCCESS", "FAILED", "SUCCESS", "FAILED"):
+        invocation = make_invocation()
+        backend.enqueue(invocation)
+        assert backend.claim("r", 0) is not None
+        if outcome == "SUCCESS":
+            backend.complete(invocation.id, "r", b"1")
+        else:
+            backend.fail(invocation.id, "r", ErrorInfo("E", "broken"))
+        ended[invocation.id] = outcome
+    succeeded = [i for i, outcome in ended.items() if outcome == "SUCCESS"]
+    assert (backend.counts()[Status.SUCCESS], backend.counts()[Status.FAILED]) == (2, 2)
+    assert [i.id for i in backend.invocations(Status.SUCCESS, 10)] == succeeded[::-1]
+    assert [i.id for i in backend.invocations(Status.SUCCESS, 1)] == succeeded[-1:]
+    assert not backend.client.exists(f"{backend.prefix}:status:SUCCESS")
+    assert backend.purge(time.time() + 1, 100) == 4
+    assert backend.counts()[Status.SUCCESS] == 0
 
 
 def test_a_connection_the_server_closed_while_unused_is_no_outage(

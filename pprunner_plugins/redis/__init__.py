@@ -109,6 +109,10 @@ REPLICA_WAIT_MS = 1000
 #: new master alone), changes count without waiting for this many seconds, then try again
 REPLICA_RECHECK = 10
 
+#: the statuses with a sorted set of their own (``p:status:<S>``, see ``scripts``)
+SORTED_STATUSES = (Status.RUNNING, Status.PAUSED, Status.FAILED)
+
+
 def _with_sha(script: str) -> tuple[str, str]:
     """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
     return hashlib.sha1(script.encode()).hexdigest(), script
@@ -656,8 +660,9 @@ class RedisBackend(Pausing, Admin, Recovery):
         if gone:
             pipe.hdel(key, *gone)
         if before.status is not after.status:  # (PENDING: the queue below, not a set)
-            pipe.zrem(self._key("status", before.status.value), after.id)
-            if after.status is not Status.PENDING:
+            if before.status in SORTED_STATUSES:
+                pipe.zrem(self._key("status", before.status.value), after.id)
+            if after.status in SORTED_STATUSES:
                 pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
@@ -747,8 +752,10 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         """PENDING ones are the newest ``limit`` of the queue and every retry waiting in
-        ``p:delayed`` (a sorted set of statuses would cost every task two commands),
-        sorted by ``enqueued_at``."""
+        ``p:delayed``, SUCCESS ones the ``limit`` that finished last (a sorted set of
+        their own would cost every task a command), sorted by ``enqueued_at``."""
+        if status is Status.SUCCESS:
+            return self._latest_successes(limit)
         if status is not Status.PENDING:
             ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
             return [self.get(raw.decode()) for raw in ids]
@@ -760,6 +767,22 @@ class RedisBackend(Pausing, Admin, Recovery):
                 found.append(self.get(raw.decode()))
         found = [i for i in found if i.status is Status.PENDING]
         return sorted(found, key=lambda i: i.enqueued_at, reverse=True)[:limit]
+
+    def _latest_successes(self, limit: int) -> list[Invocation]:
+        """The ``limit`` SUCCESS invocations that finished last, newest enqueued first:
+        ``p:ended`` read from its end, ``limit`` at a time, failures skipped."""
+        found: list[Invocation] = []
+        start = 0
+        while len(found) < limit:
+            ids = self._do("zrevrange", self._key("ended"), start, start + limit - 1)
+            if not ids:
+                break
+            for raw in ids:
+                with contextlib.suppress(UnknownInvocation):  # purged since the listing
+                    found.append(self.get(raw.decode()))
+            found = [i for i in found if i.status is Status.SUCCESS]
+            start += limit
+        return sorted(found[:limit], key=lambda i: i.enqueued_at, reverse=True)
 
     def ended_since(self, since: float) -> dict[Status, int]:
         """Two ZCOUNTs in one MULTI: every ending is in ``p:ended``, a failure also in
@@ -781,20 +804,21 @@ class RedisBackend(Pausing, Admin, Recovery):
         return found
 
     def counts(self) -> dict[Status, int]:
-        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``
-        (see ``invocations``), each other status a sorted set."""
-        others = [s for s in Status if s is not Status.PENDING]
-
+        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``,
+        the SUCCESS ones ``p:ended`` less ``p:failed`` (see ``invocations``), each other
+        status a sorted set."""
         def count() -> list[int]:
             pipe = self.client.pipeline(transaction=True)
             pipe.llen(self._key("queue"))
-            pipe.zcard(self._key("delayed"))
-            for status in others:
+            for key in ("delayed", "ended", "failed"):
+                pipe.zcard(self._key(key))
+            for status in SORTED_STATUSES:
                 pipe.zcard(self._key("status", status.value))
             return list(pipe.execute())
 
-        queued, delayed, *rest = self._retrying(count)
-        return {Status.PENDING: queued + delayed, **dict(zip(others, rest, strict=True))}
+        queued, delayed, ended, failed, *rest = self._retrying(count)
+        return {Status.PENDING: queued + delayed, Status.SUCCESS: ended - failed,
+                **dict(zip(SORTED_STATUSES, rest, strict=True))}
 
     def close(self) -> None:
         for connection in self._spare:

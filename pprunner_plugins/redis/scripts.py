@@ -15,8 +15,9 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status but PENDING, by ``enqueued_at`` (counts,
-                     listings); the PENDING ones are ``p:queue`` and ``p:delayed``
+``p:status:<S>``     sorted set per status but PENDING and SUCCESS, by ``enqueued_at``
+                     (counts, listings); the PENDING ones are ``p:queue`` and
+                     ``p:delayed``, the SUCCESS ones ``p:ended`` less ``p:failed``
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -216,7 +217,9 @@ local function change(p, runner, at)
     redis.call('HSET', key, 'history', cjson.encode(history))
   end
   redis.call('ZREM', p .. ':status:' .. status, id)
-  if new ~= 'PENDING' then redis.call('ZADD', p .. ':status:' .. new, current[3], id) end
+  if new ~= 'PENDING' and new ~= 'SUCCESS' then
+    redis.call('ZADD', p .. ':status:' .. new, current[3], id)
+  end
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
   if new == 'SUCCESS' or new == 'FAILED' then
@@ -286,12 +289,12 @@ return change(ARGV[1], ARGV[2], 3)
 COMPLETE_AND_CLAIM = _ANNOUNCE + _CLAIM + """
 local p, runner, now, size, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
   tonumber(ARGV[5])
-local written, ids, running, ended = {}, {}, {}, {}
+local written, ids, ended = {}, {}, {}
 for n = 0, count - 1 do
   local id, result, started, finished = ARGV[6 + 4 * n], ARGV[7 + 4 * n], ARGV[8 + 4 * n],
     ARGV[9 + 4 * n]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'watched')
   if current[1] == 'RUNNING' and current[2] == runner then
     if started == '' then
       redis.call('HSET', key, 'status', 'SUCCESS', 'result', result, 'finished_at', finished)
@@ -300,9 +303,8 @@ for n = 0, count - 1 do
                  'started_at', started)
     end
     table.insert(ids, id)
-    table.insert(running, current[3]); table.insert(running, id)
     table.insert(ended, finished); table.insert(ended, id)
-    if current[4] then announce(p, id) end  -- someone registered to wait for it
+    if current[3] then announce(p, id) end  -- someone registered to wait for it
     table.insert(written, 1)
   else
     table.insert(written, 0)
@@ -319,7 +321,6 @@ if #ids > 0 then
     for _, id in ipairs(ids) do redis.call('LREM', owned, 0, id) end
   end
   redis.call('ZREM', p .. ':status:RUNNING', unpack(ids))
-  redis.call('ZADD', p .. ':status:SUCCESS', unpack(running))
   redis.call('ZADD', p .. ':ended', unpack(ended))
 end
 if size == 0 or written[count] == 0 then return {written} end
@@ -475,7 +476,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':ended', '-inf', '(' .. be
   local status = redis.call('HGET', key, 'status')
   if status == 'SUCCESS' or status == 'FAILED' then
     redis.call('DEL', key)
-    redis.call('ZREM', p .. ':status:' .. status, id)
+    if status == 'FAILED' then redis.call('ZREM', p .. ':status:FAILED', id) end
     purged = purged + 1
   end
   redis.call('ZREM', p .. ':ended', id)
