@@ -353,6 +353,29 @@ def test_successes_are_counted_and_listed_from_the_endings_less_the_failures(
     assert backend.counts()[Status.SUCCESS] == 0
 
 
+def test_a_busy_worker_moves_due_retries_to_the_queue_a_few_times_a_second(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy path (complete and claim) looks at ``p:delayed`` once per
+    RETRIES_EVERY, not once a task; a claim that finds the queue empty always does."""
+    retried, *backlog = [make_invocation() for _ in range(4)]
+    for invocation in (retried, *backlog):
+        backend.enqueue(invocation)
+    assert backend.claim("r", 0).id == retried.id  # type: ignore[union-attr]
+    backend.retry(retried.id, "r", ErrorInfo("E", "again"), time.time() + 3600)
+    delayed, queue = f"{backend.prefix}:delayed", f"{backend.prefix}:queue"
+    running = backend.claim("r", 0)
+    assert running is not None and running.id == backlog[0].id
+    backend.client.zadd(delayed, {retried.id: 0})  # due now
+    monkeypatch.setattr(pprunner_plugins.redis, "RETRIES_EVERY", 3600.0)
+    backend._retries_looked_at = time.monotonic()
+    running = backend.complete_and_claim(running.id, "r", b"1")
+    assert running is not None and backend.client.zcard(delayed) == 1
+    backend._retries_looked_at = time.monotonic() - 7200  # two hours ago
+    running = backend.complete_and_claim(running.id, "r", b"1")
+    assert running is not None and backend.client.zcard(delayed) == 0
+    assert backend.client.lrange(queue, 0, -1) == [retried.id.encode()]
+
+
 def test_a_connection_the_server_closed_while_unused_is_no_outage(
         backend: RedisBackend, caplog: pytest.LogCaptureFixture) -> None:
     backend.enqueue(make_invocation())

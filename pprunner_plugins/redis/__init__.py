@@ -103,6 +103,10 @@ MIN_SERVER = (6, 2)
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
+#: how often a worker that keeps completing and claiming moves the due retries to the
+#: queue (a claim that finds the queue empty always does): a retry is due at most this
+#: much later than its ``not_before`` under a backlog, and a task costs a command fewer
+RETRIES_EVERY = 0.1
 #: how long a change waits for its replicas (``wait_replicas``) before it counts anyway
 REPLICA_WAIT_MS = 1000
 #: after a WAIT that timed out (the replicas are gone, as after a failover that left the
@@ -163,6 +167,8 @@ class RedisBackend(Pausing, Admin, Recovery):
         self._connected = False
         #: whether the last operation had to be sent again (its first reply may be lost)
         self._retried = False
+        #: when a completion here last asked for the due retries (``RETRIES_EVERY``)
+        self._retries_looked_at = float("-inf")
         #: per runner: the id of the last inbox entry it read
         self._last_entry: dict[str, bytes] = {}
         self._pid = os.getpid()
@@ -505,9 +511,12 @@ class RedisBackend(Pausing, Admin, Recovery):
         completions = itertools.chain.from_iterable(
             (f.invocation_id, f.result, "" if f.started_at is None else repr(f.started_at),
              repr(f.finished_at)) for f in finished)
+        retries = size > 0 and time.monotonic() >= self._retries_looked_at + RETRIES_EVERY
+        if retries:
+            self._retries_looked_at = time.monotonic()
         written, *claimed = self._run_retrying("COMPLETE_AND_CLAIM", runner_id,
-                                               repr(time.time()), size, len(finished),
-                                               *completions)
+                                               repr(time.time()), size, "1" if retries else "0",
+                                               len(finished), *completions)
         return {f.invocation_id for f, ok in zip(finished, written, strict=True) if ok}, claimed
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:

@@ -132,7 +132,7 @@ local function ahead(p, runner, now, size, claimed)
   end
 end
 
-local function claim(p, runner, now, resent, last, size)
+local function claim(p, runner, now, resent, last, size, retries)
   if last then
     local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
     if #handed > 0 then
@@ -142,10 +142,11 @@ local function claim(p, runner, now, resent, last, size)
       return {reply}
     end
   end
-  local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', p .. ':delayed', id)
-    redis.call('RPUSH', p .. ':queue', id)
+  if retries then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)) do
+      redis.call('ZREM', p .. ':delayed', id)
+      redis.call('RPUSH', p .. ':queue', id)
+    end
   end
   local claimed = {}
   if last then
@@ -264,7 +265,7 @@ CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
 redis.call('LREM', p .. ':idle', 0, runner)
-local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]))
+local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]), true)
 if #claimed > 0 then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
 if ARGV[7] == '1' and (seen == '' or tonumber(seen) == wakeups) then
@@ -279,7 +280,9 @@ return change(ARGV[1], ARGV[2], 3)
 """
 
 #: Successful invocations' completions, and the claim of the runner's next ones.
-#: ARGV: prefix, runner, now, size (the most to claim; 0: none), the number of
+#: ARGV: prefix, runner, now, size (the most to claim; 0: none), retries ('1': the due
+#: retries in ``p:delayed`` go to the queue first, as CLAIM always does; the busy path
+#: asks for it a few times a second, a command a task fewer), the number of
 #: completions, then per completion: id, result, started_at ('': as claimed),
 #: finished_at -> {{1 or 0 per completion: written, or refused}, claimed...}, the claimed
 #: ones as ``claim`` gives them; none when the last completion is refused. Each
@@ -287,12 +290,12 @@ return change(ARGV[1], ARGV[2], 3)
 #: the owned list written once for all of them. A resend after a lost reply needs no care
 #: here: the completions it repeats are refused.
 COMPLETE_AND_CLAIM = _ANNOUNCE + _CLAIM + """
-local p, runner, now, size, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
-  tonumber(ARGV[5])
+local p, runner, now, size, retries, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  ARGV[5] == '1', tonumber(ARGV[6])
 local written, ids, ended = {}, {}, {}
 for n = 0, count - 1 do
-  local id, result, started, finished = ARGV[6 + 4 * n], ARGV[7 + 4 * n], ARGV[8 + 4 * n],
-    ARGV[9 + 4 * n]
+  local id, result, started, finished = ARGV[7 + 4 * n], ARGV[8 + 4 * n], ARGV[9 + 4 * n],
+    ARGV[10 + 4 * n]
   local key = p .. ':inv:' .. id
   local current = redis.call('HMGET', key, 'status', 'owner', 'watched')
   if current[1] == 'RUNNING' and current[2] == runner then
@@ -324,7 +327,7 @@ if #ids > 0 then
   redis.call('ZADD', p .. ':ended', unpack(ended))
 end
 if size == 0 or written[count] == 0 then return {written} end
-local claimed = claim(p, runner, now, '0', nil, size)
+local claimed = claim(p, runner, now, '0', nil, size, retries)
 table.insert(claimed, 1, written)
 return claimed
 """
