@@ -11,11 +11,13 @@ Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
 the oldest due id from ``p:queue`` into the runner's own
 ``p:owned:<runner>`` list and marks it RUNNING for that runner, so an id is
 never in two runners' lists and a dead runner's list is exactly what the
-reroute hands back. A runner with nothing to claim is registered in
-``p:idle`` by that same script and blocks on its own inbox stream (``XREAD
-BLOCK``, on the server, no polling); an enqueue that finds an idle runner
-claims the invocation for it in the same script and adds the whole record to
-that stream, so the idle worker starts after a single hop. Every owner-only
+reroute hands back. An enqueue is no script: HSET, RPUSH and an LLEN of
+``p:idle`` sent together. A runner with nothing to claim is registered in
+``p:idle`` by the claim script and blocks on its own inbox stream (``XREAD
+BLOCK``, on the server, no polling); an enqueue that sees idle runners sends
+one more script (``HAND_OUT``), which claims what is queued for them and adds
+each whole record to its runner's stream, so an idle worker starts without
+another round trip of its own. Every owner-only
 change is one Lua script that checks the owner first, so a late completion
 from a runner that lost the invocation is refused; a worker's completion and
 its next claim are one script, one round trip. With ``?batch=N`` a worker that

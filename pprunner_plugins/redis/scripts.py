@@ -25,9 +25,11 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
 ``p:wake:<token>``   list: ids that ended, pushed for the caller blocked on it (BLPOP)
 
-The scripts share Lua functions (``mark``, ``claim``, ``ahead``, ``change``,
-``announce``), so the script that completes an invocation and claims the
-next runs the very same rules as the scripts that do one of the two. With
+The scripts share Lua functions (``mark``, ``take``, ``claim``, ``ahead``,
+``change``, ``announce``), so the script that completes an invocation and
+claims the next, and the one that hands work to idle runners, run the very
+same rules as the scripts that do one of them. An enqueue is no script
+(HSET, RPUSH, LLEN of ``p:idle``); ENQUEUE_AGAIN is its resend. With
 ``batch=N`` a claim takes up to N (``ahead``) and a completion script writes
 several completions: the sorted sets, the queue and the owned list are then
 written once for all of them.
