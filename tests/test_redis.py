@@ -100,29 +100,44 @@ def test_work_survives_a_redis_restart(app: App, own_redis: PrivateRedis) -> Non
     assert {i.attempts for i in invocations} == {1}
 
 
+#: a host's supervisor, two workers
+HOST_COMMAND = (sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app",
+                "--processes", "2")
+
+
+@contextlib.contextmanager
+def host(name: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A supervisor as host ``name``, in a session of its own so that the whole host
+    (supervisor and workers) can be lost at once (:func:`lose`), and is at the end."""
+    process = subprocess.Popen(HOST_COMMAND, cwd=REPO, env={**env, "PPRUNNER_HOST": name},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            lose(process)
+
+
+def lose(host_process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a host's whole process group, as when the machine vanishes."""
+    os.killpg(host_process.pid, signal.SIGKILL)
+    host_process.wait(timeout=10)
+
+
 def test_two_hosts_one_lost_mid_batch(redis_app: App, redis_url: str, cli_process) -> None:
     """Two supervisors with different host identities on one Redis; one host vanishes
     (its whole process group SIGKILLed) and the other finishes everything, once."""
     handles = [apps.whoami_slowly.enqueue(0.2) for _ in range(40)]
     env = cli_env(redis_url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app", "--processes", "2"],
-        cwd=REPO, env={**env, "PPRUNNER_HOST": "host-a"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        cli_process("run", "--app", "tests.apps:app", "--processes", "2",
-                    env={**env, "PPRUNNER_HOST": "host-b"})
-        for host in ("host-a", "host-b"):  # both busy
-            wait_until(lambda h=host: len({i.owner for i in redis_app.backend.owned_by(
+    with host("host-a", env) as doomed:
+        cli_process(*HOST_COMMAND[3:], env={**env, "PPRUNNER_HOST": "host-b"})
+        for name in ("host-a", "host-b"):  # both busy
+            wait_until(lambda h=name: len({i.owner for i in redis_app.backend.owned_by(
                 r.id for r in redis_app.backend.runners() if r.host == h)}) == 2,
-                what=f"both workers of {host} to hold an invocation")
-        os.killpg(doomed.pid, signal.SIGKILL)
-        doomed.wait(timeout=10)
+                what=f"both workers of {name} to hold an invocation")
+        lose(doomed)
         gather(handles, timeout=90)
-    finally:
-        if doomed.poll() is None:
-            os.killpg(doomed.pid, signal.SIGKILL)
-            doomed.wait(timeout=10)
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     recovered = [i for i in invocations if i.attempts > 1]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from pprunner.invocation import RunnerInfo
 from pprunner.testing.backend_contract import make_invocation
 from pprunner_plugins.redis import RedisBackend
 from tests import apps
-from tests.conftest import REPO, cli_env, wait_until
+from tests.conftest import cli_env, wait_until
 from tests.redis_server import PrivateRedis
 from tests.test_batching import (  # noqa: F401 - the fixtures
     RESULT,
@@ -28,7 +26,13 @@ from tests.test_batching import (  # noqa: F401 - the fixtures
     queue,
     statuses,
 )
-from tests.test_redis import lose_the_first_reply, own_redis  # noqa: F401 - the fixture
+from tests.test_redis import (  # noqa: F401 - own_redis: the fixture
+    HOST_COMMAND,
+    host,
+    lose,
+    lose_the_first_reply,
+    own_redis,
+)
 
 pytestmark = [pytest.mark.redis]
 
@@ -147,11 +151,6 @@ def test_a_worker_then_a_supervisor_killed_holding_work_claimed_ahead_lose_nothi
     app.configure(source="the test", backend=url)
     handles = [apps.whoami_slowly.enqueue(0.002) for _ in range(3000)]
     env = cli_env(url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
-    command = [sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app",
-               "--processes", "2"]
-    host_a = subprocess.Popen(command, cwd=REPO, env={**env, "PPRUNNER_HOST": "host-a"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
     backend = app.backend
 
     def workers_of_a() -> list[RunnerInfo]:
@@ -164,21 +163,16 @@ def test_a_worker_then_a_supervisor_killed_holding_work_claimed_ahead_lose_nothi
                 return worker, held
         return None
 
-    try:
+    with host("host-a", env) as host_a:
         worker, lost_by_worker = wait_until(
             one_worker_frozen, timeout=60, what="a worker of host a holding work claimed ahead")
         os.kill(worker.pid, signal.SIGKILL)
-        cli_process(*command[3:], env={**env, "PPRUNNER_HOST": "host-b"})
+        cli_process(*HOST_COMMAND[3:], env={**env, "PPRUNNER_HOST": "host-b"})
         lost_by_host = wait_until(lambda: frozen_holding_ahead(
             backend, [host_a.pid, *(r.pid for r in workers_of_a())], workers_of_a()),
             timeout=60, what="host a, frozen, holding work claimed ahead")
-        os.killpg(host_a.pid, signal.SIGKILL)
-        host_a.wait(timeout=10)
+        lose(host_a)
         gather(handles, timeout=120)
-    finally:
-        if host_a.poll() is None:
-            os.killpg(host_a.pid, signal.SIGKILL)
-            host_a.wait(timeout=10)
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     assert backend.counts()[Status.SUCCESS] == len(handles)
