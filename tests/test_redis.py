@@ -391,6 +391,27 @@ def test_a_busy_worker_moves_due_retries_to_the_queue_a_few_times_a_second(
     assert backend.client.lrange(queue, 0, -1) == [retried.id.encode()]
 
 
+def test_running_ones_are_counted_and_listed_from_the_runners_owned_lists(
+        backend: RedisBackend) -> None:
+    """RUNNING has no sorted set of its own (two commands a task fewer): the owned
+    lists of the runners in ``p:claimers`` are read, and a reroute takes the runner out."""
+    queued = [make_invocation() for _ in range(3)]
+    for invocation in queued:
+        backend.enqueue(invocation)
+    for runner in ("a", "b", "c"):
+        assert backend.claim(runner, 0) is not None
+    backend.pause(queued[2].id, "c", [queued[0].id])
+    counts = backend.counts()
+    assert (counts[Status.RUNNING], counts[Status.PAUSED], counts[Status.PENDING]) == (2, 1, 0)
+    assert [i.id for i in backend.invocations(Status.RUNNING, 10)] == [queued[1].id,
+                                                                      queued[0].id]
+    assert [i.id for i in backend.invocations(Status.RUNNING, 1)] == [queued[1].id]
+    backend.reroute("a", None)
+    assert backend.counts()[Status.RUNNING] == 1
+    assert backend.client.smembers(f"{backend.prefix}:claimers") == {b"b", b"c"}
+    assert not backend.client.exists(f"{backend.prefix}:status:RUNNING")
+
+
 def test_a_connection_the_server_closed_while_unused_is_no_outage(
         backend: RedisBackend, caplog: pytest.LogCaptureFixture) -> None:
     backend.enqueue(make_invocation())

@@ -90,7 +90,7 @@ def test_a_refused_completion_in_a_batch_is_logged_and_the_rest_are_written(
 
 
 
-@pytest.mark.parametrize(("query", "most"), [("", 13.0), ("&batch=16", 7.7)])
+@pytest.mark.parametrize(("query", "most"), [("", 11.0), ("&batch=16", 7.5)])
 def test_what_a_task_costs_redis_in_commands(own_redis: PrivateRedis,  # noqa: F811
                                              monkeypatch: pytest.MonkeyPatch, query: str,
                                              most: float) -> None:

@@ -119,8 +119,8 @@ def test_each_namespace_lives_in_one_slot_and_namespaces_spread(cluster: Cluster
             on_master = redis.Redis(port=master.port, decode_responses=True)
             keys = set(on_master.keys(f"{{{prefix}}}:*"))
             tag = f"{{{prefix}}}"
-            assert keys == {f"{tag}:inv:{invocation.id}",
-                            f"{tag}:ended"}  # all of them, on the slot's master
+            assert keys == {f"{tag}:inv:{invocation.id}", f"{tag}:ended",
+                            f"{tag}:claimers"}  # all of them, on the slot's master
         finally:
             backend.close()
     assert len({cluster.master_of(f"{{{p}}}").port for p in prefixes}) >= 2

@@ -116,7 +116,7 @@ REPLICA_WAIT_MS = 1000
 REPLICA_RECHECK = 10
 
 #: the statuses with a sorted set of their own (``p:status:<S>``, see ``scripts``)
-SORTED_STATUSES = (Status.RUNNING, Status.PAUSED, Status.FAILED)
+SORTED_STATUSES = (Status.PAUSED, Status.FAILED)
 
 
 def _with_sha(script: str) -> tuple[str, str]:
@@ -163,7 +163,7 @@ class RedisBackend(Pausing, Admin, Recovery):
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
                                       "GIVE_BACK", "ENQUEUE_AGAIN", "HAND_OUT", "REQUEUE",
                                       "HEARTBEAT", "WATCH_ENDING", "UNWATCH_ENDING", "ANNOUNCE",
-                                      "PURGE")}
+                                      "PURGE", "RUNNING", "COUNTS")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
@@ -630,6 +630,7 @@ class RedisBackend(Pausing, Admin, Recovery):
                 self._write(pipe, before, now)
             pipe.delete(owned_key, self._key("inbox", runner_id))
             pipe.lrem(self._key("idle"), 0, runner_id)
+            pipe.srem(self._key("claimers"), runner_id)
             if lost:
                 pipe.zrem(self._key("runners"), runner_id)
                 pipe.delete(runner_key)
@@ -712,6 +713,7 @@ class RedisBackend(Pausing, Admin, Recovery):
             self._do("delete", *(self._key(kind, i) for i in ids for kind in ("runner", "inbox")))
             for runner_id in ids:
                 self._do("lrem", self._key("idle"), 0, runner_id)
+            self._do("srem", self._key("claimers"), *ids)
 
     def runners(self) -> list[RunnerInfo]:
         beats = self._do("zrange", self._key("runners"), 0, -1, withscores=True)
@@ -763,10 +765,14 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         """PENDING ones are the newest ``limit`` of the queue and every retry waiting in
-        ``p:delayed``, SUCCESS ones the ``limit`` that finished last (a sorted set of
-        their own would cost every task a command), sorted by ``enqueued_at``."""
+        ``p:delayed``, SUCCESS ones the ``limit`` that finished last, RUNNING ones read
+        from the runners' owned lists (a sorted set of their own would cost every task
+        one or two commands), sorted by ``enqueued_at``."""
         if status is Status.SUCCESS:
             return self._latest_successes(limit)
+        if status is Status.RUNNING:
+            running = [self.get(raw.decode()) for raw in self._run_retrying("RUNNING")]
+            return sorted(running, key=lambda i: i.enqueued_at, reverse=True)[:limit]
         if status is not Status.PENDING:
             ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
             return [self.get(raw.decode()) for raw in ids]
@@ -815,21 +821,13 @@ class RedisBackend(Pausing, Admin, Recovery):
         return found
 
     def counts(self) -> dict[Status, int]:
-        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``,
-        the SUCCESS ones ``p:ended`` less ``p:failed`` (see ``invocations``), each other
-        status a sorted set."""
-        def count() -> list[int]:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.llen(self._key("queue"))
-            for key in ("delayed", "ended", "failed"):
-                pipe.zcard(self._key(key))
-            for status in SORTED_STATUSES:
-                pipe.zcard(self._key("status", status.value))
-            return list(pipe.execute())
-
-        queued, delayed, ended, failed, *rest = self._retrying(count)
-        return {Status.PENDING: queued + delayed, Status.SUCCESS: ended - failed,
-                **dict(zip(SORTED_STATUSES, rest, strict=True))}
+        """One script, so every count is of one moment (burst mode stops on a sum of
+        them): the PENDING ones are the queue and the retries in ``p:delayed``, the
+        SUCCESS ones ``p:ended`` less ``p:failed``, the RUNNING ones found in the
+        runners' owned lists (see ``invocations``), the others a sorted set each."""
+        queued, delayed, ended, failed, paused, failures, running = self._run_retrying("COUNTS")
+        return {Status.PENDING: queued + delayed, Status.RUNNING: running,
+                Status.PAUSED: paused, Status.SUCCESS: ended - failed, Status.FAILED: failures}
 
     def close(self) -> None:
         for connection in self._spare:

@@ -15,9 +15,12 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status but PENDING and SUCCESS, by ``enqueued_at``
+``p:status:<S>``     sorted set of the PAUSED, and of the FAILED, by ``enqueued_at``
                      (counts, listings); the PENDING ones are ``p:queue`` and
-                     ``p:delayed``, the SUCCESS ones ``p:ended`` less ``p:failed``
+                     ``p:delayed``, the SUCCESS ones ``p:ended`` less ``p:failed``,
+                     the RUNNING ones in the owned lists of ``p:claimers``
+``p:claimers``       set: runners that may own invocations (added by CLAIM, which
+                     every runner's claiming starts with; removed by a reroute)
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -81,7 +84,6 @@ local function mark(p, id, runner, now)
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     return false
   end
-  redis.call('ZADD', p .. ':status:RUNNING', fields[at.enqueued_at], id)
   return claimed_as(key, fields, at, runner, now)
 end
 """
@@ -111,16 +113,15 @@ end
 _CLAIM = _TAKE + """
 local function ahead(p, runner, now, size, claimed)
   -- the queue's head, taken while never attempted and allowed another attempt: one
-  -- LRANGE, LTRIM, RPUSH and status move for all of them
+  -- LRANGE, LTRIM and RPUSH for all of them
   local ids = redis.call('LRANGE', p .. ':queue', 0, size - #claimed - 1)
-  local taken, running, looked = {}, {}, 0
+  local taken, looked = {}, 0
   for _, id in ipairs(ids) do
     local key = p .. ':inv:' .. id
     local fields, at = read(key)
     if fields[at.status] == 'PENDING' then
       if fields[at.attempts] ~= '0' or tonumber(fields[at.max_attempts]) < 2 then break end
       table.insert(taken, id)
-      table.insert(running, fields[at.enqueued_at]); table.insert(running, id)
       local record = claimed_as(key, fields, at, runner, now)
       table.insert(record, 1, '')
       table.insert(claimed, record)
@@ -128,10 +129,7 @@ local function ahead(p, runner, now, size, claimed)
     looked = looked + 1
   end
   if looked > 0 then redis.call('LTRIM', p .. ':queue', looked, -1) end
-  if #taken > 0 then
-    redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken))
-    redis.call('ZADD', p .. ':status:RUNNING', unpack(running))
-  end
+  if #taken > 0 then redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken)) end
 end
 
 local function claim(p, runner, now, resent, last, size, retries)
@@ -219,8 +217,8 @@ local function change(p, runner, at)
     table.insert(history, cjson.decode(ARGV[at + 4]))
     redis.call('HSET', key, 'history', cjson.encode(history))
   end
-  redis.call('ZREM', p .. ':status:' .. status, id)
-  if new ~= 'PENDING' and new ~= 'SUCCESS' then
+  if status == 'PAUSED' then redis.call('ZREM', p .. ':status:PAUSED', id) end
+  if new == 'PAUSED' or new == 'FAILED' then
     redis.call('ZADD', p .. ':status:' .. new, current[3], id)
   end
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
@@ -247,6 +245,7 @@ for i = 4, #ARGV do
       redis.call('ZREM', p .. ':delayed', id)
     end
     redis.call('RPUSH', p .. ':owned:' .. runner, id)
+    redis.call('SADD', p .. ':claimers', runner)
     return mark(p, id, runner, now)
   end
 end
@@ -267,6 +266,7 @@ CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
 redis.call('LREM', p .. ':idle', 0, runner)
+redis.call('SADD', p .. ':claimers', runner)
 local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]), true)
 if #claimed > 0 then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
@@ -325,7 +325,6 @@ if #ids > 0 then
   else
     for _, id in ipairs(ids) do redis.call('LREM', owned, 0, id) end
   end
-  redis.call('ZREM', p .. ':status:RUNNING', unpack(ids))
   redis.call('ZADD', p .. ':ended', unpack(ended))
 end
 if size == 0 or written[count] == 0 then return {written} end
@@ -352,7 +351,6 @@ for i = 3, #ARGV do
 end
 if #back == 0 then return 0 end
 redis.call('LPUSH', p .. ':queue', unpack(back))
-redis.call('ZREM', p .. ':status:RUNNING', unpack(back))
 return #back
 """
 
@@ -488,4 +486,34 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':ended', '-inf', '(' .. be
   redis.call('ZREM', p .. ':failed', id)
 end
 return purged
+"""
+
+#: the ids of the RUNNING invocations: those in the owned lists of ``p:claimers`` that
+#: are RUNNING for that runner (a sorted set of them would cost every task two commands)
+_RUNNING = """
+local function running(p)
+  local ids = {}
+  for _, runner in ipairs(redis.call('SMEMBERS', p .. ':claimers')) do
+    for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
+      local current = redis.call('HMGET', p .. ':inv:' .. id, 'status', 'owner')
+      if current[1] == 'RUNNING' and current[2] == runner then table.insert(ids, id) end
+    end
+  end
+  return ids
+end
+"""
+
+#: ARGV: prefix -> the ids of the RUNNING invocations
+RUNNING = _RUNNING + """
+return running(ARGV[1])
+"""
+
+#: Every count at one moment. ARGV: prefix -> {queued, delayed retries, ended, failed
+#: (``p:failed``), PAUSED, FAILED (``p:status:FAILED``), RUNNING}
+COUNTS = _RUNNING + """
+local p = ARGV[1]
+return {redis.call('LLEN', p .. ':queue'), redis.call('ZCARD', p .. ':delayed'),
+        redis.call('ZCARD', p .. ':ended'), redis.call('ZCARD', p .. ':failed'),
+        redis.call('ZCARD', p .. ':status:PAUSED'), redis.call('ZCARD', p .. ':status:FAILED'),
+        #running(p)}
 """
