@@ -152,6 +152,7 @@ def test_a_worker_then_a_supervisor_killed_holding_work_claimed_ahead_lose_nothi
     handles = [apps.whoami_slowly.enqueue(0.002) for _ in range(3000)]
     env = cli_env(url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
     backend = app.backend
+    assert isinstance(backend, RedisBackend)
 
     def workers_of_a() -> list[RunnerInfo]:
         return [r for r in backend.runners() if r.host == "host-a" and r.kind.value == "worker"]
