@@ -293,3 +293,31 @@ def test_500_tasks_survive_terminated_connections(app: App, postgres_url: str,
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     assert {i.attempts for i in invocations} == {1}, [i for i in invocations if i.attempts > 1]
+
+
+def test_a_completion_a_server_crash_lost_runs_again_after_the_outage(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend],
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A completion is committed without waiting for the disk: a server crash may lose
+    it, leaving its invocation RUNNING for a worker that moved on. That worker, idle
+    again once its connections were lost, hands it back, and it runs again."""
+    name = f"crash-{schema_of(postgres_url)}"
+    backend = open_backend(f"{postgres_url}&application_name={name}")
+    backend.enqueue(invocation := make_invocation())
+    claimed = backend.claim("sleeper", 0)
+    assert claimed is not None
+    assert backend.complete_and_claim(claimed.id, "sleeper", b"1") is None
+    admin = admin_connection()
+    try:  # what the crash leaves: the completion's commit never reached the disk
+        admin.execute(f'UPDATE "{schema_of(postgres_url)}".invocations SET status = '
+                      "'RUNNING', result = NULL, finished_at = NULL WHERE id = %s",
+                      (invocation.id,))
+    finally:
+        admin.close()
+    claimer = blocked_claim(monkeypatch, backend, fallback=30)
+    with caplog.at_level(logging.WARNING, logger="pprunner.postgres"):
+        assert terminate(name) >= 1  # the crash's lost connections
+        again = claimer.join()
+    assert again is not None and again.id == invocation.id
+    assert again.attempts == 1  # handed back as never started: the worker did not die
+    assert "the server lost" in caplog.text

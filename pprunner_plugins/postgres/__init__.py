@@ -84,14 +84,15 @@ POLL_FALLBACK = 1.0
 RETRY_PAUSE_MAX = 5.0
 #: what an idle claimer is sent by :meth:`PostgresBackend.wakeup` (new work sends "")
 STOP = "stop"
-#: a condition that holds, evaluated on the row a claim takes: this transaction's commit
-#: does not wait for its WAL to reach the disk. An idle worker's claim is then one
-#: flush shorter (the enqueue's is the other). What a server crash may lose of it is the
-#: claim alone: the invocation is PENDING again and runs again, as after a worker's
-#: death; its completion, a commit that does wait, flushes the claim's WAL before it.
-#: (A worker's completion and next claim are one transaction, which waits: a lost
-#: completion would leave its invocation RUNNING for a worker that moved on.)
-CLAIM_WITHOUT_FLUSH = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
+#: a condition that holds, evaluated on a row a claim or a completion writes: this
+#: transaction's commit does not wait for its WAL to reach the disk, so a worker never
+#: waits for a flush (an enqueue still does: it is the only copy of a task). What a
+#: server crash (not a restart, which flushes) may lose is the worker's last claims and
+#: completions: a lost claim leaves its invocation PENDING, and it runs again; a lost
+#: completion leaves it RUNNING, owned by a worker that moved on, and that worker hands
+#: it back at its next idle claim after the outage (:meth:`PostgresBackend._hand_back_lost`),
+#: so it runs again: inside the at-least-once window, as after a worker's death.
+WITHOUT_FLUSH = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 #: the server's clock, in seconds since the epoch, as heartbeats are written and judged
 SERVER_NOW = "extract(epoch FROM clock_timestamp())::float8"
 #: libpq settings unless the URL says otherwise: a server that does not answer within
@@ -169,6 +170,10 @@ class PostgresBackend(Pausing, Admin, Recovery):
         self._pid = os.getpid()
         #: per runner claiming here: what it claimed ahead and finished unwritten
         self._batches: dict[str, Batch] = {}
+        #: connections lost so far (see :meth:`_hand_back_lost`), and per runner how many
+        #: had been lost when it last handed back what the server may have lost for it
+        self._outages = 0
+        self._outages_seen: dict[str, int] = {}
 
     # -- connections and outages ---------------------------------------------------------
 
@@ -272,6 +277,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
                 if not self._connected:
                     raise BackendError(f"cannot reach PostgreSQL at {self._shown()}: "
                                        f"{str(exc).strip()}") from None
+                self._outages += 1
                 failures += 1
                 if failures == 1:
                     continue
@@ -363,7 +369,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
                      ids: Sequence[str] = ()) -> Invocation | None:
         now = time.time()
         batch = self._batch(runner_id)
-        sql = (f"WITH {self._claim_ctes(among, CLAIM_WITHOUT_FLUSH, 1 if among else batch.size)}"
+        sql = (f"WITH {self._claim_ctes(among, WITHOUT_FLUSH, 1 if among else batch.size)}"
                " SELECT * FROM claimed")
         parameters = {"owner": runner_id, "now": now, "ids": list(ids)}
 
@@ -404,6 +410,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
         if timeout > 0:  # listening before the first look: no notification can be missed
             self._wait_for_work(runner_id, 0)  # and what came before (a stale stop) is read
         while True:
+            self._hand_back_lost(runner_id)
             claimed = self._claim_where(runner_id)
             if claimed is not None:
                 return claimed
@@ -411,6 +418,25 @@ class PostgresBackend(Pausing, Admin, Recovery):
             left = deadline - time.monotonic()
             if left <= 0 or STOP in self._wait_for_work(runner_id, min(left, POLL_FALLBACK)):
                 return None
+
+    def _hand_back_lost(self, runner_id: str) -> None:
+        """After a lost connection, what the store says ``runner_id`` holds as it claims
+        (idle, it holds nothing) is what a server crash lost of its writes
+        (:data:`WITHOUT_FLUSH`): handed back as never started, to run again."""
+        outages = self._outages
+        if self._outages_seen.setdefault(runner_id, outages) == outages:
+            return
+
+        def hand_back(db: Any, _resent: bool) -> list[Invocation]:
+            with db.transaction():
+                return self._reroute_in(db, runner_id, None, True)
+
+        lost = self._run(hand_back)
+        self._outages_seen[runner_id] = outages
+        if lost:
+            logger.warning("after losing its connection, runner %s still held %s, whose "
+                           "completion the server lost; they run again", runner_id,
+                           ", ".join(i.id for i in lost))
 
     def _listener(self, runner_id: str) -> Any:
         """``runner_id``'s connection that LISTENs on the channel (opened once)."""
@@ -437,6 +463,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
         try:
             return [n.payload for n in listener.notifies(timeout=timeout, stop_after=1)]
         except self._psycopg.OperationalError:
+            self._outages += 1
             self._drop_listeners([runner_id])
             return []
 
@@ -538,7 +565,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
                 "f.result, started_at = coalesce(f.started_at, t.started_at), finished_at = "
                 f"f.finished_at FROM (VALUES {values}) AS f(id, result, started_at, "
                 f"finished_at) WHERE t.id = f.id AND t.owner = %(owner)s AND t.status IN "
-                f"{allowed} RETURNING t.id)")
+                f"{allowed} AND {WITHOUT_FLUSH} RETURNING t.id)")
 
     @staticmethod
     def _done_parameters(runner_id: str, finished: Sequence[Finished]) -> dict[str, Any]:
@@ -603,6 +630,8 @@ class PostgresBackend(Pausing, Admin, Recovery):
             sets += (", history = (history::jsonb || jsonb_build_array("
                      "%(set_error)s::text::jsonb))::text")
         allowed = in_list(sources_of(new) & OWNED_STATUSES)
+        if new is Status.SUCCESS:
+            allowed += f" AND {WITHOUT_FLUSH}"
         return (f"UPDATE {self._table} SET status = %(new)s{sets} WHERE id = %(id)s AND "
                 f"owner = %(owner)s AND status IN {allowed} RETURNING id",
                 {"new": new.value, "id": invocation_id, "owner": runner_id,
