@@ -15,6 +15,7 @@ import pprunner_plugins.postgres
 import pprunner_plugins.postgres.schema
 from pprunner import App, Status, Supervisor, gather
 from pprunner.errors import BackendError, ConfigError
+from pprunner.invocation import ErrorInfo
 from pprunner.testing.backend_contract import THREAD_TIMEOUT, Background, make_invocation
 from pprunner_plugins.postgres import PostgresBackend, split_url
 from tests import apps
@@ -181,8 +182,9 @@ def test_a_schema_newer_than_this_pprunner_is_refused(
 def blocked_claim(monkeypatch: pytest.MonkeyPatch, backend: PostgresBackend,
                   fallback: float) -> Background:
     """A claim (timeout 30 s) that has found the queue empty and waits for a notification,
-    looking again every ``fallback`` seconds."""
+    looking again every ``fallback`` seconds (whether its listener heard itself or not)."""
     monkeypatch.setattr(pprunner_plugins.postgres, "POLL_FALLBACK", fallback)
+    monkeypatch.setattr(pprunner_plugins.postgres, "QUIET_FALLBACK", fallback)
     waiting = threading.Event()
     wait_for_work = backend._wait_for_work
 
@@ -321,3 +323,43 @@ def test_a_completion_a_server_crash_lost_runs_again_after_the_outage(
     assert again is not None and again.id == invocation.id
     assert again.attempts == 1  # handed back as never started: the worker did not die
     assert "the server lost" in caplog.text
+
+
+def counted_looks(monkeypatch: pytest.MonkeyPatch, backend: PostgresBackend) -> list[int]:
+    """One item per look ``backend`` takes at its queue from now on."""
+    looks: list[int] = []
+    claim_where = backend._claim_where
+    monkeypatch.setattr(backend, "_claim_where",
+                        lambda *args: looks.append(1) or claim_where(*args))
+    return looks
+
+
+def test_an_idle_claim_whose_listener_heard_itself_sends_nothing_while_it_waits(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend]) -> None:
+    """The worker loop claims with a timeout, again and again: once the queue was found
+    empty and nothing was notified since, a claim waits without looking."""
+    monkeypatch.setattr(pprunner_plugins.postgres, "POLL_FALLBACK", 0.05)
+    backend, producer = open_backend(), open_backend()
+    looks = counted_looks(monkeypatch, backend)
+    assert [backend.claim("sleeper", 0.2) for _ in range(4)] == [None] * 4
+    assert "sleeper" in backend._heard
+    assert len(looks) == 1, f"{len(looks)} looks at an empty queue"
+    producer.enqueue(invocation := make_invocation())
+    claimed = backend.claim("sleeper", 5)
+    assert claimed is not None and claimed.id == invocation.id
+    assert len(looks) == 2
+
+
+def test_a_retry_waiting_for_its_time_is_claimed_when_due_without_polling(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend]) -> None:
+    backend, owner = open_backend(), open_backend()
+    owner.enqueue(invocation := make_invocation())
+    assert owner.claim("owner", 0) is not None
+    claimer = blocked_claim(monkeypatch, backend, fallback=30)
+    looks = counted_looks(monkeypatch, backend)
+    due = time.time() + 0.5
+    owner.retry(invocation.id, "owner", ErrorInfo("E", "again"), due)
+    claimed = claimer.join(timeout=10)
+    assert claimed is not None and claimed.id == invocation.id
+    assert time.time() >= due
+    assert len(looks) == 2  # told of the retry (not due yet), then at its time

@@ -13,18 +13,21 @@ A claim is one ``UPDATE`` of the oldest due PENDING row that a subquery picks
 row is never claimed twice. Every owner-only change is one ``UPDATE`` guarded
 by the owner and the statuses the transition table allows, so a late
 completion from a runner that lost its invocation matches no row and is
-refused; a worker's completion and its next claim are one statement. Reroute
+refused; a worker's completion and its next claim are one statement, whose commit
+does not wait for the disk (an enqueue's does: see :data:`WITHOUT_FLUSH`). Reroute
 and recovery use the core's one rule (:func:`pprunner.backend.rerouted`) on
 rows locked ``FOR UPDATE``; the recovery deletes the lost runner's row first,
 so of several supervisors that try at once exactly one succeeds.
 
 An idle claimer blocks on a connection that ``LISTEN``\\s on the schema's channel,
 and an enqueue (or a reroute, a retry, a requeue) sends ``NOTIFY`` in its own
-transaction: the claimer starts within a round trip, and sends nothing while it
-waits. It looks at the queue again at least every :data:`POLL_FALLBACK` seconds
-anyway, so a notification that never came (a listener reconnecting, a pooler in
-transaction mode that does not pass ``LISTEN`` on) costs that much latency, never
-a task; due retries are found the same way.
+transaction: the claimer starts within a round trip. A new listener notifies
+itself (:data:`HEARD`): until it has heard that, it looks at the queue again every
+:data:`POLL_FALLBACK` seconds, so a notification that never came (a pooler in
+transaction mode that does not pass ``LISTEN`` on) costs that much latency, never a
+task. Once it has, an idle claimer sends nothing while it waits: it looks again
+when notified, when a listener reconnects, when the next retry is due, and at
+least every :data:`QUIET_FALLBACK` seconds (for rows no one announced).
 
 Heartbeats are kept on the server's clock (``clock_timestamp()``), so hosts whose
 clocks disagree still judge staleness alike. Once connected, a server that
@@ -79,8 +82,15 @@ logger = logging.getLogger("pprunner.postgres")
 T = TypeVar("T")
 
 #: the longest an idle claim waits for a notification before it looks at the queue
-#: again: the latency a lost notification costs, and how late a due retry may start
+#: again while its listener has not heard itself (a pooler in transaction mode may
+#: not pass notifications on): the latency a lost notification costs there
 POLL_FALLBACK = 1.0
+#: the same, once the listener has heard its own notification: notifications reach
+#: it, and every change that makes work claimable sends one, so this only bounds
+#: what nothing announced (a row written by hand, a claim that died holding a row)
+QUIET_FALLBACK = 10.0
+#: the payload a new listener sends itself, to learn whether notifications reach it
+HEARD = "heard"
 RETRY_PAUSE_MAX = 5.0
 #: what an idle claimer is sent by :meth:`PostgresBackend.wakeup` (new work sends "")
 STOP = "stop"
@@ -174,6 +184,11 @@ class PostgresBackend(Pausing, Admin, Recovery):
         #: had been lost when it last handed back what the server may have lost for it
         self._outages = 0
         self._outages_seen: dict[str, int] = {}
+        #: per runner: when (``time.monotonic()``) its idle claim looks at the queue
+        #: next unless notified first; a runner not here looks at once
+        self._look_at: dict[str, float] = {}
+        #: runners whose listener has heard its own notification
+        self._heard: set[str] = set()
 
     # -- connections and outages ---------------------------------------------------------
 
@@ -235,6 +250,7 @@ class PostgresBackend(Pausing, Admin, Recovery):
         if self._pid != os.getpid():
             self._inherited += [*self._spare, *self._listeners.values()]
             self._spare, self._listeners, self._batches = [], {}, {}
+            self._look_at, self._heard = {}, set()
             self._pid = os.getpid()
 
     @contextlib.contextmanager
@@ -409,15 +425,34 @@ class PostgresBackend(Pausing, Admin, Recovery):
         deadline = time.monotonic() + timeout
         if timeout > 0:  # listening before the first look: no notification can be missed
             self._wait_for_work(runner_id, 0)  # and what came before (a stale stop) is read
+        else:
+            self._look_at.pop(runner_id, None)  # no wait to read notifications in: look
         while True:
             self._hand_back_lost(runner_id)
-            claimed = self._claim_where(runner_id)
-            if claimed is not None:
-                return claimed
-            batch.size = 1  # idle: what comes next may be slow, so batches start over
+            if time.monotonic() >= self._look_at.get(runner_id, 0.0):
+                claimed = self._claim_where(runner_id)
+                if claimed is not None:
+                    return claimed
+                batch.size = 1  # idle: what comes next may be slow, so batches start over
+                self._quiet(runner_id)
             left = deadline - time.monotonic()
-            if left <= 0 or STOP in self._wait_for_work(runner_id, min(left, POLL_FALLBACK)):
+            wait = min(left, self._look_at.get(runner_id, 0.0) - time.monotonic())
+            if left <= 0 or STOP in self._wait_for_work(runner_id, max(wait, 0.0)):
                 return None
+
+    def _quiet(self, runner_id: str) -> None:
+        """``runner_id`` found nothing to claim: until a notification comes, it looks
+        again only after :data:`POLL_FALLBACK`, or, once its listener has heard itself,
+        when the next retry waiting for its time is due (within :data:`QUIET_FALLBACK`):
+        an idle worker then sends nothing while it waits."""
+        if runner_id not in self._listeners:
+            return
+        wait = POLL_FALLBACK
+        if runner_id in self._heard:
+            due = self._rows(f"SELECT min(not_before) FROM {self._table} WHERE status = "
+                             "'PENDING' AND not_before > %s", (time.time(),))[0][0]
+            wait = QUIET_FALLBACK if due is None else min(QUIET_FALLBACK, due - time.time())
+        self._look_at[runner_id] = time.monotonic() + max(wait, 0.0)
 
     def _hand_back_lost(self, runner_id: str) -> None:
         """After a lost connection, what the store says ``runner_id`` holds as it claims
@@ -446,10 +481,12 @@ class PostgresBackend(Pausing, Admin, Recovery):
             listener = self._connect()
             try:
                 listener.execute(f'LISTEN "{self.channel}"')
+                listener.execute("SELECT pg_notify(%s, %s)", (self.channel, HEARD))
             except BaseException:
                 listener.close()
                 raise
             self._listeners[runner_id] = listener
+            self._look_at.pop(runner_id, None)  # what was notified before is in the table
         return listener
 
     def _wait_for_work(self, runner_id: str, timeout: float) -> list[str]:
@@ -457,18 +494,29 @@ class PostgresBackend(Pausing, Admin, Recovery):
         on its listener, opened first if it has none (waiting out an outage).
 
         A listener that lost its connection is dropped, and the claim looks at the
-        queue again: what was notified meanwhile is in the table.
+        queue again: what was notified meanwhile is in the table. Any notification
+        but a listener's :data:`HEARD` makes the claim look again; its own
+        :data:`HEARD` tells that notifications reach it.
         """
         listener = self._retrying(lambda _resent: self._listener(runner_id))
         try:
-            return [n.payload for n in listener.notifies(timeout=timeout, stop_after=1)]
+            notes = list(listener.notifies(timeout=timeout, stop_after=1))
         except self._psycopg.OperationalError:
             self._outages += 1
             self._drop_listeners([runner_id])
             return []
+        own = listener.info.backend_pid
+        if any(n.payload == HEARD and n.pid == own for n in notes):
+            self._heard.add(runner_id)
+        payloads = [n.payload for n in notes if n.payload != HEARD]
+        if payloads:
+            self._look_at.pop(runner_id, None)
+        return payloads
 
     def _drop_listeners(self, runner_ids: Iterable[str]) -> None:
         for runner_id in runner_ids:
+            self._look_at.pop(runner_id, None)
+            self._heard.discard(runner_id)
             listener = self._listeners.pop(runner_id, None)
             if listener is not None:
                 listener.close()
