@@ -97,7 +97,7 @@ STOP = "stop"
 #: a condition that holds, evaluated on a row a claim or a completion writes: this
 #: transaction's commit does not wait for its WAL to reach the disk, so a worker never
 #: waits for a flush (an enqueue still does: it is the only copy of a task). What a
-#: server crash (not a restart, which flushes) may lose is the worker's last claims and
+#: server crash (not a clean restart, which flushes) may lose is the worker's last claims and
 #: completions: a lost claim leaves its invocation PENDING, and it runs again; a lost
 #: completion leaves it RUNNING, owned by a worker that moved on, and that worker hands
 #: it back at its next idle claim after the outage (:meth:`PostgresBackend._hand_back_lost`),
