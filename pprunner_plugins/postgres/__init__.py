@@ -784,16 +784,25 @@ class PostgresBackend(Pausing, Admin, Recovery):
             f"AND status IN {OWNED} ORDER BY seq", (ids,))]
 
     def record_heartbeats(self, runners: Sequence[RunnerInfo], at: float) -> None:
-        """On the server's clock: its time of arrival, less the heartbeat's age."""
+        """On the server's clock: its time of arrival, less the heartbeat's age. One
+        transaction that does not wait for the disk: a heartbeat a server crash loses is
+        replaced by the next, and silence after an outage proves nothing anyway
+        (:class:`pprunner.upkeep.Upkeep`); it was a flush a runner each second."""
         age = time.time() - at
         rows = [(r.id, r.kind.value, r.pid, r.host, r.supervisor, r.slot, r.started_at, age,
                  r.phase) for r in runners]
+
+        def beat(db: Any, _resent: bool) -> None:
+            with db.transaction():
+                db.execute("SET LOCAL synchronous_commit TO off")
+                db.cursor().executemany(
+                    f"INSERT INTO {self._runners_table} (id, kind, pid, host, supervisor, "
+                    "slot, started_at, heartbeat_at, phase) VALUES (%s, %s, %s, %s, %s, %s, "
+                    f"%s, {SERVER_NOW} - %s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at "
+                    "= excluded.heartbeat_at, pid = excluded.pid, phase = excluded.phase", rows)
+
         if rows:
-            self._run(lambda db, _resent: db.cursor().executemany(
-                f"INSERT INTO {self._runners_table} (id, kind, pid, host, supervisor, slot, "
-                f"started_at, heartbeat_at, phase) VALUES (%s, %s, %s, %s, %s, %s, %s, "
-                f"{SERVER_NOW} - %s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat_at = "
-                "excluded.heartbeat_at, pid = excluded.pid, phase = excluded.phase", rows))
+            self._run(beat)
 
     def forget_runners(self, runner_ids: Iterable[str]) -> None:
         ids = list(runner_ids)
