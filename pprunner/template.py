@@ -10,9 +10,11 @@ a fork of a booted interpreter serves within a few milliseconds.
 
 The template only imports and forks; it runs no task and holds no connection
 of its own, so what a worker inherits is what a fresh interpreter would have
-built. An import that starts a thread makes forking unsafe (the thread would
-be missing in the child, holding whatever lock it held): the template says so
-and exits, and the supervisor starts its workers fresh, with a warning. Each
+built. An import that starts a thread, or opens a socket, makes forking unsafe
+(the thread would be missing in the child, holding whatever lock it held; a
+database connection made at import would be shared by every worker): the
+template says so and exits, and the supervisor starts its workers fresh, with
+a warning. Each
 spec is unpickled in the template before the fork, so the modules it names
 (the host's app, its initializer) are imported once, for every later worker.
 
@@ -35,12 +37,13 @@ import select
 import selectors
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -67,8 +70,8 @@ REPORT_WITHIN = 5.0
 
 @attrs.frozen
 class Ready:
-    """The template has imported what it preloads; ``unsafe`` names the threads an
-    import started (then it forks nothing and exits)."""
+    """The template has imported what it preloads; ``unsafe`` says what an import
+    started that a fork must not copy (then it forks nothing and exits)."""
 
     pid: int
     unsafe: str | None = None
@@ -141,7 +144,9 @@ class Template:
     def fork(self, spec: WorkerSpec) -> TemplateWorker:
         """A worker for ``spec``, forked from the template."""
         data, descriptors = launch.pickled_spec(spec)
-        with self._lock:
+        # SIGINT and SIGTERM wait for the reply: a handler raising between the request
+        # and its reply would leave the next fork reading this one's worker
+        with self._lock, signals_blocked():
             try:
                 socket.send_fds(self._control, [data], descriptors)
                 while True:  # the first fork may import the app (the spec's prepare)
@@ -318,7 +323,7 @@ def serve(control: socket.socket, preload: list[str]) -> None:
     for module in preload:
         with contextlib.suppress(Exception):  # the worker's own import reports it, at boot
             importlib.import_module(module)
-    unsafe = _threads_started()
+    unsafe = _unsafe_to_fork(control)
     _send(control, Ready(os.getpid(), unsafe))
     if unsafe:
         return
@@ -344,7 +349,10 @@ def serve(control: socket.socket, preload: list[str]) -> None:
             if key.fileobj is wakeup_reader:
                 os.read(wakeup_reader, 4096)
                 continue
-            data, fds, _, _ = socket.recv_fds(control, MESSAGE_SIZE, 16)
+            try:
+                data, fds, _, _ = socket.recv_fds(control, MESSAGE_SIZE, 16)
+            except ConnectionError:
+                data = b""
             if not data:
                 return  # the supervisor closed its end, or died: its workers see their lifelines
             _fork_worker(control, data, fds, leave_template)
@@ -362,7 +370,7 @@ def _fork_worker(control: socket.socket, data: bytes, fds: list[int],
         return
     if spec.prepare is not None:
         _prepare(spec.prepare)
-    unsafe = _threads_started()
+    unsafe = _unsafe_to_fork(control, fds)
     pid = -1 if unsafe else os.fork()
     if pid == 0:
         leave_template()
@@ -418,12 +426,37 @@ def _reap(control: socket.socket) -> None:
         _send(control, Exited(pid, status))
 
 
-def _threads_started() -> str | None:
+def _unsafe_to_fork(control: socket.socket, handed: Sequence[int] = ()) -> str | None:
+    """Why forking here would hurt the workers, if it would: a thread an import started
+    (a fork leaves it behind, holding whatever lock it held), or a socket one opened (a
+    database or broker connection every worker would share, their messages mixed).
+    Not counted: standard streams (a socket under systemd's journal), the control
+    socket, and the worker's own pipes being ``handed`` to it."""
     others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if not others:
-        return None
-    return (f"importing the app started thread(s) {', '.join(others)}, and a fork would "
-            f"leave them behind holding their locks")
+    if others:
+        return (f"importing the app started thread(s) {', '.join(others)}, and a fork "
+                f"would leave them behind holding their locks")
+    mine = {0, 1, 2, control.fileno(), *handed}
+    sockets = [fd for fd in _open_descriptors() if fd not in mine and _is_socket(fd)]
+    if sockets:
+        return (f"importing the app opened {len(sockets)} socket(s) (descriptors "
+                f"{', '.join(map(str, sockets))}: a connection at import time?), which "
+                f"every forked worker would share")
+    return None
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+
+
+def _is_socket(fd: int) -> bool:
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:  # the listing's own descriptor, closed since
+        return False
 
 
 def _send(control: socket.socket, message: Any) -> None:

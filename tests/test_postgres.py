@@ -15,6 +15,7 @@ import pprunner_plugins.postgres
 import pprunner_plugins.postgres.schema
 from pprunner import App, Status, Supervisor, gather
 from pprunner.errors import BackendError, ConfigError
+from pprunner.invocation import ErrorInfo
 from pprunner.testing.backend_contract import THREAD_TIMEOUT, Background, make_invocation
 from pprunner_plugins.postgres import PostgresBackend, split_url
 from tests import apps
@@ -181,8 +182,9 @@ def test_a_schema_newer_than_this_pprunner_is_refused(
 def blocked_claim(monkeypatch: pytest.MonkeyPatch, backend: PostgresBackend,
                   fallback: float) -> Background:
     """A claim (timeout 30 s) that has found the queue empty and waits for a notification,
-    looking again every ``fallback`` seconds."""
+    looking again every ``fallback`` seconds (whether its listener heard itself or not)."""
     monkeypatch.setattr(pprunner_plugins.postgres, "POLL_FALLBACK", fallback)
+    monkeypatch.setattr(pprunner_plugins.postgres, "QUIET_FALLBACK", fallback)
     waiting = threading.Event()
     wait_for_work = backend._wait_for_work
 
@@ -293,3 +295,73 @@ def test_500_tasks_survive_terminated_connections(app: App, postgres_url: str,
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     assert {i.attempts for i in invocations} == {1}, [i for i in invocations if i.attempts > 1]
+
+
+def test_a_completion_a_server_crash_lost_runs_again_after_the_outage(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend],
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A completion is committed without waiting for the disk: a server crash may lose
+    it, leaving its invocation RUNNING for a worker that moved on. That worker, idle
+    again once its connections were lost, hands it back, and it runs again."""
+    name = f"crash-{schema_of(postgres_url)}"
+    backend = open_backend(f"{postgres_url}&application_name={name}")
+    backend.enqueue(invocation := make_invocation())
+    claimed = backend.claim("sleeper", 0)
+    assert claimed is not None
+    assert backend.complete_and_claim(claimed.id, "sleeper", b"1") is None
+    admin = admin_connection()
+    try:  # what the crash leaves: the completion's commit never reached the disk
+        admin.execute(f'UPDATE "{schema_of(postgres_url)}".invocations SET status = '
+                      "'RUNNING', result = NULL, finished_at = NULL WHERE id = %s",
+                      (invocation.id,))
+    finally:
+        admin.close()
+    claimer = blocked_claim(monkeypatch, backend, fallback=30)
+    with caplog.at_level(logging.WARNING, logger="pprunner.postgres"):
+        assert terminate(name) >= 1  # the crash's lost connections
+        again = claimer.join()
+    assert again is not None and again.id == invocation.id
+    assert again.attempts == 1  # handed back as never started: the worker did not die
+    assert "the server lost" in caplog.text
+
+
+def counted_looks(monkeypatch: pytest.MonkeyPatch, backend: PostgresBackend) -> list[int]:
+    """One item per look ``backend`` takes at its queue from now on."""
+    looks: list[int] = []
+    claim_where = backend._claim_where
+    monkeypatch.setattr(backend, "_claim_where",
+                        lambda *args: looks.append(1) or claim_where(*args))
+    return looks
+
+
+def test_an_idle_claim_whose_listener_heard_itself_sends_nothing_while_it_waits(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend]) -> None:
+    """The worker loop claims with a timeout, again and again: once the queue was found
+    empty and nothing was notified since, a claim waits without looking."""
+    monkeypatch.setattr(pprunner_plugins.postgres, "POLL_FALLBACK", 0.05)
+    backend, producer = open_backend(), open_backend()
+    # the first: a listener, which hears itself (maybe after a look or two at 0.05 s)
+    assert backend.claim("sleeper", 0.3) is None
+    assert "sleeper" in backend._heard
+    looks = counted_looks(monkeypatch, backend)
+    assert [backend.claim("sleeper", 0.2) for _ in range(3)] == [None] * 3
+    assert not looks, f"{len(looks)} looks at an empty queue nothing was notified to"
+    producer.enqueue(invocation := make_invocation())
+    claimed = backend.claim("sleeper", 5)
+    assert claimed is not None and claimed.id == invocation.id
+    assert len(looks) == 1
+
+
+def test_a_retry_waiting_for_its_time_is_claimed_when_due_without_polling(
+        monkeypatch: pytest.MonkeyPatch, open_backend: Callable[..., PostgresBackend]) -> None:
+    backend, owner = open_backend(), open_backend()
+    owner.enqueue(invocation := make_invocation())
+    assert owner.claim("owner", 0) is not None
+    claimer = blocked_claim(monkeypatch, backend, fallback=30)
+    looks = counted_looks(monkeypatch, backend)
+    due = time.time() + 0.5
+    owner.retry(invocation.id, "owner", ErrorInfo("E", "again"), due)
+    claimed = claimer.join(timeout=10)
+    assert claimed is not None and claimed.id == invocation.id
+    assert time.time() >= due
+    assert len(looks) == 2  # told of the retry (not due yet), then at its time

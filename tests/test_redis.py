@@ -20,8 +20,10 @@ import redis
 import pprunner.backend
 import pprunner_plugins.redis
 from pprunner import App, BackendError, ExitCode, Status, Supervisor, TaskFailed, gather
+from pprunner.invocation import ErrorInfo
 from pprunner.testing.backend_contract import Background, make_invocation
 from pprunner_plugins.redis import RedisBackend
+from pprunner_plugins.redis.records import fields_of, flat, pairs
 from tests import apps, apps_waiting
 from tests.conftest import REPO, assert_all_gone, children_of, cli_env, run_cli, wait_until
 from tests.redis_server import PrivateRedis
@@ -98,29 +100,44 @@ def test_work_survives_a_redis_restart(app: App, own_redis: PrivateRedis) -> Non
     assert {i.attempts for i in invocations} == {1}
 
 
+#: a host's supervisor, two workers
+HOST_COMMAND = (sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app",
+                "--processes", "2")
+
+
+@contextlib.contextmanager
+def host(name: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A supervisor as host ``name``, in a session of its own so that the whole host
+    (supervisor and workers) can be lost at once (:func:`lose`), and is at the end."""
+    process = subprocess.Popen(HOST_COMMAND, cwd=REPO, env={**env, "PPRUNNER_HOST": name},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            lose(process)
+
+
+def lose(host_process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a host's whole process group, as when the machine vanishes."""
+    os.killpg(host_process.pid, signal.SIGKILL)
+    host_process.wait(timeout=10)
+
+
 def test_two_hosts_one_lost_mid_batch(redis_app: App, redis_url: str, cli_process) -> None:
     """Two supervisors with different host identities on one Redis; one host vanishes
     (its whole process group SIGKILLed) and the other finishes everything, once."""
     handles = [apps.whoami_slowly.enqueue(0.2) for _ in range(40)]
     env = cli_env(redis_url, PPRUNNER_DEAD_AFTER="2", PPRUNNER_HEARTBEAT_INTERVAL="0.2")
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "pprunner", "run", "--app", "tests.apps:app", "--processes", "2"],
-        cwd=REPO, env={**env, "PPRUNNER_HOST": "host-a"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        cli_process("run", "--app", "tests.apps:app", "--processes", "2",
-                    env={**env, "PPRUNNER_HOST": "host-b"})
-        for host in ("host-a", "host-b"):  # both busy
-            wait_until(lambda h=host: len({i.owner for i in redis_app.backend.owned_by(
+    with host("host-a", env) as doomed:
+        cli_process(*HOST_COMMAND[3:], env={**env, "PPRUNNER_HOST": "host-b"})
+        for name in ("host-a", "host-b"):  # both busy
+            wait_until(lambda h=name: len({i.owner for i in redis_app.backend.owned_by(
                 r.id for r in redis_app.backend.runners() if r.host == h)}) == 2,
-                what=f"both workers of {host} to hold an invocation")
-        os.killpg(doomed.pid, signal.SIGKILL)
-        doomed.wait(timeout=10)
+                what=f"both workers of {name} to hold an invocation")
+        lose(doomed)
         gather(handles, timeout=90)
-    finally:
-        if doomed.poll() is None:
-            os.killpg(doomed.pid, signal.SIGKILL)
-            doomed.wait(timeout=10)
     invocations = [h.invocation() for h in handles]
     assert {i.status for i in invocations} == {Status.SUCCESS}
     recovered = [i for i in invocations if i.attempts > 1]
@@ -264,6 +281,135 @@ def test_a_completion_sent_again_after_a_lost_reply_is_kept_and_strands_nothing(
     assert (done.status, done.result) == (Status.SUCCESS, b"done")
     again = backend.claim("r", 0)
     assert again is not None and (again.id, again.attempts) == (second.id, 1)
+
+
+def lose_the_first_enqueue(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch,
+                           carried_out: int) -> None:
+    """The first enqueue's HSET, RPUSH and LLEN go out, but only the first
+    ``carried_out`` of them reach the server, and no reply comes back."""
+    send = backend._commands
+    lost: list[object] = []
+
+    def losing(*commands: tuple[object, ...]) -> list[object]:
+        if commands[0][0] == "HSET" and not lost:
+            lost.append(send(*commands[:carried_out]))
+            raise redis.ConnectionError("the reply was lost (test)")
+        return send(*commands)
+
+    monkeypatch.setattr(backend, "_commands", losing)
+
+
+@pytest.mark.parametrize("carried_out", [1, 3], ids=["only-the-hset", "all-of-it"])
+def test_an_enqueue_sent_again_after_a_lost_reply_is_queued_once(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, carried_out: int) -> None:
+    invocation = make_invocation()
+    backend.counts()  # connected: a failure from now on is an outage, waited out
+    lose_the_first_enqueue(backend, monkeypatch, carried_out)
+    backend.enqueue(invocation)
+    assert backend.client.lrange(f"{backend.prefix}:queue", 0, -1) == [invocation.id.encode()]
+    assert backend.get(invocation.id) == invocation
+
+
+def test_an_enqueue_sent_again_leaves_what_the_first_send_became(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the lost reply and the resend, a runner claimed and finished it."""
+    invocation = make_invocation()
+    backend.enqueue(invocation)
+    assert backend.claim("r", 0) is not None
+    assert backend.complete_and_claim(invocation.id, "r", b"done") is None
+    backend._script("ENQUEUE_AGAIN", invocation.id,
+                    *flat(fields_of(invocation)))
+    done = backend.get(invocation.id)
+    assert (done.status, done.result) == (Status.SUCCESS, b"done")
+    assert backend.counts()[Status.PENDING] == 0
+
+
+def test_an_enqueue_that_finds_idle_runners_hands_each_one_invocation(
+        backend: RedisBackend) -> None:
+    """Two runners wait idle; two enqueues while the first hand-out is still to come
+    (another producer's) are both handed out, none left queued behind an idle runner."""
+    for runner in ("a", "b"):
+        assert backend._try_claim(runner, None, True, 1) == 0  # registered idle
+    queued = [make_invocation(), make_invocation()]
+    for invocation in queued:
+        backend.client.hset(f"{backend.prefix}:inv:{invocation.id}",
+                            mapping=fields_of(invocation))
+        backend.client.rpush(f"{backend.prefix}:queue", invocation.id)
+    assert backend._run_retrying("HAND_OUT", repr(time.time())) == 2
+    handed = {runner: backend._read_inbox(runner, 0.1) for runner in ("a", "b")}
+    assert [pairs(entry, 1)[b"id"].decode() for entry in handed.values()  # type: ignore[arg-type]
+            ] == [i.id for i in queued]
+    assert {(i.status, i.owner) for i in map(backend.get, (i.id for i in queued))} == {
+        (Status.RUNNING, "a"), (Status.RUNNING, "b")}
+    assert backend._run_retrying("HAND_OUT", repr(time.time())) == 0
+    assert backend.client.llen(f"{backend.prefix}:idle") == 0
+
+
+def test_successes_are_counted_and_listed_from_the_endings_less_the_failures(
+        backend: RedisBackend) -> None:
+    """SUCCESS has no sorted set of its own (a command a task fewer): ``p:ended`` less
+    ``p:failed`` counts them, and the listing skips the failures among the endings."""
+    ended = {}
+    for outcome in ("SUCCESS", "FAILED", "SUCCESS", "FAILED"):
+        invocation = make_invocation()
+        backend.enqueue(invocation)
+        assert backend.claim("r", 0) is not None
+        if outcome == "SUCCESS":
+            backend.complete(invocation.id, "r", b"1")
+        else:
+            backend.fail(invocation.id, "r", ErrorInfo("E", "broken"))
+        ended[invocation.id] = outcome
+    succeeded = [i for i, outcome in ended.items() if outcome == "SUCCESS"]
+    assert (backend.counts()[Status.SUCCESS], backend.counts()[Status.FAILED]) == (2, 2)
+    assert [i.id for i in backend.invocations(Status.SUCCESS, 10)] == succeeded[::-1]
+    assert [i.id for i in backend.invocations(Status.SUCCESS, 1)] == succeeded[-1:]
+    assert not backend.client.exists(f"{backend.prefix}:status:SUCCESS")
+    assert backend.purge(time.time() + 1, 100) == 4
+    assert backend.counts()[Status.SUCCESS] == 0
+
+
+def test_a_busy_worker_moves_due_retries_to_the_queue_a_few_times_a_second(
+        backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy path (complete and claim) looks at ``p:delayed`` once per
+    RETRIES_EVERY, not once a task; a claim that finds the queue empty always does."""
+    retried, *backlog = [make_invocation() for _ in range(4)]
+    for invocation in (retried, *backlog):
+        backend.enqueue(invocation)
+    assert backend.claim("r", 0).id == retried.id  # type: ignore[union-attr]
+    backend.retry(retried.id, "r", ErrorInfo("E", "again"), time.time() + 3600)
+    delayed, queue = f"{backend.prefix}:delayed", f"{backend.prefix}:queue"
+    running = backend.claim("r", 0)
+    assert running is not None and running.id == backlog[0].id
+    backend.client.zadd(delayed, {retried.id: 0})  # due now
+    monkeypatch.setattr(pprunner_plugins.redis, "RETRIES_EVERY", 3600.0)
+    backend._retries_looked_at = time.monotonic()
+    running = backend.complete_and_claim(running.id, "r", b"1")
+    assert running is not None and backend.client.zcard(delayed) == 1
+    backend._retries_looked_at = time.monotonic() - 7200  # two hours ago
+    running = backend.complete_and_claim(running.id, "r", b"1")
+    assert running is not None and backend.client.zcard(delayed) == 0
+    assert backend.client.lrange(queue, 0, -1) == [retried.id.encode()]
+
+
+def test_running_ones_are_counted_and_listed_from_the_runners_owned_lists(
+        backend: RedisBackend) -> None:
+    """RUNNING has no sorted set of its own (two commands a task fewer): the owned
+    lists of the runners in ``p:claimers`` are read, and a reroute takes the runner out."""
+    queued = [make_invocation() for _ in range(3)]
+    for invocation in queued:
+        backend.enqueue(invocation)
+    for runner in ("a", "b", "c"):
+        assert backend.claim(runner, 0) is not None
+    backend.pause(queued[2].id, "c", [queued[0].id])
+    counts = backend.counts()
+    assert (counts[Status.RUNNING], counts[Status.PAUSED], counts[Status.PENDING]) == (2, 1, 0)
+    assert [i.id for i in backend.invocations(Status.RUNNING, 10)] == [queued[1].id,
+                                                                      queued[0].id]
+    assert [i.id for i in backend.invocations(Status.RUNNING, 1)] == [queued[1].id]
+    backend.reroute("a", None)
+    assert backend.counts()[Status.RUNNING] == 1
+    assert backend.client.smembers(f"{backend.prefix}:claimers") == {b"b", b"c"}
+    assert not backend.client.exists(f"{backend.prefix}:status:RUNNING")
 
 
 def test_a_connection_the_server_closed_while_unused_is_no_outage(

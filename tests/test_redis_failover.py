@@ -72,7 +72,7 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(
     old_master = sentinels.master.port
     with Supervisor(app, processes=2):
         wait_until(lambda: app.backend.counts()[Status.SUCCESS] >= 50, what="progress")
-        assert redis.Redis(port=old_master).exists("failover:status:SUCCESS")  # the master, found
+        assert redis.Redis(port=old_master).exists("failover:ended")  # the master, found
         sentinels.master.kill()
         rest = [apps.whoami_slowly.enqueue(0.005) for _ in range(250)]
         gather(first + rest, timeout=90)
@@ -94,7 +94,7 @@ def test_a_cluster_master_killed_mid_run_fails_over_and_loses_nothing(
     doomed = own_cluster.master_of("{failover}")
     with Supervisor(app, processes=2):
         wait_until(lambda: app.backend.counts()[Status.SUCCESS] >= 50, what="progress")
-        assert redis.Redis(port=doomed.port).exists("{failover}:status:SUCCESS")
+        assert redis.Redis(port=doomed.port).exists("{failover}:ended")
         doomed.kill()
         rest = [apps.whoami_slowly.enqueue(0.005) for _ in range(250)]
         gather(first + rest, timeout=90)
@@ -120,7 +120,7 @@ def test_each_namespace_lives_in_one_slot_and_namespaces_spread(cluster: Cluster
             keys = set(on_master.keys(f"{{{prefix}}}:*"))
             tag = f"{{{prefix}}}"
             assert keys == {f"{tag}:inv:{invocation.id}", f"{tag}:ended",
-                            f"{tag}:status:SUCCESS"}  # all of them, on the slot's master
+                            f"{tag}:claimers"}  # all of them, on the slot's master
         finally:
             backend.close()
     assert len({cluster.master_of(f"{{{p}}}").port for p in prefixes}) >= 2

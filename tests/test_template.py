@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -123,6 +124,46 @@ def test_an_app_whose_import_starts_a_thread_gets_fresh_workers_with_a_warning(
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("threaded_app", None)
+
+
+CONNECTED_APP = '''
+import socket
+from pprunner import App
+
+# a connection made at import time, as a module-level database client might
+connection = socket.create_connection(("127.0.0.1", {port}))
+app = App("connected")
+
+@app.task
+def pid() -> int:
+    import os
+    return os.getpid()
+'''
+
+
+def test_an_app_whose_import_opens_a_socket_gets_fresh_workers_with_a_warning(
+        tmp_path: Path, db_url: str, caplog) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        (tmp_path / "connected_app.py").write_text(
+            CONNECTED_APP.format(port=listener.getsockname()[1]))
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import connected_app  # type: ignore[import-not-found]
+
+            with on_fresh_store(connected_app.app, db_url), \
+                    caplog.at_level(logging.WARNING, logger="pprunner.supervisor"):
+                supervisor = Supervisor(connected_app.app, processes=1).start()
+                try:
+                    worker = connected_app.pid.enqueue().result(timeout=60)
+                    assert psutil.Process(worker).ppid() == os.getpid()  # started fresh
+                finally:
+                    supervisor.stop(timeout=30)
+            assert "importing the app opened 1 socket(s)" in caplog.text
+        finally:
+            sys.path.remove(str(tmp_path))
+            connected_app = sys.modules.pop("connected_app", None)
+            if connected_app is not None:
+                connected_app.connection.close()
 
 
 def test_a_template_that_died_is_replaced_for_the_next_worker(app: App, supervise) -> None:

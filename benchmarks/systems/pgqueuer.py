@@ -7,28 +7,37 @@ with its defaults: asyncpg, batches of 10, LISTEN/NOTIFY. A round installs
 pgqueuer's tables with ``pgq install`` in a schema of its own on the server
 pprunner-postgres uses (:mod:`.pprunner_postgres`), and drops that schema after.
 
-Only throughput: pgqueuer keeps no results, which latency and the other
-scenarios wait for. The drain is read from pgqueuer's own log table: the first
-``picked`` to the last ``successful``.
+Throughput and latency: pgqueuer keeps no results, which the other scenarios
+wait for. The drain is read from pgqueuer's own log table: the first ``picked``
+to the last ``successful``. Latency is timed as for every system
+(:func:`~benchmarks.system.sample_latency`): the clock starts just before the
+enqueue (pgqueuer's ``Queries.enqueue`` on a connection kept open, a commit that
+waits for the disk as pprunner's does) and stops at the start time the job sends
+back over a UNIX datagram socket (:mod:`benchmarks.peer_apps.pgqueuer_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import system
 from ..pool_process import LoggedPool
 from ..system import WORKERS, System, ThroughputRun
 from .pprunner_postgres import POSTGRES_URL, connect, fresh_schema, unavailable
 
+#: the longest a latency sample waits for its job's start (the first: the workers' boot)
+STAMP_TIMEOUT_S = 30.0
+
 
 class Pgqueuer(System):
     name = "pgqueuer"
     requires = ("pgqueuer", "asyncpg", "psycopg")
-    only_scenarios = ("throughput",)
+    only_scenarios = ("throughput", "latency")
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -45,18 +54,23 @@ class Pgqueuer(System):
         self.pools = [LoggedPool(self.cleanup, workdir, name=f"pgqueuer worker {n + 1}")
                       for n in range(WORKERS)]
 
-    def _enqueue(self, count: int) -> None:
-        """``count`` no-op jobs in one batch, as pgqueuer's ``Queries.enqueue`` takes lists."""
+    async def _queries(self) -> tuple[Any, Any]:
+        """A connection of the producer's own, and pgqueuer's queries on it."""
         import asyncpg
         from pgqueuer import AsyncpgDriver, Queries
         from pgqueuer.adapters.persistence.qb import QueryBuilderEnvironment, QueryQueueBuilder
         from pgqueuer.domain.settings import DBSettings
 
+        connection = await asyncpg.connect(POSTGRES_URL)
+        settings = DBSettings(db_schema=self.schema)
+        return connection, Queries(AsyncpgDriver(connection),
+                                   qbe=QueryBuilderEnvironment(settings),
+                                   qbq=QueryQueueBuilder(settings))
+
+    def _enqueue(self, count: int) -> None:
+        """``count`` no-op jobs in one batch, as pgqueuer's ``Queries.enqueue`` takes lists."""
         async def enqueue() -> None:
-            connection = await asyncpg.connect(POSTGRES_URL)
-            settings = DBSettings(db_schema=self.schema)
-            queries = Queries(AsyncpgDriver(connection), qbe=QueryBuilderEnvironment(settings),
-                              qbq=QueryQueueBuilder(settings))
+            connection, queries = await self._queries()
             try:
                 await queries.enqueue(["noop"] * count, [str(x).encode() for x in range(count)],
                                       [0] * count)
@@ -65,10 +79,35 @@ class Pgqueuer(System):
 
         asyncio.run(enqueue())
 
+    def latency(self, count: int, gap_s: float) -> list[float]:
+        stamps = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.cleanup.callback(stamps.close)
+        address = str(self.workdir / "stamps.sock")
+        stamps.bind(address)
+        stamps.settimeout(STAMP_TIMEOUT_S)
+        env = {**self.env, "BENCHMARKS_STAMP_SOCKET": address}
+        for pool in self.pools:
+            pool.launch(system.python("-m", "benchmarks.peer_apps.pgqueuer_app"), env)
+        loop = asyncio.new_event_loop()
+        self.cleanup.callback(loop.close)
+        connection, queries = loop.run_until_complete(self._queries())
+        self.cleanup.callback(lambda: loop.run_until_complete(connection.close()))
+
+        def call_stamp() -> float:
+            loop.run_until_complete(queries.enqueue("stamp", None))
+            try:
+                return float(stamps.recv(64))
+            except TimeoutError:
+                for pool in self.pools:
+                    pool.alive()
+                raise TimeoutError(f"no pgqueuer job started within {STAMP_TIMEOUT_S} s") from None
+
+        return system.sample_latency(call_stamp, count, gap_s)
+
     def throughput(self, count: int, cap_s: float) -> ThroughputRun:
         self._enqueue(count)
         started = time.perf_counter()
-        workers = [pool.launch(system.python("-m", "benchmarks.peer_apps.pgqueuer_app"),
+        workers = [pool.launch(system.python("-m", "benchmarks.peer_apps.pgqueuer_app", "drain"),
                                self.env) for pool in self.pools]
         for pool, worker in zip(self.pools, workers, strict=True):
             try:

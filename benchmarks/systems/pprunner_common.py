@@ -153,12 +153,21 @@ class PprunnerSystem(System):
         self._launch(PPRUNNER_HEARTBEAT_INTERVAL=CRASH_HEARTBEAT_INTERVAL)
         self._wait_ready()
         marker = self.workdir / "attempts.log"
-        before = set(self._ready())
+        before = self._serving()
         self.apps.announce_and_sleep.enqueue(str(marker), task_s)
         killed_at = system.start_and_kill(marker)
         return system.watch_recovery(
             killed_at, bound_s, rerun=system.retry_started(marker),
-            ready=lambda: time.time() if self._ready(exclude=before) else None)
+            ready=lambda: time.time() if self._serving() - before else None)
+
+    def _serving(self) -> set[int]:
+        """The pool's worker processes in a slot that have loaded the app, by their
+        titles (read at once: a runner record waits for the next heartbeat)."""
+        self.pool.alive()
+        return {pid for pid in procs.descendants(self.pool.process.pid)
+                if procs.title(pid).startswith("pprunner worker")
+                and not procs.title(pid).startswith("pprunner worker spare")
+                and not procs.title(pid).endswith(": starting")}
 
     def idle_cost(self, window_s: float) -> IdleRun:
         first = self.apps.stamp.enqueue()  # queued before launch: the first task it runs

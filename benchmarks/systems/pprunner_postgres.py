@@ -77,8 +77,10 @@ class PprunnerPostgres(PprunnerSystem):
 
 class PprunnerPostgresAsyncCommit(PprunnerPostgres):
     """The same with ``synchronous_commit=off`` for every connection, the producer's and
-    the workers': a commit returns before its WAL reaches the disk. What one durable
-    commit per task costs, and what a user trades for it (docs/backends/postgres.md)."""
+    the workers': a commit returns before its WAL reaches the disk. The default already
+    commits a worker's claims and completions so; this adds the producer's enqueues
+    (and a worker's failures and retries), what a user trades for it in
+    docs/backends/postgres.md."""
 
     name = "pprunner-postgres-async-commit"
 

@@ -11,11 +11,13 @@ Claiming is a reliable-queue move inside one Lua script: ``LMOVE`` takes
 the oldest due id from ``p:queue`` into the runner's own
 ``p:owned:<runner>`` list and marks it RUNNING for that runner, so an id is
 never in two runners' lists and a dead runner's list is exactly what the
-reroute hands back. A runner with nothing to claim is registered in
-``p:idle`` by that same script and blocks on its own inbox stream (``XREAD
-BLOCK``, on the server, no polling); an enqueue that finds an idle runner
-claims the invocation for it in the same script and adds the whole record to
-that stream, so the idle worker starts after a single hop. Every owner-only
+reroute hands back. An enqueue is no script: HSET, RPUSH and an LLEN of
+``p:idle`` sent together. A runner with nothing to claim is registered in
+``p:idle`` by the claim script and blocks on its own inbox stream (``XREAD
+BLOCK``, on the server, no polling); an enqueue that sees idle runners sends
+one more script (``HAND_OUT``), which claims what is queued for them and adds
+each whole record to its runner's stream, so an idle worker starts without
+another round trip of its own. Every owner-only
 change is one Lua script that checks the owner first, so a late completion
 from a runner that lost the invocation is refused; a worker's completion and
 its next claim are one script, one round trip. With ``?batch=N`` a worker that
@@ -103,11 +105,19 @@ MIN_SERVER = (6, 2)
 #: seconds a caller's registration as a waiter lasts unless renewed: a waiter renews it
 #: each time it looks again (NOTIFIED_RECHECK), so only one that died leaves it behind
 WAITER_TTL = 60
+#: how often a worker that keeps completing and claiming moves the due retries to the
+#: queue (a claim that finds the queue empty always does): a retry is due at most this
+#: much later than its ``not_before`` under a backlog, and a task costs a command fewer
+RETRIES_EVERY = 0.1
 #: how long a change waits for its replicas (``wait_replicas``) before it counts anyway
 REPLICA_WAIT_MS = 1000
 #: after a WAIT that timed out (the replicas are gone, as after a failover that left the
 #: new master alone), changes count without waiting for this many seconds, then try again
 REPLICA_RECHECK = 10
+
+#: the statuses with a sorted set of their own (``p:status:<S>``, see ``scripts``)
+SORTED_STATUSES = (Status.PAUSED, Status.FAILED)
+
 
 def _with_sha(script: str) -> tuple[str, str]:
     """(the SHA1 that EVALSHA names ``script`` by, ``script``)."""
@@ -151,14 +161,16 @@ class RedisBackend(Pausing, Admin, Recovery):
         #: name -> (SHA1, text) of each script, run by EVALSHA
         self._scripts = {name: _with_sha(getattr(scripts, name))
                          for name in ("CLAIM", "CLAIM_ONE_OF", "COMPLETE_AND_CLAIM", "CHANGE",
-                                      "GIVE_BACK",
-                                      "ENQUEUE", "REQUEUE", "HEARTBEAT", "WATCH_ENDING",
-                                      "UNWATCH_ENDING", "ANNOUNCE", "PURGE")}
+                                      "GIVE_BACK", "ENQUEUE_AGAIN", "HAND_OUT", "REQUEUE",
+                                      "HEARTBEAT", "WATCH_ENDING", "UNWATCH_ENDING", "ANNOUNCE",
+                                      "PURGE", "RUNNING", "COUNTS")}
         #: the backend's own connections not in use now (see ``_command``)
         self._spare: list[Any] = []
         self._connected = False
         #: whether the last operation had to be sent again (its first reply may be lost)
         self._retried = False
+        #: when a completion here last asked for the due retries (``RETRIES_EVERY``)
+        self._retries_looked_at = float("-inf")
         #: per runner: the id of the last inbox entry it read
         self._last_entry: dict[str, bytes] = {}
         self._pid = os.getpid()
@@ -184,28 +196,30 @@ class RedisBackend(Pausing, Admin, Recovery):
         sha, text = self._scripts[name]
         # the prefix is the one key declared: it routes the script to the namespace's
         # node in a cluster, where every key the script touches carries it as hash tag
+        evalsha = ("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
         try:
-            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
+            return self._durably(evalsha)[0]
         except self._redis.exceptions.NoScriptError:
             self._command("SCRIPT", "LOAD", text)
-            return self._durably("EVALSHA", sha, 1, self.prefix, self.prefix, *args)
+            return self._durably(evalsha)[0]
 
-    def _durably(self, *args: Any) -> Any:
-        """A command whose reply counts only once ``wait_replicas`` replicas have its
-        writes: a WAIT goes right behind it, and a reply is handed on only with
-        WAIT's. Replication is asynchronous, so without it a failover could lose a
-        claim a worker has started on (it would run twice) or an acknowledged
-        enqueue (lost). A reply lost with the master is sent again, as any other."""
+    def _durably(self, *commands: Sequence[Any]) -> list[Any]:
+        """Commands sent together whose replies count only once ``wait_replicas``
+        replicas have their writes: a WAIT goes right behind them, and replies are
+        handed on only with WAIT's. Replication is asynchronous, so without it a
+        failover could lose a claim a worker has started on (it would run twice) or
+        an acknowledged enqueue (lost). A reply lost with the master is sent again,
+        as any other."""
         wanted = self.wait_replicas
         if not wanted or time.monotonic() < self._unreplicated_until:
-            return self._command(*args)
-        reply, acknowledged = self._commands(args, ("WAIT", wanted, REPLICA_WAIT_MS))
+            return self._commands(*commands)
+        *replies, acknowledged = self._commands(*commands, ("WAIT", wanted, REPLICA_WAIT_MS))
         if acknowledged < wanted:
             self._unreplicated_until = time.monotonic() + REPLICA_RECHECK
             logger.warning("Redis at %s: %d of %d replicas acknowledged a change within "
                            "%d ms; changes count without them for the next %d s", self.url,
                            acknowledged, wanted, REPLICA_WAIT_MS, REPLICA_RECHECK)
-        return reply
+        return replies
 
     def _command(self, *args: Any) -> Any:
         """One command and its raw reply, on a connection of the backend's own."""
@@ -345,10 +359,25 @@ class RedisBackend(Pausing, Admin, Recovery):
     # -- producers and workers -------------------------------------------------------
 
     def enqueue(self, invocation: Invocation) -> None:
-        fields = fields_of(invocation)
-        del fields["status"], fields["attempts"]  # a new one: the script sets both
-        self._run_telling_resends("ENQUEUE", (invocation.id, repr(time.time())),
-                                  fields["enqueued_at"], *flat(fields))
+        """HSET, RPUSH and LLEN of the idle list, sent together without a script (a
+        script's interpreter cost the server more than the two writes): ids are new
+        (``Task.enqueue`` makes them), so nothing needs looking at first, and the hash
+        is written before the id reaches the queue. When runners wait idle, a second
+        round trip (HAND_OUT) hands them what is queued. A resend after a lost reply
+        is ENQUEUE_AGAIN, which finds what the first send did."""
+        fields = flat({**fields_of(invocation), "status": Status.PENDING.value, "attempts": 0})
+        key, queue, idle = self._key("inv", invocation.id), self._key("queue"), self._key("idle")
+        sends = itertools.count()
+
+        def send() -> int:
+            if next(sends):
+                return int(self._script("ENQUEUE_AGAIN", invocation.id, *fields))
+            *_, waiting = self._durably(("HSET", key, *fields), ("RPUSH", queue, invocation.id),
+                                        ("LLEN", idle))
+            return int(waiting)
+
+        if self._retrying(send):
+            self._run_retrying("HAND_OUT", repr(time.time()))
 
     def claim(self, runner_id: str, timeout: float) -> Invocation | None:
         """One script round trip when work is waiting. When none is, the same
@@ -484,9 +513,12 @@ class RedisBackend(Pausing, Admin, Recovery):
         completions = itertools.chain.from_iterable(
             (f.invocation_id, f.result, "" if f.started_at is None else repr(f.started_at),
              repr(f.finished_at)) for f in finished)
+        retries = size > 0 and time.monotonic() >= self._retries_looked_at + RETRIES_EVERY
+        if retries:
+            self._retries_looked_at = time.monotonic()
         written, *claimed = self._run_retrying("COMPLETE_AND_CLAIM", runner_id,
-                                               repr(time.time()), size, len(finished),
-                                               *completions)
+                                               repr(time.time()), size, "1" if retries else "0",
+                                               len(finished), *completions)
         return {f.invocation_id for f, ok in zip(finished, written, strict=True) if ok}, claimed
 
     def _settle(self, runner_id: str, *, give_back: bool = False) -> None:
@@ -598,6 +630,7 @@ class RedisBackend(Pausing, Admin, Recovery):
                 self._write(pipe, before, now)
             pipe.delete(owned_key, self._key("inbox", runner_id))
             pipe.lrem(self._key("idle"), 0, runner_id)
+            pipe.srem(self._key("claimers"), runner_id)
             if lost:
                 pipe.zrem(self._key("runners"), runner_id)
                 pipe.delete(runner_key)
@@ -622,7 +655,7 @@ class RedisBackend(Pausing, Admin, Recovery):
         client (a transaction): WAIT counts a connection's own writes, so this one
         writes a key of its own first, which comes after them in the replication
         stream."""
-        self._retrying(lambda: self._durably("INCR", self._key("replicated")))
+        self._retrying(lambda: self._durably(("INCR", self._key("replicated"))))
 
     def _get_in(self, pipe: Any, invocation_id: str) -> Invocation:
         raw = pipe.hgetall(self._key("inv", invocation_id))
@@ -639,8 +672,9 @@ class RedisBackend(Pausing, Admin, Recovery):
         if gone:
             pipe.hdel(key, *gone)
         if before.status is not after.status:  # (PENDING: the queue below, not a set)
-            pipe.zrem(self._key("status", before.status.value), after.id)
-            if after.status is not Status.PENDING:
+            if before.status in SORTED_STATUSES:
+                pipe.zrem(self._key("status", before.status.value), after.id)
+            if after.status in SORTED_STATUSES:
                 pipe.zadd(self._key("status", after.status.value), {after.id: after.enqueued_at})
         if after.status is Status.PENDING:  # back at the head of the queue
             pipe.lrem(self._key("queue"), 0, after.id)
@@ -679,6 +713,7 @@ class RedisBackend(Pausing, Admin, Recovery):
             self._do("delete", *(self._key(kind, i) for i in ids for kind in ("runner", "inbox")))
             for runner_id in ids:
                 self._do("lrem", self._key("idle"), 0, runner_id)
+            self._do("srem", self._key("claimers"), *ids)
 
     def runners(self) -> list[RunnerInfo]:
         beats = self._do("zrange", self._key("runners"), 0, -1, withscores=True)
@@ -730,8 +765,14 @@ class RedisBackend(Pausing, Admin, Recovery):
 
     def invocations(self, status: Status, limit: int) -> list[Invocation]:
         """PENDING ones are the newest ``limit`` of the queue and every retry waiting in
-        ``p:delayed`` (a sorted set of statuses would cost every task two commands),
-        sorted by ``enqueued_at``."""
+        ``p:delayed``, SUCCESS ones the ``limit`` that finished last, RUNNING ones read
+        from the runners' owned lists (a sorted set of their own would cost every task
+        one or two commands), sorted by ``enqueued_at``."""
+        if status is Status.SUCCESS:
+            return self._latest_successes(limit)
+        if status is Status.RUNNING:
+            running = [self.get(raw.decode()) for raw in self._run_retrying("RUNNING")]
+            return sorted(running, key=lambda i: i.enqueued_at, reverse=True)[:limit]
         if status is not Status.PENDING:
             ids = self._do("zrevrange", self._key("status", status.value), 0, limit - 1)
             return [self.get(raw.decode()) for raw in ids]
@@ -743,6 +784,22 @@ class RedisBackend(Pausing, Admin, Recovery):
                 found.append(self.get(raw.decode()))
         found = [i for i in found if i.status is Status.PENDING]
         return sorted(found, key=lambda i: i.enqueued_at, reverse=True)[:limit]
+
+    def _latest_successes(self, limit: int) -> list[Invocation]:
+        """The ``limit`` SUCCESS invocations that finished last, newest enqueued first:
+        ``p:ended`` read from its end, ``limit`` at a time, failures skipped."""
+        found: list[Invocation] = []
+        start = 0
+        while len(found) < limit:
+            ids = self._do("zrevrange", self._key("ended"), start, start + limit - 1)
+            if not ids:
+                break
+            for raw in ids:
+                with contextlib.suppress(UnknownInvocation):  # purged since the listing
+                    found.append(self.get(raw.decode()))
+            found = [i for i in found if i.status is Status.SUCCESS]
+            start += limit
+        return sorted(found[:limit], key=lambda i: i.enqueued_at, reverse=True)
 
     def ended_since(self, since: float) -> dict[Status, int]:
         """Two ZCOUNTs in one MULTI: every ending is in ``p:ended``, a failure also in
@@ -764,20 +821,13 @@ class RedisBackend(Pausing, Admin, Recovery):
         return found
 
     def counts(self) -> dict[Status, int]:
-        """One MULTI: the PENDING ones are the queue and the retries in ``p:delayed``
-        (see ``invocations``), each other status a sorted set."""
-        others = [s for s in Status if s is not Status.PENDING]
-
-        def count() -> list[int]:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.llen(self._key("queue"))
-            pipe.zcard(self._key("delayed"))
-            for status in others:
-                pipe.zcard(self._key("status", status.value))
-            return list(pipe.execute())
-
-        queued, delayed, *rest = self._retrying(count)
-        return {Status.PENDING: queued + delayed, **dict(zip(others, rest, strict=True))}
+        """One script, so every count is of one moment (burst mode stops on a sum of
+        them): the PENDING ones are the queue and the retries in ``p:delayed``, the
+        SUCCESS ones ``p:ended`` less ``p:failed``, the RUNNING ones found in the
+        runners' owned lists (see ``invocations``), the others a sorted set each."""
+        queued, delayed, ended, failed, paused, failures, running = self._run_retrying("COUNTS")
+        return {Status.PENDING: queued + delayed, Status.RUNNING: running,
+                Status.PAUSED: paused, Status.SUCCESS: ended - failed, Status.FAILED: failures}
 
     def close(self) -> None:
         for connection in self._spare:

@@ -15,8 +15,12 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:idle``           list: runners blocked waiting for work, first come first served
 ``p:inbox:<runner>`` stream: invocations handed straight to that idle runner
 ``p:wakeups``        counter: raised by every ``wakeup()``
-``p:status:<S>``     sorted set per status but PENDING, by ``enqueued_at`` (counts,
-                     listings); the PENDING ones are ``p:queue`` and ``p:delayed``
+``p:status:<S>``     sorted set of the PAUSED, and of the FAILED, by ``enqueued_at``
+                     (counts, listings); the PENDING ones are ``p:queue`` and
+                     ``p:delayed``, the SUCCESS ones ``p:ended`` less ``p:failed``,
+                     the RUNNING ones in the owned lists of ``p:claimers``
+``p:claimers``       set: runners that may own invocations (added by CLAIM, which
+                     every runner's claiming starts with; removed by a reroute)
 ``p:ended``          sorted set: SUCCESS and FAILED invocations by ``finished_at`` (purge)
 ``p:failed``         sorted set: FAILED invocations by ``finished_at`` (recent failures, rates)
 ``p:runners``        sorted set: runner id by last heartbeat
@@ -24,9 +28,11 @@ declared beforehand. Layout, for prefix ``p``:
 ``p:waiters:<id>``   set: tokens of callers blocked until the invocation ends
 ``p:wake:<token>``   list: ids that ended, pushed for the caller blocked on it (BLPOP)
 
-The scripts share Lua functions (``mark``, ``claim``, ``ahead``, ``change``,
-``announce``), so the script that completes an invocation and claims the
-next runs the very same rules as the scripts that do one of the two. With
+The scripts share Lua functions (``mark``, ``take``, ``claim``, ``ahead``,
+``change``, ``announce``), so the script that completes an invocation and
+claims the next, and the one that hands work to idle runners, run the very
+same rules as the scripts that do one of them. An enqueue is no script
+(HSET, RPUSH, LLEN of ``p:idle``); ENQUEUE_AGAIN is its resend. With
 ``batch=N`` a claim takes up to N (``ahead``) and a completion script writes
 several completions: the sorted sets, the queue and the owned list are then
 written once for all of them.
@@ -78,8 +84,20 @@ local function mark(p, id, runner, now)
     redis.call('LREM', p .. ':owned:' .. runner, 0, id)
     return false
   end
-  redis.call('ZADD', p .. ':status:RUNNING', fields[at.enqueued_at], id)
   return claimed_as(key, fields, at, runner, now)
+end
+"""
+
+#: the oldest due invocation, moved into ``runner``'s owned list and claimed (``mark``)
+#: -> its hash as a flat list, or nil when the queue is empty (stale entries dropped)
+_TAKE = _MARK + """
+local function take(p, runner, now)
+  while true do
+    local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
+    if not id then return nil end
+    local fields = mark(p, id, runner, now)
+    if fields then return fields end
+  end
 end
 """
 
@@ -92,19 +110,18 @@ end
 #: path), so it was in no idle list (CLAIM takes it off before it claims) and nothing was
 #: handed to its inbox, nor left in its owned list by a claim whose reply was lost:
 #: neither is looked at, two commands a task fewer.
-_CLAIM = _MARK + """
+_CLAIM = _TAKE + """
 local function ahead(p, runner, now, size, claimed)
   -- the queue's head, taken while never attempted and allowed another attempt: one
-  -- LRANGE, LTRIM, RPUSH and status move for all of them
+  -- LRANGE, LTRIM and RPUSH for all of them
   local ids = redis.call('LRANGE', p .. ':queue', 0, size - #claimed - 1)
-  local taken, running, looked = {}, {}, 0
+  local taken, looked = {}, 0
   for _, id in ipairs(ids) do
     local key = p .. ':inv:' .. id
     local fields, at = read(key)
     if fields[at.status] == 'PENDING' then
       if fields[at.attempts] ~= '0' or tonumber(fields[at.max_attempts]) < 2 then break end
       table.insert(taken, id)
-      table.insert(running, fields[at.enqueued_at]); table.insert(running, id)
       local record = claimed_as(key, fields, at, runner, now)
       table.insert(record, 1, '')
       table.insert(claimed, record)
@@ -112,13 +129,10 @@ local function ahead(p, runner, now, size, claimed)
     looked = looked + 1
   end
   if looked > 0 then redis.call('LTRIM', p .. ':queue', looked, -1) end
-  if #taken > 0 then
-    redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken))
-    redis.call('ZADD', p .. ':status:RUNNING', unpack(running))
-  end
+  if #taken > 0 then redis.call('RPUSH', p .. ':owned:' .. runner, unpack(taken)) end
 end
 
-local function claim(p, runner, now, resent, last, size)
+local function claim(p, runner, now, resent, last, size, retries)
   if last then
     local handed = redis.call('XRANGE', p .. ':inbox:' .. runner, '(' .. last, '+', 'COUNT', 1)
     if #handed > 0 then
@@ -128,10 +142,11 @@ local function claim(p, runner, now, resent, last, size)
       return {reply}
     end
   end
-  local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', p .. ':delayed', id)
-    redis.call('RPUSH', p .. ':queue', id)
+  if retries then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', now)) do
+      redis.call('ZREM', p .. ':delayed', id)
+      redis.call('RPUSH', p .. ':queue', id)
+    end
   end
   local claimed = {}
   if last then
@@ -146,12 +161,9 @@ local function claim(p, runner, now, resent, last, size)
     end
     if #claimed > 0 then return claimed end
   end
-  while #claimed == 0 do
-    local id = redis.call('LMOVE', p .. ':queue', p .. ':owned:' .. runner, 'LEFT', 'RIGHT')
-    if not id then return claimed end
-    local fields = mark(p, id, runner, now)
-    if fields then table.insert(fields, 1, ''); table.insert(claimed, fields) end
-  end
+  local fields = take(p, runner, now)
+  if not fields then return claimed end
+  table.insert(fields, 1, ''); table.insert(claimed, fields)
   if size < 2 then return claimed end
   local first = claimed[1]
   for i = 2, #first, 2 do
@@ -205,8 +217,10 @@ local function change(p, runner, at)
     table.insert(history, cjson.decode(ARGV[at + 4]))
     redis.call('HSET', key, 'history', cjson.encode(history))
   end
-  redis.call('ZREM', p .. ':status:' .. status, id)
-  if new ~= 'PENDING' then redis.call('ZADD', p .. ':status:' .. new, current[3], id) end
+  if status == 'PAUSED' then redis.call('ZREM', p .. ':status:PAUSED', id) end
+  if new == 'PAUSED' or new == 'FAILED' then
+    redis.call('ZADD', p .. ':status:' .. new, current[3], id)
+  end
   if ARGV[at + 3] == '1' then redis.call('LREM', p .. ':owned:' .. runner, 0, id) end
   if ARGV[at + 5] ~= '' then redis.call('ZADD', p .. ':delayed', ARGV[at + 5], id) end
   if new == 'SUCCESS' or new == 'FAILED' then
@@ -231,6 +245,7 @@ for i = 4, #ARGV do
       redis.call('ZREM', p .. ':delayed', id)
     end
     redis.call('RPUSH', p .. ':owned:' .. runner, id)
+    redis.call('SADD', p .. ':claimers', runner)
     return mark(p, id, runner, now)
   end
 end
@@ -251,7 +266,8 @@ CLAIM = _CLAIM + """
 local p, runner, now, resent, last, seen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if last ~= '0-0' then redis.call('XTRIM', p .. ':inbox:' .. runner, 'MINID', last) end
 redis.call('LREM', p .. ':idle', 0, runner)
-local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]))
+redis.call('SADD', p .. ':claimers', runner)
+local claimed = claim(p, runner, now, resent, last, tonumber(ARGV[8]), true)
 if #claimed > 0 then return claimed end
 local wakeups = tonumber(redis.call('GET', p .. ':wakeups') or '0')
 if ARGV[7] == '1' and (seen == '' or tonumber(seen) == wakeups) then
@@ -266,7 +282,9 @@ return change(ARGV[1], ARGV[2], 3)
 """
 
 #: Successful invocations' completions, and the claim of the runner's next ones.
-#: ARGV: prefix, runner, now, size (the most to claim; 0: none), the number of
+#: ARGV: prefix, runner, now, size (the most to claim; 0: none), retries ('1': the due
+#: retries in ``p:delayed`` go to the queue first, as CLAIM always does; the busy path
+#: asks for it a few times a second, a command a task fewer), the number of
 #: completions, then per completion: id, result, started_at ('': as claimed),
 #: finished_at -> {{1 or 0 per completion: written, or refused}, claimed...}, the claimed
 #: ones as ``claim`` gives them; none when the last completion is refused. Each
@@ -274,14 +292,14 @@ return change(ARGV[1], ARGV[2], 3)
 #: the owned list written once for all of them. A resend after a lost reply needs no care
 #: here: the completions it repeats are refused.
 COMPLETE_AND_CLAIM = _ANNOUNCE + _CLAIM + """
-local p, runner, now, size, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
-  tonumber(ARGV[5])
-local written, ids, running, ended = {}, {}, {}, {}
+local p, runner, now, size, retries, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  ARGV[5] == '1', tonumber(ARGV[6])
+local written, ids, ended = {}, {}, {}
 for n = 0, count - 1 do
-  local id, result, started, finished = ARGV[6 + 4 * n], ARGV[7 + 4 * n], ARGV[8 + 4 * n],
-    ARGV[9 + 4 * n]
+  local id, result, started, finished = ARGV[7 + 4 * n], ARGV[8 + 4 * n], ARGV[9 + 4 * n],
+    ARGV[10 + 4 * n]
   local key = p .. ':inv:' .. id
-  local current = redis.call('HMGET', key, 'status', 'owner', 'enqueued_at', 'watched')
+  local current = redis.call('HMGET', key, 'status', 'owner', 'watched')
   if current[1] == 'RUNNING' and current[2] == runner then
     if started == '' then
       redis.call('HSET', key, 'status', 'SUCCESS', 'result', result, 'finished_at', finished)
@@ -290,9 +308,8 @@ for n = 0, count - 1 do
                  'started_at', started)
     end
     table.insert(ids, id)
-    table.insert(running, current[3]); table.insert(running, id)
     table.insert(ended, finished); table.insert(ended, id)
-    if current[4] then announce(p, id) end  -- someone registered to wait for it
+    if current[3] then announce(p, id) end  -- someone registered to wait for it
     table.insert(written, 1)
   else
     table.insert(written, 0)
@@ -308,12 +325,10 @@ if #ids > 0 then
   else
     for _, id in ipairs(ids) do redis.call('LREM', owned, 0, id) end
   end
-  redis.call('ZREM', p .. ':status:RUNNING', unpack(ids))
-  redis.call('ZADD', p .. ':status:SUCCESS', unpack(running))
   redis.call('ZADD', p .. ':ended', unpack(ended))
 end
 if size == 0 or written[count] == 0 then return {written} end
-local claimed = claim(p, runner, now, '0', nil, size)
+local claimed = claim(p, runner, now, '0', nil, size, retries)
 table.insert(claimed, 1, written)
 return claimed
 """
@@ -336,40 +351,49 @@ for i = 3, #ARGV do
 end
 if #back == 0 then return 0 end
 redis.call('LPUSH', p .. ':queue', unpack(back))
-redis.call('ZREM', p .. ':status:RUNNING', unpack(back))
 return #back
 """
 
-#: ARGV: prefix, id, now, resent, enqueued_at, field, value, ... (all but status and
-#: attempts, which the script sets) -> 1, or 0 when the id exists already. The sorted sets
-#: of statuses are ordered by ``enqueued_at``, the producer's clock: a counter of the
-#: server's would cost a command a task. Ids are new (``Task.enqueue`` makes
-#: them), so only a resend after a lost reply (``resent`` '1') can find its own first send
-#: done: only then is the existence looked at, a command a task fewer. When a runner waits
-#: idle, the invocation is claimed for it right here, written once as RUNNING, and the
-#: same fields added to that runner's inbox stream: the worker starts after one hop. This
-#: is the idle-latency path, so it makes the claim ``mark`` would make without reading
-#: anything back. A runner registers idle only when it found the queue empty (CLAIM), and
-#: the first enqueue after that hands it work, so only an enqueue that finds the queue
-#: empty (its RPUSH makes the queue one long) looks for an idle runner, and takes the id
-#: back off the queue to hand it over: a backlog costs no LPOP a task.
-ENQUEUE = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
-local key = p .. ':inv:' .. id
-if ARGV[4] == '1' and redis.call('EXISTS', key) == 1 then return 0 end
-local runner = redis.call('RPUSH', p .. ':queue', id) == 1 and redis.call('LPOP', p .. ':idle')
-if not runner then
-  redis.call('HSET', key, 'status', 'PENDING', 'attempts', 0, unpack(ARGV, 6))
-  return 1
+#: An enqueue sent again after a lost reply (the first send, HSET, RPUSH and LLEN
+#: without a script, may have been carried out, or only its HSET). ARGV: prefix, id,
+#: field, value, ... (the whole new hash) -> how many runners wait idle (see
+#: HAND_OUT). A hash that exists is the first send's: it is left as it is (it may have
+#: been claimed since), and only queued if it is PENDING and in neither the queue nor
+#: ``p:delayed``, where the first send's RPUSH would have put it.
+ENQUEUE_AGAIN = """
+local p, id = ARGV[1], ARGV[2]
+local key, queue = p .. ':inv:' .. id, p .. ':queue'
+if redis.call('EXISTS', key) == 0 then
+  redis.call('HSET', key, unpack(ARGV, 3))
+  redis.call('RPUSH', queue, id)
+elseif redis.call('HGET', key, 'status') == 'PENDING' and not redis.call('LPOS', queue, id)
+    and not redis.call('ZSCORE', p .. ':delayed', id) then
+  redis.call('RPUSH', queue, id)
 end
-redis.call('RPOP', p .. ':queue')
-local claimed = {'status', 'RUNNING', 'owner', runner, 'started_at', now, 'attempts', 1,
-                 unpack(ARGV, 6)}
-redis.call('HSET', key, unpack(claimed))
-redis.call('ZADD', p .. ':status:RUNNING', ARGV[5], id)
-redis.call('RPUSH', p .. ':owned:' .. runner, id)
-redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(claimed))
-return 1
+return redis.call('LLEN', p .. ':idle')
+"""
+
+#: Hand the queue's oldest invocations to runners blocked idle, one each, first come first
+#: served: each is claimed for its runner (``take``, as CLAIM would) and its whole record
+#: added to that runner's inbox stream, where the runner blocks (XREAD): the worker starts
+#: after one hop. Sent by an enqueue that saw idle runners, and by nothing else on the busy
+#: path. A runner registers idle only when it found the queue empty (CLAIM), so when the
+#: queue is empty again here it goes back to the head of the idle list. ARGV: prefix, now
+#: -> how many were handed out.
+HAND_OUT = _TAKE + """
+local p, now = ARGV[1], ARGV[2]
+local handed = 0
+while true do
+  local runner = redis.call('LPOP', p .. ':idle')
+  if not runner then return handed end
+  local fields = take(p, runner, now)
+  if not fields then
+    redis.call('LPUSH', p .. ':idle', runner)
+    return handed
+  end
+  redis.call('XADD', p .. ':inbox:' .. runner, 'MAXLEN', '~', 64, '*', unpack(fields))
+  handed = handed + 1
+end
 """
 
 #: Before a caller blocks until one of some invocations ends. ARGV: prefix, the caller's
@@ -455,11 +479,41 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. ':ended', '-inf', '(' .. be
   local status = redis.call('HGET', key, 'status')
   if status == 'SUCCESS' or status == 'FAILED' then
     redis.call('DEL', key)
-    redis.call('ZREM', p .. ':status:' .. status, id)
+    if status == 'FAILED' then redis.call('ZREM', p .. ':status:FAILED', id) end
     purged = purged + 1
   end
   redis.call('ZREM', p .. ':ended', id)
   redis.call('ZREM', p .. ':failed', id)
 end
 return purged
+"""
+
+#: the ids of the RUNNING invocations: those in the owned lists of ``p:claimers`` that
+#: are RUNNING for that runner (a sorted set of them would cost every task two commands)
+_RUNNING = """
+local function running(p)
+  local ids = {}
+  for _, runner in ipairs(redis.call('SMEMBERS', p .. ':claimers')) do
+    for _, id in ipairs(redis.call('LRANGE', p .. ':owned:' .. runner, 0, -1)) do
+      local current = redis.call('HMGET', p .. ':inv:' .. id, 'status', 'owner')
+      if current[1] == 'RUNNING' and current[2] == runner then table.insert(ids, id) end
+    end
+  end
+  return ids
+end
+"""
+
+#: ARGV: prefix -> the ids of the RUNNING invocations
+RUNNING = _RUNNING + """
+return running(ARGV[1])
+"""
+
+#: Every count at one moment. ARGV: prefix -> {queued, delayed retries, ended, failed
+#: (``p:failed``), PAUSED, FAILED (``p:status:FAILED``), RUNNING}
+COUNTS = _RUNNING + """
+local p = ARGV[1]
+return {redis.call('LLEN', p .. ':queue'), redis.call('ZCARD', p .. ':delayed'),
+        redis.call('ZCARD', p .. ':ended'), redis.call('ZCARD', p .. ':failed'),
+        redis.call('ZCARD', p .. ':status:PAUSED'), redis.call('ZCARD', p .. ':status:FAILED'),
+        #running(p)}
 """
