@@ -20,18 +20,14 @@ its first word. What they mean under pprunner:
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import signal
-from typing import Any
 
 from huey.consumer_options import ConsumerConfig, OptionParserHandler
 
-from pprunner import Supervisor, config, log
-from pprunner.hostfeed import HostFeed
+from pprunner import log
 from pprunner.jobs import Call
 
-from . import consumer
+from . import consumer, supervising
 
 logger = logging.getLogger("pprunner.huey")
 
@@ -74,15 +70,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     huey = consumer.load_huey(args.huey_path)
-    settings = _settings(given)
+    settings = supervising.settings(given.get("workers"), given.get("max_tasks"),
+                                    given.get("shutdown_timeout"))
     worker_options = {k: v for k, v in options.values.items() if k not in SUPERVISOR_ONLY}
     logging_options = {k: getattr(options, k) for k in LOGGING}
-    feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
-                                                  logging_options, settings.time_limit)),
-                    functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
-    supervisor = HueySupervisor(feed=feed, config=settings,
-                                # -g is Huey 3.5's; before, SIGINT was the graceful one
-                                graceful_signal=getattr(options, "graceful_signal", "INT"))
+    maker = Call(consumer.make_consumer, (args.huey_path, worker_options, logging_options,
+                                          settings.time_limit))
+    # -g is Huey 3.5's; before, SIGINT was the graceful one
+    supervisor = supervising.supervisor(huey, maker, settings, at_most_once=args.at_most_once,
+                                        graceful_signal=getattr(options, "graceful_signal", "INT"))
     log.setup(settings.log_level, supervisor.id)
     consumer.huey_logging(logging_options)
     if given.get("worker_type", "process") != "process":
@@ -97,39 +93,3 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         scheduling.stop_flag.set()
         scheduling.scheduler.join()
-
-
-def _settings(given: dict[str, Any]) -> config.Config:
-    """pprunner's settings, huey_consumer's options among them: one worker unless told,
-    as huey_consumer; pyproject and ``PPRUNNER_*`` may say more."""
-    return config.load({"processes": 1}, {"processes": given.get("workers"),
-                                          "max_tasks_per_child": given.get("max_tasks"),
-                                          "shutdown_timeout": given.get("shutdown_timeout")},
-                       overrides_source="huey_consumer's options")
-
-
-class HueySupervisor(Supervisor):
-    """Signals as ``huey_consumer`` treats them: its graceful signal (SIGINT unless
-    ``-g TERM``) stops after what runs; the other stops at once. SIGHUP, Huey's
-    restart, is pprunner's reload: each worker is replaced, the pool never empty."""
-
-    def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._interrupt_signal = signal.SIGTERM if graceful_signal == "INT" else signal.SIGINT
-
-    def handle_sigterm(self) -> None:
-        self._stop_on(signal.SIGTERM)
-
-    def handle_sigint(self) -> None:
-        self._stop_on(signal.SIGINT)
-
-    def _stop_on(self, signum: signal.Signals) -> None:
-        if signum == self._interrupt_signal or self._stop_requested:
-            logger.warning("%s: stopping at once; running tasks go back to the queue",
-                           signum.name)
-            self._immediate = True
-        else:
-            logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", signum.name,
-                        self.config.shutdown_timeout)
-        self.request_stop()
-

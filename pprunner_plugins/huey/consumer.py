@@ -1,11 +1,12 @@
 """Huey's own worker loop in each pprunner worker, and its tasks settled in Huey's terms.
 
-Each worker process builds the consumer the way ``huey_consumer`` does
-(``huey.create_consumer(...)``, so a project's own ``create_consumer`` or
-``Consumer.worker_class`` is honoured) with one worker of the ``process``
-type: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre- and
-post-execute hooks, signals, result storage, retries and Huey's ``timeout``
-(SIGALRM, as with ``-k process``). Around each task pprunner is told which
+Each worker process gets Huey's consumer (``pprunner huey``'s workers build
+it the way ``huey_consumer`` does, ``huey.create_consumer(...)``; the class
+route's are forked from the process that built it), so a project's own
+``create_consumer`` or ``Consumer.worker_class`` is honoured, and runs one
+worker from it: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre-
+and post-execute hooks, signals, result storage, retries and Huey's
+``timeout`` (SIGALRM, as with ``-k process``). Around each task pprunner is told which
 one runs (its serialized message is what :func:`settle` needs), so a task
 whose worker died is back in Huey's queue at once.
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from huey import Huey
 from huey.api import Result
+from huey.consumer import Consumer, ProcessEnvironment
 from huey.consumer_options import ConsumerConfig
 from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
@@ -53,14 +56,20 @@ def hard_limit(task: Any, default: float | None) -> float | None:
 
 
 class HueyConsumer:
-    """Huey's worker loop, as ``huey_consumer`` runs it in one worker process."""
+    """Huey's worker loop, as ``huey_consumer -k process`` runs it in one worker process.
 
-    def __init__(self, huey: Huey, options: dict[str, Any], time_limit: float | None) -> None:
-        self.huey = huey
+    :param consumer: Huey's ``Consumer`` (a project's own ``create_consumer`` or
+        ``worker_class`` included) whose ``_create_worker`` makes this process's worker.
+    """
+
+    def __init__(self, consumer: Consumer, time_limit: float | None) -> None:
+        self.huey = consumer.huey
         self.time_limit = time_limit
-        consumer = huey.create_consumer(**{**options, "workers": 1, "worker_type": "process"})
-        ((self.worker, _process),) = consumer.worker_threads
-        self._stop_flag = consumer.stop_flag
+        # this worker's own stop flag: a forked worker inherits one every worker shares
+        self._stop_flag = consumer.stop_flag = threading.Event()
+        self.worker = consumer._create_worker()
+        # Huey's ``timeout`` by SIGALRM, as Huey's Consumer sets it for process workers
+        self.huey._timeout_handler = ProcessEnvironment().timeout
         #: a task runs now (Huey's worker runs one at a time)
         self._in_task = False
 
@@ -110,10 +119,21 @@ class HueyConsumer:
 
 def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
                   time_limit: float | None) -> HueyConsumer:
-    """In each worker: the consumer of the Huey instance at ``path`` (``huey_consumer``'s
-    options; ``time_limit``: the setting's default hard limit)."""
+    """In each worker of ``pprunner huey``: the consumer of the Huey instance at ``path``
+    (``huey_consumer``'s options; ``time_limit``: the setting's default hard limit)."""
     huey_logging(logging_options)
-    return HueyConsumer(load_huey(path), options, time_limit)
+    consumer = load_huey(path).create_consumer(**{**options, "workers": 0,
+                                                  "worker_type": "process"})
+    return HueyConsumer(consumer, time_limit)
+
+
+def adopt(consumer: Consumer, time_limit: float | None) -> HueyConsumer:
+    """In a worker forked from the process that built ``consumer`` (the ``create_consumer``
+    route): its Huey instance and tasks are the parent's, its storage a fresh one (the
+    parent's connection, and a lock another thread may have held at the fork, are not
+    this process's to use)."""
+    consumer.huey.storage = consumer.huey.create_storage()
+    return HueyConsumer(consumer, time_limit)
 
 
 def huey_logging(logging_options: dict[str, Any]) -> None:
