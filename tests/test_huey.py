@@ -41,6 +41,7 @@ PROJECT = REPO / "tests" / "huey_project"
 EXAMPLE = REPO / "examples" / "huey_app"
 sys.path.insert(0, str(PROJECT))
 import huey_sqlite_tasks  # noqa: E402  (the project's modules, as its producers import them)
+import huey_supervised  # noqa: E402
 import huey_tasks  # noqa: E402
 
 sys.path.remove(str(PROJECT))
@@ -65,17 +66,19 @@ def huey(huey_url: str) -> Any:
 
 
 class Command:
-    """``pprunner huey ...`` started in a project folder, in a session of its own."""
+    """``pprunner huey ...`` (or another ``program``) started in a project folder, in a
+    session of its own."""
 
-    def __init__(self, url: str, folder: Path, *arguments: str, **env_vars: str) -> None:
+    def __init__(self, url: str, folder: Path, *arguments: str,
+                 program: tuple[str, ...] = ("pprunner", "huey"), **env_vars: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["HUEY_TEST_REDIS_URL"] = env["HUEY_REDIS_URL"] = url  # tests', example's
         env.update(env_vars)
-        script = Path(sys.executable).parent / "pprunner"
+        script = Path(sys.executable).parent / program[0]
         # read while the command runs and after it exited; closed in close()
         self.log = tempfile.NamedTemporaryFile(prefix="pprunner-huey-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
-                                        start_new_session=True, stderr=self.log)
+        self.process = subprocess.Popen([str(script), *program[1:], *arguments], cwd=folder,
+                                        env=env, start_new_session=True, stderr=self.log)
 
     def workers(self, count: int) -> list[int]:
         """The worker processes' pids, once there are ``count`` of them."""
@@ -118,8 +121,8 @@ class Command:
 def command(huey: Any, huey_url: str) -> Iterator[Any]:
     started: list[Command] = []
 
-    def start(*arguments: str, folder: Path = PROJECT, **env_vars: str) -> Command:
-        running = Command(huey_url, folder, *arguments, **env_vars)
+    def start(*arguments: str, folder: Path = PROJECT, **options: Any) -> Command:
+        running = Command(huey_url, folder, *arguments, **options)
         started.append(running)
         return running
 
@@ -317,3 +320,22 @@ def test_a_second_sigint_stops_at_once_and_hands_the_running_task_back(
     code, err = running.wait()
     assert code == ExitCode.INTERRUPTED and "SIGINT: stopping at once" in err
     assert huey.pending_count() == 1
+
+
+def test_huey_consumer_runs_pprunners_workers_through_create_consumer(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    """The class route: Huey's own command, a Huey whose ``create_consumer`` gives
+    pprunner's ``Consumer``; a killed worker's task runs again on the other one."""
+    huey_supervised.huey.storage_kwargs["url"] = huey.storage_kwargs["url"]
+    huey_supervised.huey.storage = huey_supervised.huey.create_storage()
+    running = command("huey_supervised.huey", "-w", "2", program=("huey_consumer",))
+    workers = running.workers(2)
+    assert huey_supervised.pid().get(blocking=True, timeout=30) in workers
+    result = huey_supervised.block_first(str(tmp_path))
+    victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
+                 and (tmp_path / "first").read_text())
+    os.kill(victim, signal.SIGKILL)
+    assert result.get(blocking=True, timeout=30) == (set(workers) - {victim}).pop()
+    running.signal(signal.SIGINT)
+    code, logged = running.wait()
+    assert code == 0, logged
