@@ -29,6 +29,7 @@ import attrs
 
 from . import channel, log
 from .errors import SoftTimeLimitExceeded
+from .held import HeldJob
 from .proctitle import set_title
 
 if TYPE_CHECKING:
@@ -72,9 +73,13 @@ class HostJobs:
 
     def __init__(self, slot: int, supervision: Any,
                  lend_slot: Callable[[], contextlib.AbstractContextManager[None]]
-                 = contextlib.nullcontext) -> None:
+                 = contextlib.nullcontext, held: HeldJob | None = None) -> None:
         self.slot = slot
         self._supervision = supervision
+        #: where a job without a hard limit is recorded instead of reported (one at a
+        #: time; None: every job is reported), and the id of the one recorded now
+        self._held = held
+        self._held_id: str | None = None
         #: around a wait inside a job for work other workers do (a host's documented
         #: blocking read of another job's result): this worker's slot is lent meanwhile,
         #: so a pool whose every worker waits cannot deadlock
@@ -110,7 +115,9 @@ class HostJobs:
                 soft_time_limit: float | None = None, data: Any = None) -> None:
         """:meth:`running`'s start, for a host whose hooks split it in two (a
         middleware's before and after); each ``started`` needs its ``finished``."""
-        self._supervision.channel.send(channel.Started(job_id, name, time_limit, False, data))
+        if not self._hold(job_id, name, time_limit, data):
+            self._supervision.channel.send(channel.Started(job_id, name, time_limit, False,
+                                                           data))
         if soft_time_limit:
             self._soft_limited = name
             signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
@@ -121,10 +128,30 @@ class HostJobs:
         if self._soft_limited is not None:  # cleared first: a late SIGALRM does nothing
             self._soft_limited = None
             signal.setitimer(signal.ITIMER_REAL, 0)
-        self._supervision.channel.send(channel.Finished(job_id, channel.peak_rss()))
+        peak = channel.peak_rss()
         with self._counting:
+            recorded = job_id == self._held_id
+            if recorded:
+                self._held_id = None
+                self._held.release()  # type: ignore[union-attr]
+            # a recorded job's end is reported only with a new peak (memory limits)
+            if not recorded or peak > self._supervision.reported_peak:
+                self._supervision.channel.send(channel.Finished(job_id, peak))
+                self._supervision.reported_peak = max(peak, self._supervision.reported_peak)
             self._supervision.ended()
         set_title(f"pprunner worker {self.slot}: idle")
+
+    def _hold(self, job_id: str, name: str, time_limit: float | None, data: Any) -> bool:
+        """Record the job in the held-job memory rather than report it, when it has no
+        hard limit (which the supervisor keeps), nothing else is recorded now (another
+        thread's job) and it fits."""
+        if self._held is None or time_limit is not None:
+            return False
+        with self._counting:
+            if self._held_id is not None or not self._held.hold(job_id, name, data):
+                return False
+            self._held_id = job_id
+            return True
 
     def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
         """SIGALRM handler: the running job's soft time limit ran out."""

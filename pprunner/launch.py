@@ -30,6 +30,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from .held import HeldJob
 from .spawn import WorkerSpec, signals_blocked
 
 #: what the new interpreter runs: the parent's sys.path first (pprunner itself may be
@@ -51,7 +52,8 @@ def supported() -> bool:
 
 
 class _SpecPickler(pickle.Pickler):
-    """Pickles a spec's connections as descriptor numbers the child inherits."""
+    """Pickles a spec's connections and held-job memory as descriptor numbers the child
+    inherits."""
 
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
@@ -61,11 +63,16 @@ class _SpecPickler(pickle.Pickler):
         if isinstance(obj, Connection):
             self.descriptors.append(obj.fileno())
             return ("connection", obj.fileno(), obj.readable, obj.writable)
+        if isinstance(obj, HeldJob):
+            self.descriptors.append(obj.fd)
+            return ("held", obj.fd)
         return None
 
 
 class _SpecUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "held":
+            return HeldJob(pid[1])
         _, fd, readable, writable = pid
         return Connection(fd, readable, writable)
 

@@ -25,7 +25,6 @@ import logging
 from huey.consumer_options import ConsumerConfig, OptionParserHandler
 
 from pprunner import log
-from pprunner.jobs import Call
 
 from . import consumer, supervising
 
@@ -34,8 +33,7 @@ logger = logging.getLogger("pprunner.huey")
 #: huey_consumer's options that only its own process model needs, or that pprunner's
 #: settings carry out; a worker's consumer is built without them
 SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
-                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout",
-                   "graceful_signal")
+                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout")
 #: huey_consumer's logging options (``values`` leaves them out): the supervisor and each
 #: worker set Huey's logger up from them
 LOGGING = ("logfile", "verbose", "simple_log")
@@ -73,23 +71,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = supervising.settings(given.get("workers"), given.get("max_tasks"),
                                     given.get("shutdown_timeout"))
     worker_options = {k: v for k, v in options.values.items() if k not in SUPERVISOR_ONLY}
-    logging_options = {k: getattr(options, k) for k in LOGGING}
-    maker = Call(consumer.make_consumer, (args.huey_path, worker_options, logging_options,
-                                          settings.time_limit))
-    # -g is Huey 3.5's; before, SIGINT was the graceful one
-    supervisor = supervising.supervisor(huey, maker, settings, at_most_once=args.at_most_once,
-                                        graceful_signal=getattr(options, "graceful_signal", "INT"))
+    # Huey's consumer (Huey's own, or the project's create_consumer's), without workers:
+    # its lock flushing and scheduler run here, and each forked worker makes its Worker
+    template = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
+                                    flush_locks=options.flush_locks,
+                                    extra_locks=options.extra_locks)
+    supervisor = supervising.supervisor(template, settings, at_most_once=args.at_most_once)
     log.setup(settings.log_level, supervisor.id)
-    consumer.huey_logging(logging_options)
+    consumer.huey_logging({k: getattr(options, k) for k in LOGGING})
     if given.get("worker_type", "process") != "process":
         logger.info("-k %s: each of pprunner's workers is a process", given["worker_type"])
-    # Huey's consumer in the supervisor, without workers: its lock flushing and scheduler
-    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
-                                      flush_locks=options.flush_locks,
-                                      extra_locks=options.extra_locks)
-    scheduling.scheduler.start()
+    template.scheduler.start()
     try:
         return supervisor.run()
     finally:
-        scheduling.stop_flag.set()
-        scheduling.scheduler.join()
+        template.stop_flag.set()
+        template.scheduler.join()

@@ -1,12 +1,12 @@
 """Huey's own worker loop in each pprunner worker, and its tasks settled in Huey's terms.
 
-Each worker process gets Huey's consumer (``pprunner huey``'s workers build
-it the way ``huey_consumer`` does, ``huey.create_consumer(...)``; the class
-route's are forked from the process that built it), so a project's own
-``create_consumer`` or ``Consumer.worker_class`` is honoured, and runs one
-worker from it: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre-
-and post-execute hooks, signals, result storage, retries and Huey's
-``timeout`` (SIGALRM, as with ``-k process``). Around each task pprunner is told which
+Each worker process is forked from the process that built Huey's consumer
+(``pprunner huey``'s supervisor builds it as ``huey_consumer`` does,
+``huey.create_consumer(...)``), so a project's own ``create_consumer`` or
+``Consumer.worker_class`` is honoured, and runs one worker from it: Huey's
+own :class:`huey.consumer.Worker` dequeues, runs pre- and post-execute hooks,
+signals, result storage, retries and Huey's ``timeout`` (SIGALRM, as with
+``-k process``). Around each task pprunner is told which
 one runs (its serialized message is what :func:`settle` needs), so a task
 whose worker died is back in Huey's queue at once.
 """
@@ -72,8 +72,11 @@ class HueyConsumer:
         self.huey._timeout_handler = ProcessEnvironment().timeout
         #: a task runs now (Huey's worker runs one at a time)
         self._in_task = False
+        #: the message of the task dequeued last, as the storage gave it
+        self._message: bytes | None = None
 
     def consume(self, jobs: HostJobs) -> None:
+        self._keep_messages()
         self.huey.execute = self._reporting(jobs, self.huey.execute)
         self._lend_slot_while_waiting(jobs)
         self.worker.initialize()
@@ -91,8 +94,9 @@ class HueyConsumer:
         huey, default = self.huey, self.time_limit
 
         def execute_reported(task: Any, timestamp: Any = None) -> Any:
+            message, self._message = self._message, None
             with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
-                              data=huey.serialize_task(task)):
+                              data=message or huey.serialize_task(task)):
                 self._in_task = True
                 try:
                     return execute(task, timestamp)
@@ -100,6 +104,20 @@ class HueyConsumer:
                     self._in_task = False
 
         return execute_reported
+
+    def _keep_messages(self) -> None:
+        """Keep each dequeued task's message, which :func:`settle` puts back if the worker
+        dies under the task: Huey's worker dequeues and then executes in this thread, so
+        the message is there when ``execute`` runs, and serializing the task again for
+        every task (a tenth of a no-op task's cost) is saved."""
+        storage = self.huey.storage
+        dequeue = storage.dequeue
+
+        def dequeue_kept() -> bytes | None:
+            self._message = dequeue()
+            return self._message
+
+        storage.dequeue = dequeue_kept
 
     def _lend_slot_while_waiting(self, jobs: HostJobs) -> None:
         """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
@@ -117,21 +135,11 @@ class HueyConsumer:
         Result.get_raw_result = get_raw_result_lending
 
 
-def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
-                  time_limit: float | None) -> HueyConsumer:
-    """In each worker of ``pprunner huey``: the consumer of the Huey instance at ``path``
-    (``huey_consumer``'s options; ``time_limit``: the setting's default hard limit)."""
-    huey_logging(logging_options)
-    consumer = load_huey(path).create_consumer(**{**options, "workers": 0,
-                                                  "worker_type": "process"})
-    return HueyConsumer(consumer, time_limit)
-
-
 def adopt(consumer: Consumer, time_limit: float | None) -> HueyConsumer:
-    """In a worker forked from the process that built ``consumer`` (the ``create_consumer``
-    route): its Huey instance and tasks are the parent's, its storage a fresh one (the
-    parent's connection, and a lock another thread may have held at the fork, are not
-    this process's to use)."""
+    """In a worker forked from the process that built ``consumer``: its Huey instance and
+    tasks are the parent's, its storage a fresh one (the parent's connection, and a lock
+    another thread may have held at the fork, are not this process's to use).
+    ``time_limit``: the setting's default hard limit."""
     consumer.huey.storage = consumer.huey.create_storage()
     return HueyConsumer(consumer, time_limit)
 

@@ -31,9 +31,8 @@ from huey import Huey
 from huey.exceptions import ConfigurationError
 
 from pprunner import ExitCode, log
-from pprunner.jobs import Call
 
-from . import consumer, supervising
+from . import supervising
 
 logger = logging.getLogger("pprunner.huey")
 
@@ -91,10 +90,7 @@ class Consumer(huey.consumer.Consumer):
         if self.huey.immediate:
             raise ConfigurationError("Consumer cannot be run with Huey instances where "
                                      "immediate is enabled (huey.immediate = False).")
-        settings = supervising.settings(self.workers, self.max_tasks, self.shutdown_timeout,
-                                        start_method="fork")
+        settings = supervising.settings(self.workers, self.max_tasks, self.shutdown_timeout)
         # forked children must not share the parent's storage connection (Huey's start)
         self.huey.storage.close()
-        maker = Call(consumer.adopt, (self, settings.time_limit), name="huey consumer")
-        return supervising.supervisor(self.huey, maker, settings, at_most_once=self.at_most_once,
-                                      graceful_signal=self.graceful_signal)
+        return supervising.supervisor(self, settings, at_most_once=self.at_most_once)

@@ -1,10 +1,11 @@
 """The supervisor both routes to Huey on pprunner build: ``pprunner huey`` (:mod:`.command`)
 and the ``create_consumer`` route (:mod:`.supervised`).
 
-Both run Huey's own worker loop in each pprunner worker (:mod:`.consumer`); they differ
-only in how a worker gets its Huey instance: the command's workers import it by path, the
-class route's are forked from the process that built the consumer, as Huey's own
-``-k process`` workers are.
+Both fork each worker from the process that built Huey's consumer, as Huey's own
+``-k process`` workers are (so a worker has the Huey instance and its tasks without
+importing anything, and boots in milliseconds), and run Huey's own worker loop there
+(:mod:`.consumer`); they differ in who builds the consumer: the command, or
+``huey_consumer`` through the project's ``create_consumer``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import signal
 from typing import Any
 
-from huey import Huey
+from huey.consumer import Consumer
 
 from pprunner import Supervisor, config
 from pprunner.hostfeed import HostFeed
@@ -25,22 +26,27 @@ from . import consumer
 logger = logging.getLogger("pprunner.huey")
 
 
-def settings(workers: int | None, max_tasks: int | None, shutdown_timeout: float | None,
-             **fixed: Any) -> config.Config:
+def settings(workers: int | None, max_tasks: int | None,
+             shutdown_timeout: float | None) -> config.Config:
     """pprunner's settings, huey_consumer's worker count, ``-M`` and ``-t`` among them:
-    one worker unless told, as huey_consumer; pyproject and ``PPRUNNER_*`` may say more.
-    ``fixed``: what the route needs whatever the user set (its start method)."""
+    one worker unless told, as huey_consumer; pyproject and ``PPRUNNER_*`` may say more,
+    but the workers are forked whatever ``start_method`` says."""
     return config.load({"processes": 1}, {"processes": workers, "max_tasks_per_child": max_tasks,
-                                          "shutdown_timeout": shutdown_timeout, **fixed},
+                                          "shutdown_timeout": shutdown_timeout,
+                                          "start_method": "fork"},
                        overrides_source="huey_consumer's options")
 
 
-def supervisor(huey: Huey, maker: Call, settings: config.Config, *, graceful_signal: str,
+def supervisor(template: Consumer, settings: config.Config, *,
                at_most_once: bool) -> HueySupervisor:
-    """A supervisor whose workers run the consumer ``maker`` makes, each task of a
-    dead worker settled in Huey's terms (:func:`.consumer.settle`) on ``huey``."""
-    feed = HostFeed(maker, functools.partial(consumer.settle, huey, at_most_once=at_most_once))
-    return HueySupervisor(feed=feed, config=settings, graceful_signal=graceful_signal)
+    """A supervisor whose workers are forked from this process and each run a Worker of
+    ``template`` (Huey's consumer, built here), each task of a dead worker settled in
+    Huey's terms (:func:`.consumer.settle`)."""
+    feed = HostFeed(Call(consumer.adopt, (template, settings.time_limit), name="huey consumer"),
+                    functools.partial(consumer.settle, template.huey, at_most_once=at_most_once))
+    # -g is Huey 3.5's; before, SIGINT was the graceful one
+    return HueySupervisor(feed=feed, config=settings,
+                          graceful_signal=getattr(template, "graceful_signal", "INT"))
 
 
 class HueySupervisor(Supervisor):
