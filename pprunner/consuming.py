@@ -22,7 +22,7 @@ import logging
 import signal
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -92,9 +92,9 @@ class HostJobs:
         #: the job whose soft time limit runs now (one at a time: a SIGALRM timer)
         self._soft_limited: str | None = None
 
-    @contextlib.contextmanager
     def running(self, job_id: str, name: str, *, time_limit: float | None = None,
-                soft_time_limit: float | None = None, data: Any = None) -> Iterator[None]:
+                soft_time_limit: float | None = None,
+                data: Any = None) -> contextlib.AbstractContextManager[None]:
         """Around one job the consumer runs (from any of its threads): the supervisor
         learns the worker holds it, kills the worker past ``time_limit`` seconds and,
         if the worker dies meanwhile, settles the job with ``data`` (which must
@@ -103,13 +103,7 @@ class HostJobs:
         ``soft_time_limit``: :class:`~pprunner.errors.SoftTimeLimitExceeded` is
         raised in the job after that many seconds; only for a job run in the thread
         that called ``consume()`` (signals reach no other), one at a time."""
-        self.started(job_id, name, time_limit=time_limit, soft_time_limit=soft_time_limit,
-                     data=data)
-        try:
-            with log.invocation_scope(job_id):
-                yield
-        finally:
-            self.finished(job_id)
+        return _Running(self, job_id, name, time_limit, soft_time_limit, data)
 
     def started(self, job_id: str, name: str, *, time_limit: float | None = None,
                 soft_time_limit: float | None = None, data: Any = None) -> None:
@@ -158,6 +152,30 @@ class HostJobs:
         name, self._soft_limited = self._soft_limited, None
         if name is not None:
             raise SoftTimeLimitExceeded(f"soft time limit exceeded by {name}")
+
+
+class _Running:
+    """:meth:`HostJobs.running`'s context: a class rather than a generator, as it is
+    entered for every job (a fast host's jobs take a few hundred microseconds)."""
+
+    __slots__ = ("_data", "_job_id", "_jobs", "_name", "_scope", "_soft_time_limit",
+                 "_time_limit")
+
+    def __init__(self, jobs: HostJobs, job_id: str, name: str, time_limit: float | None,
+                 soft_time_limit: float | None, data: Any) -> None:
+        self._jobs, self._job_id, self._name = jobs, job_id, name
+        self._time_limit, self._soft_time_limit, self._data = time_limit, soft_time_limit, data
+
+    def __enter__(self) -> None:
+        self._jobs.started(self._job_id, self._name, time_limit=self._time_limit,
+                           soft_time_limit=self._soft_time_limit, data=self._data)
+        self._scope = log.enter_invocation(self._job_id)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            log.leave_invocation(self._scope)
+        finally:
+            self._jobs.finished(self._job_id)
 
 
 def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) -> None:
