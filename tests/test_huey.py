@@ -259,16 +259,29 @@ def test_at_most_once_leaves_a_killed_workers_task_interrupted(
 def test_sqlite_huey_runs_tasks_and_gets_a_killed_workers_task_back(
         command: Any, tmp_path: Path) -> None:
     database = str(tmp_path / "huey.db")
-    huey_sqlite_tasks.huey.storage_kwargs["filename"] = database
-    huey_sqlite_tasks.huey.storage = huey_sqlite_tasks.huey.create_storage()
+    _store_in(huey_sqlite_tasks.huey, filename=database)
     running = command("huey_sqlite_tasks.huey", "--workers", "2", HUEY_TEST_SQLITE=database)
-    workers = running.workers(2)
-    assert huey_sqlite_tasks.pid().get(blocking=True, timeout=30) in workers
-    result = huey_sqlite_tasks.block_first(str(tmp_path))
+    _workers, victim, result = _kill_under_a_task(huey_sqlite_tasks, running, tmp_path)
+    assert result.get(blocking=True, timeout=30) not in (victim, None)
+
+
+def _store_in(instance: Any, **storage: str) -> None:
+    """The project's Huey ``instance`` (in this process) on the storage the test's
+    command uses."""
+    instance.storage_kwargs.update(storage)
+    instance.storage = instance.create_storage()
+
+
+def _kill_under_a_task(tasks: Any, running: Command, tmp_path: Path) -> tuple[set[int], int, Any]:
+    """With two workers, each serving: SIGKILL the one that runs ``tasks.block_first``'s
+    first attempt. The workers, the one killed and the task's result handle."""
+    workers = set(running.workers(2))
+    assert tasks.pid().get(blocking=True, timeout=30) in workers
+    result = tasks.block_first(str(tmp_path))
     victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
                  and (tmp_path / "first").read_text())
     os.kill(victim, signal.SIGKILL)
-    assert result.get(blocking=True, timeout=30) not in (victim, None)
+    return workers, victim, result
 
 
 def test_the_time_limit_setting_bounds_a_task_without_a_timeout(
@@ -326,16 +339,10 @@ def test_huey_consumer_runs_pprunners_workers_through_create_consumer(
         huey: Any, command: Any, tmp_path: Path) -> None:
     """The class route: Huey's own command, a Huey whose ``create_consumer`` gives
     pprunner's ``Consumer``; a killed worker's task runs again on the other one."""
-    huey_supervised.huey.storage_kwargs["url"] = huey.storage_kwargs["url"]
-    huey_supervised.huey.storage = huey_supervised.huey.create_storage()
+    _store_in(huey_supervised.huey, url=huey.storage_kwargs["url"])
     running = command("huey_supervised.huey", "-w", "2", program=("huey_consumer",))
-    workers = running.workers(2)
-    assert huey_supervised.pid().get(blocking=True, timeout=30) in workers
-    result = huey_supervised.block_first(str(tmp_path))
-    victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
-                 and (tmp_path / "first").read_text())
-    os.kill(victim, signal.SIGKILL)
-    assert result.get(blocking=True, timeout=30) == (set(workers) - {victim}).pop()
+    workers, victim, result = _kill_under_a_task(huey_supervised, running, tmp_path)
+    assert result.get(blocking=True, timeout=30) == (workers - {victim}).pop()
     running.signal(signal.SIGINT)
     code, logged = running.wait()
     assert code == 0, logged

@@ -49,6 +49,17 @@ def load_huey(path: str) -> Huey:
     return huey
 
 
+def process_timeouts(huey: Huey) -> None:
+    """Huey's ``timeout`` by SIGALRM, as Huey's Consumer sets it up for process workers
+    (whatever ``-k`` the consumer this worker was forked from has): Huey 3.0's
+    environments set the handler themselves, later ones hand it over."""
+    environment = ProcessEnvironment()
+    if hasattr(environment, "set_timeout_handler"):
+        environment.set_timeout_handler(huey)
+    else:
+        huey._timeout_handler = environment.timeout
+
+
 def hard_limit(task: Any, default: float | None) -> float | None:
     """When pprunner kills a task's worker: a little after the task's own ``timeout``,
     else after the ``time_limit`` setting (None: never)."""
@@ -68,8 +79,7 @@ class HueyConsumer:
         # this worker's own stop flag: a forked worker inherits one every worker shares
         self._stop_flag = consumer.stop_flag = threading.Event()
         self.worker = consumer._create_worker()
-        # Huey's ``timeout`` by SIGALRM, as Huey's Consumer sets it for process workers
-        self.huey._timeout_handler = ProcessEnvironment().timeout
+        process_timeouts(self.huey)
         #: a task runs now (Huey's worker runs one at a time)
         self._in_task = False
         #: the message of the task dequeued last, as the storage gave it

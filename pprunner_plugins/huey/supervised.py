@@ -90,7 +90,9 @@ class Consumer(huey.consumer.Consumer):
         if self.huey.immediate:
             raise ConfigurationError("Consumer cannot be run with Huey instances where "
                                      "immediate is enabled (huey.immediate = False).")
-        settings = supervising.settings(self.workers, self.max_tasks, self.shutdown_timeout)
+        # -t is Huey 3.5's
+        settings = supervising.settings(self.workers, self.max_tasks,
+                                        getattr(self, "shutdown_timeout", None))
         # forked children must not share the parent's storage connection (Huey's start)
         self.huey.storage.close()
         return supervising.supervisor(self, settings, at_most_once=self.at_most_once)

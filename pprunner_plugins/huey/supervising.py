@@ -52,7 +52,8 @@ def supervisor(template: Consumer, settings: config.Config, *,
 class HueySupervisor(Supervisor):
     """Signals as ``huey_consumer`` treats them: its graceful signal (SIGINT unless
     ``-g TERM``) stops after what runs; the other stops at once. SIGHUP, Huey's
-    restart, is pprunner's reload: each worker is replaced, the pool never empty."""
+    restart, is pprunner's reload: each worker is replaced, the pool never empty (by
+    a worker forked from this process, so with the code it loaded)."""
 
     def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
