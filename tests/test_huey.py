@@ -52,17 +52,17 @@ def huey_url(redis_base: str) -> Iterator[str]:
     """Database 13 of the tests' Redis."""
     url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/13"
     yield url
-    redis.Redis.from_url(url).flushdb()
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
 
 
 @pytest.fixture
 def huey(huey_url: str) -> Any:
     """The project's Huey, on the tests' Redis, with an empty queue."""
-    redis.Redis.from_url(huey_url).flushdb()
-    instance = huey_tasks.huey
-    instance.storage_kwargs["url"] = huey_url
-    instance.storage = instance.create_storage()
-    return instance
+    with redis.Redis.from_url(huey_url) as client:
+        client.flushdb()
+    _store_in(huey_tasks.huey, url=huey_url)
+    return huey_tasks.huey
 
 
 class Command:
@@ -269,7 +269,10 @@ def _store_in(instance: Any, **storage: str) -> None:
     """The project's Huey ``instance`` (in this process) on the storage the test's
     command uses."""
     instance.storage_kwargs.update(storage)
-    instance.storage = instance.create_storage()
+    old, instance.storage = instance.storage, instance.create_storage()
+    old.close()
+    with contextlib.suppress(AttributeError):  # a Redis storage's pool: close() leaves it
+        old.conn.connection_pool.disconnect()
 
 
 def _kill_under_a_task(tasks: Any, running: Command, tmp_path: Path) -> tuple[set[int], int, Any]:

@@ -81,9 +81,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     consumer.huey_logging({k: getattr(options, k) for k in LOGGING})
     if given.get("worker_type", "process") != "process":
         logger.info("-k %s: each of pprunner's workers is a process", given["worker_type"])
-    template.scheduler.start()
     try:
         return supervisor.run()
     finally:
-        template.stop_flag.set()
-        template.scheduler.join()
+        supervisor.scheduling.stop()

@@ -55,10 +55,9 @@ class Consumer(huey.consumer.Consumer):
         self.supervisor: supervising.HueySupervisor | None = None
 
     def start(self) -> None:
-        """Boot the workers and the scheduler; return once they were started."""
+        """Boot the workers, then the scheduler; return once they were started."""
         self.supervisor = self._supervisor()
         self.supervisor.start()
-        self.scheduler.start()
 
     def stop(self, graceful: bool = False) -> None:
         """Stop the scheduler and the workers: ``graceful``, after the tasks that run
@@ -68,21 +67,18 @@ class Consumer(huey.consumer.Consumer):
         if self.supervisor is None:
             super().stop(graceful)
             return
-        self.stop_flag.set()
+        self.supervisor.scheduling.stop()
         self.supervisor.stop(immediate=not graceful)
-        self.scheduler.join()
 
     def run(self) -> None:
         """Supervise until a signal stops it (``pprunner huey``'s signals); a pool that
         could not start ends the program with pprunner's exit code."""
         self.supervisor = self._supervisor()
         log.setup(self.supervisor.config.log_level, self.supervisor.id)
-        self.scheduler.start()
         try:
             code = self.supervisor.run()
         finally:
-            self.stop_flag.set()
-            self.scheduler.join()
+            self.supervisor.scheduling.stop()
         if code != ExitCode.OK:
             raise SystemExit(code)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from huey.consumer import Consumer
 
+import pprunner
 from pprunner import Supervisor, config
 from pprunner.hostfeed import HostFeed
 from pprunner.jobs import Call
@@ -41,12 +42,36 @@ def supervisor(template: Consumer, settings: config.Config, *,
                at_most_once: bool) -> HueySupervisor:
     """A supervisor whose workers are forked from this process and each run a Worker of
     ``template`` (Huey's consumer, built here), each task of a dead worker settled in
-    Huey's terms (:func:`.consumer.settle`)."""
+    Huey's terms (:func:`.consumer.settle`); ``template``'s scheduler starts once the
+    first workers are forked (:class:`Scheduling`)."""
     feed = HostFeed(Call(consumer.adopt, (template, settings.time_limit), name="huey consumer"),
                     functools.partial(consumer.settle, template.huey, at_most_once=at_most_once))
     # -g is Huey 3.5's; before, SIGINT was the graceful one
-    return HueySupervisor(feed=feed, config=settings,
+    return HueySupervisor(feed=feed, config=settings, plugins=[Scheduling(template)],
                           graceful_signal=getattr(template, "graceful_signal", "INT"))
+
+
+class Scheduling:
+    """Huey's scheduler (delayed and periodic tasks) of ``template``, started once the
+    supervisor has forked its first workers: a fork while another thread of the process
+    takes a lock (its first connection, a module imported on first use) leaves the child
+    that lock held for ever, and the scheduler's first round does just that. (Later
+    rounds reuse the connection.)"""
+
+    def __init__(self, template: Consumer) -> None:
+        self._template = template
+        self._started = False
+
+    @pprunner.hookimpl
+    def pprunner_supervisor_started(self) -> None:
+        self._template.scheduler.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop it (it ends its round) and wait for it, if it was started."""
+        self._template.stop_flag.set()
+        if self._started:
+            self._template.scheduler.join()
 
 
 class HueySupervisor(Supervisor):
@@ -55,8 +80,10 @@ class HueySupervisor(Supervisor):
     restart, is pprunner's reload: each worker is replaced, the pool never empty (by
     a worker forked from this process, so with the code it loaded)."""
 
-    def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, graceful_signal: str, plugins: list[Scheduling],
+                 **kwargs: Any) -> None:
+        super().__init__(plugins=plugins, **kwargs)
+        (self.scheduling,) = plugins
         self._interrupt_signal = signal.SIGTERM if graceful_signal == "INT" else signal.SIGINT
 
     def handle_sigterm(self) -> None:
