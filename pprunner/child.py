@@ -20,6 +20,7 @@ import attrs
 
 from . import channel, process_group
 from .errors import PprunnerError
+from .held import HeldJob
 from .invocation import ErrorInfo, RunnerInfo
 from .jobs import Call, RemoteError
 from .spawn import SPARE_SLOT, WorkerProcess
@@ -119,6 +120,9 @@ class Child:
     signals_sent: dict[int, str] = attrs.Factory(dict)
     #: the process group it led, SIGKILLed with it: what is left of it is reaped
     killed_group: int | None = None
+    #: host-consumed: the job it runs without a hard limit, which it records here rather
+    #: than report (:mod:`pprunner.held`); read when it dies
+    held: HeldJob | None = None
 
     @property
     def who(self) -> str:
@@ -147,8 +151,9 @@ class Child:
 
     @property
     def busy(self) -> bool:
-        """It runs a job: one it reported, or a call it was handed."""
-        return bool(self.running) or self.call is not None
+        """It runs a job: one it reported or recorded, or a call it was handed."""
+        return (bool(self.running) or self.call is not None
+                or (self.held is not None and self.held.holding))
 
     @property
     def idle(self) -> bool:

@@ -31,13 +31,14 @@ import logging
 import signal
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from . import channel, log
 from .errors import SoftTimeLimitExceeded
+from .held import HeldJob
 from .proctitle import set_title
 
 if TYPE_CHECKING:
@@ -94,9 +95,13 @@ class HostJobs:
 
     def __init__(self, slot: int, supervision: Any,
                  lend_slot: Callable[[], contextlib.AbstractContextManager[None]]
-                 = contextlib.nullcontext) -> None:
+                 = contextlib.nullcontext, held: HeldJob | None = None) -> None:
         self.slot = slot
         self._supervision = supervision
+        #: where a job without a hard limit is recorded instead of reported (one at a
+        #: time; None: every job is reported), and the id of the one recorded now
+        self._held = held
+        self._held_id: str | None = None
         #: around a wait inside a job for work other workers do (a host's documented
         #: blocking read of another job's result): this worker's slot is lent meanwhile,
         #: so a pool whose every worker waits cannot deadlock
@@ -112,9 +117,9 @@ class HostJobs:
         self._verdicts: dict[str, tuple[threading.Event, list[bool]]] = {}
         self._asking = threading.Lock()
 
-    @contextlib.contextmanager
     def running(self, job_id: str, name: str, *, time_limit: float | None = None,
-                soft_time_limit: float | None = None, data: Any = None) -> Iterator[None]:
+                soft_time_limit: float | None = None,
+                data: Any = None) -> contextlib.AbstractContextManager[None]:
         """Around one job the consumer runs (from any of its threads): the supervisor
         learns the worker holds it, kills the worker past ``time_limit`` seconds and,
         if the worker dies meanwhile, settles the job with ``data`` (which must
@@ -123,19 +128,15 @@ class HostJobs:
         ``soft_time_limit``: :class:`~pprunner.errors.SoftTimeLimitExceeded` is
         raised in the job after that many seconds; only for a job run in the thread
         that called ``consume()`` (signals reach no other), one at a time."""
-        self.started(job_id, name, time_limit=time_limit, soft_time_limit=soft_time_limit,
-                     data=data)
-        try:
-            with log.invocation_scope(job_id):
-                yield
-        finally:
-            self.finished(job_id)
+        return _Running(self, job_id, name, time_limit, soft_time_limit, data)
 
     def started(self, job_id: str, name: str, *, time_limit: float | None = None,
                 soft_time_limit: float | None = None, data: Any = None) -> None:
         """:meth:`running`'s start, for a host whose hooks split it in two (a
         middleware's before and after); each ``started`` needs its ``finished``."""
-        self._supervision.channel.send(channel.Started(job_id, name, time_limit, False, data))
+        if not self._hold(job_id, name, time_limit, data):
+            self._supervision.channel.send(channel.Started(job_id, name, time_limit, False,
+                                                           data))
         if soft_time_limit:
             self._soft_limited = name
             signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
@@ -146,8 +147,16 @@ class HostJobs:
         if self._soft_limited is not None:  # cleared first: a late SIGALRM does nothing
             self._soft_limited = None
             signal.setitimer(signal.ITIMER_REAL, 0)
-        self._supervision.channel.send(channel.Finished(job_id, channel.peak_rss()))
+        peak = channel.peak_rss()
         with self._counting:
+            recorded = job_id == self._held_id
+            if recorded:
+                self._held_id = None
+                self._held.release()  # type: ignore[union-attr]
+            # a recorded job's end is reported only with a new peak (memory limits)
+            if not recorded or peak > self._supervision.reported_peak:
+                self._supervision.channel.send(channel.Finished(job_id, peak))
+                self._supervision.reported_peak = max(peak, self._supervision.reported_peak)
             self._supervision.ended()
         set_title(f"pprunner worker {self.slot}: idle")
 
@@ -175,11 +184,47 @@ class HostJobs:
             pending[1].append(verdict.drop)
             pending[0].set()
 
+    def _hold(self, job_id: str, name: str, time_limit: float | None, data: Any) -> bool:
+        """Record the job in the held-job memory rather than report it, when it has no
+        hard limit (which the supervisor keeps), nothing else is recorded now (another
+        thread's job) and it fits."""
+        if self._held is None or time_limit is not None:
+            return False
+        with self._counting:
+            if self._held_id is not None or not self._held.hold(job_id, name, data):
+                return False
+            self._held_id = job_id
+            return True
+
     def soft_limit_reached(self, signum: int, frame: types.FrameType | None) -> None:
         """SIGALRM handler: the running job's soft time limit ran out."""
         name, self._soft_limited = self._soft_limited, None
         if name is not None:
             raise SoftTimeLimitExceeded(f"soft time limit exceeded by {name}")
+
+
+class _Running:
+    """:meth:`HostJobs.running`'s context: a class rather than a generator, as it is
+    entered for every job (a fast host's jobs take a few hundred microseconds)."""
+
+    __slots__ = ("_data", "_job_id", "_jobs", "_name", "_scope", "_soft_time_limit",
+                 "_time_limit")
+
+    def __init__(self, jobs: HostJobs, job_id: str, name: str, time_limit: float | None,
+                 soft_time_limit: float | None, data: Any) -> None:
+        self._jobs, self._job_id, self._name = jobs, job_id, name
+        self._time_limit, self._soft_time_limit, self._data = time_limit, soft_time_limit, data
+
+    def __enter__(self) -> None:
+        self._jobs.started(self._job_id, self._name, time_limit=self._time_limit,
+                           soft_time_limit=self._soft_time_limit, data=self._data)
+        self._scope = log.enter_invocation(self._job_id)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            log.leave_invocation(self._scope)
+        finally:
+            self._jobs.finished(self._job_id)
 
 
 def serve(consumer: Consumer, jobs: HostJobs, reports: channel.WorkerChannel) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
+from .held import HeldJob
 from .spawn import WorkerSpec, signals_blocked
 
 #: what the new interpreter runs: the parent's sys.path first (pprunner itself may be
@@ -52,7 +53,8 @@ def supported() -> bool:
 
 
 class _SpecPickler(pickle.Pickler):
-    """Pickles a spec's connections as places in a list of descriptors passed beside it."""
+    """Pickles a spec's connections and held-job memory as places in a list of
+    descriptors passed beside it."""
 
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
@@ -62,6 +64,9 @@ class _SpecPickler(pickle.Pickler):
         if isinstance(obj, Connection):
             self.descriptors.append(obj.fileno())
             return ("connection", len(self.descriptors) - 1, obj.readable, obj.writable)
+        if isinstance(obj, HeldJob):
+            self.descriptors.append(obj.fd)
+            return ("held", len(self.descriptors) - 1)
         return None
 
 
@@ -69,13 +74,14 @@ class _SpecUnpickler(pickle.Unpickler):
     def __init__(self, file: IO[bytes], descriptors: Sequence[int]) -> None:
         super().__init__(file)
         self.descriptors = descriptors
-        self.connections: list[Connection] = []
+        self.handed: list[Connection | HeldJob] = []
 
     def persistent_load(self, pid: Any) -> Any:
-        _, place, readable, writable = pid
-        connection = Connection(self.descriptors[place], readable, writable)
-        self.connections.append(connection)
-        return connection
+        kind, place, *modes = pid
+        made = (HeldJob(self.descriptors[place]) if kind == "held"
+                else Connection(self.descriptors[place], *modes))
+        self.handed.append(made)
+        return made
 
 
 def pickled_spec(spec: WorkerSpec) -> tuple[bytes, list[int]]:
@@ -86,12 +92,13 @@ def pickled_spec(spec: WorkerSpec) -> tuple[bytes, list[int]]:
     return stream.getvalue(), pickler.descriptors
 
 
-def unpickled_spec(stream: IO[bytes],
-                   descriptors: Sequence[int]) -> tuple[WorkerSpec, list[Connection]]:
-    """The spec :func:`pickled_spec` made, its connections over ``descriptors`` (also
-    returned, for a process that hands them on and must close its own copies)."""
+def unpickled_spec(stream: IO[bytes], descriptors: Sequence[int]
+                   ) -> tuple[WorkerSpec, list[Connection | HeldJob]]:
+    """The spec :func:`pickled_spec` made, its connections and held-job memory over
+    ``descriptors`` (also returned, for a process that hands them on and must close its
+    own copies)."""
     unpickler = _SpecUnpickler(stream, descriptors)
-    return unpickler.load(), unpickler.connections
+    return unpickler.load(), unpickler.handed
 
 
 class LaunchedWorker:

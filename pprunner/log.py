@@ -61,8 +61,18 @@ def stream_handler(stream: TextIO) -> logging.Handler:
 
 @contextlib.contextmanager
 def invocation_scope(invocation_id: str) -> Iterator[None]:
-    token = _invocation.set(invocation_id)
+    token = enter_invocation(invocation_id)
     try:
         yield
     finally:
-        _invocation.reset(token)
+        leave_invocation(token)
+
+
+def enter_invocation(invocation_id: str) -> contextvars.Token[str]:
+    """:func:`invocation_scope`'s start, for a caller that keeps its own context object;
+    pass what it returns to :func:`leave_invocation`."""
+    return _invocation.set(invocation_id)
+
+
+def leave_invocation(token: contextvars.Token[str]) -> None:
+    _invocation.reset(token)

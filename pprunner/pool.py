@@ -111,12 +111,13 @@ class Pool:
         """Start a worker in ``slot``; it counts as booting until it reports ready."""
         runner_id = new_runner_id()
         ours, theirs = self._mp.Pipe()
-        process = self.plugins.hook.pprunner_spawn_worker(
-            spec=self._spec_for(runner_id, slot, theirs), start_method=self.config.start_method)
+        spec = self._spec_for(runner_id, slot, theirs)
+        process = self.plugins.hook.pprunner_spawn_worker(spec=spec,
+                                                          start_method=self.config.start_method)
         theirs.close()  # the child has its own copy now
         info = RunnerInfo(id=runner_id, kind=RunnerKind.WORKER, pid=process.pid,
                           supervisor=self.supervisor_id, slot=slot)
-        child = self.workers[runner_id] = Child(info, process, ours)
+        child = self.workers[runner_id] = Child(info, process, ours, held=spec.held)
         self._watch(child)
         self.plugins.hook.pprunner_worker_started(runner=info)
         logger.debug("spawned worker %d as runner %s, pid %s", slot, runner_id, process.pid)
@@ -128,6 +129,25 @@ class Pool:
         self._unwatch(child)
         child.process.join()
         child.connection.close()
+        if child.held is not None:
+            self._take_held_job(child)
+
+    def _take_held_job(self, child: Child) -> None:
+        """The job ``child`` recorded in its held-job memory (:mod:`pprunner.held`) joins
+        those it reported, for the feed to settle; the memory is released."""
+        held, child.held = child.held, None
+        assert held is not None
+        try:
+            recorded = held.read()
+        except Exception:
+            logger.exception("%s recorded a job that cannot be read; it is not settled",
+                             child.who)
+            recorded = None
+        finally:
+            held.close()
+        if recorded is not None:
+            job_id, name, data = recorded
+            child.started(job_id, name, None, data=data)
         if child.killed_group is not None:
             process_group.reap_group(child.killed_group)
 

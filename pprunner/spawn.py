@@ -66,6 +66,9 @@ class WorkerSpec:
     #: host-consumed mode: makes the host's consumer this worker runs
     #: (:mod:`pprunner.consuming`); None: it claims or is handed its jobs
     consumer: Call | None = None
+    #: host-consumed mode: where the worker records the job it runs, for its supervisor
+    #: to read after a death (:class:`pprunner.held.HeldJob`); None: it reports each job
+    held: Any = None
 
 
 class StopFlag:

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from . import channel, health, template
+from . import channel, health, held, template
 from . import config as config_module
 from .backend import Backend
 from .child import Child, Phase
@@ -48,6 +48,7 @@ from .control import ControlSocket
 from .dispatch import Dispatcher
 from .errors import BackendError, ConfigError, PprunnerError
 from .exitcodes import ExitCode
+from .held import HeldJob
 from .hostfeed import HostFeed
 from .invocation import ErrorInfo, Invocation, RunnerInfo, RunnerKind
 from .jobs import Call
@@ -481,7 +482,8 @@ class Supervisor:
             lifeline=self._lifeline[0], lifeline_writer_fd=self._lifeline[1].fileno(),
             channel=channel_end, initializer=self.initializer, prepare=self.prepare,
             plugin_modules=self._plugin_modules, plugin_entries=self.plugins.entries,
-            calls_from_main=self.feed.calls_from_main, consumer=self.feed.consumer)
+            calls_from_main=self.feed.calls_from_main, consumer=self.feed.consumer,
+            held=HeldJob() if self.feed.consumer is not None and held.supported() else None)
 
     def _watch(self, child: Child) -> None:
         self._selector.register(child.connection, selectors.EVENT_READ, (child, _REPORTS))

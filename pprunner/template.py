@@ -362,7 +362,7 @@ def serve(control: socket.socket, preload: list[str]) -> None:
 def _fork_worker(control: socket.socket, data: bytes, fds: list[int],
                  leave_template: Callable[[], None]) -> None:
     try:  # imports what the spec names, here, once for every later worker
-        spec, connections = launch.unpickled_spec(io.BytesIO(data), fds)
+        spec, handed = launch.unpickled_spec(io.BytesIO(data), fds)
     except Exception as exc:  # the supervisor is told, and starts it fresh
         for fd in fds:
             os.close(fd)
@@ -375,8 +375,8 @@ def _fork_worker(control: socket.socket, data: bytes, fds: list[int],
     if pid == 0:
         leave_template()
         _be_worker(spec)
-    for connection in connections:
-        connection.close()  # the worker holds them now
+    for descriptor in handed:
+        descriptor.close()  # the worker holds them now
     if unsafe:
         _send(control, ForkFailed(unsafe))
         return

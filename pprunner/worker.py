@@ -729,7 +729,7 @@ def main(spec: WorkerSpec) -> None:
             global _current
             _current = context  # the host's jobs ask for it (to wait, to note)
             consuming.serve(consumer, consuming.HostJobs(context.slot, supervision,
-                                                         context.lend_slot), reports)
+                                                         context.lend_slot, spec.held), reports)
             return
         set_title(f"pprunner worker {context.slot}: idle")
         worker.run()

@@ -41,6 +41,7 @@ PROJECT = REPO / "tests" / "huey_project"
 EXAMPLE = REPO / "examples" / "huey_app"
 sys.path.insert(0, str(PROJECT))
 import huey_sqlite_tasks  # noqa: E402  (the project's modules, as its producers import them)
+import huey_supervised  # noqa: E402
 import huey_tasks  # noqa: E402
 
 sys.path.remove(str(PROJECT))
@@ -51,31 +52,33 @@ def huey_url(redis_base: str) -> Iterator[str]:
     """Database 13 of the tests' Redis."""
     url = redis_base.split("?")[0].rsplit("/", 1)[0] + "/13"
     yield url
-    redis.Redis.from_url(url).flushdb()
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
 
 
 @pytest.fixture
 def huey(huey_url: str) -> Any:
     """The project's Huey, on the tests' Redis, with an empty queue."""
-    redis.Redis.from_url(huey_url).flushdb()
-    instance = huey_tasks.huey
-    instance.storage_kwargs["url"] = huey_url
-    instance.storage = instance.create_storage()
-    return instance
+    with redis.Redis.from_url(huey_url) as client:
+        client.flushdb()
+    _store_in(huey_tasks.huey, url=huey_url)
+    return huey_tasks.huey
 
 
 class Command:
-    """``pprunner huey ...`` started in a project folder, in a session of its own."""
+    """``pprunner huey ...`` (or another ``program``) started in a project folder, in a
+    session of its own."""
 
-    def __init__(self, url: str, folder: Path, *arguments: str, **env_vars: str) -> None:
+    def __init__(self, url: str, folder: Path, *arguments: str,
+                 program: tuple[str, ...] = ("pprunner", "huey"), **env_vars: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["HUEY_TEST_REDIS_URL"] = env["HUEY_REDIS_URL"] = url  # tests', example's
         env.update(env_vars)
-        script = Path(sys.executable).parent / "pprunner"
+        script = Path(sys.executable).parent / program[0]
         # read while the command runs and after it exited; closed in close()
         self.log = tempfile.NamedTemporaryFile(prefix="pprunner-huey-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen([str(script), "huey", *arguments], cwd=folder, env=env,
-                                        start_new_session=True, stderr=self.log)
+        self.process = subprocess.Popen([str(script), *program[1:], *arguments], cwd=folder,
+                                        env=env, start_new_session=True, stderr=self.log)
 
     def workers(self, count: int) -> list[int]:
         """The worker processes' pids, once there are ``count`` of them."""
@@ -119,8 +122,8 @@ class Command:
 def command(huey: Any, huey_url: str) -> Iterator[Any]:
     started: list[Command] = []
 
-    def start(*arguments: str, folder: Path = PROJECT, **env_vars: str) -> Command:
-        running = Command(huey_url, folder, *arguments, **env_vars)
+    def start(*arguments: str, folder: Path = PROJECT, **options: Any) -> Command:
+        running = Command(huey_url, folder, *arguments, **options)
         started.append(running)
         return running
 
@@ -257,16 +260,32 @@ def test_at_most_once_leaves_a_killed_workers_task_interrupted(
 def test_sqlite_huey_runs_tasks_and_gets_a_killed_workers_task_back(
         command: Any, tmp_path: Path) -> None:
     database = str(tmp_path / "huey.db")
-    huey_sqlite_tasks.huey.storage_kwargs["filename"] = database
-    huey_sqlite_tasks.huey.storage = huey_sqlite_tasks.huey.create_storage()
+    _store_in(huey_sqlite_tasks.huey, filename=database)
     running = command("huey_sqlite_tasks.huey", "--workers", "2", HUEY_TEST_SQLITE=database)
-    workers = running.workers(2)
-    assert huey_sqlite_tasks.pid().get(blocking=True, timeout=30) in workers
-    result = huey_sqlite_tasks.block_first(str(tmp_path))
+    _workers, victim, result = _kill_under_a_task(huey_sqlite_tasks, running, tmp_path)
+    assert result.get(blocking=True, timeout=30) not in (victim, None)
+
+
+def _store_in(instance: Any, **storage: str) -> None:
+    """The project's Huey ``instance`` (in this process) on the storage the test's
+    command uses."""
+    instance.storage_kwargs.update(storage)
+    old, instance.storage = instance.storage, instance.create_storage()
+    old.close()
+    with contextlib.suppress(AttributeError):  # a Redis storage's pool: close() leaves it
+        old.conn.connection_pool.disconnect()
+
+
+def _kill_under_a_task(tasks: Any, running: Command, tmp_path: Path) -> tuple[set[int], int, Any]:
+    """With two workers, each serving: SIGKILL the one that runs ``tasks.block_first``'s
+    first attempt. The workers, the one killed and the task's result handle."""
+    workers = set(running.workers(2))
+    assert tasks.pid().get(blocking=True, timeout=30) in workers
+    result = tasks.block_first(str(tmp_path))
     victim = int(wait_until((tmp_path / "first").exists, what="the first attempt")
                  and (tmp_path / "first").read_text())
     os.kill(victim, signal.SIGKILL)
-    assert result.get(blocking=True, timeout=30) not in (victim, None)
+    return workers, victim, result
 
 
 def test_the_time_limit_setting_bounds_a_task_without_a_timeout(
@@ -318,3 +337,16 @@ def test_a_second_sigint_stops_at_once_and_hands_the_running_task_back(
     code, err = running.wait()
     assert code == ExitCode.INTERRUPTED and "SIGINT: stopping at once" in err
     assert huey.pending_count() == 1
+
+
+def test_huey_consumer_runs_pprunners_workers_through_create_consumer(
+        huey: Any, command: Any, tmp_path: Path) -> None:
+    """The class route: Huey's own command, a Huey whose ``create_consumer`` gives
+    pprunner's ``Consumer``; a killed worker's task runs again on the other one."""
+    _store_in(huey_supervised.huey, url=huey.storage_kwargs["url"])
+    running = command("huey_supervised.huey", "-w", "2", program=("huey_consumer",))
+    workers, victim, result = _kill_under_a_task(huey_supervised, running, tmp_path)
+    assert result.get(blocking=True, timeout=30) == (workers - {victim}).pop()
+    running.signal(signal.SIGINT)
+    code, logged = running.wait()
+    assert code == 0, logged

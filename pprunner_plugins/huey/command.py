@@ -20,26 +20,20 @@ its first word. What they mean under pprunner:
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import signal
-from typing import Any
 
 from huey.consumer_options import ConsumerConfig, OptionParserHandler
 
-from pprunner import Supervisor, config, log
-from pprunner.hostfeed import HostFeed
-from pprunner.jobs import Call
+from pprunner import log
 
-from . import consumer
+from . import consumer, supervising
 
 logger = logging.getLogger("pprunner.huey")
 
 #: huey_consumer's options that only its own process model needs, or that pprunner's
 #: settings carry out; a worker's consumer is built without them
 SUPERVISOR_ONLY = ("workers", "worker_type", "max_tasks", "check_worker_health",
-                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout",
-                   "graceful_signal")
+                   "health_check_interval", "flush_locks", "extra_locks", "shutdown_timeout")
 #: huey_consumer's logging options (``values`` leaves them out): the supervisor and each
 #: worker set Huey's logger up from them
 LOGGING = ("logfile", "verbose", "simple_log")
@@ -74,62 +68,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     huey = consumer.load_huey(args.huey_path)
-    settings = _settings(given)
+    settings = supervising.settings(given.get("workers"), given.get("max_tasks"),
+                                    given.get("shutdown_timeout"))
     worker_options = {k: v for k, v in options.values.items() if k not in SUPERVISOR_ONLY}
-    logging_options = {k: getattr(options, k) for k in LOGGING}
-    feed = HostFeed(Call(consumer.make_consumer, (args.huey_path, worker_options,
-                                                  logging_options, settings.time_limit)),
-                    functools.partial(consumer.settle, huey, at_most_once=args.at_most_once))
-    supervisor = HueySupervisor(feed=feed, config=settings,
-                                # -g is Huey 3.5's; before, SIGINT was the graceful one
-                                graceful_signal=getattr(options, "graceful_signal", "INT"))
+    # Huey's consumer (Huey's own, or the project's create_consumer's), without workers:
+    # its lock flushing and scheduler run here, and each forked worker makes its Worker
+    template = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
+                                    flush_locks=options.flush_locks,
+                                    extra_locks=options.extra_locks)
+    supervisor = supervising.supervisor(template, settings, at_most_once=args.at_most_once)
     log.setup(settings.log_level, supervisor.id)
-    consumer.huey_logging(logging_options)
+    consumer.huey_logging({k: getattr(options, k) for k in LOGGING})
     if given.get("worker_type", "process") != "process":
         logger.info("-k %s: each of pprunner's workers is a process", given["worker_type"])
-    # Huey's consumer in the supervisor, without workers: its lock flushing and scheduler
-    scheduling = huey.create_consumer(**worker_options, workers=0, worker_type="thread",
-                                      flush_locks=options.flush_locks,
-                                      extra_locks=options.extra_locks)
-    scheduling.scheduler.start()
     try:
         return supervisor.run()
     finally:
-        scheduling.stop_flag.set()
-        scheduling.scheduler.join()
-
-
-def _settings(given: dict[str, Any]) -> config.Config:
-    """pprunner's settings, huey_consumer's options among them: one worker unless told,
-    as huey_consumer; pyproject and ``PPRUNNER_*`` may say more."""
-    return config.load({"processes": 1}, {"processes": given.get("workers"),
-                                          "max_tasks_per_child": given.get("max_tasks"),
-                                          "shutdown_timeout": given.get("shutdown_timeout")},
-                       overrides_source="huey_consumer's options")
-
-
-class HueySupervisor(Supervisor):
-    """Signals as ``huey_consumer`` treats them: its graceful signal (SIGINT unless
-    ``-g TERM``) stops after what runs; the other stops at once. SIGHUP, Huey's
-    restart, is pprunner's reload: each worker is replaced, the pool never empty."""
-
-    def __init__(self, *, graceful_signal: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._interrupt_signal = signal.SIGTERM if graceful_signal == "INT" else signal.SIGINT
-
-    def handle_sigterm(self) -> None:
-        self._stop_on(signal.SIGTERM)
-
-    def handle_sigint(self) -> None:
-        self._stop_on(signal.SIGINT)
-
-    def _stop_on(self, signum: signal.Signals) -> None:
-        if signum == self._interrupt_signal or self._stop_requested:
-            logger.warning("%s: stopping at once; running tasks go back to the queue",
-                           signum.name)
-            self._immediate = True
-        else:
-            logger.info("%s: stopping gracefully (shutdown_timeout %.0f s)", signum.name,
-                        self.config.shutdown_timeout)
-        self.request_stop()
-
+        supervisor.scheduling.stop()

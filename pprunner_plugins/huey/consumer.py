@@ -1,11 +1,12 @@
 """Huey's own worker loop in each pprunner worker, and its tasks settled in Huey's terms.
 
-Each worker process builds the consumer the way ``huey_consumer`` does
-(``huey.create_consumer(...)``, so a project's own ``create_consumer`` or
-``Consumer.worker_class`` is honoured) with one worker of the ``process``
-type: Huey's own :class:`huey.consumer.Worker` dequeues, runs pre- and
-post-execute hooks, signals, result storage, retries and Huey's ``timeout``
-(SIGALRM, as with ``-k process``). Around each task pprunner is told which
+Each worker process is forked from the process that built Huey's consumer
+(``pprunner huey``'s supervisor builds it as ``huey_consumer`` does,
+``huey.create_consumer(...)``), so a project's own ``create_consumer`` or
+``Consumer.worker_class`` is honoured, and runs one worker from it: Huey's
+own :class:`huey.consumer.Worker` dequeues, runs pre- and post-execute hooks,
+signals, result storage, retries and Huey's ``timeout`` (SIGALRM, as with
+``-k process``). Around each task pprunner is told which
 one runs (its serialized message is what :func:`settle` needs), so a task
 whose worker died is back in Huey's queue at once.
 """
@@ -15,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from huey import Huey
 from huey.api import Result
+from huey.consumer import Consumer, ProcessEnvironment
 from huey.consumer_options import ConsumerConfig
 from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
@@ -46,6 +49,17 @@ def load_huey(path: str) -> Huey:
     return huey
 
 
+def process_timeouts(huey: Huey) -> None:
+    """Huey's ``timeout`` by SIGALRM, as Huey's Consumer sets it up for process workers
+    (whatever ``-k`` the consumer this worker was forked from has): Huey 3.0's
+    environments set the handler themselves, later ones hand it over."""
+    environment = ProcessEnvironment()
+    if hasattr(environment, "set_timeout_handler"):
+        environment.set_timeout_handler(huey)
+    else:
+        huey._timeout_handler = environment.timeout
+
+
 def hard_limit(task: Any, default: float | None) -> float | None:
     """When pprunner kills a task's worker: a little after the task's own ``timeout``,
     else after the ``time_limit`` setting (None: never)."""
@@ -53,18 +67,26 @@ def hard_limit(task: Any, default: float | None) -> float | None:
 
 
 class HueyConsumer:
-    """Huey's worker loop, as ``huey_consumer`` runs it in one worker process."""
+    """Huey's worker loop, as ``huey_consumer -k process`` runs it in one worker process.
 
-    def __init__(self, huey: Huey, options: dict[str, Any], time_limit: float | None) -> None:
-        self.huey = huey
+    :param consumer: Huey's ``Consumer`` (a project's own ``create_consumer`` or
+        ``worker_class`` included) whose ``_create_worker`` makes this process's worker.
+    """
+
+    def __init__(self, consumer: Consumer, time_limit: float | None) -> None:
+        self.huey = consumer.huey
         self.time_limit = time_limit
-        consumer = huey.create_consumer(**{**options, "workers": 1, "worker_type": "process"})
-        ((self.worker, _process),) = consumer.worker_threads
-        self._stop_flag = consumer.stop_flag
+        # this worker's own stop flag: a forked worker inherits one every worker shares
+        self._stop_flag = consumer.stop_flag = threading.Event()
+        self.worker = consumer._create_worker()
+        process_timeouts(self.huey)
         #: a task runs now (Huey's worker runs one at a time)
         self._in_task = False
+        #: the message of the task dequeued last, as the storage gave it
+        self._message: bytes | None = None
 
     def consume(self, jobs: HostJobs) -> None:
+        self._keep_messages()
         self.huey.execute = self._reporting(jobs, self.huey.execute)
         self._lend_slot_while_waiting(jobs)
         self.worker.initialize()
@@ -82,8 +104,9 @@ class HueyConsumer:
         huey, default = self.huey, self.time_limit
 
         def execute_reported(task: Any, timestamp: Any = None) -> Any:
+            message, self._message = self._message, None
             with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
-                              data=huey.serialize_task(task)):
+                              data=message or huey.serialize_task(task)):
                 self._in_task = True
                 try:
                     return execute(task, timestamp)
@@ -91,6 +114,20 @@ class HueyConsumer:
                     self._in_task = False
 
         return execute_reported
+
+    def _keep_messages(self) -> None:
+        """Keep each dequeued task's message, which :func:`settle` puts back if the worker
+        dies under the task: Huey's worker dequeues and then executes in this thread, so
+        the message is there when ``execute`` runs, and serializing the task again for
+        every task (a tenth of a no-op task's cost) is saved."""
+        storage = self.huey.storage
+        dequeue = storage.dequeue
+
+        def dequeue_kept() -> bytes | None:
+            self._message = dequeue()
+            return self._message
+
+        storage.dequeue = dequeue_kept
 
     def _lend_slot_while_waiting(self, jobs: HostJobs) -> None:
         """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
@@ -108,12 +145,13 @@ class HueyConsumer:
         Result.get_raw_result = get_raw_result_lending
 
 
-def make_consumer(path: str, options: dict[str, Any], logging_options: dict[str, Any],
-                  time_limit: float | None) -> HueyConsumer:
-    """In each worker: the consumer of the Huey instance at ``path`` (``huey_consumer``'s
-    options; ``time_limit``: the setting's default hard limit)."""
-    huey_logging(logging_options)
-    return HueyConsumer(load_huey(path), options, time_limit)
+def adopt(consumer: Consumer, time_limit: float | None) -> HueyConsumer:
+    """In a worker forked from the process that built ``consumer``: its Huey instance and
+    tasks are the parent's, its storage a fresh one (the parent's connection, and a lock
+    another thread may have held at the fork, are not this process's to use).
+    ``time_limit``: the setting's default hard limit."""
+    consumer.huey.storage = consumer.huey.create_storage()
+    return HueyConsumer(consumer, time_limit)
 
 
 def huey_logging(logging_options: dict[str, Any]) -> None:

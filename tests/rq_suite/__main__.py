@@ -9,11 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 from rq.version import VERSION
+
+from tests import sdist_tests
 
 _IN_PROCESS = ("a SimpleWorker test: the job runs in the test's own process, where the "
                "test's mock.patch applies; a horse is another process")
@@ -51,39 +51,11 @@ EXCLUDED: dict[str, str] = {
 HERE = Path(__file__).resolve().parent
 
 
-def cache_folder() -> Path:
-    """Where RQ's tests of this version are unpacked (``$PPRUNNER_RQ_SUITE_CACHE``,
-    else the user's cache folder)."""
-    base = os.environ.get("PPRUNNER_RQ_SUITE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "pprunner", "rq-tests")
-    return Path(base) / f"rq-{VERSION}"
-
-
-def fetch_tests(folder: Path) -> None:
-    """Unpack ``tests/`` of RQ's source distribution into ``folder`` (once): only the
-    tests, so that ``import rq`` stays the installed RQ."""
-    if (folder / "tests" / "__init__.py").exists():
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-binary",
-                        ":all:", "--no-deps", "--dest", scratch, f"rq=={VERSION}"], check=True)
-        (archive,) = Path(scratch).glob("rq-*.tar.gz")
-        unpacked = Path(scratch) / "unpacked"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.split("/")[1:2] == ["tests"]]
-            tar.extractall(unpacked, members=members, filter="data")
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        shutil.move(str(unpacked / f"rq-{VERSION}" / "tests"), partial / "tests")
-        partial.replace(folder)
-
-
 def main(argv: list[str]) -> int:
     ours = "--rq-worker" not in argv
     arguments = [a for a in argv if a != "--rq-worker"]
-    folder = cache_folder()
-    fetch_tests(folder)
+    folder = sdist_tests.cache_folder("rq", VERSION, "PPRUNNER_RQ_SUITE_CACHE")
+    sdist_tests.fetch("rq", VERSION, "tests", folder, "tests")
     # RQ's tests' conftest.py: not named so here, or pytest would load its hooks
     # (which deselect every test that builds no RQ worker) for our own suite too
     shutil.copy(HERE / "swapped_worker.py", folder / "conftest.py")
