@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -89,81 +91,51 @@ def test_a_stopped_supervisor_leaves_no_template_behind(app: App) -> None:
     assert not forked_from.is_running()
 
 
-THREADED_APP = '''
-import threading
+#: an app module whose import does ``{setup}`` first; its task returns the worker's pid
+UNSAFE_APP = '''
+{setup}
 from pprunner import App
 
-threading.Thread(target=threading.Event().wait, name="started-at-import",
-                 daemon=True).start()
-app = App("threaded")
+app = App("unsafe")
 
 @app.task
 def pid() -> int:
     import os
     return os.getpid()
 '''
+THREAD_AT_IMPORT = ('import threading\n'
+                    'threading.Thread(target=threading.Event().wait, name="started-at-import",'
+                    ' daemon=True).start()')
+#: a connection made at import time, as a module-level database client might
+SOCKET_AT_IMPORT = 'import socket\nconnection = socket.create_connection(("127.0.0.1", {port}))'
 
 
-def test_an_app_whose_import_starts_a_thread_gets_fresh_workers_with_a_warning(
-        tmp_path: Path, db_url: str, caplog) -> None:
-    (tmp_path / "threaded_app.py").write_text(THREADED_APP)
-    sys.path.insert(0, str(tmp_path))  # as the supervisor's script folder is: workers see it
-    try:
-        import threaded_app  # type: ignore[import-not-found]
-
-        with on_fresh_store(threaded_app.app, db_url), \
-                caplog.at_level(logging.WARNING, logger="pprunner.supervisor"):
-            supervisor = Supervisor(threaded_app.app, processes=1).start()
-            try:
-                worker = threaded_app.pid.enqueue().result(timeout=60)
-                assert psutil.Process(worker).ppid() == os.getpid()  # started fresh
-            finally:
-                supervisor.stop(timeout=30)
-        assert "started thread(s) started-at-import" in caplog.text
-        assert "starts its workers fresh" in caplog.text
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("threaded_app", None)
-
-
-CONNECTED_APP = '''
-import socket
-from pprunner import App
-
-# a connection made at import time, as a module-level database client might
-connection = socket.create_connection(("127.0.0.1", {port}))
-app = App("connected")
-
-@app.task
-def pid() -> int:
-    import os
-    return os.getpid()
-'''
-
-
-def test_an_app_whose_import_opens_a_socket_gets_fresh_workers_with_a_warning(
-        tmp_path: Path, db_url: str, caplog) -> None:
+@pytest.mark.parametrize(("setup", "warning"), [
+    (THREAD_AT_IMPORT, "importing the app started thread(s) started-at-import"),
+    (SOCKET_AT_IMPORT, "importing the app opened 1 socket(s)")], ids=["thread", "socket"])
+def test_an_app_whose_import_is_unsafe_to_fork_gets_fresh_workers_with_a_warning(
+        setup: str, warning: str, tmp_path: Path, db_url: str, caplog) -> None:
+    module = f"unsafe_app_{tmp_path.name}"
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        (tmp_path / "connected_app.py").write_text(
-            CONNECTED_APP.format(port=listener.getsockname()[1]))
-        sys.path.insert(0, str(tmp_path))
+        (tmp_path / f"{module}.py").write_text(
+            UNSAFE_APP.format(setup=setup.format(port=listener.getsockname()[1])))
+        sys.path.insert(0, str(tmp_path))  # as a script's folder is: workers see it
         try:
-            import connected_app  # type: ignore[import-not-found]
-
-            with on_fresh_store(connected_app.app, db_url), \
+            unsafe = importlib.import_module(module)
+            with on_fresh_store(unsafe.app, db_url), \
                     caplog.at_level(logging.WARNING, logger="pprunner.supervisor"):
-                supervisor = Supervisor(connected_app.app, processes=1).start()
+                supervisor = Supervisor(unsafe.app, processes=1).start()
                 try:
-                    worker = connected_app.pid.enqueue().result(timeout=60)
+                    worker = unsafe.pid.enqueue().result(timeout=60)
                     assert psutil.Process(worker).ppid() == os.getpid()  # started fresh
                 finally:
                     supervisor.stop(timeout=30)
-            assert "importing the app opened 1 socket(s)" in caplog.text
+            assert warning in caplog.text
+            assert "starts its workers fresh" in caplog.text
         finally:
             sys.path.remove(str(tmp_path))
-            connected_app = sys.modules.pop("connected_app", None)
-            if connected_app is not None:
-                connected_app.connection.close()
+            with contextlib.suppress(KeyError, AttributeError):
+                sys.modules.pop(module).connection.close()
 
 
 def test_a_template_that_died_is_replaced_for_the_next_worker(app: App, supervise) -> None:
