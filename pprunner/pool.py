@@ -131,6 +131,8 @@ class Pool:
         child.connection.close()
         if child.held is not None:
             self._take_held_job(child)
+        if child.killed_group is not None:
+            process_group.reap_group(child.killed_group)
 
     def _take_held_job(self, child: Child) -> None:
         """The job ``child`` recorded in its held-job memory (:mod:`pprunner.held`) joins
@@ -148,8 +150,6 @@ class Pool:
         if recorded is not None:
             job_id, name, data = recorded
             child.started(job_id, name, None, data=data)
-        if child.killed_group is not None:
-            process_group.reap_group(child.killed_group)
 
     def exited(self) -> list[Child]:
         """Workers whose process has ended and that are still in the table."""

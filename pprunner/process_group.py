@@ -59,13 +59,16 @@ def kill_group(pgid: int) -> bool:
 def reap_group(pgid: int, within: float = REAP_WITHIN) -> int:
     """Reap the members of a SIGKILLed group handed to this process, for at most
     ``within`` seconds; returns how many were reaped. Only that group's processes
-    are waited for: the host's own children are not touched."""
+    are waited for: the host's own children are not touched. Members handed to
+    another subreaper (a worker forked by the template, which reaps its own orphans)
+    are waited for until it has reaped them."""
     reaped, deadline = 0, time.monotonic() + within
     try:
         while True:
             try:
                 pid, _ = os.waitpid(-pgid, os.WNOHANG)
             except ChildProcessError:
+                _wait_until_gone(pgid, deadline)
                 return reaped  # no member of the group is our child any more
             if pid:
                 reaped += 1
@@ -75,6 +78,22 @@ def reap_group(pgid: int, within: float = REAP_WITHIN) -> int:
                 time.sleep(0.001)  # SIGKILLed members are dying: a millisecond or two
     finally:
         _reaped(pgid)
+
+
+def _wait_until_gone(pgid: int, deadline: float) -> None:
+    """Until no process of group ``pgid`` is left, not even a zombie, or ``deadline``."""
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.001)
+
+
+def become_subreaper() -> None:
+    """For good: this process reaps the orphans of everything it starts (the template,
+    which reaps whatever ends under it)."""
+    _set_subreaper(True)
 
 
 def _reaped(pgid: int) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 
 import attrs
 
-from . import launch
+from . import launch, process_group
 from .jobs import Call
 from .spawn import WorkerSpec, signals_blocked
 
@@ -327,6 +327,8 @@ def serve(control: socket.socket, preload: list[str]) -> None:
     _send(control, Ready(os.getpid(), unsafe))
     if unsafe:
         return
+    process_group.become_subreaper()  # a killed worker's group is reaped here, at once
+    forked: set[int] = set()
     wakeup_reader, wakeup_writer = os.pipe()
     os.set_blocking(wakeup_writer, False)
     signal.set_wakeup_fd(wakeup_writer)
@@ -355,19 +357,23 @@ def serve(control: socket.socket, preload: list[str]) -> None:
                 data = b""
             if not data:
                 return  # the supervisor closed its end, or died: its workers see their lifelines
-            _fork_worker(control, data, fds, leave_template)
-        _reap(control)
+            pid = _fork_worker(control, data, fds, leave_template)
+            if pid is not None:
+                forked.add(pid)
+        _reap(control, forked)
 
 
 def _fork_worker(control: socket.socket, data: bytes, fds: list[int],
-                 leave_template: Callable[[], None]) -> None:
+                 leave_template: Callable[[], None]) -> int | None:
+    """Fork a worker for the spec in ``data``; its pid, or None when none was forked
+    (the supervisor is told why)."""
     try:  # imports what the spec names, here, once for every later worker
         spec, handed = launch.unpickled_spec(io.BytesIO(data), fds)
     except Exception as exc:  # the supervisor is told, and starts it fresh
         for fd in fds:
             os.close(fd)
         _send(control, ForkFailed(f"unpickling the spec failed: {exc!r}"))
-        return
+        return None
     if spec.prepare is not None:
         _prepare(spec.prepare)
     unsafe = _unsafe_to_fork(control, fds)
@@ -379,12 +385,13 @@ def _fork_worker(control: socket.socket, data: bytes, fds: list[int],
         descriptor.close()  # the worker holds them now
     if unsafe:
         _send(control, ForkFailed(unsafe))
-        return
+        return None
     pidfd = os.pidfd_open(pid)  # before the worker can be reaped: never a stale pid
     try:
         socket.send_fds(control, [pickle.dumps(Forked(pid))], [pidfd])
     finally:
         os.close(pidfd)
+    return pid
 
 
 def _prepare(prepare: Call) -> None:
@@ -415,7 +422,10 @@ def _be_worker(spec: WorkerSpec) -> None:
         os._exit(code)
 
 
-def _reap(control: socket.socket) -> None:
+def _reap(control: socket.socket, forked: set[int]) -> None:
+    """Reap whatever ended under the template: its workers, whose exit the supervisor
+    is told, and the orphans of their process groups (the template is their subreaper,
+    so a killed task's subprocesses do not linger as zombies of PID 1)."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -423,7 +433,9 @@ def _reap(control: socket.socket) -> None:
             return
         if not pid:
             return
-        _send(control, Exited(pid, status))
+        if pid in forked:
+            forked.discard(pid)
+            _send(control, Exited(pid, status))
 
 
 def _unsafe_to_fork(control: socket.socket, handed: Sequence[int] = ()) -> str | None:
