@@ -324,6 +324,16 @@ def test_parents_waiting_on_children_do_not_deadlock_a_fixed_pool(
     assert all(p.get(blocking=True, timeout=30) >= 1 for p in parents)
 
 
+def test_a_waits_timeout_inside_a_task_raises_hueys_resulttimeout(
+        huey: Any, command: Any) -> None:
+    """The wait goes through pprunner's (the slot is lent meanwhile); its timeout is
+    Huey's own error in the task, as with Huey's consumer."""
+    running = command("huey_tasks.huey", "--workers", "1")
+    running.workers(1)
+    waited = huey_tasks.wait_for_a_task_never_sent(0.3)
+    assert waited.get(blocking=True, timeout=30) == "huey.exceptions.ResultTimeout"
+
+
 def test_a_second_sigint_stops_at_once_and_hands_the_running_task_back(
         huey: Any, command: Any, tmp_path: Path) -> None:
     running = command("huey_tasks.huey", "--workers", "1")

@@ -20,14 +20,15 @@ import threading
 from typing import Any
 
 from huey import Huey
-from huey.api import Result
 from huey.consumer import Consumer, ProcessEnvironment
 from huey.consumer_options import ConsumerConfig
 from huey.exceptions import TaskTimeout
 from huey.signals import SIGNAL_INTERRUPTED, SIGNAL_TIMEOUT
 from huey.utils import Error, load_class
 
+import pprunner
 from pprunner.consuming import HostJob, HostJobs
+from pprunner.errors import ResultTimeout
 from pprunner.invocation import ErrorInfo
 
 logger = logging.getLogger("pprunner.huey")
@@ -80,15 +81,15 @@ class HueyConsumer:
         self._stop_flag = consumer.stop_flag = threading.Event()
         self.worker = consumer._create_worker()
         process_timeouts(self.huey)
-        #: a task runs now (Huey's worker runs one at a time)
-        self._in_task = False
+        #: the task that runs now (Huey's worker runs one at a time), as pprunner names it
+        self._task: HostJob | None = None
         #: the message of the task dequeued last, as the storage gave it
         self._message: bytes | None = None
 
     def consume(self, jobs: HostJobs) -> None:
         self._keep_messages()
         self.huey.execute = self._reporting(jobs, self.huey.execute)
-        self._lend_slot_while_waiting(jobs)
+        self._wait_the_pprunner_way()
         self.worker.initialize()
         try:
             while not self._stop_flag.is_set():
@@ -107,11 +108,11 @@ class HueyConsumer:
             message, self._message = self._message, None
             with jobs.running(task.id, task.name, time_limit=hard_limit(task, default),
                               data=message or huey.serialize_task(task)):
-                self._in_task = True
+                self._task = HostJob(task.id, task.name)
                 try:
                     return execute(task, timestamp)
                 finally:
-                    self._in_task = False
+                    self._task = None
 
         return execute_reported
 
@@ -129,20 +130,30 @@ class HueyConsumer:
 
         storage.dequeue = dequeue_kept
 
-    def _lend_slot_while_waiting(self, jobs: HostJobs) -> None:
+    def _wait_the_pprunner_way(self) -> None:
         """A task's ``result.get(blocking=True)`` (Huey's documented wait for another
-        task) lends this worker's slot while it blocks, so a pool whose every worker
-        waits cannot deadlock. Huey's ``Result`` class is this worker process's own."""
-        wait = Result.get_raw_result
+        task) waits the core's way (:meth:`pprunner.WorkerContext.wait_for_host`, the
+        ``pprunner_pause_on_wait`` hook): the worker's slot is lent while it waits, so a
+        pool whose every worker waits cannot deadlock, and the result is seen a
+        millisecond or two after it is stored (Huey's own wait first sleeps 50 ms, then
+        longer). Huey's storage object is this worker process's own."""
+        storage = self.huey.storage
+        wait = storage.wait_result
 
-        def get_raw_result_lending(result: Result, blocking: bool = False,
-                                   *args: Any, **kwargs: Any) -> Any:
-            if not (blocking and self._in_task):
-                return wait(result, blocking, *args, **kwargs)
-            with jobs.lend_slot():
-                return wait(result, blocking, *args, **kwargs)
+        def wait_result_lending(key: str, timeout: float | None = None,
+                                *args: Any, **kwargs: Any) -> bool:
+            context = pprunner.current_context()
+            if self._task is None or context is None:
+                return wait(key, timeout, *args, **kwargs)
+            try:
+                context.wait_for_host(
+                    self._task, [key],
+                    lambda: [] if storage.has_data_for_key(key) else [key], timeout)
+            except ResultTimeout:
+                return False
+            return True
 
-        Result.get_raw_result = get_raw_result_lending
+        storage.wait_result = wait_result_lending
 
 
 def adopt(consumer: Consumer, time_limit: float | None) -> HueyConsumer:

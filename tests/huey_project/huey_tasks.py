@@ -54,3 +54,13 @@ def parent(children: int) -> int:
     """Waits for its children as Huey's docs show: result.get(blocking=True)."""
     results = [pid() for _ in range(children)]
     return len({r.get(blocking=True, timeout=30) for r in results})
+
+
+@huey.task()
+def wait_for_a_task_never_sent(seconds: float) -> str:
+    """A blocking wait with a timeout for a result that never comes: what it raises."""
+    try:
+        huey.result("never-sent", blocking=True, timeout=seconds)
+    except Exception as exc:  # Huey's ResultTimeout, whatever wait it went through
+        return f"{type(exc).__module__}.{type(exc).__name__}"
+    return "no error"
