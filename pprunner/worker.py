@@ -168,9 +168,12 @@ class WorkerContext:
                 value = host_result.get(timeout=60)
         """
         self._lending += 1
-        if self._lending == 1:
-            self._waiting(True)
         try:
+            # inside the try: a host's answer to the report may come as a signal whose
+            # handler raises before the report's send returns (Celery's refused wait),
+            # and the supervisor must then hear that the wait is over
+            if self._lending == 1:
+                self._waiting(True)
             yield
         finally:
             self._lending -= 1

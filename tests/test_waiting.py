@@ -167,3 +167,32 @@ def test_outside_a_worker_wait_simply_blocks(app: App, supervise) -> None:
     handles = [apps.add.enqueue(n, n) for n in range(5)]
     assert gather(handles, timeout=30) == [0, 2, 4, 6, 8]
     assert gather([]) == []
+
+
+def test_a_lent_slot_is_given_back_when_the_report_of_the_wait_is_interrupted(
+        app: App) -> None:
+    """A host may answer the report of a wait with a signal whose handler raises before the
+    report's send returns (Celery's refused wait): the supervisor still hears the end."""
+    import threading
+
+    from pprunner.worker import WorkerContext
+
+    class Interrupted(Exception):
+        pass
+
+    reports: list[bool] = []
+
+    def report(waiting: bool) -> None:
+        reports.append(waiting)
+        if reports == [True]:
+            raise Interrupted  # as a signal handler raising in the middle of the send
+
+    context = WorkerContext(app=app, runner_id="w", slot=1, runner_cache={},
+                            stop_event=threading.Event())
+    context._waiting = report
+    with pytest.raises(Interrupted), context.lend_slot():
+        pytest.fail("the wait ran although its report raised")
+    assert reports == [True, False]
+    with context.lend_slot():  # counted from zero again: the next wait is reported
+        pass
+    assert reports == [True, False, True, False]
